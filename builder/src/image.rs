@@ -1,0 +1,264 @@
+//! Building, tagging and pushing an app's image.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, BuilderVersion, ListImagesOptionsBuilder, PushImageOptionsBuilder,
+    TagImageOptionsBuilder,
+};
+use futures_util::StreamExt;
+use tracing::info;
+
+use crate::context::{open_repo, tar_stream};
+use crate::dockerfile::exposed_ports;
+
+const LABEL_APP: &str = "nap.app";
+const LABEL_TREE: &str = "nap.tree";
+/// How many trailing build lines a failure report carries.
+const LOG_TAIL: usize = 15;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("no Dockerfile at the root of {commit}; nap builds apps from a Dockerfile")]
+    NoDockerfile { commit: String },
+    #[error("reading commit {commit}: {source}")]
+    Git {
+        commit: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("the build failed: {message}")]
+    Failed { message: String, log_tail: Vec<String> },
+    #[error("pushing {image} to the registry failed: {message}")]
+    Push { image: String, message: String },
+    #[error("Docker daemon: {0}")]
+    Docker(#[from] bollard::errors::Error),
+}
+
+impl BuildError {
+    /// The last build output lines, to show with the error.
+    pub fn log_tail(&self) -> &[String] {
+        match self {
+            BuildError::Failed { log_tail, .. } => log_tail,
+            _ => &[],
+        }
+    }
+}
+
+/// The registry images are pushed to. Credentials are never printed or logged.
+#[derive(Clone)]
+pub struct Registry {
+    /// `HOST:PORT`
+    pub address: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("address", &self.address)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+pub struct BuildRequest<'a> {
+    pub app: &'a str,
+    /// The app's bare repo.
+    pub repo: &'a Path,
+    /// Full hex id of the commit to build.
+    pub commit: &'a str,
+    /// Release number the image is tagged with.
+    pub release: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// `REGISTRY/APP:vN`, what the release runs.
+    pub reference: String,
+    /// `REGISTRY/APP:git-SHORTSHA`
+    pub commit_reference: String,
+    /// TCP ports the Dockerfile exposes.
+    pub exposed_ports: Vec<u16>,
+    /// True when an image of the same tree existed and no build ran.
+    pub reused: bool,
+}
+
+pub struct Builder {
+    docker: Docker,
+    registry: Option<Registry>,
+}
+
+impl Builder {
+    pub fn new(docker: Docker, registry: Option<Registry>) -> Self {
+        Builder { docker, registry }
+    }
+
+    /// `REGISTRY/APP` (or `nap/APP` without a registry).
+    pub fn repository(&self, app: &str) -> String {
+        match &self.registry {
+            Some(registry) => format!("{}/{app}", registry.address),
+            None => format!("nap/{app}"),
+        }
+    }
+
+    /// Builds (or reuses), tags and pushes the image of `req.commit`.
+    /// Each line of output goes to `progress`.
+    pub async fn build(&self, req: &BuildRequest<'_>, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<Image, BuildError> {
+        let git_err = |source| BuildError::Git { commit: req.commit.to_owned(), source };
+        let (tree, dockerfile) = {
+            let repo = open_repo(req.repo).map_err(git_err)?;
+            let commit = repo.revparse_single(req.commit).and_then(|o| o.peel_to_commit()).map_err(git_err)?;
+            let tree = commit.tree().map_err(git_err)?;
+            let entry = tree
+                .get_name("Dockerfile")
+                .ok_or_else(|| BuildError::NoDockerfile { commit: short(req.commit).to_owned() })?;
+            let blob = repo.find_blob(entry.id()).map_err(|_| BuildError::NoDockerfile { commit: short(req.commit).to_owned() })?;
+            (tree.id(), String::from_utf8_lossy(blob.content()).into_owned())
+        };
+        let repository = self.repository(req.app);
+        let image = Image {
+            reference: format!("{repository}:v{}", req.release),
+            commit_reference: format!("{repository}:git-{}", short(req.commit)),
+            exposed_ports: exposed_ports(&dockerfile),
+            reused: false,
+        };
+
+        let image = match self.image_of_tree(req.app, &tree.to_string()).await? {
+            Some(id) => {
+                progress(&format!("Reusing image {} built from the same tree; no rebuild", short_id(&id)));
+                self.tag(&id, &image.reference).await?;
+                Image { reused: true, ..image }
+            }
+            None => {
+                self.run_build(req, tree, &image.reference, progress).await?;
+                image
+            }
+        };
+        self.tag(&image.reference, &image.commit_reference).await?;
+        if self.registry.is_some() {
+            for reference in [&image.reference, &image.commit_reference] {
+                self.push(reference, progress).await?;
+            }
+        }
+        info!(image = %image.reference, reused = image.reused, "image ready");
+        Ok(image)
+    }
+
+    async fn image_of_tree(&self, app: &str, tree: &str) -> Result<Option<String>, BuildError> {
+        let filters = HashMap::from([(
+            "label",
+            vec![format!("{LABEL_APP}={app}"), format!("{LABEL_TREE}={tree}")],
+        )]);
+        let images = self.docker.list_images(Some(ListImagesOptionsBuilder::new().filters(&filters).build())).await?;
+        Ok(images.into_iter().next().map(|image| image.id))
+    }
+
+    async fn run_build(
+        &self,
+        req: &BuildRequest<'_>,
+        tree: git2::Oid,
+        reference: &str,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<(), BuildError> {
+        let labels = HashMap::from([(LABEL_APP, req.app.to_owned()), (LABEL_TREE, tree.to_string())]);
+        let options = BuildImageOptionsBuilder::new()
+            .dockerfile("Dockerfile")
+            .t(reference)
+            .rm(true)
+            .forcerm(true)
+            .labels(&labels)
+            .version(BuilderVersion::BuilderV1)
+            .build();
+        let body = bollard::body_try_stream(tar_stream(req.repo.to_owned(), tree));
+        let mut stream = self.docker.build_image(options, None, Some(body));
+        let mut tail = VecDeque::with_capacity(LOG_TAIL);
+        let mut remember = |line: &str| {
+            if tail.len() == LOG_TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(line.to_owned());
+        };
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                Err(bollard::errors::Error::DockerStreamError { error }) => {
+                    return Err(BuildError::Failed { message: one_line(&error), log_tail: tail.into() });
+                }
+                Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
+                    return Err(BuildError::Failed { message: one_line(&message), log_tail: tail.into() });
+                }
+                Err(err) => return Err(err.into()),
+            };
+            if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                return Err(BuildError::Failed { message: one_line(&detail), log_tail: tail.into() });
+            }
+            if let Some(text) = info.stream {
+                for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+                    remember(line);
+                    progress(line);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn tag(&self, source: &str, target: &str) -> Result<(), BuildError> {
+        let (repo, tag) = target.rsplit_once(':').unwrap_or((target, "latest"));
+        let options = TagImageOptionsBuilder::new().repo(repo).tag(tag).build();
+        self.docker.tag_image(source, Some(options)).await?;
+        Ok(())
+    }
+
+    async fn push(&self, reference: &str, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<(), BuildError> {
+        let Some(registry) = &self.registry else { return Ok(()) };
+        let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
+        let credentials = registry.username.as_ref().map(|username| DockerCredentials {
+            username: Some(username.clone()),
+            password: registry.password.clone(),
+            serveraddress: Some(registry.address.clone()),
+            ..Default::default()
+        });
+        progress(&format!("Pushing {reference}"));
+        let options = PushImageOptionsBuilder::new().tag(tag).build();
+        let mut stream = self.docker.push_image(repo, Some(options), credentials);
+        let push_err = |message: String| BuildError::Push { image: reference.to_owned(), message: one_line(&message) };
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                Err(bollard::errors::Error::DockerStreamError { error }) => return Err(push_err(error)),
+                Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => return Err(push_err(message)),
+                Err(err) => return Err(err.into()),
+            };
+            if let Some(message) = info.error_detail.and_then(|d| d.message) {
+                return Err(push_err(message));
+            }
+            // Byte counters would flood the pusher's terminal; the per-layer
+            // outcome and the final digest are the useful part.
+            if let Some(status) = info.status.filter(|s| {
+                s.starts_with("Pushed") || s.starts_with("Layer already exists") || s.contains("digest:")
+            }) {
+                progress(&status);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn short(commit: &str) -> &str {
+    commit.get(..7).unwrap_or(commit)
+}
+
+fn short_id(id: &str) -> &str {
+    let id = id.strip_prefix("sha256:").unwrap_or(id);
+    id.get(..12).unwrap_or(id)
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,12 @@
+//! The builder: turns a pushed commit into a tagged image.
+//!
+//! The build context is the commit's tree, streamed as a tar straight from
+//! the git object store ([`context`]), so no checkout is made and the repo is
+//! never held in memory. Images carry labels naming the app and the tree, so a
+//! push of a tree that was already built reuses its image.
+
+mod context;
+mod dockerfile;
+mod image;
+
+pub use image::{Builder, BuildError, BuildRequest, Image, Registry};

@@ -1,0 +1,230 @@
+//! The Docker runner: one container per release, named `nap-APP-vN`.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use tracing::{info, warn};
+
+use crate::check::answers_http;
+use crate::labels;
+
+const LOG_TAIL: usize = 15;
+const CHECK_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a retired release gets to stop before it is killed.
+const STOP_GRACE_SECS: i32 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{container} exited at once (exit code {exit_code})")]
+    Exited { container: String, exit_code: i64, log_tail: Vec<String> },
+    #[error("{container} did not answer HTTP on port {port} within {seconds} s")]
+    CheckTimeout { container: String, port: u16, seconds: u64, log_tail: Vec<String> },
+    #[error("{container} publishes no host port for {port}/tcp")]
+    NoHostPort { container: String, port: u16 },
+    #[error("Docker daemon: {0}")]
+    Docker(#[from] bollard::errors::Error),
+}
+
+impl RunError {
+    /// The app's last log lines, to show with the error.
+    pub fn log_tail(&self) -> &[String] {
+        match self {
+            RunError::Exited { log_tail, .. } | RunError::CheckTimeout { log_tail, .. } => log_tail,
+            _ => &[],
+        }
+    }
+}
+
+pub struct RunRequest<'a> {
+    pub app: &'a str,
+    pub release: u32,
+    pub image: &'a str,
+    /// The port the app listens on inside the container; it gets it as `PORT`.
+    pub port: u16,
+    /// Environment besides `PORT`.
+    pub env: &'a [(String, String)],
+}
+
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub container: String,
+    pub host_port: u16,
+    pub url: String,
+}
+
+pub struct DockerRunner {
+    docker: Docker,
+    /// The host name put in app URLs.
+    public_host: String,
+    check_timeout: Duration,
+}
+
+impl DockerRunner {
+    pub fn new(docker: Docker, public_host: String, check_timeout: Duration) -> Self {
+        DockerRunner { docker, public_host, check_timeout }
+    }
+
+    pub fn container_name(app: &str, release: u32) -> String {
+        format!("nap-{app}-v{release}")
+    }
+
+    /// Starts the release and waits until it answers. On failure the new
+    /// container is removed and whatever ran before is untouched.
+    pub async fn start(&self, req: &RunRequest<'_>, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<Running, RunError> {
+        let name = Self::container_name(req.app, req.release);
+        // A push killed between create and record can leave a container of the
+        // same name; it never served, so it goes.
+        self.remove(&name).await?;
+        let port_key = format!("{}/tcp", req.port);
+        let mut env = vec![format!("PORT={}", req.port)];
+        env.extend(req.env.iter().map(|(k, v)| format!("{k}={v}")));
+        let body = ContainerCreateBody {
+            image: Some(req.image.to_owned()),
+            env: Some(env),
+            exposed_ports: Some(vec![port_key.clone()]),
+            labels: Some(HashMap::from([
+                (labels::APP.to_owned(), req.app.to_owned()),
+                (labels::RELEASE.to_owned(), req.release.to_string()),
+            ])),
+            host_config: Some(HostConfig {
+                port_bindings: Some(HashMap::from([(
+                    port_key.clone(),
+                    Some(vec![PortBinding { host_ip: Some("0.0.0.0".into()), host_port: Some(String::new()) }]),
+                )])),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
+                init: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::new().name(&name).build();
+        self.docker.create_container(Some(options), body).await?;
+        progress(&format!("Starting {name}"));
+        let started = async {
+            self.docker.start_container(&name, None::<bollard::query_parameters::StartContainerOptions>).await?;
+            let host_port = self.host_port(&name, &port_key, req.port).await?;
+            self.wait_until_answering(&name, req.port, host_port, progress).await?;
+            Ok::<u16, RunError>(host_port)
+        }
+        .await;
+        match started {
+            Ok(host_port) => {
+                let url = format!("http://{}:{host_port}/", self.public_host);
+                info!(container = %name, %url, "release answering");
+                Ok(Running { container: name, host_port, url })
+            }
+            Err(err) => {
+                if let Err(cleanup) = self.remove(&name).await {
+                    warn!(container = %name, error = %cleanup, "could not remove the failed release's container");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn host_port(&self, name: &str, port_key: &str, port: u16) -> Result<u16, RunError> {
+        let inspect = self.docker.inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>).await?;
+        inspect
+            .network_settings
+            .and_then(|n| n.ports)
+            .and_then(|ports| ports.get(port_key).cloned().flatten())
+            .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port?.parse().ok()))
+            .ok_or_else(|| RunError::NoHostPort { container: name.to_owned(), port })
+    }
+
+    async fn wait_until_answering(
+        &self,
+        name: &str,
+        port: u16,
+        host_port: u16,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<(), RunError> {
+        progress(&format!("Waiting for {name} to answer HTTP on port {port}"));
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, host_port));
+        let deadline = Instant::now() + self.check_timeout;
+        loop {
+            let state = self
+                .docker
+                .inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>)
+                .await?
+                .state
+                .unwrap_or_default();
+            // With restart=unless-stopped a crashing app is "restarting", not "exited".
+            if state.running != Some(true) || state.restarting == Some(true) {
+                return Err(RunError::Exited {
+                    container: name.to_owned(),
+                    exit_code: state.exit_code.unwrap_or_default(),
+                    log_tail: self.log_tail(name).await,
+                });
+            }
+            if answers_http(addr).await {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(RunError::CheckTimeout {
+                    container: name.to_owned(),
+                    port,
+                    seconds: self.check_timeout.as_secs(),
+                    log_tail: self.log_tail(name).await,
+                });
+            }
+            tokio::time::sleep(CHECK_INTERVAL).await;
+        }
+    }
+
+    /// The container's last output lines; empty if they cannot be read.
+    pub async fn log_tail(&self, name: &str) -> Vec<String> {
+        let options = LogsOptionsBuilder::new().stdout(true).stderr(true).tail(&LOG_TAIL.to_string()).build();
+        let mut stream = self.docker.logs(name, Some(options));
+        let mut lines = Vec::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            let text = String::from_utf8_lossy(&chunk.into_bytes()).into_owned();
+            lines.extend(text.lines().map(str::to_owned));
+        }
+        let skip = lines.len().saturating_sub(LOG_TAIL);
+        lines.split_off(skip)
+    }
+
+    /// Stops and removes every container of `app` except `keep`: the previous
+    /// release once the new one answers, and leftovers of interrupted pushes.
+    pub async fn retire_all_but(&self, app: &str, keep: &str) -> Result<Vec<String>, RunError> {
+        let filters = HashMap::from([("label", vec![format!("{}={app}", labels::APP)])]);
+        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let mut retired = Vec::new();
+        for container in self.docker.list_containers(Some(options)).await? {
+            let Some(name) = container.names.and_then(|n| n.into_iter().next()) else { continue };
+            let name = name.trim_start_matches('/').to_owned();
+            if name == keep {
+                continue;
+            }
+            let stop = StopContainerOptionsBuilder::new().t(STOP_GRACE_SECS).build();
+            if let Err(err) = self.docker.stop_container(&name, Some(stop)).await {
+                warn!(container = %name, error = %err, "stop failed; removing anyway");
+            }
+            self.remove(&name).await?;
+            retired.push(name);
+        }
+        Ok(retired)
+    }
+
+    /// Removes a container if it exists.
+    async fn remove(&self, name: &str) -> Result<(), RunError> {
+        let options = RemoveContainerOptionsBuilder::new().force(true).build();
+        match self.docker.remove_container(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+}

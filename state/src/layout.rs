@@ -1,0 +1,36 @@
+//! The key layout: every key nap writes is named here and nowhere else.
+//! `docs/state.md` describes the same layout for operators.
+
+/// Root of everything nap owns in the store.
+pub const ROOT: &str = "/nap";
+
+/// `/nap/keys/NAME`: an SSH key allowed to reach the gateway.
+pub fn ssh_key(name: &str) -> String {
+    format!("{ROOT}/keys/{name}")
+}
+
+/// Prefix of all SSH keys.
+pub fn ssh_keys() -> String {
+    format!("{ROOT}/keys/")
+}
+
+/// `/nap/apps/APP/`: everything about one app.
+pub fn app(app: &str) -> String {
+    format!("{ROOT}/apps/{app}/")
+}
+
+/// `/nap/apps/APP/releases/N`: one release, as JSON. N is zero-padded so that
+/// a prefix listing returns releases in order.
+pub fn release(app: &str, version: u32) -> String {
+    format!("{ROOT}/apps/{app}/releases/{version:010}")
+}
+
+/// Prefix of an app's releases.
+pub fn releases(app: &str) -> String {
+    format!("{ROOT}/apps/{app}/releases/")
+}
+
+/// `/nap/apps/APP/current`: the release number that is serving.
+pub fn current(app: &str) -> String {
+    format!("{ROOT}/apps/{app}/current")
+}

@@ -1,0 +1,15 @@
+//! nap's state, kept beside the gateway → builder → runner pipeline.
+//!
+//! - [`layout`] is the one place that knows nap's key names.
+//! - [`Store`] is the key/value interface every backend implements.
+//! - [`release`] is the release model (vN, commit, image, status, cause).
+//! - [`lock`] holds the per-app deploy lock.
+
+pub mod layout;
+pub mod lock;
+pub mod release;
+mod store;
+
+pub use lock::{DeployLock, LockError};
+pub use release::{Release, ReleaseCause, ReleaseStatus};
+pub use store::{Store, StoreError};

@@ -1,0 +1,92 @@
+//! The release model: each deploy attempt of an app is release vN.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::{Store, StoreError, layout};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReleaseStatus {
+    /// Building or starting; not yet serving.
+    Pending,
+    /// Answered its start check and is (or was) serving.
+    Succeeded,
+    /// The build or the start check failed; it never served.
+    Failed,
+}
+
+/// What caused a release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ReleaseCause {
+    Push { key: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub version: u32,
+    pub commit: String,
+    pub image: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub status: ReleaseStatus,
+    pub cause: ReleaseCause,
+    /// The container serving this release, once started.
+    #[serde(default)]
+    pub container: Option<String>,
+    /// Where the release answers, once started.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Why the release failed, for `Failed` releases.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl Release {
+    pub fn tag(&self) -> String {
+        format!("v{}", self.version)
+    }
+}
+
+/// Reading and writing releases through the store.
+impl Store {
+    pub async fn releases(&self, app: &str) -> Result<Vec<Release>, StoreError> {
+        self.list_json(&layout::releases(app)).await
+    }
+
+    pub async fn release(&self, app: &str, version: u32) -> Result<Option<Release>, StoreError> {
+        self.get_json(&layout::release(app, version)).await
+    }
+
+    pub async fn save_release(&self, app: &str, release: &Release) -> Result<(), StoreError> {
+        self.put_json(&layout::release(app, release.version), release).await
+    }
+
+    /// The number the next release of `app` gets. Only meaningful under the
+    /// app's deploy lock.
+    pub async fn next_release_version(&self, app: &str) -> Result<u32, StoreError> {
+        let last = self.releases(app).await?.last().map_or(0, |r| r.version);
+        Ok(last + 1)
+    }
+
+    /// The release that is serving, if any.
+    pub async fn current_release(&self, app: &str) -> Result<Option<Release>, StoreError> {
+        match self.get_json::<u32>(&layout::current(app)).await? {
+            Some(version) => self.release(app, version).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Marks `release` as serving: saves it as succeeded and points `current` at it,
+    /// in one transaction.
+    pub async fn promote_release(&self, app: &str, release: &Release) -> Result<(), StoreError> {
+        let release_json = serde_json::to_vec(release).map_err(StoreError::Encode)?;
+        let current_json = serde_json::to_vec(&release.version).map_err(StoreError::Encode)?;
+        self.put_many(&[
+            (layout::release(app, release.version), release_json),
+            (layout::current(app), current_json),
+        ])
+        .await
+    }
+}
