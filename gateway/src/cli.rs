@@ -1,0 +1,96 @@
+//! The local command line: `nap serve`, `nap keys ...`, and the entry points
+//! that OpenSSH and git call (`ssh-command`, `hook`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "nap", version, about = "git push to deploy, ssh to operate", propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Settings every subcommand shares. Each also comes from the environment and
+/// from `nap.toml`; a flag beats the environment, which beats the file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GlobalArgs {
+    /// Settings file [default: /etc/nap/nap.toml, if it exists]
+    #[arg(long, global = true, env = "NAP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where nap keeps repos, state and its host key [default: /var/lib/nap]
+    #[arg(long, global = true, env = "NAP_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Registry that images are pushed to, e.g. registry.example.com:5000
+    #[arg(long, global = true, env = "NAP_REGISTRY", value_name = "HOST:PORT")]
+    pub registry: Option<String>,
+    /// Host name put in app URLs [default: this machine's host name]
+    #[arg(long, global = true, env = "NAP_PUBLIC_HOST", value_name = "HOST")]
+    pub public_host: Option<String>,
+    /// Seconds a new release gets to answer HTTP before the deploy fails [default: 30]
+    #[arg(long, global = true, env = "NAP_CHECK_TIMEOUT", value_name = "SECS")]
+    pub check_timeout: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the SSH gateway that takes pushes and commands
+    Serve(ServeArgs),
+    /// Manage the SSH keys allowed in
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Entry point for OpenSSH's forced command: runs $SSH_ORIGINAL_COMMAND as key NAME
+    SshCommand {
+        /// The key's name, as added with `nap keys add`
+        #[arg(long, value_name = "NAME")]
+        key: String,
+    },
+    /// Print nap's version
+    Version,
+    /// Entry points for git hooks (installed by nap; not for people)
+    #[command(subcommand, hide = true)]
+    Hook(HookCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address the SSH gateway listens on [default: 0.0.0.0:2222]
+    #[arg(long, env = "NAP_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Seconds that running pushes get to finish after SIGTERM [default: 60]
+    #[arg(long, env = "NAP_SHUTDOWN_TIMEOUT", value_name = "SECS")]
+    pub shutdown_timeout: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Allow a key in: `nap keys add alice < ~/.ssh/id_ed25519.pub`
+    Add {
+        /// A name for the key's owner (letters, digits, . _ @ -)
+        name: String,
+        /// The key may manage keys and every app
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List the allowed keys
+    #[command(visible_alias = "ls")]
+    List {
+        /// Print JSON for scripts
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a key
+    #[command(visible_alias = "rm")]
+    Remove { name: String },
+    /// Print authorized_keys lines that run nap as OpenSSH's forced command
+    AuthorizedKeys,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HookCommand {
+    /// Deploy what is pushed to master or main (git runs this before updating refs)
+    PreReceive,
+}

@@ -1,0 +1,102 @@
+//! The SSH keys allowed in, kept in the store under `/nap/keys/NAME`.
+
+use russh::keys::PublicKey;
+use russh::keys::ssh_key::HashAlg;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use nap_state::{Store, StoreError, layout};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("invalid key name {0:?}: use 1-64 letters, digits, '.', '_', '@' or '-'")]
+    InvalidName(String),
+    #[error("not an OpenSSH public key ({0}); expected a line like 'ssh-ed25519 AAAA... you@host'")]
+    Malformed(String),
+    #[error("no public key on standard input; try: nap keys add NAME < ~/.ssh/id_ed25519.pub")]
+    Empty,
+    #[error("a key named {0:?} already exists; remove it first")]
+    NameTaken(String),
+    #[error("this key is already added as {0:?}")]
+    KeyTaken(String),
+    #[error("no key named {0:?}")]
+    Unknown(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthorizedKey {
+    pub name: String,
+    /// The key in OpenSSH form, without its comment.
+    pub public_key: String,
+    pub fingerprint: String,
+    pub admin: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub added_at: OffsetDateTime,
+}
+
+impl AuthorizedKey {
+    fn parsed(&self) -> Option<PublicKey> {
+        PublicKey::from_openssh(&self.public_key).ok()
+    }
+}
+
+fn check_name(name: &str) -> Result<(), KeyError> {
+    let valid = (1..=64).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'));
+    if valid { Ok(()) } else { Err(KeyError::InvalidName(name.to_owned())) }
+}
+
+/// Parses the first key line of an OpenSSH `.pub` file.
+pub fn parse_public_key(text: &str) -> Result<PublicKey, KeyError> {
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).ok_or(KeyError::Empty)?;
+    PublicKey::from_openssh(line).map_err(|err| KeyError::Malformed(err.to_string()))
+}
+
+pub async fn add(store: &Store, name: &str, key: &PublicKey, admin: bool) -> Result<AuthorizedKey, KeyError> {
+    check_name(name)?;
+    if let Some(existing) = find(store, key).await? {
+        return Err(KeyError::KeyTaken(existing.name));
+    }
+    let mut bare = key.clone();
+    bare.set_comment("");
+    let record = AuthorizedKey {
+        name: name.to_owned(),
+        public_key: bare.to_openssh().map_err(|err| KeyError::Malformed(err.to_string()))?,
+        fingerprint: key.fingerprint(HashAlg::Sha256).to_string(),
+        admin,
+        added_at: OffsetDateTime::now_utc(),
+    };
+    let json = serde_json::to_vec(&record).map_err(StoreError::Encode)?;
+    if !store.compare_and_swap(&layout::ssh_key(name), None, &json).await? {
+        return Err(KeyError::NameTaken(name.to_owned()));
+    }
+    Ok(record)
+}
+
+pub async fn list(store: &Store) -> Result<Vec<AuthorizedKey>, KeyError> {
+    Ok(store.list_json(&layout::ssh_keys()).await?)
+}
+
+pub async fn get(store: &Store, name: &str) -> Result<AuthorizedKey, KeyError> {
+    check_name(name)?;
+    store.get_json(&layout::ssh_key(name)).await?.ok_or_else(|| KeyError::Unknown(name.to_owned()))
+}
+
+pub async fn remove(store: &Store, name: &str) -> Result<(), KeyError> {
+    check_name(name)?;
+    if store.delete(&layout::ssh_key(name)).await? { Ok(()) } else { Err(KeyError::Unknown(name.to_owned())) }
+}
+
+/// The allowed key whose key material is `key`, if any.
+pub async fn find(store: &Store, key: &PublicKey) -> Result<Option<AuthorizedKey>, KeyError> {
+    Ok(list(store).await?.into_iter().find(|k| k.parsed().is_some_and(|p| p.key_data() == key.key_data())))
+}
+
+/// One `authorized_keys` line that makes OpenSSH run nap for this key.
+/// `nap_command` is the `nap ... ` prefix (binary and settings flags).
+pub fn authorized_keys_line(nap_command: &str, key: &AuthorizedKey) -> String {
+    // Key names are restricted to characters that need no quoting here.
+    format!("command=\"{nap_command} ssh-command --key {}\",restrict {} {}", key.name, key.public_key, key.name)
+}

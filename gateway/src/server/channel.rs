@@ -1,0 +1,62 @@
+//! One command on one SSH channel. This task is the channel's only writer.
+
+use std::sync::Arc;
+
+use russh::ChannelMsg;
+use russh::server::Msg;
+use russh::Channel;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::exec::{self, Context, Io};
+use crate::keys::AuthorizedKey;
+
+/// Bytes of client input buffered on their way to the command.
+const STDIN_BUFFER: usize = 256 * 1024;
+
+pub async fn serve_exec(ctx: Arc<Context>, key: AuthorizedKey, command: String, channel: Channel<Msg>) {
+    let (mut incoming, outgoing) = channel.split();
+    let client_gone = CancellationToken::new();
+    let (stdin, mut stdin_tx) = tokio::io::simplex(STDIN_BUFFER);
+
+    // Client → command. EOF closes the command's input; a closed channel or
+    // a dropped connection means the client is gone.
+    let pump = tokio::spawn({
+        let client_gone = client_gone.clone();
+        async move {
+            let mut open = true;
+            loop {
+                match incoming.wait().await {
+                    Some(ChannelMsg::Data { data }) if open => {
+                        if stdin_tx.write_all(&data).await.is_err() {
+                            open = false;
+                        }
+                    }
+                    Some(ChannelMsg::Eof) if open => {
+                        let _ = stdin_tx.shutdown().await;
+                        open = false;
+                    }
+                    Some(ChannelMsg::Close) | None => {
+                        client_gone.cancel();
+                        return;
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    });
+
+    let io = Io {
+        stdin,
+        stdout: outgoing.make_writer(),
+        stderr: outgoing.make_writer_ext(Some(1)),
+        client_gone,
+    };
+    let status = exec::run(&ctx, &key, &command, io).await;
+    pump.abort();
+    // In this order, and only after all output was written: the client stops
+    // reading once it has the exit status and EOF.
+    let _ = outgoing.exit_status(status).await;
+    let _ = outgoing.eof().await;
+    let _ = outgoing.close().await;
+}

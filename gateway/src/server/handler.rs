@@ -1,0 +1,119 @@
+//! The russh handler: authenticates keys and forwards exec requests.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId};
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::exec::Context;
+use crate::keys::{self, AuthorizedKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error(transparent)]
+    Ssh(#[from] russh::Error),
+}
+
+pub struct Connection {
+    ctx: Arc<Context>,
+    commands: TaskTracker,
+    key: Option<AuthorizedKey>,
+    /// Opened session channels waiting for their exec request.
+    channels: HashMap<ChannelId, Channel<Msg>>,
+}
+
+impl Connection {
+    pub fn new(ctx: Arc<Context>, commands: TaskTracker) -> Self {
+        Connection { ctx, commands, key: None, channels: HashMap::new() }
+    }
+
+    async fn lookup(&self, key: &russh::keys::PublicKey) -> Option<AuthorizedKey> {
+        match keys::find(&self.ctx.store, key).await {
+            Ok(found) => found,
+            Err(err) => {
+                warn!(error = %err, "key lookup failed; refusing");
+                None
+            }
+        }
+    }
+
+    /// Hands the channel to its own task, which runs `command` and owns the channel from then on.
+    fn start(&mut self, id: ChannelId, command: String, session: &mut Session) -> Result<(), HandlerError> {
+        let (Some(key), Some(channel)) = (self.key.clone(), self.channels.remove(&id)) else {
+            session.channel_failure(id)?;
+            return Ok(());
+        };
+        session.channel_success(id)?;
+        let span = info_span!("command", key = %key.name, command = %command);
+        let ctx = Arc::clone(&self.ctx);
+        self.commands.spawn(super::channel::serve_exec(ctx, key, command, channel).instrument(span));
+        Ok(())
+    }
+}
+
+impl russh::server::Handler for Connection {
+    type Error = HandlerError;
+
+    // The user name is ignored: the key alone says who this is.
+    async fn auth_publickey_offered(&mut self, _user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
+        Ok(match self.lookup(offer.public_key).await {
+            Some(_) => Auth::Accept,
+            None => {
+                info!(fingerprint = %offer.public_key.fingerprint(Default::default()), "unknown key refused at offer");
+                Auth::reject()
+            }
+        })
+    }
+
+    async fn auth_publickey(&mut self, _user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+        Ok(match self.lookup(key.public_key).await {
+            Some(found) => {
+                info!(key = %found.name, "authenticated");
+                self.key = Some(found);
+                Auth::Accept
+            }
+            None => Auth::reject(),
+        })
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.insert(channel.id(), channel);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn exec_request(&mut self, id: ChannelId, data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+        let command = String::from_utf8_lossy(data).into_owned();
+        self.start(id, command, session)
+    }
+
+    /// `ssh host` with no command gets the help.
+    async fn shell_request(&mut self, id: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+        self.start(id, String::new(), session)
+    }
+
+    /// Accepted so that `ssh -t` works; commands do not use a terminal.
+    #[allow(clippy::too_many_arguments)]
+    async fn pty_request(
+        &mut self,
+        id: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(id)?;
+        Ok(())
+    }
+}

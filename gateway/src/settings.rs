@@ -1,0 +1,113 @@
+//! Effective settings: `nap.toml`, overridden by the environment and flags.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::cli::GlobalArgs;
+
+const DEFAULT_CONFIG: &str = "/etc/nap/nap.toml";
+const DEFAULT_DATA_DIR: &str = "/var/lib/nap";
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:2222";
+const DEFAULT_CHECK_TIMEOUT: u64 = 30;
+pub const DEFAULT_SHUTDOWN_TIMEOUT: u64 = 60;
+
+/// The settings file. Every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub registry: Option<String>,
+    pub registry_username: Option<String>,
+    pub registry_password: Option<String>,
+    pub public_host: Option<String>,
+    pub check_timeout: Option<u64>,
+    pub shutdown_timeout: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The settings file that was read, if any; passed on to hooks.
+    pub config: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    pub registry: Option<nap_builder::Registry>,
+    pub public_host: String,
+    pub check_timeout: Duration,
+    pub listen: Option<String>,
+    pub shutdown_timeout: Option<u64>,
+}
+
+impl Settings {
+    pub fn resolve(args: &GlobalArgs) -> Result<Settings> {
+        let (config, file) = match &args.config {
+            Some(path) => (Some(path.clone()), read_file(path)?),
+            None if Path::new(DEFAULT_CONFIG).exists() => {
+                (Some(PathBuf::from(DEFAULT_CONFIG)), read_file(Path::new(DEFAULT_CONFIG))?)
+            }
+            None => (None, FileSettings::default()),
+        };
+        let registry = args.registry.clone().or(file.registry).filter(|r| !r.is_empty()).map(|address| {
+            nap_builder::Registry {
+                address,
+                username: std::env::var("NAP_REGISTRY_USERNAME").ok().or(file.registry_username),
+                password: std::env::var("NAP_REGISTRY_PASSWORD").ok().or(file.registry_password),
+            }
+        });
+        Ok(Settings {
+            config,
+            data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            registry,
+            public_host: args
+                .public_host
+                .clone()
+                .or(file.public_host)
+                .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
+            check_timeout: Duration::from_secs(args.check_timeout.or(file.check_timeout).unwrap_or(DEFAULT_CHECK_TIMEOUT)),
+            listen: file.listen,
+            shutdown_timeout: file.shutdown_timeout,
+        })
+    }
+
+    pub fn repos_dir(&self) -> PathBuf {
+        self.data_dir.join("repos")
+    }
+
+    pub fn locks_dir(&self) -> PathBuf {
+        self.data_dir.join("locks")
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("state.db")
+    }
+
+    pub fn host_key_path(&self) -> PathBuf {
+        self.data_dir.join("ssh_host_ed25519_key")
+    }
+
+    /// The environment that hands these settings on to a child `nap`
+    /// (git's hooks), so that flags given to `nap serve` reach them too.
+    /// Registry credentials are not included: the child reads them where
+    /// this process did.
+    pub fn child_env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("NAP_DATA_DIR", self.data_dir.display().to_string()),
+            ("NAP_PUBLIC_HOST", self.public_host.clone()),
+            ("NAP_CHECK_TIMEOUT", self.check_timeout.as_secs().to_string()),
+        ];
+        if let Some(config) = &self.config {
+            env.push(("NAP_CONFIG", config.display().to_string()));
+        }
+        if let Some(registry) = &self.registry {
+            env.push(("NAP_REGISTRY", registry.address.clone()));
+        }
+        env
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileSettings> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading settings file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("settings file {}", path.display()))
+}
