@@ -1,1 +1,123 @@
+//! The harness for nap's end-to-end tests. Everything here drives real
+//! parts: the `nap` binary, the OpenSSH client and server, git, dockerd and
+//! the registry. `scripts/services.sh` starts the services; each test gets its
+//! own data directory, port, keys and app names, so tests run in parallel.
 
+mod app;
+mod gateway;
+mod http;
+mod key;
+mod sshd;
+
+use std::path::PathBuf;
+use std::process::Output;
+
+pub use app::{AppKind, AppRepo};
+pub use gateway::Gateway;
+pub use http::{get, wait_for_body};
+pub use key::Key;
+pub use sshd::Sshd;
+
+/// The registry the services script runs.
+pub const REGISTRY: &str = "127.0.0.1:5000";
+
+/// The `nap` binary under test: `NAP_BIN`, or the one cargo built beside
+/// this test (run `cargo build -p nap` first; `scripts/test.sh` does).
+pub fn nap_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("NAP_BIN") {
+        return bin.into();
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("nap");
+    assert!(bin.exists(), "{} is missing: run `cargo build -p nap` (scripts/test.sh does)", bin.display());
+    bin
+}
+
+/// A name no other test uses, for apps and keys.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand::random::<u32>())
+}
+
+/// A command's outcome, with its output as text.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// Panics with the whole output unless the command succeeded.
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Self {
+        assert!(self.ok(), "command failed ({:?})\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_failed_with(&self, text: &str) -> &Self {
+        assert!(!self.ok(), "command succeeded, expected failure with {text:?}\nstderr:\n{}", self.stderr);
+        assert!(
+            self.stderr.contains(text) || self.stdout.contains(text),
+            "expected {text:?}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// The app URL the deploy printed last.
+    pub fn url(&self) -> Option<String> {
+        self.stderr.lines().rev().find_map(|line| {
+            let rest = line.trim_end().split("=====> ").nth(1)?;
+            Some(rest.trim().to_owned())
+        })
+    }
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Self {
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// Runs `docker ARGS` and answers its output.
+pub fn docker(args: &[&str]) -> Run {
+    std::process::Command::new("docker").args(args).output().expect("run docker").into()
+}
+
+/// Names of the containers nap runs for `app`.
+pub fn containers_of(app: &str) -> Vec<String> {
+    let run = docker(&["ps", "-a", "--filter", &format!("label=nap.app={app}"), "--format", "{{.Names}}"]);
+    run.stdout.lines().map(str::to_owned).collect()
+}
+
+/// Removes every container of `app`; tests call it when done.
+pub fn remove_app_containers(app: &str) {
+    for name in containers_of(app) {
+        docker(&["rm", "-f", &name]);
+    }
+}
+
+/// Tags of `REGISTRY/app`, as the registry lists them.
+pub fn registry_tags(app: &str) -> Vec<String> {
+    let body = get(&format!("http://{REGISTRY}/v2/{app}/tags/list")).map(|(_, body)| body).unwrap_or_default();
+    let value: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    value["tags"]
+        .as_array()
+        .map(|tags| tags.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// Picks a loopback port that is free right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}

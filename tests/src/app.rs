@@ -1,0 +1,120 @@
+//! App repos made by `tests/fixtures/app.sh`, pushed with the real git.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use tempfile::TempDir;
+
+use crate::gateway::rev_parse;
+use crate::{Gateway, Key, Run};
+
+/// Which app the fixture script makes; see `tests/fixtures/app.sh`.
+#[derive(Debug, Clone, Copy)]
+pub enum AppKind {
+    Web,
+    Slow,
+    Exposed,
+    NoDockerfile,
+    BrokenBuild,
+    Exits,
+    Deaf,
+}
+
+impl AppKind {
+    fn arg(self) -> &'static str {
+        match self {
+            AppKind::Web => "web",
+            AppKind::Slow => "slow",
+            AppKind::Exposed => "exposed",
+            AppKind::NoDockerfile => "no-dockerfile",
+            AppKind::BrokenBuild => "broken-build",
+            AppKind::Exits => "exits",
+            AppKind::Deaf => "deaf",
+        }
+    }
+}
+
+pub struct AppRepo {
+    _dir: TempDir,
+    pub path: PathBuf,
+}
+
+impl AppRepo {
+    pub fn new(kind: AppKind) -> AppRepo {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("app");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/app.sh");
+        let status = Command::new(script).arg(&path).arg(kind.arg()).status().expect("run fixtures/app.sh");
+        assert!(status.success(), "fixtures/app.sh {} failed", kind.arg());
+        AppRepo { _dir: dir, path }
+    }
+
+    fn git(&self) -> Command {
+        let mut git = Command::new("git");
+        git.current_dir(&self.path);
+        git
+    }
+
+    /// Writes `file` and commits it.
+    pub fn commit(&self, file: &str, content: &str) -> String {
+        std::fs::write(self.path.join(file), content).expect("write file");
+        let run: Run = self.git().args(["commit", "-q", "-am", &format!("change {file}")]).output().expect("git").into();
+        run.assert_ok();
+        self.head()
+    }
+
+    /// Replaces the whole tree with the one `kind` makes, as a new commit.
+    pub fn become_kind(&self, kind: AppKind) -> String {
+        let other = AppRepo::new(kind);
+        for entry in ["Dockerfile", "index.html"] {
+            let _ = std::fs::remove_file(self.path.join(entry));
+            if other.path.join(entry).exists() {
+                std::fs::copy(other.path.join(entry), self.path.join(entry)).expect("copy");
+            }
+        }
+        let run: Run = self.git().args(["add", "-A"]).output().expect("git").into();
+        run.assert_ok();
+        let run: Run = self.git().args(["commit", "-q", "-m", "become another app"]).output().expect("git").into();
+        run.assert_ok();
+        self.head()
+    }
+
+    /// A commit that changes nothing in the tree.
+    pub fn commit_empty(&self) -> String {
+        let run: Run = self.git().args(["commit", "-q", "--allow-empty", "-m", "empty"]).output().expect("git").into();
+        run.assert_ok();
+        self.head()
+    }
+
+    pub fn head(&self) -> String {
+        rev_parse(&self.path.join(".git"), "HEAD").expect("HEAD")
+    }
+
+    fn push_command(&self, key: &Key, url: &str, refspec: &str) -> Command {
+        let mut git = self.git();
+        git.env("GIT_SSH_COMMAND", key.ssh_command()).args(["push", url, refspec]);
+        git
+    }
+
+    /// `git push URL REFSPEC` over the real ssh.
+    pub fn push_to(&self, key: &Key, url: &str, refspec: &str) -> Run {
+        self.push_command(key, url, refspec).output().expect("git push").into()
+    }
+
+    /// Pushes `refspec` to `app` on `gateway`.
+    pub fn push(&self, gateway: &Gateway, key: &Key, app: &str, refspec: &str) -> Run {
+        self.push_to(key, &gateway.remote(app), refspec)
+    }
+
+    /// Starts a push in the background, in a process group of its own so
+    /// that a test can kill git and its ssh together.
+    pub fn spawn_push(&self, gateway: &Gateway, key: &Key, app: &str, refspec: &str) -> Child {
+        use std::os::unix::process::CommandExt;
+        self.push_command(key, &gateway.remote(app), refspec)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("spawn git push")
+    }
+}

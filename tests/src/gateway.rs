@@ -1,0 +1,175 @@
+//! A real `nap serve` with its own data directory, settings file and port.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+use crate::key::{Key, ssh_options};
+use crate::{REGISTRY, Run, free_port, nap_bin};
+
+pub struct Gateway {
+    dir: TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Gateway {
+    /// Starts `nap serve`, pushing images to the test registry.
+    pub fn start() -> Gateway {
+        Self::start_with_settings(&format!("registry = \"{REGISTRY}\"\n"))
+    }
+
+    /// Starts `nap serve` with extra lines for its `nap.toml`.
+    pub fn start_with_settings(extra: &str) -> Gateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let settings = format!(
+            "data_dir = \"{}\"\npublic_host = \"127.0.0.1\"\ncheck_timeout = 8\nshutdown_timeout = 30\n{extra}",
+            data.display()
+        );
+        std::fs::write(dir.path().join("nap.toml"), settings).expect("write nap.toml");
+        let mut gateway = Gateway { dir, port: free_port(), child: None };
+        gateway.spawn();
+        gateway
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("serve.log")).expect("serve log");
+        let child = self
+            .command()
+            .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start nap serve");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nap serve did not listen:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `nap` with this gateway's settings, for local admin commands.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(nap_bin());
+        command.arg("--config").arg(self.config_path());
+        for var in ["NAP_CONFIG", "NAP_DATA_DIR", "NAP_REGISTRY", "NAP_PUBLIC_HOST", "NAP_CHECK_TIMEOUT", "NAP_LISTEN"] {
+            command.env_remove(var);
+        }
+        command
+    }
+
+    /// Runs a local `nap ARGS`, with `stdin` as its input.
+    pub fn nap(&self, args: &[&str], stdin: &str) -> Run {
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run nap");
+        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+        child.wait_with_output().expect("wait for nap").into()
+    }
+
+    pub fn add_key(&self, name: &str, key: &Key) {
+        self.nap(&["keys", "add", name], &key.public_text()).assert_ok();
+    }
+
+    /// A key added under `name`.
+    pub fn user(&self, name: &str) -> Key {
+        let key = Key::generate();
+        self.add_key(name, &key);
+        key
+    }
+
+    /// Runs `ssh USER@gateway COMMAND` with the real OpenSSH client.
+    pub fn ssh(&self, key: &Key, user: &str, command: &[&str]) -> Run {
+        Command::new("ssh")
+            .args(ssh_options(&key.private))
+            .args(["-p", &self.port.to_string(), &format!("{user}@127.0.0.1")])
+            .args(command)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ssh")
+            .into()
+    }
+
+    pub fn remote(&self, app: &str) -> String {
+        format!("ssh://iwanna@127.0.0.1:{}/{app}", self.port)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("nap.toml")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn repo_path(&self, app: &str) -> PathBuf {
+        self.data_dir().join("repos").join(format!("{app}.git"))
+    }
+
+    pub fn lock_path(&self, app: &str) -> PathBuf {
+        self.data_dir().join("locks").join(format!("{app}.lock"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The gateway's log so far (its stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the gateway to exit.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("nap serve did not exit after SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.terminate();
+        self.spawn();
+    }
+
+    /// The SHA a branch of the app's repo points at, if any.
+    pub fn branch_sha(&self, app: &str, branch: &str) -> Option<String> {
+        rev_parse(&self.repo_path(app), &format!("refs/heads/{branch}"))
+    }
+}
+
+pub(crate) fn rev_parse(git_dir: &Path, rev: &str) -> Option<String> {
+    let out = Command::new("git").arg("--git-dir").arg(git_dir).args(["rev-parse", "--verify", "-q", rev]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
