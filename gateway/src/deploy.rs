@@ -39,6 +39,9 @@ pub enum DeployError {
     Run(#[from] nap_runner::RunError),
     #[error("the pusher disconnected")]
     PusherGone,
+    /// A release that failed, with what keeps serving instead.
+    #[error("{cause}")]
+    Refused { app: AppName, cause: Box<DeployError>, serving: Option<Release> },
 }
 
 impl DeployError {
@@ -46,6 +49,7 @@ impl DeployError {
         match self {
             DeployError::Build(err) => err.log_tail(),
             DeployError::Run(err) => err.log_tail(),
+            DeployError::Refused { cause, .. } => cause.log_tail(),
             _ => &[],
         }
     }
@@ -89,6 +93,13 @@ pub async fn pre_receive(settings: &Settings) -> i32 {
             out.problem(&err.to_string());
             for line in err.log_tail() {
                 out.problem(line);
+            }
+            if let DeployError::Refused { app, serving: Some(current), .. } = &err {
+                out.problem(&format!(
+                    "{app} keeps serving v{} at {}",
+                    current.version,
+                    current.url.as_deref().unwrap_or("its old address")
+                ));
             }
             1
         }
@@ -166,14 +177,8 @@ async fn deploy(settings: &Settings, out: &Output, app: &AppName, update: &RefUp
             release.status = ReleaseStatus::Failed;
             release.error = Some(err.to_string());
             store.save_release(app.as_str(), &release).await?;
-            if let Some(current) = store.current_release(app.as_str()).await? {
-                out.problem(&format!(
-                    "{app} keeps serving v{} at {}",
-                    current.version,
-                    current.url.as_deref().unwrap_or("its old address")
-                ));
-            }
-            Err(err)
+            let serving = store.current_release(app.as_str()).await?;
+            Err(DeployError::Refused { app: app.clone(), cause: Box::new(err), serving })
         }
     }
 }

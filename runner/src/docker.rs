@@ -113,9 +113,7 @@ impl DockerRunner {
         progress(&format!("Starting {name}"));
         let started = async {
             self.docker.start_container(&name, None::<bollard::query_parameters::StartContainerOptions>).await?;
-            let host_port = self.host_port(&name, &port_key, req.port).await?;
-            self.wait_until_answering(&name, req.port, host_port, progress).await?;
-            Ok::<u16, RunError>(host_port)
+            self.wait_until_answering(&name, &port_key, req.port, progress).await
         }
         .await;
         match started {
@@ -133,33 +131,21 @@ impl DockerRunner {
         }
     }
 
-    async fn host_port(&self, name: &str, port_key: &str, port: u16) -> Result<u16, RunError> {
-        let inspect = self.docker.inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>).await?;
-        inspect
-            .network_settings
-            .and_then(|n| n.ports)
-            .and_then(|ports| ports.get(port_key).cloned().flatten())
-            .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port?.parse().ok()))
-            .ok_or_else(|| RunError::NoHostPort { container: name.to_owned(), port })
-    }
-
+    /// Polls until the container answers HTTP on its published port, and
+    /// answers that host port. Fails as soon as the container stops.
     async fn wait_until_answering(
         &self,
         name: &str,
+        port_key: &str,
         port: u16,
-        host_port: u16,
         progress: &(dyn Fn(&str) + Send + Sync),
-    ) -> Result<(), RunError> {
+    ) -> Result<u16, RunError> {
         progress(&format!("Waiting for {name} to answer HTTP on port {port}"));
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, host_port));
         let deadline = Instant::now() + self.check_timeout;
         loop {
-            let state = self
-                .docker
-                .inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>)
-                .await?
-                .state
-                .unwrap_or_default();
+            let inspect =
+                self.docker.inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>).await?;
+            let state = inspect.state.unwrap_or_default();
             // With restart=unless-stopped a crashing app is "restarting", not "exited".
             if state.running != Some(true) || state.restarting == Some(true) {
                 return Err(RunError::Exited {
@@ -168,8 +154,14 @@ impl DockerRunner {
                     log_tail: self.log_tail(name).await,
                 });
             }
-            if answers_http(addr).await {
-                return Ok(());
+            let host_port = inspect
+                .network_settings
+                .and_then(|n| n.ports)
+                .and_then(|ports| ports.get(port_key).cloned().flatten())
+                .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port?.parse::<u16>().ok()))
+                .ok_or_else(|| RunError::NoHostPort { container: name.to_owned(), port })?;
+            if answers_http(SocketAddr::from((Ipv4Addr::LOCALHOST, host_port))).await {
+                return Ok(host_port);
             }
             if Instant::now() >= deadline {
                 return Err(RunError::CheckTimeout {

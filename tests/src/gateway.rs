@@ -17,6 +17,7 @@ pub struct Gateway {
     dir: TempDir,
     pub port: u16,
     child: Option<Child>,
+    env: Vec<(String, String)>,
 }
 
 impl Gateway {
@@ -27,6 +28,11 @@ impl Gateway {
 
     /// Starts `nap serve` with extra lines for its `nap.toml`.
     pub fn start_with_settings(extra: &str) -> Gateway {
+        Self::start_with(extra, &[])
+    }
+
+    /// Starts `nap serve` with extra `nap.toml` lines and environment.
+    pub fn start_with(extra: &str, env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         let settings = format!(
@@ -34,7 +40,8 @@ impl Gateway {
             data.display()
         );
         std::fs::write(dir.path().join("nap.toml"), settings).expect("write nap.toml");
-        let mut gateway = Gateway { dir, port: free_port(), child: None };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut gateway = Gateway { dir, port: free_port(), child: None, env };
         gateway.spawn();
         gateway
     }
@@ -44,6 +51,7 @@ impl Gateway {
         let child = self
             .command()
             .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
