@@ -15,7 +15,7 @@ use std::process::Output;
 pub use app::{AppKind, AppRepo};
 pub use gateway::Gateway;
 pub use http::{get, wait_for_body};
-pub use key::Key;
+pub use key::{Key, ssh_options};
 pub use sshd::Sshd;
 
 /// The registry the services script runs.
