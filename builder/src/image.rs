@@ -6,8 +6,7 @@ use std::path::Path;
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, BuilderVersion, ListImagesOptionsBuilder, PushImageOptionsBuilder,
-    TagImageOptionsBuilder,
+    BuildImageOptionsBuilder, BuilderVersion, ListImagesOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder,
 };
 use futures_util::StreamExt;
 use tracing::info;
@@ -109,7 +108,11 @@ impl Builder {
 
     /// Builds (or reuses), tags and pushes the image of `req.commit`.
     /// Each line of output goes to `progress`.
-    pub async fn build(&self, req: &BuildRequest<'_>, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<Image, BuildError> {
+    pub async fn build(
+        &self,
+        req: &BuildRequest<'_>,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Image, BuildError> {
         let git_err = |source| BuildError::Git { commit: req.commit.to_owned(), source };
         let (tree, dockerfile) = {
             let repo = open_repo(req.repo).map_err(git_err)?;
@@ -118,7 +121,9 @@ impl Builder {
             let entry = tree
                 .get_name("Dockerfile")
                 .ok_or_else(|| BuildError::NoDockerfile { commit: short(req.commit).to_owned() })?;
-            let blob = repo.find_blob(entry.id()).map_err(|_| BuildError::NoDockerfile { commit: short(req.commit).to_owned() })?;
+            let blob = repo
+                .find_blob(entry.id())
+                .map_err(|_| BuildError::NoDockerfile { commit: short(req.commit).to_owned() })?;
             (tree.id(), String::from_utf8_lossy(blob.content()).into_owned())
         };
         let repository = self.repository(req.app);
@@ -151,10 +156,7 @@ impl Builder {
     }
 
     async fn image_of_tree(&self, app: &str, tree: &str) -> Result<Option<String>, BuildError> {
-        let filters = HashMap::from([(
-            "label",
-            vec![format!("{LABEL_APP}={app}"), format!("{LABEL_TREE}={tree}")],
-        )]);
+        let filters = HashMap::from([("label", vec![format!("{LABEL_APP}={app}"), format!("{LABEL_TREE}={tree}")])]);
         let images = self.docker.list_images(Some(ListImagesOptionsBuilder::new().filters(&filters).build())).await?;
         Ok(images.into_iter().next().map(|image| image.id))
     }
@@ -232,7 +234,9 @@ impl Builder {
             let info = match item {
                 Ok(info) => info,
                 Err(bollard::errors::Error::DockerStreamError { error }) => return Err(push_err(error)),
-                Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => return Err(push_err(message)),
+                Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
+                    return Err(push_err(message));
+                }
                 Err(err) => return Err(err.into()),
             };
             if let Some(message) = info.error_detail.and_then(|d| d.message) {
@@ -240,9 +244,10 @@ impl Builder {
             }
             // Byte counters would flood the pusher's terminal; the per-layer
             // outcome and the final digest are the useful part.
-            if let Some(status) = info.status.filter(|s| {
-                s.starts_with("Pushed") || s.starts_with("Layer already exists") || s.contains("digest:")
-            }) {
+            if let Some(status) = info
+                .status
+                .filter(|s| s.starts_with("Pushed") || s.starts_with("Layer already exists") || s.contains("digest:"))
+            {
                 progress(&status);
             }
         }

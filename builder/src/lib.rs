@@ -9,4 +9,4 @@ mod context;
 mod dockerfile;
 mod image;
 
-pub use image::{Builder, BuildError, BuildRequest, Image, Registry};
+pub use image::{BuildError, BuildRequest, Builder, Image, Registry};

@@ -35,6 +35,8 @@ pub struct GlobalArgs {
     pub check_timeout: Option<u64>,
 }
 
+// `ssh-command` is the name OpenSSH's forced command uses.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the SSH gateway that takes pushes and commands

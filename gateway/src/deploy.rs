@@ -41,7 +41,7 @@ pub enum DeployError {
     PusherGone,
     /// A release that failed, with what keeps serving instead.
     #[error("{cause}")]
-    Refused { app: AppName, cause: Box<DeployError>, serving: Option<Release> },
+    Refused { app: AppName, cause: Box<DeployError>, serving: Option<Box<Release>> },
 }
 
 impl DeployError {
@@ -131,7 +131,13 @@ async fn run(settings: &Settings, out: &Output) -> Result<(), DeployError> {
     deploy(settings, out, &app, update, &pusher).instrument(span).await
 }
 
-async fn deploy(settings: &Settings, out: &Output, app: &AppName, update: &RefUpdate, pusher: &str) -> Result<(), DeployError> {
+async fn deploy(
+    settings: &Settings,
+    out: &Output,
+    app: &AppName,
+    update: &RefUpdate,
+    pusher: &str,
+) -> Result<(), DeployError> {
     let holder = format!(
         "push of {} by {pusher}, pid {}, started {}",
         short(&update.new),
@@ -177,7 +183,7 @@ async fn deploy(settings: &Settings, out: &Output, app: &AppName, update: &RefUp
             release.status = ReleaseStatus::Failed;
             release.error = Some(err.to_string());
             store.save_release(app.as_str(), &release).await?;
-            let serving = store.current_release(app.as_str()).await?;
+            let serving = store.current_release(app.as_str()).await?.map(Box::new);
             Err(DeployError::Refused { app: app.clone(), cause: Box::new(err), serving })
         }
     }
@@ -201,7 +207,10 @@ async fn build_and_start(
 
     out.step(&format!("Building {}:v{}", builder.repository(app.as_str()), release.version));
     let image = builder
-        .build(&BuildRequest { app: app.as_str(), repo: &repo, commit: &release.commit, release: release.version }, &detail)
+        .build(
+            &BuildRequest { app: app.as_str(), repo: &repo, commit: &release.commit, release: release.version },
+            &detail,
+        )
         .await?;
     release.image = image.reference.clone();
     out.check_present()?;
@@ -213,7 +222,10 @@ async fn build_and_start(
     out.step(&format!("Releasing v{} with PORT={port}", release.version));
     let runner = DockerRunner::new(docker, settings.public_host.clone(), settings.check_timeout);
     let running = runner
-        .start(&RunRequest { app: app.as_str(), release: release.version, image: &image.reference, port, env: &[] }, &detail)
+        .start(
+            &RunRequest { app: app.as_str(), release: release.version, image: &image.reference, port, env: &[] },
+            &detail,
+        )
         .await?;
     release.container = Some(running.container);
     release.url = Some(running.url);

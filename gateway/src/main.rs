@@ -33,7 +33,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // A read of stdin may still sit on a blocking thread; do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -148,9 +151,8 @@ fn init_tracing(command: &Command, settings: &Settings) {
         Command::Serve(_) => builder.with_writer(std::io::stderr).init(),
         Command::Hook(_) | Command::SshCommand { .. } => {
             let dir = settings.data_dir.join("logs");
-            let file = std::fs::create_dir_all(&dir).and_then(|()| {
-                std::fs::OpenOptions::new().create(true).append(true).open(dir.join("nap.log"))
-            });
+            let file = std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::OpenOptions::new().create(true).append(true).open(dir.join("nap.log")));
             if let Ok(file) = file {
                 builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
             }

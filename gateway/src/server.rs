@@ -26,7 +26,8 @@ use crate::settings::{DEFAULT_LISTEN, DEFAULT_SHUTDOWN_TIMEOUT};
 pub async fn serve(ctx: Arc<Context>, args: &ServeArgs) -> Result<()> {
     let settings = &ctx.settings;
     let listen = args.listen.clone().or(settings.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.into());
-    let grace = Duration::from_secs(args.shutdown_timeout.or(settings.shutdown_timeout).unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT));
+    let grace =
+        Duration::from_secs(args.shutdown_timeout.or(settings.shutdown_timeout).unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT));
     let host_key = load_or_create_host_key(&settings.host_key_path())?;
     let config = Arc::new(Config {
         keys: vec![host_key],
@@ -94,7 +95,8 @@ fn spawn_connection(
 /// The gateway's identity: generated on first start, then kept.
 fn load_or_create_host_key(path: &std::path::Path) -> Result<PrivateKey> {
     if path.exists() {
-        return russh::keys::load_secret_key(path, None).with_context(|| format!("reading host key {}", path.display()));
+        return russh::keys::load_secret_key(path, None)
+            .with_context(|| format!("reading host key {}", path.display()));
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

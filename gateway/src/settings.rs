@@ -49,13 +49,12 @@ impl Settings {
             }
             None => (None, FileSettings::default()),
         };
-        let registry = args.registry.clone().or(file.registry).filter(|r| !r.is_empty()).map(|address| {
-            nap_builder::Registry {
+        let registry =
+            args.registry.clone().or(file.registry).filter(|r| !r.is_empty()).map(|address| nap_builder::Registry {
                 address,
                 username: std::env::var("NAP_REGISTRY_USERNAME").ok().or(file.registry_username),
                 password: std::env::var("NAP_REGISTRY_PASSWORD").ok().or(file.registry_password),
-            }
-        });
+            });
         Ok(Settings {
             config,
             data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
@@ -65,7 +64,9 @@ impl Settings {
                 .clone()
                 .or(file.public_host)
                 .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
-            check_timeout: Duration::from_secs(args.check_timeout.or(file.check_timeout).unwrap_or(DEFAULT_CHECK_TIMEOUT)),
+            check_timeout: Duration::from_secs(
+                args.check_timeout.or(file.check_timeout).unwrap_or(DEFAULT_CHECK_TIMEOUT),
+            ),
             listen: file.listen,
             shutdown_timeout: file.shutdown_timeout,
         })

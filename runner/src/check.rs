@@ -11,9 +11,7 @@ use tokio::net::TcpStream;
 pub(crate) async fn answers_http(addr: SocketAddr) -> bool {
     let attempt = async {
         let mut stream = TcpStream::connect(addr).await?;
-        stream
-            .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\nUser-Agent: nap-start-check\r\n\r\n")
-            .await?;
+        stream.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\nUser-Agent: nap-start-check\r\n\r\n").await?;
         let mut head = [0u8; 5];
         stream.read_exact(&mut head).await?;
         Ok::<bool, std::io::Error>(&head == b"HTTP/")

@@ -78,7 +78,11 @@ impl DockerRunner {
 
     /// Starts the release and waits until it answers. On failure the new
     /// container is removed and whatever ran before is untouched.
-    pub async fn start(&self, req: &RunRequest<'_>, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<Running, RunError> {
+    pub async fn start(
+        &self,
+        req: &RunRequest<'_>,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Running, RunError> {
         let name = Self::container_name(req.app, req.release);
         // A push killed between create and record can leave a container of the
         // same name; it never served, so it goes.

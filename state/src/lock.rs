@@ -34,7 +34,8 @@ impl DeployLock {
         let path = lock_dir.join(format!("{app}.lock"));
         let io_err = |source| LockError::Io { path: path.display().to_string(), source };
         std::fs::create_dir_all(lock_dir).map_err(io_err)?;
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_err)?;
+        let mut file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_err)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -66,10 +67,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = DeployLock::try_acquire(dir.path(), "hello", "push of abc by alice").unwrap();
         let err = DeployLock::try_acquire(dir.path(), "hello", "push of def by bob").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "hello is already deploying (push of abc by alice); try again when it is done"
-        );
+        assert_eq!(err.to_string(), "hello is already deploying (push of abc by alice); try again when it is done");
         DeployLock::try_acquire(dir.path(), "other", "x").unwrap();
         drop(first);
         DeployLock::try_acquire(dir.path(), "hello", "push of def by bob").unwrap();

@@ -83,10 +83,44 @@ impl Store {
     pub async fn promote_release(&self, app: &str, release: &Release) -> Result<(), StoreError> {
         let release_json = serde_json::to_vec(release).map_err(StoreError::Encode)?;
         let current_json = serde_json::to_vec(&release.version).map_err(StoreError::Encode)?;
-        self.put_many(&[
-            (layout::release(app, release.version), release_json),
-            (layout::current(app), current_json),
-        ])
-        .await
+        self.put_many(&[(layout::release(app, release.version), release_json), (layout::current(app), current_json)])
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release(version: u32, status: ReleaseStatus) -> Release {
+        Release {
+            version,
+            commit: "c".repeat(40),
+            image: format!("nap/app:v{version}"),
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            status,
+            cause: ReleaseCause::Push { key: "alice".into() },
+            container: None,
+            url: None,
+            error: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn releases_are_numbered_listed_in_order_and_promoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_embedded(&dir.path().join("state.db")).unwrap();
+        assert_eq!(store.next_release_version("app").await.unwrap(), 1);
+        for version in 1..=10 {
+            store.save_release("app", &release(version, ReleaseStatus::Pending)).await.unwrap();
+        }
+        // Zero-padded keys keep v10 after v9.
+        let versions: Vec<u32> = store.releases("app").await.unwrap().iter().map(|r| r.version).collect();
+        assert_eq!(versions, (1..=10).collect::<Vec<_>>());
+        assert_eq!(store.next_release_version("app").await.unwrap(), 11);
+        assert_eq!(store.current_release("app").await.unwrap(), None);
+        store.promote_release("app", &release(9, ReleaseStatus::Succeeded)).await.unwrap();
+        let current = store.current_release("app").await.unwrap().unwrap();
+        assert_eq!((current.version, current.status), (9, ReleaseStatus::Succeeded));
     }
 }

@@ -92,12 +92,7 @@ impl Store {
 
     /// Writes `value` only if `key` currently holds `expected` (`None`: absent).
     /// Answers whether the write happened.
-    pub async fn compare_and_swap(
-        &self,
-        key: &str,
-        expected: Option<&[u8]>,
-        value: &[u8],
-    ) -> Result<bool, StoreError> {
+    pub async fn compare_and_swap(&self, key: &str, expected: Option<&[u8]>, value: &[u8]) -> Result<bool, StoreError> {
         match &self.backend {
             Backend::Embedded(db) => db.run(|db| db.compare_and_swap(key, expected, value)).await,
         }
@@ -119,4 +114,62 @@ impl Store {
 
 fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|source| StoreError::Decode { key: key.to_owned(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Store;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_embedded(&dir.path().join("state.db")).unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn get_put_list_delete() {
+        let (_dir, store) = store();
+        assert_eq!(store.get("/nap/a").await.unwrap(), None);
+        store.put("/nap/a", b"1").await.unwrap();
+        store.put("/nap/a/b", b"2").await.unwrap();
+        store.put("/nap/ab", b"3").await.unwrap();
+        store.put("/other", b"4").await.unwrap();
+        assert_eq!(store.get("/nap/a").await.unwrap().as_deref(), Some(&b"1"[..]));
+        let keys: Vec<String> = store.list("/nap/a/").await.unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["/nap/a/b"]);
+        let keys: Vec<String> = store.list("/nap/").await.unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["/nap/a", "/nap/a/b", "/nap/ab"]);
+        assert!(store.delete("/nap/a").await.unwrap());
+        assert!(!store.delete("/nap/a").await.unwrap());
+        assert_eq!(store.delete_prefix("/nap/").await.unwrap(), 2);
+        assert_eq!(store.list("/").await.unwrap().len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn prefixes_are_literal_not_patterns() {
+        let (_dir, store) = store();
+        store.put("/a_b/x", b"1").await.unwrap();
+        store.put("/aXb/x", b"2").await.unwrap();
+        store.put("/a%/x", b"3").await.unwrap();
+        assert_eq!(store.list("/a_b/").await.unwrap().len(), 1);
+        assert_eq!(store.list("/a%").await.unwrap().len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn compare_and_swap_writes_only_on_match() {
+        let (_dir, store) = store();
+        assert!(store.compare_and_swap("/k", None, b"1").await.unwrap());
+        assert!(!store.compare_and_swap("/k", None, b"2").await.unwrap());
+        assert!(!store.compare_and_swap("/k", Some(b"0"), b"2").await.unwrap());
+        assert!(store.compare_and_swap("/k", Some(b"1"), b"2").await.unwrap());
+        assert_eq!(store.get("/k").await.unwrap().as_deref(), Some(&b"2"[..]));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn two_handles_on_one_file_see_each_other() {
+        let (dir, store) = store();
+        let other = Store::open_embedded(&dir.path().join("state.db")).unwrap();
+        store.put("/shared", b"yes").await.unwrap();
+        assert_eq!(other.get("/shared").await.unwrap().as_deref(), Some(&b"yes"[..]));
+    }
 }

@@ -58,7 +58,8 @@ impl AppRepo {
     /// Writes `file` and commits it.
     pub fn commit(&self, file: &str, content: &str) -> String {
         std::fs::write(self.path.join(file), content).expect("write file");
-        let run: Run = self.git().args(["commit", "-q", "-am", &format!("change {file}")]).output().expect("git").into();
+        let run: Run =
+            self.git().args(["commit", "-q", "-am", &format!("change {file}")]).output().expect("git").into();
         run.assert_ok();
         self.head()
     }

@@ -68,7 +68,8 @@ impl Gateway {
     pub fn command(&self) -> Command {
         let mut command = Command::new(nap_bin());
         command.arg("--config").arg(self.config_path());
-        for var in ["NAP_CONFIG", "NAP_DATA_DIR", "NAP_REGISTRY", "NAP_PUBLIC_HOST", "NAP_CHECK_TIMEOUT", "NAP_LISTEN"] {
+        for var in ["NAP_CONFIG", "NAP_DATA_DIR", "NAP_REGISTRY", "NAP_PUBLIC_HOST", "NAP_CHECK_TIMEOUT", "NAP_LISTEN"]
+        {
             command.env_remove(var);
         }
         command
@@ -169,7 +170,8 @@ impl Gateway {
 }
 
 pub(crate) fn rev_parse(git_dir: &Path, rev: &str) -> Option<String> {
-    let out = Command::new("git").arg("--git-dir").arg(git_dir).args(["rev-parse", "--verify", "-q", rev]).output().ok()?;
+    let out =
+        Command::new("git").arg("--git-dir").arg(git_dir).args(["rev-parse", "--verify", "-q", rev]).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 

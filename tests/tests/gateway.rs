@@ -12,7 +12,11 @@ fn host_key(gateway: &Gateway) -> String {
         .output()
         .expect("ssh-keyscan")
         .into();
-    let key = scan.stdout.lines().find(|l| l.contains("ssh-ed25519")).map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "));
+    let key = scan
+        .stdout
+        .lines()
+        .find(|l| l.contains("ssh-ed25519"))
+        .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "));
     key.unwrap_or_else(|| panic!("no ed25519 host key: {scan:?}"))
 }
 

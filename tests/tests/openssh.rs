@@ -12,7 +12,10 @@ fn a_forced_command_takes_the_same_push() {
     let lines = gateway.nap(&["keys", "authorized-keys"], "");
     lines.assert_ok();
     let line = lines.stdout.lines().next().expect("one line per key").to_owned();
-    assert!(line.starts_with("command=\"") && line.contains(" ssh-command --key alice\",restrict ssh-ed25519 "), "{line}");
+    assert!(
+        line.starts_with("command=\"") && line.contains(" ssh-command --key alice\",restrict ssh-ed25519 "),
+        "{line}"
+    );
     let sshd = Sshd::start(&lines.stdout);
 
     let app = unique("openssh");

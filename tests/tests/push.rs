@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use nap_tests::{AppKind, AppRepo, Gateway, containers_of, get, registry_tags, remove_app_containers, unique, wait_for_body};
+use nap_tests::{
+    AppKind, AppRepo, Gateway, containers_of, get, registry_tags, remove_app_containers, unique, wait_for_body,
+};
 
 const ANSWER: Duration = Duration::from_secs(10);
 

@@ -25,7 +25,8 @@ fn malformed_commands_get_one_line_and_a_non_zero_exit() {
     }
     // Nothing was created by any of them.
     let repos = gateway.data_dir().join("repos");
-    let made: Vec<_> = std::fs::read_dir(&repos).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    let made: Vec<_> =
+        std::fs::read_dir(&repos).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
     assert!(made.is_empty(), "{made:?}");
 }
 

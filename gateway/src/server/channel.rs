@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use russh::Channel;
 use russh::ChannelMsg;
 use russh::server::Msg;
-use russh::Channel;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
@@ -46,12 +46,7 @@ pub async fn serve_exec(ctx: Arc<Context>, key: AuthorizedKey, command: String, 
         }
     });
 
-    let io = Io {
-        stdin,
-        stdout: outgoing.make_writer(),
-        stderr: outgoing.make_writer_ext(Some(1)),
-        client_gone,
-    };
+    let io = Io { stdin, stdout: outgoing.make_writer(), stderr: outgoing.make_writer_ext(Some(1)), client_gone };
     let status = exec::run(&ctx, &key, &command, io).await;
     pump.abort();
     // In this order, and only after all output was written: the client stops

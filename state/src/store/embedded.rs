@@ -74,9 +74,7 @@ fn like_prefix(prefix: &str) -> String {
 
 impl Db<'_> {
     pub(super) fn get(&mut self, key: &str) -> rusqlite::Result<Option<Vec<u8>>> {
-        self.conn
-            .query_row("SELECT value FROM kv WHERE key = ?1", [key], |row| row.get(0))
-            .optional()
+        self.conn.query_row("SELECT value FROM kv WHERE key = ?1", [key], |row| row.get(0)).optional()
     }
 
     pub(super) fn put_many(&mut self, pairs: &[(&str, &[u8])]) -> rusqlite::Result<()> {
@@ -89,9 +87,8 @@ impl Db<'_> {
     }
 
     pub(super) fn list(&mut self, prefix: &str) -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT key, value FROM kv WHERE key LIKE ?1 ESCAPE '\\' ORDER BY key")?;
+        let mut stmt =
+            self.conn.prepare_cached("SELECT key, value FROM kv WHERE key LIKE ?1 ESCAPE '\\' ORDER BY key")?;
         let rows = stmt.query_map([like_prefix(prefix)], |row| Ok((row.get(0)?, row.get(1)?)))?;
         rows.collect()
     }

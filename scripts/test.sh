@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly what CI runs (.ci/run calls this).
+# Installs and starts the real services first (scripts/services.sh), builds
+# the nap binary the end-to-end tests drive, then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/services.sh
+cargo build --workspace --bins --locked
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
