@@ -29,7 +29,7 @@ pub enum BuildError {
         #[source]
         source: git2::Error,
     },
-    #[error("the build failed: {message}")]
+    #[error("build failed: {message}")]
     Failed { message: String, log_tail: Vec<String> },
     #[error("pushing {image} to the registry failed: {message}")]
     Push { image: String, message: String },

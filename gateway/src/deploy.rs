@@ -33,7 +33,7 @@ pub enum DeployError {
     Store(#[from] nap_state::StoreError),
     #[error("cannot reach the Docker daemon: {0}")]
     DockerUnreachable(bollard::errors::Error),
-    #[error("build failed: {0}")]
+    #[error(transparent)]
     Build(#[from] nap_builder::BuildError),
     #[error("start failed: {0}")]
     Run(#[from] nap_runner::RunError),

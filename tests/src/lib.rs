@@ -7,6 +7,7 @@ mod app;
 mod gateway;
 mod http;
 mod key;
+mod registry;
 mod sshd;
 
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ pub use app::{AppKind, AppRepo};
 pub use gateway::Gateway;
 pub use http::{get, wait_for_body};
 pub use key::{Key, ssh_options};
+pub use registry::AuthRegistry;
 pub use sshd::Sshd;
 
 /// The registry the services script runs.

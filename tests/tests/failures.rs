@@ -49,7 +49,7 @@ fn a_missing_dockerfile_is_refused() {
 fn a_failing_build_is_refused_with_its_last_lines() {
     refused_over_a_good_release(
         AppKind::BrokenBuild,
-        "build failed: The command '/bin/sh -c echo about to fail && exit 3' returned a non-zero code: 3",
+        "remote:  !     build failed: The command '/bin/sh -c echo about to fail && exit 3' returned a non-zero code: 3",
         Some("remote:  !     about to fail"),
     );
 }
