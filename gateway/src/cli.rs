@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
+    #[command(flatten)]
+    pub output: crate::commands::OutputArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -41,20 +43,17 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Run the SSH gateway that takes pushes and commands
     Serve(ServeArgs),
-    /// Manage the SSH keys allowed in
-    #[command(subcommand)]
-    Keys(KeysCommand),
     /// Entry point for OpenSSH's forced command: runs $SSH_ORIGINAL_COMMAND as key NAME
     SshCommand {
         /// The key's name, as added with `nap keys add`
         #[arg(long, value_name = "NAME")]
         key: String,
     },
-    /// Print nap's version
-    Version,
     /// Entry points for git hooks (installed by nap; not for people)
     #[command(subcommand, hide = true)]
     Hook(HookCommand),
+    #[command(flatten)]
+    Operate(crate::commands::Operate),
 }
 
 #[derive(Debug, Args)]
@@ -65,30 +64,6 @@ pub struct ServeArgs {
     /// Seconds that running pushes get to finish after SIGTERM [default: 60]
     #[arg(long, env = "NAP_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum KeysCommand {
-    /// Allow a key in: `nap keys add alice < ~/.ssh/id_ed25519.pub`
-    Add {
-        /// A name for the key's owner (letters, digits, . _ @ -)
-        name: String,
-        /// The key may manage keys and every app
-        #[arg(long)]
-        admin: bool,
-    },
-    /// List the allowed keys
-    #[command(visible_alias = "ls")]
-    List {
-        /// Print JSON for scripts
-        #[arg(long)]
-        json: bool,
-    },
-    /// Remove a key
-    #[command(visible_alias = "rm")]
-    Remove { name: String },
-    /// Print authorized_keys lines that run nap as OpenSSH's forced command
-    AuthorizedKeys,
 }
 
 #[derive(Debug, Subcommand)]

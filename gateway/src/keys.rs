@@ -32,6 +32,9 @@ pub struct AuthorizedKey {
     pub public_key: String,
     pub fingerprint: String,
     pub admin: bool,
+    /// The apps a non-admin key may push and operate (exact names).
+    #[serde(default)]
+    pub apps: Vec<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub added_at: OffsetDateTime,
 }
@@ -54,7 +57,13 @@ pub fn parse_public_key(text: &str) -> Result<PublicKey, KeyError> {
     PublicKey::from_openssh(line).map_err(|err| KeyError::Malformed(err.to_string()))
 }
 
-pub async fn add(store: &Store, name: &str, key: &PublicKey, admin: bool) -> Result<AuthorizedKey, KeyError> {
+pub async fn add(
+    store: &Store,
+    name: &str,
+    key: &PublicKey,
+    admin: bool,
+    apps: Vec<String>,
+) -> Result<AuthorizedKey, KeyError> {
     check_name(name)?;
     if let Some(existing) = find(store, key).await? {
         return Err(KeyError::KeyTaken(existing.name));
@@ -66,6 +75,7 @@ pub async fn add(store: &Store, name: &str, key: &PublicKey, admin: bool) -> Res
         public_key: bare.to_openssh().map_err(|err| KeyError::Malformed(err.to_string()))?,
         fingerprint: key.fingerprint(HashAlg::Sha256).to_string(),
         admin,
+        apps,
         added_at: OffsetDateTime::now_utc(),
     };
     let json = serde_json::to_vec(&record).map_err(StoreError::Encode)?;

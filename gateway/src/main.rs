@@ -2,25 +2,29 @@
 //! points that OpenSSH (`ssh-command`) and git (`hook`) call.
 
 mod app_name;
+mod caller;
 mod cli;
+mod commands;
+mod context;
 mod deploy;
-mod exec;
+mod hook;
 mod keys;
 mod remote;
 mod repos;
+mod report;
 mod server;
 mod settings;
 
-use std::io::Read;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use cli::{Cli, Command, HookCommand, KeysCommand};
-use exec::{Context, Io};
+use caller::Caller;
+use cli::{Cli, Command, HookCommand};
+use context::{Context, Io};
 use nap_state::Store;
 use settings::Settings;
 
@@ -48,38 +52,29 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode> {
     let settings = Settings::resolve(&cli.global)?;
     init_tracing(&cli.command, &settings);
-    match cli.command {
-        Command::Version => {
-            println!("nap {}", env!("CARGO_PKG_VERSION"));
-            Ok(ExitCode::SUCCESS)
-        }
+    let ctx = context(settings)?;
+    let status = match cli.command {
         Command::Serve(args) => {
-            let ctx = context(settings)?;
             server::serve(ctx, &args).await?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Keys(command) => {
-            let ctx = context(settings)?;
-            keys_command(&ctx, command).await?;
-            Ok(ExitCode::SUCCESS)
+            0
         }
         Command::SshCommand { key } => {
-            let ctx = context(settings)?;
             let key = keys::get(&ctx.store, &key).await?;
             let command = std::env::var("SSH_ORIGINAL_COMMAND").unwrap_or_default();
-            let io = Io {
-                stdin: tokio::io::stdin(),
-                stdout: tokio::io::stdout(),
-                stderr: tokio::io::stderr(),
-                client_gone: CancellationToken::new(),
-            };
-            let status = exec::run(&ctx, &key, &command, io).await;
-            Ok(ExitCode::from(u8::try_from(status).unwrap_or(1)))
+            remote::route(&ctx, &Caller::Key(key), &command, stdio()).await
         }
-        Command::Hook(HookCommand::PreReceive) => {
-            let status = deploy::pre_receive(&settings).await;
-            Ok(ExitCode::from(u8::try_from(status).unwrap_or(1)))
-        }
+        Command::Hook(HookCommand::PreReceive) => hook::pre_receive(&ctx).await as u32,
+        Command::Operate(command) => commands::execute(&ctx, &Caller::Host, command, cli.output, stdio()).await,
+    };
+    Ok(ExitCode::from(u8::try_from(status).unwrap_or(1)))
+}
+
+fn stdio() -> Io {
+    Io {
+        stdin: Box::new(tokio::io::stdin()),
+        stdout: Box::new(tokio::io::stdout()),
+        stderr: Box::new(tokio::io::stderr()),
+        client_gone: CancellationToken::new(),
     }
 }
 
@@ -91,59 +86,9 @@ fn context(settings: Settings) -> Result<Arc<Context>> {
     Ok(Arc::new(Context { settings, store, exe }))
 }
 
-async fn keys_command(ctx: &Context, command: KeysCommand) -> Result<()> {
-    match command {
-        KeysCommand::Add { name, admin } => {
-            let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text).context("reading the key from standard input")?;
-            let key = keys::parse_public_key(&text)?;
-            let added = keys::add(&ctx.store, &name, &key, admin).await?;
-            println!("added key {} ({}){}", added.name, added.fingerprint, if admin { " as admin" } else { "" });
-        }
-        KeysCommand::List { json } => {
-            let all = keys::list(&ctx.store).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&all)?);
-            } else if all.is_empty() {
-                println!("no keys; add one with: nap keys add NAME < KEY.pub");
-            } else {
-                for key in all {
-                    println!("{:<20} {}{}", key.name, key.fingerprint, if key.admin { "  admin" } else { "" });
-                }
-            }
-        }
-        KeysCommand::Remove { name } => {
-            keys::remove(&ctx.store, &name).await?;
-            println!("removed key {name}");
-        }
-        KeysCommand::AuthorizedKeys => {
-            let prefix = forced_command_prefix(ctx)?;
-            for key in keys::list(&ctx.store).await? {
-                println!("{}", keys::authorized_keys_line(&prefix, &key));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `nap` as OpenSSH should run it: this binary, with the settings that find
-/// this data directory.
-fn forced_command_prefix(ctx: &Context) -> Result<String> {
-    let mut words = vec![ctx.exe.display().to_string()];
-    if let Some(config) = &ctx.settings.config {
-        words.push(format!("--config {}", config.display()));
-    }
-    words.push(format!("--data-dir {}", ctx.settings.data_dir.display()));
-    let prefix = words.join(" ");
-    // The line is read by OpenSSH inside double quotes and then by a shell.
-    if prefix.chars().any(|c| !(c.is_ascii_alphanumeric() || "/._-+:= ".contains(c))) {
-        bail!("paths used in authorized_keys must be plain (letters, digits, / . _ - + : =): {prefix}");
-    }
-    Ok(prefix)
-}
-
-/// `serve` logs to stderr. Hooks must not: their stderr goes to the pusher,
-/// so they log to `DATA/logs/hooks.log`.
+/// `serve` logs to stderr. Hooks and forced commands must not: their stderr
+/// goes to the client, so they log to `DATA/logs/nap.log`. Local commands
+/// log nothing unless NAP_LOG asks.
 fn init_tracing(command: &Command, settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NAP_LOG").unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
@@ -157,6 +102,10 @@ fn init_tracing(command: &Command, settings: &Settings) {
                 builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
             }
         }
-        _ => {}
+        Command::Operate(_) => {
+            if std::env::var_os("NAP_LOG").is_some() {
+                builder.with_writer(std::io::stderr).init();
+            }
+        }
     }
 }

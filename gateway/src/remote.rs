@@ -1,12 +1,15 @@
-//! The command router: what a remote user may ask for, parsed from the SSH
-//! command string without any shell.
-//!
-//! The same tree serves `nap serve` (the russh gateway) and
-//! `nap ssh-command` (OpenSSH's forced command).
+//! The command router for SSH: parses the command string a client sent
+//! (without any shell) into the same clap tree as the local CLI, and runs it.
+//! `nap serve` (the russh gateway) and `nap ssh-command` (OpenSSH's forced
+//! command) both come through here.
 
-use clap::{Parser, Subcommand};
+use std::sync::Arc;
 
-use crate::app_name::{AppName, InvalidAppName};
+use clap::Parser;
+
+use crate::caller::Caller;
+use crate::commands::{self, Operate, OutputArgs};
+use crate::context::{Context, Io};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -17,29 +20,17 @@ use crate::app_name::{AppName, InvalidAppName};
     after_help = "Deploy with: git remote add nap ssh://nap@HOST:2222/APP && git push nap master"
 )]
 struct RemoteCli {
+    #[command(flatten)]
+    output: OutputArgs,
     #[command(subcommand)]
-    command: Remote,
+    command: Operate,
 }
 
-#[derive(Debug, Subcommand)]
-enum Remote {
-    /// Receive a push (run by `git push`)
-    #[command(name = "git-receive-pack")]
-    GitReceivePack { repo: String },
-    /// Send the app's repo (run by `git clone` and `git fetch`)
-    #[command(name = "git-upload-pack")]
-    GitUploadPack { repo: String },
-    /// Print nap's version
-    Version,
-}
-
-/// A parsed, validated remote command.
-#[derive(Debug, PartialEq, Eq)]
-pub enum RemoteCommand {
-    ReceivePack(AppName),
-    UploadPack(AppName),
-    Version,
-    /// `help`, `--help`, or no command at all.
+/// A parsed remote command.
+#[derive(Debug)]
+pub enum Parsed {
+    Run(Operate, OutputArgs),
+    /// `help`, `--help`, or no command at all: the text to print.
     Help(String),
 }
 
@@ -49,33 +40,43 @@ pub enum ParseError {
     Quoting,
     #[error("{0}; run 'help' for the list of commands")]
     Usage(String),
-    #[error(transparent)]
-    AppName(#[from] InvalidAppName),
 }
 
-pub fn parse(command_line: &str) -> Result<RemoteCommand, ParseError> {
+pub fn parse(command_line: &str) -> Result<Parsed, ParseError> {
     let words = shlex::split(command_line).ok_or(ParseError::Quoting)?;
     if words.is_empty() {
-        return Ok(RemoteCommand::Help(help_text()));
+        return Ok(Parsed::Help(help_text()));
     }
-    let cli = match RemoteCli::try_parse_from(&words) {
-        Ok(cli) => cli,
-        Err(err) if err.kind() == clap::error::ErrorKind::DisplayHelp => {
-            return Ok(RemoteCommand::Help(err.render().to_string()));
-        }
-        Err(err) if err.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            return Ok(RemoteCommand::Help(err.render().to_string()));
-        }
-        Err(err) => return Err(ParseError::Usage(first_line(&err.render().to_string()))),
-    };
-    Ok(match cli.command {
-        Remote::GitReceivePack { repo } => RemoteCommand::ReceivePack(AppName::from_repo_path(&repo)?),
-        Remote::GitUploadPack { repo } => RemoteCommand::UploadPack(AppName::from_repo_path(&repo)?),
-        Remote::Version => RemoteCommand::Version,
-    })
+    match RemoteCli::try_parse_from(&words) {
+        Ok(cli) => Ok(Parsed::Run(cli.command, cli.output)),
+        Err(err) => match err.kind() {
+            clap::error::ErrorKind::DisplayHelp
+            | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                Ok(Parsed::Help(err.render().to_string()))
+            }
+            _ => Err(ParseError::Usage(first_line(&err.render().to_string()))),
+        },
+    }
 }
 
-pub fn help_text() -> String {
+/// Parses and runs `command_line` for `caller`; answers the exit status.
+pub async fn route(ctx: &Arc<Context>, caller: &Caller, command_line: &str, mut io: Io) -> u32 {
+    match parse(command_line) {
+        Ok(Parsed::Run(command, output)) => commands::execute(ctx, caller, command, output, io).await,
+        Ok(Parsed::Help(text)) => {
+            use tokio::io::AsyncWriteExt;
+            let _ = io.stdout.write_all(text.as_bytes()).await;
+            let _ = io.stdout.flush().await;
+            0
+        }
+        Err(err) => {
+            tracing::info!(caller = caller.name(), command = command_line, error = %err, "refused command");
+            commands::fail(&mut io.stderr, &err.to_string()).await
+        }
+    }
+}
+
+fn help_text() -> String {
     use clap::CommandFactory;
     RemoteCli::command().render_help().to_string()
 }
@@ -90,36 +91,34 @@ fn first_line(rendered: &str) -> String {
 mod tests {
     use super::*;
 
-    fn app(name: &str) -> AppName {
-        AppName::parse(name).unwrap()
-    }
-
-    #[test]
-    fn routes_git_commands_in_every_form_git_sends() {
-        for line in ["git-receive-pack 'hello'", "git-receive-pack '/hello'", "git-receive-pack 'hello.git'"] {
-            assert_eq!(parse(line), Ok(RemoteCommand::ReceivePack(app("hello"))), "{line}");
+    fn parses(line: &str) -> Operate {
+        match parse(line) {
+            Ok(Parsed::Run(command, _)) => command,
+            other => panic!("{line}: {other:?}"),
         }
-        assert_eq!(parse("git-upload-pack '/hello.git'"), Ok(RemoteCommand::UploadPack(app("hello"))));
-        assert_eq!(parse("version"), Ok(RemoteCommand::Version));
-        assert!(matches!(parse(""), Ok(RemoteCommand::Help(_))));
-        assert!(matches!(parse("help"), Ok(RemoteCommand::Help(_))));
     }
 
     #[test]
-    fn refuses_anything_else_with_one_line() {
-        for line in [
-            "rm -rf /",
-            "git-receive-pack '../x'",
-            "git-receive-pack 'a;rm -rf /'",
-            "git-receive-pack ''",
-            "git-receive-pack 'Hello'",
-            "git-receive-pack 'hel'lo'",
-            "git-receive-pack hello extra",
-            "git-receive-pack",
-        ] {
+    fn routes_every_form_git_sends_and_the_verbs() {
+        for line in ["git-receive-pack 'hello'", "git-receive-pack '/hello'", "git-receive-pack 'hello.git'"] {
+            assert!(matches!(parses(line), Operate::GitReceivePack { .. }), "{line}");
+        }
+        assert!(matches!(parses("git-upload-pack '/hello.git'"), Operate::GitUploadPack { .. }));
+        assert!(matches!(parses("version"), Operate::Version));
+        assert!(matches!(parses("config set hello A=1 B=2 --no-restart"), Operate::Config(_)));
+        assert!(matches!(parses("logs hello --tail 5 --follow"), Operate::Logs { tail: Some(5), follow: true, .. }));
+        assert!(matches!(parse("--json apps"), Ok(Parsed::Run(Operate::Apps(_), OutputArgs { json: true }))));
+        assert!(matches!(parse("apps --json"), Ok(Parsed::Run(Operate::Apps(_), OutputArgs { json: true }))));
+        assert!(matches!(parse(""), Ok(Parsed::Help(_))));
+        assert!(matches!(parse("help"), Ok(Parsed::Help(_))));
+    }
+
+    #[test]
+    fn refuses_malformed_lines_with_one_line() {
+        for line in ["rm -rf /", "git-receive-pack 'hel'lo'", "git-receive-pack hello extra", "git-receive-pack", "logs"] {
             let err = parse(line).expect_err(line).to_string();
             assert!(!err.contains('\n'), "{line}: {err}");
         }
-        assert_eq!(parse("git-receive-pack 'hel'lo'"), Err(ParseError::Quoting));
+        assert_eq!(parse("git-receive-pack 'hel'lo'").unwrap_err(), ParseError::Quoting);
     }
 }

@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::cli::ServeArgs;
-use crate::exec::Context;
+use crate::context::Context;
 use crate::settings::{DEFAULT_LISTEN, DEFAULT_SHUTDOWN_TIMEOUT};
 
 pub async fn serve(ctx: Arc<Context>, args: &ServeArgs) -> Result<()> {

@@ -224,3 +224,76 @@ impl DockerRunner {
         }
     }
 }
+
+/// One running (or stopped) release of an app, as `ps` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Instance {
+    pub container: String,
+    pub release: u32,
+    /// Docker's state: running, restarting, exited, ...
+    pub state: String,
+    /// When the container last started (RFC 3339), if it runs.
+    pub started_at: Option<String>,
+    pub host_port: Option<u16>,
+}
+
+impl DockerRunner {
+    /// Every container nap runs, by app. One Docker call, however many apps.
+    pub async fn instances(&self, app: Option<&str>) -> Result<HashMap<String, Vec<Instance>>, RunError> {
+        let label = match app {
+            Some(app) => format!("{}={app}", labels::APP),
+            None => labels::APP.to_owned(),
+        };
+        let filters = HashMap::from([("label", vec![label])]);
+        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let mut by_app: HashMap<String, Vec<Instance>> = HashMap::new();
+        for container in self.docker.list_containers(Some(options)).await? {
+            let labels = container.labels.unwrap_or_default();
+            let (Some(app), Some(name)) = (labels.get(labels::APP), container.names.and_then(|n| n.into_iter().next()))
+            else {
+                continue;
+            };
+            let name = name.trim_start_matches('/').to_owned();
+            let started_at = match container.state.as_ref().map(|s| s.to_string()).as_deref() {
+                Some("running") => self
+                    .docker
+                    .inspect_container(&name, None::<bollard::query_parameters::InspectContainerOptions>)
+                    .await
+                    .ok()
+                    .and_then(|i| i.state?.started_at),
+                _ => None,
+            };
+            by_app.entry(app.clone()).or_default().push(Instance {
+                release: labels.get(labels::RELEASE).and_then(|r| r.parse().ok()).unwrap_or_default(),
+                state: container.state.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+                started_at,
+                host_port: container
+                    .ports
+                    .unwrap_or_default()
+                    .iter()
+                    .find_map(|p| p.public_port),
+                container: name,
+            });
+        }
+        Ok(by_app)
+    }
+
+    /// The container's output: the last `tail` lines, then (with `follow`)
+    /// whatever it writes until the stream is dropped.
+    pub fn logs(
+        &self,
+        container: &str,
+        tail: Option<u64>,
+        follow: bool,
+    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, RunError>> + use<> {
+        let tail = tail.map_or_else(|| "all".to_owned(), |n| n.to_string());
+        let options = LogsOptionsBuilder::new().stdout(true).stderr(true).follow(follow).tail(&tail).build();
+        self.docker.logs(container, Some(options)).map(|item| item.map(|chunk| chunk.into_bytes()).map_err(RunError::from))
+    }
+
+    pub async fn restart(&self, container: &str) -> Result<(), RunError> {
+        let options = bollard::query_parameters::RestartContainerOptionsBuilder::new().t(STOP_GRACE_SECS).build();
+        self.docker.restart_container(container, Some(options)).await?;
+        Ok(())
+    }
+}

@@ -6,7 +6,7 @@
 mod check;
 pub mod docker;
 
-pub use docker::{DockerRunner, RunError, RunRequest, Running};
+pub use docker::{DockerRunner, Instance, RunError, RunRequest, Running};
 
 /// Docker labels nap puts on what it runs, so it can find its own containers.
 pub mod labels {

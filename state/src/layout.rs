@@ -14,6 +14,21 @@ pub fn ssh_keys() -> String {
     format!("{ROOT}/keys/")
 }
 
+/// Prefix of all apps.
+pub fn apps() -> String {
+    format!("{ROOT}/apps/")
+}
+
+/// `/nap/apps/APP/app`: the app's record; an app exists when this key does.
+pub fn app_record(app: &str) -> String {
+    format!("{ROOT}/apps/{app}/app")
+}
+
+/// `/nap/apps/APP/config`: the app's environment, as a JSON object.
+pub fn config(app: &str) -> String {
+    format!("{ROOT}/apps/{app}/config")
+}
+
 /// `/nap/apps/APP/`: everything about one app.
 pub fn app(app: &str) -> String {
     format!("{ROOT}/apps/{app}/")

@@ -2,14 +2,17 @@
 //!
 //! - [`layout`] is the one place that knows nap's key names.
 //! - [`Store`] is the key/value interface every backend implements.
-//! - [`release`] is the release model (vN, commit, image, status, cause).
+//! - [`release`] is the release model (vN, commit, image, status, cause), and
+//!   [`AppRecord`] the app model.
 //! - [`lock`] holds the per-app deploy lock.
 
+mod app;
 pub mod layout;
 pub mod lock;
 pub mod release;
 mod store;
 
+pub use app::{AppRecord, AppSummary};
 pub use lock::{DeployLock, LockError};
 pub use release::{Release, ReleaseCause, ReleaseStatus};
 pub use store::{Store, StoreError};

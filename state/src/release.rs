@@ -1,5 +1,7 @@
 //! The release model: each deploy attempt of an app is release vN.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -20,7 +22,31 @@ pub enum ReleaseStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ReleaseCause {
+    /// A `git push` of `commit`.
     Push { key: String },
+    /// `config set` / `config unset`; `change` names what changed.
+    Config { key: String, change: String },
+    /// `rollback` to release `to`.
+    Rollback { key: String, to: u32 },
+}
+
+impl ReleaseCause {
+    /// Who caused the release: a key name, or `admin` for the host's own CLI.
+    pub fn key(&self) -> &str {
+        match self {
+            ReleaseCause::Push { key } | ReleaseCause::Config { key, .. } | ReleaseCause::Rollback { key, .. } => key,
+        }
+    }
+}
+
+impl std::fmt::Display for ReleaseCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReleaseCause::Push { key } => write!(f, "push by {key}"),
+            ReleaseCause::Config { key, change } => write!(f, "config {change} by {key}"),
+            ReleaseCause::Rollback { key, to } => write!(f, "rollback to v{to} by {key}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +58,12 @@ pub struct Release {
     pub created_at: OffsetDateTime,
     pub status: ReleaseStatus,
     pub cause: ReleaseCause,
+    /// The port the app listens on inside its container (`PORT`).
+    #[serde(default)]
+    pub port: u16,
+    /// The app's environment for this release, besides `PORT`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
     /// The container serving this release, once started.
     #[serde(default)]
     pub container: Option<String>,
@@ -100,6 +132,8 @@ mod tests {
             created_at: OffsetDateTime::UNIX_EPOCH,
             status,
             cause: ReleaseCause::Push { key: "alice".into() },
+            port: 5000,
+            config: BTreeMap::new(),
             container: None,
             url: None,
             error: None,

@@ -89,14 +89,22 @@ impl Gateway {
         child.wait_with_output().expect("wait for nap").into()
     }
 
-    pub fn add_key(&self, name: &str, key: &Key) {
-        self.nap(&["keys", "add", name], &key.public_text()).assert_ok();
-    }
-
-    /// A key added under `name`.
+    /// An admin key added under `name`: it may push and operate every app.
     pub fn user(&self, name: &str) -> Key {
         let key = Key::generate();
-        self.add_key(name, &key);
+        self.nap(&["keys", "add", name, "--admin"], &key.public_text()).assert_ok();
+        key
+    }
+
+    /// A non-admin key added under `name`, allowed only `apps`.
+    pub fn user_for(&self, name: &str, apps: &[&str]) -> Key {
+        let key = Key::generate();
+        let apps = apps.join(",");
+        let mut args = vec!["keys", "add", name];
+        if !apps.is_empty() {
+            args.extend(["--apps", &apps]);
+        }
+        self.nap(&args, &key.public_text()).assert_ok();
         key
     }
 

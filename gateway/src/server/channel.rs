@@ -8,13 +8,14 @@ use russh::server::Msg;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::exec::{self, Context, Io};
-use crate::keys::AuthorizedKey;
+use crate::caller::Caller;
+use crate::context::{Context, Io};
+use crate::remote;
 
 /// Bytes of client input buffered on their way to the command.
 const STDIN_BUFFER: usize = 256 * 1024;
 
-pub async fn serve_exec(ctx: Arc<Context>, key: AuthorizedKey, command: String, channel: Channel<Msg>) {
+pub async fn serve_exec(ctx: Arc<Context>, caller: Caller, command: String, channel: Channel<Msg>) {
     let (mut incoming, outgoing) = channel.split();
     let client_gone = CancellationToken::new();
     let (stdin, mut stdin_tx) = tokio::io::simplex(STDIN_BUFFER);
@@ -46,8 +47,13 @@ pub async fn serve_exec(ctx: Arc<Context>, key: AuthorizedKey, command: String, 
         }
     });
 
-    let io = Io { stdin, stdout: outgoing.make_writer(), stderr: outgoing.make_writer_ext(Some(1)), client_gone };
-    let status = exec::run(&ctx, &key, &command, io).await;
+    let io = Io {
+        stdin: Box::new(stdin),
+        stdout: Box::new(outgoing.make_writer()),
+        stderr: Box::new(outgoing.make_writer_ext(Some(1))),
+        client_gone,
+    };
+    let status = remote::route(&ctx, &caller, &command, io).await;
     pump.abort();
     // In this order, and only after all output was written: the client stops
     // reading once it has the exit status and EOF.

@@ -8,7 +8,8 @@ use russh::{Channel, ChannelId};
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::exec::Context;
+use crate::caller::Caller;
+use crate::context::Context;
 use crate::keys::{self, AuthorizedKey};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +50,7 @@ impl Connection {
         session.channel_success(id)?;
         let span = info_span!("command", key = %key.name, command = %command);
         let ctx = Arc::clone(&self.ctx);
-        self.commands.spawn(super::channel::serve_exec(ctx, key, command, channel).instrument(span));
+        self.commands.spawn(super::channel::serve_exec(ctx, Caller::Key(key), command, channel).instrument(span));
         Ok(())
     }
 }

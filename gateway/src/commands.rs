@@ -1,0 +1,175 @@
+//! The commands people run: one clap tree, shared by the SSH router
+//! (`ssh HOST VERB ...`) and the local CLI (`nap VERB ...`).
+//!
+//! Each handler answers a [`Reply`] (text, and JSON for `--json`) or a
+//! [`CommandError`], which the caller prints as one line with exit status 1.
+
+mod apps;
+mod config;
+mod git;
+mod instances;
+mod keys;
+mod releases;
+
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tracing::info;
+
+use crate::app_name::{AppName, InvalidAppName};
+use crate::caller::{Caller, Forbidden};
+use crate::context::{Context, Io};
+use crate::deploy::DeployError;
+
+#[derive(Debug, Subcommand)]
+pub enum Operate {
+    /// List apps with their current release and state; create or destroy one
+    Apps(apps::AppsArgs),
+    /// Show each running instance of an app
+    Ps {
+        app: String,
+    },
+    /// Show an app's output
+    Logs {
+        app: String,
+        /// Only the last N lines
+        #[arg(long, short = 'n', value_name = "N")]
+        tail: Option<u64>,
+        /// Keep streaming until the client disconnects
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Show, set or unset an app's environment
+    Config(config::ConfigArgs),
+    /// List an app's releases, newest first
+    Releases {
+        app: String,
+    },
+    /// Run an earlier release's image and config again, as a new release
+    Rollback {
+        app: String,
+        /// The release to go back to, e.g. v5 [default: the previous good one]
+        version: Option<String>,
+    },
+    /// Restart an app's running release
+    Restart {
+        app: String,
+    },
+    /// List, add or remove SSH keys (admin keys only)
+    Keys(keys::KeysArgs),
+    /// Print nap's version
+    Version,
+    /// Receive a push (run by `git push`)
+    #[command(name = "git-receive-pack")]
+    GitReceivePack { repo: String },
+    /// Send an app's repo (run by `git clone` and `git fetch`)
+    #[command(name = "git-upload-pack")]
+    GitUploadPack { repo: String },
+}
+
+/// `--json`, which every command takes.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct OutputArgs {
+    /// Print JSON for scripts
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// What a command answers on success.
+pub struct Reply {
+    pub text: String,
+    pub json: serde_json::Value,
+}
+
+impl Reply {
+    pub fn new(text: impl Into<String>, json: serde_json::Value) -> Reply {
+        Reply { text: text.into(), json }
+    }
+}
+
+/// Whatever stops a command, as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    AppName(#[from] InvalidAppName),
+    #[error("app {0} does not exist")]
+    NoSuchApp(AppName),
+    #[error(transparent)]
+    Forbidden(#[from] Forbidden),
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
+    #[error(transparent)]
+    Store(#[from] nap_state::StoreError),
+    #[error(transparent)]
+    Busy(#[from] nap_state::LockError),
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    #[error("Docker daemon: {0}")]
+    Run(#[from] nap_runner::RunError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs one command for `caller`; answers the exit status.
+pub async fn execute(ctx: &Arc<Context>, caller: &Caller, command: Operate, output: OutputArgs, mut io: Io) -> u32 {
+    info!(caller = caller.name(), ?command, "command");
+    let result = match command {
+        Operate::GitReceivePack { repo } => return git::receive_pack(ctx, caller, &repo, io).await,
+        Operate::GitUploadPack { repo } => return git::upload_pack(ctx, caller, &repo, io).await,
+        Operate::Logs { app, tail, follow } => instances::logs(ctx, caller, &app, tail, follow, &mut io).await,
+        Operate::Version => Ok(Reply::new(
+            format!("nap {}", env!("CARGO_PKG_VERSION")),
+            serde_json::json!({ "version": env!("CARGO_PKG_VERSION") }),
+        )),
+        Operate::Apps(args) => apps::run(ctx, caller, args, &mut io).await,
+        Operate::Ps { app } => instances::ps(ctx, caller, &app).await,
+        Operate::Restart { app } => instances::restart(ctx, caller, &app, &mut io).await,
+        Operate::Config(args) => config::run(ctx, caller, args, &mut io).await,
+        Operate::Releases { app } => releases::list(ctx, caller, &app).await,
+        Operate::Rollback { app, version } => releases::rollback(ctx, caller, &app, version.as_deref(), &mut io).await,
+        Operate::Keys(args) => keys::run(ctx, caller, args, &mut io).await,
+    };
+    match result {
+        // Streamed output (logs) has already been written.
+        Ok(reply) if reply.text.is_empty() && reply.json.is_null() => 0,
+        Ok(reply) => {
+            let text = if output.json {
+                serde_json::to_string_pretty(&reply.json).unwrap_or_else(|_| "null".into())
+            } else {
+                reply.text
+            };
+            if !text.is_empty() {
+                say(&mut io.stdout, &format!("{}\n", text.trim_end())).await;
+            }
+            0
+        }
+        Err(err) => {
+            info!(caller = caller.name(), error = %err, "command failed");
+            fail(&mut io.stderr, &err.to_string()).await
+        }
+    }
+}
+
+/// An app the caller may use and that exists.
+pub async fn existing_app(ctx: &Context, caller: &Caller, name: &str) -> Result<AppName, CommandError> {
+    let app = AppName::parse(name)?;
+    caller.check_app(&app)?;
+    if ctx.store.app(app.as_str()).await?.is_none() {
+        return Err(CommandError::NoSuchApp(app));
+    }
+    Ok(app)
+}
+
+async fn say<W: AsyncWrite + Unpin + ?Sized>(out: &mut W, text: &str) {
+    let _ = out.write_all(text.as_bytes()).await;
+    let _ = out.flush().await;
+}
+
+/// Writes the one-line error and answers the failing exit status.
+pub async fn fail<W: AsyncWrite + Unpin + ?Sized>(err: &mut W, message: &str) -> u32 {
+    say(err, &format!("error: {message}\n")).await;
+    1
+}

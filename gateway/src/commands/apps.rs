@@ -1,0 +1,121 @@
+//! `apps`, `apps create APP`, `apps destroy APP --force`.
+
+use clap::{Args, Subcommand};
+use nap_state::{AppRecord, DeployLock};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::{CommandError, Reply, existing_app};
+use crate::app_name::AppName;
+use crate::caller::Caller;
+use crate::context::{Context, Io};
+use crate::repos;
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AppsArgs {
+    #[command(subcommand)]
+    command: Option<AppsCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AppsCommand {
+    /// Create an app before its first push
+    Create { app: String },
+    /// Remove an app's containers, repo and state
+    Destroy {
+        app: String,
+        /// Really destroy it
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub async fn run(ctx: &Context, caller: &Caller, args: AppsArgs, _io: &mut Io) -> Result<Reply, CommandError> {
+    match args.command {
+        None => list(ctx, caller).await,
+        Some(AppsCommand::Create { app }) => create(ctx, caller, &app).await,
+        Some(AppsCommand::Destroy { app, force }) => destroy(ctx, caller, &app, force).await,
+    }
+}
+
+async fn list(ctx: &Context, caller: &Caller) -> Result<Reply, CommandError> {
+    let apps: Vec<_> = ctx
+        .store
+        .apps()
+        .await?
+        .into_iter()
+        .filter(|a| AppName::parse(&a.record.name).is_ok_and(|name| caller.may_use(&name)))
+        .collect();
+    // One Docker call for all apps' states.
+    let instances = match ctx.runner().await {
+        Ok(runner) => runner.instances(None).await.unwrap_or_default(),
+        Err(_) => Default::default(),
+    };
+    let mut text = format!("{:<24} {:<8} {:<12} {}\n", "APP", "RELEASE", "STATE", "URL");
+    let mut rows = Vec::new();
+    for app in &apps {
+        let current = app.current.as_ref();
+        let state = match (current, instances.get(&app.record.name)) {
+            (None, _) => "new".to_owned(),
+            (Some(release), Some(found)) => found
+                .iter()
+                .find(|i| i.release == release.version)
+                .map_or_else(|| "missing".to_owned(), |i| i.state.clone()),
+            (Some(_), None) => "stopped".to_owned(),
+        };
+        let release = current.map_or_else(|| "-".to_owned(), |r| format!("v{}", r.version));
+        let url = current.and_then(|r| r.url.clone()).unwrap_or_else(|| "-".into());
+        text.push_str(&format!("{:<24} {:<8} {:<12} {}\n", app.record.name, release, state, url));
+        rows.push(json!({
+            "name": app.record.name,
+            "created_at": app.record.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            "created_by": app.record.created_by,
+            "release": current.map(|r| r.version),
+            "state": state,
+            "url": current.and_then(|r| r.url.clone()),
+        }));
+    }
+    if apps.is_empty() {
+        text = "no apps yet; create one with `apps create APP` or by pushing to it".into();
+    }
+    Ok(Reply::new(text, json!(rows)))
+}
+
+async fn create(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, CommandError> {
+    let app = AppName::parse(name)?;
+    caller.check_app(&app)?;
+    let record = AppRecord { name: app.to_string(), created_at: OffsetDateTime::now_utc(), created_by: caller.name().to_owned() };
+    if !ctx.store.create_app(&record).await? {
+        return Err(CommandError::Usage(format!("app {app} already exists")));
+    }
+    repos::open_or_create(&ctx.settings.repos_dir(), &app, &ctx.exe)?;
+    Ok(Reply::new(
+        format!("created {app}; deploy it with: git push ssh://nap@{}:PORT/{app} master", ctx.settings.public_host),
+        json!({ "name": app.as_str(), "created": true }),
+    ))
+}
+
+async fn destroy(ctx: &Context, caller: &Caller, name: &str, force: bool) -> Result<Reply, CommandError> {
+    let app = existing_app(ctx, caller, name).await?;
+    if !force {
+        return Err(CommandError::Usage(format!(
+            "destroying {app} removes its containers, repo and state for good; run again with --force"
+        )));
+    }
+    let lock_dir = ctx.settings.locks_dir();
+    let _lock = DeployLock::try_acquire(&lock_dir, app.as_str(), &ctx.lock_holder("destroy", caller.name()))?;
+    let runner = ctx.runner().await?;
+    let removed = runner.retire_all_but(app.as_str(), "").await?;
+    let repo = repos::path(&ctx.settings.repos_dir(), &app);
+    if repo.exists() {
+        std::fs::remove_dir_all(&repo)?;
+    }
+    ctx.store.destroy_app(app.as_str()).await?;
+    // Removing a held flock's file is safe: the next deploy makes a new one.
+    let _ = std::fs::remove_file(lock_dir.join(format!("{app}.lock")));
+    Ok(Reply::new(
+        format!("destroyed {app} (removed {} container(s), its repo and its state)", removed.len()),
+        json!({ "name": app.as_str(), "destroyed": true, "containers": removed }),
+    ))
+}

@@ -1,0 +1,155 @@
+//! `config APP`, `config set APP K=V ...`, `config unset APP K ...`.
+
+use std::collections::BTreeMap;
+
+use clap::{Args, Subcommand};
+use nap_state::ReleaseCause;
+use serde_json::json;
+
+use super::releases::run_release;
+use super::{CommandError, Reply, existing_app};
+use crate::app_name::AppName;
+use crate::caller::Caller;
+use crate::context::{Context, Io};
+use crate::deploy::NewRelease;
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ConfigArgs {
+    /// The app whose environment to show
+    #[arg(required = true)]
+    app: Option<String>,
+    /// Show values instead of masking them
+    #[arg(long)]
+    reveal: bool,
+    #[command(subcommand)]
+    command: Option<ConfigCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Set variables; the app restarts as a new release
+    Set {
+        app: String,
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        pairs: Vec<String>,
+        /// Only store the change; it takes effect with the next release
+        #[arg(long)]
+        no_restart: bool,
+    },
+    /// Remove variables; the app restarts as a new release
+    Unset {
+        app: String,
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+        /// Only store the change; it takes effect with the next release
+        #[arg(long)]
+        no_restart: bool,
+    },
+}
+
+const MASK: &str = "********";
+
+pub async fn run(ctx: &Context, caller: &Caller, args: ConfigArgs, io: &mut Io) -> Result<Reply, CommandError> {
+    match args.command {
+        Some(ConfigCommand::Set { app, pairs, no_restart }) => {
+            let app = existing_app(ctx, caller, &app).await?;
+            let pairs = pairs.iter().map(|p| parse_pair(p)).collect::<Result<Vec<_>, _>>()?;
+            let mut config = ctx.store.config(app.as_str()).await?;
+            let names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+            let change = format!("set {}", names.join(", "));
+            for (key, value) in &pairs {
+                config.insert(key.clone(), value.clone());
+            }
+            apply(ctx, caller, &app, config, change, no_restart, io).await
+        }
+        Some(ConfigCommand::Unset { app, keys, no_restart }) => {
+            let app = existing_app(ctx, caller, &app).await?;
+            let mut config = ctx.store.config(app.as_str()).await?;
+            for key in &keys {
+                if config.remove(key).is_none() {
+                    return Err(CommandError::Usage(format!("{key} is not set for {app}")));
+                }
+            }
+            apply(ctx, caller, &app, config, format!("unset {}", keys.join(", ")), no_restart, io).await
+        }
+        None => {
+            let app = existing_app(ctx, caller, args.app.as_deref().unwrap_or_default()).await?;
+            let config = ctx.store.config(app.as_str()).await?;
+            let shown: BTreeMap<&String, &str> =
+                config.iter().map(|(k, v)| (k, if args.reveal { v.as_str() } else { MASK })).collect();
+            let text = if shown.is_empty() {
+                format!("{app} has no config; set some with: config set {app} KEY=VALUE")
+            } else {
+                shown.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("\n")
+            };
+            Ok(Reply::new(text, json!(shown)))
+        }
+    }
+}
+
+/// Stores the new config, and unless `no_restart`, runs it as a new release
+/// of the serving image. The config is only stored once that release runs.
+async fn apply(
+    ctx: &Context,
+    caller: &Caller,
+    app: &AppName,
+    config: BTreeMap<String, String>,
+    change: String,
+    no_restart: bool,
+    io: &mut Io,
+) -> Result<Reply, CommandError> {
+    let current = ctx.store.current_release(app.as_str()).await?;
+    let Some(current) = current.filter(|_| !no_restart) else {
+        ctx.store.save_config(app.as_str(), &config).await?;
+        return Ok(Reply::new(
+            format!("{app}: config {change}; it takes effect with the next release"),
+            json!({ "name": app.as_str(), "change": change, "release": null }),
+        ));
+    };
+    let new = NewRelease {
+        commit: current.commit.clone(),
+        image: current.image.clone(),
+        port: current.port,
+        config: config.clone(),
+        cause: ReleaseCause::Config { key: caller.name().to_owned(), change: change.clone() },
+    };
+    let release = run_release(ctx, caller, app, new, io).await?;
+    ctx.store.save_config(app.as_str(), &config).await?;
+    Ok(Reply::new(
+        format!("{app} v{}: config {change}, live at {}", release.version, release.url.as_deref().unwrap_or("-")),
+        serde_json::to_value(&release).unwrap_or_default(),
+    ))
+}
+
+/// `KEY=VALUE`, with a key an environment variable can have. `PORT` is nap's.
+fn parse_pair(pair: &str) -> Result<(String, String), CommandError> {
+    let malformed = || CommandError::Usage(format!("malformed config pair {pair:?}: expected KEY=VALUE"));
+    let (key, value) = pair.split_once('=').ok_or_else(malformed)?;
+    let mut chars = key.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(CommandError::Usage(format!(
+            "invalid config key {key:?}: use letters, digits and '_', not starting with a digit"
+        )));
+    }
+    if key == "PORT" {
+        return Err(CommandError::Usage("PORT is set by nap from the Dockerfile's EXPOSE; it cannot be configured".into()));
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_pair;
+
+    #[test]
+    fn pairs_need_a_name_an_equals_sign_and_no_port() {
+        assert_eq!(parse_pair("GREETING=hi=there").unwrap(), ("GREETING".into(), "hi=there".into()));
+        assert_eq!(parse_pair("EMPTY=").unwrap(), ("EMPTY".into(), String::new()));
+        for bad in ["NOEQUALS", "=x", "1A=x", "A-B=x", "PORT=1"] {
+            assert!(parse_pair(bad).is_err(), "{bad}");
+        }
+    }
+}

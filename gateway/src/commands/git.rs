@@ -1,0 +1,130 @@
+//! `git-receive-pack` and `git-upload-pack`: the real git, fed the client's
+//! streams.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::AsyncWriteExt;
+use tracing::{info, warn};
+
+use super::fail;
+use crate::app_name::AppName;
+use crate::caller::Caller;
+use crate::context::{Context, Io};
+use crate::repos;
+
+pub async fn receive_pack(ctx: &Arc<Context>, caller: &Caller, repo: &str, mut io: Io) -> u32 {
+    let app = match AppName::from_repo_path(repo) {
+        Ok(app) => app,
+        Err(err) => return fail(&mut io.stderr, &err.to_string()).await,
+    };
+    if let Err(err) = caller.check_app(&app) {
+        return fail(&mut io.stderr, &err.to_string()).await;
+    }
+    let (repo, created) = match repos::open_or_create(&ctx.settings.repos_dir(), &app, &ctx.exe) {
+        Ok(found) => found,
+        Err(err) => return fail(&mut io.stderr, &format!("cannot open the repo of {app}: {err}")).await,
+    };
+    let status = run_git(ctx, caller, &app, "receive-pack", repo.clone(), io).await;
+    // A refused first push must not leave an empty repo behind.
+    if created && let Err(err) = repos::remove_if_empty(&repo) {
+        warn!(repo = %repo.display(), error = %err, "could not remove the empty repo of a refused first push");
+    }
+    status
+}
+
+pub async fn upload_pack(ctx: &Arc<Context>, caller: &Caller, repo: &str, mut io: Io) -> u32 {
+    let app = match AppName::from_repo_path(repo) {
+        Ok(app) => app,
+        Err(err) => return fail(&mut io.stderr, &err.to_string()).await,
+    };
+    if let Err(err) = caller.check_app(&app) {
+        return fail(&mut io.stderr, &err.to_string()).await;
+    }
+    let repo = repos::path(&ctx.settings.repos_dir(), &app);
+    if !repo.exists() {
+        return fail(&mut io.stderr, &format!("app {app} does not exist; push to it first")).await;
+    }
+    run_git(ctx, caller, &app, "upload-pack", repo, io).await
+}
+
+/// Runs `git SERVICE REPO` with the client's streams, in a process group of
+/// its own: if the client goes away, the whole group (git and the deploy hook
+/// under it) is killed, which also frees the app's deploy lock.
+async fn run_git(ctx: &Arc<Context>, caller: &Caller, app: &AppName, service: &str, repo: PathBuf, io: Io) -> u32 {
+    let Io { mut stdin, mut stdout, mut stderr, client_gone } = io;
+    let mut child = match tokio::process::Command::new("git")
+        .arg(service)
+        .arg(&repo)
+        .envs(ctx.settings.child_env())
+        .env("NAP_APP", app.as_str())
+        .env("NAP_KEY", caller.name())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(err) => return fail(&mut stderr, &format!("cannot run git {service}: {err}")).await,
+    };
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let kill_group = || {
+        if let Some(pgid) = pgid {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    };
+    let (Some(mut child_in), Some(mut child_out), Some(mut child_err)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return fail(&mut stderr, "git's standard streams were not piped").await;
+    };
+
+    let feed = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut stdin, &mut child_in).await;
+        let _ = child_in.shutdown().await;
+    });
+    let outputs = async {
+        let out = async {
+            tokio::io::copy(&mut child_out, &mut stdout).await?;
+            stdout.flush().await
+        };
+        let err = async {
+            tokio::io::copy(&mut child_err, &mut stderr).await?;
+            stderr.flush().await
+        };
+        tokio::try_join!(out, err)
+    };
+    let finished = async {
+        // Output first: git exits only after writing it, and the client must
+        // get every byte before the exit status.
+        let copied = outputs.await;
+        if copied.is_err() {
+            // The client stopped reading: nobody is left to see this push.
+            kill_group();
+        }
+        (copied, child.wait().await)
+    };
+    let status = tokio::select! {
+        (copied, status) = finished => {
+            if let Err(err) = copied {
+                warn!(error = %err, "client stopped reading");
+            }
+            match status {
+                Ok(status) => status.code().map_or(1, |c| c as u32),
+                Err(err) => { warn!(error = %err, "waiting for git failed"); 1 }
+            }
+        }
+        () = client_gone.cancelled() => {
+            info!(%app, service, "client went away; stopping git and its hooks");
+            kill_group();
+            1
+        }
+    };
+    feed.abort();
+    status
+}

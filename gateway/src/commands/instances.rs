@@ -1,0 +1,100 @@
+//! `ps`, `logs` and `restart`: the app's running instances.
+
+use futures_util::StreamExt;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::io::AsyncWriteExt;
+
+use super::{CommandError, Reply, existing_app};
+use crate::caller::Caller;
+use crate::context::{Context, Io};
+
+pub async fn ps(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, CommandError> {
+    let app = existing_app(ctx, caller, name).await?;
+    let runner = ctx.runner().await?;
+    let mut instances = runner.instances(Some(app.as_str())).await?.remove(app.as_str()).unwrap_or_default();
+    instances.sort_by_key(|i| i.release);
+    let now = OffsetDateTime::now_utc();
+    let mut text = format!("{:<8} {:<32} {:<12} {:<10} {}\n", "RELEASE", "CONTAINER", "STATE", "UPTIME", "URL");
+    let mut rows = Vec::new();
+    for instance in &instances {
+        let uptime = instance
+            .started_at
+            .as_deref()
+            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+            .map(|started| (now - started).whole_seconds().max(0));
+        let url = instance.host_port.map(|port| format!("http://{}:{port}/", ctx.settings.public_host));
+        text.push_str(&format!(
+            "{:<8} {:<32} {:<12} {:<10} {}\n",
+            format!("v{}", instance.release),
+            instance.container,
+            instance.state,
+            uptime.map_or_else(|| "-".into(), human_duration),
+            url.as_deref().unwrap_or("-")
+        ));
+        rows.push(json!({
+            "release": instance.release,
+            "container": instance.container,
+            "state": instance.state,
+            "uptime_seconds": uptime,
+            "url": url,
+        }));
+    }
+    if instances.is_empty() {
+        text = format!("{app} has no running instances");
+    }
+    Ok(Reply::new(text, json!(rows)))
+}
+
+/// Streams the current release's output. With `follow` it runs until the
+/// client goes away; dropping the Docker log stream then closes its request.
+pub async fn logs(
+    ctx: &Context,
+    caller: &Caller,
+    name: &str,
+    tail: Option<u64>,
+    follow: bool,
+    io: &mut Io,
+) -> Result<Reply, CommandError> {
+    let app = existing_app(ctx, caller, name).await?;
+    let Some(container) = ctx.store.current_release(app.as_str()).await?.and_then(|r| r.container) else {
+        return Err(CommandError::Usage(format!("{app} has no release running yet")));
+    };
+    let runner = ctx.runner().await?;
+    let mut stream = std::pin::pin!(runner.logs(&container, tail, follow));
+    loop {
+        let chunk = tokio::select! {
+            chunk = stream.next() => chunk,
+            () = io.client_gone.cancelled() => break,
+        };
+        let Some(chunk) = chunk else { break };
+        let chunk = chunk?;
+        if io.stdout.write_all(&chunk).await.is_err() || io.stdout.flush().await.is_err() {
+            break;
+        }
+    }
+    Ok(Reply::new("", json!(null)))
+}
+
+pub async fn restart(ctx: &Context, caller: &Caller, name: &str, _io: &mut Io) -> Result<Reply, CommandError> {
+    let app = existing_app(ctx, caller, name).await?;
+    let Some(release) = ctx.store.current_release(app.as_str()).await? else {
+        return Err(CommandError::Usage(format!("{app} has no release running yet")));
+    };
+    let container = release.container.clone().unwrap_or_default();
+    ctx.runner().await?.restart(&container).await?;
+    Ok(Reply::new(
+        format!("restarted {app} v{} ({container})", release.version),
+        json!({ "name": app.as_str(), "release": release.version, "container": container }),
+    ))
+}
+
+fn human_duration(seconds: i64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
+    }
+}

@@ -1,0 +1,114 @@
+//! `keys`, `keys add NAME [--admin] [--apps a,b] < KEY.pub`, `keys remove NAME`,
+//! `keys authorized-keys`. Admin keys only.
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+
+use super::{CommandError, Reply};
+use crate::app_name::AppName;
+use crate::caller::Caller;
+use crate::context::{Context, Io};
+use crate::keys;
+
+/// An OpenSSH public key line is far shorter; more is not a key.
+const MAX_KEY_INPUT: u64 = 16 * 1024;
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    command: Option<KeysCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Allow a key in; the public key comes on standard input
+    Add {
+        /// A name for the key's owner (letters, digits, . _ @ -)
+        name: String,
+        /// The key may manage keys and every app
+        #[arg(long)]
+        admin: bool,
+        /// Apps a non-admin key may push and operate, comma-separated
+        #[arg(long, value_delimiter = ',', value_name = "APP,...")]
+        apps: Vec<String>,
+    },
+    /// List the allowed keys
+    #[command(visible_alias = "ls")]
+    List,
+    /// Remove a key
+    #[command(visible_alias = "rm")]
+    Remove { name: String },
+    /// Print authorized_keys lines that run nap as OpenSSH's forced command
+    AuthorizedKeys,
+}
+
+pub async fn run(ctx: &Context, caller: &Caller, args: KeysArgs, io: &mut Io) -> Result<Reply, CommandError> {
+    caller.check_admin("manage keys")?;
+    match args.command {
+        None | Some(KeysCommand::List) => list(ctx).await,
+        Some(KeysCommand::Add { name, admin, apps }) => {
+            for app in &apps {
+                AppName::parse(app)?;
+            }
+            let mut text = String::new();
+            (&mut io.stdin).take(MAX_KEY_INPUT).read_to_string(&mut text).await?;
+            let key = keys::parse_public_key(&text)?;
+            let added = keys::add(&ctx.store, &name, &key, admin, apps).await?;
+            let scope = if added.admin { " as admin".to_owned() } else { format!(" for {}", apps_text(&added.apps)) };
+            Ok(Reply::new(
+                format!("added key {} ({}){scope}", added.name, added.fingerprint),
+                serde_json::to_value(&added).unwrap_or_default(),
+            ))
+        }
+        Some(KeysCommand::Remove { name }) => {
+            keys::remove(&ctx.store, &name).await?;
+            Ok(Reply::new(format!("removed key {name}"), json!({ "name": name, "removed": true })))
+        }
+        Some(KeysCommand::AuthorizedKeys) => {
+            let prefix = forced_command_prefix(ctx)?;
+            let lines: Vec<String> =
+                keys::list(&ctx.store).await?.iter().map(|key| keys::authorized_keys_line(&prefix, key)).collect();
+            Ok(Reply::new(lines.join("\n"), json!(lines)))
+        }
+    }
+}
+
+async fn list(ctx: &Context) -> Result<Reply, CommandError> {
+    let all = keys::list(&ctx.store).await?;
+    let text = if all.is_empty() {
+        "no keys; add one with: nap keys add NAME < KEY.pub".to_owned()
+    } else {
+        all.iter()
+            .map(|key| {
+                let scope = if key.admin { "admin".to_owned() } else { apps_text(&key.apps) };
+                format!("{:<20} {}  {scope}", key.name, key.fingerprint)
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    Ok(Reply::new(text, serde_json::to_value(&all).unwrap_or_default()))
+}
+
+fn apps_text(apps: &[String]) -> String {
+    if apps.is_empty() { "no apps".to_owned() } else { format!("apps {}", apps.join(",")) }
+}
+
+/// `nap` as OpenSSH should run it: this binary, with the settings that find
+/// this data directory.
+fn forced_command_prefix(ctx: &Context) -> Result<String, CommandError> {
+    let mut words = vec![ctx.exe.display().to_string()];
+    if let Some(config) = &ctx.settings.config {
+        words.push(format!("--config {}", config.display()));
+    }
+    words.push(format!("--data-dir {}", ctx.settings.data_dir.display()));
+    let prefix = words.join(" ");
+    // The line is read by OpenSSH inside double quotes and then by a shell.
+    if prefix.chars().any(|c| !(c.is_ascii_alphanumeric() || "/._-+:= ".contains(c))) {
+        return Err(CommandError::Usage(format!(
+            "paths used in authorized_keys must be plain (letters, digits, / . _ - + : =): {prefix}"
+        )));
+    }
+    Ok(prefix)
+}

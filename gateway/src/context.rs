@@ -1,0 +1,58 @@
+//! What commands run with: the process-wide [`Context`], and the client's
+//! streams ([`Io`]) from whichever transport brought the command: the russh
+//! gateway hands in its channel, `ssh-command` and the local CLI their stdio.
+
+use std::path::PathBuf;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+use nap_runner::DockerRunner;
+use nap_state::Store;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::deploy::DeployError;
+use crate::settings::Settings;
+
+/// What every command needs, built once per process.
+pub struct Context {
+    pub settings: Settings,
+    pub store: Store,
+    /// This `nap` binary, which git hooks call back into.
+    pub exe: PathBuf,
+}
+
+impl Context {
+    /// A Docker client, connected now: commands that never touch Docker
+    /// (keys, releases) do not need a daemon.
+    pub async fn docker(&self) -> Result<bollard::Docker, DeployError> {
+        bollard::Docker::connect_with_local_defaults()
+            .map_err(DeployError::DockerUnreachable)?
+            .negotiate_version()
+            .await
+            .map_err(DeployError::DockerUnreachable)
+    }
+
+    pub async fn runner(&self) -> Result<DockerRunner, DeployError> {
+        Ok(DockerRunner::new(self.docker().await?, self.settings.public_host.clone(), self.settings.check_timeout))
+    }
+
+    /// How a deploy lock names its holder, for whoever is refused.
+    pub fn lock_holder(&self, what: &str, who: &str) -> String {
+        let started = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
+        format!("{what} by {who}, pid {}, started {started}", std::process::id())
+    }
+}
+
+pub type Input = Box<dyn AsyncRead + Unpin + Send>;
+pub type Output = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// A command's standard streams, and a token that fires when the client is gone.
+pub struct Io {
+    pub stdin: Input,
+    pub stdout: Output,
+    pub stderr: Output,
+    pub client_gone: CancellationToken,
+}
+

@@ -1,0 +1,83 @@
+//! The app model: an app exists once it has a record; its config is the
+//! environment its next release gets.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::{Release, Store, StoreError, layout};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppRecord {
+    pub name: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// The key (or `admin`) that created it, by `apps create` or a first push.
+    pub created_by: String,
+}
+
+/// An app with what is known of its releases, for listings.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppSummary {
+    #[serde(flatten)]
+    pub record: AppRecord,
+    pub current: Option<Release>,
+}
+
+impl Store {
+    pub async fn app(&self, app: &str) -> Result<Option<AppRecord>, StoreError> {
+        self.get_json(&layout::app_record(app)).await
+    }
+
+    /// Records a new app; answers false if it already existed.
+    pub async fn create_app(&self, record: &AppRecord) -> Result<bool, StoreError> {
+        let json = serde_json::to_vec(record).map_err(StoreError::Encode)?;
+        self.compare_and_swap(&layout::app_record(&record.name), None, &json).await
+    }
+
+    /// Every app with its serving release, in name order, from one read.
+    pub async fn apps(&self) -> Result<Vec<AppSummary>, StoreError> {
+        let mut records = BTreeMap::new();
+        let mut current = BTreeMap::new();
+        let mut releases = BTreeMap::new();
+        for (key, value) in self.list(&layout::apps()).await? {
+            let Some(rest) = key.strip_prefix(&layout::apps()) else { continue };
+            let Some((name, field)) = rest.split_once('/') else { continue };
+            let decode = |what| StoreError::Decode { key: key.clone(), source: what };
+            if field == "app" {
+                records.insert(name.to_owned(), serde_json::from_slice::<AppRecord>(&value).map_err(decode)?);
+            } else if field == "current" {
+                current.insert(name.to_owned(), serde_json::from_slice::<u32>(&value).map_err(decode)?);
+            } else if field.starts_with("releases/") {
+                releases.insert(key.clone(), value);
+            }
+        }
+        let mut apps = Vec::with_capacity(records.len());
+        for (name, record) in records {
+            let current = match current.get(&name) {
+                Some(version) => releases
+                    .get(&layout::release(&name, *version))
+                    .map(|bytes| serde_json::from_slice::<Release>(bytes))
+                    .transpose()
+                    .map_err(|source| StoreError::Decode { key: layout::release(&name, *version), source })?,
+                None => None,
+            };
+            apps.push(AppSummary { record, current });
+        }
+        Ok(apps)
+    }
+
+    /// Forgets everything about the app.
+    pub async fn destroy_app(&self, app: &str) -> Result<(), StoreError> {
+        self.delete_prefix(&layout::app(app)).await.map(|_| ())
+    }
+
+    pub async fn config(&self, app: &str) -> Result<BTreeMap<String, String>, StoreError> {
+        Ok(self.get_json(&layout::config(app)).await?.unwrap_or_default())
+    }
+
+    pub async fn save_config(&self, app: &str, config: &BTreeMap<String, String>) -> Result<(), StoreError> {
+        self.put_json(&layout::config(app), config).await
+    }
+}
