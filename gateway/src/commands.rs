@@ -21,15 +21,14 @@ use crate::app_name::{AppName, InvalidAppName};
 use crate::caller::{Caller, Forbidden};
 use crate::context::{Context, Io};
 use crate::deploy::DeployError;
+use crate::report::Reporter;
 
 #[derive(Debug, Subcommand)]
 pub enum Operate {
     /// List apps with their current release and state; create or destroy one
     Apps(apps::AppsArgs),
     /// Show each running instance of an app
-    Ps {
-        app: String,
-    },
+    Ps { app: String },
     /// Show an app's output
     Logs {
         app: String,
@@ -43,9 +42,7 @@ pub enum Operate {
     /// Show, set or unset an app's environment
     Config(config::ConfigArgs),
     /// List an app's releases, newest first
-    Releases {
-        app: String,
-    },
+    Releases { app: String },
     /// Run an earlier release's image and config again, as a new release
     Rollback {
         app: String,
@@ -53,9 +50,7 @@ pub enum Operate {
         version: Option<String>,
     },
     /// Restart an app's running release
-    Restart {
-        app: String,
-    },
+    Restart { app: String },
     /// List, add or remove SSH keys (admin keys only)
     Keys(keys::KeysArgs),
     /// Print nap's version
@@ -107,7 +102,7 @@ pub enum CommandError {
     Busy(#[from] nap_state::LockError),
     #[error(transparent)]
     Deploy(#[from] DeployError),
-    #[error("Docker daemon: {0}")]
+    #[error(transparent)]
     Run(#[from] nap_runner::RunError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -161,6 +156,21 @@ pub async fn existing_app(ctx: &Context, caller: &Caller, name: &str) -> Result<
         return Err(CommandError::NoSuchApp(app));
     }
     Ok(app)
+}
+
+/// Runs `work` with a [`Reporter`] on the client's stderr, and waits until
+/// every line it reported is written.
+pub async fn with_reporter<T, F>(io: &mut Io, work: impl FnOnce(Reporter) -> F) -> T
+where
+    F: std::future::Future<Output = T>,
+{
+    let stderr = std::mem::replace(&mut io.stderr, Box::new(tokio::io::sink()));
+    let (report, writer) = Reporter::spawn(stderr);
+    let result = work(report).await;
+    if let Ok(stderr) = writer.await {
+        io.stderr = stderr;
+    }
+    result
 }
 
 async fn say<W: AsyncWrite + Unpin + ?Sized>(out: &mut W, text: &str) {

@@ -55,4 +55,3 @@ pub struct Io {
     pub stderr: Output,
     pub client_gone: CancellationToken,
 }
-

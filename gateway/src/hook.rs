@@ -13,8 +13,8 @@ use time::OffsetDateTime;
 use tracing::{Instrument, error, info_span};
 
 use crate::app_name::AppName;
-use crate::deploy::{self, DEFAULT_PORT, DeployError, NewRelease, short};
 use crate::context::Context;
+use crate::deploy::{self, DEFAULT_PORT, DeployError, NewRelease, short};
 use crate::report::Reporter;
 
 /// Entry point; answers the hook's exit status.
@@ -63,13 +63,21 @@ async fn deploy_push(
     update: &RefUpdate,
     pusher: &str,
 ) -> Result<(), DeployError> {
-    let _lock = DeployLock::try_acquire(&ctx.settings.locks_dir(), app.as_str(), &ctx.lock_holder(&format!("push of {}", short(&update.new)), pusher))?;
+    let _lock = DeployLock::try_acquire(
+        &ctx.settings.locks_dir(),
+        app.as_str(),
+        &ctx.lock_holder(&format!("push of {}", short(&update.new)), pusher),
+    )?;
     let store = &ctx.store;
     let first_push = store.app(app.as_str()).await?.is_none();
     let result = build_and_release(ctx, report, app, update, pusher).await;
     match &result {
         Ok(()) if first_push => {
-            let record = AppRecord { name: app.to_string(), created_at: OffsetDateTime::now_utc(), created_by: pusher.to_owned() };
+            let record = AppRecord {
+                name: app.to_string(),
+                created_at: OffsetDateTime::now_utc(),
+                created_by: pusher.to_owned(),
+            };
             store.create_app(&record).await?;
         }
         // A refused first push leaves nothing behind: the gateway removes

@@ -10,8 +10,8 @@ mod deploy;
 mod hook;
 mod keys;
 mod remote;
-mod repos;
 mod report;
+mod repos;
 mod server;
 mod settings;
 

@@ -50,8 +50,7 @@ pub fn parse(command_line: &str) -> Result<Parsed, ParseError> {
     match RemoteCli::try_parse_from(&words) {
         Ok(cli) => Ok(Parsed::Run(cli.command, cli.output)),
         Err(err) => match err.kind() {
-            clap::error::ErrorKind::DisplayHelp
-            | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
                 Ok(Parsed::Help(err.render().to_string()))
             }
             _ => Err(ParseError::Usage(first_line(&err.render().to_string()))),
@@ -115,7 +114,9 @@ mod tests {
 
     #[test]
     fn refuses_malformed_lines_with_one_line() {
-        for line in ["rm -rf /", "git-receive-pack 'hel'lo'", "git-receive-pack hello extra", "git-receive-pack", "logs"] {
+        for line in
+            ["rm -rf /", "git-receive-pack 'hel'lo'", "git-receive-pack hello extra", "git-receive-pack", "logs"]
+        {
             let err = parse(line).expect_err(line).to_string();
             assert!(!err.contains('\n'), "{line}: {err}");
         }

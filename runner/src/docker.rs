@@ -17,6 +17,8 @@ use crate::check::answers_http;
 use crate::labels;
 
 const LOG_TAIL: usize = 15;
+/// Host ports tried before a start gives up on finding a free one.
+const PORT_ATTEMPTS: u32 = 3;
 const CHECK_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a retired release gets to stop before it is killed.
 const STOP_GRACE_SECS: i32 = 10;
@@ -29,6 +31,8 @@ pub enum RunError {
     CheckTimeout { container: String, port: u16, seconds: u64, log_tail: Vec<String> },
     #[error("{container} publishes no host port for {port}/tcp")]
     NoHostPort { container: String, port: u16 },
+    #[error("no free host port: {0}")]
+    NoFreePort(#[source] std::io::Error),
     #[error("Docker daemon: {0}")]
     Docker(#[from] bollard::errors::Error),
 }
@@ -90,36 +94,25 @@ impl DockerRunner {
         let port_key = format!("{}/tcp", req.port);
         let mut env = vec![format!("PORT={}", req.port)];
         env.extend(req.env.iter().map(|(k, v)| format!("{k}={v}")));
-        let body = ContainerCreateBody {
-            image: Some(req.image.to_owned()),
-            env: Some(env),
-            exposed_ports: Some(vec![port_key.clone()]),
-            labels: Some(HashMap::from([
-                (labels::APP.to_owned(), req.app.to_owned()),
-                (labels::RELEASE.to_owned(), req.release.to_string()),
-            ])),
-            host_config: Some(HostConfig {
-                port_bindings: Some(HashMap::from([(
-                    port_key.clone(),
-                    Some(vec![PortBinding { host_ip: Some("0.0.0.0".into()), host_port: Some(String::new()) }]),
-                )])),
-                restart_policy: Some(RestartPolicy {
-                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-                    maximum_retry_count: None,
-                }),
-                init: Some(true),
-                ..Default::default()
-            }),
-            ..Default::default()
+        // The host port is chosen here, not by Docker: a port Docker picks
+        // changes on every restart of the container, and the URL with it.
+        let mut attempt = 0;
+        let started = loop {
+            attempt += 1;
+            let host_port = free_host_port()?;
+            self.create(req, &name, &port_key, host_port, env.clone()).await?;
+            if attempt == 1 {
+                progress(&format!("Starting {name}"));
+            }
+            match self.docker.start_container(&name, None::<bollard::query_parameters::StartContainerOptions>).await {
+                Err(err) if attempt < PORT_ATTEMPTS && is_port_taken(&err) => {
+                    warn!(container = %name, host_port, "host port taken meanwhile; trying another");
+                    self.remove(&name).await?;
+                }
+                Err(err) => break Err(err.into()),
+                Ok(()) => break self.wait_until_answering(&name, &port_key, req.port, progress).await,
+            }
         };
-        let options = CreateContainerOptionsBuilder::new().name(&name).build();
-        self.docker.create_container(Some(options), body).await?;
-        progress(&format!("Starting {name}"));
-        let started = async {
-            self.docker.start_container(&name, None::<bollard::query_parameters::StartContainerOptions>).await?;
-            self.wait_until_answering(&name, &port_key, req.port, progress).await
-        }
-        .await;
         match started {
             Ok(host_port) => {
                 let url = format!("http://{}:{host_port}/", self.public_host);
@@ -133,6 +126,41 @@ impl DockerRunner {
                 Err(err)
             }
         }
+    }
+
+    async fn create(
+        &self,
+        req: &RunRequest<'_>,
+        name: &str,
+        port_key: &str,
+        host_port: u16,
+        env: Vec<String>,
+    ) -> Result<(), RunError> {
+        let body = ContainerCreateBody {
+            image: Some(req.image.to_owned()),
+            env: Some(env),
+            exposed_ports: Some(vec![port_key.to_owned()]),
+            labels: Some(HashMap::from([
+                (labels::APP.to_owned(), req.app.to_owned()),
+                (labels::RELEASE.to_owned(), req.release.to_string()),
+            ])),
+            host_config: Some(HostConfig {
+                port_bindings: Some(HashMap::from([(
+                    port_key.to_owned(),
+                    Some(vec![PortBinding { host_ip: Some("0.0.0.0".into()), host_port: Some(host_port.to_string()) }]),
+                )])),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
+                init: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::new().name(name).build();
+        self.docker.create_container(Some(options), body).await?;
+        Ok(())
     }
 
     /// Polls until the container answers HTTP on its published port, and
@@ -267,11 +295,7 @@ impl DockerRunner {
                 release: labels.get(labels::RELEASE).and_then(|r| r.parse().ok()).unwrap_or_default(),
                 state: container.state.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
                 started_at,
-                host_port: container
-                    .ports
-                    .unwrap_or_default()
-                    .iter()
-                    .find_map(|p| p.public_port),
+                host_port: container.ports.unwrap_or_default().iter().find_map(|p| p.public_port),
                 container: name,
             });
         }
@@ -288,12 +312,34 @@ impl DockerRunner {
     ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, RunError>> + use<> {
         let tail = tail.map_or_else(|| "all".to_owned(), |n| n.to_string());
         let options = LogsOptionsBuilder::new().stdout(true).stderr(true).follow(follow).tail(&tail).build();
-        self.docker.logs(container, Some(options)).map(|item| item.map(|chunk| chunk.into_bytes()).map_err(RunError::from))
+        self.docker
+            .logs(container, Some(options))
+            .map(|item| item.map(|chunk| chunk.into_bytes()).map_err(RunError::from))
     }
 
-    pub async fn restart(&self, container: &str) -> Result<(), RunError> {
+    /// Restarts the container and waits until it answers again.
+    pub async fn restart(
+        &self,
+        container: &str,
+        port: u16,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<(), RunError> {
         let options = bollard::query_parameters::RestartContainerOptionsBuilder::new().t(STOP_GRACE_SECS).build();
+        progress(&format!("Restarting {container}"));
         self.docker.restart_container(container, Some(options)).await?;
-        Ok(())
+        self.wait_until_answering(container, &format!("{port}/tcp"), port, progress).await.map(|_| ())
     }
+}
+
+/// A TCP port free on every host address right now.
+fn free_host_port() -> Result<u16, RunError> {
+    std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(RunError::NoFreePort)
+}
+
+fn is_port_taken(err: &bollard::errors::Error) -> bool {
+    matches!(err, bollard::errors::Error::DockerResponseServerError { message, .. }
+        if message.contains("port is already allocated") || message.contains("address already in use"))
 }

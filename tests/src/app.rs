@@ -67,7 +67,7 @@ impl AppRepo {
     /// Replaces the whole tree with the one `kind` makes, as a new commit.
     pub fn become_kind(&self, kind: AppKind) -> String {
         let other = AppRepo::new(kind);
-        for entry in ["Dockerfile", "index.html"] {
+        for entry in ["Dockerfile", "index.html", "env.cgi"] {
             let _ = std::fs::remove_file(self.path.join(entry));
             if other.path.join(entry).exists() {
                 std::fs::copy(other.path.join(entry), self.path.join(entry)).expect("copy");

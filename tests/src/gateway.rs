@@ -110,14 +110,26 @@ impl Gateway {
 
     /// Runs `ssh USER@gateway COMMAND` with the real OpenSSH client.
     pub fn ssh(&self, key: &Key, user: &str, command: &[&str]) -> Run {
-        Command::new("ssh")
-            .args(ssh_options(&key.private))
+        self.ssh_with_input(key, user, command, "")
+    }
+
+    /// `ssh USER@gateway COMMAND`, with `input` on its standard input.
+    pub fn ssh_with_input(&self, key: &Key, user: &str, command: &[&str], input: &str) -> Run {
+        let mut child = self.ssh_command(key, user, command).spawn().expect("run ssh");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        child.wait_with_output().expect("wait for ssh").into()
+    }
+
+    /// The `ssh` command for `COMMAND`, with piped streams, not yet started.
+    pub fn ssh_command(&self, key: &Key, user: &str, command: &[&str]) -> Command {
+        let mut ssh = Command::new("ssh");
+        ssh.args(ssh_options(&key.private))
             .args(["-p", &self.port.to_string(), &format!("{user}@127.0.0.1")])
             .args(command)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run ssh")
-            .into()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        ssh
     }
 
     pub fn remote(&self, app: &str) -> String {

@@ -13,7 +13,8 @@ pub fn get(url: &str) -> Option<(u16, String)> {
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
+    // CGI answers (busybox httpd passes them through) may end headers with bare newlines.
+    let (head, body) = response.split_once("\r\n\r\n").or_else(|| response.split_once("\n\n"))?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, body.to_owned()))
 }

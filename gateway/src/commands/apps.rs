@@ -85,7 +85,11 @@ async fn list(ctx: &Context, caller: &Caller) -> Result<Reply, CommandError> {
 async fn create(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, CommandError> {
     let app = AppName::parse(name)?;
     caller.check_app(&app)?;
-    let record = AppRecord { name: app.to_string(), created_at: OffsetDateTime::now_utc(), created_by: caller.name().to_owned() };
+    let record = AppRecord {
+        name: app.to_string(),
+        created_at: OffsetDateTime::now_utc(),
+        created_by: caller.name().to_owned(),
+    };
     if !ctx.store.create_app(&record).await? {
         return Err(CommandError::Usage(format!("app {app} already exists")));
     }

@@ -135,7 +135,9 @@ fn parse_pair(pair: &str) -> Result<(String, String), CommandError> {
         )));
     }
     if key == "PORT" {
-        return Err(CommandError::Usage("PORT is set by nap from the Dockerfile's EXPOSE; it cannot be configured".into()));
+        return Err(CommandError::Usage(
+            "PORT is set by nap from the Dockerfile's EXPOSE; it cannot be configured".into(),
+        ));
     }
     Ok((key.to_owned(), value.to_owned()))
 }

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::io::AsyncWriteExt;
 
-use super::{CommandError, Reply, existing_app};
+use super::{CommandError, Reply, existing_app, with_reporter};
 use crate::caller::Caller;
 use crate::context::{Context, Io};
 
@@ -77,13 +77,22 @@ pub async fn logs(
     Ok(Reply::new("", json!(null)))
 }
 
-pub async fn restart(ctx: &Context, caller: &Caller, name: &str, _io: &mut Io) -> Result<Reply, CommandError> {
+pub async fn restart(ctx: &Context, caller: &Caller, name: &str, io: &mut Io) -> Result<Reply, CommandError> {
     let app = existing_app(ctx, caller, name).await?;
     let Some(release) = ctx.store.current_release(app.as_str()).await? else {
         return Err(CommandError::Usage(format!("{app} has no release running yet")));
     };
     let container = release.container.clone().unwrap_or_default();
-    ctx.runner().await?.restart(&container).await?;
+    let runner = ctx.runner().await?;
+    with_reporter(io, |report| async move {
+        let result = runner.restart(&container, release.port, &|line| report.detail(line)).await;
+        if let Err(err) = &result {
+            err.log_tail().iter().for_each(|line| report.problem(line));
+        }
+        result
+    })
+    .await?;
+    let container = release.container.clone().unwrap_or_default();
     Ok(Reply::new(
         format!("restarted {app} v{} ({container})", release.version),
         json!({ "name": app.as_str(), "release": release.version, "container": container }),

@@ -3,19 +3,19 @@
 use nap_state::{DeployLock, Release, ReleaseCause, ReleaseStatus};
 use time::format_description::well_known::Rfc3339;
 
-use super::{CommandError, Reply, existing_app};
+use super::{CommandError, Reply, existing_app, with_reporter};
 use crate::app_name::AppName;
 use crate::caller::Caller;
 use crate::context::{Context, Io};
 use crate::deploy::{self, NewRelease, short};
-use crate::report::Reporter;
 
 pub async fn list(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, CommandError> {
     let app = existing_app(ctx, caller, name).await?;
     let mut releases = ctx.store.releases(app.as_str()).await?;
     releases.reverse();
     let current = ctx.store.current_release(app.as_str()).await?.map(|r| r.version);
-    let mut text = format!("{:<6} {:<10} {:<20} {:<8} {:<40} {}\n", "", "STATUS", "CREATED", "COMMIT", "IMAGE", "CAUSE");
+    let mut text =
+        format!("{:<6} {:<10} {:<20} {:<8} {:<40} {}\n", "", "STATUS", "CREATED", "COMMIT", "IMAGE", "CAUSE");
     for release in &releases {
         let marker = if Some(release.version) == current { "*" } else { "" };
         text.push_str(&format!(
@@ -80,7 +80,12 @@ pub async fn rollback(
     // The next push runs with the configuration that is serving now.
     store.save_config(app.as_str(), &release.config).await?;
     Ok(Reply::new(
-        format!("{app} v{}: rollback to v{}, live at {}", release.version, target.version, release.url.as_deref().unwrap_or("-")),
+        format!(
+            "{app} v{}: rollback to v{}, live at {}",
+            release.version,
+            target.version,
+            release.url.as_deref().unwrap_or("-")
+        ),
         serde_json::to_value(&release).unwrap_or_default(),
     ))
 }
@@ -95,23 +100,22 @@ pub async fn run_release(
     io: &mut Io,
 ) -> Result<Release, CommandError> {
     let what = new.cause.to_string();
-    let _lock = DeployLock::try_acquire(&ctx.settings.locks_dir(), app.as_str(), &ctx.lock_holder(&what, caller.name()))?;
+    let _lock =
+        DeployLock::try_acquire(&ctx.settings.locks_dir(), app.as_str(), &ctx.lock_holder(&what, caller.name()))?;
     let runner = ctx.runner().await?;
-    let stderr = std::mem::replace(&mut io.stderr, Box::new(tokio::io::sink()));
-    let (report, writer) = Reporter::spawn(stderr);
-    let result = async {
-        let release = deploy::open_release(&ctx.store, app, new).await?;
-        report.step(&format!("{app} v{}: {what}", release.version));
-        deploy::start_release(&ctx.store, &runner, app, release, &report).await
-    }
+    let result = with_reporter(io, |report| async move {
+        let result = async {
+            let release = deploy::open_release(&ctx.store, app, new).await?;
+            report.step(&format!("{app} v{}: {what}", release.version));
+            deploy::start_release(&ctx.store, &runner, app, release, &report).await
+        }
+        .await;
+        if let Err(err) = &result {
+            err.report(&report);
+        }
+        result
+    })
     .await;
-    if let Err(err) = &result {
-        err.report(&report);
-    }
-    drop(report);
-    if let Ok(stderr) = writer.await {
-        io.stderr = stderr;
-    }
     Ok(result?)
 }
 
