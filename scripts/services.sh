@@ -7,7 +7,7 @@ set -euo pipefail
 STATE=${NAP_SERVICES_DIR:-/var/lib/nap-services}
 PACKAGES=(docker.io docker-registry etcd-server etcd-client busybox-static
           openssh-client openssh-server git protobuf-compiler curl hyperfine
-          apache2-utils)
+          apache2-utils debootstrap)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -68,4 +68,15 @@ if ! docker image inspect nap/busybox:latest >/dev/null 2>&1; then
   DOCKER_BUILDKIT=0 docker build -q -t nap/busybox:latest "$ctx" >/dev/null
   rm -rf "$ctx"
 fi
-echo "services: dockerd, registry (127.0.0.1:5000), etcd (127.0.0.1:2379) are up"
+
+
+# A Debian image with systemd as PID 1, for the systemd runner's tests:
+# nothing can be pulled here, so it is made with debootstrap.
+if ! docker image inspect nap/systemd:bookworm >/dev/null 2>&1; then
+  echo "services: building the nap/systemd:bookworm image with debootstrap (about a minute)"
+  root=$(mktemp -d)
+  debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus bookworm "$root" http://deb.debian.org/debian >"$STATE/debootstrap.log" 2>&1
+  tar -C "$root" -c . | docker import - nap/systemd:bookworm >/dev/null
+  rm -rf "$root"
+fi
+echo "services: dockerd, registry (127.0.0.1:5000), etcd (127.0.0.1:2379), nap/busybox and nap/systemd images are ready"

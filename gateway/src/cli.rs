@@ -35,6 +35,15 @@ pub struct GlobalArgs {
     /// Seconds a new release gets to answer HTTP before the deploy fails [default: 30]
     #[arg(long, global = true, env = "NAP_CHECK_TIMEOUT", value_name = "SECS")]
     pub check_timeout: Option<u64>,
+    /// How releases run: docker or systemd [default: systemd if the system bus has it, else docker]
+    #[arg(long, global = true, env = "NAP_RUNNER", value_name = "RUNNER")]
+    pub runner: Option<nap_runner::RunnerKind>,
+    /// D-Bus address of the system bus, e.g. unix:path=/run/dbus/system_bus_socket [default: the system's]
+    #[arg(long, global = true, env = "NAP_SYSTEM_BUS", value_name = "ADDRESS")]
+    pub system_bus: Option<String>,
+    /// Where the systemd runner writes units [default: /etc/systemd/system]
+    #[arg(long, global = true, env = "NAP_UNIT_DIR", value_name = "DIR")]
+    pub unit_dir: Option<PathBuf>,
 }
 
 // `ssh-command` is the name OpenSSH's forced command uses.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-use nap_runner::DockerRunner;
+use nap_runner::{DockerRunner, Runner};
 use nap_state::Store;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -34,8 +34,18 @@ impl Context {
             .map_err(DeployError::DockerUnreachable)
     }
 
-    pub async fn runner(&self) -> Result<DockerRunner, DeployError> {
-        Ok(DockerRunner::new(self.docker().await?, self.settings.public_host.clone(), self.settings.check_timeout))
+    /// The runner the settings pick (see [`Runner::select`]).
+    pub async fn runner(&self) -> Result<Runner, DeployError> {
+        let settings = &self.settings;
+        let docker = DockerRunner::new(self.docker().await?, settings.public_host.clone(), settings.check_timeout);
+        Ok(Runner::select(
+            settings.runner,
+            docker,
+            settings.systemd.clone(),
+            settings.public_host.clone(),
+            settings.check_timeout,
+        )
+        .await?)
     }
 
     /// How a deploy lock names its holder, for whoever is refused.

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use nap_runner::{DockerRunner, RunRequest};
+use nap_runner::{RunRequest, Runner};
 use nap_state::{Release, ReleaseCause, ReleaseStatus, Store};
 use time::OffsetDateTime;
 use tracing::info;
@@ -88,6 +88,7 @@ pub async fn open_release(store: &Store, app: &AppName, new: NewRelease) -> Resu
         port: new.port,
         config: new.config,
         container: None,
+        host_port: None,
         url: None,
         error: None,
     };
@@ -98,7 +99,7 @@ pub async fn open_release(store: &Store, app: &AppName, new: NewRelease) -> Resu
 /// Starts an opened release and makes it current, or records why it failed.
 pub async fn start_release(
     store: &Store,
-    runner: &DockerRunner,
+    runner: &Runner,
     app: &AppName,
     mut release: Release,
     report: &Reporter,
@@ -117,9 +118,10 @@ pub async fn start_release(
         Ok(running) => {
             release.status = ReleaseStatus::Succeeded;
             release.container = Some(running.container.clone());
+            release.host_port = Some(running.host_port);
             release.url = Some(running.url);
             store.promote_release(app.as_str(), &release).await?;
-            match runner.retire_all_but(app.as_str(), &running.container).await {
+            match runner.retire_all_but(app.as_str(), Some(release.version)).await {
                 Ok(retired) if !retired.is_empty() => report.step(&format!("Retired {}", retired.join(", "))),
                 Ok(_) => {}
                 Err(err) => report.problem(&format!("could not retire the previous release: {err}")),

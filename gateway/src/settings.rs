@@ -13,6 +13,8 @@ const DEFAULT_DATA_DIR: &str = "/var/lib/nap";
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:2222";
 const DEFAULT_CHECK_TIMEOUT: u64 = 30;
 pub const DEFAULT_SHUTDOWN_TIMEOUT: u64 = 60;
+const DEFAULT_UNIT_DIR: &str = "/etc/systemd/system";
+const DEFAULT_DOCKER_CLI: &str = "/usr/bin/docker";
 
 /// The settings file. Every field is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -26,6 +28,12 @@ pub struct FileSettings {
     pub public_host: Option<String>,
     pub check_timeout: Option<u64>,
     pub shutdown_timeout: Option<u64>,
+    pub runner: Option<nap_runner::RunnerKind>,
+    pub system_bus: Option<String>,
+    pub unit_dir: Option<PathBuf>,
+    pub env_dir: Option<PathBuf>,
+    pub units_dir: Option<PathBuf>,
+    pub docker_cli: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +46,9 @@ pub struct Settings {
     pub check_timeout: Duration,
     pub listen: Option<String>,
     pub shutdown_timeout: Option<u64>,
+    /// `None`: pick systemd if it is on the system bus, else Docker.
+    pub runner: Option<nap_runner::RunnerKind>,
+    pub systemd: nap_runner::SystemdSettings,
 }
 
 impl Settings {
@@ -55,9 +66,9 @@ impl Settings {
                 username: std::env::var("NAP_REGISTRY_USERNAME").ok().or(file.registry_username),
                 password: std::env::var("NAP_REGISTRY_PASSWORD").ok().or(file.registry_password),
             });
+        let data_dir: PathBuf = args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into());
         Ok(Settings {
             config,
-            data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             registry,
             public_host: args
                 .public_host
@@ -69,6 +80,15 @@ impl Settings {
             ),
             listen: file.listen,
             shutdown_timeout: file.shutdown_timeout,
+            runner: args.runner.or(file.runner),
+            systemd: nap_runner::SystemdSettings {
+                bus_address: args.system_bus.clone().or(file.system_bus),
+                unit_dir: args.unit_dir.clone().or(file.unit_dir).unwrap_or_else(|| DEFAULT_UNIT_DIR.into()),
+                env_dir: file.env_dir.unwrap_or_else(|| data_dir.join("env")),
+                template_dir: file.units_dir,
+                docker_cli: file.docker_cli.unwrap_or_else(|| DEFAULT_DOCKER_CLI.into()),
+            },
+            data_dir,
         })
     }
 
@@ -104,6 +124,13 @@ impl Settings {
         if let Some(registry) = &self.registry {
             env.push(("NAP_REGISTRY", registry.address.clone()));
         }
+        if let Some(runner) = self.runner {
+            env.push(("NAP_RUNNER", runner.to_string()));
+        }
+        if let Some(bus) = &self.systemd.bus_address {
+            env.push(("NAP_SYSTEM_BUS", bus.clone()));
+        }
+        env.push(("NAP_UNIT_DIR", self.systemd.unit_dir.display().to_string()));
         env
     }
 }

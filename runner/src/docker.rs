@@ -33,6 +33,10 @@ pub enum RunError {
     NoHostPort { container: String, port: u16 },
     #[error("no free host port: {0}")]
     NoFreePort(#[source] std::io::Error),
+    #[error("{unit} is {state}")]
+    UnitFailed { unit: String, state: String, log_tail: Vec<String> },
+    #[error(transparent)]
+    Systemd(#[from] crate::systemd::SystemdError),
     #[error("Docker daemon: {0}")]
     Docker(#[from] bollard::errors::Error),
 }
@@ -41,7 +45,9 @@ impl RunError {
     /// The app's last log lines, to show with the error.
     pub fn log_tail(&self) -> &[String] {
         match self {
-            RunError::Exited { log_tail, .. } | RunError::CheckTimeout { log_tail, .. } => log_tail,
+            RunError::Exited { log_tail, .. }
+            | RunError::CheckTimeout { log_tail, .. }
+            | RunError::UnitFailed { log_tail, .. } => log_tail,
             _ => &[],
         }
     }
@@ -165,7 +171,7 @@ impl DockerRunner {
 
     /// Polls until the container answers HTTP on its published port, and
     /// answers that host port. Fails as soon as the container stops.
-    async fn wait_until_answering(
+    pub(crate) async fn wait_until_answering(
         &self,
         name: &str,
         port_key: &str,
@@ -220,16 +226,18 @@ impl DockerRunner {
         lines.split_off(skip)
     }
 
-    /// Stops and removes every container of `app` except `keep`: the previous
-    /// release once the new one answers, and leftovers of interrupted pushes.
-    pub async fn retire_all_but(&self, app: &str, keep: &str) -> Result<Vec<String>, RunError> {
+    /// Stops and removes every container of `app` but release `keep`'s: the
+    /// previous release once the new one answers, and leftovers of
+    /// interrupted pushes. With `keep` `None`, all of them.
+    pub async fn retire_all_but(&self, app: &str, keep: Option<u32>) -> Result<Vec<String>, RunError> {
         let filters = HashMap::from([("label", vec![format!("{}={app}", labels::APP)])]);
         let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
         let mut retired = Vec::new();
         for container in self.docker.list_containers(Some(options)).await? {
             let Some(name) = container.names.and_then(|n| n.into_iter().next()) else { continue };
             let name = name.trim_start_matches('/').to_owned();
-            if name == keep {
+            let release = container.labels.as_ref().and_then(|l| l.get(labels::RELEASE)).and_then(|r| r.parse().ok());
+            if release.is_some() && release == keep {
                 continue;
             }
             let stop = StopContainerOptionsBuilder::new().t(STOP_GRACE_SECS).build();
@@ -243,7 +251,7 @@ impl DockerRunner {
     }
 
     /// Removes a container if it exists.
-    async fn remove(&self, name: &str) -> Result<(), RunError> {
+    pub(crate) async fn remove(&self, name: &str) -> Result<(), RunError> {
         let options = RemoveContainerOptionsBuilder::new().force(true).build();
         match self.docker.remove_container(name, Some(options)).await {
             Ok(()) => Ok(()),
@@ -332,7 +340,7 @@ impl DockerRunner {
 }
 
 /// A TCP port free on every host address right now.
-fn free_host_port() -> Result<u16, RunError> {
+pub(crate) fn free_host_port() -> Result<u16, RunError> {
     std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())

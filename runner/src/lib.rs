@@ -1,15 +1,138 @@
 //! The runner: turns a built image into a serving release.
 //!
-//! [`docker`] runs each release as one container. A release only replaces the
-//! previous one after it answers on its port ([`check`]).
+//! Two runners share one interface, [`Runner`]:
+//! - [`docker`] runs each release as a container through the Docker API;
+//! - [`systemd`] runs each release as a systemd unit (`nap-APP@N.service`)
+//!   started over D-Bus, whose `ExecStart` runs the container.
+//!
+//! A release only replaces the previous one after it answers on its port
+//! ([`check`]).
 
 mod check;
 pub mod docker;
+pub mod systemd;
+
+use std::time::Duration;
 
 pub use docker::{DockerRunner, Instance, RunError, RunRequest, Running};
+pub use systemd::{SystemdError, SystemdRunner, SystemdSettings};
 
 /// Docker labels nap puts on what it runs, so it can find its own containers.
 pub mod labels {
     pub const APP: &str = "nap.app";
     pub const RELEASE: &str = "nap.release";
+}
+
+/// Which runner to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunnerKind {
+    Docker,
+    Systemd,
+}
+
+impl std::str::FromStr for RunnerKind {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "docker" => Ok(RunnerKind::Docker),
+            "systemd" => Ok(RunnerKind::Systemd),
+            other => Err(format!("unknown runner {other:?}: use docker or systemd")),
+        }
+    }
+}
+
+impl std::fmt::Display for RunnerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RunnerKind::Docker => "docker",
+            RunnerKind::Systemd => "systemd",
+        })
+    }
+}
+
+pub enum Runner {
+    Docker(DockerRunner),
+    Systemd(Box<SystemdRunner>),
+}
+
+impl Runner {
+    /// Picks the runner: `kind` if given, else systemd when the system bus
+    /// has `org.freedesktop.systemd1`, else Docker.
+    pub async fn select(
+        kind: Option<RunnerKind>,
+        docker: DockerRunner,
+        systemd: SystemdSettings,
+        public_host: String,
+        check_timeout: Duration,
+    ) -> Result<Runner, RunError> {
+        let bus = match kind {
+            Some(RunnerKind::Docker) => return Ok(Runner::Docker(docker)),
+            Some(RunnerKind::Systemd) => {
+                let bus = systemd::connect_bus(systemd.bus_address.as_deref()).await?;
+                if !systemd::systemd_on_bus(&bus).await {
+                    return Err(SystemdError::NotOnBus(
+                        systemd.bus_address.clone().unwrap_or_else(|| "the default system bus".into()),
+                    )
+                    .into());
+                }
+                bus
+            }
+            None => match systemd::connect_bus(systemd.bus_address.as_deref()).await {
+                Ok(bus) if systemd::systemd_on_bus(&bus).await => bus,
+                _ => return Ok(Runner::Docker(docker)),
+            },
+        };
+        let runner = SystemdRunner::new(bus, docker, systemd, public_host, check_timeout).await?;
+        Ok(Runner::Systemd(Box::new(runner)))
+    }
+
+    pub fn kind(&self) -> RunnerKind {
+        match self {
+            Runner::Docker(_) => RunnerKind::Docker,
+            Runner::Systemd(_) => RunnerKind::Systemd,
+        }
+    }
+
+    /// The Docker side, which both runners have: containers, their state and logs.
+    pub fn docker(&self) -> &DockerRunner {
+        match self {
+            Runner::Docker(docker) => docker,
+            Runner::Systemd(systemd) => systemd.docker(),
+        }
+    }
+
+    pub async fn start(
+        &self,
+        req: &RunRequest<'_>,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Running, RunError> {
+        match self {
+            Runner::Docker(docker) => docker.start(req, progress).await,
+            Runner::Systemd(systemd) => systemd.start(req, progress).await,
+        }
+    }
+
+    /// Retires every release of `app` but `keep` (all of them with `None`).
+    pub async fn retire_all_but(&self, app: &str, keep: Option<u32>) -> Result<Vec<String>, RunError> {
+        match self {
+            Runner::Docker(docker) => docker.retire_all_but(app, keep).await,
+            Runner::Systemd(systemd) => systemd.retire_all_but(app, keep).await,
+        }
+    }
+
+    /// Restarts release `release` and waits until it answers again.
+    pub async fn restart(
+        &self,
+        app: &str,
+        release: u32,
+        port: u16,
+        host_port: u16,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<(), RunError> {
+        match self {
+            Runner::Docker(docker) => docker.restart(&DockerRunner::container_name(app, release), port, progress).await,
+            Runner::Systemd(systemd) => systemd.restart(app, release, port, host_port, progress).await,
+        }
+    }
 }

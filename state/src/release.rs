@@ -67,6 +67,9 @@ pub struct Release {
     /// The container serving this release, once started.
     #[serde(default)]
     pub container: Option<String>,
+    /// The host port the release is published on, once started.
+    #[serde(default)]
+    pub host_port: Option<u16>,
     /// Where the release answers, once started.
     #[serde(default)]
     pub url: Option<String>,
@@ -135,6 +138,7 @@ mod tests {
             port: 5000,
             config: BTreeMap::new(),
             container: None,
+            host_port: None,
             url: None,
             error: None,
         }

@@ -49,7 +49,7 @@ async fn list(ctx: &Context, caller: &Caller) -> Result<Reply, CommandError> {
         .collect();
     // One Docker call for all apps' states.
     let instances = match ctx.runner().await {
-        Ok(runner) => runner.instances(None).await.unwrap_or_default(),
+        Ok(runner) => runner.docker().instances(None).await.unwrap_or_default(),
         Err(_) => Default::default(),
     };
     let mut text = format!("{:<24} {:<8} {:<12} {}\n", "APP", "RELEASE", "STATE", "URL");
@@ -110,7 +110,7 @@ async fn destroy(ctx: &Context, caller: &Caller, name: &str, force: bool) -> Res
     let lock_dir = ctx.settings.locks_dir();
     let _lock = DeployLock::try_acquire(&lock_dir, app.as_str(), &ctx.lock_holder("destroy", caller.name()))?;
     let runner = ctx.runner().await?;
-    let removed = runner.retire_all_but(app.as_str(), "").await?;
+    let removed = runner.retire_all_but(app.as_str(), None).await?;
     let repo = repos::path(&ctx.settings.repos_dir(), &app);
     if repo.exists() {
         std::fs::remove_dir_all(&repo)?;

@@ -13,7 +13,7 @@ use crate::context::{Context, Io};
 pub async fn ps(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, CommandError> {
     let app = existing_app(ctx, caller, name).await?;
     let runner = ctx.runner().await?;
-    let mut instances = runner.instances(Some(app.as_str())).await?.remove(app.as_str()).unwrap_or_default();
+    let mut instances = runner.docker().instances(Some(app.as_str())).await?.remove(app.as_str()).unwrap_or_default();
     instances.sort_by_key(|i| i.release);
     let now = OffsetDateTime::now_utc();
     let mut text = format!("{:<8} {:<32} {:<12} {:<10} {}\n", "RELEASE", "CONTAINER", "STATE", "UPTIME", "URL");
@@ -62,7 +62,7 @@ pub async fn logs(
         return Err(CommandError::Usage(format!("{app} has no release running yet")));
     };
     let runner = ctx.runner().await?;
-    let mut stream = std::pin::pin!(runner.logs(&container, tail, follow));
+    let mut stream = std::pin::pin!(runner.docker().logs(&container, tail, follow));
     loop {
         let chunk = tokio::select! {
             chunk = stream.next() => chunk,
@@ -82,10 +82,11 @@ pub async fn restart(ctx: &Context, caller: &Caller, name: &str, io: &mut Io) ->
     let Some(release) = ctx.store.current_release(app.as_str()).await? else {
         return Err(CommandError::Usage(format!("{app} has no release running yet")));
     };
-    let container = release.container.clone().unwrap_or_default();
     let runner = ctx.runner().await?;
+    let (app_name, host_port) = (app.as_str(), release.host_port.unwrap_or_default());
     with_reporter(io, |report| async move {
-        let result = runner.restart(&container, release.port, &|line| report.detail(line)).await;
+        let detail = |line: &str| report.detail(line);
+        let result = runner.restart(app_name, release.version, release.port, host_port, &detail).await;
         if let Err(err) = &result {
             err.log_tail().iter().for_each(|line| report.problem(line));
         }
