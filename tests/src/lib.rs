@@ -9,6 +9,7 @@ mod http;
 mod key;
 mod registry;
 mod sshd;
+pub mod systemd;
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -19,6 +20,7 @@ pub use http::{get, wait_for_body};
 pub use key::{Key, ssh_options};
 pub use registry::AuthRegistry;
 pub use sshd::Sshd;
+pub use systemd::SystemdHost;
 
 /// The registry the services script runs.
 pub const REGISTRY: &str = "127.0.0.1:5000";

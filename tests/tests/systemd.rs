@@ -1,0 +1,160 @@
+//! The systemd runner against a real systemd (PID 1 of a container) over its
+//! real D-Bus socket: releases are units that `systemctl` shows and controls,
+//! and that come back after a reboot.
+
+use std::time::Duration;
+
+use nap_tests::{AppKind, AppRepo, Gateway, SystemdHost, containers_of, remove_app_containers, unique, wait_for_body};
+
+const ANSWER: Duration = Duration::from_secs(15);
+
+fn gateway_on(host: &SystemdHost) -> Gateway {
+    Gateway::start_with_settings(&host.settings())
+}
+
+fn started_at(container: &str) -> String {
+    nap_tests::docker(&["inspect", "-f", "{{.State.StartedAt}}", container]).stdout
+}
+
+#[test]
+fn a_push_becomes_an_enabled_unit_that_systemctl_controls_and_a_reboot_brings_back() {
+    let host = SystemdHost::start();
+    let gateway = gateway_on(&host);
+    let admin = gateway.user("admin");
+    let app = unique("unit");
+    let repo = AppRepo::new(AppKind::Web);
+
+    let first = repo.push(&gateway, &admin, &app, "master");
+    first.assert_ok();
+    assert!(first.stderr.contains(&format!("Starting nap-{app}@1.service")), "{}", first.stderr);
+    let status = host.systemctl(&["status", &format!("nap-{app}@1")]);
+    assert!(status.stdout.contains("Active: active (running)"), "{status:?}");
+    assert!(status.stdout.contains("enabled;"), "{status:?}");
+
+    repo.commit("index.html", "second\n");
+    let second = repo.push(&gateway, &admin, &app, "master");
+    second.assert_ok();
+    assert!(second.stderr.contains(&format!("Retired nap-{app}@1.service")), "{}", second.stderr);
+    let url = second.url().expect("url");
+    assert!(wait_for_body(&url, "second", ANSWER));
+    assert!(!host.unit_dir().join(format!("nap-{app}@1.service")).exists(), "the old unit file is left");
+    let units = host.systemctl(&["list-units", "--all", "--plain", "--no-legend", &format!("nap-{app}@*")]);
+    assert_eq!(units.stdout.lines().count(), 1, "{units:?}");
+    assert!(units.stdout.contains(&format!("nap-{app}@2.service")), "{units:?}");
+
+    // systemctl restart, as an admin would.
+    let container = format!("nap-{app}-v2");
+    let before = started_at(&container);
+    host.systemctl(&["restart", &format!("nap-{app}@2")]).assert_ok();
+    assert!(wait_for_body(&url, "second", ANSWER));
+    assert_ne!(started_at(&container), before, "systemctl restart did not restart the app");
+
+    // A reboot: systemd starts the enabled unit again, on the same URL.
+    let before = started_at(&container);
+    host.reboot();
+    assert!(wait_for_body(&url, "second", ANSWER), "the app did not come back after a reboot");
+    assert_ne!(started_at(&container), before, "the app was not started again at boot");
+    remove_app_containers(&app);
+}
+
+#[test]
+fn config_rollback_restart_and_destroy_under_systemd() {
+    let host = SystemdHost::start();
+    let gateway = gateway_on(&host);
+    let admin = gateway.user("admin");
+    let app = unique("sdops");
+    let repo = AppRepo::new(AppKind::Web);
+    repo.commit("index.html", "one\n");
+    repo.push(&gateway, &admin, &app, "master").assert_ok();
+    repo.commit("index.html", "two\n");
+    repo.push(&gateway, &admin, &app, "master").assert_ok();
+
+    let set = gateway.ssh(&admin, "nap", &["config", "set", &app, "GREETING=from-systemd"]);
+    set.assert_ok();
+    let url = set.stdout.split("live at ").nth(1).expect("url").trim().to_owned();
+    assert!(wait_for_body(&format!("{url}cgi-bin/env"), "GREETING=from-systemd", ANSWER));
+    assert!(host.systemctl(&["is-active", &format!("nap-{app}@3")]).stdout.starts_with("active"));
+
+    let back = gateway.ssh(&admin, "nap", &["rollback", &app, "v1"]);
+    back.assert_ok();
+    let url = back.stdout.split("live at ").nth(1).expect("url").trim().to_owned();
+    assert!(wait_for_body(&url, "one", ANSWER), "the answer did not change back");
+
+    let before = started_at(&format!("nap-{app}-v4"));
+    gateway.ssh(&admin, "nap", &["restart", &app]).assert_ok();
+    assert_ne!(started_at(&format!("nap-{app}-v4")), before);
+    assert!(wait_for_body(&url, "one", ANSWER));
+
+    gateway.ssh(&admin, "nap", &["apps", "destroy", &app, "--force"]).assert_ok();
+    let leftovers: Vec<_> = std::fs::read_dir(host.unit_dir())
+        .expect("unit dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(&app))
+        .collect();
+    assert!(leftovers.is_empty(), "units left: {leftovers:?}");
+    let wants = std::fs::read_dir(host.unit_dir().join("multi-user.target.wants")).expect("wants");
+    assert!(wants.flatten().all(|e| !e.file_name().to_string_lossy().contains(&app)), "still enabled");
+    let units = host.systemctl(&["list-units", "--all", "--plain", "--no-legend", &format!("nap-{app}@*")]);
+    assert!(units.stdout.trim().is_empty(), "{units:?}");
+    assert!(containers_of(&app).is_empty());
+    assert!(!gateway.repo_path(&app).exists());
+    assert!(std::fs::read_dir(host.env_dir()).expect("env dir").next().is_none(), "env files left");
+}
+
+#[test]
+fn a_unit_that_fails_to_start_is_refused_with_its_state_and_log_and_the_old_one_keeps_serving() {
+    let host = SystemdHost::start();
+    let gateway = gateway_on(&host);
+    let admin = gateway.user("admin");
+    let app = unique("sdfail");
+    let repo = AppRepo::new(AppKind::Web);
+    let good = repo.push(&gateway, &admin, &app, "master");
+    good.assert_ok();
+    let url = good.url().expect("url");
+
+    repo.become_kind(AppKind::Exits);
+    let bad = repo.push(&gateway, &admin, &app, "master");
+    bad.assert_failed_with("pre-receive hook declined");
+    bad.assert_failed_with(&format!("nap-{app}@2.service is "));
+    bad.assert_failed_with("crashing on purpose");
+    bad.assert_failed_with(&format!("{app} keeps serving v1 at {url}"));
+    assert!(wait_for_body(&url, "hello from web", ANSWER));
+    assert!(!host.unit_dir().join(format!("nap-{app}@2.service")).exists(), "the failed unit is left");
+    assert!(host.systemctl(&["is-active", &format!("nap-{app}@1")]).stdout.starts_with("active"));
+    remove_app_containers(&app);
+}
+
+#[test]
+fn the_runner_defaults_to_systemd_when_it_is_on_the_bus_and_to_docker_otherwise() {
+    let host = SystemdHost::start();
+    let admin_push = |settings: &str, app: &str| {
+        let gateway = Gateway::start_with_settings(settings);
+        let admin = gateway.user("admin");
+        let run = AppRepo::new(AppKind::Web).push(&gateway, &admin, app, "master");
+        remove_app_containers(app);
+        run
+    };
+    let detected = format!(
+        "system_bus = \"{}\"\nunit_dir = \"{}\"\nenv_dir = \"{}\"\ndocker_cli = \"{}\"\n",
+        host.bus_address(),
+        host.unit_dir().display(),
+        host.env_dir().display(),
+        nap_tests::systemd::DOCKER_CLI
+    );
+    let app = unique("detect");
+    let run = admin_push(&detected, &app);
+    run.assert_ok();
+    assert!(run.stderr.contains(&format!("Starting nap-{app}@1.service")), "{}", run.stderr);
+
+    let nobody = "system_bus = \"unix:path=/nonexistent/bus\"\n";
+    let app = unique("nobus");
+    let run = admin_push(nobody, &app);
+    run.assert_ok();
+    assert!(run.stderr.contains(&format!("Starting nap-{app}-v1")), "{}", run.stderr);
+
+    let app = unique("badbus");
+    let run = admin_push(&format!("runner = \"systemd\"\n{nobody}"), &app);
+    run.assert_failed_with("system bus unix:path=/nonexistent/bus:");
+    run.assert_failed_with("pre-receive hook declined");
+}
