@@ -134,6 +134,9 @@ fn parse_pair(pair: &str) -> Result<(String, String), CommandError> {
             "invalid config key {key:?}: use letters, digits and '_', not starting with a digit"
         )));
     }
+    if value.contains(['\n', '\r', '\0']) {
+        return Err(CommandError::Usage(format!("the value of {key} must be one line")));
+    }
     if key == "PORT" {
         return Err(CommandError::Usage(
             "PORT is set by nap from the Dockerfile's EXPOSE; it cannot be configured".into(),
@@ -150,7 +153,7 @@ mod tests {
     fn pairs_need_a_name_an_equals_sign_and_no_port() {
         assert_eq!(parse_pair("GREETING=hi=there").unwrap(), ("GREETING".into(), "hi=there".into()));
         assert_eq!(parse_pair("EMPTY=").unwrap(), ("EMPTY".into(), String::new()));
-        for bad in ["NOEQUALS", "=x", "1A=x", "A-B=x", "PORT=1"] {
+        for bad in ["NOEQUALS", "=x", "1A=x", "A-B=x", "PORT=1", "A=two\nlines"] {
             assert!(parse_pair(bad).is_err(), "{bad}");
         }
     }

@@ -1,6 +1,7 @@
 //! `ps`, `logs` and `restart`: the app's running instances.
 
 use futures_util::StreamExt;
+use nap_runner::{RunnerKind, SystemdRunner};
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -16,7 +17,8 @@ pub async fn ps(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, Com
     let mut instances = runner.docker().instances(Some(app.as_str())).await?.remove(app.as_str()).unwrap_or_default();
     instances.sort_by_key(|i| i.release);
     let now = OffsetDateTime::now_utc();
-    let mut text = format!("{:<8} {:<32} {:<12} {:<10} {}\n", "RELEASE", "CONTAINER", "STATE", "UPTIME", "URL");
+    let systemd = runner.kind() == RunnerKind::Systemd;
+    let mut text = format!("{:<8} {:<40} {:<12} {:<10} {}\n", "RELEASE", "UNIT / CONTAINER", "STATE", "UPTIME", "URL");
     let mut rows = Vec::new();
     for instance in &instances {
         let uptime = instance
@@ -25,10 +27,11 @@ pub async fn ps(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, Com
             .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
             .map(|started| (now - started).whole_seconds().max(0));
         let url = instance.host_port.map(|port| format!("http://{}:{port}/", ctx.settings.public_host));
+        let unit = systemd.then(|| SystemdRunner::unit_name(app.as_str(), instance.release));
         text.push_str(&format!(
-            "{:<8} {:<32} {:<12} {:<10} {}\n",
+            "{:<8} {:<40} {:<12} {:<10} {}\n",
             format!("v{}", instance.release),
-            instance.container,
+            unit.as_deref().unwrap_or(&instance.container),
             instance.state,
             uptime.map_or_else(|| "-".into(), human_duration),
             url.as_deref().unwrap_or("-")
@@ -36,6 +39,7 @@ pub async fn ps(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, Com
         rows.push(json!({
             "release": instance.release,
             "container": instance.container,
+            "unit": unit,
             "state": instance.state,
             "uptime_seconds": uptime,
             "url": url,
