@@ -10,20 +10,24 @@ use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
 use tracing::{info, warn};
 
-use super::fail;
+use super::{CommandError, fail};
 use crate::app_name::AppName;
 use crate::caller::Caller;
 use crate::context::{Context, Io};
 use crate::repos;
 
+/// The app a repo path names, if the caller may use it.
+fn permitted_app(caller: &Caller, repo: &str) -> Result<AppName, CommandError> {
+    let app = AppName::from_repo_path(repo)?;
+    caller.check_app(&app)?;
+    Ok(app)
+}
+
 pub async fn receive_pack(ctx: &Arc<Context>, caller: &Caller, repo: &str, mut io: Io) -> u32 {
-    let app = match AppName::from_repo_path(repo) {
+    let app = match permitted_app(caller, repo) {
         Ok(app) => app,
         Err(err) => return fail(&mut io.stderr, &err.to_string()).await,
     };
-    if let Err(err) = caller.check_app(&app) {
-        return fail(&mut io.stderr, &err.to_string()).await;
-    }
     let (repo, created) = match repos::open_or_create(&ctx.settings.repos_dir(), &app, &ctx.exe) {
         Ok(found) => found,
         Err(err) => return fail(&mut io.stderr, &format!("cannot open the repo of {app}: {err}")).await,
@@ -37,13 +41,10 @@ pub async fn receive_pack(ctx: &Arc<Context>, caller: &Caller, repo: &str, mut i
 }
 
 pub async fn upload_pack(ctx: &Arc<Context>, caller: &Caller, repo: &str, mut io: Io) -> u32 {
-    let app = match AppName::from_repo_path(repo) {
+    let app = match permitted_app(caller, repo) {
         Ok(app) => app,
         Err(err) => return fail(&mut io.stderr, &err.to_string()).await,
     };
-    if let Err(err) = caller.check_app(&app) {
-        return fail(&mut io.stderr, &err.to_string()).await;
-    }
     let repo = repos::path(&ctx.settings.repos_dir(), &app);
     if !repo.exists() {
         return fail(&mut io.stderr, &format!("app {app} does not exist; push to it first")).await;
