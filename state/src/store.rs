@@ -5,12 +5,15 @@
 //! processes it spawns see the same state without a daemon in between.
 
 mod embedded;
+mod etcd;
 
 use std::path::Path;
 
 use serde::{Serialize, de::DeserializeOwned};
 
 use embedded::Embedded;
+use etcd::Etcd;
+pub use etcd::EtcdOptions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -30,6 +33,10 @@ pub enum StoreError {
     },
     #[error("store task failed: {0}")]
     Task(String),
+    #[error("etcd at {endpoints}: {message}")]
+    Etcd { endpoints: String, message: String },
+    #[error("invalid store {0:?}: use etcd://HOST:PORT[,HOST:PORT...]")]
+    InvalidSpec(String),
 }
 
 /// A handle on nap's state. Cheap to clone.
@@ -41,6 +48,7 @@ pub struct Store {
 #[derive(Clone)]
 enum Backend {
     Embedded(Embedded),
+    Etcd(Etcd),
 }
 
 impl Store {
@@ -49,15 +57,23 @@ impl Store {
         Ok(Store { backend: Backend::Embedded(Embedded::open(path)?) })
     }
 
+    /// Connects to an etcd cluster; fails within a bounded time if no
+    /// endpoint answers.
+    pub async fn open_etcd(options: &EtcdOptions) -> Result<Self, StoreError> {
+        Ok(Store { backend: Backend::Etcd(Etcd::connect(options).await?) })
+    }
+
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match &self.backend {
             Backend::Embedded(db) => db.run(|db| db.get(key)).await,
+            Backend::Etcd(etcd) => etcd.get(key).await,
         }
     }
 
     pub async fn put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Embedded(db) => db.run(|db| db.put_many(&[(key, value)])).await,
+            Backend::Etcd(etcd) => etcd.put_many(&[(key, value)]).await,
         }
     }
 
@@ -66,6 +82,7 @@ impl Store {
         let pairs: Vec<(&str, &[u8])> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
         match &self.backend {
             Backend::Embedded(db) => db.run(|db| db.put_many(&pairs)).await,
+            Backend::Etcd(etcd) => etcd.put_many(&pairs).await,
         }
     }
 
@@ -73,6 +90,7 @@ impl Store {
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         match &self.backend {
             Backend::Embedded(db) => db.run(|db| db.list(prefix)).await,
+            Backend::Etcd(etcd) => etcd.list(prefix).await,
         }
     }
 
@@ -80,6 +98,7 @@ impl Store {
     pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         match &self.backend {
             Backend::Embedded(db) => db.run(|db| db.delete(key)).await,
+            Backend::Etcd(etcd) => etcd.delete(key).await,
         }
     }
 
@@ -87,6 +106,7 @@ impl Store {
     pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
         match &self.backend {
             Backend::Embedded(db) => db.run(|db| db.delete_prefix(prefix)).await,
+            Backend::Etcd(etcd) => etcd.delete_prefix(prefix).await,
         }
     }
 
@@ -95,6 +115,7 @@ impl Store {
     pub async fn compare_and_swap(&self, key: &str, expected: Option<&[u8]>, value: &[u8]) -> Result<bool, StoreError> {
         match &self.backend {
             Backend::Embedded(db) => db.run(|db| db.compare_and_swap(key, expected, value)).await,
+            Backend::Etcd(etcd) => etcd.compare_and_swap(key, expected, value).await,
         }
     }
 
@@ -114,62 +135,4 @@ impl Store {
 
 fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|source| StoreError::Decode { key: key.to_owned(), source })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Store;
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_embedded(&dir.path().join("state.db")).unwrap();
-        (dir, store)
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn get_put_list_delete() {
-        let (_dir, store) = store();
-        assert_eq!(store.get("/nap/a").await.unwrap(), None);
-        store.put("/nap/a", b"1").await.unwrap();
-        store.put("/nap/a/b", b"2").await.unwrap();
-        store.put("/nap/ab", b"3").await.unwrap();
-        store.put("/other", b"4").await.unwrap();
-        assert_eq!(store.get("/nap/a").await.unwrap().as_deref(), Some(&b"1"[..]));
-        let keys: Vec<String> = store.list("/nap/a/").await.unwrap().into_iter().map(|(k, _)| k).collect();
-        assert_eq!(keys, ["/nap/a/b"]);
-        let keys: Vec<String> = store.list("/nap/").await.unwrap().into_iter().map(|(k, _)| k).collect();
-        assert_eq!(keys, ["/nap/a", "/nap/a/b", "/nap/ab"]);
-        assert!(store.delete("/nap/a").await.unwrap());
-        assert!(!store.delete("/nap/a").await.unwrap());
-        assert_eq!(store.delete_prefix("/nap/").await.unwrap(), 2);
-        assert_eq!(store.list("/").await.unwrap().len(), 1);
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn prefixes_are_literal_not_patterns() {
-        let (_dir, store) = store();
-        store.put("/a_b/x", b"1").await.unwrap();
-        store.put("/aXb/x", b"2").await.unwrap();
-        store.put("/a%/x", b"3").await.unwrap();
-        assert_eq!(store.list("/a_b/").await.unwrap().len(), 1);
-        assert_eq!(store.list("/a%").await.unwrap().len(), 1);
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn compare_and_swap_writes_only_on_match() {
-        let (_dir, store) = store();
-        assert!(store.compare_and_swap("/k", None, b"1").await.unwrap());
-        assert!(!store.compare_and_swap("/k", None, b"2").await.unwrap());
-        assert!(!store.compare_and_swap("/k", Some(b"0"), b"2").await.unwrap());
-        assert!(store.compare_and_swap("/k", Some(b"1"), b"2").await.unwrap());
-        assert_eq!(store.get("/k").await.unwrap().as_deref(), Some(&b"2"[..]));
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn two_handles_on_one_file_see_each_other() {
-        let (dir, store) = store();
-        let other = Store::open_embedded(&dir.path().join("state.db")).unwrap();
-        store.put("/shared", b"yes").await.unwrap();
-        assert_eq!(other.get("/shared").await.unwrap().as_deref(), Some(&b"yes"[..]));
-    }
 }

@@ -1,0 +1,157 @@
+//! The etcd backend: the same keys in an etcd v3 cluster, so that several
+//! hosts share one state. Every call is bounded in time: an unreachable
+//! cluster is an error naming its endpoints, never a hang.
+
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
+};
+
+use super::StoreError;
+
+/// How long connecting, and then any one call, may take.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How to reach the cluster: `etcd://HOST:PORT[,HOST:PORT...]` plus credentials and TLS.
+#[derive(Clone, Default)]
+pub struct EtcdOptions {
+    pub endpoints: Vec<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// PEM files: the cluster's CA, and this client's certificate and key.
+    pub ca: Option<std::path::PathBuf>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for EtcdOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdOptions")
+            .field("endpoints", &self.endpoints)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca", &self.ca)
+            .field("cert", &self.cert)
+            .finish()
+    }
+}
+
+impl EtcdOptions {
+    /// Parses `etcd://HOST:PORT[,HOST:PORT...]`.
+    pub fn from_url(url: &str) -> Result<EtcdOptions, StoreError> {
+        let invalid = || StoreError::InvalidSpec(url.to_owned());
+        let hosts = url.strip_prefix("etcd://").ok_or_else(invalid)?;
+        let endpoints: Vec<String> = hosts.split(',').map(str::trim).map(str::to_owned).collect();
+        if endpoints.iter().any(|e| e.is_empty() || !e.contains(':') || e.contains('/')) {
+            return Err(invalid());
+        }
+        Ok(EtcdOptions { endpoints, ..Default::default() })
+    }
+
+    fn shown(&self) -> String {
+        self.endpoints.join(",")
+    }
+}
+
+#[derive(Clone)]
+pub(super) struct Etcd {
+    client: Client,
+    endpoints: String,
+}
+
+impl Etcd {
+    pub(super) async fn connect(options: &EtcdOptions) -> Result<Etcd, StoreError> {
+        let endpoints = options.shown();
+        let scheme = if options.ca.is_some() { "https" } else { "http" };
+        let urls: Vec<String> = options.endpoints.iter().map(|e| format!("{scheme}://{e}")).collect();
+        let mut connect = ConnectOptions::new().with_connect_timeout(TIMEOUT).with_timeout(TIMEOUT);
+        if let (Some(user), Some(password)) = (&options.user, &options.password) {
+            connect = connect.with_user(user.clone(), password.clone());
+        }
+        if let Some(ca) = &options.ca {
+            let read = |path: &std::path::Path| {
+                std::fs::read(path).map_err(|e| StoreError::Etcd {
+                    endpoints: endpoints.clone(),
+                    message: format!("reading {}: {e}", path.display()),
+                })
+            };
+            let mut tls = etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
+            if let (Some(cert), Some(key)) = (&options.cert, &options.key) {
+                tls = tls.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
+            }
+            connect = connect.with_tls(tls);
+        }
+        let client = bounded(&endpoints, Client::connect(urls, Some(connect))).await?;
+        let etcd = Etcd { client, endpoints };
+        // Connecting is lazy for some failures; one read proves the cluster answers.
+        etcd.get("/nap/").await?;
+        Ok(etcd)
+    }
+
+    pub(super) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut client = self.client.clone();
+        let response = bounded(&self.endpoints, client.get(key, None)).await?;
+        Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
+    }
+
+    pub(super) async fn put_many(&self, pairs: &[(&str, &[u8])]) -> Result<(), StoreError> {
+        let ops: Vec<TxnOp> = pairs.iter().map(|(k, v)| TxnOp::put(*k, *v, None)).collect();
+        let mut client = self.client.clone();
+        bounded(&self.endpoints, client.txn(Txn::new().and_then(ops))).await?;
+        Ok(())
+    }
+
+    pub(super) async fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let options = GetOptions::new().with_prefix().with_sort(SortTarget::Key, SortOrder::Ascend);
+        let mut client = self.client.clone();
+        let response = bounded(&self.endpoints, client.get(prefix, Some(options))).await?;
+        Ok(response
+            .kvs()
+            .iter()
+            .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec()))
+            .collect())
+    }
+
+    pub(super) async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        let mut client = self.client.clone();
+        Ok(bounded(&self.endpoints, client.delete(key, None)).await?.deleted() > 0)
+    }
+
+    pub(super) async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let mut client = self.client.clone();
+        let response = bounded(&self.endpoints, client.delete(prefix, Some(DeleteOptions::new().with_prefix()))).await?;
+        Ok(response.deleted().max(0) as u64)
+    }
+
+    pub(super) async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<bool, StoreError> {
+        let compare = match expected {
+            // Version 0: the key does not exist.
+            None => Compare::version(key, CompareOp::Equal, 0),
+            Some(expected) => Compare::value(key, CompareOp::Equal, expected),
+        };
+        let txn = Txn::new().when([compare]).and_then([TxnOp::put(key, value, None)]);
+        let mut client = self.client.clone();
+        Ok(bounded(&self.endpoints, client.txn(txn)).await?.succeeded())
+    }
+}
+
+/// Runs one etcd call within [`TIMEOUT`], naming the endpoints on failure.
+async fn bounded<T>(
+    endpoints: &str,
+    call: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(TIMEOUT, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(StoreError::Etcd { endpoints: endpoints.to_owned(), message: err.to_string() }),
+        Err(_) => Err(StoreError::Etcd {
+            endpoints: endpoints.to_owned(),
+            message: format!("no answer within {} s", TIMEOUT.as_secs()),
+        }),
+    }
+}

@@ -1,0 +1,147 @@
+//! One conformance suite, run against every store backend: the embedded
+//! SQLite store, and a real `etcd` (`NAP_TEST_ETCD`, default 127.0.0.1:2379,
+//! started by `scripts/services.sh`). Each test works under a prefix of its
+//! own, so tests share one etcd safely.
+
+use nap_state::{EtcdOptions, Store};
+
+struct Backend {
+    store: Store,
+    /// Every key a test uses starts with this.
+    root: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Backend {
+    fn key(&self, rest: &str) -> String {
+        format!("{}{rest}", self.root)
+    }
+}
+
+fn root() -> String {
+    format!("/conformance-{:08x}/", rand::random::<u32>())
+}
+
+fn embedded() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_embedded(&dir.path().join("state.db")).unwrap();
+    Backend { store, root: root(), _dir: Some(dir) }
+}
+
+async fn etcd() -> Backend {
+    let endpoint = std::env::var("NAP_TEST_ETCD").unwrap_or_else(|_| "127.0.0.1:2379".into());
+    let options = EtcdOptions::from_url(&format!("etcd://{endpoint}")).unwrap();
+    let store = Store::open_etcd(&options)
+        .await
+        .unwrap_or_else(|e| panic!("{e} (start etcd with scripts/services.sh)"));
+    Backend { store, root: root(), _dir: None }
+}
+
+/// Defines `NAME::embedded` and `NAME::etcd` from one async body.
+macro_rules! conformance {
+    ($name:ident, |$backend:ident| $body:block) => {
+        mod $name {
+            use super::*;
+
+            async fn check($backend: Backend) $body
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn embedded() {
+                check(super::embedded()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn etcd() {
+                check(super::etcd().await).await;
+            }
+        }
+    };
+}
+
+conformance!(get_put_list_delete, |b| {
+    let s = &b.store;
+    assert_eq!(s.get(&b.key("a")).await.unwrap(), None);
+    s.put(&b.key("a"), b"1").await.unwrap();
+    s.put(&b.key("a/b"), b"2").await.unwrap();
+    s.put(&b.key("ab"), b"3").await.unwrap();
+    s.put(&b.key("z/other"), b"4").await.unwrap();
+    assert_eq!(s.get(&b.key("a")).await.unwrap().as_deref(), Some(&b"1"[..]));
+    s.put(&b.key("a"), b"one").await.unwrap();
+    assert_eq!(s.get(&b.key("a")).await.unwrap().as_deref(), Some(&b"one"[..]));
+
+    let keys = |pairs: Vec<(String, Vec<u8>)>| pairs.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    assert_eq!(keys(s.list(&b.key("a/")).await.unwrap()), [b.key("a/b")]);
+    assert_eq!(keys(s.list(&b.key("a")).await.unwrap()), [b.key("a"), b.key("a/b"), b.key("ab")]);
+
+    assert!(s.delete(&b.key("a")).await.unwrap());
+    assert!(!s.delete(&b.key("a")).await.unwrap());
+    assert_eq!(s.delete_prefix(&b.key("a")).await.unwrap(), 2);
+    assert_eq!(keys(s.list(&b.root).await.unwrap()), [b.key("z/other")]);
+    s.delete_prefix(&b.root).await.unwrap();
+    assert!(s.list(&b.root).await.unwrap().is_empty());
+});
+
+conformance!(prefixes_are_literal_not_patterns, |b| {
+    let s = &b.store;
+    s.put(&b.key("a_b/x"), b"1").await.unwrap();
+    s.put(&b.key("aXb/x"), b"2").await.unwrap();
+    s.put(&b.key("a%/x"), b"3").await.unwrap();
+    assert_eq!(s.list(&b.key("a_b/")).await.unwrap().len(), 1);
+    assert_eq!(s.list(&b.key("a%")).await.unwrap().len(), 1);
+    s.delete_prefix(&b.root).await.unwrap();
+});
+
+conformance!(put_many_writes_all_pairs_at_once, |b| {
+    let s = &b.store;
+    s.put_many(&[(b.key("x"), b"1".to_vec()), (b.key("y"), b"2".to_vec())]).await.unwrap();
+    assert_eq!(s.list(&b.root).await.unwrap().len(), 2);
+    s.delete_prefix(&b.root).await.unwrap();
+});
+
+conformance!(compare_and_swap_writes_only_on_match, |b| {
+    let s = &b.store;
+    let k = b.key("k");
+    assert!(s.compare_and_swap(&k, None, b"1").await.unwrap());
+    assert!(!s.compare_and_swap(&k, None, b"2").await.unwrap());
+    assert!(!s.compare_and_swap(&k, Some(b"0"), b"2").await.unwrap());
+    assert!(s.compare_and_swap(&k, Some(b"1"), b"2").await.unwrap());
+    assert_eq!(s.get(&k).await.unwrap().as_deref(), Some(&b"2"[..]));
+    s.delete_prefix(&b.root).await.unwrap();
+});
+
+conformance!(json_values_round_trip, |b| {
+    let s = &b.store;
+    s.put_json(&b.key("n"), &vec![1, 2, 3]).await.unwrap();
+    assert_eq!(s.get_json::<Vec<u32>>(&b.key("n")).await.unwrap(), Some(vec![1, 2, 3]));
+    s.put(&b.key("bad"), b"not json").await.unwrap();
+    let err = s.get_json::<Vec<u32>>(&b.key("bad")).await.unwrap_err().to_string();
+    assert!(err.starts_with(&format!("value at {} is not what nap expects", b.key("bad"))), "{err}");
+    s.delete_prefix(&b.root).await.unwrap();
+});
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_embedded_handles_on_one_file_see_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = Store::open_embedded(&dir.path().join("state.db")).unwrap();
+    let two = Store::open_embedded(&dir.path().join("state.db")).unwrap();
+    one.put("/shared", b"yes").await.unwrap();
+    assert_eq!(two.get("/shared").await.unwrap().as_deref(), Some(&b"yes"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_etcd_fails_in_bounded_time_naming_the_endpoint() {
+    // Nothing listens on port 1.
+    let options = EtcdOptions::from_url("etcd://127.0.0.1:1").unwrap();
+    let started = std::time::Instant::now();
+    let err = Store::open_etcd(&options).await.err().expect("connected to nothing").to_string();
+    assert!(err.starts_with("etcd at 127.0.0.1:1: "), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn store_urls_are_checked() {
+    assert_eq!(EtcdOptions::from_url("etcd://a:1,b:2").unwrap().endpoints, ["a:1", "b:2"]);
+    for bad in ["a:1", "etcd://", "etcd://host", "etcd://a:1/x", "http://a:1"] {
+        assert!(EtcdOptions::from_url(bad).is_err(), "{bad}");
+    }
+}
