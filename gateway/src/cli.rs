@@ -26,6 +26,9 @@ pub struct GlobalArgs {
     /// Where nap keeps repos, state and its host key [default: /var/lib/nap]
     #[arg(long, global = true, env = "NAP_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where state lives: embedded (under the data directory) or etcd://HOST:PORT[,HOST:PORT...]
+    #[arg(long, global = true, env = "NAP_STORE", value_name = "STORE")]
+    pub store: Option<String>,
     /// Registry that images are pushed to, e.g. registry.example.com:5000
     #[arg(long, global = true, env = "NAP_REGISTRY", value_name = "HOST:PORT")]
     pub registry: Option<String>,

@@ -25,7 +25,6 @@ use tokio_util::sync::CancellationToken;
 use caller::Caller;
 use cli::{Cli, Command, HookCommand};
 use context::{Context, Io};
-use nap_state::Store;
 use settings::Settings;
 
 fn main() -> ExitCode {
@@ -52,7 +51,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode> {
     let settings = Settings::resolve(&cli.global)?;
     init_tracing(&cli.command, &settings);
-    let ctx = context(settings)?;
+    let ctx = context(settings).await?;
     let status = match cli.command {
         Command::Serve(args) => {
             server::serve(ctx, &args).await?;
@@ -78,10 +77,10 @@ fn stdio() -> Io {
     }
 }
 
-fn context(settings: Settings) -> Result<Arc<Context>> {
+async fn context(settings: Settings) -> Result<Arc<Context>> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create the data directory {}", settings.data_dir.display()))?;
-    let store = Store::open_embedded(&settings.store_path())?;
+    let store = settings.open_store().await?;
     let exe = std::env::current_exe().context("cannot locate the nap binary")?;
     Ok(Arc::new(Context { settings, store, exe }))
 }

@@ -22,6 +22,12 @@ const DEFAULT_DOCKER_CLI: &str = "/usr/bin/docker";
 pub struct FileSettings {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub store: Option<String>,
+    pub store_user: Option<String>,
+    pub store_password: Option<String>,
+    pub store_ca: Option<PathBuf>,
+    pub store_cert: Option<PathBuf>,
+    pub store_key: Option<PathBuf>,
     pub registry: Option<String>,
     pub registry_username: Option<String>,
     pub registry_password: Option<String>,
@@ -41,6 +47,8 @@ pub struct Settings {
     /// The settings file that was read, if any; passed on to hooks.
     pub config: Option<PathBuf>,
     pub data_dir: PathBuf,
+    /// `None`: the embedded store under the data directory.
+    pub etcd: Option<nap_state::EtcdOptions>,
     pub registry: Option<nap_builder::Registry>,
     pub public_host: String,
     pub check_timeout: Duration,
@@ -67,8 +75,20 @@ impl Settings {
                 password: std::env::var("NAP_REGISTRY_PASSWORD").ok().or(file.registry_password),
             });
         let data_dir: PathBuf = args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+        let etcd = match args.store.clone().or(file.store).filter(|s| s != "embedded") {
+            Some(url) => Some(nap_state::EtcdOptions {
+                user: std::env::var("NAP_STORE_USER").ok().or(file.store_user),
+                password: std::env::var("NAP_STORE_PASSWORD").ok().or(file.store_password),
+                ca: file.store_ca,
+                cert: file.store_cert,
+                key: file.store_key,
+                ..nap_state::EtcdOptions::from_url(&url)?
+            }),
+            None => None,
+        };
         Ok(Settings {
             config,
+            etcd,
             registry,
             public_host: args
                 .public_host
@@ -100,8 +120,12 @@ impl Settings {
         self.data_dir.join("locks")
     }
 
-    pub fn store_path(&self) -> PathBuf {
-        self.data_dir.join("state.db")
+    /// Opens the store the settings name.
+    pub async fn open_store(&self) -> Result<nap_state::Store, nap_state::StoreError> {
+        match &self.etcd {
+            Some(etcd) => nap_state::Store::open_etcd(etcd).await,
+            None => nap_state::Store::open_embedded(&self.data_dir.join("state.db")),
+        }
     }
 
     pub fn host_key_path(&self) -> PathBuf {
@@ -123,6 +147,9 @@ impl Settings {
         }
         if let Some(registry) = &self.registry {
             env.push(("NAP_REGISTRY", registry.address.clone()));
+        }
+        if let Some(etcd) = &self.etcd {
+            env.push(("NAP_STORE", format!("etcd://{}", etcd.endpoints.join(","))));
         }
         if let Some(runner) = self.runner {
             env.push(("NAP_RUNNER", runner.to_string()));

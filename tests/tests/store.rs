@@ -1,0 +1,60 @@
+//! nap on a real etcd (`store = "etcd://..."`), and what happens when etcd
+//! cannot be reached.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nap_tests::{AppKind, AppRepo, Gateway, Key, Run, remove_app_containers, unique, wait_for_body};
+
+fn etcd_endpoint() -> String {
+    std::env::var("NAP_TEST_ETCD").unwrap_or_else(|_| "127.0.0.1:2379".into())
+}
+
+fn etcdctl(args: &[&str]) -> Run {
+    Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &etcd_endpoint()])
+        .args(args)
+        .output()
+        .expect("etcdctl")
+        .into()
+}
+
+#[test]
+fn a_push_keeps_its_state_in_etcd() {
+    let gateway = Gateway::start_with_settings(&format!("store = \"etcd://{}\"\n", etcd_endpoint()));
+    // etcd is shared by every test: names are unique.
+    let admin_name = unique("admin");
+    let admin = Key::generate();
+    gateway.nap(&["keys", "add", &admin_name, "--admin"], &admin.public_text()).assert_ok();
+    let app = unique("etcd");
+    let push = AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master");
+    push.assert_ok();
+    assert!(wait_for_body(&push.url().expect("url"), "hello from web", Duration::from_secs(10)));
+
+    let current = etcdctl(&["get", "--print-value-only", &format!("/nap/apps/{app}/current")]);
+    assert_eq!(current.stdout.trim(), "1", "{current:?}");
+    let key = etcdctl(&["get", "--print-value-only", &format!("/nap/keys/{admin_name}")]);
+    assert!(key.stdout.contains("ssh-ed25519"), "{key:?}");
+    let releases = gateway.ssh(&admin, "nap", &["releases", &app]);
+    assert!(releases.stdout.contains("v1*"), "{releases:?}");
+
+    remove_app_containers(&app);
+    etcdctl(&["del", "--prefix", &format!("/nap/apps/{app}/")]);
+    etcdctl(&["del", &format!("/nap/keys/{admin_name}")]);
+}
+
+#[test]
+fn an_unreachable_etcd_is_one_line_within_a_bounded_time() {
+    let gateway = Gateway::start();
+    for args in [vec!["--store", "etcd://127.0.0.1:1", "apps"], vec!["--store", "etcd://127.0.0.1:1", "serve"]] {
+        let started = Instant::now();
+        let run = gateway.nap(&args, "");
+        assert_eq!(run.code, Some(1), "{args:?}: {run:?}");
+        assert!(run.stderr.starts_with("error: etcd at 127.0.0.1:1: "), "{args:?}: {:?}", run.stderr);
+        assert_eq!(run.stderr.trim_end().lines().count(), 1, "{:?}", run.stderr);
+        assert!(started.elapsed() < Duration::from_secs(15), "{args:?} took {:?}", started.elapsed());
+    }
+    let malformed = gateway.nap(&["--store", "etcd://nohost", "apps"], "");
+    assert!(malformed.stderr.starts_with("error: invalid store \"etcd://nohost\""), "{malformed:?}");
+}
