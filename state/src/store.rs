@@ -48,7 +48,7 @@ pub struct Store {
 #[derive(Clone)]
 enum Backend {
     Embedded(Embedded),
-    Etcd(Etcd),
+    Etcd(Box<Etcd>),
 }
 
 impl Store {
@@ -60,7 +60,7 @@ impl Store {
     /// Connects to an etcd cluster; fails within a bounded time if no
     /// endpoint answers.
     pub async fn open_etcd(options: &EtcdOptions) -> Result<Self, StoreError> {
-        Ok(Store { backend: Backend::Etcd(Etcd::connect(options).await?) })
+        Ok(Store { backend: Backend::Etcd(Box::new(Etcd::connect(options).await?)) })
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
