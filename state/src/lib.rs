@@ -15,4 +15,4 @@ mod store;
 pub use app::{AppRecord, AppSummary};
 pub use lock::{DeployLock, LockError};
 pub use release::{Release, ReleaseCause, ReleaseStatus};
-pub use store::{EtcdOptions, Store, StoreError};
+pub use store::{EtcdOptions, Store, StoreError, WatchEvent, WatchStream};

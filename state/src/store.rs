@@ -37,7 +37,32 @@ pub enum StoreError {
     Etcd { endpoints: String, message: String },
     #[error("invalid store {0:?}: use etcd://HOST:PORT[,HOST:PORT...]")]
     InvalidSpec(String),
+    #[error("lease {0} does not exist (it expired or was revoked)")]
+    LeaseNotFound(i64),
+    #[error("revision {0} and older were compacted; read again and watch from now")]
+    Compacted(i64),
 }
+
+/// A change seen by a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    Put { key: String, value: Vec<u8>, revision: i64 },
+    Delete { key: String, revision: i64 },
+}
+
+impl WatchEvent {
+    pub fn revision(&self) -> i64 {
+        match self {
+            WatchEvent::Put { revision, .. } | WatchEvent::Delete { revision, .. } => *revision,
+        }
+    }
+}
+
+/// Batches of changes, in revision order.
+pub type WatchStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Vec<WatchEvent>, StoreError>> + Send>>;
+
+/// How often the embedded backend looks for changes to report to watches.
+const EMBEDDED_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// A handle on nap's state. Cheap to clone.
 #[derive(Clone)]
@@ -72,7 +97,7 @@ impl Store {
 
     pub async fn put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Embedded(db) => db.run(|db| db.put_many(&[(key, value)])).await,
+            Backend::Embedded(db) => db.run(|db| db.put_many(&[(key, value)], None)).await,
             Backend::Etcd(etcd) => etcd.put_many(&[(key, value)]).await,
         }
     }
@@ -81,7 +106,7 @@ impl Store {
     pub async fn put_many(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
         let pairs: Vec<(&str, &[u8])> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
         match &self.backend {
-            Backend::Embedded(db) => db.run(|db| db.put_many(&pairs)).await,
+            Backend::Embedded(db) => db.run(|db| db.put_many(&pairs, None)).await,
             Backend::Etcd(etcd) => etcd.put_many(&pairs).await,
         }
     }
@@ -114,9 +139,79 @@ impl Store {
     /// Answers whether the write happened.
     pub async fn compare_and_swap(&self, key: &str, expected: Option<&[u8]>, value: &[u8]) -> Result<bool, StoreError> {
         match &self.backend {
-            Backend::Embedded(db) => db.run(|db| db.compare_and_swap(key, expected, value)).await,
-            Backend::Etcd(etcd) => etcd.compare_and_swap(key, expected, value).await,
+            Backend::Embedded(db) => db.run(|db| db.compare_and_swap(key, expected, value, None)).await,
+            Backend::Etcd(etcd) => etcd.compare_and_swap(key, expected, value, None).await,
         }
+    }
+
+    /// Creates `key` bound to `lease` unless it exists; answers whether it did.
+    /// The key disappears when the lease expires or is revoked.
+    pub async fn create_with_lease(&self, key: &str, value: &[u8], lease: i64) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Embedded(db) => db.run(|db| db.compare_and_swap(key, None, value, Some(lease))).await,
+            Backend::Etcd(etcd) => etcd.compare_and_swap(key, None, value, Some(lease)).await,
+        }
+    }
+
+    /// A lease that lives `ttl` (whole seconds, at least 1) unless kept alive.
+    pub async fn grant_lease(&self, ttl: std::time::Duration) -> Result<i64, StoreError> {
+        let ttl = std::time::Duration::from_secs(ttl.as_secs().max(1));
+        match &self.backend {
+            Backend::Embedded(db) => db.run(|db| db.grant_lease(ttl)).await,
+            Backend::Etcd(etcd) => etcd.grant_lease(ttl).await,
+        }
+    }
+
+    /// Renews `lease` for its whole TTL; fails if it already expired.
+    pub async fn keep_lease_alive(&self, lease: i64) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Embedded(db) => db.run(|db| db.keep_lease_alive(lease)).await,
+            Backend::Etcd(etcd) => etcd.keep_lease_alive(lease).await,
+        }
+    }
+
+    /// Ends `lease` now, deleting its keys.
+    pub async fn revoke_lease(&self, lease: i64) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Embedded(db) => db.run(|db| db.revoke_lease(lease)).await,
+            Backend::Etcd(etcd) => etcd.revoke_lease(lease).await,
+        }
+    }
+
+    /// The store's current revision: a watch from `revision() + 1` misses nothing after now.
+    pub async fn revision(&self) -> Result<i64, StoreError> {
+        match &self.backend {
+            Backend::Embedded(db) => db.run(|db| db.revision()).await,
+            Backend::Etcd(etcd) => etcd.revision().await,
+        }
+    }
+
+    /// Changes under `prefix` from revision `from` on, including those made
+    /// before the call, as etcd's watch does.
+    pub async fn watch(&self, prefix: &str, from: i64) -> Result<WatchStream, StoreError> {
+        let db = match &self.backend {
+            Backend::Etcd(etcd) => return etcd.watch(prefix, from).await,
+            Backend::Embedded(db) => db.clone(),
+        };
+        let prefix = prefix.to_owned();
+        let stream = futures_util::stream::unfold(Some(from), move |next| {
+            let (db, prefix) = (db.clone(), prefix.clone());
+            async move {
+                let mut next = next?;
+                loop {
+                    match db.run(|db| db.events_since(&prefix, next)).await {
+                        Ok(events) if events.is_empty() => tokio::time::sleep(EMBEDDED_WATCH_INTERVAL).await,
+                        Ok(events) => {
+                            next = events.last().map_or(next, |e| e.revision() + 1);
+                            return Some((Ok(events), Some(next)));
+                        }
+                        // An error ends the watch, as a compaction does in etcd.
+                        Err(err) => return Some((Err(err), None)),
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(stream))
     }
 
     pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {

@@ -3,7 +3,10 @@
 //! started by `scripts/services.sh`). Each test works under a prefix of its
 //! own, so tests share one etcd safely.
 
-use nap_state::{EtcdOptions, Store};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use nap_state::{EtcdOptions, Store, WatchEvent};
 
 struct Backend {
     store: Store,
@@ -31,10 +34,14 @@ fn embedded() -> Backend {
 async fn etcd() -> Backend {
     let endpoint = std::env::var("NAP_TEST_ETCD").unwrap_or_else(|_| "127.0.0.1:2379".into());
     let options = EtcdOptions::from_url(&format!("etcd://{endpoint}")).unwrap();
-    let store = Store::open_etcd(&options)
-        .await
-        .unwrap_or_else(|e| panic!("{e} (start etcd with scripts/services.sh)"));
+    let store =
+        Store::open_etcd(&options).await.unwrap_or_else(|e| panic!("{e} (start etcd with scripts/services.sh)"));
     Backend { store, root: root(), _dir: None }
+}
+
+async fn next_batch(watch: &mut nap_state::WatchStream) -> Vec<WatchEvent> {
+    let batch = tokio::time::timeout(Duration::from_secs(10), watch.next()).await.expect("no event within 10 s");
+    batch.expect("the watch ended").expect("the watch failed")
 }
 
 /// Defines `NAME::embedded` and `NAME::etcd` from one async body.
@@ -116,6 +123,88 @@ conformance!(json_values_round_trip, |b| {
     s.put(&b.key("bad"), b"not json").await.unwrap();
     let err = s.get_json::<Vec<u32>>(&b.key("bad")).await.unwrap_err().to_string();
     assert!(err.starts_with(&format!("value at {} is not what nap expects", b.key("bad"))), "{err}");
+    s.delete_prefix(&b.root).await.unwrap();
+});
+
+conformance!(leased_keys_live_while_kept_alive_and_go_when_the_lease_does, |b| {
+    let s = &b.store;
+    let lease = s.grant_lease(Duration::from_secs(2)).await.unwrap();
+    assert!(s.create_with_lease(&b.key("lock"), b"me", lease).await.unwrap());
+    assert!(!s.create_with_lease(&b.key("lock"), b"you", lease).await.unwrap(), "a held key was taken");
+    // Kept alive past its TTL, it stays.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        s.keep_lease_alive(lease).await.unwrap();
+    }
+    assert_eq!(s.get(&b.key("lock")).await.unwrap().as_deref(), Some(&b"me"[..]));
+    // Left alone, it expires with its key.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.get(&b.key("lock")).await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the leased key outlived its lease");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(s.keep_lease_alive(lease).await.is_err(), "an expired lease was renewed");
+    assert!(s.create_with_lease(&b.key("lock"), b"you", lease).await.is_err(), "an expired lease was used");
+
+    // Revoking ends it at once.
+    let lease = s.grant_lease(Duration::from_secs(30)).await.unwrap();
+    assert!(s.create_with_lease(&b.key("lock"), b"you", lease).await.unwrap());
+    s.revoke_lease(lease).await.unwrap();
+    assert_eq!(s.get(&b.key("lock")).await.unwrap(), None);
+    s.delete_prefix(&b.root).await.unwrap();
+});
+
+conformance!(watch_from_a_revision_sees_every_change_in_order, |b| {
+    let s = &b.store;
+    s.put(&b.key("unwatched"), b"x").await.unwrap();
+    let from = s.revision().await.unwrap() + 1;
+    s.put(&b.key("w/a"), b"1").await.unwrap();
+    s.put(&b.key("w/a"), b"2").await.unwrap();
+    s.delete(&b.key("w/a")).await.unwrap();
+    s.put(&b.key("other"), b"not under the prefix").await.unwrap();
+
+    let mut watch = s.watch(&b.key("w/"), from).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        seen.extend(next_batch(&mut watch).await);
+    }
+    // Made after the watch started: seen too.
+    s.put(&b.key("w/b"), b"3").await.unwrap();
+    while seen.len() < 4 {
+        seen.extend(next_batch(&mut watch).await);
+    }
+    let shape: Vec<(String, Option<Vec<u8>>)> = seen
+        .iter()
+        .map(|e| match e {
+            WatchEvent::Put { key, value, .. } => (key.clone(), Some(value.clone())),
+            WatchEvent::Delete { key, .. } => (key.clone(), None),
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            (b.key("w/a"), Some(b"1".to_vec())),
+            (b.key("w/a"), Some(b"2".to_vec())),
+            (b.key("w/a"), None),
+            (b.key("w/b"), Some(b"3".to_vec())),
+        ]
+    );
+    let revisions: Vec<i64> = seen.iter().map(WatchEvent::revision).collect();
+    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
+    assert!(revisions[0] >= from);
+    s.delete_prefix(&b.root).await.unwrap();
+});
+
+conformance!(an_expiring_lease_is_seen_by_a_watch, |b| {
+    let s = &b.store;
+    let from = s.revision().await.unwrap() + 1;
+    let lease = s.grant_lease(Duration::from_secs(1)).await.unwrap();
+    s.create_with_lease(&b.key("lock"), b"me", lease).await.unwrap();
+    let mut watch = s.watch(&b.root, from).await.unwrap();
+    let mut seen = Vec::new();
+    while !seen.iter().any(|e| matches!(e, WatchEvent::Delete { .. })) {
+        seen.extend(next_batch(&mut watch).await);
+    }
     s.delete_prefix(&b.root).await.unwrap();
 });
 

@@ -163,11 +163,13 @@ fn the_runner_defaults_to_systemd_when_it_is_on_the_bus_and_to_docker_otherwise(
 fn the_unit_template_can_be_overridden_from_a_directory() {
     let host = SystemdHost::start();
     let templates = tempfile::tempdir().expect("temp dir");
-    let builtin = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../units/app.service.tera")).expect("template");
+    let builtin =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../units/app.service.tera")).expect("template");
     let custom = builtin.replace("Description=nap app", "Description=our custom nap app");
     assert_ne!(custom, builtin);
     std::fs::write(templates.path().join("app.service.tera"), custom).expect("write template");
-    let gateway = Gateway::start_with_settings(&format!("{}units_dir = \"{}\"\n", host.settings(), templates.path().display()));
+    let gateway =
+        Gateway::start_with_settings(&format!("{}units_dir = \"{}\"\n", host.settings(), templates.path().display()));
     let admin = gateway.user("admin");
     let app = unique("custom");
     AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master").assert_ok();

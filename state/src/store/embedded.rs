@@ -1,14 +1,20 @@
 //! The embedded backend: one SQLite file, shared safely by every nap process
-//! on the host (the gateway and the hooks it spawns). Each write bumps a
-//! store-wide revision, as etcd does, so that watches can later resume from one.
+//! on the host (the gateway and the hooks it spawns). It keeps etcd's model:
+//! each write bumps a store-wide revision and is logged as an event, so
+//! watches can resume from a revision; keys may be bound to leases that
+//! expire unless kept alive.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::StoreError;
+use super::{StoreError, WatchEvent};
+
+/// Events kept for watchers that resume from an older revision; older ones
+/// are compacted away, as etcd would.
+const EVENTS_KEPT: i64 = 10_000;
 
 #[derive(Clone)]
 pub(super) struct Embedded {
@@ -20,6 +26,21 @@ pub(super) struct Embedded {
 pub(super) struct Db<'a> {
     conn: &'a mut Connection,
 }
+
+/// Why an embedded operation failed, before the path is attached.
+pub(super) enum DbError {
+    Sql(rusqlite::Error),
+    LeaseNotFound(i64),
+    Compacted(i64),
+}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(err: rusqlite::Error) -> Self {
+        DbError::Sql(err)
+    }
+}
+
+type DbResult<T> = Result<T, DbError>;
 
 impl Embedded {
     pub(super) fn open(path: &Path) -> Result<Self, StoreError> {
@@ -33,10 +54,22 @@ impl Embedded {
             "CREATE TABLE IF NOT EXISTS kv (
                  key TEXT PRIMARY KEY NOT NULL,
                  value BLOB NOT NULL,
-                 mod_revision INTEGER NOT NULL
+                 mod_revision INTEGER NOT NULL,
+                 lease INTEGER
              );
              CREATE TABLE IF NOT EXISTS revision (id INTEGER PRIMARY KEY CHECK (id = 0), value INTEGER NOT NULL);
-             INSERT OR IGNORE INTO revision (id, value) VALUES (0, 0);",
+             INSERT OR IGNORE INTO revision (id, value) VALUES (0, 0);
+             CREATE TABLE IF NOT EXISTS leases (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 ttl_ms INTEGER NOT NULL,
+                 expires_at_ms INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS events (
+                 revision INTEGER NOT NULL,
+                 key TEXT NOT NULL,
+                 value BLOB
+             );
+             CREATE INDEX IF NOT EXISTS events_by_revision ON events (revision);",
         )
         .map_err(err)?;
         Ok(Embedded { conn: Arc::new(Mutex::new(conn)), path: Arc::new(path.to_owned()) })
@@ -46,15 +79,18 @@ impl Embedded {
     /// process's lock, and that wait must not stall the gateway's tasks.
     pub(super) async fn run<T, F>(&self, op: F) -> Result<T, StoreError>
     where
-        F: FnOnce(&mut Db<'_>) -> rusqlite::Result<T> + Send,
+        F: FnOnce(&mut Db<'_>) -> DbResult<T> + Send,
         T: Send,
     {
         let conn = Arc::clone(&self.conn);
         let path = Arc::clone(&self.path);
         tokio::task::block_in_place(move || {
             let mut guard = conn.lock().map_err(|_| StoreError::Task("store mutex poisoned".into()))?;
-            op(&mut Db { conn: &mut guard })
-                .map_err(|source| StoreError::Embedded { path: path.display().to_string(), source })
+            op(&mut Db { conn: &mut guard }).map_err(|err| match err {
+                DbError::Sql(source) => StoreError::Embedded { path: path.display().to_string(), source },
+                DbError::LeaseNotFound(id) => StoreError::LeaseNotFound(id),
+                DbError::Compacted(revision) => StoreError::Compacted(revision),
+            })
         })
     }
 }
@@ -72,45 +108,64 @@ fn like_prefix(prefix: &str) -> String {
     pattern
 }
 
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Keys whose lease has expired do not exist, even before they are purged.
+const LIVE: &str = "(lease IS NULL OR lease IN (SELECT id FROM leases WHERE expires_at_ms > ?2))";
+
 impl Db<'_> {
-    pub(super) fn get(&mut self, key: &str) -> rusqlite::Result<Option<Vec<u8>>> {
-        self.conn.query_row("SELECT value FROM kv WHERE key = ?1", [key], |row| row.get(0)).optional()
+    fn write(&mut self) -> DbResult<Transaction<'_>> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        purge_expired(&tx)?;
+        Ok(tx)
     }
 
-    pub(super) fn put_many(&mut self, pairs: &[(&str, &[u8])]) -> rusqlite::Result<()> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    pub(super) fn get(&mut self, key: &str) -> DbResult<Option<Vec<u8>>> {
+        let sql = format!("SELECT value FROM kv WHERE key = ?1 AND {LIVE}");
+        Ok(self.conn.query_row(&sql, params![key, now_ms()], |row| row.get(0)).optional()?)
+    }
+
+    pub(super) fn list(&mut self, prefix: &str) -> DbResult<Vec<(String, Vec<u8>)>> {
+        let sql = format!("SELECT key, value FROM kv WHERE key LIKE ?1 ESCAPE '\\' AND {LIVE} ORDER BY key");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![like_prefix(prefix), now_ms()], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub(super) fn revision(&mut self) -> DbResult<i64> {
+        Ok(self.conn.query_row("SELECT value FROM revision WHERE id = 0", [], |row| row.get(0))?)
+    }
+
+    pub(super) fn put_many(&mut self, pairs: &[(&str, &[u8])], lease: Option<i64>) -> DbResult<()> {
+        let tx = self.write()?;
+        check_lease(&tx, lease)?;
         let revision = bump_revision(&tx)?;
         for (key, value) in pairs {
-            upsert(&tx, key, value, revision)?;
-        }
-        tx.commit()
-    }
-
-    pub(super) fn list(&mut self, prefix: &str) -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
-        let mut stmt =
-            self.conn.prepare_cached("SELECT key, value FROM kv WHERE key LIKE ?1 ESCAPE '\\' ORDER BY key")?;
-        let rows = stmt.query_map([like_prefix(prefix)], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        rows.collect()
-    }
-
-    pub(super) fn delete(&mut self, key: &str) -> rusqlite::Result<bool> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let deleted = tx.execute("DELETE FROM kv WHERE key = ?1", [key])?;
-        if deleted > 0 {
-            bump_revision(&tx)?;
+            upsert(&tx, key, value, revision, lease)?;
         }
         tx.commit()?;
-        Ok(deleted > 0)
+        Ok(())
     }
 
-    pub(super) fn delete_prefix(&mut self, prefix: &str) -> rusqlite::Result<u64> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let deleted = tx.execute("DELETE FROM kv WHERE key LIKE ?1 ESCAPE '\\'", [like_prefix(prefix)])?;
-        if deleted > 0 {
-            bump_revision(&tx)?;
-        }
+    pub(super) fn delete(&mut self, key: &str) -> DbResult<bool> {
+        Ok(self.delete_matching("key = ?1", key)? > 0)
+    }
+
+    pub(super) fn delete_prefix(&mut self, prefix: &str) -> DbResult<u64> {
+        self.delete_matching("key LIKE ?1 ESCAPE '\\'", &like_prefix(prefix))
+    }
+
+    fn delete_matching(&mut self, condition: &str, arg: &str) -> DbResult<u64> {
+        let tx = self.write()?;
+        let keys: Vec<String> = {
+            let mut stmt = tx.prepare(&format!("SELECT key FROM kv WHERE {condition}"))?;
+            stmt.query_map([arg], |row| row.get(0))?.collect::<rusqlite::Result<_>>()?
+        };
+        delete_keys(&tx, &keys)?;
         tx.commit()?;
-        Ok(deleted as u64)
+        Ok(keys.len() as u64)
     }
 
     pub(super) fn compare_and_swap(
@@ -118,29 +173,128 @@ impl Db<'_> {
         key: &str,
         expected: Option<&[u8]>,
         value: &[u8],
-    ) -> rusqlite::Result<bool> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        lease: Option<i64>,
+    ) -> DbResult<bool> {
+        let tx = self.write()?;
+        check_lease(&tx, lease)?;
         let current: Option<Vec<u8>> =
             tx.query_row("SELECT value FROM kv WHERE key = ?1", [key], |row| row.get(0)).optional()?;
         if current.as_deref() != expected {
             return Ok(false);
         }
         let revision = bump_revision(&tx)?;
-        upsert(&tx, key, value, revision)?;
+        upsert(&tx, key, value, revision, lease)?;
         tx.commit()?;
         Ok(true)
     }
+
+    pub(super) fn grant_lease(&mut self, ttl: Duration) -> DbResult<i64> {
+        let tx = self.write()?;
+        let ttl_ms = ttl.as_millis() as i64;
+        tx.execute("INSERT INTO leases (ttl_ms, expires_at_ms) VALUES (?1, ?2)", params![ttl_ms, now_ms() + ttl_ms])?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(id)
+    }
+
+    pub(super) fn keep_lease_alive(&mut self, lease: i64) -> DbResult<()> {
+        let tx = self.write()?;
+        let renewed = tx.execute(
+            "UPDATE leases SET expires_at_ms = ?2 + ttl_ms WHERE id = ?1 AND expires_at_ms > ?2",
+            params![lease, now_ms()],
+        )?;
+        tx.commit()?;
+        if renewed == 0 { Err(DbError::LeaseNotFound(lease)) } else { Ok(()) }
+    }
+
+    pub(super) fn revoke_lease(&mut self, lease: i64) -> DbResult<()> {
+        let tx = self.write()?;
+        expire_leases(&tx, &[lease])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Events under `prefix` from revision `from` on, oldest first.
+    pub(super) fn events_since(&mut self, prefix: &str, from: i64) -> DbResult<Vec<WatchEvent>> {
+        {
+            // Expiries are events too; make them happen.
+            let tx = self.write()?;
+            tx.commit()?;
+        }
+        let current = self.revision()?;
+        if from > 0 && from <= current - EVENTS_KEPT {
+            return Err(DbError::Compacted(current - EVENTS_KEPT + 1));
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT revision, key, value FROM events WHERE revision >= ?1 AND key LIKE ?2 ESCAPE '\\'
+             ORDER BY revision, rowid",
+        )?;
+        let rows = stmt.query_map(params![from, like_prefix(prefix)], |row| {
+            let (revision, key, value): (i64, String, Option<Vec<u8>>) = (row.get(0)?, row.get(1)?, row.get(2)?);
+            Ok(match value {
+                Some(value) => WatchEvent::Put { key, value, revision },
+                None => WatchEvent::Delete { key, revision },
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
 }
 
-fn bump_revision(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<i64> {
-    tx.query_row("UPDATE revision SET value = value + 1 WHERE id = 0 RETURNING value", [], |row| row.get(0))
+fn check_lease(tx: &Transaction<'_>, lease: Option<i64>) -> DbResult<()> {
+    let Some(lease) = lease else { return Ok(()) };
+    let exists: Option<i64> =
+        tx.query_row("SELECT id FROM leases WHERE id = ?1", [lease], |row| row.get(0)).optional()?;
+    exists.map(|_| ()).ok_or(DbError::LeaseNotFound(lease))
 }
 
-fn upsert(tx: &rusqlite::Transaction<'_>, key: &str, value: &[u8], revision: i64) -> rusqlite::Result<()> {
+/// Deletes the keys of leases that ran out, and the leases.
+fn purge_expired(tx: &Transaction<'_>) -> DbResult<()> {
+    let expired: Vec<i64> = {
+        let mut stmt = tx.prepare_cached("SELECT id FROM leases WHERE expires_at_ms <= ?1")?;
+        stmt.query_map([now_ms()], |row| row.get(0))?.collect::<rusqlite::Result<_>>()?
+    };
+    expire_leases(tx, &expired)
+}
+
+fn expire_leases(tx: &Transaction<'_>, leases: &[i64]) -> DbResult<()> {
+    for lease in leases {
+        let keys: Vec<String> = {
+            let mut stmt = tx.prepare_cached("SELECT key FROM kv WHERE lease = ?1")?;
+            stmt.query_map([lease], |row| row.get(0))?.collect::<rusqlite::Result<_>>()?
+        };
+        delete_keys(tx, &keys)?;
+        tx.execute("DELETE FROM leases WHERE id = ?1", [lease])?;
+    }
+    Ok(())
+}
+
+/// Deletes `keys` as one revision, logging a delete event for each.
+fn delete_keys(tx: &Transaction<'_>, keys: &[String]) -> DbResult<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let revision = bump_revision(tx)?;
+    for key in keys {
+        tx.execute("DELETE FROM kv WHERE key = ?1", [key])?;
+        tx.execute("INSERT INTO events (revision, key, value) VALUES (?1, ?2, NULL)", params![revision, key])?;
+    }
+    Ok(())
+}
+
+fn bump_revision(tx: &Transaction<'_>) -> DbResult<i64> {
+    let revision: i64 =
+        tx.query_row("UPDATE revision SET value = value + 1 WHERE id = 0 RETURNING value", [], |row| row.get(0))?;
+    tx.execute("DELETE FROM events WHERE revision <= ?1", [revision - EVENTS_KEPT])?;
+    Ok(revision)
+}
+
+fn upsert(tx: &Transaction<'_>, key: &str, value: &[u8], revision: i64, lease: Option<i64>) -> DbResult<()> {
     tx.execute(
-        "INSERT INTO kv (key, value, mod_revision) VALUES (?1, ?2, ?3)
-         ON CONFLICT(key) DO UPDATE SET value = excluded.value, mod_revision = excluded.mod_revision",
-        params![key, value, revision],
+        "INSERT INTO kv (key, value, mod_revision, lease) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value, mod_revision = excluded.mod_revision,
+                                        lease = excluded.lease",
+        params![key, value, revision, lease],
     )?;
+    tx.execute("INSERT INTO events (revision, key, value) VALUES (?1, ?2, ?3)", params![revision, key, value])?;
     Ok(())
 }

@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions, SortOrder,
+    SortTarget, Txn, TxnOp, WatchOptions,
 };
 
-use super::StoreError;
+use super::{StoreError, WatchEvent, WatchStream};
 
 /// How long connecting, and then any one call, may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -120,7 +121,8 @@ impl Etcd {
 
     pub(super) async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
         let mut client = self.client.clone();
-        let response = bounded(&self.endpoints, client.delete(prefix, Some(DeleteOptions::new().with_prefix()))).await?;
+        let response =
+            bounded(&self.endpoints, client.delete(prefix, Some(DeleteOptions::new().with_prefix()))).await?;
         Ok(response.deleted().max(0) as u64)
     }
 
@@ -129,15 +131,99 @@ impl Etcd {
         key: &str,
         expected: Option<&[u8]>,
         value: &[u8],
+        lease: Option<i64>,
     ) -> Result<bool, StoreError> {
         let compare = match expected {
             // Version 0: the key does not exist.
             None => Compare::version(key, CompareOp::Equal, 0),
             Some(expected) => Compare::value(key, CompareOp::Equal, expected),
         };
-        let txn = Txn::new().when([compare]).and_then([TxnOp::put(key, value, None)]);
+        let options = lease.map(|lease| PutOptions::new().with_lease(lease));
+        let txn = Txn::new().when([compare]).and_then([TxnOp::put(key, value, options)]);
         let mut client = self.client.clone();
-        Ok(bounded(&self.endpoints, client.txn(txn)).await?.succeeded())
+        let response = bounded(&self.endpoints, client.txn(txn)).await;
+        match (response, lease) {
+            (Err(StoreError::Etcd { message, .. }), Some(lease)) if message.contains("lease not found") => {
+                Err(StoreError::LeaseNotFound(lease))
+            }
+            (response, _) => Ok(response?.succeeded()),
+        }
+    }
+
+    pub(super) async fn grant_lease(&self, ttl: Duration) -> Result<i64, StoreError> {
+        let mut client = self.client.clone();
+        Ok(bounded(&self.endpoints, client.lease_grant(ttl.as_secs() as i64, None)).await?.id())
+    }
+
+    pub(super) async fn keep_lease_alive(&self, lease: i64) -> Result<(), StoreError> {
+        let mut client = self.client.clone();
+        let (mut keeper, mut responses) = bounded(&self.endpoints, client.lease_keep_alive(lease)).await?;
+        bounded(&self.endpoints, keeper.keep_alive()).await?;
+        match bounded(&self.endpoints, responses.message()).await? {
+            Some(response) if response.ttl() > 0 => Ok(()),
+            _ => Err(StoreError::LeaseNotFound(lease)),
+        }
+    }
+
+    pub(super) async fn revoke_lease(&self, lease: i64) -> Result<(), StoreError> {
+        let mut client = self.client.clone();
+        match bounded(&self.endpoints, client.lease_revoke(lease)).await {
+            Err(StoreError::Etcd { message, .. }) if message.contains("lease not found") => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    pub(super) async fn revision(&self) -> Result<i64, StoreError> {
+        let mut client = self.client.clone();
+        let response = bounded(&self.endpoints, client.get("/", Some(GetOptions::new().with_count_only()))).await?;
+        Ok(response.header().map_or(0, |h| h.revision()))
+    }
+
+    pub(super) async fn watch(&self, prefix: &str, from: i64) -> Result<WatchStream, StoreError> {
+        let mut client = self.client.clone();
+        let options = WatchOptions::new().with_prefix().with_start_revision(from);
+        let stream = bounded(&self.endpoints, client.watch(prefix, Some(options))).await?;
+        let endpoints = self.endpoints.clone();
+        let events = futures_util::stream::unfold(Some(stream), move |stream| {
+            let endpoints = endpoints.clone();
+            async move {
+                let mut stream = stream?;
+                loop {
+                    let response = match stream.message().await {
+                        Ok(Some(response)) => response,
+                        Ok(None) => return None,
+                        Err(err) => {
+                            let err = StoreError::Etcd { endpoints, message: err.to_string() };
+                            return Some((Err(err), None));
+                        }
+                    };
+                    if response.compact_revision() > 0 {
+                        return Some((Err(StoreError::Compacted(response.compact_revision())), None));
+                    }
+                    if response.canceled() {
+                        let message = format!("watch canceled: {}", response.cancel_reason());
+                        return Some((Err(StoreError::Etcd { endpoints, message }), None));
+                    }
+                    let events: Vec<WatchEvent> = response
+                        .events()
+                        .iter()
+                        .filter_map(|event| {
+                            let kv = event.kv()?;
+                            let key = String::from_utf8_lossy(kv.key()).into_owned();
+                            let revision = kv.mod_revision();
+                            Some(match event.event_type() {
+                                EventType::Put => WatchEvent::Put { key, value: kv.value().to_vec(), revision },
+                                EventType::Delete => WatchEvent::Delete { key, revision },
+                            })
+                        })
+                        .collect();
+                    if !events.is_empty() {
+                        return Some((Ok(events), Some(stream)));
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(events))
     }
 }
 
