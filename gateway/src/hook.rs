@@ -63,11 +63,8 @@ async fn deploy_push(
     update: &RefUpdate,
     pusher: &str,
 ) -> Result<(), DeployError> {
-    let _lock = DeployLock::try_acquire(
-        &ctx.settings.locks_dir(),
-        app.as_str(),
-        &ctx.lock_holder(&format!("push of {}", short(&update.new)), pusher),
-    )?;
+    let holder = ctx.lock_holder(&format!("push of {}", short(&update.new)), pusher);
+    let _lock = DeployLock::acquire(&ctx.store, &ctx.settings.locks_dir(), app.as_str(), &holder).await?;
     let store = &ctx.store;
     let first_push = store.app(app.as_str()).await?.is_none();
     let result = build_and_release(ctx, report, app, update, pusher).await;

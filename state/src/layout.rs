@@ -49,3 +49,9 @@ pub fn releases(app: &str) -> String {
 pub fn current(app: &str) -> String {
     format!("{ROOT}/apps/{app}/current")
 }
+
+/// `/nap/locks/APP`: the app's deploy lock when the store is shared (etcd),
+/// bound to the holder's lease.
+pub fn deploy_lock(app: &str) -> String {
+    format!("{ROOT}/locks/{app}")
+}

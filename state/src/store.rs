@@ -70,6 +70,15 @@ pub struct Store {
     backend: Backend,
 }
 
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.backend {
+            Backend::Embedded(_) => "Store(embedded)",
+            Backend::Etcd(_) => "Store(etcd)",
+        })
+    }
+}
+
 #[derive(Clone)]
 enum Backend {
     Embedded(Embedded),
@@ -80,6 +89,11 @@ impl Store {
     /// Opens (creating if needed) the embedded store at `path`.
     pub fn open_embedded(path: &Path) -> Result<Self, StoreError> {
         Ok(Store { backend: Backend::Embedded(Embedded::open(path)?) })
+    }
+
+    /// Whether other hosts share this store (etcd), rather than this host alone.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Etcd(_))
     }
 
     /// Connects to an etcd cluster; fails within a bounded time if no

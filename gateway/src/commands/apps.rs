@@ -108,7 +108,8 @@ async fn destroy(ctx: &Context, caller: &Caller, name: &str, force: bool) -> Res
         )));
     }
     let lock_dir = ctx.settings.locks_dir();
-    let _lock = DeployLock::try_acquire(&lock_dir, app.as_str(), &ctx.lock_holder("destroy", caller.name()))?;
+    let holder = ctx.lock_holder("destroy", caller.name());
+    let _lock = DeployLock::acquire(&ctx.store, &lock_dir, app.as_str(), &holder).await?;
     let runner = ctx.runner().await?;
     let removed = runner.retire_all_but(app.as_str(), None).await?;
     let repo = repos::path(&ctx.settings.repos_dir(), &app);

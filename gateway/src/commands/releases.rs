@@ -100,8 +100,8 @@ pub async fn run_release(
     io: &mut Io,
 ) -> Result<Release, CommandError> {
     let what = new.cause.to_string();
-    let _lock =
-        DeployLock::try_acquire(&ctx.settings.locks_dir(), app.as_str(), &ctx.lock_holder(&what, caller.name()))?;
+    let holder = ctx.lock_holder(&what, caller.name());
+    let _lock = DeployLock::acquire(&ctx.store, &ctx.settings.locks_dir(), app.as_str(), &holder).await?;
     let runner = ctx.runner().await?;
     let result = with_reporter(io, |report| async move {
         let result = async {
