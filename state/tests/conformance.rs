@@ -222,7 +222,7 @@ async fn an_unreachable_etcd_fails_in_bounded_time_naming_the_endpoint() {
     // Nothing listens on port 1.
     let options = EtcdOptions::from_url("etcd://127.0.0.1:1").unwrap();
     let started = std::time::Instant::now();
-    let err = Store::open_etcd(&options).await.err().expect("connected to nothing").to_string();
+    let err = Store::open_etcd(&options).await.expect_err("connected to nothing").to_string();
     assert!(err.starts_with("etcd at 127.0.0.1:1: "), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(15), "took {:?}", started.elapsed());
 }

@@ -42,7 +42,7 @@ async fn one_holder_at_a_time_and_released_on_drop() {
     let store = etcd().await;
     let app = app();
     let first = acquire(&store, &app, "push of 1234567 by alice").await.unwrap();
-    let err = acquire(&store, &app, "push of 89abcde by bob").await.err().expect("second holder admitted");
+    let err = acquire(&store, &app, "push of 89abcde by bob").await.expect_err("second holder admitted");
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     assert_eq!(
         err.to_string(),
@@ -76,7 +76,7 @@ async fn a_dead_host_releases_its_lock_when_the_lease_expires() {
     let store = etcd().await;
     let app = app();
     foreign_lock(&store, &app, "a-host-that-died", 1, Duration::from_secs(2)).await;
-    let err = acquire(&store, &app, "the next push").await.err().expect("admitted while held");
+    let err = acquire(&store, &app, "the next push").await.expect_err("admitted while held");
     assert!(err.to_string().contains("(push of abc by bob on a-host-that-died)"), "{err}");
     let _lock = eventually_acquire(&store, &app, Duration::from_secs(10)).await;
 }
