@@ -29,6 +29,9 @@ pub struct GlobalArgs {
     /// Where state lives: embedded (under the data directory) or etcd://HOST:PORT[,HOST:PORT...]
     #[arg(long, global = true, env = "NAP_STORE", value_name = "STORE")]
     pub store: Option<String>,
+    /// Root of the commiter flow's keys in the store [default: /commiter]
+    #[arg(long, global = true, env = "NAP_COMMITER_ROOT", value_name = "PATH")]
+    pub commiter_root: Option<String>,
     /// Registry that images are pushed to, e.g. registry.example.com:5000
     #[arg(long, global = true, env = "NAP_REGISTRY", value_name = "HOST:PORT")]
     pub registry: Option<String>,

@@ -5,6 +5,7 @@
 //! [`CommandError`], which the caller prints as one line with exit status 1.
 
 mod apps;
+mod commiter;
 mod config;
 mod git;
 mod instances;
@@ -53,6 +54,10 @@ pub enum Operate {
     Restart { app: String },
     /// List, add or remove SSH keys (admin keys only)
     Keys(keys::KeysArgs),
+    /// Store the commiter flow's cluster settings (admin keys only)
+    Manage(commiter::ManageArgs),
+    /// Read the commiter tool's import YAML from standard input (admin keys only)
+    Import(commiter::ImportArgs),
     /// Print nap's version
     Version,
     /// Receive a push (run by `git push`)
@@ -126,6 +131,8 @@ pub async fn execute(ctx: &Arc<Context>, caller: &Caller, command: Operate, outp
         Operate::Releases { app } => releases::list(ctx, caller, &app).await,
         Operate::Rollback { app, version } => releases::rollback(ctx, caller, &app, version.as_deref(), &mut io).await,
         Operate::Keys(args) => keys::run(ctx, caller, args, &mut io).await,
+        Operate::Manage(args) => commiter::manage(ctx, caller, args).await,
+        Operate::Import(args) => commiter::import(ctx, caller, args, &mut io).await,
     };
     match result {
         // Streamed output (logs) has already been written.

@@ -40,6 +40,7 @@ pub struct FileSettings {
     pub env_dir: Option<PathBuf>,
     pub units_dir: Option<PathBuf>,
     pub docker_cli: Option<String>,
+    pub commiter_root: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +58,8 @@ pub struct Settings {
     /// `None`: pick systemd if it is on the system bus, else Docker.
     pub runner: Option<nap_runner::RunnerKind>,
     pub systemd: nap_runner::SystemdSettings,
+    /// Where the commiter flow's keys live (default `/commiter`).
+    pub commiter_root: String,
 }
 
 impl Settings {
@@ -108,6 +111,12 @@ impl Settings {
                 template_dir: file.units_dir,
                 docker_cli: file.docker_cli.unwrap_or_else(|| DEFAULT_DOCKER_CLI.into()),
             },
+            commiter_root: args
+                .commiter_root
+                .clone()
+                .or(file.commiter_root)
+                .map(|root| root.trim_end_matches('/').to_owned())
+                .unwrap_or_else(|| nap_state::layout::commiter::DEFAULT_ROOT.into()),
             data_dir,
         })
     }

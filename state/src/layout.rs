@@ -55,3 +55,29 @@ pub fn current(app: &str) -> String {
 pub fn deploy_lock(app: &str) -> String {
     format!("{ROOT}/locks/{app}")
 }
+
+/// The commiter flow's keys, under a root that defaults to [`commiter::DEFAULT_ROOT`]
+/// and can be changed, as the original tool's "etcd path" argument could.
+pub mod commiter {
+    pub const DEFAULT_ROOT: &str = "/commiter";
+
+    /// `ROOT/config/NAME`: a cluster setting (`apiserver`, ...).
+    pub fn config(root: &str, name: &str) -> String {
+        format!("{root}/config/{name}")
+    }
+
+    /// `ROOT/images/IP/APP/COMPONENT/`: what to snapshot on host IP.
+    pub fn component(root: &str, ip: &str, app: &str, component: &str) -> String {
+        format!("{root}/images/{ip}/{app}/{component}/")
+    }
+
+    /// Prefix of every component to snapshot on host IP.
+    pub fn host_components(root: &str, ip: &str) -> String {
+        format!("{root}/images/{ip}/")
+    }
+
+    /// `ROOT/ips/IMAGE`: the container IP a snapshot image must keep.
+    pub fn image_ip(root: &str, image: &str) -> String {
+        format!("{root}/ips/{image}")
+    }
+}
