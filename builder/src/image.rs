@@ -217,10 +217,33 @@ impl Builder {
         Ok(())
     }
 
-    async fn push(&self, reference: &str, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<(), BuildError> {
-        let Some(registry) = &self.registry else { return Ok(()) };
+    /// Snapshots a container's filesystem as the image `reference`
+    /// (`REPO:TAG`); answers the image's id.
+    pub async fn commit(&self, container: &str, reference: &str) -> Result<String, BuildError> {
         let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
-        let credentials = registry.username.as_ref().map(|username| DockerCredentials {
+        let options = bollard::query_parameters::CommitContainerOptionsBuilder::new()
+            .container(container)
+            .repo(repo)
+            .tag(tag)
+            .comment("snapshot by nap commit")
+            .pause(true)
+            .build();
+        let response = self.docker.commit_container(options, bollard::models::ContainerConfig::default()).await?;
+        Ok(response.id)
+    }
+
+    /// Pushes `reference` to the registry it names, with the configured
+    /// credentials when that is the configured registry.
+    pub async fn push(&self, reference: &str, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<(), BuildError> {
+        let registry = self.registry.clone().unwrap_or_else(|| Registry {
+            address: reference.split('/').next().unwrap_or_default().to_owned(),
+            username: None,
+            password: None,
+        });
+        let registry = &registry;
+        let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
+        let ours = reference.starts_with(&format!("{}/", registry.address));
+        let credentials = registry.username.as_ref().filter(|_| ours).map(|username| DockerCredentials {
             username: Some(username.clone()),
             password: registry.password.clone(),
             serveraddress: Some(registry.address.clone()),

@@ -11,6 +11,7 @@ mod git;
 mod instances;
 mod keys;
 mod releases;
+mod snapshot;
 
 use std::sync::Arc;
 
@@ -58,6 +59,13 @@ pub enum Operate {
     Manage(commiter::ManageArgs),
     /// Read the commiter tool's import YAML from standard input (admin keys only)
     Import(commiter::ImportArgs),
+    /// Snapshot this host's imported containers into images that keep their IP (admin keys only)
+    Commit {
+        /// Only this app's containers
+        app: Option<String>,
+    },
+    /// Print the take-over ReplicationControllers that `commit` made for an app
+    Takeover { app: String },
     /// Print nap's version
     Version,
     /// Receive a push (run by `git push`)
@@ -133,6 +141,8 @@ pub async fn execute(ctx: &Arc<Context>, caller: &Caller, command: Operate, outp
         Operate::Keys(args) => keys::run(ctx, caller, args, &mut io).await,
         Operate::Manage(args) => commiter::manage(ctx, caller, args).await,
         Operate::Import(args) => commiter::import(ctx, caller, args, &mut io).await,
+        Operate::Commit { app } => snapshot::commit(ctx, caller, app.as_deref(), &mut io).await,
+        Operate::Takeover { app } => snapshot::takeover(ctx, caller, &app).await,
     };
     match result {
         // Streamed output (logs) has already been written.

@@ -41,6 +41,8 @@ pub struct FileSettings {
     pub units_dir: Option<PathBuf>,
     pub docker_cli: Option<String>,
     pub commiter_root: Option<String>,
+    pub host_ip: Option<String>,
+    pub node_name: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +62,10 @@ pub struct Settings {
     pub systemd: nap_runner::SystemdSettings,
     /// Where the commiter flow's keys live (default `/commiter`).
     pub commiter_root: String,
+    /// This host's IP for the commiter flow [default: the default route's address].
+    pub host_ip: Option<String>,
+    /// The Kubernetes node take-over RCs pin pods to [default: the host IP].
+    pub node_name: Option<String>,
 }
 
 impl Settings {
@@ -117,6 +123,8 @@ impl Settings {
                 .or(file.commiter_root)
                 .map(|root| root.trim_end_matches('/').to_owned())
                 .unwrap_or_else(|| nap_state::layout::commiter::DEFAULT_ROOT.into()),
+            host_ip: file.host_ip,
+            node_name: file.node_name,
             data_dir,
         })
     }

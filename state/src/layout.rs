@@ -76,6 +76,17 @@ pub mod commiter {
         format!("{root}/images/{ip}/")
     }
 
+    /// `ROOT/takeover/APP/COMPONENT-IP`: the take-over ReplicationController
+    /// of one snapshotted pod, as YAML.
+    pub fn takeover(root: &str, app: &str, component: &str, ip: &str) -> String {
+        format!("{root}/takeover/{app}/{component}-{ip}")
+    }
+
+    /// Prefix of an app's take-over manifests.
+    pub fn takeovers(root: &str, app: &str) -> String {
+        format!("{root}/takeover/{app}/")
+    }
+
     /// `ROOT/ips/IMAGE`: the container IP a snapshot image must keep.
     pub fn image_ip(root: &str, image: &str) -> String {
         format!("{root}/ips/{image}")

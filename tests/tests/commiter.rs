@@ -87,3 +87,100 @@ fn a_malformed_import_names_the_field_and_line_and_writes_nothing() {
         .ssh(&dev, "nap", &["manage", "--apiserver", "x:1"])
         .assert_failed_with("error: only admin keys may change the commiter settings");
 }
+
+/// Parses a take-over manifest with the official Kubernetes schema types.
+fn replication_controller(yaml: &str) -> k8s_openapi::api::core::v1::ReplicationController {
+    serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("not a ReplicationController ({e}):\n{yaml}"))
+}
+
+#[test]
+fn commit_snapshots_nap_and_original_containers_records_their_ip_and_makes_takeover_rcs() {
+    use nap_tests::{AppKind, AppRepo, REGISTRY, docker, registry_tags, remove_app_containers};
+    let root = format!("/{}", unique("commiter"));
+    let host_ip = "10.200.0.7";
+    let gateway = Gateway::start_with_settings(&format!(
+        "store = \"etcd://{}\"\ncommiter_root = \"{root}\"\nhost_ip = \"{host_ip}\"\nregistry = \"{REGISTRY}\"\n",
+        etcd_endpoint()
+    ));
+    let admin = Key::generate();
+    gateway.nap(&["keys", "add", &unique("admin"), "--admin"], &admin.public_text()).assert_ok();
+
+    // A nap app, and a container named by the original tool's convention.
+    let app = unique("snap");
+    AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master").assert_ok();
+    let number = format!("{}", 100 + rand_number() % 800);
+    let original = format!("k8s_{number}rc-mango-x1_{}", unique("pod"));
+    docker(&["run", "-d", "--name", &original, "nap/busybox:latest", "sleep", "300"]).assert_ok();
+
+    let import = |app: &str, component: &str, state: &str| {
+        let yaml = format!("App: {app}\nComponent: {component}\nRepository: {REGISTRY}\nIps:\n  - Ip: {host_ip}\n");
+        gateway.ssh_with_input(&admin, "nap", &["import", "--commit", state], &yaml).assert_ok();
+    };
+    import(&app, "web", "1");
+    import(&number, "mango", "2");
+
+    let commit = gateway.ssh(&admin, "nap", &["commit", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&commit.assert_ok().stdout).expect("json");
+    let rows = rows.as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for row in rows {
+        let image = row["image"].as_str().expect("image");
+        let ip = row["ip"].as_str().expect("ip");
+        let prefix =
+            format!("{REGISTRY}/{}-{}-{ip}:", row["app"].as_str().unwrap(), row["component"].as_str().unwrap());
+        assert!(image.starts_with(&prefix), "{image}");
+        assert!(docker(&["image", "inspect", image]).ok(), "no image {image}");
+        let recorded = etcdctl(&["get", "--print-value-only", &format!("{root}/ips/{image}")]);
+        assert_eq!(recorded.stdout.trim(), ip);
+    }
+    // State 1 pushes, state 2 does not.
+    let nap_row = rows.iter().find(|r| r["app"] == app.as_str()).expect("nap app row");
+    assert_eq!(nap_row["pushed"], true);
+    let nap_tag = nap_row["image"].as_str().unwrap().rsplit(':').next().unwrap().to_owned();
+    let nap_ip = nap_row["ip"].as_str().unwrap().to_owned();
+    assert!(registry_tags(&format!("{app}-web-{nap_ip}")).contains(&nap_tag));
+    let original_row = rows.iter().find(|r| r["app"] == number.as_str()).expect("original row");
+    assert_eq!(original_row["pushed"], false);
+
+    // Two snapshots never share a tag, even within one second.
+    let again: serde_json::Value =
+        serde_json::from_str(&gateway.ssh(&admin, "nap", &["commit", &app, "--json"]).assert_ok().stdout)
+            .expect("json");
+    assert_ne!(again[0]["image"], nap_row["image"]);
+
+    let takeover = gateway.ssh(&admin, "nap", &["takeover", &app]);
+    let rc = replication_controller(&takeover.assert_ok().stdout);
+    let name = rc.metadata.name.clone().expect("name");
+    assert_eq!(name, format!("{app}rc-web-{nap_ip}"));
+    let ip_label = |labels: &Option<std::collections::BTreeMap<String, String>>| {
+        labels.as_ref().and_then(|l| l.get("ip")).cloned()
+    };
+    assert_eq!(ip_label(&rc.metadata.labels).as_deref(), Some(nap_ip.as_str()));
+    let spec = rc.spec.expect("spec");
+    assert_eq!(spec.replicas, Some(1));
+    assert_eq!(
+        spec.selector.as_ref().and_then(|s| s.get("ip")).map(String::as_str),
+        Some(nap_ip.as_str()),
+        "the selector lacks the ip"
+    );
+    let template = spec.template.expect("template");
+    assert_eq!(ip_label(&template.metadata.as_ref().and_then(|m| m.labels.clone())).as_deref(), Some(nap_ip.as_str()));
+    let pod = template.spec.expect("pod spec");
+    assert_eq!(pod.node_name.as_deref(), Some(host_ip));
+    assert_eq!(
+        Some(pod.containers[0].image.clone().unwrap_or_default()),
+        again[0]["image"].as_str().map(str::to_owned)
+    );
+    assert!(rc.metadata.uid.is_none() && rc.metadata.resource_version.is_none() && rc.status.is_none());
+    for forbidden in ["uid:", "selfLink", "resourceVersion", "status:"] {
+        assert!(!takeover.stdout.contains(forbidden), "{forbidden} in\n{}", takeover.stdout);
+    }
+
+    docker(&["rm", "-f", &original]);
+    remove_app_containers(&app);
+    etcdctl(&["del", "--prefix", &format!("{root}/")]);
+}
+
+fn rand_number() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())
+}

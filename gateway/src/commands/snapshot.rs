@@ -1,0 +1,239 @@
+//! `commit [APP]`: snapshot this host's containers into images that can move
+//! to another host and keep their IP, and `takeover APP`: the
+//! ReplicationControllers that run those snapshots.
+
+use std::collections::HashMap;
+
+use bollard::query_parameters::ListContainersOptionsBuilder;
+use futures_util::future::join_all;
+use nap_builder::Builder;
+use nap_state::layout::commiter;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::macros::format_description;
+
+use super::{CommandError, Reply, with_reporter};
+use crate::caller::Caller;
+use crate::context::{Context, Io};
+
+/// Where an app's repo may ship its own take-over template.
+pub const REPO_TEMPLATE: &str = ".nap/takeover-rc.yaml.tera";
+const BUILTIN_TEMPLATE: &str = include_str!("../../../units/takeover-rc.yaml.tera");
+
+/// One (app, component) this host must snapshot, from `import`.
+#[derive(Debug, Clone)]
+struct Wanted {
+    app: String,
+    component: String,
+    state: u8,
+    repository: String,
+}
+
+/// A running container that matches a [`Wanted`].
+#[derive(Debug, Clone)]
+struct Found {
+    wanted: Wanted,
+    container: String,
+    ip: String,
+}
+
+pub async fn commit(ctx: &Context, caller: &Caller, only: Option<&str>, io: &mut Io) -> Result<Reply, CommandError> {
+    caller.check_admin("snapshot containers")?;
+    let root = &ctx.settings.commiter_root;
+    let host_ip = match &ctx.settings.host_ip {
+        Some(ip) => ip.clone(),
+        None => default_route_address()
+            .ok_or_else(|| CommandError::Usage("cannot tell this host's IP; set host_ip in nap.toml".into()))?,
+    };
+    let wanted: Vec<Wanted> =
+        wanted_here(ctx, root, &host_ip).await?.into_iter().filter(|w| only.is_none_or(|app| w.app == app)).collect();
+    if wanted.is_empty() {
+        return Err(CommandError::Usage(format!(
+            "nothing to snapshot on {host_ip}: import the app's components for this IP first"
+        )));
+    }
+    let docker = ctx.docker().await?;
+    let found = find_containers(&docker, &wanted).await?;
+    let builder = Builder::new(docker, ctx.settings.registry.clone());
+    let tag = unique_tag();
+    let (builder, tag, host_ip_ref, found_ref) = (&builder, &tag, &host_ip, &found);
+    let outcomes = with_reporter(io, |report| async move {
+        let report = &report;
+        let snapshots = found_ref.iter().filter(|f| f.wanted.state != 0).map(|found| async move {
+            let outcome = snapshot(ctx, builder, found, tag, host_ip_ref, &|line| report.detail(line)).await;
+            match &outcome {
+                Ok(image) => report.step(&format!("{} ({}) -> {image}", found.container, found.ip)),
+                Err(err) => report.problem(&format!("{} ({}): {err}", found.container, found.ip)),
+            }
+            (found, outcome)
+        });
+        join_all(snapshots).await
+    })
+    .await;
+    let mut rows = Vec::new();
+    let mut failed = 0;
+    for (found, outcome) in &outcomes {
+        let (image, error) = match outcome {
+            Ok(image) => (Some(image.clone()), None),
+            Err(err) => {
+                failed += 1;
+                (None, Some(err.to_string()))
+            }
+        };
+        rows.push(json!({
+            "app": found.wanted.app, "component": found.wanted.component, "container": found.container,
+            "ip": found.ip, "image": image, "pushed": found.wanted.state == 1 && error.is_none(), "error": error,
+        }));
+    }
+    let skipped = found.iter().filter(|f| f.wanted.state == 0).count();
+    if failed > 0 {
+        return Err(CommandError::Usage(format!("{failed} of {} snapshot(s) failed; see above", outcomes.len())));
+    }
+    Ok(Reply::new(
+        format!("snapshotted {} container(s) on {host_ip} as tag {tag} ({skipped} skipped: state 0)", outcomes.len()),
+        json!(rows),
+    ))
+}
+
+/// Snapshots one container: commit, push when asked, then record the image's
+/// IP and its take-over RC together, so the keys never half-change.
+async fn snapshot(
+    ctx: &Context,
+    builder: &Builder,
+    found: &Found,
+    tag: &str,
+    host_ip: &str,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> Result<String, CommandError> {
+    let root = &ctx.settings.commiter_root;
+    let Wanted { app, component, repository, state } = &found.wanted;
+    let image = format!("{repository}/{app}-{component}-{}:{tag}", found.ip);
+    builder.commit(&found.container, &image).await.map_err(crate::deploy::DeployError::from)?;
+    if *state == 1 {
+        builder.push(&image, progress).await.map_err(crate::deploy::DeployError::from)?;
+    }
+    let manifest = render_takeover(ctx, app, component, &found.ip, &image, host_ip)?;
+    ctx.store
+        .put_many(&[
+            (commiter::image_ip(root, &image), found.ip.clone().into_bytes()),
+            (commiter::takeover(root, app, component, &found.ip), manifest.into_bytes()),
+        ])
+        .await?;
+    Ok(image)
+}
+
+fn render_takeover(
+    ctx: &Context,
+    app: &str,
+    component: &str,
+    ip: &str,
+    image: &str,
+    host_ip: &str,
+) -> Result<String, CommandError> {
+    let template = repo_template(ctx, app).unwrap_or_else(|| BUILTIN_TEMPLATE.to_owned());
+    let mut tera = tera::Tera::default();
+    let err = |e: tera::Error| CommandError::Usage(format!("take-over template of {app}: {e}"));
+    tera.add_raw_template("takeover", &template).map_err(err)?;
+    let mut context = tera::Context::new();
+    context.insert("app", app);
+    context.insert("component", component);
+    context.insert("ip", ip);
+    context.insert("image", image);
+    context.insert("node", ctx.settings.node_name.as_deref().unwrap_or(host_ip));
+    tera.render("takeover", &context).map_err(err)
+}
+
+/// The template an app's repo ships at [`REPO_TEMPLATE`] on its deployed branch.
+fn repo_template(ctx: &Context, app: &str) -> Option<String> {
+    let app = crate::app_name::AppName::parse(app).ok()?;
+    let repo = git2::Repository::open_bare(crate::repos::path(&ctx.settings.repos_dir(), &app)).ok()?;
+    let tree = ["refs/heads/master", "refs/heads/main"]
+        .iter()
+        .find_map(|r| repo.find_reference(r).ok()?.peel_to_tree().ok())?;
+    let entry = tree.get_path(std::path::Path::new(REPO_TEMPLATE)).ok()?;
+    let blob = repo.find_blob(entry.id()).ok()?;
+    String::from_utf8(blob.content().to_vec()).ok()
+}
+
+pub async fn takeover(ctx: &Context, caller: &Caller, app: &str) -> Result<Reply, CommandError> {
+    caller.check_admin("read take-over manifests")?;
+    let prefix = commiter::takeovers(&ctx.settings.commiter_root, app);
+    let manifests: Vec<String> =
+        ctx.store.list(&prefix).await?.into_iter().map(|(_, v)| String::from_utf8_lossy(&v).into_owned()).collect();
+    if manifests.is_empty() {
+        return Err(CommandError::Usage(format!("no take-over manifests for {app}; run `commit {app}` first")));
+    }
+    Ok(Reply::new(manifests.join("---\n"), json!(manifests)))
+}
+
+async fn wanted_here(ctx: &Context, root: &str, host_ip: &str) -> Result<Vec<Wanted>, CommandError> {
+    let prefix = commiter::host_components(root, host_ip);
+    let mut by_component: HashMap<(String, String), (Option<u8>, Option<String>)> = HashMap::new();
+    for (key, value) in ctx.store.list(&prefix).await? {
+        let parts: Vec<&str> = key[prefix.len()..].split('/').collect();
+        let [app, component, field] = parts[..] else { continue };
+        let entry = by_component.entry((app.to_owned(), component.to_owned())).or_default();
+        let value = String::from_utf8_lossy(&value).trim().to_owned();
+        match field {
+            "state" => entry.0 = value.parse().ok(),
+            "repository" => entry.1 = Some(value),
+            _ => {}
+        }
+    }
+    let mut wanted: Vec<Wanted> = by_component
+        .into_iter()
+        .filter_map(|((app, component), (state, repository))| {
+            Some(Wanted { app, component, state: state?, repository: repository? })
+        })
+        .collect();
+    wanted.sort_by(|a, b| (&a.app, &a.component).cmp(&(&b.app, &b.component)));
+    Ok(wanted)
+}
+
+/// Running containers for each wanted (app, component): nap's own release
+/// containers by label, and the original tool's names containing `APPrc-COMPONENT`.
+async fn find_containers(docker: &bollard::Docker, wanted: &[Wanted]) -> Result<Vec<Found>, CommandError> {
+    let options = ListContainersOptionsBuilder::new().all(false).build();
+    let containers = docker.list_containers(Some(options)).await.map_err(nap_runner::RunError::from)?;
+    let mut found = Vec::new();
+    for want in wanted {
+        let convention = format!("{}rc-{}", want.app, want.component);
+        for container in &containers {
+            let name = container.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_owned());
+            let Some(name) = name else { continue };
+            let labels = container.labels.clone().unwrap_or_default();
+            let ours = labels.get(nap_runner::labels::APP).is_some_and(|app| *app == want.app);
+            if !(ours || name.contains(&convention)) {
+                continue;
+            }
+            let ip =
+                container.network_settings.as_ref().and_then(|n| n.networks.as_ref()).and_then(|networks| {
+                    networks.values().find_map(|n| n.ip_address.clone().filter(|ip| !ip.is_empty()))
+                });
+            if let Some(ip) = ip {
+                found.push(Found { wanted: want.clone(), container: name, ip });
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// A tag no other snapshot has: the second, and a random suffix for two in one second.
+fn unique_tag() -> String {
+    let format = format_description!("[year][month][day]-[hour][minute][second]");
+    let stamp = OffsetDateTime::now_utc().format(&format).unwrap_or_default();
+    format!("{stamp}-{:04x}", rand::random::<u16>())
+}
+
+/// The IPv4 address of the interface the default route goes through.
+fn default_route_address() -> Option<String> {
+    let routes = std::fs::read_to_string("/proc/net/route").ok()?;
+    let interface = routes.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&"00000000")).then(|| fields[0].to_owned())
+    })?;
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|addr| {
+        let ip = addr.address?.as_sockaddr_in()?.ip();
+        (addr.interface_name == interface).then(|| ip.to_string())
+    })
+}
