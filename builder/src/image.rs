@@ -33,6 +33,8 @@ pub enum BuildError {
     Failed { message: String, log_tail: Vec<String> },
     #[error("pushing {image} to the registry failed: {message}")]
     Push { image: String, message: String },
+    #[error("pulling {image} failed: {message}")]
+    Pull { image: String, message: String },
     #[error("Docker daemon: {0}")]
     Docker(#[from] bollard::errors::Error),
 }
@@ -214,6 +216,32 @@ impl Builder {
         let (repo, tag) = target.rsplit_once(':').unwrap_or((target, "latest"));
         let options = TagImageOptionsBuilder::new().repo(repo).tag(tag).build();
         self.docker.tag_image(source, Some(options)).await?;
+        Ok(())
+    }
+
+    /// Pulls `reference` (`REGISTRY/REPO:TAG`) from its registry.
+    pub async fn pull(&self, reference: &str, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<(), BuildError> {
+        let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
+        let options = bollard::query_parameters::CreateImageOptionsBuilder::new().from_image(repo).tag(tag).build();
+        let mut stream = self.docker.create_image(Some(options), None, None);
+        let pull_err = |message: String| BuildError::Pull { image: reference.to_owned(), message: one_line(&message) };
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(message) = info.error_detail.and_then(|d| d.message) {
+                        return Err(pull_err(message));
+                    }
+                    if let Some(status) = info.status.filter(|s| s.contains("Digest") || s.starts_with("Status")) {
+                        progress(&status);
+                    }
+                }
+                Err(bollard::errors::Error::DockerStreamError { error }) => return Err(pull_err(error)),
+                Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
+                    return Err(pull_err(message));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
         Ok(())
     }
 

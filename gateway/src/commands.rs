@@ -66,6 +66,14 @@ pub enum Operate {
     },
     /// Print the take-over ReplicationControllers that `commit` made for an app
     Takeover { app: String },
+    /// Start a snapshot image here with the container IP recorded for it (admin keys only)
+    Restore {
+        /// The snapshot, as `commit` named it: REGISTRY/APP-COMPONENT-IP:TAG
+        image: String,
+        /// The container's name [default: nap-restored-APP-COMPONENT-IP]
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Print nap's version
     Version,
     /// Receive a push (run by `git push`)
@@ -143,6 +151,7 @@ pub async fn execute(ctx: &Arc<Context>, caller: &Caller, command: Operate, outp
         Operate::Import(args) => commiter::import(ctx, caller, args, &mut io).await,
         Operate::Commit { app } => snapshot::commit(ctx, caller, app.as_deref(), &mut io).await,
         Operate::Takeover { app } => snapshot::takeover(ctx, caller, &app).await,
+        Operate::Restore { image, name } => snapshot::restore(ctx, caller, &image, name.as_deref(), &mut io).await,
     };
     match result {
         // Streamed output (logs) has already been written.

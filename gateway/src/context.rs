@@ -37,7 +37,12 @@ impl Context {
     /// The runner the settings pick (see [`Runner::select`]).
     pub async fn runner(&self) -> Result<Runner, DeployError> {
         let settings = &self.settings;
-        let docker = DockerRunner::new(self.docker().await?, settings.public_host.clone(), settings.check_timeout);
+        let docker = DockerRunner::new(
+            self.docker().await?,
+            settings.network.clone(),
+            settings.public_host.clone(),
+            settings.check_timeout,
+        );
         Ok(Runner::select(
             settings.runner,
             docker,

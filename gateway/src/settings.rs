@@ -43,6 +43,8 @@ pub struct FileSettings {
     pub commiter_root: Option<String>,
     pub host_ip: Option<String>,
     pub node_name: Option<String>,
+    pub network: Option<String>,
+    pub network_subnet: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +68,8 @@ pub struct Settings {
     pub host_ip: Option<String>,
     /// The Kubernetes node take-over RCs pin pods to [default: the host IP].
     pub node_name: Option<String>,
+    /// The Docker network releases run on; alike on every host.
+    pub network: nap_runner::AppNetwork,
 }
 
 impl Settings {
@@ -123,6 +127,13 @@ impl Settings {
                 .or(file.commiter_root)
                 .map(|root| root.trim_end_matches('/').to_owned())
                 .unwrap_or_else(|| nap_state::layout::commiter::DEFAULT_ROOT.into()),
+            network: {
+                let defaults = nap_runner::AppNetwork::default();
+                nap_runner::AppNetwork {
+                    name: file.network.unwrap_or(defaults.name),
+                    subnet: file.network_subnet.unwrap_or(defaults.subnet),
+                }
+            },
             host_ip: file.host_ip,
             node_name: file.node_name,
             data_dir,

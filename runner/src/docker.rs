@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::check::answers_http;
 use crate::labels;
+use crate::network::AppNetwork;
 
 const LOG_TAIL: usize = 15;
 /// Host ports tried before a start gives up on finding a free one.
@@ -37,6 +38,10 @@ pub enum RunError {
     UnitFailed { unit: String, state: String, log_tail: Vec<String> },
     #[error(transparent)]
     Systemd(#[from] crate::systemd::SystemdError),
+    #[error("{ip} is taken by {holder} on nap's network; remove it first, or restore on another host")]
+    AddressTaken { ip: std::net::Ipv4Addr, holder: String },
+    #[error("{ip} is outside network {network} ({subnet})")]
+    AddressOutside { ip: std::net::Ipv4Addr, network: String, subnet: String },
     #[error("Docker daemon: {0}")]
     Docker(#[from] bollard::errors::Error),
 }
@@ -71,15 +76,21 @@ pub struct Running {
 }
 
 pub struct DockerRunner {
-    docker: Docker,
+    pub(crate) docker: Docker,
+    network: AppNetwork,
     /// The host name put in app URLs.
     public_host: String,
     check_timeout: Duration,
 }
 
 impl DockerRunner {
-    pub fn new(docker: Docker, public_host: String, check_timeout: Duration) -> Self {
-        DockerRunner { docker, public_host, check_timeout }
+    pub fn new(docker: Docker, network: AppNetwork, public_host: String, check_timeout: Duration) -> Self {
+        DockerRunner { docker, network, public_host, check_timeout }
+    }
+
+    /// The network releases run on.
+    pub fn network(&self) -> &AppNetwork {
+        &self.network
     }
 
     pub fn container_name(app: &str, release: u32) -> String {
@@ -94,6 +105,7 @@ impl DockerRunner {
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<Running, RunError> {
         let name = Self::container_name(req.app, req.release);
+        self.ensure_network().await?;
         // A push killed between create and record can leave a container of the
         // same name; it never served, so it goes.
         self.remove(&name).await?;
@@ -151,6 +163,7 @@ impl DockerRunner {
                 (labels::RELEASE.to_owned(), req.release.to_string()),
             ])),
             host_config: Some(HostConfig {
+                network_mode: Some(self.network.name.clone()),
                 port_bindings: Some(HashMap::from([(
                     port_key.to_owned(),
                     Some(vec![PortBinding { host_ip: Some("0.0.0.0".into()), host_port: Some(host_port.to_string()) }]),

@@ -10,11 +10,13 @@
 
 mod check;
 pub mod docker;
+mod network;
 pub mod systemd;
 
 use std::time::Duration;
 
 pub use docker::{DockerRunner, Instance, RunError, RunRequest, Running};
+pub use network::AppNetwork;
 pub use systemd::{SystemdError, SystemdRunner, SystemdSettings};
 
 /// Docker labels nap puts on what it runs, so it can find its own containers.

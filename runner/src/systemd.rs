@@ -146,6 +146,7 @@ impl SystemdRunner {
         context.insert("host_port", &host_port);
         context.insert("env_file", &self.env_path(req.app, req.release).display().to_string());
         context.insert("docker", &self.settings.docker_cli);
+        context.insert("network", &self.docker.network().name);
         tera.render(TEMPLATE, &context).map_err(template_err)
     }
 
@@ -158,6 +159,7 @@ impl SystemdRunner {
     ) -> Result<Running, RunError> {
         let unit = Self::unit_name(req.app, req.release);
         let container = DockerRunner::container_name(req.app, req.release);
+        self.docker.ensure_network().await?;
         self.docker.remove(&container).await?;
         let host_port = free_host_port()?;
         let mut env = BTreeMap::from([("PORT".to_owned(), req.port.to_string())]);

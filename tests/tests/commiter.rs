@@ -184,3 +184,54 @@ fn commit_snapshots_nap_and_original_containers_records_their_ip_and_makes_takeo
 fn rand_number() -> u32 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())
 }
+
+#[test]
+fn restore_starts_a_snapshot_with_its_recorded_ip_and_refuses_a_taken_one() {
+    use nap_tests::{AppKind, AppRepo, REGISTRY, docker, remove_app_containers, wait_for_body};
+    let root = format!("/{}", unique("commiter"));
+    let gateway = Gateway::start_with_settings(&format!(
+        "store = \"etcd://{}\"\ncommiter_root = \"{root}\"\nhost_ip = \"10.200.0.8\"\nregistry = \"{REGISTRY}\"\n",
+        etcd_endpoint()
+    ));
+    let admin = Key::generate();
+    gateway.nap(&["keys", "add", &unique("admin"), "--admin"], &admin.public_text()).assert_ok();
+    let app = unique("move");
+    AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master").assert_ok();
+    let yaml = format!("App: {app}\nComponent: web\nRepository: {REGISTRY}\nIps:\n  - Ip: 10.200.0.8\n");
+    gateway.ssh_with_input(&admin, "nap", &["import"], &yaml).assert_ok();
+    let rows: serde_json::Value =
+        serde_json::from_str(&gateway.ssh(&admin, "nap", &["commit", "--json"]).assert_ok().stdout).expect("json");
+    let image = rows[0]["image"].as_str().expect("image").to_owned();
+    let ip = rows[0]["ip"].as_str().expect("ip").to_owned();
+    assert!(ip.starts_with("172.31."), "releases run on nap's network: {ip}");
+
+    // While the original runs, its IP is taken.
+    let taken = gateway.ssh(&admin, "nap", &["restore", &image]);
+    taken.assert_failed_with(&format!("error: {ip} is taken by nap-{app}-v1"));
+
+    // The host is lost: the container and its local image are gone. The
+    // snapshot comes back from the registry, at the same address.
+    remove_app_containers(&app);
+    docker(&["rmi", "-f", &image]);
+    let restored = gateway.ssh(&admin, "nap", &["restore", &image, "--json"]);
+    let restored: serde_json::Value = serde_json::from_str(&restored.assert_ok().stdout).expect("json");
+    let container = restored["container"].as_str().expect("container").to_owned();
+    let address = docker(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &container]);
+    assert_eq!(address.stdout.trim(), ip);
+    assert!(wait_for_body(&format!("http://{ip}:5000/"), "hello from web", std::time::Duration::from_secs(10)));
+
+    // Without nap's record, the original assigner's is used.
+    let assigner_key = format!("/assigner/ips/{image}");
+    etcdctl(&["del", &format!("{root}/ips/{image}")]);
+    etcdctl(&["put", &assigner_key, "172.31.250.9"]);
+    let other = gateway.ssh(&admin, "nap", &["restore", &image, "--name", &format!("{container}-2")]);
+    other.assert_ok();
+    assert!(other.stdout.contains("at 172.31.250.9"), "{other:?}");
+
+    gateway
+        .ssh(&admin, "nap", &["restore", "nowhere/none:1"])
+        .assert_failed_with("error: no IP recorded for nowhere/none:1");
+    docker(&["rm", "-f", &container, &format!("{container}-2")]);
+    etcdctl(&["del", &assigner_key]);
+    etcdctl(&["del", "--prefix", &format!("{root}/")]);
+}

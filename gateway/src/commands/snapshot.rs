@@ -166,6 +166,55 @@ pub async fn takeover(ctx: &Context, caller: &Caller, app: &str) -> Result<Reply
     Ok(Reply::new(manifests.join("---\n"), json!(manifests)))
 }
 
+/// Where the original tool's IP assigner kept container IPs, consulted when
+/// nap recorded none.
+const ASSIGNER_IPS: &str = "/assigner/ips/";
+
+pub async fn restore(
+    ctx: &Context,
+    caller: &Caller,
+    image: &str,
+    name: Option<&str>,
+    io: &mut Io,
+) -> Result<Reply, CommandError> {
+    caller.check_admin("restore snapshots")?;
+    let root = &ctx.settings.commiter_root;
+    let mut recorded = None;
+    for key in [commiter::image_ip(root, image), format!("{ASSIGNER_IPS}{image}")] {
+        if let Some(value) = ctx.store.get(&key).await? {
+            recorded = Some((key, String::from_utf8_lossy(&value).trim().to_owned()));
+            break;
+        }
+    }
+    let Some((key, ip)) = recorded else {
+        return Err(CommandError::Usage(format!(
+            "no IP recorded for {image} under {root}/ips/ or {ASSIGNER_IPS}; was it made by commit?"
+        )));
+    };
+    let ip: std::net::Ipv4Addr =
+        ip.parse().map_err(|_| CommandError::Usage(format!("{key} holds {ip:?}, which is not an IPv4 address")))?;
+    let repo = image.rsplit_once(':').map_or(image, |(repo, _)| repo);
+    let default_name = format!("nap-restored-{}", repo.rsplit('/').next().unwrap_or(repo));
+    let name = name.unwrap_or(&default_name).to_owned();
+    let docker = ctx.docker().await?;
+    let builder = Builder::new(docker, ctx.settings.registry.clone());
+    let runner = ctx.runner().await?;
+    let container = name.as_str();
+    with_reporter(io, |report| async move {
+        report.step(&format!("Pulling {image}"));
+        builder.pull(image, &|line| report.detail(line)).await.map_err(crate::deploy::DeployError::from)?;
+        report.step(&format!("Starting {container} at {ip}"));
+        let labels = HashMap::from([("nap.restored-from".to_owned(), image.to_owned())]);
+        runner.docker().run_at(container, image, ip, labels).await?;
+        Ok::<_, CommandError>(())
+    })
+    .await?;
+    Ok(Reply::new(
+        format!("restored {image} as {name} at {ip}"),
+        json!({ "image": image, "container": name, "ip": ip.to_string() }),
+    ))
+}
+
 async fn wanted_here(ctx: &Context, root: &str, host_ip: &str) -> Result<Vec<Wanted>, CommandError> {
     let prefix = commiter::host_components(root, host_ip);
     let mut by_component: HashMap<(String, String), (Option<u8>, Option<String>)> = HashMap::new();

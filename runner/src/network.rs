@@ -1,0 +1,142 @@
+//! nap's Docker network: every release runs on it, so a container's IP comes
+//! from one subnet that every host defines alike, and a snapshot can be
+//! restored on another host with the IP it had.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use bollard::models::{ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig};
+use bollard::models::{NetworkCreateRequest, NetworkingConfig, RestartPolicy, RestartPolicyNameEnum};
+use bollard::query_parameters::CreateContainerOptionsBuilder;
+
+use crate::{DockerRunner, RunError};
+
+/// The network's name and subnet (`ADDRESS/BITS`).
+#[derive(Debug, Clone)]
+pub struct AppNetwork {
+    pub name: String,
+    pub subnet: String,
+}
+
+impl Default for AppNetwork {
+    fn default() -> Self {
+        AppNetwork { name: "nap".into(), subnet: "172.31.0.0/16".into() }
+    }
+}
+
+impl AppNetwork {
+    /// Whether `ip` lies in the subnet.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let Some((base, bits)) = self.subnet.split_once('/') else { return false };
+        let (Ok(base), Ok(bits)) = (base.parse::<Ipv4Addr>(), bits.parse::<u32>()) else { return false };
+        let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits.min(32)) };
+        u32::from(ip) & mask == u32::from(base) & mask
+    }
+}
+
+impl DockerRunner {
+    /// Creates the network unless it exists.
+    pub async fn ensure_network(&self) -> Result<(), RunError> {
+        let network = self.network();
+        match self.docker.inspect_network(&network.name, None::<bollard::query_parameters::InspectNetworkOptions>).await
+        {
+            Ok(_) => return Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+            Err(err) => return Err(err.into()),
+        }
+        let request = NetworkCreateRequest {
+            name: network.name.clone(),
+            driver: Some("bridge".into()),
+            ipam: Some(Ipam {
+                config: Some(vec![IpamConfig { subnet: Some(network.subnet.clone()), ..Default::default() }]),
+                ..Default::default()
+            }),
+            labels: Some(HashMap::from([("nap.network".to_owned(), "apps".to_owned())])),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => Ok(()),
+            // Another nap process made it meanwhile.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The container on nap's network that has `ip`, if any.
+    pub async fn holder_of(&self, ip: Ipv4Addr) -> Result<Option<String>, RunError> {
+        let network = self
+            .docker
+            .inspect_network(&self.network().name, None::<bollard::query_parameters::InspectNetworkOptions>)
+            .await?;
+        Ok(network.containers.unwrap_or_default().into_values().find_map(|endpoint| {
+            let address = endpoint.ipv4_address?;
+            let address = address.split('/').next()?.parse::<Ipv4Addr>().ok()?;
+            (address == ip).then(|| endpoint.name.unwrap_or_else(|| "a container".into()))
+        }))
+    }
+
+    /// Starts `image` as container `name` on nap's network with address `ip`.
+    /// Refuses an address outside the subnet or already in use.
+    pub async fn run_at(
+        &self,
+        name: &str,
+        image: &str,
+        ip: Ipv4Addr,
+        labels: HashMap<String, String>,
+    ) -> Result<(), RunError> {
+        self.ensure_network().await?;
+        let network = self.network().clone();
+        if !network.contains(ip) {
+            return Err(RunError::AddressOutside { ip, network: network.name, subnet: network.subnet });
+        }
+        if let Some(holder) = self.holder_of(ip).await? {
+            return Err(RunError::AddressTaken { ip, holder });
+        }
+        let body = ContainerCreateBody {
+            image: Some(image.to_owned()),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                network_mode: Some(network.name.clone()),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    network.name.clone(),
+                    EndpointSettings {
+                        ipam_config: Some(EndpointIpamConfig {
+                            ipv4_address: Some(ip.to_string()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                )])),
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::new().name(name).build();
+        self.docker.create_container(Some(options), body).await?;
+        if let Err(err) =
+            self.docker.start_container(name, None::<bollard::query_parameters::StartContainerOptions>).await
+        {
+            let _ = self.remove(name).await;
+            return Err(err.into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AppNetwork;
+
+    #[test]
+    fn subnet_membership() {
+        let network = AppNetwork { name: "nap".into(), subnet: "172.31.0.0/16".into() };
+        assert!(network.contains("172.31.4.5".parse().unwrap()));
+        assert!(!network.contains("172.17.0.2".parse().unwrap()));
+    }
+}
