@@ -201,5 +201,13 @@ impl Drop for Gateway {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Whatever a test deployed goes too, even when it panicked half-way:
+        // every app it pushed has a repo here.
+        let repos = std::fs::read_dir(self.data_dir().join("repos")).into_iter().flatten().flatten();
+        for repo in repos {
+            if let Some(app) = repo.file_name().to_string_lossy().strip_suffix(".git") {
+                crate::remove_app_containers(app);
+            }
+        }
     }
 }

@@ -125,6 +125,15 @@ impl SystemdHost {
 
 impl Drop for SystemdHost {
     fn drop(&mut self) {
+        // Units run their containers on the host's dockerd, where they would
+        // outlive this systemd: stop the units, then remove their containers.
+        let units = self.systemctl(&["list-units", "--all", "--plain", "--no-legend", "nap-*@*.service"]);
         docker(&["rm", "-f", &self.name]);
+        for unit in units.stdout.lines().filter_map(|line| line.split_whitespace().next()) {
+            // nap-APP@N.service runs container nap-APP-vN.
+            if let Some((app, release)) = unit.strip_suffix(".service").and_then(|u| u.split_once('@')) {
+                docker(&["rm", "-f", &format!("{app}-v{release}")]);
+            }
+        }
     }
 }
