@@ -125,3 +125,19 @@ pub fn registry_tags(app: &str) -> Vec<String> {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
 }
+
+/// The etcd the services script runs (`NAP_TEST_ETCD` to use another).
+pub fn etcd_endpoint() -> String {
+    std::env::var("NAP_TEST_ETCD").unwrap_or_else(|_| "127.0.0.1:2379".into())
+}
+
+/// Runs the real `etcdctl` (v3 API) against [`etcd_endpoint`].
+pub fn etcdctl(args: &[&str]) -> Run {
+    std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &etcd_endpoint()])
+        .args(args)
+        .output()
+        .expect("run etcdctl")
+        .into()
+}

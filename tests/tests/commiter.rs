@@ -1,23 +1,8 @@
 //! The commiter flow's setup over real ssh, with its keys in a real etcd:
-//! `manage` and `import` (the original tool's YAML, unchanged).
+//! `manage`, `import` (the original tool's YAML, unchanged), `commit`,
+//! `takeover` and `restore`.
 
-use std::process::Command;
-
-use nap_tests::{Gateway, Key, Run, unique};
-
-fn etcd_endpoint() -> String {
-    std::env::var("NAP_TEST_ETCD").unwrap_or_else(|_| "127.0.0.1:2379".into())
-}
-
-fn etcdctl(args: &[&str]) -> Run {
-    Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args(["--endpoints", &etcd_endpoint()])
-        .args(args)
-        .output()
-        .expect("etcdctl")
-        .into()
-}
+use nap_tests::{Gateway, Key, etcd_endpoint, etcdctl, unique};
 
 /// A gateway on etcd with a commiter root of its own, and an admin key.
 fn gateway() -> (Gateway, Key, String) {

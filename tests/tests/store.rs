@@ -1,24 +1,9 @@
 //! nap on a real etcd (`store = "etcd://..."`), and what happens when etcd
 //! cannot be reached.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nap_tests::{AppKind, AppRepo, Gateway, Key, Run, remove_app_containers, unique, wait_for_body};
-
-fn etcd_endpoint() -> String {
-    std::env::var("NAP_TEST_ETCD").unwrap_or_else(|_| "127.0.0.1:2379".into())
-}
-
-fn etcdctl(args: &[&str]) -> Run {
-    Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args(["--endpoints", &etcd_endpoint()])
-        .args(args)
-        .output()
-        .expect("etcdctl")
-        .into()
-}
+use nap_tests::{AppKind, AppRepo, Gateway, Key, etcd_endpoint, etcdctl, remove_app_containers, unique, wait_for_body};
 
 #[test]
 fn a_push_keeps_its_state_in_etcd() {
