@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::deploy::DeployError;
+use crate::keys::KnownKeys;
 use crate::settings::Settings;
 
 /// What every command needs, built once per process.
@@ -21,6 +22,8 @@ pub struct Context {
     pub store: Store,
     /// This `nap` binary, which git hooks call back into.
     pub exe: PathBuf,
+    /// The allowed SSH keys, as last read (see [`KnownKeys`]).
+    pub known_keys: KnownKeys,
 }
 
 impl Context {

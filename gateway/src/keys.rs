@@ -101,7 +101,11 @@ pub async fn remove(store: &Store, name: &str) -> Result<(), KeyError> {
 
 /// The allowed key whose key material is `key`, if any.
 pub async fn find(store: &Store, key: &PublicKey) -> Result<Option<AuthorizedKey>, KeyError> {
-    Ok(list(store).await?.into_iter().find(|k| k.parsed().is_some_and(|p| p.key_data() == key.key_data())))
+    Ok(list(store).await?.into_iter().find(|k| matches(k, key)))
+}
+
+fn matches(known: &AuthorizedKey, key: &PublicKey) -> bool {
+    known.parsed().is_some_and(|parsed| parsed.key_data() == key.key_data())
 }
 
 /// One `authorized_keys` line that makes OpenSSH run nap for this key.
@@ -109,4 +113,30 @@ pub async fn find(store: &Store, key: &PublicKey) -> Result<Option<AuthorizedKey
 pub fn authorized_keys_line(nap_command: &str, key: &AuthorizedKey) -> String {
     // Key names are restricted to characters that need no quoting here.
     format!("command=\"{nap_command} ssh-command --key {}\",restrict {} {}", key.name, key.public_key, key.name)
+}
+
+/// The allowed keys as last read from the store. When the store cannot be
+/// read (etcd is down), the gateway still knows who is connecting, so the
+/// command itself fails and says why, instead of a bare "Permission denied".
+/// Every successful read replaces the copy, and no command can run without
+/// the store, so a stale copy grants nothing.
+#[derive(Default)]
+pub struct KnownKeys(std::sync::RwLock<Vec<AuthorizedKey>>);
+
+impl KnownKeys {
+    pub async fn find(&self, store: &Store, key: &PublicKey) -> Option<AuthorizedKey> {
+        let keys = match list(store).await {
+            Ok(keys) => {
+                if let Ok(mut known) = self.0.write() {
+                    known.clone_from(&keys);
+                }
+                keys
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the keys; using the last copy");
+                self.0.read().map(|known| known.clone()).unwrap_or_default()
+            }
+        };
+        keys.into_iter().find(|k| matches(k, key))
+    }
 }

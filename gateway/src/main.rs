@@ -82,7 +82,7 @@ async fn context(settings: Settings) -> Result<Arc<Context>> {
         .with_context(|| format!("cannot create the data directory {}", settings.data_dir.display()))?;
     let store = settings.open_store().await?;
     let exe = std::env::current_exe().context("cannot locate the nap binary")?;
-    Ok(Arc::new(Context { settings, store, exe }))
+    Ok(Arc::new(Context { settings, store, exe, known_keys: Default::default() }))
 }
 
 /// `serve` logs to stderr. Hooks and forced commands must not: their stderr

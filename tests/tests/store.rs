@@ -43,3 +43,34 @@ fn an_unreachable_etcd_is_one_line_within_a_bounded_time() {
     let malformed = gateway.nap(&["--store", "etcd://nohost", "apps"], "");
     assert!(malformed.stderr.starts_with("error: invalid store \"etcd://nohost\""), "{malformed:?}");
 }
+
+#[test]
+fn when_etcd_dies_pushes_and_commands_fail_in_bounded_time_and_nothing_is_lost() {
+    let mut etcd = nap_tests::PrivateEtcd::start();
+    let gateway = Gateway::start_with_settings(&format!("store = \"{}\"\n", etcd.url()));
+    let admin = gateway.user("admin");
+    let app = unique("etcddown");
+    let repo = AppRepo::new(AppKind::Web);
+    let first = repo.push(&gateway, &admin, &app, "master");
+    first.assert_ok();
+    let url = first.url().expect("url");
+    let good = repo.head();
+
+    etcd.kill();
+    let endpoint = format!("etcd at 127.0.0.1:{}", etcd.client_port);
+    repo.commit("index.html", "never deployed\n");
+    let started = Instant::now();
+    let push = repo.push(&gateway, &admin, &app, "master");
+    push.assert_failed_with(&endpoint);
+    push.assert_failed_with("pre-receive hook declined");
+    assert!(started.elapsed() < Duration::from_secs(30), "the push took {:?}", started.elapsed());
+    assert_eq!(gateway.branch_sha(&app, "master"), Some(good), "the ref moved");
+    assert!(wait_for_body(&url, "hello from web", Duration::from_secs(5)), "the serving release stopped");
+
+    let started = Instant::now();
+    let apps = gateway.ssh(&admin, "nap", &["apps"]);
+    assert_eq!(apps.code, Some(1), "{apps:?}");
+    assert!(apps.stderr.starts_with(&format!("error: {endpoint}")), "{:?}", apps.stderr);
+    assert!(started.elapsed() < Duration::from_secs(30), "the command took {:?}", started.elapsed());
+    remove_app_containers(&app);
+}

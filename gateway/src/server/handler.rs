@@ -6,11 +6,11 @@ use std::sync::Arc;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId};
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, info, info_span};
 
 use crate::caller::Caller;
 use crate::context::Context;
-use crate::keys::{self, AuthorizedKey};
+use crate::keys::AuthorizedKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
@@ -32,13 +32,7 @@ impl Connection {
     }
 
     async fn lookup(&self, key: &russh::keys::PublicKey) -> Option<AuthorizedKey> {
-        match keys::find(&self.ctx.store, key).await {
-            Ok(found) => found,
-            Err(err) => {
-                warn!(error = %err, "key lookup failed; refusing");
-                None
-            }
-        }
+        self.ctx.known_keys.find(&self.ctx.store, key).await
     }
 
     /// Hands the channel to its own task, which runs `command` and owns the channel from then on.
