@@ -42,6 +42,21 @@ impl PrivateEtcd {
         format!("etcd://127.0.0.1:{}", self.client_port)
     }
 
+    /// Turns on authentication with a `root` user of `password`.
+    pub fn enable_auth(&self, password: &str) {
+        let endpoint = format!("127.0.0.1:{}", self.client_port);
+        for args in [vec!["user", "add", &format!("root:{password}")], vec!["auth", "enable"]] {
+            let run: crate::Run = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &endpoint])
+                .args(&args)
+                .output()
+                .expect("etcdctl")
+                .into();
+            run.assert_ok();
+        }
+    }
+
     /// kill -9: the cluster is gone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

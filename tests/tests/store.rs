@@ -74,3 +74,31 @@ fn when_etcd_dies_pushes_and_commands_fail_in_bounded_time_and_nothing_is_lost()
     assert!(started.elapsed() < Duration::from_secs(30), "the command took {:?}", started.elapsed());
     remove_app_containers(&app);
 }
+
+#[test]
+fn an_etcd_with_authentication_takes_the_configured_user_and_refuses_a_wrong_password() {
+    let etcd = nap_tests::PrivateEtcd::start();
+    etcd.enable_auth("etcd-s3cret");
+    let settings = |password: &str| {
+        format!("store = \"{}\"\nstore_user = \"root\"\nstore_password = \"{password}\"\n", etcd.url())
+    };
+    let gateway = Gateway::start_with_settings(&settings("etcd-s3cret"));
+    let admin = gateway.user("admin");
+    let listed = gateway.ssh(&admin, "nap", &["keys", "--json"]);
+    assert!(listed.assert_ok().stdout.contains("\"name\": \"admin\""), "{listed:?}");
+
+    let wrong = Gateway::start_with_settings(&settings("etcd-s3cret"));
+    std::fs::write(
+        wrong.config_path(),
+        format!("data_dir = \"{}\"\n{}", wrong.data_dir().display(), settings("wrong")),
+    )
+    .expect("rewrite nap.toml");
+    let refused = wrong.nap(&["keys"], "");
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(
+        refused.stderr.starts_with(&format!("error: etcd at 127.0.0.1:{}: ", etcd.client_port)),
+        "{:?}",
+        refused.stderr
+    );
+    assert!(!refused.stderr.contains("wrong"), "the password shows: {:?}", refused.stderr);
+}
