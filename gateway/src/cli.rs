@@ -41,7 +41,7 @@ pub struct GlobalArgs {
     /// Seconds a new release gets to answer HTTP before the deploy fails [default: 30]
     #[arg(long, global = true, env = "NAP_CHECK_TIMEOUT", value_name = "SECS")]
     pub check_timeout: Option<u64>,
-    /// How releases run: docker or systemd [default: systemd if the system bus has it, else docker]
+    /// How releases run: docker, systemd or kubernetes [default: systemd if the system bus has it, else docker]
     #[arg(long, global = true, env = "NAP_RUNNER", value_name = "RUNNER")]
     pub runner: Option<nap_runner::RunnerKind>,
     /// D-Bus address of the system bus, e.g. unix:path=/run/dbus/system_bus_socket [default: the system's]
@@ -50,6 +50,18 @@ pub struct GlobalArgs {
     /// Where the systemd runner writes units [default: /etc/systemd/system]
     #[arg(long, global = true, env = "NAP_UNIT_DIR", value_name = "DIR")]
     pub unit_dir: Option<PathBuf>,
+    /// Kubernetes runner: deployment (one Deployment per app) or rc (a ReplicationController per release) [default: deployment]
+    #[arg(long, global = true, env = "NAP_K8S_KIND", value_name = "KIND")]
+    pub k8s_kind: Option<nap_runner::WorkloadKind>,
+    /// Kubernetes runner: the kubeconfig kubectl uses [default: kubectl's own]
+    #[arg(long, global = true, env = "NAP_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubernetes runner: the kubeconfig context [default: its current context]
+    #[arg(long, global = true, env = "NAP_K8S_CONTEXT", value_name = "CONTEXT")]
+    pub k8s_context: Option<String>,
+    /// Kubernetes runner: the namespace releases go to [default: the context's]
+    #[arg(long, global = true, env = "NAP_K8S_NAMESPACE", value_name = "NAMESPACE")]
+    pub k8s_namespace: Option<String>,
 }
 
 // `ssh-command` is the name OpenSSH's forced command uses.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-use nap_runner::{DockerRunner, Runner};
+use nap_runner::{DockerRunner, Runner, RunnerKind};
 use nap_state::Store;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -38,18 +38,34 @@ impl Context {
     }
 
     /// The runner the settings pick (see [`Runner::select`]).
-    pub async fn runner(&self) -> Result<Runner, DeployError> {
+    /// This host's Docker runner: containers on nap's network.
+    pub async fn docker_runner(&self) -> Result<DockerRunner, DeployError> {
         let settings = &self.settings;
-        let docker = DockerRunner::new(
+        Ok(DockerRunner::new(
             self.docker().await?,
             settings.network.clone(),
             settings.public_host.clone(),
             settings.check_timeout,
-        );
+        ))
+    }
+
+    /// The runner releases go to.
+    pub async fn runner(&self) -> Result<Runner, DeployError> {
+        let settings = &self.settings;
+        if settings.runner == Some(RunnerKind::Kubernetes) {
+            // The cluster pulls the release's image, so it must be in a registry.
+            if settings.registry.is_none() {
+                return Err(DeployError::Usage(
+                    "the kubernetes runner needs a registry the cluster can pull from: set `registry` in nap.toml".into(),
+                ));
+            }
+            return Ok(Runner::kubernetes(settings.kubernetes.clone(), settings.public_host.clone())?);
+        }
         Ok(Runner::select(
             settings.runner,
-            docker,
+            self.docker_runner().await?,
             settings.systemd.clone(),
+            &settings.kubernetes,
             settings.public_host.clone(),
             settings.check_timeout,
         )

@@ -7,11 +7,12 @@
 use std::collections::BTreeMap;
 
 use nap_runner::{RunRequest, Runner};
-use nap_state::{Release, ReleaseCause, ReleaseStatus, Store};
+use nap_state::{Release, ReleaseCause, ReleaseStatus, Rollout, Store, layout};
 use time::OffsetDateTime;
 use tracing::info;
 
 use crate::app_name::AppName;
+use crate::context::Context;
 use crate::report::Reporter;
 
 /// The port apps listen on unless their Dockerfile exposes exactly one.
@@ -98,7 +99,7 @@ pub async fn open_release(store: &Store, app: &AppName, new: NewRelease) -> Resu
 
 /// Starts an opened release and makes it current, or records why it failed.
 pub async fn start_release(
-    store: &Store,
+    ctx: &Context,
     runner: &Runner,
     app: &AppName,
     mut release: Release,
@@ -114,13 +115,26 @@ pub async fn start_release(
         env: &env,
     };
     let detail = |line: &str| report.detail(line);
+    let store = &ctx.store;
     match runner.start(&request, &detail).await {
         Ok(running) => {
             release.status = ReleaseStatus::Succeeded;
             release.container = Some(running.container.clone());
             release.host_port = Some(running.host_port);
             release.url = Some(running.url);
-            store.promote_release(app.as_str(), &release).await?;
+            let announce = ctx.settings.publish_rollout.as_ref().map(|target| {
+                let rollout = Rollout {
+                    k8s_namespace: ctx.settings.kubernetes.namespace.clone().unwrap_or_else(|| "default".into()),
+                    app_parent: target.project.clone(),
+                    app_name: app.to_string(),
+                    image_latest: release.image.clone(),
+                };
+                (layout::k8s_deploy::rollout(&target.project, &target.env), rollout)
+            });
+            if let Some((key, _)) = &announce {
+                report.detail(&format!("Publishing the rollout of {} at {key}", release.image));
+            }
+            store.promote_release(app.as_str(), &release, announce).await?;
             match runner.retire_all_but(app.as_str(), Some(release.version)).await {
                 Ok(retired) if !retired.is_empty() => report.step(&format!("Retired {}", retired.join(", "))),
                 Ok(_) => {}

@@ -107,6 +107,12 @@ async fn build_and_release(
     )
     .await?;
     report.step(&format!("Deploying {app} v{} from {} (pushed by {pusher})", release.version, short(&update.new)));
+    // Before the build, so a runner that cannot work (no systemd on the bus,
+    // no registry for Kubernetes) refuses the push without building.
+    let runner = match ctx.runner().await {
+        Ok(runner) => runner,
+        Err(err) => return deploy::fail_release(store, app, release, err).await.map(|_| ()),
+    };
 
     let built = async {
         let docker = ctx.docker().await?;
@@ -134,8 +140,7 @@ async fn build_and_release(
         },
         ..release
     };
-    let runner = ctx.runner().await?;
-    let release = deploy::start_release(store, &runner, app, release, report).await?;
+    let release = deploy::start_release(ctx, &runner, app, release, report).await?;
     report.step(&format!("{app} v{} is live", release.version));
     report.line("=====>", release.url.as_deref().unwrap_or_default());
     Ok(())

@@ -45,6 +45,15 @@ pub struct FileSettings {
     pub node_name: Option<String>,
     pub network: Option<String>,
     pub network_subnet: Option<String>,
+    pub kubectl: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
+    pub k8s_context: Option<String>,
+    pub k8s_namespace: Option<String>,
+    pub k8s_kind: Option<nap_runner::WorkloadKind>,
+    pub k8s_service_type: Option<String>,
+    pub k8s_replicas: Option<u32>,
+    pub k8s_timeout: Option<u64>,
+    pub publish_rollout: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +79,30 @@ pub struct Settings {
     pub node_name: Option<String>,
     /// The Docker network releases run on; alike on every host.
     pub network: nap_runner::AppNetwork,
+    pub kubernetes: nap_runner::KubernetesSettings,
+    /// Where each new release is announced as the CI/CD write-up's rollout
+    /// key, `/k8s-deploy/PROJECT/rollout/ENV`, for template hooks elsewhere.
+    pub publish_rollout: Option<RolloutTarget>,
+}
+
+/// `PROJECT/ENV` of the rollout key a release is published under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutTarget {
+    pub project: String,
+    pub env: String,
+}
+
+impl std::str::FromStr for RolloutTarget {
+    type Err = anyhow::Error;
+    fn from_str(text: &str) -> Result<Self> {
+        let word = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        match text.split_once('/') {
+            Some((project, env)) if word(project) && word(env) => {
+                Ok(RolloutTarget { project: project.to_owned(), env: env.to_owned() })
+            }
+            _ => anyhow::bail!("publish_rollout {text:?} is not PROJECT/ENV (letters, digits, - _ .)"),
+        }
+    }
 }
 
 impl Settings {
@@ -118,7 +151,7 @@ impl Settings {
                 bus_address: args.system_bus.clone().or(file.system_bus),
                 unit_dir: args.unit_dir.clone().or(file.unit_dir).unwrap_or_else(|| DEFAULT_UNIT_DIR.into()),
                 env_dir: file.env_dir.unwrap_or_else(|| data_dir.join("env")),
-                template_dir: file.units_dir,
+                template_dir: file.units_dir.clone(),
                 docker_cli: file.docker_cli.unwrap_or_else(|| DEFAULT_DOCKER_CLI.into()),
             },
             commiter_root: args
@@ -136,6 +169,21 @@ impl Settings {
             },
             host_ip: file.host_ip,
             node_name: file.node_name,
+            kubernetes: {
+                let defaults = nap_runner::KubernetesSettings::default();
+                nap_runner::KubernetesSettings {
+                    kubectl: file.kubectl.unwrap_or(defaults.kubectl),
+                    kubeconfig: args.kubeconfig.clone().or(file.kubeconfig),
+                    context: args.k8s_context.clone().or(file.k8s_context),
+                    namespace: args.k8s_namespace.clone().or(file.k8s_namespace),
+                    kind: args.k8s_kind.or(file.k8s_kind).unwrap_or(defaults.kind),
+                    service_type: file.k8s_service_type.unwrap_or(defaults.service_type),
+                    replicas: file.k8s_replicas.unwrap_or(defaults.replicas),
+                    rollout_timeout: file.k8s_timeout.map_or(defaults.rollout_timeout, Duration::from_secs),
+                    units_dir: file.units_dir.clone(),
+                }
+            },
+            publish_rollout: file.publish_rollout.as_deref().map(str::parse).transpose()?,
             data_dir,
         })
     }
@@ -186,6 +234,17 @@ impl Settings {
             env.push(("NAP_SYSTEM_BUS", bus.clone()));
         }
         env.push(("NAP_UNIT_DIR", self.systemd.unit_dir.display().to_string()));
+        let kubernetes = &self.kubernetes;
+        if let Some(kubeconfig) = &kubernetes.kubeconfig {
+            env.push(("NAP_KUBECONFIG", kubeconfig.display().to_string()));
+        }
+        if let Some(context) = &kubernetes.context {
+            env.push(("NAP_K8S_CONTEXT", context.clone()));
+        }
+        if let Some(namespace) = &kubernetes.namespace {
+            env.push(("NAP_K8S_NAMESPACE", namespace.clone()));
+        }
+        env.push(("NAP_K8S_KIND", kubernetes.kind.to_string()));
         env
     }
 }

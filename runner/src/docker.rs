@@ -38,6 +38,8 @@ pub enum RunError {
     UnitFailed { unit: String, state: String, log_tail: Vec<String> },
     #[error(transparent)]
     Systemd(#[from] crate::systemd::SystemdError),
+    #[error(transparent)]
+    Kubernetes(#[from] crate::kubernetes::KubernetesError),
     #[error("{ip} is taken by {holder} on nap's network; remove it first, or restore on another host")]
     AddressTaken { ip: std::net::Ipv4Addr, holder: String },
     #[error("{ip} is outside network {network} ({subnet})")]
@@ -52,7 +54,8 @@ impl RunError {
         match self {
             RunError::Exited { log_tail, .. }
             | RunError::CheckTimeout { log_tail, .. }
-            | RunError::UnitFailed { log_tail, .. } => log_tail,
+            | RunError::UnitFailed { log_tail, .. }
+            | RunError::Kubernetes(crate::kubernetes::KubernetesError::NotReady { log_tail, .. }) => log_tail,
             _ => &[],
         }
     }

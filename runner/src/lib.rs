@@ -1,22 +1,31 @@
 //! The runner: turns a built image into a serving release.
 //!
-//! Two runners share one interface, [`Runner`]:
+//! Three runners share one interface, [`Runner`]:
 //! - [`docker`] runs each release as a container through the Docker API;
 //! - [`systemd`] runs each release as a systemd unit (`nap-APP@N.service`)
-//!   started over D-Bus, whose `ExecStart` runs the container.
+//!   started over D-Bus, whose `ExecStart` runs the container;
+//! - [`kubernetes`] applies each release to a cluster with `kubectl`.
 //!
 //! A release only replaces the previous one after it answers on its port
-//! ([`check`]).
+//! ([`check`]), or, on Kubernetes, after its pods are ready.
+//! The templates they render are in [`units`].
 
 mod check;
 pub mod docker;
+pub mod kubernetes;
 mod network;
 pub mod systemd;
+pub mod units;
 
+use std::collections::HashMap;
 use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 
 pub use docker::{DockerRunner, Instance, RunError, RunRequest, Running};
 pub use network::AppNetwork;
+pub use kubernetes::{KubernetesError, KubernetesRunner, KubernetesSettings, WorkloadKind};
 pub use systemd::{SystemdError, SystemdRunner, SystemdSettings};
 
 /// Docker labels nap puts on what it runs, so it can find its own containers.
@@ -31,6 +40,7 @@ pub mod labels {
 pub enum RunnerKind {
     Docker,
     Systemd,
+    Kubernetes,
 }
 
 impl std::str::FromStr for RunnerKind {
@@ -39,7 +49,8 @@ impl std::str::FromStr for RunnerKind {
         match text {
             "docker" => Ok(RunnerKind::Docker),
             "systemd" => Ok(RunnerKind::Systemd),
-            other => Err(format!("unknown runner {other:?}: use docker or systemd")),
+            "kubernetes" => Ok(RunnerKind::Kubernetes),
+            other => Err(format!("unknown runner {other:?}: use docker, systemd or kubernetes")),
         }
     }
 }
@@ -49,6 +60,7 @@ impl std::fmt::Display for RunnerKind {
         f.write_str(match self {
             RunnerKind::Docker => "docker",
             RunnerKind::Systemd => "systemd",
+            RunnerKind::Kubernetes => "kubernetes",
         })
     }
 }
@@ -56,20 +68,29 @@ impl std::fmt::Display for RunnerKind {
 pub enum Runner {
     Docker(DockerRunner),
     Systemd(Box<SystemdRunner>),
+    Kubernetes(Box<KubernetesRunner>),
 }
 
 impl Runner {
+    /// The Kubernetes runner: it needs no Docker daemon on this host.
+    pub fn kubernetes(settings: KubernetesSettings, public_host: String) -> Result<Runner, RunError> {
+        Ok(Runner::Kubernetes(Box::new(KubernetesRunner::new(settings, public_host)?)))
+    }
+
     /// Picks the runner: `kind` if given, else systemd when the system bus
-    /// has `org.freedesktop.systemd1`, else Docker.
+    /// has `org.freedesktop.systemd1`, else Docker. Kubernetes is never
+    /// guessed; [`Runner::kubernetes`] makes it without a Docker daemon.
     pub async fn select(
         kind: Option<RunnerKind>,
         docker: DockerRunner,
         systemd: SystemdSettings,
+        kubernetes: &KubernetesSettings,
         public_host: String,
         check_timeout: Duration,
     ) -> Result<Runner, RunError> {
         let bus = match kind {
             Some(RunnerKind::Docker) => return Ok(Runner::Docker(docker)),
+            Some(RunnerKind::Kubernetes) => return Runner::kubernetes(kubernetes.clone(), public_host),
             Some(RunnerKind::Systemd) => {
                 let bus = systemd::connect_bus(systemd.bus_address.as_deref()).await?;
                 if !systemd::systemd_on_bus(&bus).await {
@@ -93,14 +114,33 @@ impl Runner {
         match self {
             Runner::Docker(_) => RunnerKind::Docker,
             Runner::Systemd(_) => RunnerKind::Systemd,
+            Runner::Kubernetes(_) => RunnerKind::Kubernetes,
         }
     }
 
-    /// The Docker side, which both runners have: containers, their state and logs.
-    pub fn docker(&self) -> &DockerRunner {
+    /// What runs nap's releases, by app: containers, or pods on Kubernetes.
+    pub async fn instances(&self, app: Option<&str>) -> Result<HashMap<String, Vec<Instance>>, RunError> {
         match self {
-            Runner::Docker(docker) => docker,
-            Runner::Systemd(systemd) => systemd.docker(),
+            Runner::Docker(docker) => docker.instances(app).await,
+            Runner::Systemd(systemd) => systemd.docker().instances(app).await,
+            Runner::Kubernetes(kubernetes) => kubernetes.instances(app).await,
+        }
+    }
+
+    /// The output of `app`'s release running as `container`: the last
+    /// `tail` lines, then (with `follow`) whatever comes until the stream
+    /// is dropped.
+    pub fn logs(
+        &self,
+        app: &str,
+        container: &str,
+        tail: Option<u64>,
+        follow: bool,
+    ) -> BoxStream<'static, Result<bytes::Bytes, RunError>> {
+        match self {
+            Runner::Docker(docker) => docker.logs(container, tail, follow).boxed(),
+            Runner::Systemd(systemd) => systemd.docker().logs(container, tail, follow).boxed(),
+            Runner::Kubernetes(kubernetes) => kubernetes.logs(app, tail, follow).boxed(),
         }
     }
 
@@ -112,6 +152,7 @@ impl Runner {
         match self {
             Runner::Docker(docker) => docker.start(req, progress).await,
             Runner::Systemd(systemd) => systemd.start(req, progress).await,
+            Runner::Kubernetes(kubernetes) => kubernetes.start(req, progress).await,
         }
     }
 
@@ -120,6 +161,7 @@ impl Runner {
         match self {
             Runner::Docker(docker) => docker.retire_all_but(app, keep).await,
             Runner::Systemd(systemd) => systemd.retire_all_but(app, keep).await,
+            Runner::Kubernetes(kubernetes) => kubernetes.retire_all_but(app, keep).await,
         }
     }
 
@@ -135,6 +177,7 @@ impl Runner {
         match self {
             Runner::Docker(docker) => docker.restart(&DockerRunner::container_name(app, release), port, progress).await,
             Runner::Systemd(systemd) => systemd.restart(app, release, port, host_port, progress).await,
+            Runner::Kubernetes(kubernetes) => kubernetes.restart(app, release, progress).await,
         }
     }
 }

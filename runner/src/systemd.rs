@@ -16,13 +16,12 @@ use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
 
 use crate::check::answers_http;
 use crate::docker::{DockerRunner, free_host_port};
+use crate::units::{self, Units};
 use crate::{RunError, RunRequest, Running};
 
 const CHECK_INTERVAL: Duration = Duration::from_millis(200);
 /// How long systemd gets to finish a start, stop or restart job.
 const JOB_TIMEOUT: Duration = Duration::from_secs(60);
-const TEMPLATE: &str = "app.service.tera";
-const BUILTIN_TEMPLATE: &str = include_str!("../../units/app.service.tera");
 
 #[derive(Debug, thiserror::Error)]
 pub enum SystemdError {
@@ -36,8 +35,8 @@ pub enum SystemdError {
     Call(#[from] zbus::Error),
     #[error("no systemd answers on {0}; use the docker runner or point --system-bus at systemd's bus")]
     NotOnBus(String),
-    #[error("unit template {path}: {message}")]
-    Template { path: String, message: String },
+    #[error(transparent)]
+    Unit(#[from] crate::units::UnitError),
     #[error("writing {path}: {source}")]
     Write {
         path: String,
@@ -70,7 +69,7 @@ pub struct SystemdRunner {
     manager: ManagerProxy<'static>,
     docker: DockerRunner,
     settings: SystemdSettings,
-    template: String,
+    units: Units,
     public_host: String,
     check_timeout: Duration,
 }
@@ -102,18 +101,11 @@ impl SystemdRunner {
         public_host: String,
         check_timeout: Duration,
     ) -> Result<Self, SystemdError> {
-        let template = match &settings.template_dir {
-            Some(dir) if dir.join(TEMPLATE).exists() => {
-                let path = dir.join(TEMPLATE);
-                std::fs::read_to_string(&path)
-                    .map_err(|e| SystemdError::Template { path: path.display().to_string(), message: e.to_string() })?
-            }
-            _ => BUILTIN_TEMPLATE.to_owned(),
-        };
+        let units = Units::load(settings.template_dir.as_deref())?;
         let manager = ManagerProxy::new(&bus).await?;
         // systemd only sends JobRemoved to subscribed clients.
         manager.subscribe().await?;
-        Ok(SystemdRunner { manager, docker, settings, template, public_host, check_timeout })
+        Ok(SystemdRunner { manager, docker, settings, units, public_host, check_timeout })
     }
 
     pub fn unit_name(app: &str, release: u32) -> String {
@@ -134,9 +126,6 @@ impl SystemdRunner {
 
     /// Renders the release's unit.
     pub fn render_unit(&self, req: &RunRequest<'_>, host_port: u16) -> Result<String, SystemdError> {
-        let mut tera = tera::Tera::default();
-        let template_err = |e: tera::Error| SystemdError::Template { path: TEMPLATE.into(), message: e.to_string() };
-        tera.add_raw_template(TEMPLATE, &self.template).map_err(template_err)?;
         let mut context = tera::Context::new();
         context.insert("app", req.app);
         context.insert("release", &req.release);
@@ -147,7 +136,7 @@ impl SystemdRunner {
         context.insert("env_file", &self.env_path(req.app, req.release).display().to_string());
         context.insert("docker", &self.settings.docker_cli);
         context.insert("network", &self.docker.network().name);
-        tera.render(TEMPLATE, &context).map_err(template_err)
+        Ok(self.units.render(units::SYSTEMD_SERVICE, &context)?)
     }
 
     /// Writes, enables and starts the release's unit, then waits until the

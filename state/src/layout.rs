@@ -92,3 +92,21 @@ pub mod commiter {
         format!("{root}/ips/{image}")
     }
 }
+
+/// The keys of the CI/CD write-up's deploy flow: CI (or nap) writes a
+/// request, and template hooks on a deploy host turn it into `kubectl`.
+/// They live outside nap's root because other tools write them too.
+pub mod k8s_deploy {
+    pub const ROOT: &str = "/k8s-deploy";
+
+    /// Roll `PROJECT`'s app in environment `env` to a new image
+    /// (a [`crate::Rollout`]).
+    pub fn rollout(project: &str, env: &str) -> String {
+        format!("{ROOT}/{project}/rollout/{env}")
+    }
+
+    /// Undo the last rollout of `PROJECT`'s app in environment `env`.
+    pub fn undo(project: &str, env: &str) -> String {
+        format!("{ROOT}/{project}/undo/{env}")
+    }
+}

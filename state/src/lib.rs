@@ -5,14 +5,17 @@
 //! - [`release`] is the release model (vN, commit, image, status, cause), and
 //!   [`AppRecord`] the app model.
 //! - [`lock`] holds the per-app deploy lock.
+//! - [`Rollout`] is the CI/CD flow's rollout request.
 
 mod app;
 pub mod layout;
 pub mod lock;
 pub mod release;
+mod rollout;
 mod store;
 
 pub use app::{AppRecord, AppSummary};
 pub use lock::{DeployLock, LockError};
 pub use release::{Release, ReleaseCause, ReleaseStatus};
+pub use rollout::Rollout;
 pub use store::{EtcdOptions, Store, StoreError, WatchEvent, WatchStream};

@@ -114,12 +114,21 @@ impl Store {
     }
 
     /// Marks `release` as serving: saves it as succeeded and points `current` at it,
-    /// in one transaction.
-    pub async fn promote_release(&self, app: &str, release: &Release) -> Result<(), StoreError> {
+    /// in one transaction, which also writes `announce` (a rollout key and
+    /// its request) if given, so watchers never see one without the other.
+    pub async fn promote_release(
+        &self,
+        app: &str,
+        release: &Release,
+        announce: Option<(String, crate::Rollout)>,
+    ) -> Result<(), StoreError> {
         let release_json = serde_json::to_vec(release).map_err(StoreError::Encode)?;
         let current_json = serde_json::to_vec(&release.version).map_err(StoreError::Encode)?;
-        self.put_many(&[(layout::release(app, release.version), release_json), (layout::current(app), current_json)])
-            .await
+        let mut writes = vec![(layout::release(app, release.version), release_json), (layout::current(app), current_json)];
+        if let Some((key, rollout)) = announce {
+            writes.push((key, serde_json::to_vec(&rollout).map_err(StoreError::Encode)?));
+        }
+        self.put_many(&writes).await
     }
 }
 
@@ -157,7 +166,7 @@ mod tests {
         assert_eq!(versions, (1..=10).collect::<Vec<_>>());
         assert_eq!(store.next_release_version("app").await.unwrap(), 11);
         assert_eq!(store.current_release("app").await.unwrap(), None);
-        store.promote_release("app", &release(9, ReleaseStatus::Succeeded)).await.unwrap();
+        store.promote_release("app", &release(9, ReleaseStatus::Succeeded), None).await.unwrap();
         let current = store.current_release("app").await.unwrap().unwrap();
         assert_eq!((current.version, current.status), (9, ReleaseStatus::Succeeded));
     }

@@ -47,9 +47,9 @@ async fn list(ctx: &Context, caller: &Caller) -> Result<Reply, CommandError> {
         .into_iter()
         .filter(|a| AppName::parse(&a.record.name).is_ok_and(|name| caller.may_use(&name)))
         .collect();
-    // One Docker call for all apps' states.
+    // One call for all apps' states.
     let instances = match ctx.runner().await {
-        Ok(runner) => runner.docker().instances(None).await.unwrap_or_default(),
+        Ok(runner) => runner.instances(None).await.unwrap_or_default(),
         Err(_) => Default::default(),
     };
     let mut text = format!("{:<24} {:<8} {:<12} {}\n", "APP", "RELEASE", "STATE", "URL");

@@ -14,11 +14,16 @@ use crate::context::{Context, Io};
 pub async fn ps(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, CommandError> {
     let app = existing_app(ctx, caller, name).await?;
     let runner = ctx.runner().await?;
-    let mut instances = runner.docker().instances(Some(app.as_str())).await?.remove(app.as_str()).unwrap_or_default();
+    let mut instances = runner.instances(Some(app.as_str())).await?.remove(app.as_str()).unwrap_or_default();
     instances.sort_by_key(|i| i.release);
     let now = OffsetDateTime::now_utc();
     let systemd = runner.kind() == RunnerKind::Systemd;
-    let mut text = format!("{:<8} {:<40} {:<12} {:<10} {}\n", "RELEASE", "UNIT / CONTAINER", "STATE", "UPTIME", "URL");
+    let what = match runner.kind() {
+        RunnerKind::Systemd => "UNIT",
+        RunnerKind::Kubernetes => "POD",
+        RunnerKind::Docker => "CONTAINER",
+    };
+    let mut text = format!("{:<8} {:<40} {:<12} {:<10} {}\n", "RELEASE", what, "STATE", "UPTIME", "URL");
     let mut rows = Vec::new();
     for instance in &instances {
         let uptime = instance
@@ -66,7 +71,7 @@ pub async fn logs(
         return Err(CommandError::Usage(format!("{app} has no release running yet")));
     };
     let runner = ctx.runner().await?;
-    let mut stream = std::pin::pin!(runner.docker().logs(&container, tail, follow));
+    let mut stream = runner.logs(app.as_str(), &container, tail, follow);
     loop {
         let chunk = tokio::select! {
             chunk = stream.next() => chunk,

@@ -107,7 +107,7 @@ pub async fn run_release(
         let result = async {
             let release = deploy::open_release(&ctx.store, app, new).await?;
             report.step(&format!("{app} v{}: {what}", release.version));
-            deploy::start_release(&ctx.store, &runner, app, release, &report).await
+            deploy::start_release(ctx, &runner, app, release, &report).await
         }
         .await;
         if let Err(err) = &result {

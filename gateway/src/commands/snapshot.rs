@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use futures_util::future::join_all;
 use nap_builder::Builder;
+use nap_runner::kubernetes::manifest;
+use nap_runner::units::{self, Units};
 use nap_state::layout::commiter;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -18,7 +20,6 @@ use crate::context::{Context, Io};
 
 /// Where an app's repo may ship its own take-over template.
 pub const REPO_TEMPLATE: &str = ".nap/takeover-rc.yaml.tera";
-const BUILTIN_TEMPLATE: &str = include_str!("../../../units/takeover-rc.yaml.tera");
 
 /// One (app, component) this host must snapshot, from `import`.
 #[derive(Debug, Clone)]
@@ -130,17 +131,22 @@ fn render_takeover(
     image: &str,
     host_ip: &str,
 ) -> Result<String, CommandError> {
-    let template = repo_template(ctx, app).unwrap_or_else(|| BUILTIN_TEMPLATE.to_owned());
-    let mut tera = tera::Tera::default();
-    let err = |e: tera::Error| CommandError::Usage(format!("take-over template of {app}: {e}"));
-    tera.add_raw_template("takeover", &template).map_err(err)?;
+    let err = |e: nap_runner::units::UnitError| CommandError::Usage(format!("take-over template of {app}: {e}"));
+    let mut units = Units::load(ctx.settings.systemd.template_dir.as_deref()).map_err(err)?;
+    if let Some(template) = repo_template(ctx, app) {
+        units.replace(units::TAKEOVER_RC, &template).map_err(err)?;
+    }
     let mut context = tera::Context::new();
     context.insert("app", app);
     context.insert("component", component);
     context.insert("ip", ip);
     context.insert("image", image);
     context.insert("node", ctx.settings.node_name.as_deref().unwrap_or(host_ip));
-    tera.render("takeover", &context).map_err(err)
+    let manifest = units.render(units::TAKEOVER_RC, &context).map_err(err)?;
+    // A template that Kubernetes would refuse is refused now, not at take-over time.
+    manifest::parse(&manifest, &format!("take-over RC of {app}/{component}"))
+        .map_err(|e| CommandError::Usage(e.to_string()))?;
+    Ok(manifest)
 }
 
 /// The template an app's repo ships at [`REPO_TEMPLATE`] on its deployed branch.
@@ -198,14 +204,15 @@ pub async fn restore(
     let name = name.unwrap_or(&default_name).to_owned();
     let docker = ctx.docker().await?;
     let builder = Builder::new(docker, ctx.settings.registry.clone());
-    let runner = ctx.runner().await?;
+    // Snapshots are containers on this host, whatever runs the releases.
+    let runner = ctx.docker_runner().await?;
     let container = name.as_str();
     with_reporter(io, |report| async move {
         report.step(&format!("Pulling {image}"));
         builder.pull(image, &|line| report.detail(line)).await.map_err(crate::deploy::DeployError::from)?;
         report.step(&format!("Starting {container} at {ip}"));
         let labels = HashMap::from([("nap.restored-from".to_owned(), image.to_owned())]);
-        runner.docker().run_at(container, image, ip, labels).await?;
+        runner.run_at(container, image, ip, labels).await?;
         Ok::<_, CommandError>(())
     })
     .await?;

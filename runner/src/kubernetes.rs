@@ -1,0 +1,440 @@
+//! The Kubernetes runner: a release becomes manifests rendered from the
+//! templates in `units/` (a Deployment, or a ReplicationController per
+//! release for older clusters, and a Service), checked against the
+//! Kubernetes schema, applied with `kubectl apply` and waited for. A release
+//! that does not become ready is undone, so the previous one keeps serving.
+
+mod kubectl;
+pub mod manifest;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ContainerStateWaiting, Pod, ReplicationController, Service};
+use k8s_openapi::List;
+use tracing::{info, warn};
+
+pub use kubectl::{Kubectl, KubectlError};
+pub use manifest::{Manifest, ManifestError};
+
+use crate::units::{self, UnitError, Units};
+use crate::{Instance, RunError, RunRequest, Running, labels};
+
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Lines of the failed pods' output shown with a failed rollout.
+const LOG_TAIL: &str = "15";
+
+/// What each release is applied as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+pub enum WorkloadKind {
+    /// One Deployment per app, rolled to each release.
+    #[default]
+    #[serde(rename = "deployment")]
+    Deployment,
+    /// One ReplicationController per release, for clusters without apps/v1.
+    #[serde(rename = "rc")]
+    ReplicationController,
+}
+
+impl std::str::FromStr for WorkloadKind {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "deployment" => Ok(WorkloadKind::Deployment),
+            "rc" | "replicationcontroller" => Ok(WorkloadKind::ReplicationController),
+            other => Err(format!("unknown Kubernetes kind {other:?}: use deployment or rc")),
+        }
+    }
+}
+
+impl std::fmt::Display for WorkloadKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WorkloadKind::Deployment => "deployment",
+            WorkloadKind::ReplicationController => "rc",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubernetesError {
+    #[error(transparent)]
+    Kubectl(#[from] KubectlError),
+    #[error(transparent)]
+    Unit(#[from] UnitError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("{workload} did not become ready: {reason}")]
+    NotReady { workload: String, reason: String, log_tail: Vec<String> },
+}
+
+/// Which cluster, and how releases look there.
+#[derive(Debug, Clone)]
+pub struct KubernetesSettings {
+    /// The kubectl program [default: `kubectl` on PATH].
+    pub kubectl: String,
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    pub namespace: Option<String>,
+    pub kind: WorkloadKind,
+    /// The Service's type [default: NodePort, so the app has a URL].
+    pub service_type: String,
+    pub replicas: u32,
+    /// How long a rollout may take before it is undone.
+    pub rollout_timeout: Duration,
+    /// A directory whose templates replace the built-in ones.
+    pub units_dir: Option<PathBuf>,
+}
+
+impl Default for KubernetesSettings {
+    fn default() -> Self {
+        KubernetesSettings {
+            kubectl: "kubectl".into(),
+            kubeconfig: None,
+            context: None,
+            namespace: None,
+            kind: WorkloadKind::Deployment,
+            service_type: "NodePort".into(),
+            replicas: 1,
+            rollout_timeout: Duration::from_secs(300),
+            units_dir: None,
+        }
+    }
+}
+
+pub struct KubernetesRunner {
+    kubectl: Kubectl,
+    settings: KubernetesSettings,
+    units: Units,
+    public_host: String,
+}
+
+impl KubernetesRunner {
+    pub fn new(settings: KubernetesSettings, public_host: String) -> Result<Self, KubernetesError> {
+        let kubectl = Kubectl::new(
+            settings.kubectl.clone(),
+            settings.kubeconfig.clone(),
+            settings.context.clone(),
+            settings.namespace.clone(),
+        );
+        let units = Units::load(settings.units_dir.as_deref())?;
+        Ok(KubernetesRunner { kubectl, settings, units, public_host })
+    }
+
+    pub fn settings(&self) -> &KubernetesSettings {
+        &self.settings
+    }
+
+    /// `deployment/APP` or `replicationcontroller/APP-vN`: what runs release N.
+    pub fn workload(&self, app: &str, release: u32) -> String {
+        match self.settings.kind {
+            WorkloadKind::Deployment => format!("deployment/{app}"),
+            WorkloadKind::ReplicationController => format!("replicationcontroller/{app}-v{release}"),
+        }
+    }
+
+    /// The release's manifests as one YAML stream, checked against the schema.
+    pub fn render(&self, req: &RunRequest<'_>) -> Result<String, KubernetesError> {
+        let mut context = tera::Context::new();
+        context.insert("app", req.app);
+        context.insert("release", &req.release);
+        context.insert("image", req.image);
+        context.insert("port", &req.port);
+        let env: Vec<HashMap<&str, &str>> =
+            req.env.iter().map(|(name, value)| HashMap::from([("name", name.as_str()), ("value", value.as_str())])).collect();
+        context.insert("env", &env);
+        context.insert("replicas", &self.settings.replicas);
+        context.insert("timeout", &self.settings.rollout_timeout.as_secs());
+        context.insert("service_type", &self.settings.service_type);
+        let workload = match self.settings.kind {
+            WorkloadKind::Deployment => units::K8S_DEPLOYMENT,
+            WorkloadKind::ReplicationController => units::K8S_REPLICATION_CONTROLLER,
+        };
+        let yaml = format!(
+            "{}\n---\n{}",
+            self.units.render(workload, &context)?.trim_end(),
+            self.units.render(units::K8S_SERVICE, &context)?
+        );
+        manifest::parse(&yaml, &format!("release v{} of {}", req.release, req.app))?;
+        Ok(yaml)
+    }
+
+    fn namespace_shown(&self) -> String {
+        match self.kubectl.namespace() {
+            Some(namespace) => format!("namespace {namespace}"),
+            None => "the kubeconfig's namespace".into(),
+        }
+    }
+
+    /// Applies the release and waits until it is ready. If it does not
+    /// become ready, the cluster goes back to the previous release.
+    pub async fn start(
+        &self,
+        req: &RunRequest<'_>,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Running, RunError> {
+        let yaml = self.render(req)?;
+        let workload = self.workload(req.app, req.release);
+        progress(&format!("Applying {workload} and service/{} in {}", req.app, self.namespace_shown()));
+        let applied = self
+            .kubectl
+            .run_for(&["apply", "--filename", "-"], Some(&yaml), self.settings.rollout_timeout, progress)
+            .await
+            .map_err(KubernetesError::from)?;
+        let created = |prefix: &str| applied.lines().any(|l| l.starts_with(prefix) && l.ends_with(" created"));
+        let first = match self.settings.kind {
+            WorkloadKind::Deployment => created("deployment.apps/"),
+            WorkloadKind::ReplicationController => created("service/"),
+        };
+        if let Err(reason) = self.wait_ready(req.app, req.release, progress).await {
+            let log_tail = self.diagnose(req.app, req.release).await;
+            self.undo(req.app, req.release, first, progress).await;
+            return Err(KubernetesError::NotReady { workload, reason, log_tail }.into());
+        }
+        let (host_port, url) = self.address(req.app).await?;
+        info!(%workload, %url, "release ready");
+        Ok(Running { container: workload, host_port, url })
+    }
+
+    /// Waits until the release's pods are ready; the error is why not.
+    async fn wait_ready(&self, app: &str, release: u32, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<(), String> {
+        let limit = self.settings.rollout_timeout;
+        match self.settings.kind {
+            WorkloadKind::Deployment => {
+                let timeout = format!("--timeout={}s", limit.as_secs());
+                let workload = self.workload(app, release);
+                // kubectl's own deadline comes first; ours only guards a hung kubectl.
+                let status = ["rollout", "status", workload.as_str(), timeout.as_str()];
+                self.kubectl.run_for(&status, None, limit + Duration::from_secs(10), progress).await.map(|_| ())
+            }
+            WorkloadKind::ReplicationController => self.wait_rc_ready(app, release, limit, progress).await,
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    async fn wait_rc_ready(
+        &self,
+        app: &str,
+        release: u32,
+        limit: Duration,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<(), KubectlError> {
+        let name = format!("{app}-v{release}");
+        let deadline = Instant::now() + limit;
+        let mut shown = None;
+        loop {
+            let rc: ReplicationController = self.kubectl.get(&["replicationcontroller", &name]).await?;
+            let wanted = rc.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let ready = rc.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+            if shown != Some(ready) {
+                progress(&format!("{ready} of {wanted} pods of {name} ready"));
+                shown = Some(ready);
+            }
+            if ready >= wanted {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(KubectlError::Timeout { verb: format!("wait for {name}"), seconds: limit.as_secs() });
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Why the release's pods are not ready, and their last output.
+    async fn diagnose(&self, app: &str, release: u32) -> Vec<String> {
+        let selector = format!("{}={app},{}={release}", labels::APP, labels::RELEASE);
+        let mut lines = Vec::new();
+        if let Ok(pods) = self.kubectl.get::<List<Pod>>(&["pods", "--selector", &selector]).await {
+            for pod in &pods.items {
+                let name = pod.metadata.name.as_deref().unwrap_or("pod");
+                let message = waiting(pod).and_then(|w| w.message.as_deref()).unwrap_or_default();
+                lines.push(format!("{name}: {} {message}", pod_state(pod)).trim_end().to_owned());
+            }
+        }
+        let logs = ["logs", "--selector", &selector, "--all-containers", "--prefix", "--tail", LOG_TAIL];
+        if let Ok(output) = self.kubectl.run(&logs, None).await {
+            lines.extend(output.lines().map(str::to_owned));
+        }
+        lines
+    }
+
+    /// Takes a release that did not become ready out again. A first release
+    /// leaves nothing behind; a later one goes back to the previous release.
+    async fn undo(&self, app: &str, release: u32, first: bool, progress: &(dyn Fn(&str) + Send + Sync)) {
+        let workload = self.workload(app, release);
+        let service = format!("service/{app}");
+        let undo: Vec<&str> = match (self.settings.kind, first) {
+            (WorkloadKind::Deployment, false) => vec!["rollout", "undo", &workload],
+            (_, true) => vec!["delete", &workload, &service, "--ignore-not-found"],
+            (WorkloadKind::ReplicationController, false) => vec!["delete", &workload, "--ignore-not-found"],
+        };
+        progress(&format!("Undoing {workload}"));
+        if let Err(err) = self.kubectl.run(&undo, None).await {
+            warn!(%workload, error = %err, "could not undo a failed release");
+            progress(&format!("could not undo {workload}: {err}"));
+        }
+    }
+
+    /// The app's address: `(port, URL)` from its Service.
+    async fn address(&self, app: &str) -> Result<(u16, String), KubernetesError> {
+        let service: Service = self.kubectl.get(&["service", app]).await?;
+        let spec = service.spec.unwrap_or_default();
+        let port = spec.ports.as_ref().and_then(|p| p.first());
+        let node_port = port.and_then(|p| p.node_port).and_then(|p| u16::try_from(p).ok());
+        let ingress = service.status.and_then(|s| s.load_balancer?.ingress?.into_iter().next());
+        let namespace = service.metadata.namespace.unwrap_or_else(|| "default".into());
+        Ok(match (ingress, node_port) {
+            (Some(ingress), _) => {
+                let host = ingress.hostname.or(ingress.ip).unwrap_or_else(|| self.public_host.clone());
+                (80, format!("http://{host}/"))
+            }
+            (None, Some(node_port)) => (node_port, format!("http://{}:{node_port}/", self.public_host)),
+            (None, None) => (80, format!("http://{app}.{namespace}.svc.cluster.local/")),
+        })
+    }
+
+    /// Retires every release of `app` but `keep`; with `None`, everything
+    /// nap made for the app, its Service included.
+    pub async fn retire_all_but(&self, app: &str, keep: Option<u32>) -> Result<Vec<String>, RunError> {
+        let args: Vec<String> = match (keep, self.settings.kind) {
+            // The Deployment's rollout already replaced the old pods.
+            (Some(_), WorkloadKind::Deployment) => return Ok(Vec::new()),
+            (Some(keep), WorkloadKind::ReplicationController) => vec![
+                "replicationcontroller".into(),
+                format!("--selector={}={app},{}!={keep}", labels::APP, labels::RELEASE),
+            ],
+            (None, _) => vec![
+                "deployment,replicationcontroller,service".into(),
+                format!("--selector={}={app}", labels::APP),
+            ],
+        };
+        let mut full = vec!["delete", "--ignore-not-found", "--output=name"];
+        full.extend(args.iter().map(String::as_str));
+        let deleted = self.kubectl.run(&full, None).await.map_err(KubernetesError::from)?;
+        Ok(deleted.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+    }
+
+    /// Restarts the release's pods and waits until they are ready again.
+    pub async fn restart(&self, app: &str, release: u32, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<(), RunError> {
+        let workload = self.workload(app, release);
+        progress(&format!("Restarting {workload}"));
+        let selector = format!("--selector={}={app},{}={release}", labels::APP, labels::RELEASE);
+        let restart: Vec<&str> = match self.settings.kind {
+            WorkloadKind::Deployment => vec!["rollout", "restart", &workload],
+            // An RC has no restart: its pods are deleted and it makes new ones.
+            WorkloadKind::ReplicationController => vec!["delete", "pods", &selector],
+        };
+        self.kubectl.run(&restart, None).await.map_err(KubernetesError::from)?;
+        self.wait_ready(app, release, progress).await.map_err(|reason| {
+            RunError::from(KubernetesError::NotReady { workload, reason, log_tail: Vec::new() })
+        })
+    }
+
+    /// The pods nap runs, by app.
+    pub async fn instances(&self, app: Option<&str>) -> Result<HashMap<String, Vec<Instance>>, RunError> {
+        let selector = match app {
+            Some(app) => format!("{}={app}", labels::APP),
+            None => labels::APP.to_owned(),
+        };
+        let pods: List<Pod> = self.kubectl.get(&["pods", "--selector", &selector]).await.map_err(KubernetesError::from)?;
+        let mut by_app: HashMap<String, Vec<Instance>> = HashMap::new();
+        for pod in pods.items {
+            let labels = pod.metadata.labels.clone().unwrap_or_default();
+            let Some(app) = labels.get(labels::APP) else { continue };
+            by_app.entry(app.clone()).or_default().push(Instance {
+                container: pod.metadata.name.clone().unwrap_or_default(),
+                release: labels.get(labels::RELEASE).and_then(|r| r.parse().ok()).unwrap_or_default(),
+                state: pod_state(&pod),
+                started_at: pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0.to_string()),
+                host_port: None,
+            });
+        }
+        Ok(by_app)
+    }
+
+    /// The app's pods' output, each line prefixed with its pod.
+    pub fn logs(
+        &self,
+        app: &str,
+        tail: Option<u64>,
+        follow: bool,
+    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, RunError>> + use<> {
+        use futures_util::StreamExt;
+        let selector = format!("--selector={}={app}", labels::APP);
+        // kubectl shows 10 lines per pod with a selector unless told otherwise.
+        let tail = format!("--tail={}", tail.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)));
+        let mut args = vec!["logs", selector.as_str(), "--all-containers", "--prefix", tail.as_str()];
+        args.extend(["--max-log-requests=20"]);
+        if follow {
+            args.push("--follow");
+        }
+        self.kubectl.stream(&args).map(|item| item.map_err(|e| RunError::from(KubernetesError::from(e))))
+    }
+}
+
+/// A pod's state as `ps` shows it: why a container waits, else the phase.
+fn pod_state(pod: &Pod) -> String {
+    match waiting(pod) {
+        Some(waiting) => waiting.reason.clone().unwrap_or_else(|| "waiting".into()),
+        None => pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Unknown").to_lowercase(),
+    }
+}
+
+/// The state of the first container that is not running yet, if any.
+fn waiting(pod: &Pod) -> Option<&ContainerStateWaiting> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .find_map(|c| c.state.as_ref()?.waiting.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runner(kind: WorkloadKind) -> KubernetesRunner {
+        let settings = KubernetesSettings { kind, replicas: 2, ..KubernetesSettings::default() };
+        KubernetesRunner::new(settings, "example.test".into()).expect("built-in units load")
+    }
+
+    fn render(kind: WorkloadKind, env: &[(String, String)]) -> Vec<Manifest> {
+        let req = RunRequest { app: "shop", release: 7, image: "registry:5000/shop:v7", port: 8080, env };
+        let yaml = runner(kind).render(&req).expect("renders");
+        manifest::parse(&yaml, "test").expect("valid manifests")
+    }
+
+    #[test]
+    fn a_release_is_a_deployment_and_a_service_whatever_its_config_holds() {
+        let tricky = "a \"quoted\" value: with\nnewlines, #hash and {{ braces }}";
+        let env = [("GREETING".to_owned(), tricky.to_owned()), ("EMPTY".to_owned(), String::new())];
+        let manifests = render(WorkloadKind::Deployment, &env);
+        let [Manifest::Deployment(deployment), Manifest::Service(service)] = manifests.as_slice() else {
+            panic!("expected a Deployment and a Service: {manifests:?}");
+        };
+        assert_eq!(deployment.metadata.name.as_deref(), Some("shop"));
+        let spec = deployment.spec.as_ref().expect("spec");
+        assert_eq!(spec.replicas, Some(2));
+        let pod = spec.template.spec.as_ref().expect("pod spec");
+        let container = &pod.containers[0];
+        assert_eq!(container.image.as_deref(), Some("registry:5000/shop:v7"));
+        let env: Vec<_> =
+            container.env.iter().flatten().map(|v| (v.name.as_str(), v.value.as_deref().unwrap_or_default())).collect();
+        assert_eq!(env, [("PORT", "8080"), ("GREETING", tricky), ("EMPTY", "")]);
+        let selector = service.spec.as_ref().and_then(|s| s.selector.clone()).expect("selector");
+        assert_eq!(selector.get(labels::APP).map(String::as_str), Some("shop"));
+    }
+
+    #[test]
+    fn an_rc_release_selects_only_its_own_pods() {
+        let manifests = render(WorkloadKind::ReplicationController, &[]);
+        let [Manifest::ReplicationController(rc), Manifest::Service(_)] = manifests.as_slice() else {
+            panic!("expected a ReplicationController and a Service: {manifests:?}");
+        };
+        assert_eq!(rc.metadata.name.as_deref(), Some("shop-v7"));
+        let selector = rc.spec.as_ref().and_then(|s| s.selector.clone()).expect("selector");
+        assert_eq!(selector.get(labels::RELEASE).map(String::as_str), Some("7"));
+    }
+}
