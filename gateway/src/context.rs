@@ -56,7 +56,8 @@ impl Context {
             // The cluster pulls the release's image, so it must be in a registry.
             if settings.registry.is_none() {
                 return Err(DeployError::Usage(
-                    "the kubernetes runner needs a registry the cluster can pull from: set `registry` in nap.toml".into(),
+                    "the kubernetes runner needs a registry the cluster can pull from: set `registry` in nap.toml"
+                        .into(),
                 ));
             }
             return Ok(Runner::kubernetes(settings.kubernetes.clone(), settings.public_host.clone())?);

@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ContainerStateWaiting, Pod, ReplicationController, Service};
-use k8s_openapi::List;
 use tracing::{info, warn};
 
 pub use kubectl::{Kubectl, KubectlError};
@@ -141,8 +140,11 @@ impl KubernetesRunner {
         context.insert("release", &req.release);
         context.insert("image", req.image);
         context.insert("port", &req.port);
-        let env: Vec<HashMap<&str, &str>> =
-            req.env.iter().map(|(name, value)| HashMap::from([("name", name.as_str()), ("value", value.as_str())])).collect();
+        let env: Vec<HashMap<&str, &str>> = req
+            .env
+            .iter()
+            .map(|(name, value)| HashMap::from([("name", name.as_str()), ("value", value.as_str())]))
+            .collect();
         context.insert("env", &env);
         context.insert("replicas", &self.settings.replicas);
         context.insert("timeout", &self.settings.rollout_timeout.as_secs());
@@ -179,7 +181,7 @@ impl KubernetesRunner {
         progress(&format!("Applying {workload} and service/{} in {}", req.app, self.namespace_shown()));
         let applied = self
             .kubectl
-            .run_for(&["apply", "--filename", "-"], Some(&yaml), self.settings.rollout_timeout, progress)
+            .run_for(&["apply", "--filename=-"], Some(&yaml), self.settings.rollout_timeout, progress)
             .await
             .map_err(KubernetesError::from)?;
         let created = |prefix: &str| applied.lines().any(|l| l.starts_with(prefix) && l.ends_with(" created"));
@@ -243,16 +245,17 @@ impl KubernetesRunner {
 
     /// Why the release's pods are not ready, and their last output.
     async fn diagnose(&self, app: &str, release: u32) -> Vec<String> {
-        let selector = format!("{}={app},{}={release}", labels::APP, labels::RELEASE);
+        let selector = format!("--selector={}={app},{}={release}", labels::APP, labels::RELEASE);
         let mut lines = Vec::new();
-        if let Ok(pods) = self.kubectl.get::<List<Pod>>(&["pods", "--selector", &selector]).await {
+        if let Ok(pods) = self.kubectl.get::<Items<Pod>>(&["pods", &selector]).await {
             for pod in &pods.items {
                 let name = pod.metadata.name.as_deref().unwrap_or("pod");
                 let message = waiting(pod).and_then(|w| w.message.as_deref()).unwrap_or_default();
                 lines.push(format!("{name}: {} {message}", pod_state(pod)).trim_end().to_owned());
             }
         }
-        let logs = ["logs", "--selector", &selector, "--all-containers", "--prefix", "--tail", LOG_TAIL];
+        let tail = format!("--tail={LOG_TAIL}");
+        let logs = ["logs", &selector, "--all-containers", "--prefix", &tail];
         if let Ok(output) = self.kubectl.run(&logs, None).await {
             lines.extend(output.lines().map(str::to_owned));
         }
@@ -304,10 +307,9 @@ impl KubernetesRunner {
                 "replicationcontroller".into(),
                 format!("--selector={}={app},{}!={keep}", labels::APP, labels::RELEASE),
             ],
-            (None, _) => vec![
-                "deployment,replicationcontroller,service".into(),
-                format!("--selector={}={app}", labels::APP),
-            ],
+            (None, _) => {
+                vec!["deployment,replicationcontroller,service".into(), format!("--selector={}={app}", labels::APP)]
+            }
         };
         let mut full = vec!["delete", "--ignore-not-found", "--output=name"];
         full.extend(args.iter().map(String::as_str));
@@ -316,7 +318,12 @@ impl KubernetesRunner {
     }
 
     /// Restarts the release's pods and waits until they are ready again.
-    pub async fn restart(&self, app: &str, release: u32, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<(), RunError> {
+    pub async fn restart(
+        &self,
+        app: &str,
+        release: u32,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<(), RunError> {
         let workload = self.workload(app, release);
         progress(&format!("Restarting {workload}"));
         let selector = format!("--selector={}={app},{}={release}", labels::APP, labels::RELEASE);
@@ -326,18 +333,18 @@ impl KubernetesRunner {
             WorkloadKind::ReplicationController => vec!["delete", "pods", &selector],
         };
         self.kubectl.run(&restart, None).await.map_err(KubernetesError::from)?;
-        self.wait_ready(app, release, progress).await.map_err(|reason| {
-            RunError::from(KubernetesError::NotReady { workload, reason, log_tail: Vec::new() })
-        })
+        self.wait_ready(app, release, progress)
+            .await
+            .map_err(|reason| RunError::from(KubernetesError::NotReady { workload, reason, log_tail: Vec::new() }))
     }
 
     /// The pods nap runs, by app.
     pub async fn instances(&self, app: Option<&str>) -> Result<HashMap<String, Vec<Instance>>, RunError> {
         let selector = match app {
-            Some(app) => format!("{}={app}", labels::APP),
-            None => labels::APP.to_owned(),
+            Some(app) => format!("--selector={}={app}", labels::APP),
+            None => format!("--selector={}", labels::APP),
         };
-        let pods: List<Pod> = self.kubectl.get(&["pods", "--selector", &selector]).await.map_err(KubernetesError::from)?;
+        let pods: Items<Pod> = self.kubectl.get(&["pods", &selector]).await.map_err(KubernetesError::from)?;
         let mut by_app: HashMap<String, Vec<Instance>> = HashMap::new();
         for pod in pods.items {
             let labels = pod.metadata.labels.clone().unwrap_or_default();
@@ -365,12 +372,19 @@ impl KubernetesRunner {
         // kubectl shows 10 lines per pod with a selector unless told otherwise.
         let tail = format!("--tail={}", tail.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)));
         let mut args = vec!["logs", selector.as_str(), "--all-containers", "--prefix", tail.as_str()];
-        args.extend(["--max-log-requests=20"]);
+        args.push("--max-log-requests=20");
         if follow {
             args.push("--follow");
         }
         self.kubectl.stream(&args).map(|item| item.map_err(|e| RunError::from(KubernetesError::from(e))))
     }
+}
+
+/// What `kubectl get KIND -o json` prints for several objects: kubectl's
+/// own `kind: List`, which k8s-openapi's typed lists (`PodList`) refuse.
+#[derive(Debug, serde::Deserialize)]
+struct Items<T> {
+    items: Vec<T>,
 }
 
 /// A pod's state as `ps` shows it: why a container waits, else the phase.

@@ -24,8 +24,8 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
 pub use docker::{DockerRunner, Instance, RunError, RunRequest, Running};
-pub use network::AppNetwork;
 pub use kubernetes::{KubernetesError, KubernetesRunner, KubernetesSettings, WorkloadKind};
+pub use network::AppNetwork;
 pub use systemd::{SystemdError, SystemdRunner, SystemdSettings};
 
 /// Docker labels nap puts on what it runs, so it can find its own containers.

@@ -124,7 +124,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         let release_json = serde_json::to_vec(release).map_err(StoreError::Encode)?;
         let current_json = serde_json::to_vec(&release.version).map_err(StoreError::Encode)?;
-        let mut writes = vec![(layout::release(app, release.version), release_json), (layout::current(app), current_json)];
+        let mut writes =
+            vec![(layout::release(app, release.version), release_json), (layout::current(app), current_json)];
         if let Some((key, rollout)) = announce {
             writes.push((key, serde_json::to_vec(&rollout).map_err(StoreError::Encode)?));
         }

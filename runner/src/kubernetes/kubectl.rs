@@ -38,7 +38,12 @@ pub struct Kubectl {
 }
 
 impl Kubectl {
-    pub fn new(program: String, kubeconfig: Option<PathBuf>, context: Option<String>, namespace: Option<String>) -> Self {
+    pub fn new(
+        program: String,
+        kubeconfig: Option<PathBuf>,
+        context: Option<String>,
+        namespace: Option<String>,
+    ) -> Self {
         let mut target = Vec::new();
         if let Some(kubeconfig) = kubeconfig {
             target.push(format!("--kubeconfig={}", kubeconfig.display()));
@@ -129,7 +134,7 @@ impl Kubectl {
     pub async fn get<T: serde::de::DeserializeOwned>(&self, args: &[&str]) -> Result<T, KubectlError> {
         let mut full = vec!["get"];
         full.extend_from_slice(args);
-        full.extend_from_slice(&["--output", "json"]);
+        full.push("--output=json");
         let text = self.run(&full, None).await?;
         serde_json::from_str(&text).map_err(|e| KubectlError::Output { verb: verb(&full), message: e.to_string() })
     }

@@ -16,7 +16,9 @@ pub enum ManifestError {
     Yaml { source_name: String, message: String },
     #[error("{source_name}: document {index} has no kind")]
     NoKind { source_name: String, index: usize },
-    #[error("{source_name}: kind {kind} is not one nap applies (Deployment, ReplicationController, Service, Ingress, ConfigMap)")]
+    #[error(
+        "{source_name}: kind {kind} is not one nap applies (Deployment, ReplicationController, Service, Ingress, ConfigMap)"
+    )]
     UnknownKind { source_name: String, kind: String },
     #[error("{source_name}: {kind} does not match the Kubernetes schema: {message}")]
     Schema { source_name: String, kind: String, message: String },
@@ -39,7 +41,8 @@ pub enum Manifest {
 pub fn parse(yaml: &str, source_name: &str) -> Result<Vec<Manifest>, ManifestError> {
     let mut manifests = Vec::new();
     for (index, document) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
-        let yaml_err = |e: serde_yaml::Error| ManifestError::Yaml { source_name: source_name.into(), message: e.to_string() };
+        let yaml_err =
+            |e: serde_yaml::Error| ManifestError::Yaml { source_name: source_name.into(), message: e.to_string() };
         let value = <Value as serde::Deserialize>::deserialize(document).map_err(yaml_err)?;
         if value.is_null() {
             continue; // an empty document, e.g. after a trailing `---`
@@ -63,7 +66,11 @@ pub fn parse(yaml: &str, source_name: &str) -> Result<Vec<Manifest>, ManifestErr
 /// Reads `value` as `T` and proves nothing was dropped on the way: the
 /// types ignore fields they do not know, so the value must survive a round
 /// trip through them whole.
-fn checked<T: DeserializeOwned + Serialize>(value: Value, source_name: &str, kind: &str) -> Result<Box<T>, ManifestError> {
+fn checked<T: DeserializeOwned + Serialize>(
+    value: Value,
+    source_name: &str,
+    kind: &str,
+) -> Result<Box<T>, ManifestError> {
     let schema_err = |e: serde_json::Error| ManifestError::Schema {
         source_name: source_name.into(),
         kind: kind.into(),
