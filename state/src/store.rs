@@ -134,6 +134,15 @@ impl Store {
     }
 
     /// Deletes one key; answers whether it existed.
+    /// Every key under each of `prefixes`, all read at one revision, and that
+    /// revision: a watch from the next one misses nothing written after it.
+    pub async fn snapshot(&self, prefixes: &[String]) -> Result<(Vec<(String, Vec<u8>)>, i64), StoreError> {
+        match &self.backend {
+            Backend::Embedded(db) => db.run(|db| db.snapshot(prefixes)).await,
+            Backend::Etcd(etcd) => etcd.snapshot(prefixes).await,
+        }
+    }
+
     pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         match &self.backend {
             Backend::Embedded(db) => db.run(|db| db.delete(key)).await,

@@ -195,6 +195,20 @@ conformance!(watch_from_a_revision_sees_every_change_in_order, |b| {
     s.delete_prefix(&b.root).await.unwrap();
 });
 
+conformance!(a_snapshot_reads_several_prefixes_at_one_revision_a_watch_resumes_from, |b| {
+    let s = &b.store;
+    s.put(&b.key("a/1"), b"one").await.unwrap();
+    s.put(&b.key("b/2"), b"two").await.unwrap();
+    s.put(&b.key("c/3"), b"not asked for").await.unwrap();
+    let (pairs, revision) = s.snapshot(&[b.key("a/"), b.key("b/")]).await.unwrap();
+    assert_eq!(pairs, vec![(b.key("a/1"), b"one".to_vec()), (b.key("b/2"), b"two".to_vec())]);
+    assert_eq!(revision, s.revision().await.unwrap());
+    s.put(&b.key("a/1"), b"changed").await.unwrap();
+    let mut watch = s.watch(&b.key("a/"), revision + 1).await.unwrap();
+    let batch = next_batch(&mut watch).await;
+    assert!(matches!(&batch[0], WatchEvent::Put { value, .. } if value == b"changed"), "{batch:?}");
+});
+
 conformance!(an_expiring_lease_is_seen_by_a_watch, |b| {
     let s = &b.store;
     let from = s.revision().await.unwrap() + 1;

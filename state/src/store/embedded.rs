@@ -134,6 +134,22 @@ impl Db<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Every key under each prefix and the revision they are at, read in one
+    /// transaction, so no other process's write falls between them.
+    pub(super) fn snapshot(&mut self, prefixes: &[String]) -> DbResult<(Vec<(String, Vec<u8>)>, i64)> {
+        self.conn.execute_batch("BEGIN")?;
+        let read = (|| {
+            let revision = self.revision()?;
+            let mut pairs = Vec::new();
+            for prefix in prefixes {
+                pairs.extend(self.list(prefix)?);
+            }
+            Ok((pairs, revision))
+        })();
+        self.conn.execute_batch("COMMIT")?;
+        read
+    }
+
     pub(super) fn revision(&mut self) -> DbResult<i64> {
         Ok(self.conn.query_row("SELECT value FROM revision WHERE id = 0", [], |row| row.get(0))?)
     }

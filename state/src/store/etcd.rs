@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions, SortOrder,
-    SortTarget, Txn, TxnOp, WatchOptions,
+    SortTarget, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 
 use super::{StoreError, WatchEvent, WatchStream};
@@ -112,6 +112,24 @@ impl Etcd {
             .iter()
             .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec()))
             .collect())
+    }
+
+    /// Every key under each prefix, read in one transaction, so at one revision.
+    pub(super) async fn snapshot(&self, prefixes: &[String]) -> Result<(Vec<(String, Vec<u8>)>, i64), StoreError> {
+        let ops: Vec<TxnOp> =
+            prefixes.iter().map(|prefix| TxnOp::get(prefix.as_str(), Some(GetOptions::new().with_prefix()))).collect();
+        let mut client = self.client.clone();
+        let response = bounded(&self.endpoints, client.txn(Txn::new().and_then(ops))).await?;
+        let revision = response.header().map_or(0, |h| h.revision());
+        let mut pairs = Vec::new();
+        for op in response.op_responses() {
+            if let TxnOpResponse::Get(got) = op {
+                pairs.extend(
+                    got.kvs().iter().map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec())),
+                );
+            }
+        }
+        Ok((pairs, revision))
     }
 
     pub(super) async fn delete(&self, key: &str) -> Result<bool, StoreError> {
