@@ -76,6 +76,8 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         key: String,
     },
+    /// Watch keys in the store, render templates into files, check and reload (confd's job)
+    Watch(nap_hooks::watcher::WatchArgs),
     /// Entry points for git hooks (installed by nap; not for people)
     #[command(subcommand, hide = true)]
     Hook(HookCommand),

@@ -51,6 +51,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode> {
     let settings = Settings::resolve(&cli.global)?;
     init_tracing(&cli.command, &settings);
+    if let Command::Watch(args) = &cli.command {
+        return watch(&settings, args).await;
+    }
     let ctx = context(settings).await?;
     let status = match cli.command {
         Command::Serve(args) => {
@@ -64,8 +67,41 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Hook(HookCommand::PreReceive) => hook::pre_receive(&ctx).await as u32,
         Command::Operate(command) => commands::execute(&ctx, &Caller::Host, command, cli.output, stdio()).await,
+        Command::Watch(_) => 0,
     };
     Ok(ExitCode::from(u8::try_from(status).unwrap_or(1)))
+}
+
+/// `nap watch`: template hooks until SIGTERM or Ctrl-C (or once).
+async fn watch(settings: &Settings, args: &nap_hooks::watcher::WatchArgs) -> Result<ExitCode> {
+    use nap_hooks::source::Source;
+    let source = if args.env {
+        Source::Env
+    } else {
+        if settings.etcd.is_none() {
+            std::fs::create_dir_all(&settings.data_dir)
+                .with_context(|| format!("cannot create the data directory {}", settings.data_dir.display()))?;
+        }
+        Source::Store(Arc::new(settings.open_store().await?))
+    };
+    let watcher = nap_hooks::watcher::Watcher::from_args(args, source)?;
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = (
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        on_signal.cancel();
+    });
+    watcher.run(args, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn stdio() -> Io {
@@ -92,7 +128,9 @@ fn init_tracing(command: &Command, settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NAP_LOG").unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match command {
-        Command::Serve(_) => builder.with_writer(std::io::stderr).init(),
+        Command::Serve(_) | Command::Watch(_) => {
+            builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_writer(std::io::stderr).init()
+        }
         Command::Hook(_) | Command::SshCommand { .. } => {
             let dir = settings.data_dir.join("logs");
             let file = std::fs::create_dir_all(&dir)

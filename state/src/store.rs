@@ -59,6 +59,9 @@ impl WatchEvent {
 }
 
 /// Batches of changes, in revision order.
+/// Keys and their values, in key order.
+pub type Pairs = Vec<(String, Vec<u8>)>;
+
 pub type WatchStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Vec<WatchEvent>, StoreError>> + Send>>;
 
 /// How often the embedded backend looks for changes to report to watches.
@@ -136,7 +139,7 @@ impl Store {
     /// Deletes one key; answers whether it existed.
     /// Every key under each of `prefixes`, all read at one revision, and that
     /// revision: a watch from the next one misses nothing written after it.
-    pub async fn snapshot(&self, prefixes: &[String]) -> Result<(Vec<(String, Vec<u8>)>, i64), StoreError> {
+    pub async fn snapshot(&self, prefixes: &[String]) -> Result<(Pairs, i64), StoreError> {
         match &self.backend {
             Backend::Embedded(db) => db.run(|db| db.snapshot(prefixes)).await,
             Backend::Etcd(etcd) => etcd.snapshot(prefixes).await,

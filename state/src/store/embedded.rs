@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::{StoreError, WatchEvent};
+use super::{Pairs, StoreError, WatchEvent};
 
 /// Events kept for watchers that resume from an older revision; older ones
 /// are compacted away, as etcd would.
@@ -136,7 +136,7 @@ impl Db<'_> {
 
     /// Every key under each prefix and the revision they are at, read in one
     /// transaction, so no other process's write falls between them.
-    pub(super) fn snapshot(&mut self, prefixes: &[String]) -> DbResult<(Vec<(String, Vec<u8>)>, i64)> {
+    pub(super) fn snapshot(&mut self, prefixes: &[String]) -> DbResult<(Pairs, i64)> {
         self.conn.execute_batch("BEGIN")?;
         let read = (|| {
             let revision = self.revision()?;

@@ -9,7 +9,7 @@ use etcd_client::{
     SortTarget, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 
-use super::{StoreError, WatchEvent, WatchStream};
+use super::{Pairs, StoreError, WatchEvent, WatchStream};
 
 /// How long connecting, and then any one call, may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -115,7 +115,7 @@ impl Etcd {
     }
 
     /// Every key under each prefix, read in one transaction, so at one revision.
-    pub(super) async fn snapshot(&self, prefixes: &[String]) -> Result<(Vec<(String, Vec<u8>)>, i64), StoreError> {
+    pub(super) async fn snapshot(&self, prefixes: &[String]) -> Result<(Pairs, i64), StoreError> {
         let ops: Vec<TxnOp> =
             prefixes.iter().map(|prefix| TxnOp::get(prefix.as_str(), Some(GetOptions::new().with_prefix()))).collect();
         let mut client = self.client.clone();
