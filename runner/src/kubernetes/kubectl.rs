@@ -95,12 +95,17 @@ impl Kubectl {
         let mut child = self.spawn(&mut command)?;
         let io_err = |e: std::io::Error| KubectlError::Output { verb: verb.clone(), message: e.to_string() };
         let finished = async {
-            if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
-                stdin.write_all(input.as_bytes()).await.map_err(io_err)?;
-                // Dropping stdin closes it, so kubectl sees the end of the input.
-            }
             let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
                 return Err(io_err(std::io::Error::other("no pipes")));
+            };
+            // Written while the output is read, so neither side waits on a full pipe.
+            let stdin = child.stdin.take();
+            let write_stdin = async move {
+                if let (Some(input), Some(mut stdin)) = (input, stdin) {
+                    stdin.write_all(input.as_bytes()).await?;
+                    // Dropping stdin closes it, so kubectl sees the end of the input.
+                }
+                Ok::<_, std::io::Error>(())
             };
             let read_stderr = async {
                 let mut text = String::new();
@@ -116,7 +121,7 @@ impl Kubectl {
                 }
                 Ok::<_, std::io::Error>(text)
             };
-            let (stdout, stderr) = tokio::try_join!(read_stdout, read_stderr).map_err(io_err)?;
+            let ((), stdout, stderr) = tokio::try_join!(write_stdin, read_stdout, read_stderr).map_err(io_err)?;
             let status = child.wait().await.map_err(io_err)?;
             Ok((status, stdout, stderr))
         };
