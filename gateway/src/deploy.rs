@@ -134,7 +134,15 @@ pub async fn start_release(
             if let Some((key, _)) = &announce {
                 report.detail(&format!("Publishing the rollout of {} at {key}", release.image));
             }
-            store.promote_release(app.as_str(), &release, announce).await?;
+            if let Err(err) = store.promote_release(app.as_str(), &release, announce).await {
+                // Unrecorded, the release must not serve either: the app would
+                // run something its releases do not show.
+                report.problem(&format!("could not record v{}, so it is taken back: {err}", release.version));
+                if let Err(discard) = runner.discard(app.as_str(), release.version).await {
+                    report.problem(&format!("could not take v{} back: {discard}", release.version));
+                }
+                return Err(err.into());
+            }
             match runner.retire_all_but(app.as_str(), Some(release.version)).await {
                 Ok(retired) if !retired.is_empty() => report.step(&format!("Retired {}", retired.join(", "))),
                 Ok(_) => {}

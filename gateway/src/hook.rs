@@ -8,7 +8,7 @@ use std::io::Read;
 
 use nap_builder::{BuildRequest, Builder};
 use nap_hooks::RefUpdate;
-use nap_state::{AppRecord, DeployLock, ReleaseCause};
+use nap_state::{AppRecord, ReleaseCause};
 use time::OffsetDateTime;
 use tracing::{Instrument, error, info_span};
 
@@ -63,8 +63,7 @@ async fn deploy_push(
     update: &RefUpdate,
     pusher: &str,
 ) -> Result<(), DeployError> {
-    let holder = ctx.lock_holder(&format!("push of {}", short(&update.new)), pusher);
-    let _lock = DeployLock::acquire(&ctx.store, &ctx.settings.locks_dir(), app.as_str(), &holder).await?;
+    let _lock = ctx.deploy_lock(app.as_str(), &format!("push of {}", short(&update.new)), pusher).await?;
     let store = &ctx.store;
     let first_push = store.app(app.as_str()).await?.is_none();
     let result = build_and_release(ctx, report, app, update, pusher).await;

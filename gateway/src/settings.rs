@@ -43,6 +43,7 @@ pub struct FileSettings {
     pub commiter_root: Option<String>,
     pub host_ip: Option<String>,
     pub node_name: Option<String>,
+    pub host_name: Option<String>,
     pub network: Option<String>,
     pub network_subnet: Option<String>,
     pub kubectl: Option<String>,
@@ -77,6 +78,9 @@ pub struct Settings {
     pub host_ip: Option<String>,
     /// The Kubernetes node take-over RCs pin pods to [default: the host IP].
     pub node_name: Option<String>,
+    /// This host's name among nap's hosts, as deploy locks name their holder
+    /// [default: the machine's host name].
+    pub host_name: String,
     /// The Docker network releases run on; alike on every host.
     pub network: nap_runner::AppNetwork,
     pub kubernetes: nap_runner::KubernetesSettings,
@@ -169,6 +173,7 @@ impl Settings {
             },
             host_ip: file.host_ip,
             node_name: file.node_name,
+            host_name: file.host_name.unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
             kubernetes: {
                 let defaults = nap_runner::KubernetesSettings::default();
                 nap_runner::KubernetesSettings {

@@ -279,6 +279,22 @@ impl KubernetesRunner {
         }
     }
 
+    /// Takes back a release that became ready but must not serve: the
+    /// Deployment goes back a revision (or away, if it has none), an RC goes.
+    pub async fn discard(&self, app: &str, release: u32) -> Result<(), RunError> {
+        let workload = self.workload(app, release);
+        let result = match self.settings.kind {
+            WorkloadKind::Deployment => match self.kubectl.run(&["rollout", "undo", &workload], None).await {
+                Ok(_) => Ok(()),
+                Err(_) => self.kubectl.run(&["delete", &workload, "--ignore-not-found"], None).await.map(|_| ()),
+            },
+            WorkloadKind::ReplicationController => {
+                self.kubectl.run(&["delete", &workload, "--ignore-not-found"], None).await.map(|_| ())
+            }
+        };
+        result.map_err(|e| KubernetesError::from(e).into())
+    }
+
     /// The app's address: `(port, URL)` from its Service.
     async fn address(&self, app: &str) -> Result<(u16, String), KubernetesError> {
         let service: Service = self.kubectl.get(&["service", app]).await?;

@@ -156,6 +156,16 @@ impl Runner {
         }
     }
 
+    /// Takes back release `release` of `app` that was started but must not
+    /// serve (its record could not be kept), leaving the previous one serving.
+    pub async fn discard(&self, app: &str, release: u32) -> Result<(), RunError> {
+        match self {
+            Runner::Docker(docker) => docker.remove(&DockerRunner::container_name(app, release)).await,
+            Runner::Systemd(systemd) => systemd.remove_release(app, release).await,
+            Runner::Kubernetes(kubernetes) => kubernetes.discard(app, release).await,
+        }
+    }
+
     /// Retires every release of `app` but `keep` (all of them with `None`).
     pub async fn retire_all_but(&self, app: &str, keep: Option<u32>) -> Result<Vec<String>, RunError> {
         match self {

@@ -308,7 +308,7 @@ impl SystemdRunner {
         Ok(releases)
     }
 
-    async fn remove_release(&self, app: &str, release: u32) -> Result<(), RunError> {
+    pub(crate) async fn remove_release(&self, app: &str, release: u32) -> Result<(), RunError> {
         let unit = Self::unit_name(app, release);
         if let Err(err) = self.run_job(&unit, |m, u| Box::pin(m.stop_unit(u, "replace".into()))).await {
             warn!(%unit, error = %err, "stopping the unit failed; removing it anyway");

@@ -88,17 +88,24 @@ impl Drop for LeaseGuard {
 
 impl DeployLock {
     /// Takes the lock for `app` at once, or says who holds it: a `flock`
-    /// under `lock_dir` with a host-local store, a leased key with a shared one.
-    pub async fn acquire(store: &Store, lock_dir: &Path, app: &str, holder: &str) -> Result<DeployLock, LockError> {
+    /// under `lock_dir` with a host-local store, a leased key with a shared
+    /// one, marked as held from `host` (this host's name among nap's hosts).
+    pub async fn acquire(
+        store: &Store,
+        lock_dir: &Path,
+        app: &str,
+        holder: &str,
+        host: &str,
+    ) -> Result<DeployLock, LockError> {
         if !store.is_shared() {
             return Self::try_acquire(lock_dir, app, holder);
         }
         let store_err = |source| LockError::Store { app: app.to_owned(), source };
         let key = layout::deploy_lock(app);
-        let host = gethostname::gethostname().to_string_lossy().into_owned();
         for _ in 0..2 {
             let lease = store.grant_lease(LEASE_TTL).await.map_err(store_err)?;
-            let value = SharedHolder { holder: holder.to_owned(), host: host.clone(), pid: std::process::id(), lease };
+            let value =
+                SharedHolder { holder: holder.to_owned(), host: host.to_owned(), pid: std::process::id(), lease };
             let json = serde_json::to_vec(&value).map_err(|e| store_err(StoreError::Encode(e)))?;
             if store.create_with_lease(&key, &json, lease).await.map_err(store_err)? {
                 let renew = tokio::spawn({

@@ -16,7 +16,8 @@ fn app() -> String {
 
 async fn acquire(store: &Store, app: &str, holder: &str) -> Result<DeployLock, LockError> {
     // The lock directory is only for host-local stores.
-    DeployLock::acquire(store, std::path::Path::new("/nonexistent"), app, holder).await
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    DeployLock::acquire(store, std::path::Path::new("/nonexistent"), app, holder, &host).await
 }
 
 async fn eventually_acquire(store: &Store, app: &str, within: Duration) -> DeployLock {

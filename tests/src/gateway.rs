@@ -178,6 +178,25 @@ impl Gateway {
         }
     }
 
+    /// The host dies: `kill -9` of the gateway and every process under it
+    /// (the pushes it runs, their hooks), all at once.
+    pub fn kill_host(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let mut doomed = vec![child.id()];
+        let mut index = 0;
+        while index < doomed.len() {
+            doomed.extend(children_of(doomed[index]));
+            index += 1;
+        }
+        for pid in &doomed {
+            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGSTOP);
+        }
+        for pid in &doomed {
+            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        }
+        let _ = child.wait();
+    }
+
     pub fn restart(&mut self) {
         self.terminate();
         self.spawn();
@@ -187,6 +206,20 @@ impl Gateway {
     pub fn branch_sha(&self, app: &str, branch: &str) -> Option<String> {
         rev_parse(&self.repo_path(app), &format!("refs/heads/{branch}"))
     }
+}
+
+/// The pids whose parent is `pid`, from /proc.
+fn children_of(pid: u32) -> Vec<u32> {
+    let entries = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+    entries
+        .filter_map(|entry| {
+            let child: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // The command name may hold spaces; the fields after its `)` do not.
+            let parent: u32 = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            (parent == pid).then_some(child)
+        })
+        .collect()
 }
 
 pub(crate) fn rev_parse(git_dir: &Path, rev: &str) -> Option<String> {

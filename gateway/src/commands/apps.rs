@@ -1,7 +1,7 @@
 //! `apps`, `apps create APP`, `apps destroy APP --force`.
 
 use clap::{Args, Subcommand};
-use nap_state::{AppRecord, DeployLock};
+use nap_state::AppRecord;
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -107,9 +107,7 @@ async fn destroy(ctx: &Context, caller: &Caller, name: &str, force: bool) -> Res
             "destroying {app} removes its containers, repo and state for good; run again with --force"
         )));
     }
-    let lock_dir = ctx.settings.locks_dir();
-    let holder = ctx.lock_holder("destroy", caller.name());
-    let _lock = DeployLock::acquire(&ctx.store, &lock_dir, app.as_str(), &holder).await?;
+    let _lock = ctx.deploy_lock(app.as_str(), "destroy", caller.name()).await?;
     let runner = ctx.runner().await?;
     let removed = runner.retire_all_but(app.as_str(), None).await?;
     let repo = repos::path(&ctx.settings.repos_dir(), &app);
@@ -118,7 +116,7 @@ async fn destroy(ctx: &Context, caller: &Caller, name: &str, force: bool) -> Res
     }
     ctx.store.destroy_app(app.as_str()).await?;
     // Removing a held flock's file is safe: the next deploy makes a new one.
-    let _ = std::fs::remove_file(lock_dir.join(format!("{app}.lock")));
+    let _ = std::fs::remove_file(ctx.settings.locks_dir().join(format!("{app}.lock")));
     Ok(Reply::new(
         format!("destroyed {app} (removed {} container(s), its repo and its state)", removed.len()),
         json!({ "name": app.as_str(), "destroyed": true, "containers": removed }),

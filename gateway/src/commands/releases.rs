@@ -1,6 +1,6 @@
 //! `releases` and `rollback`, and the way every command-made release runs.
 
-use nap_state::{DeployLock, Release, ReleaseCause, ReleaseStatus};
+use nap_state::{Release, ReleaseCause, ReleaseStatus};
 use time::format_description::well_known::Rfc3339;
 
 use super::{CommandError, Reply, existing_app, with_reporter};
@@ -100,8 +100,7 @@ pub async fn run_release(
     io: &mut Io,
 ) -> Result<Release, CommandError> {
     let what = new.cause.to_string();
-    let holder = ctx.lock_holder(&what, caller.name());
-    let _lock = DeployLock::acquire(&ctx.store, &ctx.settings.locks_dir(), app.as_str(), &holder).await?;
+    let _lock = ctx.deploy_lock(app.as_str(), &what, caller.name()).await?;
     let runner = ctx.runner().await?;
     let result = with_reporter(io, |report| async move {
         let result = async {

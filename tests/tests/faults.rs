@@ -1,0 +1,190 @@
+//! Faults with the etcd store: etcd stops in the middle of a push and of a
+//! commit, comes back, and a host dies holding a deploy lock. Each test has
+//! an etcd of its own (`PrivateEtcd`), since it stops it.
+
+use std::io::{BufRead, BufReader};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use nap_tests::{
+    AppKind, AppRepo, Gateway, Key, PrivateEtcd, REGISTRY, Run, docker, remove_app_containers, unique, wait_for_body,
+};
+
+/// A running command whose stderr is read as it comes.
+struct Running {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: String,
+}
+
+impl Running {
+    fn new(mut child: Child) -> Running {
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Running { child, lines, seen: String::new() }
+    }
+
+    /// Waits until a line of stderr holds `text`.
+    fn wait_for_line(mut self, text: &str) -> Running {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("no line with {text:?} in:\n{}", self.seen));
+            self.seen.push_str(&line);
+            self.seen.push('\n');
+            if line.contains(text) {
+                return self;
+            }
+        }
+    }
+
+    /// Waits for the command to end; its whole output.
+    fn finish(mut self) -> Run {
+        let output = self.child.wait_with_output().expect("wait");
+        self.seen.extend(self.lines.iter().map(|line| line + "\n"));
+        Run {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: self.seen,
+        }
+    }
+}
+
+/// A gateway on `etcd`, as host `host`, and an admin key on it.
+fn gateway_on(etcd: &PrivateEtcd, host: &str, extra: &str) -> Gateway {
+    Gateway::start_with_settings(&format!(
+        "store = \"{}\"\nregistry = \"{REGISTRY}\"\nhost_name = \"{host}\"\n{extra}",
+        etcd.url()
+    ))
+}
+
+fn admin_of(gateway: &Gateway, name: &str) -> Key {
+    gateway.user(name)
+}
+
+#[test]
+fn etcd_stopping_in_the_middle_of_a_push_refuses_it_and_leaves_no_half_state() {
+    let mut etcd = PrivateEtcd::start();
+    let gateway = gateway_on(&etcd, "host-a", "");
+    let admin = admin_of(&gateway, "admin");
+    let app = unique("etcdpush");
+    let repo = AppRepo::new(AppKind::Web);
+    let first = repo.push(&gateway, &admin, &app, "master");
+    first.assert_ok();
+    let url = first.url().expect("url");
+    let good = repo.head();
+
+    // v2 waits 3 s before it answers: etcd dies while nap waits for it.
+    repo.become_kind(AppKind::Slow);
+    let push = Running::new(repo.spawn_push(&gateway, &admin, &app, "master")).wait_for_line("Releasing v2");
+    etcd.kill();
+    let push = push.finish();
+    push.assert_failed_with(&format!("etcd at 127.0.0.1:{}", etcd.client_port));
+    push.assert_failed_with("pre-receive hook declined");
+    assert_eq!(gateway.branch_sha(&app, "master"), Some(good.clone()), "the ref moved");
+    assert!(wait_for_body(&url, "hello from web", Duration::from_secs(5)), "v1 stopped serving");
+    assert_eq!(
+        nap_tests::containers_of(&app),
+        [format!("nap-{app}-v1")],
+        "v2 answered, but unrecorded it must not run"
+    );
+
+    etcd.start_again();
+    let current = etcd.etcdctl(&["get", "--print-value-only", &format!("/nap/apps/{app}/current")]);
+    assert_eq!(current.stdout.trim(), "1", "current moved without its release");
+    let releases = gateway.ssh(&admin, "nap", &["releases", &app]);
+    releases.assert_ok();
+    // The next push works at once: the dead push's lock is not waited for
+    // (its holder's pid is gone on this host), and v2 is marked interrupted.
+    repo.become_kind(AppKind::Web);
+    repo.commit("index.html", "after etcd came back\n");
+    let next = repo.push(&gateway, &admin, &app, "master");
+    next.assert_ok();
+    assert!(wait_for_body(&next.url().expect("url"), "after etcd came back", Duration::from_secs(10)));
+    let listed = gateway.ssh(&admin, "nap", &["releases", &app, "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed.assert_ok().stdout).expect("json");
+    let statuses: Vec<_> = listed.as_array().expect("array").iter().map(|r| r["status"].clone()).collect();
+    assert_eq!(statuses, ["succeeded", "failed", "succeeded"], "{listed}");
+    remove_app_containers(&app);
+}
+
+#[test]
+fn etcd_stopping_in_the_middle_of_a_commit_leaves_each_containers_keys_whole() {
+    let mut etcd = PrivateEtcd::start();
+    let root = format!("/{}", unique("commiter"));
+    let gateway = gateway_on(&etcd, "host-a", &format!("commiter_root = \"{root}\"\nhost_ip = \"10.200.0.9\"\n"));
+    let admin = admin_of(&gateway, "admin");
+    let app = unique("etcdcommit");
+    AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master").assert_ok();
+    let container = format!("nap-{app}-v1");
+    // A layer worth pushing, so the commit is still pushing when etcd goes.
+    docker(&["exec", &container, "dd", "if=/dev/urandom", "of=/www/blob", "bs=1M", "count=40"]).assert_ok();
+    let import = format!("App: {app}\nComponent: web\nRepository: {REGISTRY}\nIps:\n  - Ip: 10.200.0.9\n");
+    gateway.ssh_with_input(&admin, "nap", &["import", "--commit", "1"], &import).assert_ok();
+
+    let commit = Running::new(gateway.ssh_command(&admin, "nap", &["commit"]).spawn().expect("ssh"));
+    let commit = commit.wait_for_line("Pushing");
+    etcd.kill();
+    let commit = commit.finish();
+    assert_eq!(commit.code, Some(1), "{commit:?}");
+    commit.assert_failed_with(&format!("{container} ("));
+    commit.assert_failed_with(&format!("etcd at 127.0.0.1:{}", etcd.client_port));
+
+    etcd.start_again();
+    let keys = etcd.etcdctl(&["get", "--prefix", "--keys-only", &format!("{root}/")]);
+    let keys: Vec<&str> = keys.stdout.lines().filter(|l| !l.is_empty()).collect();
+    assert!(
+        keys.iter().all(|k| !k.contains("/ips/") && !k.contains("/takeover/")),
+        "a failed snapshot left keys: {keys:?}"
+    );
+    // etcd is back: the next commit works and writes both keys.
+    let again = gateway.ssh(&admin, "nap", &["commit", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&again.assert_ok().stdout).expect("json");
+    let image = rows[0]["image"].as_str().expect("image");
+    let ip = etcd.etcdctl(&["get", "--print-value-only", &format!("{root}/ips/{image}")]);
+    assert_eq!(ip.stdout.trim(), rows[0]["ip"].as_str().expect("ip"));
+    let takeover = etcd.etcdctl(&["get", "--prefix", "--keys-only", &format!("{root}/takeover/{app}/")]);
+    assert_eq!(takeover.stdout.lines().filter(|l| !l.is_empty()).count(), 1, "{takeover:?}");
+    remove_app_containers(&app);
+}
+
+#[test]
+fn a_host_that_dies_holding_a_deploy_lock_frees_it_when_its_lease_expires() {
+    let etcd = PrivateEtcd::start();
+    let mut host_a = gateway_on(&etcd, "host-a", "");
+    let host_b = gateway_on(&etcd, "host-b", "");
+    let (alice, bob) = (admin_of(&host_a, "alice"), admin_of(&host_b, "bob"));
+    let app = unique("deadhost");
+    let repo = AppRepo::new(AppKind::Slow);
+    let push = Running::new(repo.spawn_push(&host_a, &alice, &app, "master")).wait_for_line("Releasing v1");
+    host_a.kill_host();
+    drop(push);
+
+    // host-b is refused at once, naming the dead host's push...
+    let started = Instant::now();
+    let refused = repo.push(&host_b, &bob, &app, "master");
+    refused.assert_failed_with(&format!("{app} is already deploying (push of"));
+    refused.assert_failed_with("on host-a");
+    assert!(started.elapsed() < Duration::from_secs(10), "the refusal waited");
+    // ...until the lock's lease (10 s) runs out with nobody renewing it.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let pushed = loop {
+        let attempt = repo.push(&host_b, &bob, &app, "master");
+        if attempt.ok() || Instant::now() > deadline {
+            break attempt;
+        }
+        assert!(attempt.stderr.contains("already deploying"), "{attempt:?}");
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    pushed.assert_ok();
+    remove_app_containers(&app);
+}
