@@ -4,6 +4,7 @@
 //! own data directory, port, keys and app names, so tests run in parallel.
 
 mod app;
+mod dockerhost;
 mod etcd;
 mod gateway;
 mod http;
@@ -17,6 +18,7 @@ use std::path::PathBuf;
 use std::process::Output;
 
 pub use app::{AppKind, AppRepo};
+pub use dockerhost::DockerHost;
 pub use etcd::PrivateEtcd;
 pub use gateway::Gateway;
 pub use http::{get, wait_for_body};

@@ -1,0 +1,167 @@
+//! A second Docker host on this machine: a real `dockerd` with its own
+//! data-root, exec-root and socket, in a network namespace of its own (so
+//! its networks and container IPs are its own, as another machine's would
+//! be). It shares the registry (reached at the same 127.0.0.1:5000 inside
+//! its namespace, through a forwarder) and etcd (through nap, which talks to
+//! it over its socket).
+
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::Run;
+
+pub struct DockerHost {
+    dir: TempDir,
+    /// The network namespace's name (`ip netns`).
+    pub netns: String,
+    veth: String,
+    dockerd: Option<Child>,
+}
+
+fn ip(args: &[&str]) -> Run {
+    let run: Run = Command::new("ip").args(args).output().expect("run ip").into();
+    run.assert_ok();
+    run
+}
+
+impl DockerHost {
+    pub fn start() -> DockerHost {
+        let id = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+        let (netns, veth, peer) = (format!("nap-host-{id}"), format!("nh{id}a"), format!("nh{id}b"));
+        let subnet = rand::random::<u8>() % 250 + 1;
+        let (outer, inner) = (format!("10.232.{subnet}.1"), format!("10.232.{subnet}.2"));
+        ip(&["netns", "add", &netns]);
+        let dir = tempfile::Builder::new().prefix("nap-host").tempdir().expect("temp dir");
+        let mut host = DockerHost { dir, netns: netns.clone(), veth: veth.clone(), dockerd: None };
+        ip(&["link", "add", &veth, "type", "veth", "peer", "name", &peer]);
+        ip(&["link", "set", &peer, "netns", &netns]);
+        ip(&["addr", "add", &format!("{outer}/30"), "dev", &veth]);
+        ip(&["link", "set", &veth, "up"]);
+        for args in [
+            vec!["addr", "add", &format!("{inner}/30"), "dev", &peer],
+            vec!["link", "set", &peer, "up"],
+            vec!["link", "set", "lo", "up"],
+            vec!["route", "add", "default", "via", &outer],
+        ] {
+            ip(&[&["netns", "exec", &netns, "ip"][..], &args[..]].concat());
+        }
+        forward_into_netns(&netns, 5000, "127.0.0.1:5000");
+
+        let root = host.dir.path();
+        let log = std::fs::File::create(root.join("dockerd.log")).expect("dockerd log");
+        // nsenter, not `ip netns exec`: that remounts /sys, and dockerd
+        // needs the cgroup mounts under it.
+        let dockerd = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{netns}"))
+            .arg("dockerd")
+            .arg(format!("--host=unix://{}", host.socket().display()))
+            .arg(format!("--data-root={}", root.join("data").display()))
+            .arg(format!("--exec-root={}", root.join("exec").display()))
+            .arg(format!("--pidfile={}", root.join("docker.pid").display()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the second dockerd");
+        host.dockerd = Some(dockerd);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !host.docker(&["info"]).ok() {
+            assert!(Instant::now() < deadline, "the second dockerd did not start:\n{}", host.log_tail());
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        host
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("docker.sock")
+    }
+
+    /// `DOCKER_HOST` for a nap (or a docker CLI) that works on this host.
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    /// `docker ARGS` against this host.
+    pub fn docker(&self, args: &[&str]) -> Run {
+        Command::new("docker").arg("--host").arg(self.docker_host()).args(args).output().expect("run docker").into()
+    }
+
+    /// `COMMAND` run inside this host's network namespace.
+    pub fn exec(&self, command: &[&str]) -> Run {
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.netns))
+            .args(command)
+            .output()
+            .expect("nsenter")
+            .into()
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for DockerHost {
+    fn drop(&mut self) {
+        let running = self.docker(&["ps", "-aq"]);
+        for id in running.stdout.split_whitespace() {
+            self.docker(&["rm", "-f", id]);
+        }
+        if let Some(mut dockerd) = self.dockerd.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(dockerd.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while dockerd.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = dockerd.kill();
+            let _ = dockerd.wait();
+        }
+        let _ = Command::new("ip").args(["link", "del", &self.veth]).output();
+        let _ = Command::new("ip").args(["netns", "del", &self.netns]).output();
+        // Overlay mounts may outlive dockerd for a moment; what stays is in /tmp.
+        let _ = Command::new("umount").arg("-R").arg(self.dir.path().join("data")).output();
+    }
+}
+
+/// Listens on 127.0.0.1:`port` inside `netns` and forwards each connection
+/// to `target` in this process's namespace: the registry's address is then
+/// the same on both hosts, as the images' names say.
+fn forward_into_netns(netns: &str, port: u16, target: &'static str) {
+    let path = format!("/run/netns/{netns}");
+    // setns changes only the calling thread's namespace, and a socket stays
+    // in the namespace it was made in: bind on a thread that moves, then
+    // serve from threads that did not.
+    let listener = std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("open the netns");
+        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        TcpListener::bind(("127.0.0.1", port)).expect("listen in the netns")
+    })
+    .join()
+    .expect("bind thread");
+    std::thread::spawn(move || {
+        for inbound in listener.incoming().map_while(Result::ok) {
+            let Ok(outbound) = TcpStream::connect(target) else { continue };
+            let (Ok(mut inbound_read), Ok(mut outbound_read)) = (inbound.try_clone(), outbound.try_clone()) else {
+                continue;
+            };
+            let (mut inbound_write, mut outbound_write) = (inbound, outbound);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut inbound_read, &mut outbound_write);
+                let _ = outbound_write.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut outbound_read, &mut inbound_write);
+                let _ = inbound_write.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+}
