@@ -1,6 +1,7 @@
 //! A private, real `etcd` on free loopback ports, for tests that stop it.
 
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,22 +14,57 @@ pub struct PrivateEtcd {
     pub client_port: u16,
     peer_port: u16,
     child: Option<Child>,
+    tls: Option<EtcdTls>,
+}
+
+/// The PEM files of an etcd that wants TLS: a CA, and a client certificate
+/// and key signed by it.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
 }
 
 impl PrivateEtcd {
     pub fn start() -> PrivateEtcd {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut etcd = PrivateEtcd { dir, client_port: free_port(), peer_port: free_port(), child: None };
+        let mut etcd = PrivateEtcd { dir, client_port: free_port(), peer_port: free_port(), child: None, tls: None };
         etcd.start_again();
         etcd
+    }
+
+    /// An etcd that takes only TLS clients with a certificate of its CA
+    /// (made here with the `openssl` CLI).
+    pub fn start_tls() -> PrivateEtcd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tls = make_certificates(dir.path());
+        let mut etcd = PrivateEtcd { dir, client_port: free_port(), peer_port: free_port(), child: None, tls: Some(tls) };
+        etcd.start_again();
+        etcd
+    }
+
+    pub fn tls(&self) -> Option<&EtcdTls> {
+        self.tls.as_ref()
     }
 
     /// Starts the killed etcd again, on its data and ports.
     pub fn start_again(&mut self) {
         self.kill();
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            command
+                .arg(format!("--cert-file={}", tls.server_cert.display()))
+                .arg(format!("--key-file={}", tls.server_key.display()))
+                .arg(format!("--trusted-ca-file={}", tls.ca.display()))
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", "private", "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
@@ -48,13 +84,15 @@ impl PrivateEtcd {
 
     /// Runs the real `etcdctl` (v3 API) against this etcd.
     pub fn etcdctl(&self, args: &[&str]) -> crate::Run {
-        Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &format!("127.0.0.1:{}", self.client_port)])
-            .args(args)
-            .output()
-            .expect("etcdctl")
-            .into()
+        let mut command = Command::new("etcdctl");
+        command.env("ETCDCTL_API", "3").args(["--endpoints", &format!("127.0.0.1:{}", self.client_port)]);
+        if let Some(tls) = &self.tls {
+            command
+                .arg(format!("--cacert={}", tls.ca.display()))
+                .arg(format!("--cert={}", tls.cert.display()))
+                .arg(format!("--key={}", tls.key.display()));
+        }
+        command.args(args).output().expect("etcdctl").into()
     }
 
     pub fn url(&self) -> String {
@@ -73,6 +111,37 @@ impl PrivateEtcd {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
+fn make_certificates(dir: &Path) -> EtcdTls {
+    let path = |name: &str| dir.join(name);
+    let openssl = |args: &[&str]| {
+        let run: crate::Run = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl").into();
+        run.assert_ok();
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=nap test CA"]].concat());
+    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+        let (key, csr, pem, ext) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+        std::fs::write(
+            path(&ext),
+            format!("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage={usage}\nsubjectAltName=IP:127.0.0.1\n"),
+        )
+        .expect("write extensions");
+        openssl(&[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={name}")]].concat());
+        openssl(&[
+            "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", &pem, "-days",
+            "2", "-extfile", &ext,
+        ]);
+    }
+    EtcdTls {
+        ca: path("ca.pem"),
+        cert: path("client.pem"),
+        key: path("client.key"),
+        server_cert: path("server.pem"),
+        server_key: path("server.key"),
     }
 }
 

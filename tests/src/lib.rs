@@ -19,7 +19,7 @@ use std::process::Output;
 
 pub use app::{AppKind, AppRepo};
 pub use dockerhost::DockerHost;
-pub use etcd::PrivateEtcd;
+pub use etcd::{EtcdTls, PrivateEtcd};
 pub use gateway::Gateway;
 pub use http::{get, wait_for_body};
 pub use key::{Key, ssh_options};

@@ -102,3 +102,41 @@ fn an_etcd_with_authentication_takes_the_configured_user_and_refuses_a_wrong_pas
     );
     assert!(!refused.stderr.contains("wrong"), "the password shows: {:?}", refused.stderr);
 }
+
+#[test]
+fn an_etcd_over_tls_takes_the_configured_ca_and_client_certificate_and_refuses_another_ca() {
+    let etcd = nap_tests::PrivateEtcd::start_tls();
+    let tls = etcd.tls().expect("tls").clone();
+    let settings = |ca: &std::path::Path| {
+        format!(
+            "store = \"{}\"\nstore_ca = \"{}\"\nstore_cert = \"{}\"\nstore_key = \"{}\"\n",
+            etcd.url(),
+            ca.display(),
+            tls.cert.display(),
+            tls.key.display()
+        )
+    };
+    let gateway = Gateway::start_with_settings(&settings(&tls.ca));
+    let admin = gateway.user("admin");
+    let app = unique("tls");
+    let repo = AppRepo::new(AppKind::Web);
+    repo.push(&gateway, &admin, &app, "master").assert_ok();
+    let apps = gateway.ssh(&admin, "nap", &["apps"]);
+    assert!(apps.assert_ok().stdout.contains(&app), "{apps:?}");
+    let current = etcd.etcdctl(&["get", "--print-value-only", &format!("/nap/apps/{app}/current")]);
+    assert_eq!(current.stdout.trim(), "1", "the push's state is in the TLS etcd");
+
+    // A CA that did not sign etcd's certificate: one line, naming the endpoint.
+    let other = nap_tests::PrivateEtcd::start_tls();
+    let wrong = Gateway::start_with_settings(&settings(&tls.ca));
+    std::fs::write(
+        wrong.config_path(),
+        format!("data_dir = \"{}\"\n{}", wrong.data_dir().display(), settings(&other.tls().expect("tls").ca)),
+    )
+    .expect("rewrite nap.toml");
+    let refused = wrong.nap(&["apps"], "");
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(refused.stderr.starts_with(&format!("error: etcd at 127.0.0.1:{}", etcd.client_port)), "{:?}", refused.stderr);
+    assert_eq!(refused.stderr.trim_end().lines().count(), 1, "{:?}", refused.stderr);
+    remove_app_containers(&app);
+}
