@@ -41,7 +41,8 @@ impl PrivateEtcd {
     pub fn start_tls() -> PrivateEtcd {
         let dir = tempfile::tempdir().expect("temp dir");
         let tls = make_certificates(dir.path());
-        let mut etcd = PrivateEtcd { dir, client_port: free_port(), peer_port: free_port(), child: None, tls: Some(tls) };
+        let mut etcd =
+            PrivateEtcd { dir, client_port: free_port(), peer_port: free_port(), child: None, tls: Some(tls) };
         etcd.start_again();
         etcd
     }
@@ -122,9 +123,17 @@ fn make_certificates(dir: &Path) -> EtcdTls {
         run.assert_ok();
     };
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=nap test CA"]].concat());
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=nap test CA"],
+        ]
+        .concat(),
+    );
     for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
-        let (key, csr, pem, ext) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+        let (key, csr, pem, ext) =
+            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
         std::fs::write(
             path(&ext),
             format!("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage={usage}\nsubjectAltName=IP:127.0.0.1\n"),
@@ -132,8 +141,21 @@ fn make_certificates(dir: &Path) -> EtcdTls {
         .expect("write extensions");
         openssl(&[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={name}")]].concat());
         openssl(&[
-            "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", &pem, "-days",
-            "2", "-extfile", &ext,
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
         ]);
     }
     EtcdTls {

@@ -136,7 +136,11 @@ fn an_etcd_over_tls_takes_the_configured_ca_and_client_certificate_and_refuses_a
     .expect("rewrite nap.toml");
     let refused = wrong.nap(&["apps"], "");
     assert_eq!(refused.code, Some(1), "{refused:?}");
-    assert!(refused.stderr.starts_with(&format!("error: etcd at 127.0.0.1:{}", etcd.client_port)), "{:?}", refused.stderr);
+    assert!(
+        refused.stderr.starts_with(&format!("error: etcd at 127.0.0.1:{}", etcd.client_port)),
+        "{:?}",
+        refused.stderr
+    );
     assert_eq!(refused.stderr.trim_end().lines().count(), 1, "{:?}", refused.stderr);
     remove_app_containers(&app);
 }
