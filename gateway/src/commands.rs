@@ -11,6 +11,7 @@ mod git;
 mod instances;
 mod keys;
 mod releases;
+mod rollout;
 mod snapshot;
 
 use std::sync::Arc;
@@ -74,6 +75,8 @@ pub enum Operate {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Write the CI/CD flow's rollout and undo requests (admin keys only)
+    Rollout(rollout::RolloutArgs),
     /// Print nap's version
     Version,
     /// Receive a push (run by `git push`)
@@ -148,6 +151,7 @@ pub async fn execute(ctx: &Arc<Context>, caller: &Caller, command: Operate, outp
         Operate::Rollback { app, version } => releases::rollback(ctx, caller, &app, version.as_deref(), &mut io).await,
         Operate::Keys(args) => keys::run(ctx, caller, args, &mut io).await,
         Operate::Manage(args) => commiter::manage(ctx, caller, args).await,
+        Operate::Rollout(args) => rollout::rollout(ctx, caller, args).await,
         Operate::Import(args) => commiter::import(ctx, caller, args, &mut io).await,
         Operate::Commit { app } => snapshot::commit(ctx, caller, app.as_deref(), &mut io).await,
         Operate::Takeover { app } => snapshot::takeover(ctx, caller, &app).await,

@@ -120,6 +120,8 @@ impl Stage {
             _ => Path::new("."),
         };
         let name = dest.file_name().map_or_else(|| "dest".into(), |n| n.to_string_lossy().into_owned());
+        // A first render may come before anything made dest's directory.
+        std::fs::create_dir_all(dir)?;
         // In dest's directory, so the rename is atomic (same filesystem).
         let mut file = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".stage").tempfile_in(dir)?;
         file.write_all(content.as_bytes())?;

@@ -39,6 +39,10 @@ pub struct Settings {
     pub owner: Option<String>,
     pub check_cmd: Option<String>,
     pub reload_cmd: Option<String>,
+    /// nap's own: delete this resource's keys when the watcher starts, for
+    /// one-shot requests (an undo) that must not run again on a restart.
+    #[serde(default)]
+    pub clear_on_start: bool,
 }
 
 /// A file mode, written `"0644"` as in confd, or as a TOML integer.

@@ -104,6 +104,14 @@ impl Source {
         }
     }
 
+    /// Deletes every key under `prefix`; answers how many there were.
+    pub async fn clear(&self, prefix: &str) -> Result<u64, SourceError> {
+        match self {
+            Source::Store(store) => Ok(store.delete_prefix(prefix).await?),
+            Source::Env => Ok(0),
+        }
+    }
+
     pub fn is_watchable(&self) -> bool {
         matches!(self, Source::Store(_))
     }

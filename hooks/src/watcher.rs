@@ -103,6 +103,7 @@ impl Watcher {
 
     /// Runs as `args` asks until `shutdown` (or once, with `--onetime`).
     pub async fn run(&self, args: &WatchArgs, shutdown: CancellationToken) -> Result<(), WatchError> {
+        self.clear_stale().await?;
         match (args.onetime, args.interval) {
             (true, _) => self.once().await,
             (false, Some(secs)) => {
@@ -120,6 +121,21 @@ impl Watcher {
                 Ok(())
             }
         }
+    }
+
+    /// Deletes the keys of resources marked `clear_on_start`: requests left
+    /// from before this start are stale, as the original flow's start
+    /// script had it.
+    async fn clear_stale(&self) -> Result<(), SourceError> {
+        for resource in self.resources.iter().filter(|r| r.settings.clear_on_start) {
+            for prefix in &resource.watched {
+                let cleared = self.source.clear(prefix).await?;
+                if cleared > 0 {
+                    info!(resource = %resource.name, %prefix, cleared, "cleared stale keys");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Renders and applies every resource once.

@@ -17,5 +17,5 @@ mod store;
 pub use app::{AppRecord, AppSummary};
 pub use lock::{DeployLock, LockError};
 pub use release::{Release, ReleaseCause, ReleaseStatus};
-pub use rollout::Rollout;
+pub use rollout::{Rollout, Undo};
 pub use store::{EtcdOptions, Store, StoreError, WatchEvent, WatchStream};

@@ -13,3 +13,13 @@ pub struct Rollout {
     pub app_name: String,
     pub image_latest: String,
 }
+
+/// `/k8s-deploy/PROJECT/undo/ENV`: undo the last rollout of Deployment
+/// `APPPARENT-APPNAME` in `k8s_namespace`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Undo {
+    pub k8s_namespace: String,
+    pub app_parent: String,
+    pub app_name: String,
+}

@@ -23,8 +23,34 @@ pub struct KubectlCall {
 impl KubectlCall {
     /// The call's words without flags: `["rollout", "status", "deployment/x"]`.
     pub fn words(&self) -> Vec<&str> {
-        self.args.iter().map(String::as_str).filter(|a| !a.starts_with("--") && *a != "-").collect()
+        kubectl_words(&self.args)
     }
+
+    /// The namespace given with `-n` or `--namespace=`.
+    pub fn namespace(&self) -> Option<&str> {
+        let at = self.args.iter().position(|a| a == "-n");
+        at.and_then(|at| self.args.get(at + 1))
+            .map(String::as_str)
+            .or_else(|| self.args.iter().find_map(|a| a.strip_prefix("--namespace=")))
+    }
+}
+
+/// The words of a kubectl call without its flags: `--flag`, `--flag=value`,
+/// `-` (stdin) and `-n NAMESPACE`.
+pub fn kubectl_words(args: &[String]) -> Vec<&str> {
+    let mut words = Vec::new();
+    let mut args = args.iter().map(String::as_str);
+    while let Some(arg) = args.next() {
+        match arg {
+            "-n" => {
+                args.next();
+            }
+            "-" => {}
+            flag if flag.starts_with("--") => {}
+            word => words.push(word),
+        }
+    }
+    words
 }
 
 impl Default for StandInCluster {

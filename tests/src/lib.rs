@@ -23,7 +23,7 @@ pub use etcd::{EtcdTls, PrivateEtcd};
 pub use gateway::Gateway;
 pub use http::{get, wait_for_body};
 pub use key::{Key, ssh_options};
-pub use kubectl::{KubectlCall, StandInCluster};
+pub use kubectl::{KubectlCall, StandInCluster, kubectl_words};
 pub use registry::AuthRegistry;
 pub use sshd::Sshd;
 pub use systemd::SystemdHost;

@@ -31,7 +31,7 @@ fn main() {
     std::fs::create_dir_all(dir.join("objects")).unwrap_or_else(|e| fail(&format!("objects: {e}")));
 
     // Global flags first, as nap passes them; the verb follows.
-    let words: Vec<&str> = args.iter().map(String::as_str).filter(|a| !a.starts_with("--") && *a != "-").collect();
+    let words = nap_tests::kubectl_words(&args);
     let flag = |name: &str| args.iter().find_map(|a| a.strip_prefix(&format!("--{name}=")).map(str::to_owned));
     let stand_in = StandIn { dir: dir.clone(), not_ready: dir.join("not-ready").exists() };
     match words.as_slice() {
@@ -41,6 +41,10 @@ fn main() {
         }
         ["rollout", "status", workload] => println!("deployment {:?} successfully rolled out", name_of(workload)),
         ["rollout", "undo", workload] => stand_in.undo(workload),
+        ["rollout", "history", workload] => {
+            println!("deployment.apps/{}\nREVISION  CHANGE-CAUSE\n1         <none>", name_of(workload))
+        }
+        ["set", "image", workload, _assignment] => println!("deployment.apps/{} image updated", name_of(workload)),
         ["rollout", "restart", workload] => println!("deployment.apps/{} restarted", name_of(workload)),
         ["get", "pods", ..] => stand_in.pods(&selector(&args)),
         ["get", kind, name] => stand_in.get(kind, name),
@@ -87,7 +91,8 @@ impl StandIn {
     fn undo(&self, workload: &str) {
         let path = self.path("deployment", name_of(workload));
         let previous = path.with_extension("previous");
-        if !previous.exists() {
+        // Only Deployments this stand-in was given have a history it keeps.
+        if path.exists() && !previous.exists() {
             fail(&format!("no rollout history found for {workload}"));
         }
         let _ = std::fs::rename(previous, &path);

@@ -1,0 +1,148 @@
+//! The shipped examples, run as a user would: `examples/k8s-deploy/` with
+//! the real `nap watch` against the real etcd, `nap rollout set/undo` as CI,
+//! and the recording stand-in `kubectl` (a test double: no API server runs
+//! here) on the watcher's PATH.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nap_tests::{Run, StandInCluster, etcd_endpoint, etcdctl, nap_bin, unique};
+
+/// Copies `examples/NAME` into `dir`, with its base directory
+/// (`/var/lib/nap-deploy`) and project (`demoproject`) replaced.
+fn install_example(name: &str, dir: &Path, project: &str) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name);
+    for sub in ["conf.d", "templates", "bin"] {
+        std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
+        for entry in std::fs::read_dir(source.join(sub)).expect("example").flatten() {
+            let text = std::fs::read_to_string(entry.path()).expect("read");
+            let text = text.replace("/var/lib/nap-deploy", &dir.display().to_string()).replace("demoproject", project);
+            let target = dir.join(sub).join(entry.file_name().to_string_lossy().replace("demoproject", project));
+            std::fs::write(&target, text).expect("write");
+            let mode = std::fs::metadata(entry.path()).expect("meta").permissions();
+            std::fs::set_permissions(&target, mode).expect("chmod");
+        }
+    }
+}
+
+fn nap(args: &[&str]) -> Run {
+    Command::new(nap_bin())
+        .args(["--store", &format!("etcd://{}", etcd_endpoint())])
+        .args(args)
+        .output()
+        .expect("nap")
+        .into()
+}
+
+fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} did not happen within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Watcher(Child);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn logs(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut logs: Vec<PathBuf> =
+        std::fs::read_dir(dir.join("logs").join(name)).into_iter().flatten().flatten().map(|e| e.path()).collect();
+    logs.sort();
+    logs
+}
+
+#[test]
+fn k8s_deploy_turns_rollout_and_undo_keys_into_kubectl_and_clears_stale_undos_at_start() {
+    let cluster = StandInCluster::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let project = unique("demo");
+    install_example("k8s-deploy", dir.path(), &project);
+    let undo_key = format!("/k8s-deploy/{project}/undo/dev");
+    // An undo left from before the watcher started: stale.
+    etcdctl(&["put", &undo_key, r#"{"k8sNamespace":"ns","appParent":"old","appName":"old"}"#]).assert_ok();
+
+    let mut command = Command::new(nap_bin());
+    command
+        .args(["--store", &format!("etcd://{}", etcd_endpoint()), "watch", "--confdir"])
+        .arg(dir.path().join("conf.d"))
+        .env("NAP_DEPLOY_LOG_DIR", dir.path().join("logs"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("watch.log")).expect("log"));
+    for (key, value) in cluster.env() {
+        command.env(key, value);
+    }
+    let _watcher = Watcher(command.spawn().expect("nap watch"));
+    wait_until("the stale undo key's removal", Duration::from_secs(10), || {
+        etcdctl(&["get", "--print-value-only", &undo_key]).stdout.trim().is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(cluster.calls_of(&["rollout", "undo"]).is_empty(), "a stale undo ran");
+
+    // A log older than NAP_DEPLOY_LOG_MINUTES (1440 by default) goes at the next run.
+    let old_log = dir.path().join("logs").join(format!("{project}-rollout")).join("20000101_000000.log");
+    std::fs::create_dir_all(old_log.parent().expect("dir")).expect("mkdir");
+    std::fs::write(&old_log, "old\n").expect("old log");
+    Command::new("touch").args(["-d", "2 days ago"]).arg(&old_log).status().expect("touch");
+
+    // CI asks for a rollout.
+    let image = "registry.example:5000/s1:e1234a5";
+    let set = nap(&[
+        "rollout",
+        "set",
+        "--project",
+        &project,
+        "--env",
+        "dev",
+        "--namespace",
+        "ns-demo-dev",
+        "--app",
+        "s1",
+        "--image",
+        image,
+    ]);
+    assert!(set.assert_ok().stdout.contains(&format!("/k8s-deploy/{project}/rollout/dev")), "{set:?}");
+    wait_until("kubectl set image", Duration::from_secs(10), || !cluster.calls_of(&["set", "image"]).is_empty());
+    let call = cluster.calls_of(&["set", "image"]).remove(0);
+    assert_eq!(call.words(), ["set", "image", &format!("deployments/{project}-s1"), &format!("s1={image}")]);
+    assert_eq!(call.namespace(), Some("ns-demo-dev"));
+    let rollout_log = || -> String {
+        logs(dir.path(), &format!("{project}-rollout")).iter().filter_map(|p| std::fs::read_to_string(p).ok()).collect()
+    };
+    wait_until("the rollout's log", Duration::from_secs(5), || rollout_log().contains("image updated"));
+    let log = rollout_log();
+    assert!(log.contains("image updated") && log.contains("exit code 0"), "{log}");
+    assert!(!old_log.exists(), "an old log was kept");
+
+    // And for an undo: history, undo, history.
+    nap(&["rollout", "undo", "--project", &project, "--env", "dev", "--namespace", "ns-demo-dev", "--app", "s1"])
+        .assert_ok();
+    wait_until("kubectl rollout undo", Duration::from_secs(10), || {
+        cluster.calls_of(&["rollout", "history"]).len() == 2
+    });
+    let verbs: Vec<Vec<String>> = cluster
+        .calls()
+        .iter()
+        .filter(|c| c.words().first() == Some(&"rollout"))
+        .map(|c| c.words().iter().map(|w| w.to_string()).collect())
+        .collect();
+    let deployment = format!("deployments/{project}-s1");
+    assert_eq!(
+        verbs,
+        [["rollout", "history", &deployment], ["rollout", "undo", &deployment], ["rollout", "history", &deployment]]
+    );
+
+    // Bad requests are one line and exit 1.
+    let bad =
+        nap(&["rollout", "set", "--project", "a/b", "--env", "dev", "--namespace", "n", "--app", "s1", "--image", "x"]);
+    assert_eq!(bad.code, Some(1));
+    assert!(bad.stderr.starts_with("error: invalid project \"a/b\""), "{bad:?}");
+    etcdctl(&["del", "--prefix", &format!("/k8s-deploy/{project}/")]);
+}
