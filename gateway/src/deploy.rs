@@ -121,20 +121,21 @@ pub async fn start_release(
             release.status = ReleaseStatus::Succeeded;
             release.container = Some(running.container.clone());
             release.host_port = Some(running.host_port);
-            release.url = Some(running.url);
-            let announce = ctx.settings.publish_rollout.as_ref().map(|target| {
+            release.url = Some(running.url.clone());
+            let instance = Instance::of(ctx, runner, &running);
+            let mut also = instance.keys(app.as_str(), release.version);
+            if let Some(target) = &ctx.settings.publish_rollout {
                 let rollout = Rollout {
                     k8s_namespace: ctx.settings.kubernetes.namespace.clone().unwrap_or_else(|| "default".into()),
                     app_parent: target.project.clone(),
                     app_name: app.to_string(),
                     image_latest: release.image.clone(),
                 };
-                (layout::k8s_deploy::rollout(&target.project, &target.env), rollout)
-            });
-            if let Some((key, _)) = &announce {
+                let key = layout::k8s_deploy::rollout(&target.project, &target.env);
                 report.detail(&format!("Publishing the rollout of {} at {key}", release.image));
+                also.push((key, serde_json::to_vec(&rollout).map_err(nap_state::StoreError::Encode)?));
             }
-            if let Err(err) = store.promote_release(app.as_str(), &release, announce).await {
+            if let Err(err) = store.promote_release(app.as_str(), &release, also).await {
                 // Unrecorded, the release must not serve either: the app would
                 // run something its releases do not show.
                 report.problem(&format!("could not record v{}, so it is taken back: {err}", release.version));
@@ -147,6 +148,9 @@ pub async fn start_release(
                 Ok(retired) if !retired.is_empty() => report.step(&format!("Retired {}", retired.join(", "))),
                 Ok(_) => {}
                 Err(err) => report.problem(&format!("could not retire the previous release: {err}")),
+            }
+            if let Err(err) = store.forget_instances_but(app.as_str(), &instance.id).await {
+                report.problem(&format!("could not unpublish the previous instances: {err}"));
             }
             info!(version = release.version, url = release.url.as_deref().unwrap_or_default(), "released");
             Ok(release)
@@ -180,6 +184,40 @@ async fn fail_interrupted_releases(store: &Store, app: &AppName) -> Result<(), D
         }
     }
     Ok(())
+}
+
+/// Where a release serves, as nap publishes it under
+/// `/nap/apps/APP/instances/ID/{ip,port,release}` for template hooks.
+struct Instance {
+    id: String,
+    ip: String,
+    port: u16,
+}
+
+impl Instance {
+    fn of(ctx: &Context, runner: &Runner, running: &nap_runner::Running) -> Instance {
+        // A cluster's address is its Service's; a host's is the host's IP
+        // and the port nap published the release on.
+        let ip = match runner.kind() {
+            nap_runner::RunnerKind::Kubernetes => url_host(&running.url),
+            _ => ctx.settings.this_host_ip().unwrap_or_else(|| ctx.settings.public_host.clone()),
+        };
+        Instance { id: running.container.replace('/', "-"), ip, port: running.host_port }
+    }
+
+    fn keys(&self, app: &str, release: u32) -> Vec<(String, Vec<u8>)> {
+        [("ip", self.ip.clone()), ("port", self.port.to_string()), ("release", release.to_string())]
+            .into_iter()
+            .map(|(field, value)| (layout::instance_field(app, &self.id, field), value.into_bytes()))
+            .collect()
+    }
+}
+
+/// The host of `http://HOST[:PORT]/...`.
+fn url_host(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority.rsplit_once(':').map_or(authority, |(host, _)| host).to_owned()
 }
 
 pub fn short(commit: &str) -> &str {

@@ -193,6 +193,11 @@ impl Settings {
         })
     }
 
+    /// This host's IP: `host_ip`, else the address of the default route.
+    pub fn this_host_ip(&self) -> Option<String> {
+        self.host_ip.clone().or_else(default_route_address)
+    }
+
     pub fn repos_dir(&self) -> PathBuf {
         self.data_dir.join("repos")
     }
@@ -252,6 +257,19 @@ impl Settings {
         env.push(("NAP_K8S_KIND", kubernetes.kind.to_string()));
         env
     }
+}
+
+/// The IPv4 address of the interface the default route goes through.
+fn default_route_address() -> Option<String> {
+    let routes = std::fs::read_to_string("/proc/net/route").ok()?;
+    let interface = routes.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&"00000000")).then(|| fields[0].to_owned())
+    })?;
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|addr| {
+        let ip = addr.address?.as_sockaddr_in()?.ip();
+        (addr.interface_name == interface).then(|| ip.to_string())
+    })
 }
 
 fn read_file(path: &Path) -> Result<FileSettings> {

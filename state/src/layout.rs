@@ -50,6 +50,18 @@ pub fn current(app: &str) -> String {
     format!("{ROOT}/apps/{app}/current")
 }
 
+/// Prefix of the instances of `app` that serve now, one directory each:
+/// `instances/ID/ip`, `instances/ID/port` and `instances/ID/release`, so
+/// that template hooks (an nginx upstream) can route to them.
+pub fn instances(app: &str) -> String {
+    format!("{ROOT}/apps/{app}/instances/")
+}
+
+/// One field (`ip`, `port`, `release`) of instance `id` of `app`.
+pub fn instance_field(app: &str, id: &str, field: &str) -> String {
+    format!("{ROOT}/apps/{app}/instances/{id}/{field}")
+}
+
 /// `/nap/locks/APP`: the app's deploy lock when the store is shared (etcd),
 /// bound to the holder's lease.
 pub fn deploy_lock(app: &str) -> String {

@@ -114,22 +114,37 @@ impl Store {
     }
 
     /// Marks `release` as serving: saves it as succeeded and points `current` at it,
-    /// in one transaction, which also writes `announce` (a rollout key and
-    /// its request) if given, so watchers never see one without the other.
+    /// in one transaction, which also makes `also` (the instance that serves
+    /// it, a rollout request), so watchers never see one without the other.
     pub async fn promote_release(
         &self,
         app: &str,
         release: &Release,
-        announce: Option<(String, crate::Rollout)>,
+        also: Vec<(String, Vec<u8>)>,
     ) -> Result<(), StoreError> {
         let release_json = serde_json::to_vec(release).map_err(StoreError::Encode)?;
         let current_json = serde_json::to_vec(&release.version).map_err(StoreError::Encode)?;
         let mut writes =
             vec![(layout::release(app, release.version), release_json), (layout::current(app), current_json)];
-        if let Some((key, rollout)) = announce {
-            writes.push((key, serde_json::to_vec(&rollout).map_err(StoreError::Encode)?));
-        }
+        writes.extend(also);
         self.put_many(&writes).await
+    }
+
+    /// Forgets every published instance of `app` but `keep`: they were retired.
+    pub async fn forget_instances_but(&self, app: &str, keep: &str) -> Result<(), StoreError> {
+        let prefix = layout::instances(app);
+        let mut gone = std::collections::BTreeSet::new();
+        for (key, _) in self.list(&prefix).await? {
+            if let Some((id, _)) = key[prefix.len()..].split_once('/') {
+                if id != keep {
+                    gone.insert(id.to_owned());
+                }
+            }
+        }
+        for id in gone {
+            self.delete_prefix(&format!("{prefix}{id}/")).await?;
+        }
+        Ok(())
     }
 }
 
@@ -167,7 +182,7 @@ mod tests {
         assert_eq!(versions, (1..=10).collect::<Vec<_>>());
         assert_eq!(store.next_release_version("app").await.unwrap(), 11);
         assert_eq!(store.current_release("app").await.unwrap(), None);
-        store.promote_release("app", &release(9, ReleaseStatus::Succeeded), None).await.unwrap();
+        store.promote_release("app", &release(9, ReleaseStatus::Succeeded), Vec::new()).await.unwrap();
         let current = store.current_release("app").await.unwrap().unwrap();
         assert_eq!((current.version, current.status), (9, ReleaseStatus::Succeeded));
     }

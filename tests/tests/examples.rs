@@ -7,17 +7,27 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nap_tests::{Run, StandInCluster, etcd_endpoint, etcdctl, nap_bin, unique};
+use nap_tests::{
+    AppKind, AppRepo, Gateway, PrivateEtcd, REGISTRY, Run, StandInCluster, etcd_endpoint, etcdctl, free_port, nap_bin,
+    unique,
+};
 
-/// Copies `examples/NAME` into `dir`, with its base directory
-/// (`/var/lib/nap-deploy`) and project (`demoproject`) replaced.
+/// Copies `examples/NAME` into `dir`, with its base directories
+/// (`/var/lib/nap-deploy`, `/etc/nap/nginx`) and project (`demoproject`) replaced.
 fn install_example(name: &str, dir: &Path, project: &str) {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name);
     for sub in ["conf.d", "templates", "bin"] {
+        if !source.join(sub).exists() {
+            continue;
+        }
         std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
         for entry in std::fs::read_dir(source.join(sub)).expect("example").flatten() {
             let text = std::fs::read_to_string(entry.path()).expect("read");
-            let text = text.replace("/var/lib/nap-deploy", &dir.display().to_string()).replace("demoproject", project);
+            let base = dir.display().to_string();
+            let text = text
+                .replace("/var/lib/nap-deploy", &base)
+                .replace("/etc/nap/nginx", &base)
+                .replace("demoproject", project);
             let target = dir.join(sub).join(entry.file_name().to_string_lossy().replace("demoproject", project));
             std::fs::write(&target, text).expect("write");
             let mode = std::fs::metadata(entry.path()).expect("meta").permissions();
@@ -145,4 +155,96 @@ fn k8s_deploy_turns_rollout_and_undo_keys_into_kubectl_and_clears_stale_undos_at
     assert_eq!(bad.code, Some(1));
     assert!(bad.stderr.starts_with("error: invalid project \"a/b\""), "{bad:?}");
     etcdctl(&["del", "--prefix", &format!("/k8s-deploy/{project}/")]);
+}
+
+struct Nginx(PathBuf);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("nginx")
+            .arg("-c")
+            .arg(&self.0)
+            .args(["-s", "quit"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn nginx_routes_to_the_instances_nap_publishes_and_follows_a_new_release() {
+    let etcd = PrivateEtcd::start();
+    let gateway = Gateway::start_with_settings(&format!(
+        "store = \"{}\"\nregistry = \"{REGISTRY}\"\nhost_ip = \"127.0.0.1\"\n",
+        etcd.url()
+    ));
+    let admin = gateway.user("admin");
+    let app = unique("routed");
+    let repo = AppRepo::new(AppKind::Web);
+    repo.push(&gateway, &admin, &app, "master").assert_ok();
+    let instances = etcd.etcdctl(&["get", "--prefix", &format!("/nap/apps/{app}/instances/")]);
+    let lines: Vec<&str> = instances.stdout.lines().collect();
+    assert_eq!(lines[0], format!("/nap/apps/{app}/instances/nap-{app}-v1/ip"), "{lines:?}");
+    assert_eq!(lines[1], "127.0.0.1");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    install_example("nginx", dir.path(), "unused");
+    let port = free_port().to_string();
+    let watch = |extra: &[&str]| {
+        let mut command = Command::new(nap_bin());
+        command
+            .args(["--store", &etcd.url(), "watch", "--confdir"])
+            .arg(dir.path().join("conf.d"))
+            .args(extra)
+            .env("NAP_NGINX_DIR", dir.path())
+            .env("NAP_NGINX_PORT", &port);
+        command
+    };
+    let first: Run = watch(&["--onetime"]).output().expect("nap watch").into();
+    first.assert_ok();
+    let conf = dir.path().join("nginx.conf");
+    // nginx daemonizes; the daemon keeps its stderr, so it gets a file, not a pipe.
+    let started = Command::new("nginx")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("nginx.log")).expect("log"))
+        .status()
+        .expect("nginx");
+    assert!(started.success(), "{}", std::fs::read_to_string(dir.path().join("nginx.log")).unwrap_or_default());
+    let _nginx = Nginx(conf.clone());
+    let _watcher = Watcher(
+        watch(&["--debounce", "0"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("watch.log")).expect("log"))
+            .spawn()
+            .expect("nap watch"),
+    );
+    let through_nginx = || -> String {
+        let run: Run = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "5",
+                "-H",
+                &format!("Host: {app}.nap.local"),
+                &format!("http://127.0.0.1:{port}/"),
+            ])
+            .output()
+            .expect("curl")
+            .into();
+        run.stdout
+    };
+    wait_until("v1 through nginx", Duration::from_secs(10), || through_nginx().contains("hello from web"));
+
+    repo.commit("index.html", "v2 through nginx\n");
+    repo.push(&gateway, &admin, &app, "master").assert_ok();
+    wait_until("v2 through nginx", Duration::from_secs(15), || through_nginx().contains("v2 through nginx"));
+    let rendered = std::fs::read_to_string(&conf).expect("nginx.conf");
+    assert!(
+        rendered.contains(&format!("# nap-{app}-v2, v2")) && !rendered.contains(&format!("nap-{app}-v1")),
+        "{rendered}"
+    );
+    let left = etcd.etcdctl(&["get", "--prefix", "--keys-only", &format!("/nap/apps/{app}/instances/")]);
+    assert!(left.stdout.lines().filter(|l| !l.is_empty()).all(|k| k.contains(&format!("nap-{app}-v2/"))), "{left:?}");
 }

@@ -41,11 +41,10 @@ struct Found {
 pub async fn commit(ctx: &Context, caller: &Caller, only: Option<&str>, io: &mut Io) -> Result<Reply, CommandError> {
     caller.check_admin("snapshot containers")?;
     let root = &ctx.settings.commiter_root;
-    let host_ip = match &ctx.settings.host_ip {
-        Some(ip) => ip.clone(),
-        None => default_route_address()
-            .ok_or_else(|| CommandError::Usage("cannot tell this host's IP; set host_ip in nap.toml".into()))?,
-    };
+    let host_ip = ctx
+        .settings
+        .this_host_ip()
+        .ok_or_else(|| CommandError::Usage("cannot tell this host's IP; set host_ip in nap.toml".into()))?;
     let wanted: Vec<Wanted> =
         wanted_here(ctx, root, &host_ip).await?.into_iter().filter(|w| only.is_none_or(|app| w.app == app)).collect();
     if wanted.is_empty() {
@@ -279,17 +278,4 @@ fn unique_tag() -> String {
     let format = format_description!("[year][month][day]-[hour][minute][second]");
     let stamp = OffsetDateTime::now_utc().format(&format).unwrap_or_default();
     format!("{stamp}-{:04x}", rand::random::<u16>())
-}
-
-/// The IPv4 address of the interface the default route goes through.
-fn default_route_address() -> Option<String> {
-    let routes = std::fs::read_to_string("/proc/net/route").ok()?;
-    let interface = routes.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        (fields.get(1) == Some(&"00000000")).then(|| fields[0].to_owned())
-    })?;
-    nix::ifaddrs::getifaddrs().ok()?.find_map(|addr| {
-        let ip = addr.address?.as_sockaddr_in()?.ip();
-        (addr.interface_name == interface).then(|| ip.to_string())
-    })
 }
