@@ -135,10 +135,10 @@ impl Store {
         let prefix = layout::instances(app);
         let mut gone = std::collections::BTreeSet::new();
         for (key, _) in self.list(&prefix).await? {
-            if let Some((id, _)) = key[prefix.len()..].split_once('/') {
-                if id != keep {
-                    gone.insert(id.to_owned());
-                }
+            if let Some((id, _)) = key[prefix.len()..].split_once('/')
+                && id != keep
+            {
+                gone.insert(id.to_owned());
             }
         }
         for id in gone {
