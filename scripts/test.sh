@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 scripts/services.sh
 cargo build --workspace --bins --locked
+# The static nap-watch that the entrypoint test copies into an image.
+scripts/build-nap-watch.sh >/dev/null
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else

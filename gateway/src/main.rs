@@ -84,24 +84,8 @@ async fn watch(settings: &Settings, args: &nap_hooks::watcher::WatchArgs) -> Res
         }
         Source::Store(Arc::new(settings.open_store().await?))
     };
-    let watcher = nap_hooks::watcher::Watcher::from_args(args, source)?;
-    let shutdown = CancellationToken::new();
-    let on_signal = shutdown.clone();
-    tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) = (
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        on_signal.cancel();
-    });
-    watcher.run(args, shutdown).await?;
-    Ok(ExitCode::SUCCESS)
+    let status = nap_hooks::command::watch(args, source).await?;
+    Ok(ExitCode::from(status))
 }
 
 fn stdio() -> Io {

@@ -32,6 +32,14 @@ pub enum ApplyError {
     ReloadFailed { resource: String, status: String, output: String },
 }
 
+/// Whether applying runs `reload_cmd`: not before an entrypoint's app runs,
+/// since there is nothing to reload yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    Run,
+    Skip,
+}
+
 /// What applying did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -42,8 +50,9 @@ pub enum Applied {
 }
 
 impl Resource {
-    /// Puts `content` at `dest` and reloads, unless `dest` has it already.
-    pub async fn apply(&self, content: &str, reload_timeout: Duration) -> Result<Applied, ApplyError> {
+    /// Puts `content` at `dest` and reloads (unless `reload` is `Skip`),
+    /// unless `dest` has it already.
+    pub async fn apply(&self, content: &str, reload: Reload, reload_timeout: Duration) -> Result<Applied, ApplyError> {
         let dest = &self.settings.dest;
         let io_err = |path: &Path| {
             let (resource, path) = (self.name.clone(), path.display().to_string());
@@ -68,8 +77,8 @@ impl Resource {
         self.set_mode_and_owner(stage.path()).map_err(io_err(stage.path()))?;
         stage.replace(dest).map_err(io_err(dest))?;
         info!(resource = %self.name, dest = %dest.display(), "updated");
-        if let Some(reload) = &self.settings.reload_cmd {
-            let (ok, status, output) = run(reload, reload_timeout).await;
+        if let (Reload::Run, Some(reload_cmd)) = (reload, &self.settings.reload_cmd) {
+            let (ok, status, output) = run(reload_cmd, reload_timeout).await;
             if !output.is_empty() {
                 info!(resource = %self.name, "reload_cmd: {output}");
             }
@@ -161,9 +170,21 @@ fn check_command(check: &str, stage: &Path) -> String {
 /// Runs `sh -c COMMAND` for at most `limit`: whether it succeeded, how it
 /// ended, and its last lines of output.
 async fn run(command: &str, limit: Duration) -> (bool, String, String) {
-    let child =
-        Command::new("/bin/sh").args(["-c", command]).stdin(std::process::Stdio::null()).kill_on_drop(true).output();
-    match tokio::time::timeout(limit, child).await {
+    let mut shell = Command::new("/bin/sh");
+    shell
+        .args(["-c", command])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let child = match crate::entrypoint::spawn_owned(&mut shell) {
+        Ok(child) => child,
+        Err(e) => return (false, format!("cannot run /bin/sh: {e}"), String::new()),
+    };
+    let pid = child.id();
+    let finished = tokio::time::timeout(limit, child.wait_with_output()).await;
+    crate::entrypoint::disown(pid);
+    match finished {
         Err(_) => (false, format!("no exit within {} s", limit.as_secs()), String::new()),
         Ok(Err(e)) => (false, format!("cannot run /bin/sh: {e}"), String::new()),
         Ok(Ok(output)) => {

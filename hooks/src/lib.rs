@@ -6,9 +6,12 @@
 //!   resources ([`resource`]) name keys in the store, a tera template
 //!   ([`functions`] are confd's functions) and a destination; [`apply`]
 //!   stages, checks, replaces and reloads; [`watcher`] runs them once, on
-//!   an interval, or on every change, reading keys from a [`source`].
+//!   an interval, or on every change, reading keys from a [`source`];
+//!   [`entrypoint`] runs an app under it as an image's PID 1.
 
 pub mod apply;
+pub mod command;
+pub mod entrypoint;
 pub mod functions;
 pub mod git;
 pub mod resource;

@@ -17,7 +17,7 @@ use futures_util::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::apply::Applied;
+use crate::apply::{Applied, Reload};
 use crate::resource::{Resource, ResourceError};
 use crate::source::{KeyValues, Source, SourceError};
 
@@ -48,6 +48,13 @@ pub struct WatchArgs {
     /// Read keys from the environment (confd's env backend) instead of the store
     #[arg(long)]
     pub env: bool,
+    /// Be an image's entrypoint: render, then run COMMAND as a child (signals
+    /// forwarded, zombies reaped), re-render on changes, exit with its status
+    #[arg(long, requires = "command")]
+    pub exec: bool,
+    /// The app to run with --exec: `--exec -- CMD ARGS...`
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 impl WatchArgs {
@@ -126,7 +133,7 @@ impl Watcher {
     /// Deletes the keys of resources marked `clear_on_start`: requests left
     /// from before this start are stale, as the original flow's start
     /// script had it.
-    async fn clear_stale(&self) -> Result<(), SourceError> {
+    pub(crate) async fn clear_stale(&self) -> Result<(), SourceError> {
         for resource in self.resources.iter().filter(|r| r.settings.clear_on_start) {
             for prefix in &resource.watched {
                 let cleared = self.source.clear(prefix).await?;
@@ -138,10 +145,20 @@ impl Watcher {
         Ok(())
     }
 
+    /// Whether changes can be watched (the store can; the environment cannot).
+    pub fn is_watchable(&self) -> bool {
+        self.source.is_watchable()
+    }
+
     /// Renders and applies every resource once.
     pub async fn once(&self) -> Result<(), WatchError> {
+        self.once_with(Reload::Run).await
+    }
+
+    /// Renders and applies every resource once, running `reload_cmd` or not.
+    pub async fn once_with(&self, reload: Reload) -> Result<(), WatchError> {
         let keys = Arc::new(self.source.read(&self.prefixes).await?);
-        let failed = self.process(&keys, |_| true).await;
+        let failed = self.process(&keys, reload, |_| true).await;
         match failed {
             0 => Ok(()),
             failed => Err(WatchError::Failed { failed, total: self.resources.len() }),
@@ -179,7 +196,7 @@ impl Watcher {
     async fn watch_once(&self, shutdown: &CancellationToken) -> Result<(), SourceError> {
         let mut keys = Arc::new(self.source.read(&self.prefixes).await?);
         // Changes may have been missed before this read: render everything.
-        self.process(&keys, |_| true).await;
+        self.process(&keys, Reload::Run, |_| true).await;
         let mut streams = Vec::with_capacity(self.prefixes.len());
         for prefix in &self.prefixes {
             streams.push(self.source.watch(prefix, keys.revision + 1).await?);
@@ -210,17 +227,17 @@ impl Watcher {
                 continue;
             }
             keys = Arc::new(self.source.read(&self.prefixes).await?);
-            self.process(&keys, |resource| changed.iter().any(|key| resource.reads(key))).await;
+            self.process(&keys, Reload::Run, |resource| changed.iter().any(|key| resource.reads(key))).await;
             changed.clear();
         }
     }
 
     /// Renders and applies the resources `which` picks; answers how many failed.
-    async fn process(&self, keys: &Arc<KeyValues>, which: impl Fn(&Resource) -> bool) -> usize {
+    async fn process(&self, keys: &Arc<KeyValues>, reload: Reload, which: impl Fn(&Resource) -> bool) -> usize {
         let mut failed = 0;
         for resource in self.resources.iter().filter(|r| which(r)) {
             let result = match resource.render(Arc::clone(keys)) {
-                Ok(content) => resource.apply(&content, self.reload_timeout).await.map_err(|e| e.to_string()),
+                Ok(content) => resource.apply(&content, reload, self.reload_timeout).await.map_err(|e| e.to_string()),
                 Err(err) => Err(err.to_string()),
             };
             match result {
