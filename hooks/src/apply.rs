@@ -133,8 +133,9 @@ impl Stage {
         std::fs::create_dir_all(dir)?;
         // In dest's directory, so the rename is atomic (same filesystem).
         let mut file = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".stage").tempfile_in(dir)?;
+        // No fsync: the rename is what readers see atomically, and ext4
+        // (auto_da_alloc) writes a file renamed over another out first.
         file.write_all(content.as_bytes())?;
-        file.as_file().sync_all()?;
         let (_, path) = file.keep().map_err(|e| e.error)?;
         Ok(Stage { path: Some(path) })
     }

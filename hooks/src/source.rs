@@ -19,6 +19,19 @@ impl KeyValues {
         KeyValues { values, revision }
     }
 
+    /// Applies a change the watch reported after these keys were read.
+    pub fn apply(&mut self, event: nap_state::WatchEvent) {
+        self.revision = self.revision.max(event.revision());
+        match event {
+            nap_state::WatchEvent::Put { key, value, .. } => {
+                self.values.insert(key, String::from_utf8_lossy(&value).into_owned());
+            }
+            nap_state::WatchEvent::Delete { key, .. } => {
+                self.values.remove(&key);
+            }
+        }
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.values.get(key).map(String::as_str)
     }

@@ -89,8 +89,16 @@ pub struct Watcher {
 
 impl Watcher {
     pub fn new(resources: Vec<Resource>, source: Source, debounce: Duration, reload_timeout: Duration) -> Self {
-        let prefixes: BTreeSet<String> = resources.iter().flat_map(|r| r.watched.iter().cloned()).collect();
-        Watcher { resources, source, prefixes: prefixes.into_iter().collect(), debounce, reload_timeout }
+        let all: BTreeSet<String> = resources.iter().flat_map(|r| r.watched.iter().cloned()).collect();
+        // No prefix inside another: each key then comes from one watch, in
+        // order, and the changes can be applied as they come.
+        let mut prefixes: Vec<String> = Vec::new();
+        for prefix in all {
+            if !prefixes.last().is_some_and(|kept| prefix.starts_with(kept.as_str())) {
+                prefixes.push(prefix);
+            }
+        }
+        Watcher { resources, source, prefixes, debounce, reload_timeout }
     }
 
     /// The resources of `args.confdir`, reading from `source`.
@@ -192,41 +200,43 @@ impl Watcher {
     }
 
     /// One read and the watch that follows it, until the store fails or
-    /// `shutdown`.
+    /// `shutdown`. The read is kept up to date with the watch's changes, so a
+    /// change costs no second read.
     async fn watch_once(&self, shutdown: &CancellationToken) -> Result<(), SourceError> {
-        let mut keys = Arc::new(self.source.read(&self.prefixes).await?);
+        let mut state = self.source.read(&self.prefixes).await?;
+        let read_at = state.revision;
         // Changes may have been missed before this read: render everything.
-        self.process(&keys, Reload::Run, |_| true).await;
+        self.process(&Arc::new(state.clone()), Reload::Run, |_| true).await;
         let mut streams = Vec::with_capacity(self.prefixes.len());
         for prefix in &self.prefixes {
-            streams.push(self.source.watch(prefix, keys.revision + 1).await?);
+            streams.push(self.source.watch(prefix, read_at + 1).await?);
         }
         let mut events = futures_util::stream::select_all(streams);
-        info!(revision = keys.revision, prefixes = ?self.prefixes, "watching");
+        info!(revision = read_at, prefixes = ?self.prefixes, "watching");
         let mut changed = BTreeSet::new();
         loop {
             let batch = tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 batch = events.next() => batch,
             };
-            note(batch, keys.revision, &mut changed)?;
+            note(batch, read_at, &mut state, &mut changed)?;
             if !self.debounce.is_zero() {
                 // Trailing edge: render once the changes stop for `debounce`.
                 loop {
                     tokio::select! {
                         () = tokio::time::sleep(self.debounce) => break,
-                        batch = events.next() => note(batch, keys.revision, &mut changed)?,
+                        batch = events.next() => note(batch, read_at, &mut state, &mut changed)?,
                     }
                 }
             }
             // Whatever else has arrived goes into the same render.
             while let Some(batch) = events.next().now_or_never() {
-                note(batch, keys.revision, &mut changed)?;
+                note(batch, read_at, &mut state, &mut changed)?;
             }
             if changed.is_empty() {
                 continue;
             }
-            keys = Arc::new(self.source.read(&self.prefixes).await?);
+            let keys = Arc::new(state.clone());
             self.process(&keys, Reload::Run, |resource| changed.iter().any(|key| resource.reads(key))).await;
             changed.clear();
         }
@@ -253,11 +263,13 @@ impl Watcher {
     }
 }
 
-/// Records the keys a watch batch changed, skipping what the last read
-/// already saw. A failed or ended watch is an error: read everything again.
+/// Applies a watch batch to `state` and records the keys it changed,
+/// skipping what the read at `read_at` already saw. A failed or ended watch
+/// is an error: read everything again.
 fn note(
     batch: Option<Result<Vec<nap_state::WatchEvent>, nap_state::StoreError>>,
     read_at: i64,
+    state: &mut KeyValues,
     changed: &mut BTreeSet<String>,
 ) -> Result<(), SourceError> {
     match batch {
@@ -265,9 +277,10 @@ fn note(
         Some(Err(err)) => Err(err.into()),
         Some(Ok(events)) => {
             for event in events.into_iter().filter(|e| e.revision() > read_at) {
-                changed.insert(match event {
-                    nap_state::WatchEvent::Put { key, .. } | nap_state::WatchEvent::Delete { key, .. } => key,
+                changed.insert(match &event {
+                    nap_state::WatchEvent::Put { key, .. } | nap_state::WatchEvent::Delete { key, .. } => key.clone(),
                 });
+                state.apply(event);
             }
             Ok(())
         }
