@@ -47,24 +47,17 @@ cleanup() {
   rm -rf "$T"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$ROOT/scripts/bench-lib.sh"
 
 log "a private etcd"
-ETCD_PORT=$(free_port)
-PEER_PORT=$(free_port)
-etcd --name bench --data-dir "$T/etcd" \
-  --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
-  --listen-peer-urls "http://127.0.0.1:$PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT" \
-  --initial-cluster "bench=http://127.0.0.1:$PEER_PORT" >"$T/etcd.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$ETCD_PORT) 2>/dev/null && break; sleep 0.1; done
+start_etcd
 
 HOST_IP=10.251.0.1
 cat >"$T/nap.toml" <<TOML
 data_dir = "$T/data"
 public_host = "127.0.0.1"
 runner = "docker"
-store = "etcd://127.0.0.1:$ETCD_PORT"
+store = "etcd://$ETCD"
 host_ip = "$HOST_IP"
 TOML
 NAPC=("$NAP" --config "$T/nap.toml")
@@ -109,26 +102,9 @@ SSH="ssh -i $T/id -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyCheckin
 NAP_PORT=$(free_port)
 "${NAPC[@]}" serve --listen "127.0.0.1:$NAP_PORT" >/dev/null 2>"$T/serve.log" &
 PIDS+=($!)
-for _ in $(seq 50); do (echo >/dev/tcp/127.0.0.1/$NAP_PORT) 2>/dev/null && break; sleep 0.1; done
+wait_port "$NAP_PORT"
 for i in $(seq -w 0 99); do "${NAPC[@]}" apps create "bench-app-$TAG-$i" >/dev/null; done
-SSHD_PORT=$(free_port)
-ssh-keygen -q -t ed25519 -N '' -f "$T/host_key"
-echo "restrict $(cat "$T/id.pub")" >"$T/authorized_keys"
-mkdir -p /run/sshd
-cat >"$T/sshd_config" <<CFG
-Port $SSHD_PORT
-ListenAddress 127.0.0.1
-HostKey $T/host_key
-AuthorizedKeysFile $T/authorized_keys
-StrictModes no
-PidFile $T/sshd.pid
-UsePAM no
-PermitRootLogin prohibit-password
-SetEnv SHLVL=1
-CFG
-/usr/sbin/sshd -D -f "$T/sshd_config" 2>"$T/sshd.log" &
-PIDS+=($!)
-for _ in $(seq 50); do (echo >/dev/tcp/127.0.0.1/$SSHD_PORT) 2>/dev/null && break; sleep 0.1; done
+start_sshd "$T/id.pub"
 apps=$($SSH -p "$NAP_PORT" nap@127.0.0.1 apps --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 [ "$apps" = 100 ] || { echo "bench-commiter: expected 100 apps, got $apps" >&2; exit 1; }
 hyperfine -N --warmup 3 --runs $((RUNS * 6)) --export-json "$T/b.json" \
@@ -160,18 +136,4 @@ print(f"| B. `ssh host apps`, 100 apps on etcd | {ms(apps['mean']):.0f} ± {ms(a
       f"| {ms(apps['median']-floor['median']):+.0f} ms over the floor | median < 200 ms | {'pass' if ms(apps['median']) < 200 else 'FAIL'} |")
 PY
 cat "$T/results.md"
-if [ -n "$WRITE" ]; then
-  python3 - "$WRITE" "$T/results.md" <<'PY'
-import sys
-path, results = sys.argv[1], open(sys.argv[2]).read()
-text = open(path).read()
-begin, end = "<!-- bench-commiter:begin -->", "<!-- bench-commiter:end -->"
-section = f"{begin}\n{results}{end}"
-if begin in text:
-    head, rest = text.split(begin, 1)
-    text = head + section + rest.split(end, 1)[1]
-else:
-    text = text.rstrip() + "\n\n## etcd and the commiter flow\n\n" + section + "\n"
-open(path, "w").write(text)
-PY
-fi
+[ -z "$WRITE" ] || write_results "$WRITE" bench-commiter "etcd and the commiter flow" "$T/results.md"

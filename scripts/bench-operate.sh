@@ -42,7 +42,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$ROOT/scripts/bench-lib.sh"
 ssh-keygen -q -t ed25519 -N '' -f "$T/id"
 SSH="ssh -i $T/id -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
 
@@ -114,25 +114,7 @@ fi
 
 log "B: ssh host apps with 100 apps, and ssh host true"
 for i in $(seq -w 0 99); do $SSH -p "$DOCKER_PORT" nap@127.0.0.1 apps create "bench-app-$TAG-$i" >/dev/null; done
-SSHD_PORT=$(free_port)
-ssh-keygen -q -t ed25519 -N '' -f "$T/host_key"
-echo "restrict $(cat "$T/id.pub")" >"$T/authorized_keys"
-mkdir -p /run/sshd
-cat >"$T/sshd_config" <<CFG
-Port $SSHD_PORT
-ListenAddress 127.0.0.1
-HostKey $T/host_key
-AuthorizedKeysFile $T/authorized_keys
-StrictModes no
-PidFile $T/sshd.pid
-UsePAM no
-PermitRootLogin prohibit-password
-# bash would source root's ~/.bashrc (pyenv here); a plain account runs none.
-SetEnv SHLVL=1
-CFG
-/usr/sbin/sshd -D -f "$T/sshd_config" 2>"$T/sshd.log" &
-PIDS+=($!)
-for _ in $(seq 50); do (echo >/dev/tcp/127.0.0.1/$SSHD_PORT) 2>/dev/null && break; sleep 0.1; done
+start_sshd "$T/id.pub"
 hyperfine -N --warmup 2 --runs $((RUNS * 3)) --export-json "$T/b.json" \
   -n "ssh host apps (nap, 100 apps)" "$SSH -p $DOCKER_PORT nap@127.0.0.1 apps" \
   -n "ssh host true (OpenSSH floor)" "$SSH -p $SSHD_PORT root@127.0.0.1 true" >&2
@@ -159,18 +141,4 @@ print(f"| B. `ssh host apps`, 100 apps | {ms(apps['mean']):.0f} ± {ms(apps['std
       f"| median < 150 ms | {verdict} |")
 PY
 cat "$T/results.md"
-if [ -n "$WRITE" ]; then
-  python3 - "$WRITE" "$T/results.md" <<'PY'
-import sys
-path, results = sys.argv[1], open(sys.argv[2]).read()
-text = open(path).read()
-begin, end = "<!-- bench-operate:begin -->", "<!-- bench-operate:end -->"
-section = f"{begin}\n{results}{end}"
-if begin in text:
-    head, rest = text.split(begin, 1)
-    text = head + section + rest.split(end, 1)[1]
-else:
-    text = text.rstrip() + "\n\n## Operating over SSH\n\n" + section + "\n"
-open(path, "w").write(text)
-PY
-fi
+[ -z "$WRITE" ] || write_results "$WRITE" bench-operate "Operating over SSH" "$T/results.md"

@@ -39,18 +39,10 @@ cleanup() {
   rm -rf "$T"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$ROOT/scripts/bench-lib.sh"
 
 log "a private etcd"
-ETCD_PORT=$(free_port)
-PEER_PORT=$(free_port)
-etcd --name bench --data-dir "$T/etcd" \
-  --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
-  --listen-peer-urls "http://127.0.0.1:$PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT" \
-  --initial-cluster "bench=http://127.0.0.1:$PEER_PORT" >"$T/etcd.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$ETCD_PORT) 2>/dev/null && break; sleep 0.1; done
-ETCD=127.0.0.1:$ETCD_PORT
+start_etcd
 STORE=etcd://$ETCD
 
 # resource DIR NAME PREFIX TEMPLATE [RELOAD]
@@ -110,18 +102,4 @@ print(f"| 3. `nap watch --onetime`, a template reading 1,000 keys | {ms(many['me
       f"(1 key: {ms(one['mean']):.1f} ms; the 1,000 keys cost {ms(many['mean'] - one['mean']):.1f} ms) | none set | reported |")
 PY
 cat "$T/results.md"
-if [ -n "$WRITE" ]; then
-  python3 - "$WRITE" "$T/results.md" <<'PY'
-import sys
-path, results = sys.argv[1], open(sys.argv[2]).read()
-text = open(path).read()
-begin, end = "<!-- bench-watch:begin -->", "<!-- bench-watch:end -->"
-section = f"{begin}\n{results}{end}"
-if begin in text:
-    head, rest = text.split(begin, 1)
-    text = head + section + rest.split(end, 1)[1]
-else:
-    text = text.rstrip() + "\n\n## Template hooks\n\n" + section + "\n"
-open(path, "w").write(text)
-PY
-fi
+[ -z "$WRITE" ] || write_results "$WRITE" bench-watch "Template hooks" "$T/results.md"

@@ -122,19 +122,7 @@ pub async fn start_release(
             release.container = Some(running.container.clone());
             release.host_port = Some(running.host_port);
             release.url = Some(running.url.clone());
-            let instance = Instance::of(ctx, runner, &running);
-            let mut also = instance.keys(app.as_str(), release.version);
-            if let Some(target) = &ctx.settings.publish_rollout {
-                let rollout = Rollout {
-                    k8s_namespace: ctx.settings.kubernetes.namespace.clone().unwrap_or_else(|| "default".into()),
-                    app_parent: target.project.clone(),
-                    app_name: app.to_string(),
-                    image_latest: release.image.clone(),
-                };
-                let key = layout::k8s_deploy::rollout(&target.project, &target.env);
-                report.detail(&format!("Publishing the rollout of {} at {key}", release.image));
-                also.push((key, serde_json::to_vec(&rollout).map_err(nap_state::StoreError::Encode)?));
-            }
+            let (instance, also) = published_with(ctx, runner, app, &release, &running, report)?;
             if let Err(err) = store.promote_release(app.as_str(), &release, also).await {
                 // Unrecorded, the release must not serve either: the app would
                 // run something its releases do not show.
@@ -157,6 +145,32 @@ pub async fn start_release(
         }
         Err(err) => fail_release(store, app, release, err.into()).await,
     }
+}
+
+/// What the store learns in the same transaction as a new current release:
+/// where it serves, and (with `publish_rollout`) the rollout request for it.
+fn published_with(
+    ctx: &Context,
+    runner: &Runner,
+    app: &AppName,
+    release: &Release,
+    running: &nap_runner::Running,
+    report: &Reporter,
+) -> Result<(Instance, nap_state::Pairs), DeployError> {
+    let instance = Instance::of(ctx, runner, running);
+    let mut writes = instance.keys(app.as_str(), release.version);
+    if let Some(target) = &ctx.settings.publish_rollout {
+        let rollout = Rollout {
+            k8s_namespace: ctx.settings.kubernetes.namespace.clone().unwrap_or_else(|| "default".into()),
+            app_parent: target.project.clone(),
+            app_name: app.to_string(),
+            image_latest: release.image.clone(),
+        };
+        let key = layout::k8s_deploy::rollout(&target.project, &target.env);
+        report.detail(&format!("Publishing the rollout of {} at {key}", release.image));
+        writes.push((key, serde_json::to_vec(&rollout).map_err(nap_state::StoreError::Encode)?));
+    }
+    Ok((instance, writes))
 }
 
 /// Records `release` as failed and answers the refusal to report.

@@ -18,4 +18,4 @@ pub use app::{AppRecord, AppSummary};
 pub use lock::{DeployLock, LockError};
 pub use release::{Release, ReleaseCause, ReleaseStatus};
 pub use rollout::{Rollout, Undo};
-pub use store::{EtcdOptions, Store, StoreError, WatchEvent, WatchStream};
+pub use store::{EtcdOptions, Pairs, Store, StoreError, WatchEvent, WatchStream};

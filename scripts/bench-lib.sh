@@ -1,0 +1,63 @@
+# Shared by the benchmark scripts (sourced, not run): free ports, a private
+# etcd, a plain sshd for OpenSSH's floor, and writing a results section
+# between a script's markers in docs/benchmarks.md. Expects $T (the
+# script's temporary directory) and the PIDS array for cleanup.
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_port() { # PORT: until something listens there (10 s at most)
+  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
+  echo "bench: nothing listens on $1" >&2
+  return 1
+}
+
+start_etcd() { # sets ETCD (HOST:PORT) to a private etcd under $T/etcd
+  local client peer
+  client=$(free_port)
+  peer=$(free_port)
+  etcd --name bench --data-dir "$T/etcd" \
+    --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
+    --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+    --initial-cluster "bench=http://127.0.0.1:$peer" >"$T/etcd.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$client"
+  ETCD=127.0.0.1:$client
+}
+
+start_sshd() { # PUBLIC-KEY-FILE: sets SSHD_PORT to a plain sshd that lets that key in as root
+  SSHD_PORT=$(free_port)
+  ssh-keygen -q -t ed25519 -N '' -f "$T/sshd_host_key"
+  echo "restrict $(cat "$1")" >"$T/sshd_authorized_keys"
+  mkdir -p /run/sshd
+  cat >"$T/sshd_config" <<CFG
+Port $SSHD_PORT
+ListenAddress 127.0.0.1
+HostKey $T/sshd_host_key
+AuthorizedKeysFile $T/sshd_authorized_keys
+StrictModes no
+PidFile $T/sshd.pid
+UsePAM no
+PermitRootLogin prohibit-password
+# bash would source root's ~/.bashrc (pyenv here); a plain account runs none.
+SetEnv SHLVL=1
+CFG
+  /usr/sbin/sshd -D -f "$T/sshd_config" 2>"$T/sshd.log" &
+  PIDS+=($!)
+  wait_port "$SSHD_PORT"
+}
+
+write_results() { # FILE NAME TITLE RESULTS-FILE: puts the results between NAME's markers
+  python3 - "$@" <<'PY'
+import sys
+path, name, title, results = sys.argv[1], sys.argv[2], sys.argv[3], open(sys.argv[4]).read()
+text = open(path).read()
+begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+section = f"{begin}\n{results}{end}"
+if begin in text:
+    head, rest = text.split(begin, 1)
+    text = head + section + rest.split(end, 1)[1]
+else:
+    text = text.rstrip() + f"\n\n## {title}\n\n" + section + "\n"
+open(path, "w").write(text)
+PY
+}
