@@ -16,18 +16,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-RUNS=5
-WRITE=""
-while [ $# -gt 0 ]; do
-  case $1 in
-    --write) WRITE=${2:?--write needs a file}; shift 2 ;;
-    --runs) RUNS=${2:?--runs needs a number}; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
-    *) echo "bench-commiter: unknown argument $1" >&2; exit 2 ;;
-  esac
-done
-log() { printf '\n== %s\n' "$*" >&2; }
-STARTED=$(date +%s)
+. "$ROOT/scripts/bench-lib.sh"
+parse_args 5 "$@"
 
 "$ROOT/scripts/services.sh" >&2
 (cd "$ROOT" && cargo build --release -q -p nap) >&2
@@ -47,7 +37,6 @@ cleanup() {
   rm -rf "$T"
 }
 trap cleanup EXIT
-. "$ROOT/scripts/bench-lib.sh"
 
 log "a private etcd"
 start_etcd

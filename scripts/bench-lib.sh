@@ -1,7 +1,24 @@
-# Shared by the benchmark scripts (sourced, not run): free ports, a private
-# etcd, a plain sshd for OpenSSH's floor, and writing a results section
-# between a script's markers in docs/benchmarks.md. Expects $T (the
-# script's temporary directory) and the PIDS array for cleanup.
+# Shared by the benchmark scripts (sourced, not run): their arguments, free
+# ports, a private etcd, a plain sshd for OpenSSH's floor, and writing a
+# results section between a script's markers in docs/benchmarks.md. The
+# services expect $T (the script's temporary directory) and the PIDS array.
+
+parse_args() { # DEFAULT-RUNS "$@": sets RUNS, WRITE and STARTED; --help prints the script's header
+  RUNS=$1
+  shift
+  WRITE=""
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --write) WRITE=${2:?--write needs a file}; shift 2 ;;
+      --runs) RUNS=${2:?--runs needs a number}; shift 2 ;;
+      -h|--help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+      *) echo "$(basename "$0"): unknown argument $1" >&2; exit 2 ;;
+    esac
+  done
+  STARTED=$(date +%s)
+}
+
+log() { printf '\n== %s\n' "$*" >&2; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

@@ -13,17 +13,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-RUNS=10
-WRITE=""
-while [ $# -gt 0 ]; do
-  case $1 in
-    --write) WRITE=${2:?--write needs a file}; shift 2 ;;
-    --runs) RUNS=${2:?--runs needs a number}; shift 2 ;;
-    *) echo "bench-operate: unknown argument $1" >&2; exit 2 ;;
-  esac
-done
-log() { printf '\n== %s\n' "$*" >&2; }
-STARTED=$(date +%s)
+. "$ROOT/scripts/bench-lib.sh"
+parse_args 10 "$@"
 
 "$ROOT/scripts/services.sh" >&2
 (cd "$ROOT" && cargo build --release -q -p nap) >&2
@@ -42,7 +33,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-. "$ROOT/scripts/bench-lib.sh"
 ssh-keygen -q -t ed25519 -N '' -f "$T/id"
 SSH="ssh -i $T/id -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
 
