@@ -13,6 +13,7 @@ use tracing::info;
 
 use crate::context::{open_repo, tar_stream};
 use crate::dockerfile::exposed_ports;
+use crate::freezer::{FreezeError, Frozen};
 
 const LABEL_APP: &str = "nap.app";
 const LABEL_TREE: &str = "nap.tree";
@@ -37,6 +38,8 @@ pub enum BuildError {
     Pull { image: String, message: String },
     #[error("Docker daemon: {0}")]
     Docker(#[from] bollard::errors::Error),
+    #[error(transparent)]
+    Freeze(#[from] FreezeError),
 }
 
 impl BuildError {
@@ -246,17 +249,29 @@ impl Builder {
     }
 
     /// Snapshots a container's filesystem as the image `reference`
-    /// (`REPO:TAG`); answers the image's id.
+    /// (`REPO:TAG`), with the container held still meanwhile as `docker
+    /// commit` does; answers the image's id.
     pub async fn commit(&self, container: &str, reference: &str) -> Result<String, BuildError> {
         let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
+        let inspected = self.docker.inspect_container(container, None).await?;
+        let state = inspected.state.unwrap_or_default();
+        // A paused container is still already; the daemon would not pause it either.
+        let paused = state.paused == Some(true);
+        let frozen = match (inspected.id, state.pid) {
+            (Some(id), Some(pid)) if !paused => Frozen::freeze(&id, pid).await?,
+            _ => None,
+        };
         let options = bollard::query_parameters::CommitContainerOptionsBuilder::new()
             .container(container)
             .repo(repo)
             .tag(tag)
             .comment("snapshot by nap commit")
-            .pause(true)
+            .pause(frozen.is_none() && !paused)
             .build();
         let response = self.docker.commit_container(options, bollard::models::ContainerConfig::default()).await?;
+        if let Some(frozen) = frozen {
+            frozen.thaw()?;
+        }
         Ok(response.id)
     }
 

@@ -7,6 +7,8 @@
 
 mod context;
 mod dockerfile;
+mod freezer;
 mod image;
 
+pub use freezer::FreezeError;
 pub use image::{BuildError, BuildRequest, Builder, Image, Registry};

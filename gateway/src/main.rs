@@ -63,10 +63,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::SshCommand { key } => {
             let key = keys::get(&ctx.store, &key).await?;
             let command = std::env::var("SSH_ORIGINAL_COMMAND").unwrap_or_default();
-            remote::route(&ctx, &Caller::Key(key), &command, stdio()).await
+            until_signalled(remote::route(&ctx, &Caller::Key(key), &command, stdio())).await
         }
         Command::Hook(HookCommand::PreReceive) => hook::pre_receive(&ctx).await as u32,
-        Command::Operate(command) => commands::execute(&ctx, &Caller::Host, command, cli.output, stdio()).await,
+        Command::Operate(command) => {
+            until_signalled(commands::execute(&ctx, &Caller::Host, command, cli.output, stdio())).await
+        }
         Command::Watch(_) => 0,
     };
     Ok(ExitCode::from(u8::try_from(status).unwrap_or(1)))
@@ -86,6 +88,26 @@ async fn watch(settings: &Settings, args: &nap_hooks::watcher::WatchArgs) -> Res
     };
     let status = nap_hooks::command::watch(args, source).await?;
     Ok(ExitCode::from(status))
+}
+
+/// Runs a command until it ends or a signal stops it. Stopping drops the
+/// command, so what it holds is let go on the way out: deploy locks, and
+/// containers frozen for a snapshot, which would otherwise stay frozen.
+async fn until_signalled(command: impl std::future::Future<Output = u32>) -> u32 {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) =
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup()))
+    else {
+        return command.await;
+    };
+    let (name, status) = tokio::select! {
+        status = command => return status,
+        _ = interrupt.recv() => ("SIGINT", 130),
+        _ = terminate.recv() => ("SIGTERM", 143),
+        _ = hangup.recv() => ("SIGHUP", 129),
+    };
+    eprintln!("error: stopped by {name}");
+    status
 }
 
 fn stdio() -> Io {

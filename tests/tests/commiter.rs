@@ -220,3 +220,122 @@ fn restore_starts_a_snapshot_with_its_recorded_ip_and_refuses_a_taken_one() {
     etcdctl(&["del", &assigner_key]);
     etcdctl(&["del", "--prefix", &format!("{root}/")]);
 }
+
+/// A container's freezer as the kernel shows it: cgroup v1's `freezer.state`,
+/// else cgroup v2's `cgroup.freeze` and `cgroup.events`.
+struct Freezer(std::path::PathBuf, bool);
+
+impl Freezer {
+    fn of(container: &str) -> Freezer {
+        let pid = nap_tests::docker(&["inspect", "-f", "{{.State.Pid}}", container]);
+        let cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", pid.stdout.trim())).expect("cgroups");
+        let path = |line: &str| line.splitn(3, ':').nth(2).expect("cgroup path").to_owned();
+        match cgroups.lines().find(|l| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|c| c == "freezer"))) {
+            Some(line) => Freezer(format!("/sys/fs/cgroup/freezer{}", path(line)).into(), true),
+            None => {
+                let line = cgroups.lines().find(|l| l.starts_with("0::")).expect("a cgroup");
+                Freezer(format!("/sys/fs/cgroup{}", path(line)).into(), false)
+            }
+        }
+    }
+
+    fn is_frozen(&self) -> bool {
+        if self.1 {
+            std::fs::read_to_string(self.0.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
+        } else {
+            std::fs::read_to_string(self.0.join("cgroup.events")).is_ok_and(|s| s.lines().any(|l| l == "frozen 1"))
+        }
+    }
+
+    /// Freezes it as a commit killed with SIGKILL would have left it.
+    fn freeze(&self) {
+        let (file, value) = if self.1 { ("freezer.state", "FROZEN") } else { ("cgroup.freeze", "1") };
+        std::fs::write(self.0.join(file), value).expect("freeze");
+    }
+}
+
+#[test]
+fn commit_holds_each_container_still_and_lets_it_go_even_when_interrupted() {
+    use nap_tests::{REGISTRY, docker};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+    let root = format!("/{}", unique("commiter"));
+    let host_ip = "10.200.0.9";
+    let gateway = Gateway::start_with_settings(&format!(
+        "store = \"etcd://{}\"\ncommiter_root = \"{root}\"\nhost_ip = \"{host_ip}\"\n",
+        etcd_endpoint()
+    ));
+    let number = format!("{}", 100 + rand_number() % 800);
+    let pod = unique("pod");
+    // 8 MiB each, so that a snapshot takes long enough to be caught frozen.
+    let containers: Vec<String> = (0..4).map(|i| format!("k8s_{number}rc-web-{i}_{pod}")).collect();
+    for name in &containers {
+        let script = "dd if=/dev/urandom of=/data.bin bs=1M count=8 2>/dev/null; exec sleep 300";
+        docker(&["run", "-d", "--name", name, "nap/busybox:latest", "sh", "-c", script]).assert_ok();
+    }
+    let yaml = format!("App: {number}\nComponent: web\nRepository: {REGISTRY}\nIps:\n  - Ip: {host_ip}\n");
+    gateway.nap(&["import", "--commit", "2"], &yaml).assert_ok();
+    std::thread::sleep(Duration::from_secs(1));
+    let freezers: Vec<Freezer> = containers.iter().map(|c| Freezer::of(c)).collect();
+    // Paused by the user: snapshotted as it is, and left paused.
+    docker(&["pause", &containers[3]]).assert_ok();
+    // Left frozen by a commit that was killed: the next snapshot thaws it.
+    freezers[2].freeze();
+
+    let committing = AtomicBool::new(true);
+    let seen_frozen = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let mut seen = [false; 2];
+            while committing.load(Ordering::Relaxed) {
+                for (seen, freezer) in seen.iter_mut().zip(&freezers) {
+                    *seen |= freezer.is_frozen();
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            seen
+        });
+        let rows = gateway.nap(&["commit", "--json"], "");
+        committing.store(false, Ordering::Relaxed);
+        let rows: serde_json::Value = serde_json::from_str(&rows.assert_ok().stdout).expect("json");
+        assert_eq!(rows.as_array().map(Vec::len), Some(4), "{rows}");
+        watcher.join().expect("watcher")
+    });
+    assert_eq!(seen_frozen, [true, true], "each container is held still while it is snapshotted");
+    for freezer in &freezers[..3] {
+        assert!(!freezer.is_frozen(), "a container was left frozen: {}", freezer.0.display());
+    }
+    let paused = docker(&["inspect", "-f", "{{.State.Paused}}", &containers[3]]);
+    assert_eq!(paused.stdout.trim(), "true", "a paused container stays paused");
+
+    // Interrupted while a snapshot holds a container: every one is let go.
+    let child = gateway
+        .command()
+        .args(["commit"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("nap commit");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !freezers[..3].iter().any(Freezer::is_frozen) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let output = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.code() == Some(130) && stderr.contains("error: stopped by SIGINT") || output.status.success(),
+        "{:?}: {stderr}",
+        output.status
+    );
+    for freezer in &freezers[..3] {
+        assert!(!freezer.is_frozen(), "an interrupted commit left a container frozen: {}", freezer.0.display());
+    }
+
+    docker(&["rm", "-f", &containers[0], &containers[1], &containers[2], &containers[3]]);
+    let images = docker(&["images", "-q", "--filter", &format!("reference={REGISTRY}/{number}-web-*")]);
+    for image in images.stdout.split_whitespace().collect::<std::collections::BTreeSet<_>>() {
+        docker(&["rmi", "-f", image]);
+    }
+    etcdctl(&["del", "--prefix", &format!("{root}/")]);
+}
