@@ -339,3 +339,65 @@ fn commit_holds_each_container_still_and_lets_it_go_even_when_interrupted() {
     }
     etcdctl(&["del", "--prefix", &format!("{root}/")]);
 }
+
+#[test]
+fn a_failed_snapshot_is_reported_for_its_container_and_the_others_are_recorded() {
+    use nap_tests::{REGISTRY, docker};
+    let root = format!("/{}", unique("commiter"));
+    let host_ip = "10.200.0.10";
+    let gateway = Gateway::start_with_settings(&format!(
+        "store = \"etcd://{}\"\ncommiter_root = \"{root}\"\nhost_ip = \"{host_ip}\"\n",
+        etcd_endpoint()
+    ));
+    let number = format!("{}", 100 + rand_number() % 800);
+    let pod = unique("pod");
+    let (web, db) = (format!("k8s_{number}rc-web-0_{pod}"), format!("k8s_{number}rc-db-0_{pod}"));
+    for name in [&web, &db] {
+        docker(&["run", "-d", "--name", name, "nap/busybox:latest", "sleep", "300"]).assert_ok();
+    }
+    let import = |component: &str, state: &str, repository: &str| {
+        let yaml =
+            format!("App: {number}\nComponent: {component}\nRepository: {repository}\nIps:\n  - Ip: {host_ip}\n");
+        gateway.nap(&["import", "--commit", state], &yaml).assert_ok();
+    };
+    import("web", "2", REGISTRY);
+    // Nothing listens there: db's snapshot is made but cannot be pushed.
+    import("db", "1", "127.0.0.1:9");
+
+    let commit = gateway.nap(&["commit"], "");
+    assert_eq!(commit.code, Some(1), "{commit:?}");
+    commit.assert_failed_with("error: 1 of 2 snapshot(s) failed; see above");
+    let db_line = commit.stdout.lines().chain(commit.stderr.lines()).find(|l| l.contains(&db)).unwrap_or_default();
+    assert!(db_line.contains("127.0.0.1:9"), "db's failure names its container and registry: {commit:?}");
+
+    // web's keys are written whole; db has none beyond its import.
+    let keys = etcdctl(&["get", "--prefix", "--keys-only", &format!("{root}/")]);
+    let mut keys: Vec<&str> = keys.stdout.lines().filter(|k| !k.is_empty()).collect();
+    keys.sort_unstable();
+    let web_ip = docker(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &web]);
+    let web_ip = web_ip.stdout.trim();
+    let [db_repo, db_state, web_repo, web_state, ips, takeover] = keys[..] else {
+        panic!("expected the four import keys, web's image IP and web's take-over RC: {keys:?}");
+    };
+    let import_key = |component: &str, field: &str| format!("{root}/images/{host_ip}/{number}/{component}/{field}");
+    assert_eq!(
+        [db_repo, db_state, web_repo, web_state].map(str::to_owned),
+        [
+            import_key("db", "repository"),
+            import_key("db", "state"),
+            import_key("web", "repository"),
+            import_key("web", "state")
+        ]
+    );
+    assert!(ips.starts_with(&format!("{root}/ips/{REGISTRY}/{number}-web-{web_ip}:")), "{ips}");
+    assert_eq!(takeover, format!("{root}/takeover/{number}/web-{web_ip}"));
+
+    docker(&["rm", "-f", &web, &db]);
+    for reference in [format!("{REGISTRY}/{number}-web-*"), format!("127.0.0.1:9/{number}-db-*")] {
+        let images = docker(&["images", "-q", "--filter", &format!("reference={reference}")]);
+        for image in images.stdout.split_whitespace().collect::<std::collections::BTreeSet<_>>() {
+            docker(&["rmi", "-f", image]);
+        }
+    }
+    etcdctl(&["del", "--prefix", &format!("{root}/")]);
+}
