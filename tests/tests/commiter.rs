@@ -14,6 +14,25 @@ fn gateway() -> (Gateway, Key, String) {
     (gateway, admin, root)
 }
 
+/// A gateway on etcd with a commiter root of its own, for host `host_ip`;
+/// `extra` is more of `nap.toml`. Answers the root too.
+fn gateway_on_host(host_ip: &str, extra: &str) -> (Gateway, String) {
+    let root = format!("/{}", unique("commiter"));
+    let gateway = Gateway::start_with_settings(&format!(
+        "store = \"etcd://{}\"\ncommiter_root = \"{root}\"\nhost_ip = \"{host_ip}\"\n{extra}",
+        etcd_endpoint()
+    ));
+    (gateway, root)
+}
+
+/// Removes the local images matching `reference` (a `docker images` filter).
+fn remove_images(reference: &str) {
+    let images = nap_tests::docker(&["images", "-q", "--filter", &format!("reference={reference}")]);
+    for image in images.stdout.split_whitespace().collect::<std::collections::BTreeSet<_>>() {
+        nap_tests::docker(&["rmi", "-f", image]);
+    }
+}
+
 const IMPORT: &str =
     "App: 306\nComponent: mango\nRepository: 192.168.11.51:5000\nIps:\n  - Ip: 192.168.11.52\n  - Ip: 192.168.11.53\n";
 
@@ -81,12 +100,8 @@ fn replication_controller(yaml: &str) -> k8s_openapi::api::core::v1::Replication
 #[test]
 fn commit_snapshots_nap_and_original_containers_records_their_ip_and_makes_takeover_rcs() {
     use nap_tests::{AppKind, AppRepo, REGISTRY, docker, registry_tags, remove_app_containers};
-    let root = format!("/{}", unique("commiter"));
     let host_ip = "10.200.0.7";
-    let gateway = Gateway::start_with_settings(&format!(
-        "store = \"etcd://{}\"\ncommiter_root = \"{root}\"\nhost_ip = \"{host_ip}\"\nregistry = \"{REGISTRY}\"\n",
-        etcd_endpoint()
-    ));
+    let (gateway, root) = gateway_on_host(host_ip, &format!("registry = \"{REGISTRY}\"\n"));
     let admin = Key::generate();
     gateway.nap(&["keys", "add", &unique("admin"), "--admin"], &admin.public_text()).assert_ok();
 
@@ -173,11 +188,7 @@ fn rand_number() -> u32 {
 #[test]
 fn restore_starts_a_snapshot_with_its_recorded_ip_and_refuses_a_taken_one() {
     use nap_tests::{AppKind, AppRepo, REGISTRY, docker, remove_app_containers, wait_for_body};
-    let root = format!("/{}", unique("commiter"));
-    let gateway = Gateway::start_with_settings(&format!(
-        "store = \"etcd://{}\"\ncommiter_root = \"{root}\"\nhost_ip = \"10.200.0.8\"\nregistry = \"{REGISTRY}\"\n",
-        etcd_endpoint()
-    ));
+    let (gateway, root) = gateway_on_host("10.200.0.8", &format!("registry = \"{REGISTRY}\"\n"));
     let admin = Key::generate();
     gateway.nap(&["keys", "add", &unique("admin"), "--admin"], &admin.public_text()).assert_ok();
     let app = unique("move");
@@ -259,12 +270,8 @@ fn commit_holds_each_container_still_and_lets_it_go_even_when_interrupted() {
     use nap_tests::{REGISTRY, docker};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
-    let root = format!("/{}", unique("commiter"));
     let host_ip = "10.200.0.9";
-    let gateway = Gateway::start_with_settings(&format!(
-        "store = \"etcd://{}\"\ncommiter_root = \"{root}\"\nhost_ip = \"{host_ip}\"\n",
-        etcd_endpoint()
-    ));
+    let (gateway, root) = gateway_on_host(host_ip, "");
     let number = format!("{}", 100 + rand_number() % 800);
     let pod = unique("pod");
     // 8 MiB each, so that a snapshot takes long enough to be caught frozen.
@@ -333,22 +340,15 @@ fn commit_holds_each_container_still_and_lets_it_go_even_when_interrupted() {
     }
 
     docker(&["rm", "-f", &containers[0], &containers[1], &containers[2], &containers[3]]);
-    let images = docker(&["images", "-q", "--filter", &format!("reference={REGISTRY}/{number}-web-*")]);
-    for image in images.stdout.split_whitespace().collect::<std::collections::BTreeSet<_>>() {
-        docker(&["rmi", "-f", image]);
-    }
+    remove_images(&format!("{REGISTRY}/{number}-web-*"));
     etcdctl(&["del", "--prefix", &format!("{root}/")]);
 }
 
 #[test]
 fn a_failed_snapshot_is_reported_for_its_container_and_the_others_are_recorded() {
     use nap_tests::{REGISTRY, docker};
-    let root = format!("/{}", unique("commiter"));
     let host_ip = "10.200.0.10";
-    let gateway = Gateway::start_with_settings(&format!(
-        "store = \"etcd://{}\"\ncommiter_root = \"{root}\"\nhost_ip = \"{host_ip}\"\n",
-        etcd_endpoint()
-    ));
+    let (gateway, root) = gateway_on_host(host_ip, "");
     let number = format!("{}", 100 + rand_number() % 800);
     let pod = unique("pod");
     let (web, db) = (format!("k8s_{number}rc-web-0_{pod}"), format!("k8s_{number}rc-db-0_{pod}"));
@@ -393,11 +393,7 @@ fn a_failed_snapshot_is_reported_for_its_container_and_the_others_are_recorded()
     assert_eq!(takeover, format!("{root}/takeover/{number}/web-{web_ip}"));
 
     docker(&["rm", "-f", &web, &db]);
-    for reference in [format!("{REGISTRY}/{number}-web-*"), format!("127.0.0.1:9/{number}-db-*")] {
-        let images = docker(&["images", "-q", "--filter", &format!("reference={reference}")]);
-        for image in images.stdout.split_whitespace().collect::<std::collections::BTreeSet<_>>() {
-            docker(&["rmi", "-f", image]);
-        }
-    }
+    remove_images(&format!("{REGISTRY}/{number}-web-*"));
+    remove_images(&format!("127.0.0.1:9/{number}-db-*"));
     etcdctl(&["del", "--prefix", &format!("{root}/")]);
 }
