@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use nap_runner::{DockerRunner, Runner, RunnerKind};
-use nap_state::{DeployLock, LockError, Store};
+use nap_state::{Lock, LockError, LockSubject, Store};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -73,12 +73,12 @@ impl Context {
         .await?)
     }
 
-    /// Takes `app`'s deploy lock for `what` (a push, a config change) by
-    /// `who`, or says which deploy holds it and on which host.
-    pub async fn deploy_lock(&self, app: &str, what: &str, who: &str) -> Result<DeployLock, LockError> {
+    /// Takes the lock on `subject` for `what` (a push, a config change, a
+    /// commit) by `who`, or says who holds it and on which host.
+    pub async fn lock(&self, subject: LockSubject<'_>, what: &str, who: &str) -> Result<Lock, LockError> {
         let started = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
         let holder = format!("{what} by {who}, pid {}, started {started}", std::process::id());
-        DeployLock::acquire(&self.store, &self.settings.locks_dir(), app, &holder, &self.settings.host_name).await
+        Lock::acquire(&self.store, &self.settings.locks_dir(), subject, &holder, &self.settings.host_name).await
     }
 }
 

@@ -62,10 +62,11 @@ pub fn instance_field(app: &str, id: &str, field: &str) -> String {
     format!("{ROOT}/apps/{app}/instances/{id}/{field}")
 }
 
-/// `/nap/locks/APP`: the app's deploy lock when the store is shared (etcd),
-/// bound to the holder's lease.
-pub fn deploy_lock(app: &str) -> String {
-    format!("{ROOT}/locks/{app}")
+/// `/nap/locks/NAME`: a lock when the store is shared (etcd), bound to the
+/// holder's lease: `APP` for an app's deploys, `snapshot@HOSTIP` for a
+/// host's `commit` (see [`crate::LockSubject`]).
+pub fn lock(name: &str) -> String {
+    format!("{ROOT}/locks/{name}")
 }
 
 /// The commiter flow's keys, under a root that defaults to [`commiter::DEFAULT_ROOT`]

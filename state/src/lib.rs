@@ -15,7 +15,7 @@ mod rollout;
 mod store;
 
 pub use app::{AppRecord, AppSummary};
-pub use lock::{DeployLock, LockError};
+pub use lock::{Lock, LockError, LockSubject};
 pub use release::{Release, ReleaseCause, ReleaseStatus};
 pub use rollout::{Rollout, Undo};
 pub use store::{EtcdOptions, Pairs, Store, StoreError, WatchEvent, WatchStream};

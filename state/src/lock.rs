@@ -1,38 +1,81 @@
-//! The per-app deploy lock.
+//! nap's locks: an app's deploy lock, and a host's snapshot lock.
 //!
-//! With the embedded store it is an advisory `flock` on
-//! `DATA/locks/APP.lock`, held by the process that deploys. The kernel drops
+//! With the embedded store a lock is an advisory `flock` on
+//! `DATA/locks/NAME.lock`, held by the process that deploys or snapshots. The kernel drops
 //! it when that process exits for any reason, `kill -9` included, so it can
 //! never go stale. The file's content names the holder, so that a refused
 //! push can say which push is running.
 //!
 //! With etcd, hosts share apps, so the lock is the key `/nap/locks/APP`,
 //! bound to a lease the holder keeps alive. A host that dies stops renewing,
-//! and the lease expires with the lock. A holder on this host that died
-//! (its pid is gone) is not waited for: its lease is revoked at once.
+//! and the lease expires with the lock. A holder on this host that is gone
+//! is not waited for: its lease is revoked at once. Gone means its pid is
+//! dead, or it is this very process (`nap serve` runs commands itself) and
+//! none of its live locks holds that lease, as after a release that could
+//! not reach etcd.
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{Store, StoreError, layout};
 
+/// What a lock keeps to one holder at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockSubject<'a> {
+    /// Every change of an app's releases (push, config, rollback, destroy).
+    Deploy { app: &'a str },
+    /// `commit` on the host with this IP: a second one would freeze the
+    /// containers the first is snapshotting and thaw them under it.
+    Snapshot { host_ip: &'a str },
+}
+
+impl LockSubject<'_> {
+    /// The lock's name, under `/nap/locks/` and in the lock directory. An
+    /// app name never holds `@`, so no app's lock can be a host's.
+    fn name(&self) -> String {
+        match self {
+            LockSubject::Deploy { app } => (*app).to_owned(),
+            LockSubject::Snapshot { host_ip } => format!("snapshot@{host_ip}"),
+        }
+    }
+
+    /// What a second holder is told is going on.
+    fn busy(&self) -> String {
+        match self {
+            LockSubject::Deploy { app } => format!("{app} is already deploying"),
+            LockSubject::Snapshot { host_ip } => format!("a snapshot is already running on {host_ip}"),
+        }
+    }
+}
+
+impl std::fmt::Display for LockSubject<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LockSubject::Deploy { app } => write!(f, "deploy lock of {app}"),
+            LockSubject::Snapshot { host_ip } => write!(f, "snapshot lock of {host_ip}"),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("{app} is already deploying ({holder}); try again when it is done")]
-    Busy { app: String, holder: String },
-    #[error("deploy lock {path}: {source}")]
+    #[error("{busy} ({holder}); try again when it is done")]
+    Busy { busy: String, holder: String },
+    #[error("lock {path}: {source}")]
     Io {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("deploy lock of {app}: {source}")]
+    #[error("{lock}: {source}")]
     Store {
-        app: String,
+        lock: String,
         #[source]
         source: crate::StoreError,
     },
@@ -41,10 +84,18 @@ pub enum LockError {
 /// How long a shared lock outlives a holder that stopped renewing it.
 const LEASE_TTL: Duration = Duration::from_secs(10);
 
-/// Held for the lifetime of a deploy; dropping it releases the lock.
+/// The leases of the shared locks this process holds now.
+static HELD_HERE: Mutex<BTreeSet<i64>> = Mutex::new(BTreeSet::new());
+
+fn held_here() -> std::sync::MutexGuard<'static, BTreeSet<i64>> {
+    // The set stays consistent whatever panicked while holding it.
+    HELD_HERE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Held for the lifetime of a deploy or snapshot; dropping it releases the lock.
 #[derive(Debug)]
-pub struct DeployLock {
-    _held: Held,
+pub struct Lock {
+    held: Held,
 }
 
 /// Each variant is held for what its drop does: closing the file drops the
@@ -52,7 +103,7 @@ pub struct DeployLock {
 #[derive(Debug)]
 #[allow(dead_code)]
 enum Held {
-    File(File),
+    File { file: File, path: PathBuf },
     Lease(LeaseGuard),
 }
 
@@ -71,11 +122,16 @@ struct LeaseGuard {
     store: Store,
     lease: i64,
     renew: tokio::task::JoinHandle<()>,
+    revoked: bool,
 }
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
         self.renew.abort();
+        held_here().remove(&self.lease);
+        if self.revoked {
+            return;
+        }
         let (store, lease) = (self.store.clone(), self.lease);
         // Best effort: if this never runs, the lease expires on its own.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -86,28 +142,29 @@ impl Drop for LeaseGuard {
     }
 }
 
-impl DeployLock {
-    /// Takes the lock for `app` at once, or says who holds it: a `flock`
+impl Lock {
+    /// Takes the lock on `subject` at once, or says who holds it: a `flock`
     /// under `lock_dir` with a host-local store, a leased key with a shared
     /// one, marked as held from `host` (this host's name among nap's hosts).
     pub async fn acquire(
         store: &Store,
         lock_dir: &Path,
-        app: &str,
+        subject: LockSubject<'_>,
         holder: &str,
         host: &str,
-    ) -> Result<DeployLock, LockError> {
+    ) -> Result<Lock, LockError> {
         if !store.is_shared() {
-            return Self::try_acquire(lock_dir, app, holder);
+            return Self::try_acquire(lock_dir, subject, holder);
         }
-        let store_err = |source| LockError::Store { app: app.to_owned(), source };
-        let key = layout::deploy_lock(app);
+        let store_err = |source| LockError::Store { lock: subject.to_string(), source };
+        let key = layout::lock(&subject.name());
         for _ in 0..2 {
             let lease = store.grant_lease(LEASE_TTL).await.map_err(store_err)?;
             let value =
                 SharedHolder { holder: holder.to_owned(), host: host.to_owned(), pid: std::process::id(), lease };
             let json = serde_json::to_vec(&value).map_err(|e| store_err(StoreError::Encode(e)))?;
             if store.create_with_lease(&key, &json, lease).await.map_err(store_err)? {
+                held_here().insert(lease);
                 let renew = tokio::spawn({
                     let store = store.clone();
                     async move {
@@ -119,27 +176,51 @@ impl DeployLock {
                         }
                     }
                 });
-                return Ok(DeployLock { _held: Held::Lease(LeaseGuard { store: store.clone(), lease, renew }) });
+                return Ok(Lock {
+                    held: Held::Lease(LeaseGuard { store: store.clone(), lease, renew, revoked: false }),
+                });
             }
             let _ = store.revoke_lease(lease).await;
             let Some(current) = store.get_json::<SharedHolder>(&key).await.map_err(store_err)? else { continue };
-            if current.host == host && !pid_alive(current.pid) {
-                // Its holder died on this host; nothing will renew it.
+            if current.host == host && holder_gone(&current) {
+                // Nothing will renew it or let it go.
                 store.revoke_lease(current.lease).await.map_err(store_err)?;
                 continue;
             }
             return Err(LockError::Busy {
-                app: app.to_owned(),
+                busy: subject.busy(),
                 holder: format!("{} on {}", current.holder, current.host),
             });
         }
-        Err(LockError::Busy { app: app.to_owned(), holder: "another push".into() })
+        Err(LockError::Busy { busy: subject.busy(), holder: "another holder".into() })
     }
 
-    /// Takes the lock for `app` at once, or says who holds it.
-    /// `holder` describes this deploy, e.g. "push of 1a2b3c4 by alice, pid 42".
-    pub fn try_acquire(lock_dir: &Path, app: &str, holder: &str) -> Result<DeployLock, LockError> {
-        let path = lock_dir.join(format!("{app}.lock"));
+    /// Lets the lock go now. Dropping it does too, but a shared lock's lease
+    /// is then revoked by a background task that a process about to exit
+    /// may never run, and other hosts would wait for the lease to expire.
+    pub async fn release(mut self) {
+        if let Held::Lease(guard) = &mut self.held {
+            guard.renew.abort();
+            // If this fails, the lease expires on its own.
+            let _ = guard.store.revoke_lease(guard.lease).await;
+            guard.revoked = true;
+        }
+    }
+
+    /// Releases the lock of something that is gone for good (a destroyed
+    /// app), removing its lock file too. Removing a held flock's file is
+    /// safe: the next holder makes a new one.
+    pub async fn forget(self) {
+        if let Held::File { path, .. } = &self.held {
+            let _ = std::fs::remove_file(path);
+        }
+        self.release().await;
+    }
+
+    /// Takes the host-local lock on `subject` at once, or says who holds it.
+    /// `holder` describes this holder, e.g. "push of 1a2b3c4 by alice, pid 42".
+    pub fn try_acquire(lock_dir: &Path, subject: LockSubject<'_>, holder: &str) -> Result<Lock, LockError> {
+        let path = lock_dir.join(format!("{}.lock", subject.name()));
         let io_err = |source| LockError::Io { path: path.display().to_string(), source };
         std::fs::create_dir_all(lock_dir).map_err(io_err)?;
         let mut file =
@@ -152,18 +233,26 @@ impl DeployLock {
                 // empty read only means we looked in between.
                 let _ = file.read_to_string(&mut current);
                 let holder = match current.trim() {
-                    "" => "another push".to_owned(),
+                    "" => "another holder".to_owned(),
                     text => text.to_owned(),
                 };
-                return Err(LockError::Busy { app: app.to_owned(), holder });
+                return Err(LockError::Busy { busy: subject.busy(), holder });
             }
             Err(TryLockError::Error(source)) => return Err(io_err(source)),
         }
         file.set_len(0).map_err(io_err)?;
         file.seek(SeekFrom::Start(0)).map_err(io_err)?;
         file.write_all(holder.as_bytes()).map_err(io_err)?;
-        Ok(DeployLock { _held: Held::File(file) })
+        Ok(Lock { held: Held::File { file, path } })
     }
+}
+
+/// Whether the holder of a lock taken from this host is gone.
+fn holder_gone(holder: &SharedHolder) -> bool {
+    if holder.pid == std::process::id() {
+        return !held_here().contains(&holder.lease);
+    }
+    !pid_alive(holder.pid)
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -176,14 +265,29 @@ fn pid_alive(pid: u32) -> bool {
 mod tests {
     use super::*;
 
+    const HELLO: LockSubject = LockSubject::Deploy { app: "hello" };
+
     #[test]
     fn second_holder_is_refused_with_the_first_named_then_admitted_after_release() {
         let dir = tempfile::tempdir().unwrap();
-        let first = DeployLock::try_acquire(dir.path(), "hello", "push of abc by alice").unwrap();
-        let err = DeployLock::try_acquire(dir.path(), "hello", "push of def by bob").unwrap_err();
+        let first = Lock::try_acquire(dir.path(), HELLO, "push of abc by alice").unwrap();
+        let err = Lock::try_acquire(dir.path(), HELLO, "push of def by bob").unwrap_err();
         assert_eq!(err.to_string(), "hello is already deploying (push of abc by alice); try again when it is done");
-        DeployLock::try_acquire(dir.path(), "other", "x").unwrap();
+        Lock::try_acquire(dir.path(), LockSubject::Deploy { app: "other" }, "x").unwrap();
         drop(first);
-        DeployLock::try_acquire(dir.path(), "hello", "push of def by bob").unwrap();
+        Lock::try_acquire(dir.path(), HELLO, "push of def by bob").unwrap();
+    }
+
+    #[test]
+    fn a_hosts_snapshot_lock_is_not_an_apps_deploy_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = LockSubject::Snapshot { host_ip: "10.0.0.1" };
+        let _deploy = Lock::try_acquire(dir.path(), LockSubject::Deploy { app: "snapshot" }, "x").unwrap();
+        let _first = Lock::try_acquire(dir.path(), snapshot, "commit by alice, pid 7").unwrap();
+        let err = Lock::try_acquire(dir.path(), snapshot, "commit by bob").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a snapshot is already running on 10.0.0.1 (commit by alice, pid 7); try again when it is done"
+        );
     }
 }

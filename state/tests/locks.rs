@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use nap_state::{DeployLock, EtcdOptions, LockError, Store, layout};
+use nap_state::{EtcdOptions, Lock, LockError, LockSubject, Store, layout};
 
 async fn etcd() -> Store {
     let endpoint = std::env::var("NAP_TEST_ETCD").unwrap_or_else(|_| "127.0.0.1:2379".into());
@@ -14,13 +14,13 @@ fn app() -> String {
     format!("lock-{:08x}", rand::random::<u32>())
 }
 
-async fn acquire(store: &Store, app: &str, holder: &str) -> Result<DeployLock, LockError> {
+async fn acquire(store: &Store, app: &str, holder: &str) -> Result<Lock, LockError> {
     // The lock directory is only for host-local stores.
     let host = gethostname::gethostname().to_string_lossy().into_owned();
-    DeployLock::acquire(store, std::path::Path::new("/nonexistent"), app, holder, &host).await
+    Lock::acquire(store, std::path::Path::new("/nonexistent"), LockSubject::Deploy { app }, holder, &host).await
 }
 
-async fn eventually_acquire(store: &Store, app: &str, within: Duration) -> DeployLock {
+async fn eventually_acquire(store: &Store, app: &str, within: Duration) -> Lock {
     let deadline = Instant::now() + within;
     loop {
         match acquire(store, app, "the next push").await {
@@ -35,7 +35,7 @@ async fn eventually_acquire(store: &Store, app: &str, within: Duration) -> Deplo
 async fn foreign_lock(store: &Store, app: &str, host: &str, pid: u32, ttl: Duration) {
     let lease = store.grant_lease(ttl).await.unwrap();
     let value = serde_json::json!({ "holder": "push of abc by bob", "host": host, "pid": pid, "lease": lease });
-    assert!(store.create_with_lease(&layout::deploy_lock(app), value.to_string().as_bytes(), lease).await.unwrap());
+    assert!(store.create_with_lease(&layout::lock(app), value.to_string().as_bytes(), lease).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -70,6 +70,22 @@ async fn a_dead_holder_on_this_host_is_not_waited_for() {
     // A pid that no process has (above the kernel's pid_max).
     foreign_lock(&store, &app, &host, 4_999_999, Duration::from_secs(60)).await;
     acquire(&store, &app, "the next push").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_this_process_let_go_of_but_could_not_revoke_is_not_waited_for() {
+    // As `nap serve` leaves one when etcd is down as a command ends: its own
+    // pid, alive, but none of its locks holds the lease.
+    let store = etcd().await;
+    let app = app();
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    foreign_lock(&store, &app, &host, std::process::id(), Duration::from_secs(60)).await;
+    let held = acquire(&store, &app, "the next push").await.expect("a leftover of this process is taken over");
+    // One this process does hold is not.
+    let err = acquire(&store, &app, "a second push").await.expect_err("admitted while held here");
+    assert!(err.to_string().contains("(the next push on "), "{err}");
+    held.release().await;
+    acquire(&store, &app, "after release").await.expect("released");
 }
 
 #[tokio::test(flavor = "multi_thread")]

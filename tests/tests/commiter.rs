@@ -397,3 +397,48 @@ fn a_failed_snapshot_is_reported_for_its_container_and_the_others_are_recorded()
     remove_images(&format!("127.0.0.1:9/{number}-db-*"));
     etcdctl(&["del", "--prefix", &format!("{root}/")]);
 }
+
+#[test]
+fn a_second_commit_on_a_host_is_refused_while_one_holds_its_containers() {
+    use nap_tests::{REGISTRY, docker};
+    let host_ip = "10.200.0.11";
+    let (gateway, root) = gateway_on_host(host_ip, "");
+    let number = format!("{}", 100 + rand_number() % 800);
+    let container = format!("k8s_{number}rc-web-0_{}", unique("pod"));
+    docker(&["run", "-d", "--name", &container, "nap/busybox:latest", "sleep", "300"]).assert_ok();
+    let yaml = format!("App: {number}\nComponent: web\nRepository: {REGISTRY}\nIps:\n  - Ip: {host_ip}\n");
+    gateway.nap(&["import", "--commit", "2"], &yaml).assert_ok();
+
+    // Another nap is committing on this host: its lock, as it writes it.
+    let granted = etcdctl(&["lease", "grant", "60"]);
+    let lease = granted.stdout.split_whitespace().nth(1).expect("lease id").to_owned();
+    let holder = serde_json::json!({
+        "holder": "commit by alice, pid 4242", "host": "node-b", "pid": 4242,
+        "lease": i64::from_str_radix(&lease, 16).expect("hex lease"),
+    });
+    let lock = format!("/nap/locks/snapshot@{host_ip}");
+    etcdctl(&["put", "--lease", &lease, &lock, &holder.to_string()]).assert_ok();
+
+    let refused = gateway.nap(&["commit"], "");
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert_eq!(
+        refused.stderr.trim_end(),
+        format!(
+            "error: a snapshot is already running on {host_ip} (commit by alice, pid 4242 on node-b); try again when \
+             it is done"
+        )
+    );
+    let written = etcdctl(&["get", "--prefix", "--keys-only", &format!("{root}/ips/")]);
+    assert!(written.stdout.trim().is_empty(), "a refused commit wrote {:?}", written.stdout);
+    assert!(!Freezer::of(&container).is_frozen(), "a refused commit froze a container");
+
+    // Its holder is done: the next commit goes through and lets the lock go.
+    etcdctl(&["lease", "revoke", &lease]).assert_ok();
+    gateway.nap(&["commit"], "").assert_ok();
+    let left = etcdctl(&["get", "--print-value-only", &lock]);
+    assert!(left.stdout.trim().is_empty(), "commit left its lock: {:?}", left.stdout);
+
+    docker(&["rm", "-f", &container]);
+    remove_images(&format!("{REGISTRY}/{number}-web-*"));
+    etcdctl(&["del", "--prefix", &format!("{root}/")]);
+}

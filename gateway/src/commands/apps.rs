@@ -1,7 +1,7 @@
 //! `apps`, `apps create APP`, `apps destroy APP --force`.
 
 use clap::{Args, Subcommand};
-use nap_state::AppRecord;
+use nap_state::{AppRecord, LockSubject};
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -107,7 +107,7 @@ async fn destroy(ctx: &Context, caller: &Caller, name: &str, force: bool) -> Res
             "destroying {app} removes its containers, repo and state for good; run again with --force"
         )));
     }
-    let _lock = ctx.deploy_lock(app.as_str(), "destroy", caller.name()).await?;
+    let lock = ctx.lock(LockSubject::Deploy { app: app.as_str() }, "destroy", caller.name()).await?;
     let runner = ctx.runner().await?;
     let removed = runner.retire_all_but(app.as_str(), None).await?;
     let repo = repos::path(&ctx.settings.repos_dir(), &app);
@@ -115,8 +115,7 @@ async fn destroy(ctx: &Context, caller: &Caller, name: &str, force: bool) -> Res
         std::fs::remove_dir_all(&repo)?;
     }
     ctx.store.destroy_app(app.as_str()).await?;
-    // Removing a held flock's file is safe: the next deploy makes a new one.
-    let _ = std::fs::remove_file(ctx.settings.locks_dir().join(format!("{app}.lock")));
+    lock.forget().await;
     Ok(Reply::new(
         format!("destroyed {app} (removed {} container(s), its repo and its state)", removed.len()),
         json!({ "name": app.as_str(), "destroyed": true, "containers": removed }),

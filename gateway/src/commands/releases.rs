@@ -1,6 +1,6 @@
 //! `releases` and `rollback`, and the way every command-made release runs.
 
-use nap_state::{Release, ReleaseCause, ReleaseStatus};
+use nap_state::{LockSubject, Release, ReleaseCause, ReleaseStatus};
 use time::format_description::well_known::Rfc3339;
 
 use super::{CommandError, Reply, existing_app, with_reporter};
@@ -100,8 +100,9 @@ pub async fn run_release(
     io: &mut Io,
 ) -> Result<Release, CommandError> {
     let what = new.cause.to_string();
-    let _lock = ctx.deploy_lock(app.as_str(), &what, caller.name()).await?;
+    let lock = ctx.lock(LockSubject::Deploy { app: app.as_str() }, &what, caller.name()).await?;
     let runner = ctx.runner().await?;
+    let what = &what;
     let result = with_reporter(io, |report| async move {
         let result = async {
             let release = deploy::open_release(&ctx.store, app, new).await?;
@@ -115,6 +116,7 @@ pub async fn run_release(
         result
     })
     .await;
+    lock.release().await;
     Ok(result?)
 }
 

@@ -9,6 +9,7 @@ use futures_util::future::join_all;
 use nap_builder::Builder;
 use nap_runner::kubernetes::manifest;
 use nap_runner::units::{self, Units};
+use nap_state::LockSubject;
 use nap_state::layout::commiter;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -38,6 +39,17 @@ struct Found {
     ip: String,
 }
 
+impl Found {
+    /// `REPOSITORY/APP-COMPONENT-CONTAINERIP:TAG`, the original tool's name.
+    fn image(&self, tag: &str) -> String {
+        let Wanted { app, component, repository, .. } = &self.wanted;
+        format!("{repository}/{app}-{component}-{}:{tag}", self.ip)
+    }
+}
+
+/// How many tags `commit` draws before it gives up finding an unused one.
+const TAG_DRAWS: usize = 8;
+
 pub async fn commit(ctx: &Context, caller: &Caller, only: Option<&str>, io: &mut Io) -> Result<Reply, CommandError> {
     caller.check_admin("snapshot containers")?;
     let root = &ctx.settings.commiter_root;
@@ -52,15 +64,24 @@ pub async fn commit(ctx: &Context, caller: &Caller, only: Option<&str>, io: &mut
             "nothing to snapshot on {host_ip}: import the app's components for this IP first"
         )));
     }
+    let lock = ctx.lock(LockSubject::Snapshot { host_ip: &host_ip }, "commit", caller.name()).await?;
+    let result = snapshot_all(ctx, &host_ip, &wanted, io).await;
+    lock.release().await;
+    result
+}
+
+/// Snapshots the running containers of `wanted` in parallel, under the
+/// host's snapshot lock.
+async fn snapshot_all(ctx: &Context, host_ip: &str, wanted: &[Wanted], io: &mut Io) -> Result<Reply, CommandError> {
     let docker = ctx.docker().await?;
-    let found = find_containers(&docker, &wanted).await?;
+    let found = find_containers(&docker, wanted).await?;
+    let tag = unused_tag(ctx, &docker, &found).await?;
     let builder = Builder::new(docker, ctx.settings.registry.clone());
-    let tag = unique_tag();
-    let (builder, tag, host_ip_ref, found_ref) = (&builder, &tag, &host_ip, &found);
+    let (builder, tag, found_ref) = (&builder, &tag, &found);
     let outcomes = with_reporter(io, |report| async move {
         let report = &report;
         let snapshots = found_ref.iter().filter(|f| f.wanted.state != 0).map(|found| async move {
-            let outcome = snapshot(ctx, builder, found, tag, host_ip_ref, &|line| report.detail(line)).await;
+            let outcome = snapshot(ctx, builder, found, tag, host_ip, &|line| report.detail(line)).await;
             match &outcome {
                 Ok(image) => report.step(&format!("{} ({}) -> {image}", found.container, found.ip)),
                 Err(err) => report.problem(&format!("{} ({}): {err}", found.container, found.ip)),
@@ -106,8 +127,8 @@ async fn snapshot(
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<String, CommandError> {
     let root = &ctx.settings.commiter_root;
-    let Wanted { app, component, repository, state } = &found.wanted;
-    let image = format!("{repository}/{app}-{component}-{}:{tag}", found.ip);
+    let Wanted { app, component, state, .. } = &found.wanted;
+    let image = found.image(tag);
     builder.commit(&found.container, &image).await.map_err(crate::deploy::DeployError::from)?;
     if *state == 1 {
         builder.push(&image, progress).await.map_err(crate::deploy::DeployError::from)?;
@@ -273,9 +294,30 @@ async fn find_containers(docker: &bollard::Docker, wanted: &[Wanted]) -> Result<
     Ok(found)
 }
 
-/// A tag no other snapshot has: the second, and a random suffix for two in one second.
-fn unique_tag() -> String {
+/// A tag that none of these containers' snapshots has: the second, and a
+/// random suffix for two in one second, drawn again while an image of it is
+/// recorded in the store or on this host. Drawn under the host's snapshot
+/// lock, so no other `commit` here can draw the same one meanwhile.
+async fn unused_tag(ctx: &Context, docker: &bollard::Docker, found: &[Found]) -> Result<String, CommandError> {
+    let root = &ctx.settings.commiter_root;
     let format = format_description!("[year][month][day]-[hour][minute][second]");
-    let stamp = OffsetDateTime::now_utc().format(&format).unwrap_or_default();
-    format!("{stamp}-{:04x}", rand::random::<u16>())
+    for _ in 0..TAG_DRAWS {
+        let stamp = OffsetDateTime::now_utc().format(&format).unwrap_or_default();
+        let tag = format!("{stamp}-{:04x}", rand::random::<u16>());
+        let taken = found.iter().filter(|f| f.wanted.state != 0).map(|f| {
+            let image = f.image(&tag);
+            async move {
+                let recorded = ctx.store.get(&commiter::image_ip(root, &image)).await?.is_some();
+                Ok::<_, CommandError>(recorded || docker.inspect_image(&image).await.is_ok())
+            }
+        });
+        let mut free = true;
+        for taken in join_all(taken).await {
+            free &= !taken?;
+        }
+        if free {
+            return Ok(tag);
+        }
+    }
+    Err(CommandError::Usage(format!("could not find an unused snapshot tag in {TAG_DRAWS} draws")))
 }
