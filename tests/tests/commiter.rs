@@ -36,6 +36,27 @@ fn remove_images(reference: &str) {
 const IMPORT: &str =
     "App: 306\nComponent: mango\nRepository: 192.168.11.51:5000\nIps:\n  - Ip: 192.168.11.52\n  - Ip: 192.168.11.53\n";
 
+/// The original tool's own example, unchanged.
+const ORIGINAL_IMPORT: &str = include_str!("../fixtures/import.yaml");
+
+#[test]
+fn the_original_tools_example_imports_to_the_keys_its_document_lists() {
+    let (gateway, admin, root) = gateway();
+    gateway.ssh_with_input(&admin, "nap", &["import", "--commit", "1"], ORIGINAL_IMPORT).assert_ok();
+    let keys = etcdctl(&["get", "--prefix", &format!("{root}/")]);
+    let pairs: Vec<&str> = keys.stdout.lines().collect();
+    assert_eq!(
+        pairs,
+        [
+            format!("{root}/images/192.168.11.52/306/mango/repository").as_str(),
+            "192.168.11.51:5000",
+            format!("{root}/images/192.168.11.52/306/mango/state").as_str(),
+            "1",
+        ]
+    );
+    etcdctl(&["del", "--prefix", &format!("{root}/")]);
+}
+
 #[test]
 fn manage_and_import_write_the_original_tools_keys() {
     let (gateway, admin, root) = gateway();
