@@ -8,10 +8,11 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "nap", version, about = "git push to deploy, ssh to operate", propagate_version = true)]
 pub struct Cli {
-    #[command(flatten)]
-    pub global: GlobalArgs,
+    // Before the settings, so that their help heading does not take it.
     #[command(flatten)]
     pub output: crate::commands::OutputArgs,
+    #[command(flatten)]
+    pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -19,6 +20,7 @@ pub struct Cli {
 /// Settings every subcommand shares. Each also comes from the environment and
 /// from `nap.toml`; a flag beats the environment, which beats the file.
 #[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Settings (also NAP_* variables or nap.toml)")]
 pub struct GlobalArgs {
     /// Settings file [default: /etc/nap/nap.toml, if it exists]
     #[arg(long, global = true, env = "NAP_CONFIG", value_name = "FILE")]

@@ -61,6 +61,14 @@ pub enum Operate {
     /// Read the commiter tool's import YAML from standard input (admin keys only)
     Import(commiter::ImportArgs),
     /// Snapshot this host's imported containers into images that keep their IP (admin keys only)
+    ///
+    /// Reads the (app, component) pairs imported for this host's IP (`host_ip`,
+    /// else the default route's address) and snapshots their running
+    /// containers in parallel: nap's releases (by label) and containers named
+    /// APPrc-COMPONENT. Each is held still while it is committed to
+    /// REPOSITORY/APP-COMPONENT-CONTAINERIP:TAG, pushed when its state is 1,
+    /// and recorded with its IP (ROOT/ips/IMAGE) and its take-over RC
+    /// (`takeover APP`). One commit runs at a time on a host.
     Commit {
         /// Only this app's containers
         app: Option<String>,
@@ -68,6 +76,10 @@ pub enum Operate {
     /// Print the take-over ReplicationControllers that `commit` made for an app
     Takeover { app: String },
     /// Start a snapshot image here with the container IP recorded for it (admin keys only)
+    ///
+    /// Pulls IMAGE and starts it on nap's Docker network at the IP recorded
+    /// under ROOT/ips/IMAGE, else under /assigner/ips/IMAGE (the original IP
+    /// assigner's key). Refuses an IP that a container already has.
     Restore {
         /// The snapshot, as `commit` named it: REGISTRY/APP-COMPONENT-IP:TAG
         image: String,

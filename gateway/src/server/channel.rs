@@ -1,6 +1,7 @@
 //! One command on one SSH channel. This task is the channel's only writer.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use russh::Channel;
 use russh::ChannelMsg;
@@ -15,6 +16,9 @@ use crate::remote;
 /// Bytes of client input buffered on their way to the command.
 const STDIN_BUFFER: usize = 256 * 1024;
 
+/// How long a finished command waits for the client to answer its close.
+const CLOSE_ANSWER: Duration = Duration::from_secs(10);
+
 pub async fn serve_exec(ctx: Arc<Context>, caller: Caller, command: String, channel: Channel<Msg>) {
     let (mut incoming, outgoing) = channel.split();
     let client_gone = CancellationToken::new();
@@ -22,7 +26,7 @@ pub async fn serve_exec(ctx: Arc<Context>, caller: Caller, command: String, chan
 
     // Client → command. EOF closes the command's input; a closed channel or
     // a dropped connection means the client is gone.
-    let pump = tokio::spawn({
+    let mut pump = tokio::spawn({
         let client_gone = client_gone.clone();
         async move {
             let mut open = true;
@@ -54,10 +58,16 @@ pub async fn serve_exec(ctx: Arc<Context>, caller: Caller, command: String, chan
         client_gone,
     };
     let status = remote::route(&ctx, &caller, &command, io).await;
-    pump.abort();
     // In this order, and only after all output was written: the client stops
     // reading once it has the exit status and EOF.
     let _ = outgoing.exit_status(status).await;
     let _ = outgoing.eof().await;
     let _ = outgoing.close().await;
+    // These are only queued for the connection to send. The client answers
+    // the close once it has read everything before it; until then a gateway
+    // that is shutting down, which waits for this task, must not go, or git
+    // would report a push that went through as failed.
+    if tokio::time::timeout(CLOSE_ANSWER, &mut pump).await.is_err() {
+        pump.abort();
+    }
 }
