@@ -64,29 +64,24 @@ async fn deploy_push(
     pusher: &str,
 ) -> Result<(), DeployError> {
     let what = format!("push of {}", short(&update.new));
-    let lock = ctx.lock(LockSubject::Deploy { app: app.as_str() }, &what, pusher).await?;
-    let result = async {
-        let store = &ctx.store;
-        let first_push = store.app(app.as_str()).await?.is_none();
-        let result = build_and_release(ctx, report, app, update, pusher).await;
-        match &result {
-            Ok(()) if first_push => {
-                let record = AppRecord {
-                    name: app.to_string(),
-                    created_at: OffsetDateTime::now_utc(),
-                    created_by: pusher.to_owned(),
-                };
-                store.create_app(&record).await?;
-            }
-            // A refused first push leaves nothing behind: the gateway removes
-            // the repo, and the app's state goes here.
-            Err(_) if first_push => store.destroy_app(app.as_str()).await?,
-            _ => {}
+    let _lock = ctx.lock(LockSubject::Deploy { app: app.as_str() }, &what, pusher).await?;
+    let store = &ctx.store;
+    let first_push = store.app(app.as_str()).await?.is_none();
+    let result = build_and_release(ctx, report, app, update, pusher).await;
+    match &result {
+        Ok(()) if first_push => {
+            let record = AppRecord {
+                name: app.to_string(),
+                created_at: OffsetDateTime::now_utc(),
+                created_by: pusher.to_owned(),
+            };
+            store.create_app(&record).await?;
         }
-        result
+        // A refused first push leaves nothing behind: the gateway removes
+        // the repo, and the app's state goes here.
+        Err(_) if first_push => store.destroy_app(app.as_str()).await?,
+        _ => {}
     }
-    .await;
-    lock.release().await;
     result
 }
 

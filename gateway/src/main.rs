@@ -27,6 +27,10 @@ use cli::{Cli, Command, HookCommand};
 use context::{Context, Io};
 use settings::Settings;
 
+/// How long an exiting nap waits for its dropped locks' leases to be
+/// revoked: one etcd call's bound.
+const LOCK_RELEASE: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -37,6 +41,8 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(run(cli));
+    // Shared locks dropped just now are still being let go in etcd.
+    runtime.block_on(nap_state::Lock::released(LOCK_RELEASE));
     // A read of stdin may still sit on a blocking thread; do not wait for it.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     match result {

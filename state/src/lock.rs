@@ -18,10 +18,11 @@ use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio_util::task::TaskTracker;
 
 use crate::{Store, StoreError, layout};
 
@@ -92,6 +93,9 @@ fn held_here() -> std::sync::MutexGuard<'static, BTreeSet<i64>> {
     HELD_HERE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The revokes of dropped shared locks that are still under way.
+static REVOKES: LazyLock<TaskTracker> = LazyLock::new(TaskTracker::new);
+
 /// Held for the lifetime of a deploy or snapshot; dropping it releases the lock.
 #[derive(Debug)]
 pub struct Lock {
@@ -122,22 +126,18 @@ struct LeaseGuard {
     store: Store,
     lease: i64,
     renew: tokio::task::JoinHandle<()>,
-    revoked: bool,
 }
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
         self.renew.abort();
         held_here().remove(&self.lease);
-        if self.revoked {
-            return;
-        }
         let (store, lease) = (self.store.clone(), self.lease);
         // Best effort: if this never runs, the lease expires on its own.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
+            runtime.spawn(REVOKES.track_future(async move {
                 let _ = store.revoke_lease(lease).await;
-            });
+            }));
         }
     }
 }
@@ -176,9 +176,7 @@ impl Lock {
                         }
                     }
                 });
-                return Ok(Lock {
-                    held: Held::Lease(LeaseGuard { store: store.clone(), lease, renew, revoked: false }),
-                });
+                return Ok(Lock { held: Held::Lease(LeaseGuard { store: store.clone(), lease, renew }) });
             }
             let _ = store.revoke_lease(lease).await;
             let Some(current) = store.get_json::<SharedHolder>(&key).await.map_err(store_err)? else { continue };
@@ -195,26 +193,23 @@ impl Lock {
         Err(LockError::Busy { busy: subject.busy(), holder: "another holder".into() })
     }
 
-    /// Lets the lock go now. Dropping it does too, but a shared lock's lease
-    /// is then revoked by a background task that a process about to exit
-    /// may never run, and other hosts would wait for the lease to expire.
-    pub async fn release(mut self) {
-        if let Held::Lease(guard) = &mut self.held {
-            guard.renew.abort();
-            // If this fails, the lease expires on its own.
-            let _ = guard.store.revoke_lease(guard.lease).await;
-            guard.revoked = true;
-        }
+    /// Waits, for `limit` at most, until the leases of the shared locks
+    /// dropped so far are revoked. A process calls it before it exits: its
+    /// runtime would drop those revokes, and other hosts would wait for the
+    /// leases to expire.
+    pub async fn released(limit: Duration) {
+        REVOKES.close();
+        let _ = tokio::time::timeout(limit, REVOKES.wait()).await;
+        REVOKES.reopen();
     }
 
     /// Releases the lock of something that is gone for good (a destroyed
     /// app), removing its lock file too. Removing a held flock's file is
     /// safe: the next holder makes a new one.
-    pub async fn forget(self) {
+    pub fn forget(self) {
         if let Held::File { path, .. } = &self.held {
             let _ = std::fs::remove_file(path);
         }
-        self.release().await;
     }
 
     /// Takes the host-local lock on `subject` at once, or says who holds it.

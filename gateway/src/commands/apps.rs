@@ -115,7 +115,7 @@ async fn destroy(ctx: &Context, caller: &Caller, name: &str, force: bool) -> Res
         std::fs::remove_dir_all(&repo)?;
     }
     ctx.store.destroy_app(app.as_str()).await?;
-    lock.forget().await;
+    lock.forget();
     Ok(Reply::new(
         format!("destroyed {app} (removed {} container(s), its repo and its state)", removed.len()),
         json!({ "name": app.as_str(), "destroyed": true, "containers": removed }),

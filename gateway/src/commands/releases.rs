@@ -100,9 +100,8 @@ pub async fn run_release(
     io: &mut Io,
 ) -> Result<Release, CommandError> {
     let what = new.cause.to_string();
-    let lock = ctx.lock(LockSubject::Deploy { app: app.as_str() }, &what, caller.name()).await?;
+    let _lock = ctx.lock(LockSubject::Deploy { app: app.as_str() }, &what, caller.name()).await?;
     let runner = ctx.runner().await?;
-    let what = &what;
     let result = with_reporter(io, |report| async move {
         let result = async {
             let release = deploy::open_release(&ctx.store, app, new).await?;
@@ -116,7 +115,6 @@ pub async fn run_release(
         result
     })
     .await;
-    lock.release().await;
     Ok(result?)
 }
 

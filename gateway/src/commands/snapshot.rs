@@ -64,24 +64,18 @@ pub async fn commit(ctx: &Context, caller: &Caller, only: Option<&str>, io: &mut
             "nothing to snapshot on {host_ip}: import the app's components for this IP first"
         )));
     }
-    let lock = ctx.lock(LockSubject::Snapshot { host_ip: &host_ip }, "commit", caller.name()).await?;
-    let result = snapshot_all(ctx, &host_ip, &wanted, io).await;
-    lock.release().await;
-    result
-}
-
-/// Snapshots the running containers of `wanted` in parallel, under the
-/// host's snapshot lock.
-async fn snapshot_all(ctx: &Context, host_ip: &str, wanted: &[Wanted], io: &mut Io) -> Result<Reply, CommandError> {
+    let _lock = ctx.lock(LockSubject::Snapshot { host_ip: &host_ip }, "commit", caller.name()).await?;
     let docker = ctx.docker().await?;
-    let found = find_containers(&docker, wanted).await?;
-    let tag = unused_tag(ctx, &docker, &found).await?;
+    // State 0: found, but not to be snapshotted.
+    let (skipped, to_snapshot): (Vec<Found>, Vec<Found>) =
+        find_containers(&docker, &wanted).await?.into_iter().partition(|f| f.wanted.state == 0);
+    let tag = unused_tag(ctx, &docker, &to_snapshot).await?;
     let builder = Builder::new(docker, ctx.settings.registry.clone());
-    let (builder, tag, found_ref) = (&builder, &tag, &found);
+    let (builder, tag, host_ip_ref, to_snapshot_ref) = (&builder, &tag, &host_ip, &to_snapshot);
     let outcomes = with_reporter(io, |report| async move {
         let report = &report;
-        let snapshots = found_ref.iter().filter(|f| f.wanted.state != 0).map(|found| async move {
-            let outcome = snapshot(ctx, builder, found, tag, host_ip, &|line| report.detail(line)).await;
+        let snapshots = to_snapshot_ref.iter().map(|found| async move {
+            let outcome = snapshot(ctx, builder, found, tag, host_ip_ref, &|line| report.detail(line)).await;
             match &outcome {
                 Ok(image) => report.step(&format!("{} ({}) -> {image}", found.container, found.ip)),
                 Err(err) => report.problem(&format!("{} ({}): {err}", found.container, found.ip)),
@@ -106,12 +100,15 @@ async fn snapshot_all(ctx: &Context, host_ip: &str, wanted: &[Wanted], io: &mut 
             "ip": found.ip, "image": image, "pushed": found.wanted.state == 1 && error.is_none(), "error": error,
         }));
     }
-    let skipped = found.iter().filter(|f| f.wanted.state == 0).count();
     if failed > 0 {
         return Err(CommandError::Usage(format!("{failed} of {} snapshot(s) failed; see above", outcomes.len())));
     }
     Ok(Reply::new(
-        format!("snapshotted {} container(s) on {host_ip} as tag {tag} ({skipped} skipped: state 0)", outcomes.len()),
+        format!(
+            "snapshotted {} container(s) on {host_ip} as tag {tag} ({} skipped: state 0)",
+            outcomes.len(),
+            skipped.len()
+        ),
         json!(rows),
     ))
 }
@@ -298,13 +295,13 @@ async fn find_containers(docker: &bollard::Docker, wanted: &[Wanted]) -> Result<
 /// random suffix for two in one second, drawn again while an image of it is
 /// recorded in the store or on this host. Drawn under the host's snapshot
 /// lock, so no other `commit` here can draw the same one meanwhile.
-async fn unused_tag(ctx: &Context, docker: &bollard::Docker, found: &[Found]) -> Result<String, CommandError> {
+async fn unused_tag(ctx: &Context, docker: &bollard::Docker, to_snapshot: &[Found]) -> Result<String, CommandError> {
     let root = &ctx.settings.commiter_root;
     let format = format_description!("[year][month][day]-[hour][minute][second]");
     for _ in 0..TAG_DRAWS {
         let stamp = OffsetDateTime::now_utc().format(&format).unwrap_or_default();
         let tag = format!("{stamp}-{:04x}", rand::random::<u16>());
-        let taken = found.iter().filter(|f| f.wanted.state != 0).map(|f| {
+        let taken = to_snapshot.iter().map(|f| {
             let image = f.image(&tag);
             async move {
                 let recorded = ctx.store.get(&commiter::image_ip(root, &image)).await?.is_some();
