@@ -19,15 +19,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$ROOT/scripts/bench-lib.sh"
 parse_args 5 "$@"
 
-"$ROOT/scripts/services.sh" >&2
-(cd "$ROOT" && cargo build --release -q -p nap) >&2
-NAP=$ROOT/target/release/nap
-REV=$(git -C "$ROOT" rev-parse --short HEAD)
-TAG=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
-T=$(mktemp -d /tmp/nap-bench-commiter.XXXXXX)
+setup_bench commiter
 APP=bench$TAG
 LIGHT=light$TAG
-PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   docker ps -aq --filter "name=${APP}rc-web-" --filter "name=${LIGHT}rc-web-" | xargs -r docker rm -f >/dev/null 2>&1 || true

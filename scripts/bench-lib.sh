@@ -20,6 +20,16 @@ parse_args() { # DEFAULT-RUNS "$@": sets RUNS, WRITE and STARTED; --help prints 
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
+setup_bench() { # NAME: the services, a release build of nap; sets NAP, REV, TAG, T (a temporary directory) and PIDS
+  "$ROOT/scripts/services.sh" >&2
+  (cd "$ROOT" && cargo build --release -q -p nap) >&2
+  NAP=$ROOT/target/release/nap
+  REV=$(git -C "$ROOT" rev-parse --short HEAD)
+  TAG=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
+  T=$(mktemp -d "/tmp/nap-bench-$1.XXXXXX")
+  PIDS=()
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 wait_port() { # PORT: until something listens there (10 s at most)

@@ -16,14 +16,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$ROOT/scripts/bench-lib.sh"
 parse_args 10 "$@"
 
-"$ROOT/scripts/services.sh" >&2
-(cd "$ROOT" && cargo build --release -q -p nap) >&2
-NAP=$ROOT/target/release/nap
-REV=$(git -C "$ROOT" rev-parse --short HEAD)
-TAG=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
-T=$(mktemp -d /tmp/nap-bench-operate.XXXXXX)
+setup_bench operate
 SYSTEMD=nap-bench-systemd-$TAG
-PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}" $(cat "$T/pids" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
   docker rm -f "$SYSTEMD" >/dev/null 2>&1 || true

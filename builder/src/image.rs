@@ -125,16 +125,16 @@ impl Builder {
             let tree = commit.tree().map_err(git_err)?;
             let entry = tree
                 .get_name("Dockerfile")
-                .ok_or_else(|| BuildError::NoDockerfile { commit: short(req.commit).to_owned() })?;
+                .ok_or_else(|| BuildError::NoDockerfile { commit: short_commit(req.commit).to_owned() })?;
             let blob = repo
                 .find_blob(entry.id())
-                .map_err(|_| BuildError::NoDockerfile { commit: short(req.commit).to_owned() })?;
+                .map_err(|_| BuildError::NoDockerfile { commit: short_commit(req.commit).to_owned() })?;
             (tree.id(), String::from_utf8_lossy(blob.content()).into_owned())
         };
         let repository = self.repository(req.app);
         let image = Image {
             reference: format!("{repository}:v{}", req.release),
-            commit_reference: format!("{repository}:git-{}", short(req.commit)),
+            commit_reference: format!("{repository}:git-{}", short_commit(req.commit)),
             exposed_ports: exposed_ports(&dockerfile),
             reused: false,
         };
@@ -321,7 +321,8 @@ impl Builder {
     }
 }
 
-fn short(commit: &str) -> &str {
+/// A commit's short form, as images' `git-SHORT` tags and nap's output show it.
+pub fn short_commit(commit: &str) -> &str {
     commit.get(..7).unwrap_or(commit)
 }
 

@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct AppName(String);
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +28,19 @@ impl AppName {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl TryFrom<String> for AppName {
+    type Error = InvalidAppName;
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        AppName::parse(&name)
+    }
+}
+
+impl From<AppName> for String {
+    fn from(app: AppName) -> String {
+        app.0
     }
 }
 

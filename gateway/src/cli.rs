@@ -1,77 +1,40 @@
 //! The local command line: `nap serve`, `nap keys ...`, and the entry points
-//! that OpenSSH and git call (`ssh-command`, `hook`).
+//! that OpenSSH and git call (`ssh-command`, `hook`). [`main`] runs one.
 
-use std::path::PathBuf;
+use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
+
+use crate::caller::Caller;
+use crate::commands::{self, OutputArgs};
+use crate::context::{Context, ContextError, Io};
+use crate::hook::{HookError, HookInput};
+use crate::settings::{Settings, SettingsError};
+
+/// How long an exiting nap waits for its dropped locks' leases to be
+/// revoked: one etcd call's bound.
+const LOCK_RELEASE: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, Parser)]
 #[command(name = "nap", version, about = "git push to deploy, ssh to operate", propagate_version = true)]
 pub struct Cli {
     // Before the settings, so that their help heading does not take it.
     #[command(flatten)]
-    pub output: crate::commands::OutputArgs,
+    pub output: OutputArgs,
+    /// Settings every subcommand shares; each also comes from the
+    /// environment and from nap.toml.
     #[command(flatten)]
-    pub global: GlobalArgs,
+    pub settings: Settings,
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Settings every subcommand shares. Each also comes from the environment and
-/// from `nap.toml`; a flag beats the environment, which beats the file.
-#[derive(Debug, Clone, Default, Args)]
-#[command(next_help_heading = "Settings (also NAP_* variables or nap.toml)")]
-pub struct GlobalArgs {
-    /// Settings file [default: /etc/nap/nap.toml, if it exists]
-    #[arg(long, global = true, env = "NAP_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Where nap keeps repos, state and its host key [default: /var/lib/nap]
-    #[arg(long, global = true, env = "NAP_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Where state lives: embedded (under the data directory) or etcd://HOST:PORT[,HOST:PORT...]
-    #[arg(long, global = true, env = "NAP_STORE", value_name = "STORE")]
-    pub store: Option<String>,
-    /// Root of the commiter flow's keys in the store [default: /commiter]
-    #[arg(long, global = true, env = "NAP_COMMITER_ROOT", value_name = "PATH")]
-    pub commiter_root: Option<String>,
-    /// Registry that images are pushed to, e.g. registry.example.com:5000
-    #[arg(long, global = true, env = "NAP_REGISTRY", value_name = "HOST:PORT")]
-    pub registry: Option<String>,
-    /// Host name put in app URLs [default: this machine's host name]
-    #[arg(long, global = true, env = "NAP_PUBLIC_HOST", value_name = "HOST")]
-    pub public_host: Option<String>,
-    /// Seconds a new release gets to answer HTTP before the deploy fails [default: 30]
-    #[arg(long, global = true, env = "NAP_CHECK_TIMEOUT", value_name = "SECS")]
-    pub check_timeout: Option<u64>,
-    /// How releases run: docker, systemd or kubernetes [default: systemd if the system bus has it, else docker]
-    #[arg(long, global = true, env = "NAP_RUNNER", value_name = "RUNNER")]
-    pub runner: Option<nap_runner::RunnerKind>,
-    /// D-Bus address of the system bus, e.g. unix:path=/run/dbus/system_bus_socket [default: the system's]
-    #[arg(long, global = true, env = "NAP_SYSTEM_BUS", value_name = "ADDRESS")]
-    pub system_bus: Option<String>,
-    /// Where the systemd runner writes units [default: /etc/systemd/system]
-    #[arg(long, global = true, env = "NAP_UNIT_DIR", value_name = "DIR")]
-    pub unit_dir: Option<PathBuf>,
-    /// Kubernetes runner: deployment (one Deployment per app) or rc (a ReplicationController per release) [default: deployment]
-    #[arg(long, global = true, env = "NAP_K8S_KIND", value_name = "KIND")]
-    pub k8s_kind: Option<nap_runner::WorkloadKind>,
-    /// Kubernetes runner: the kubeconfig kubectl uses [default: kubectl's own]
-    #[arg(long, global = true, env = "NAP_KUBECONFIG", value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
-    /// Kubernetes runner: the kubeconfig context [default: its current context]
-    #[arg(long, global = true, env = "NAP_K8S_CONTEXT", value_name = "CONTEXT")]
-    pub k8s_context: Option<String>,
-    /// Kubernetes runner: the namespace releases go to [default: the context's]
-    #[arg(long, global = true, env = "NAP_K8S_NAMESPACE", value_name = "NAMESPACE")]
-    pub k8s_namespace: Option<String>,
-}
-
 // `ssh-command` is the name OpenSSH's forced command uses.
-#[allow(clippy::enum_variant_names)]
+#[expect(clippy::enum_variant_names, reason = "`ssh-command` is the name OpenSSH's forced command uses")]
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the SSH gateway that takes pushes and commands
-    Serve(ServeArgs),
+    /// Run the SSH gateway that takes pushes and commands (see --listen, --shutdown-timeout)
+    Serve,
     /// Entry point for OpenSSH's forced command: runs $SSH_ORIGINAL_COMMAND as key NAME
     SshCommand {
         /// The key's name, as added with `nap keys add`
@@ -84,21 +47,135 @@ pub enum Command {
     #[command(subcommand, hide = true)]
     Hook(HookCommand),
     #[command(flatten)]
-    Operate(crate::commands::Operate),
-}
-
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Address the SSH gateway listens on [default: 0.0.0.0:2222]
-    #[arg(long, env = "NAP_LISTEN", value_name = "ADDR")]
-    pub listen: Option<String>,
-    /// Seconds that running pushes get to finish after SIGTERM [default: 60]
-    #[arg(long, env = "NAP_SHUTDOWN_TIMEOUT", value_name = "SECS")]
-    pub shutdown_timeout: Option<u64>,
+    Operate(commands::Operate),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum HookCommand {
     /// Deploy what is pushed to master or main (git runs this before updating refs)
     PreReceive,
+}
+
+/// What stops nap before a command can answer for itself.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    #[error(transparent)]
+    Serve(#[from] crate::server::ServeError),
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
+    #[error(transparent)]
+    Watch(#[from] nap_hooks::command::CommandError),
+}
+
+/// Runs the command line; answers the process's exit status.
+pub fn main(cli: Cli) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(err) => return failed(&CliError::Runtime(err)),
+    };
+    let result = runtime.block_on(run(cli));
+    // Shared locks dropped just now are still being let go in etcd.
+    runtime.block_on(nap_state::Lock::released(LOCK_RELEASE));
+    // A read of stdin may still sit on a blocking thread; do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(status) => ExitCode::from(u8::try_from(status).unwrap_or(1)),
+        Err(err) => failed(&err),
+    }
+}
+
+fn failed(err: &CliError) -> ExitCode {
+    eprintln!("error: {err}");
+    ExitCode::FAILURE
+}
+
+async fn run(cli: Cli) -> Result<u32, CliError> {
+    // The hook runs with the settings of the process that ran git, whole.
+    let (settings, hook) = match cli.command {
+        Command::Hook(HookCommand::PreReceive) => {
+            let input = HookInput::read()?;
+            (input.settings.clone(), Some(input))
+        }
+        _ => (Settings::load(cli.settings)?, None),
+    };
+    init_tracing(&cli.command, &settings);
+    if let Command::Watch(args) = &cli.command {
+        return Ok(nap_hooks::command::watch(args, &settings.store).await?.into());
+    }
+    let ctx = Context::open(settings).await?;
+    let status = match cli.command {
+        Command::Serve => {
+            crate::server::serve(ctx).await?;
+            0
+        }
+        Command::SshCommand { key } => {
+            let key = crate::keys::get(&ctx.store, &key).await?;
+            let command = std::env::var("SSH_ORIGINAL_COMMAND").unwrap_or_default();
+            until_signalled(crate::remote::route(&ctx, &Caller::Key(key), &command, Io::stdio())).await
+        }
+        Command::Hook(HookCommand::PreReceive) => match hook {
+            Some(HookInput { app, key, .. }) => crate::hook::pre_receive(&ctx, app, key).await.unsigned_abs(),
+            None => 1,
+        },
+        Command::Operate(command) => {
+            until_signalled(commands::execute(&ctx, &Caller::Host, command, cli.output, Io::stdio())).await
+        }
+        Command::Watch(_) => 0,
+    };
+    Ok(status)
+}
+
+/// Runs a command until it ends or a signal stops it. Stopping drops the
+/// command, so what it holds is let go on the way out: deploy locks, and
+/// containers frozen for a snapshot, which would otherwise stay frozen.
+async fn until_signalled(command: impl std::future::Future<Output = u32>) -> u32 {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) =
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup()))
+    else {
+        return command.await;
+    };
+    let (name, status) = tokio::select! {
+        status = command => return status,
+        _ = interrupt.recv() => ("SIGINT", 130),
+        _ = terminate.recv() => ("SIGTERM", 143),
+        _ = hangup.recv() => ("SIGHUP", 129),
+    };
+    eprintln!("error: stopped by {name}");
+    status
+}
+
+/// `serve` logs to stderr. Hooks and forced commands must not: their stderr
+/// goes to the client, so they log to `DATA/logs/nap.log`. Local commands
+/// log nothing unless NAP_LOG asks.
+fn init_tracing(command: &Command, settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NAP_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match command {
+        Command::Serve | Command::Watch(_) => {
+            builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_writer(std::io::stderr).init();
+        }
+        Command::Hook(_) | Command::SshCommand { .. } => {
+            let dir = settings.data_dir().join("logs");
+            let file = std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::OpenOptions::new().create(true).append(true).open(dir.join("nap.log")));
+            if let Ok(file) = file {
+                builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
+            }
+        }
+        Command::Operate(_) => {
+            if std::env::var_os("NAP_LOG").is_some() {
+                builder.with_writer(std::io::stderr).init();
+            }
+        }
+    }
 }

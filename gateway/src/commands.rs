@@ -108,26 +108,40 @@ pub struct OutputArgs {
 }
 
 /// What a command answers on success.
-pub struct Reply {
-    pub text: String,
-    pub json: serde_json::Value,
+pub enum Reply {
+    /// Text for people and JSON for `--json`; one of them is printed.
+    Answer { text: String, json: serde_json::Value },
+    /// The command wrote its output as it went (`logs`).
+    Streamed,
 }
 
 impl Reply {
     pub fn new(text: impl Into<String>, json: serde_json::Value) -> Reply {
-        Reply { text: text.into(), json }
+        Reply::Answer { text: text.into(), json }
     }
 }
 
 /// Whatever stops a command, as one line.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
-    #[error("{0}")]
-    Usage(String),
     #[error(transparent)]
     AppName(#[from] InvalidAppName),
     #[error("app {0} does not exist")]
     NoSuchApp(AppName),
+    #[error("{0} has no release running yet")]
+    NothingRunning(AppName),
+    #[error(transparent)]
+    Apps(#[from] apps::AppsError),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Rollback(#[from] releases::RollbackError),
+    #[error(transparent)]
+    Rollout(#[from] rollout::RolloutError),
+    #[error(transparent)]
+    Commiter(#[from] commiter::CommiterError),
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
     #[error(transparent)]
     Forbidden(#[from] Forbidden),
     #[error(transparent)]
@@ -139,9 +153,11 @@ pub enum CommandError {
     #[error(transparent)]
     Deploy(#[from] DeployError),
     #[error(transparent)]
+    Context(#[from] crate::context::ContextError),
+    #[error(transparent)]
     Run(#[from] nap_runner::RunError),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Build(#[from] nap_builder::BuildError),
 }
 
 /// Runs one command for `caller`; answers the exit status.
@@ -170,14 +186,9 @@ pub async fn execute(ctx: &Arc<Context>, caller: &Caller, command: Operate, outp
         Operate::Restore { image, name } => snapshot::restore(ctx, caller, &image, name.as_deref(), &mut io).await,
     };
     match result {
-        // Streamed output (logs) has already been written.
-        Ok(reply) if reply.text.is_empty() && reply.json.is_null() => 0,
-        Ok(reply) => {
-            let text = if output.json {
-                serde_json::to_string_pretty(&reply.json).unwrap_or_else(|_| "null".into())
-            } else {
-                reply.text
-            };
+        Ok(Reply::Streamed) => 0,
+        Ok(Reply::Answer { text, json }) => {
+            let text = if output.json { serde_json::to_string_pretty(&json).unwrap_or_else(|_| "null".into()) } else { text };
             if !text.is_empty() {
                 say(&mut io.stdout, &format!("{}\n", text.trim_end())).await;
             }
@@ -213,6 +224,28 @@ where
         io.stderr = stderr;
     }
     result
+}
+
+/// Runs a step of the release flow with progress on the client's stderr.
+/// A failure's log tail, and what keeps serving, go there too, before the
+/// error line.
+pub async fn with_flow_reporter<T, F>(io: &mut Io, work: impl FnOnce(Reporter) -> F) -> Result<T, DeployError>
+where
+    F: std::future::Future<Output = Result<T, DeployError>>,
+{
+    with_reporter(io, |report| async move {
+        let result = work(report.clone()).await;
+        if let Err(err) = &result {
+            err.report(&report);
+        }
+        result
+    })
+    .await
+}
+
+/// A new release that a command (not a push) makes, through the release flow.
+pub async fn deploy(ctx: &Context, plan: crate::deploy::Deploy, io: &mut Io) -> Result<nap_state::Release, DeployError> {
+    with_flow_reporter(io, |report| async move { crate::deploy::deploy(ctx, plan, &report).await }).await
 }
 
 async fn say<W: AsyncWrite + Unpin + ?Sized>(out: &mut W, text: &str) {

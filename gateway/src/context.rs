@@ -3,16 +3,16 @@
 //! gateway hands in its channel, `ssh-command` and the local CLI their stdio.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-use nap_runner::{DockerRunner, Runner, RunnerKind};
-use nap_state::{Lock, LockError, LockSubject, Store};
+use nap_runner::{DockerRunner, RunError, Runner, RunnerKind};
+use nap_state::{Lock, LockError, LockSubject, Store, StoreError};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::deploy::DeployError;
 use crate::keys::KnownKeys;
 use crate::settings::Settings;
 
@@ -26,59 +26,73 @@ pub struct Context {
     pub known_keys: KnownKeys,
 }
 
+/// What can keep a command from reaching the parts it runs on.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error("cannot reach the Docker daemon: {0}")]
+    DockerUnreachable(#[source] bollard::errors::Error),
+    #[error("the kubernetes runner needs a registry the cluster can pull from: set `registry` in nap.toml")]
+    NoRegistry,
+    #[error(transparent)]
+    Runner(#[from] RunError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot locate the nap binary: {0}")]
+    Exe(#[source] std::io::Error),
+}
+
 impl Context {
+    /// Opens the store the settings name; the data directory is made if need be.
+    pub async fn open(settings: Settings) -> Result<Arc<Context>, ContextError> {
+        let store = settings.open_store().await?;
+        let exe = std::env::current_exe().map_err(ContextError::Exe)?;
+        Ok(Arc::new(Context { settings, store, exe, known_keys: KnownKeys::default() }))
+    }
+
     /// A Docker client, connected now: commands that never touch Docker
     /// (keys, releases) do not need a daemon.
-    pub async fn docker(&self) -> Result<bollard::Docker, DeployError> {
+    pub async fn docker(&self) -> Result<bollard::Docker, ContextError> {
         bollard::Docker::connect_with_local_defaults()
-            .map_err(DeployError::DockerUnreachable)?
+            .map_err(ContextError::DockerUnreachable)?
             .negotiate_version()
             .await
-            .map_err(DeployError::DockerUnreachable)
+            .map_err(ContextError::DockerUnreachable)
     }
 
-    /// The runner the settings pick (see [`Runner::select`]).
     /// This host's Docker runner: containers on nap's network.
-    pub async fn docker_runner(&self) -> Result<DockerRunner, DeployError> {
+    pub async fn docker_runner(&self) -> Result<DockerRunner, ContextError> {
         let settings = &self.settings;
-        Ok(DockerRunner::new(
-            self.docker().await?,
-            settings.network.clone(),
-            settings.public_host.clone(),
-            settings.check_timeout,
-        ))
+        Ok(DockerRunner::new(self.docker().await?, settings.network(), settings.public_host(), settings.check_timeout()))
     }
 
-    /// The runner releases go to.
-    pub async fn runner(&self) -> Result<Runner, DeployError> {
+    /// The runner releases go to (see [`Runner::select`]).
+    pub async fn runner(&self) -> Result<Runner, ContextError> {
         let settings = &self.settings;
         if settings.runner == Some(RunnerKind::Kubernetes) {
             // The cluster pulls the release's image, so it must be in a registry.
-            if settings.registry.is_none() {
-                return Err(DeployError::Usage(
-                    "the kubernetes runner needs a registry the cluster can pull from: set `registry` in nap.toml"
-                        .into(),
-                ));
+            if settings.registry().is_none() {
+                return Err(ContextError::NoRegistry);
             }
-            return Ok(Runner::kubernetes(settings.kubernetes.clone(), settings.public_host.clone())?);
+            return Ok(Runner::kubernetes(settings.kubernetes(), settings.public_host())?);
         }
         Ok(Runner::select(
             settings.runner,
             self.docker_runner().await?,
-            settings.systemd.clone(),
-            &settings.kubernetes,
-            settings.public_host.clone(),
-            settings.check_timeout,
+            settings.systemd(),
+            &settings.kubernetes(),
+            settings.public_host(),
+            settings.check_timeout(),
         )
         .await?)
     }
 
     /// Takes the lock on `subject` for `what` (a push, a config change, a
-    /// commit) by `who`, or says who holds it and on which host.
-    pub async fn lock(&self, subject: LockSubject<'_>, what: &str, who: &str) -> Result<Lock, LockError> {
+    /// commit) by `who`, or says who holds it and on which host. An app's
+    /// lock is the release flow's to take ([`crate::deploy`]).
+    pub(crate) async fn lock(&self, subject: LockSubject<'_>, what: &str, who: &str) -> Result<Lock, LockError> {
         let started = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
         let holder = format!("{what} by {who}, pid {}, started {started}", std::process::id());
-        Lock::acquire(&self.store, &self.settings.locks_dir(), subject, &holder, &self.settings.host_name).await
+        Lock::acquire(&self.store, &self.settings.locks_dir(), subject, &holder, &self.settings.host_name()).await
     }
 }
 
@@ -91,4 +105,16 @@ pub struct Io {
     pub stdout: Output,
     pub stderr: Output,
     pub client_gone: CancellationToken,
+}
+
+impl Io {
+    /// This process's own standard streams (the local CLI, `ssh-command`).
+    pub fn stdio() -> Io {
+        Io {
+            stdin: Box::new(tokio::io::stdin()),
+            stdout: Box::new(tokio::io::stdout()),
+            stderr: Box::new(tokio::io::stderr()),
+            client_gone: CancellationToken::new(),
+        }
+    }
 }

@@ -1,19 +1,24 @@
-//! The release flow: every new release (a push, a config change, a
-//! rollback) goes through here. It records release vN as pending, starts it,
-//! waits until it answers, makes it current, then retires the previous one.
-//! If the start fails, the release is recorded as failed and the previous
-//! one goes on serving untouched.
+//! The release flow: every new release goes through [`deploy`], whatever
+//! made it (a push, a config change, a rollback): take the app's deploy
+//! lock, record release vN as pending, build it (a push), start it, wait
+//! until it answers, make it current, then retire the previous one. If any
+//! step fails, the release is recorded as failed and the previous one goes
+//! on serving untouched. [`restart`] and [`destroy`] act on what serves, under
+//! the same lock. An app's deploy lock is taken here and nowhere else.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
-use nap_runner::{RunRequest, Runner};
-use nap_state::{Release, ReleaseCause, ReleaseStatus, Rollout, Store, layout};
+use nap_builder::{BuildRequest, Builder, short_commit};
+use nap_runner::{RunRequest, Runner, Running, Serving};
+use nap_state::{AppRecord, Lock, LockSubject, Release, ReleaseCause, ReleaseStatus, Rollout, Store, layout};
 use time::OffsetDateTime;
 use tracing::info;
 
 use crate::app_name::AppName;
-use crate::context::Context;
+use crate::context::{Context, ContextError};
 use crate::report::Reporter;
+use crate::repos;
 
 /// The port apps listen on unless their Dockerfile exposes exactly one.
 pub const DEFAULT_PORT: u16 = 5000;
@@ -21,18 +26,26 @@ pub const DEFAULT_PORT: u16 = 5000;
 /// Why a deploy failed; printed before the push or command is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
-    #[error("{0}")]
-    Usage(String),
     #[error(transparent)]
     Busy(#[from] nap_state::LockError),
     #[error(transparent)]
     Store(#[from] nap_state::StoreError),
-    #[error("cannot reach the Docker daemon: {0}")]
-    DockerUnreachable(bollard::errors::Error),
+    #[error(transparent)]
+    Context(#[from] ContextError),
     #[error(transparent)]
     Build(#[from] nap_builder::BuildError),
     #[error("start failed: {0}")]
     Run(#[from] nap_runner::RunError),
+    #[error(transparent)]
+    Restart(nap_runner::RunError),
+    #[error("{0} has no release running yet")]
+    NothingRunning(AppName),
+    #[error("removing the repo of {app}: {source}")]
+    RemoveRepo {
+        app: AppName,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the client disconnected")]
     ClientGone,
     /// A release that failed, with what keeps serving instead.
@@ -45,7 +58,7 @@ impl DeployError {
     pub fn log_tail(&self) -> &[String] {
         match self {
             DeployError::Build(err) => err.log_tail(),
-            DeployError::Run(err) => err.log_tail(),
+            DeployError::Run(err) | DeployError::Restart(err) => err.log_tail(),
             DeployError::Refused { cause, .. } => cause.log_tail(),
             _ => &[],
         }
@@ -67,38 +80,150 @@ impl DeployError {
 }
 
 /// What a new release runs.
-pub struct NewRelease {
-    pub commit: String,
-    pub image: String,
-    pub port: u16,
-    pub config: BTreeMap<String, String>,
-    pub cause: ReleaseCause,
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A pushed commit, built from its tree in the app's repo.
+    Push { commit: String, repo: PathBuf },
+    /// An image nap built before, as an earlier release ran it.
+    Image { commit: String, image: String, port: u16 },
 }
 
-/// Takes the next release number and records the release as pending.
-/// The caller holds the app's deploy lock.
-pub async fn open_release(store: &Store, app: &AppName, new: NewRelease) -> Result<Release, DeployError> {
-    fail_interrupted_releases(store, app).await?;
+/// One new release to make.
+#[derive(Debug, Clone)]
+pub struct Deploy {
+    pub app: AppName,
+    /// The key (or `admin`) it is made for.
+    pub who: String,
+    pub cause: ReleaseCause,
+    pub source: Source,
+    /// The environment it runs with, stored as the app's config once it
+    /// serves; `None`: the app's config as it is.
+    pub config: Option<BTreeMap<String, String>>,
+}
+
+impl Deploy {
+    /// What the lock says is going on.
+    fn what(&self) -> String {
+        match &self.source {
+            Source::Push { commit, .. } => format!("push of {}", short_commit(commit)),
+            Source::Image { .. } => self.cause.to_string(),
+        }
+    }
+}
+
+/// The release flow. Answers the new current release, or why there is none.
+pub async fn deploy(ctx: &Context, plan: Deploy, report: &Reporter) -> Result<Release, DeployError> {
+    let _lock = app_lock(ctx, &plan.app, &plan.what(), &plan.who).await?;
+    let store = &ctx.store;
+    let app = plan.app.clone();
+    let new_app = store.app(app.as_str()).await?.is_none();
+    let (who, keep_config) = (plan.who.clone(), plan.config.is_some());
+    let result = release(ctx, plan, report).await;
+    match &result {
+        Ok(release) => {
+            if new_app {
+                let record = AppRecord { name: app.to_string(), created_at: OffsetDateTime::now_utc(), created_by: who };
+                store.create_app(&record).await?;
+            }
+            // The next push runs with the configuration that serves now.
+            if keep_config {
+                store.save_config(app.as_str(), &release.config).await?;
+            }
+        }
+        // A refused first push leaves nothing behind: the gateway removes
+        // the repo, and the app's state goes here.
+        Err(_) if new_app => store.destroy_app(app.as_str()).await?,
+        Err(_) => {}
+    }
+    result
+}
+
+/// Open, build, start, promote, retire; under the lock.
+async fn release(ctx: &Context, plan: Deploy, report: &Reporter) -> Result<Release, DeployError> {
+    let Deploy { app, who, cause, source, config } = plan;
+    let store = &ctx.store;
+    fail_interrupted_releases(store, &app).await?;
+    let config = match config {
+        Some(config) => config,
+        None => store.config(app.as_str()).await?,
+    };
+    let (commit, image, port) = match &source {
+        Source::Push { commit, .. } => (commit.clone(), String::new(), DEFAULT_PORT),
+        Source::Image { commit, image, port } => (commit.clone(), image.clone(), *port),
+    };
     let release = Release {
         version: store.next_release_version(app.as_str()).await?,
-        commit: new.commit,
-        image: new.image,
+        commit,
+        image,
         created_at: OffsetDateTime::now_utc(),
         status: ReleaseStatus::Pending,
-        cause: new.cause,
-        port: new.port,
-        config: new.config,
+        cause,
+        port,
+        config,
         container: None,
         host_port: None,
         url: None,
         error: None,
     };
     store.save_release(app.as_str(), &release).await?;
+    match &source {
+        Source::Push { commit, .. } => report.step(&format!(
+            "Deploying {app} v{} from {} (pushed by {who})",
+            release.version,
+            short_commit(commit)
+        )),
+        Source::Image { .. } => report.step(&format!("{app} v{}: {}", release.version, release.cause)),
+    }
+    // Before the build, so a runner that cannot work (no systemd on the bus,
+    // no registry for Kubernetes) refuses the push without building.
+    let runner = match ctx.runner().await {
+        Ok(runner) => runner,
+        Err(err) => return fail_release(store, &app, release, err.into()).await,
+    };
+    let release = match &source {
+        Source::Push { commit, repo } => match build(ctx, &app, commit, repo, release.version, report).await {
+            Ok(image) => Release {
+                image: image.reference,
+                port: match image.exposed_ports.as_slice() {
+                    [port] => *port,
+                    _ => DEFAULT_PORT,
+                },
+                ..release
+            },
+            Err(err) => return fail_release(store, &app, release, err).await,
+        },
+        Source::Image { .. } => release,
+    };
+    let release = start_release(ctx, &runner, &app, release, report).await?;
+    if let Source::Push { .. } = source {
+        report.step(&format!("{app} v{} is live", release.version));
+        report.line("=====>", release.url.as_deref().unwrap_or_default());
+    }
     Ok(release)
 }
 
+/// Builds the pushed commit's tree into the release's image.
+async fn build(
+    ctx: &Context,
+    app: &AppName,
+    commit: &str,
+    repo: &std::path::Path,
+    version: u32,
+    report: &Reporter,
+) -> Result<nap_builder::Image, DeployError> {
+    let builder = Builder::new(ctx.docker().await?, ctx.settings.registry());
+    report.step(&format!("Building {}:v{version}", builder.repository(app.as_str())));
+    let detail = |line: &str| report.detail(line);
+    let request = BuildRequest { app: app.as_str(), repo, commit, release: version };
+    let image = builder.build(&request, &detail).await?;
+    if report.reader_gone() {
+        return Err(DeployError::ClientGone);
+    }
+    Ok(image)
+}
+
 /// Starts an opened release and makes it current, or records why it failed.
-pub async fn start_release(
+async fn start_release(
     ctx: &Context,
     runner: &Runner,
     app: &AppName,
@@ -116,35 +241,71 @@ pub async fn start_release(
     };
     let detail = |line: &str| report.detail(line);
     let store = &ctx.store;
-    match runner.start(&request, &detail).await {
-        Ok(running) => {
-            release.status = ReleaseStatus::Succeeded;
-            release.container = Some(running.container.clone());
-            release.host_port = Some(running.host_port);
-            release.url = Some(running.url.clone());
-            let (instance, also) = published_with(ctx, runner, app, &release, &running, report)?;
-            if let Err(err) = store.promote_release(app.as_str(), &release, also).await {
-                // Unrecorded, the release must not serve either: the app would
-                // run something its releases do not show.
-                report.problem(&format!("could not record v{}, so it is taken back: {err}", release.version));
-                if let Err(discard) = runner.discard(app.as_str(), release.version).await {
-                    report.problem(&format!("could not take v{} back: {discard}", release.version));
-                }
-                return Err(err.into());
-            }
-            match runner.retire_all_but(app.as_str(), Some(release.version)).await {
-                Ok(retired) if !retired.is_empty() => report.step(&format!("Retired {}", retired.join(", "))),
-                Ok(_) => {}
-                Err(err) => report.problem(&format!("could not retire the previous release: {err}")),
-            }
-            if let Err(err) = store.forget_instances_but(app.as_str(), &instance.id).await {
-                report.problem(&format!("could not unpublish the previous instances: {err}"));
-            }
-            info!(version = release.version, url = release.url.as_deref().unwrap_or_default(), "released");
-            Ok(release)
+    let running = match runner.start(&request, &detail).await {
+        Ok(running) => running,
+        Err(err) => return fail_release(store, app, release, err.into()).await,
+    };
+    release.status = ReleaseStatus::Succeeded;
+    release.container = Some(running.name.clone());
+    release.host_port = Some(running.host_port);
+    release.url = Some(running.url.clone());
+    let (endpoint, also) = published_with(ctx, runner, app, &release, &running, report)?;
+    if let Err(err) = store.promote_release(app.as_str(), &release, also).await {
+        // Unrecorded, the release must not serve either: the app would
+        // run something its releases do not show.
+        report.problem(&format!("could not record v{}, so it is taken back: {err}", release.version));
+        if let Err(discard) = runner.discard(app.as_str(), release.version).await {
+            report.problem(&format!("could not take v{} back: {discard}", release.version));
         }
-        Err(err) => fail_release(store, app, release, err.into()).await,
+        return Err(err.into());
     }
+    match runner.retire_all_but(app.as_str(), Some(release.version)).await {
+        Ok(retired) if !retired.is_empty() => report.step(&format!("Retired {}", retired.join(", "))),
+        Ok(_) => {}
+        Err(err) => report.problem(&format!("could not retire the previous release: {err}")),
+    }
+    if let Err(err) = store.forget_instances_but(app.as_str(), &endpoint.id).await {
+        report.problem(&format!("could not unpublish the previous instances: {err}"));
+    }
+    info!(version = release.version, url = release.url.as_deref().unwrap_or_default(), "released");
+    Ok(release)
+}
+
+/// Restarts the serving release and waits until it answers again.
+pub async fn restart(ctx: &Context, app: &AppName, who: &str, report: &Reporter) -> Result<Release, DeployError> {
+    let _lock = app_lock(ctx, app, "restart", who).await?;
+    let release = ctx.store.current_release(app.as_str()).await?.ok_or_else(|| DeployError::NothingRunning(app.clone()))?;
+    let runner = ctx.runner().await?;
+    let serving = Serving {
+        app: app.as_str(),
+        release: release.version,
+        port: release.port,
+        host_port: release.host_port.unwrap_or_default(),
+    };
+    let detail = |line: &str| report.detail(line);
+    runner.restart(serving, &detail).await.map_err(DeployError::Restart)?;
+    Ok(release)
+}
+
+/// Removes everything the app runs, its repo and its state; answers what
+/// was retired.
+pub async fn destroy(ctx: &Context, app: &AppName, who: &str) -> Result<Vec<String>, DeployError> {
+    let lock = app_lock(ctx, app, "destroy", who).await?;
+    let runner = ctx.runner().await?;
+    let removed = runner.retire_all_but(app.as_str(), None).await?;
+    let repo = repos::path(&ctx.settings.repos_dir(), app);
+    if repo.exists() {
+        std::fs::remove_dir_all(&repo).map_err(|source| DeployError::RemoveRepo { app: app.clone(), source })?;
+    }
+    ctx.store.destroy_app(app.as_str()).await?;
+    // The app is gone, and its lock's key with it.
+    lock.forget();
+    Ok(removed)
+}
+
+/// The app's deploy lock, for `what` by `who`.
+async fn app_lock(ctx: &Context, app: &AppName, what: &str, who: &str) -> Result<Lock, DeployError> {
+    Ok(ctx.lock(LockSubject::Deploy { app: app.as_str() }, what, who).await?)
 }
 
 /// What the store learns in the same transaction as a new current release:
@@ -154,14 +315,14 @@ fn published_with(
     runner: &Runner,
     app: &AppName,
     release: &Release,
-    running: &nap_runner::Running,
+    running: &Running,
     report: &Reporter,
-) -> Result<(Instance, nap_state::Pairs), DeployError> {
-    let instance = Instance::of(ctx, runner, running);
-    let mut writes = instance.keys(app.as_str(), release.version);
+) -> Result<(Endpoint, nap_state::Pairs), DeployError> {
+    let endpoint = Endpoint::of(ctx, runner, running);
+    let mut writes = endpoint.keys(app.as_str(), release.version);
     if let Some(target) = &ctx.settings.publish_rollout {
         let rollout = Rollout {
-            k8s_namespace: ctx.settings.kubernetes.namespace.clone().unwrap_or_else(|| "default".into()),
+            k8s_namespace: ctx.settings.k8s_namespace.clone().unwrap_or_else(|| "default".into()),
             app_parent: target.project.clone(),
             app_name: app.to_string(),
             image_latest: release.image.clone(),
@@ -170,16 +331,11 @@ fn published_with(
         report.detail(&format!("Publishing the rollout of {} at {key}", release.image));
         writes.push((key, serde_json::to_vec(&rollout).map_err(nap_state::StoreError::Encode)?));
     }
-    Ok((instance, writes))
+    Ok((endpoint, writes))
 }
 
 /// Records `release` as failed and answers the refusal to report.
-pub async fn fail_release(
-    store: &Store,
-    app: &AppName,
-    mut release: Release,
-    err: DeployError,
-) -> Result<Release, DeployError> {
+async fn fail_release(store: &Store, app: &AppName, mut release: Release, err: DeployError) -> Result<Release, DeployError> {
     release.status = ReleaseStatus::Failed;
     release.error = Some(err.to_string());
     store.save_release(app.as_str(), &release).await?;
@@ -202,21 +358,21 @@ async fn fail_interrupted_releases(store: &Store, app: &AppName) -> Result<(), D
 
 /// Where a release serves, as nap publishes it under
 /// `/nap/apps/APP/instances/ID/{ip,port,release}` for template hooks.
-struct Instance {
+struct Endpoint {
     id: String,
     ip: String,
     port: u16,
 }
 
-impl Instance {
-    fn of(ctx: &Context, runner: &Runner, running: &nap_runner::Running) -> Instance {
+impl Endpoint {
+    fn of(ctx: &Context, runner: &Runner, running: &Running) -> Endpoint {
         // A cluster's address is its Service's; a host's is the host's IP
         // and the port nap published the release on.
         let ip = match runner.kind() {
             nap_runner::RunnerKind::Kubernetes => url_host(&running.url),
-            _ => ctx.settings.this_host_ip().unwrap_or_else(|| ctx.settings.public_host.clone()),
+            _ => ctx.settings.host_ip().unwrap_or_else(|| ctx.settings.public_host()),
         };
-        Instance { id: running.container.replace('/', "-"), ip, port: running.host_port }
+        Endpoint { id: running.name.replace('/', "-"), ip, port: running.host_port }
     }
 
     fn keys(&self, app: &str, release: u32) -> Vec<(String, Vec<u8>)> {
@@ -232,8 +388,4 @@ fn url_host(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split('/').next().unwrap_or(rest);
     authority.rsplit_once(':').map_or(authority, |(host, _)| host).to_owned()
-}
-
-pub fn short(commit: &str) -> &str {
-    commit.get(..7).unwrap_or(commit)
 }

@@ -21,6 +21,10 @@ pub enum KeyError {
     KeyTaken(String),
     #[error("no key named {0:?}")]
     Unknown(String),
+    #[error("paths used in authorized_keys must be plain (letters, digits, / . _ - + : =): {0}")]
+    UnplainPaths(String),
+    #[error("reading the key from standard input: {0}")]
+    ReadInput(#[source] std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -32,7 +32,7 @@ pub fn open_or_create(repos_dir: &Path, app: &AppName, nap_exe: &Path) -> io::Re
         }
         let _ = std::fs::remove_dir_all(&staged);
     }
-    nap_hooks::install_pre_receive(&repo, nap_exe)?;
+    crate::hook::git::install_pre_receive(&repo, nap_exe)?;
     Ok((repo, created))
 }
 

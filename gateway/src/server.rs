@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
 use russh::keys::{Algorithm, PrivateKey};
 use russh::server::Config;
 use tokio::net::TcpListener;
@@ -19,15 +18,37 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::cli::ServeArgs;
 use crate::context::Context;
-use crate::settings::{DEFAULT_LISTEN, DEFAULT_SHUTDOWN_TIMEOUT};
 
-pub async fn serve(ctx: Arc<Context>, args: &ServeArgs) -> Result<()> {
+/// What keeps the gateway from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("host key {}: {source}", path.display())]
+    HostKey {
+        path: std::path::PathBuf,
+        #[source]
+        source: russh::keys::Error,
+    },
+    #[error("writing host key {}: {source}", path.display())]
+    WriteHostKey {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot handle signals: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+pub async fn serve(ctx: Arc<Context>) -> Result<(), ServeError> {
     let settings = &ctx.settings;
-    let listen = args.listen.clone().or(settings.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.into());
-    let grace =
-        Duration::from_secs(args.shutdown_timeout.or(settings.shutdown_timeout).unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT));
+    let listen = settings.listen();
+    let grace = settings.shutdown_timeout();
     let host_key = load_or_create_host_key(&settings.host_key_path())?;
     let config = Arc::new(Config {
         keys: vec![host_key],
@@ -39,13 +60,14 @@ pub async fn serve(ctx: Arc<Context>, args: &ServeArgs) -> Result<()> {
         nodelay: true,
         ..Default::default()
     });
-    let listener = TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    info!(addr = %listener.local_addr()?, data_dir = %settings.data_dir.display(), "nap gateway listening");
+    let listener = TcpListener::bind(&listen).await.map_err(|source| ServeError::Listen { addr: listen.clone(), source })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Listen { addr: listen.clone(), source })?;
+    info!(%addr, data_dir = %settings.data_dir().display(), "nap gateway listening");
     // Only command tasks are tracked: shutdown waits for running pushes, not
     // for idle connections.
     let commands = TaskTracker::new();
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -93,25 +115,26 @@ fn spawn_connection(
 }
 
 /// The gateway's identity: generated on first start, then kept.
-fn load_or_create_host_key(path: &std::path::Path) -> Result<PrivateKey> {
+fn load_or_create_host_key(path: &std::path::Path) -> Result<PrivateKey, ServeError> {
+    let key_err = |source| ServeError::HostKey { path: path.to_owned(), source };
     if path.exists() {
-        return russh::keys::load_secret_key(path, None)
-            .with_context(|| format!("reading host key {}", path.display()));
+        return russh::keys::load_secret_key(path, None).map_err(key_err);
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).context("generating the host key")?;
-    let pem = key.to_openssh(russh::keys::ssh_key::LineEnding::LF).context("encoding the host key")?;
-    let staged = path.with_extension("new");
-    {
+    let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).map_err(|e| key_err(e.into()))?;
+    let pem = key.to_openssh(russh::keys::ssh_key::LineEnding::LF).map_err(|e| key_err(e.into()))?;
+    let write = || {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let staged = path.with_extension("new");
         let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&staged)?;
         file.write_all(pem.as_bytes())?;
         file.sync_all()?;
-    }
-    std::fs::rename(&staged, path)?;
+        std::fs::rename(&staged, path)
+    };
+    write().map_err(|source| ServeError::WriteHostKey { path: path.to_owned(), source })?;
     info!(path = %path.display(), "generated the gateway's ed25519 host key");
     Ok(key)
 }

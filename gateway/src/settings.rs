@@ -1,262 +1,334 @@
-//! Effective settings: `nap.toml`, overridden by the environment and flags.
+//! nap's settings, defined once: each field of [`Settings`] is a flag, a
+//! `NAP_*` variable and a nap.toml key at the same time. A flag beats the
+//! variable, which beats the file. Adding a setting is adding a field here
+//! (with an accessor if it has a default), and a row in the README's table.
+//!
+//! The git hook process gets the settings that `nap serve` resolved whole,
+//! as a file it names (see [`crate::hook::HookInput`]); it reads nothing
+//! again.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use serde::Deserialize;
-
-use crate::cli::GlobalArgs;
+use nap_runner::{AppNetwork, KubernetesSettings, RunnerKind, SystemdSettings, WorkloadKind};
+use nap_state::{Secret, StoreSettings};
+use serde::{Deserialize, Serialize};
 
 const DEFAULT_CONFIG: &str = "/etc/nap/nap.toml";
-const DEFAULT_DATA_DIR: &str = "/var/lib/nap";
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:2222";
+const DEFAULT_LISTEN: &str = "0.0.0.0:2222";
 const DEFAULT_CHECK_TIMEOUT: u64 = 30;
-pub const DEFAULT_SHUTDOWN_TIMEOUT: u64 = 60;
+const DEFAULT_SHUTDOWN_TIMEOUT: u64 = 60;
 const DEFAULT_UNIT_DIR: &str = "/etc/systemd/system";
 const DEFAULT_DOCKER_CLI: &str = "/usr/bin/docker";
 
-/// The settings file. Every field is optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSettings {
-    pub listen: Option<String>,
-    pub data_dir: Option<PathBuf>,
-    pub store: Option<String>,
-    pub store_user: Option<String>,
-    pub store_password: Option<String>,
-    pub store_ca: Option<PathBuf>,
-    pub store_cert: Option<PathBuf>,
-    pub store_key: Option<PathBuf>,
-    pub registry: Option<String>,
-    pub registry_username: Option<String>,
-    pub registry_password: Option<String>,
-    pub public_host: Option<String>,
-    pub check_timeout: Option<u64>,
-    pub shutdown_timeout: Option<u64>,
-    pub runner: Option<nap_runner::RunnerKind>,
-    pub system_bus: Option<String>,
-    pub unit_dir: Option<PathBuf>,
-    pub env_dir: Option<PathBuf>,
-    pub units_dir: Option<PathBuf>,
-    pub docker_cli: Option<String>,
-    pub commiter_root: Option<String>,
-    pub host_ip: Option<String>,
-    pub node_name: Option<String>,
-    pub host_name: Option<String>,
-    pub network: Option<String>,
-    pub network_subnet: Option<String>,
-    pub kubectl: Option<String>,
-    pub kubeconfig: Option<PathBuf>,
-    pub k8s_context: Option<String>,
-    pub k8s_namespace: Option<String>,
-    pub k8s_kind: Option<nap_runner::WorkloadKind>,
-    pub k8s_service_type: Option<String>,
-    pub k8s_replicas: Option<u32>,
-    pub k8s_timeout: Option<u64>,
-    pub publish_rollout: Option<String>,
-}
-
-#[derive(Debug, Clone)]
+/// Every setting. `None` is "not given": the accessors answer the default.
+/// Settings shown in `--help` are the everyday ones; the rest (`hide`) work
+/// the same way and are listed in the README.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, Serialize, Deserialize)]
+#[command(next_help_heading = "Settings (also NAP_* variables or nap.toml)")]
+#[serde(default)]
 pub struct Settings {
-    /// The settings file that was read, if any; passed on to hooks.
+    /// Settings file [default: /etc/nap/nap.toml, if it exists]
+    #[arg(long, global = true, env = "NAP_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    pub data_dir: PathBuf,
-    /// `None`: the embedded store under the data directory.
-    pub etcd: Option<nap_state::EtcdOptions>,
-    pub registry: Option<nap_builder::Registry>,
-    pub public_host: String,
-    pub check_timeout: Duration,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub store: StoreSettings,
+    /// Root of the commiter flow's keys in the store [default: /commiter]
+    #[arg(long, global = true, env = "NAP_COMMITER_ROOT", value_name = "PATH")]
+    pub commiter_root: Option<String>,
+    /// Registry that images are pushed to, e.g. registry.example.com:5000
+    #[arg(long, global = true, env = "NAP_REGISTRY", value_name = "HOST:PORT")]
+    pub registry: Option<String>,
+    /// The registry's user name
+    #[arg(long, global = true, env = "NAP_REGISTRY_USERNAME", value_name = "USER", hide = true)]
+    pub registry_username: Option<String>,
+    /// The registry's password; better in NAP_REGISTRY_PASSWORD or nap.toml than on a command line
+    #[arg(long, global = true, env = "NAP_REGISTRY_PASSWORD", value_name = "PASSWORD", hide = true)]
+    pub registry_password: Option<Secret>,
+    /// Host name put in app URLs [default: this machine's host name]
+    #[arg(long, global = true, env = "NAP_PUBLIC_HOST", value_name = "HOST")]
+    pub public_host: Option<String>,
+    /// Seconds a new release gets to answer HTTP before the deploy fails [default: 30]
+    #[arg(long, global = true, env = "NAP_CHECK_TIMEOUT", value_name = "SECS")]
+    pub check_timeout: Option<u64>,
+    /// Address the SSH gateway (`nap serve`) listens on [default: 0.0.0.0:2222]
+    #[arg(long, global = true, env = "NAP_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Seconds that running pushes get to finish after SIGTERM (`nap serve`) [default: 60]
+    #[arg(long, global = true, env = "NAP_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,
-    /// `None`: pick systemd if it is on the system bus, else Docker.
-    pub runner: Option<nap_runner::RunnerKind>,
-    pub systemd: nap_runner::SystemdSettings,
-    /// Where the commiter flow's keys live (default `/commiter`).
-    pub commiter_root: String,
-    /// This host's IP for the commiter flow [default: the default route's address].
+    /// How releases run: docker, systemd or kubernetes [default: systemd if the system bus has it, else docker]
+    #[arg(long, global = true, env = "NAP_RUNNER", value_name = "RUNNER")]
+    pub runner: Option<RunnerKind>,
+    /// D-Bus address of the system bus, e.g. unix:path=/run/dbus/system_bus_socket [default: the system's]
+    #[arg(long, global = true, env = "NAP_SYSTEM_BUS", value_name = "ADDRESS")]
+    pub system_bus: Option<String>,
+    /// Where the systemd runner writes units [default: /etc/systemd/system]
+    #[arg(long, global = true, env = "NAP_UNIT_DIR", value_name = "DIR")]
+    pub unit_dir: Option<PathBuf>,
+    /// Where the systemd runner writes each release's environment file [default: DATA_DIR/env]
+    #[arg(long, global = true, env = "NAP_ENV_DIR", value_name = "DIR", hide = true)]
+    pub env_dir: Option<PathBuf>,
+    /// A directory whose templates replace the built-in ones of units/
+    #[arg(long, global = true, env = "NAP_UNITS_DIR", value_name = "DIR", hide = true)]
+    pub units_dir: Option<PathBuf>,
+    /// The Docker CLI that systemd units run [default: /usr/bin/docker]
+    #[arg(long, global = true, env = "NAP_DOCKER_CLI", value_name = "PATH", hide = true)]
+    pub docker_cli: Option<String>,
+    /// This host's IP for the commiter flow [default: the default route's address]
+    #[arg(long, global = true, env = "NAP_HOST_IP", value_name = "IP", hide = true)]
     pub host_ip: Option<String>,
-    /// The Kubernetes node take-over RCs pin pods to [default: the host IP].
+    /// The Kubernetes node take-over RCs pin pods to [default: the host IP]
+    #[arg(long, global = true, env = "NAP_NODE_NAME", value_name = "NODE", hide = true)]
     pub node_name: Option<String>,
-    /// This host's name among nap's hosts, as deploy locks name their holder
-    /// [default: the machine's host name].
-    pub host_name: String,
-    /// The Docker network releases run on; alike on every host.
-    pub network: nap_runner::AppNetwork,
-    pub kubernetes: nap_runner::KubernetesSettings,
-    /// Where each new release is announced as the CI/CD write-up's rollout
-    /// key, `/k8s-deploy/PROJECT/rollout/ENV`, for template hooks elsewhere.
+    /// This host's name among nap's hosts, as locks name their holder [default: the machine's host name]
+    #[arg(long, global = true, env = "NAP_HOST_NAME", value_name = "NAME", hide = true)]
+    pub host_name: Option<String>,
+    /// The Docker network releases run on, alike on every host [default: nap]
+    #[arg(long, global = true, env = "NAP_NETWORK", value_name = "NAME", hide = true)]
+    pub network: Option<String>,
+    /// That network's subnet [default: 172.31.0.0/16]
+    #[arg(long, global = true, env = "NAP_NETWORK_SUBNET", value_name = "CIDR", hide = true)]
+    pub network_subnet: Option<String>,
+    /// Kubernetes runner: the kubectl program [default: kubectl]
+    #[arg(long, global = true, env = "NAP_KUBECTL", value_name = "PATH", hide = true)]
+    pub kubectl: Option<String>,
+    /// Kubernetes runner: the kubeconfig kubectl uses [default: kubectl's own]
+    #[arg(long, global = true, env = "NAP_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubernetes runner: the kubeconfig context [default: its current context]
+    #[arg(long, global = true, env = "NAP_K8S_CONTEXT", value_name = "CONTEXT")]
+    pub k8s_context: Option<String>,
+    /// Kubernetes runner: the namespace releases go to [default: the context's]
+    #[arg(long, global = true, env = "NAP_K8S_NAMESPACE", value_name = "NAMESPACE")]
+    pub k8s_namespace: Option<String>,
+    /// Kubernetes runner: deployment (one Deployment per app) or rc (a ReplicationController per release) [default: deployment]
+    #[arg(long, global = true, env = "NAP_K8S_KIND", value_name = "KIND")]
+    pub k8s_kind: Option<WorkloadKind>,
+    /// Kubernetes runner: the Service's type [default: NodePort]
+    #[arg(long, global = true, env = "NAP_K8S_SERVICE_TYPE", value_name = "TYPE", hide = true)]
+    pub k8s_service_type: Option<String>,
+    /// Kubernetes runner: pods per release [default: 1]
+    #[arg(long, global = true, env = "NAP_K8S_REPLICAS", value_name = "N", hide = true)]
+    pub k8s_replicas: Option<u32>,
+    /// Kubernetes runner: seconds a rollout may take before it is undone [default: 300]
+    #[arg(long, global = true, env = "NAP_K8S_TIMEOUT", value_name = "SECS", hide = true)]
+    pub k8s_timeout: Option<u64>,
+    /// Announce each new release as the CI/CD rollout key /k8s-deploy/PROJECT/rollout/ENV
+    #[arg(long, global = true, env = "NAP_PUBLISH_ROLLOUT", value_name = "PROJECT/ENV", hide = true)]
     pub publish_rollout: Option<RolloutTarget>,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("reading settings file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("settings file {}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("settings file {}: unknown setting {key:?}", path.display())]
+    Unknown { path: PathBuf, key: String },
+    #[error("settings: {0}")]
+    Merge(#[source] serde_json::Error),
+    #[error(transparent)]
+    Store(#[from] nap_state::StoreError),
+}
+
+impl Settings {
+    /// The effective settings: the file (`--config`, else
+    /// /etc/nap/nap.toml if it exists), overridden by what `given` (flags
+    /// and the environment, as clap read them) sets.
+    pub fn load(given: Settings) -> Result<Settings, SettingsError> {
+        let path = given.config.clone().or_else(|| Path::new(DEFAULT_CONFIG).exists().then(|| DEFAULT_CONFIG.into()));
+        let file = match &path {
+            Some(path) => Settings::read(path)?,
+            None => Settings::default(),
+        };
+        let mut settings = file.overridden_by(&given)?;
+        settings.config = path;
+        // A bad store address fails now, not at the first command that needs it.
+        settings.store.etcd()?;
+        Ok(settings)
+    }
+
+    /// Reads a settings file; a key that is no setting is an error, not
+    /// silently ignored.
+    pub fn read(path: &Path) -> Result<Settings, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read { path: path.into(), source })?;
+        let table: toml::Table =
+            toml::from_str(&text).map_err(|source| SettingsError::Parse { path: path.into(), source })?;
+        let known = Settings::keys();
+        if let Some(key) = table.keys().find(|key| !known.contains(key.as_str()) || *key == "config") {
+            return Err(SettingsError::Unknown { path: path.into(), key: key.clone() });
+        }
+        table.try_into().map_err(|source| SettingsError::Parse { path: path.into(), source })
+    }
+
+    /// These settings with every setting that `over` gives replaced by its.
+    fn overridden_by(&self, over: &Settings) -> Result<Settings, SettingsError> {
+        let (mut merged, over) = (to_map(self)?, to_map(over)?);
+        merged.extend(over.into_iter().filter(|(_, value)| !value.is_null()));
+        serde_json::from_value(serde_json::Value::Object(merged)).map_err(SettingsError::Merge)
+    }
+
+    /// Every setting's name, as nap.toml spells it.
+    fn keys() -> BTreeSet<String> {
+        to_map(&Settings::default()).map(|map| map.into_iter().map(|(key, _)| key).collect()).unwrap_or_default()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.store.data_dir()
+    }
+
+    pub fn repos_dir(&self) -> PathBuf {
+        self.data_dir().join("repos")
+    }
+
+    pub fn locks_dir(&self) -> PathBuf {
+        self.data_dir().join("locks")
+    }
+
+    pub fn host_key_path(&self) -> PathBuf {
+        self.data_dir().join("ssh_host_ed25519_key")
+    }
+
+    /// Opens the store the settings name.
+    pub async fn open_store(&self) -> Result<nap_state::Store, nap_state::StoreError> {
+        self.store.open().await
+    }
+
+    /// The registry images go to; `None` (or an empty `registry`): local images only.
+    pub fn registry(&self) -> Option<nap_builder::Registry> {
+        self.registry.clone().filter(|r| !r.is_empty()).map(|address| nap_builder::Registry {
+            address,
+            username: self.registry_username.clone(),
+            password: self.registry_password.as_ref().map(|p| p.expose().to_owned()),
+        })
+    }
+
+    pub fn public_host(&self) -> String {
+        self.public_host.clone().unwrap_or_else(machine_name)
+    }
+
+    pub fn check_timeout(&self) -> Duration {
+        Duration::from_secs(self.check_timeout.unwrap_or(DEFAULT_CHECK_TIMEOUT))
+    }
+
+    pub fn listen(&self) -> String {
+        self.listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.into())
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT))
+    }
+
+    pub fn systemd(&self) -> SystemdSettings {
+        SystemdSettings {
+            bus_address: self.system_bus.clone(),
+            unit_dir: self.unit_dir.clone().unwrap_or_else(|| DEFAULT_UNIT_DIR.into()),
+            env_dir: self.env_dir.clone().unwrap_or_else(|| self.data_dir().join("env")),
+            template_dir: self.units_dir.clone(),
+            docker_cli: self.docker_cli.clone().unwrap_or_else(|| DEFAULT_DOCKER_CLI.into()),
+        }
+    }
+
+    /// Where the commiter flow's keys live, without a trailing `/`.
+    pub fn commiter_root(&self) -> String {
+        self.commiter_root
+            .as_deref()
+            .map(|root| root.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| nap_state::layout::commiter::DEFAULT_ROOT.into())
+    }
+
+    pub fn network(&self) -> AppNetwork {
+        let defaults = AppNetwork::default();
+        AppNetwork {
+            name: self.network.clone().unwrap_or(defaults.name),
+            subnet: self.network_subnet.clone().unwrap_or(defaults.subnet),
+        }
+    }
+
+    pub fn host_name(&self) -> String {
+        self.host_name.clone().unwrap_or_else(machine_name)
+    }
+
+    /// This host's IP: `host_ip`, else the address of the default route.
+    pub fn host_ip(&self) -> Option<String> {
+        self.host_ip.clone().or_else(default_route_address)
+    }
+
+    pub fn kubernetes(&self) -> KubernetesSettings {
+        let defaults = KubernetesSettings::default();
+        KubernetesSettings {
+            kubectl: self.kubectl.clone().unwrap_or(defaults.kubectl),
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.k8s_context.clone(),
+            namespace: self.k8s_namespace.clone(),
+            kind: self.k8s_kind.unwrap_or(defaults.kind),
+            service_type: self.k8s_service_type.clone().unwrap_or(defaults.service_type),
+            replicas: self.k8s_replicas.unwrap_or(defaults.replicas),
+            rollout_timeout: self.k8s_timeout.map_or(defaults.rollout_timeout, Duration::from_secs),
+            units_dir: self.units_dir.clone(),
+        }
+    }
+}
+
+fn to_map(settings: &Settings) -> Result<serde_json::Map<String, serde_json::Value>, SettingsError> {
+    match serde_json::to_value(settings).map_err(SettingsError::Merge)? {
+        serde_json::Value::Object(map) => Ok(map),
+        _ => Ok(serde_json::Map::new()),
+    }
+}
+
 /// `PROJECT/ENV` of the rollout key a release is published under.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct RolloutTarget {
     pub project: String,
     pub env: String,
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("publish_rollout {0:?} is not PROJECT/ENV (letters, digits, - _ .)")]
+pub struct InvalidRolloutTarget(String);
+
 impl std::str::FromStr for RolloutTarget {
-    type Err = anyhow::Error;
-    fn from_str(text: &str) -> Result<Self> {
+    type Err = InvalidRolloutTarget;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
         let word = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         match text.split_once('/') {
             Some((project, env)) if word(project) && word(env) => {
                 Ok(RolloutTarget { project: project.to_owned(), env: env.to_owned() })
             }
-            _ => anyhow::bail!("publish_rollout {text:?} is not PROJECT/ENV (letters, digits, - _ .)"),
+            _ => Err(InvalidRolloutTarget(text.to_owned())),
         }
     }
 }
 
-impl Settings {
-    pub fn resolve(args: &GlobalArgs) -> Result<Settings> {
-        let (config, file) = match &args.config {
-            Some(path) => (Some(path.clone()), read_file(path)?),
-            None if Path::new(DEFAULT_CONFIG).exists() => {
-                (Some(PathBuf::from(DEFAULT_CONFIG)), read_file(Path::new(DEFAULT_CONFIG))?)
-            }
-            None => (None, FileSettings::default()),
-        };
-        let registry =
-            args.registry.clone().or(file.registry).filter(|r| !r.is_empty()).map(|address| nap_builder::Registry {
-                address,
-                username: std::env::var("NAP_REGISTRY_USERNAME").ok().or(file.registry_username),
-                password: std::env::var("NAP_REGISTRY_PASSWORD").ok().or(file.registry_password),
-            });
-        let data_dir: PathBuf = args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into());
-        let etcd = match args.store.clone().or(file.store).filter(|s| s != "embedded") {
-            Some(url) => Some(nap_state::EtcdOptions {
-                user: std::env::var("NAP_STORE_USER").ok().or(file.store_user),
-                password: std::env::var("NAP_STORE_PASSWORD").ok().or(file.store_password),
-                ca: file.store_ca,
-                cert: file.store_cert,
-                key: file.store_key,
-                ..nap_state::EtcdOptions::from_url(&url)?
-            }),
-            None => None,
-        };
-        Ok(Settings {
-            config,
-            etcd,
-            registry,
-            public_host: args
-                .public_host
-                .clone()
-                .or(file.public_host)
-                .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
-            check_timeout: Duration::from_secs(
-                args.check_timeout.or(file.check_timeout).unwrap_or(DEFAULT_CHECK_TIMEOUT),
-            ),
-            listen: file.listen,
-            shutdown_timeout: file.shutdown_timeout,
-            runner: args.runner.or(file.runner),
-            systemd: nap_runner::SystemdSettings {
-                bus_address: args.system_bus.clone().or(file.system_bus),
-                unit_dir: args.unit_dir.clone().or(file.unit_dir).unwrap_or_else(|| DEFAULT_UNIT_DIR.into()),
-                env_dir: file.env_dir.unwrap_or_else(|| data_dir.join("env")),
-                template_dir: file.units_dir.clone(),
-                docker_cli: file.docker_cli.unwrap_or_else(|| DEFAULT_DOCKER_CLI.into()),
-            },
-            commiter_root: args
-                .commiter_root
-                .clone()
-                .or(file.commiter_root)
-                .map(|root| root.trim_end_matches('/').to_owned())
-                .unwrap_or_else(|| nap_state::layout::commiter::DEFAULT_ROOT.into()),
-            network: {
-                let defaults = nap_runner::AppNetwork::default();
-                nap_runner::AppNetwork {
-                    name: file.network.unwrap_or(defaults.name),
-                    subnet: file.network_subnet.unwrap_or(defaults.subnet),
-                }
-            },
-            host_ip: file.host_ip,
-            node_name: file.node_name,
-            host_name: file.host_name.unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
-            kubernetes: {
-                let defaults = nap_runner::KubernetesSettings::default();
-                nap_runner::KubernetesSettings {
-                    kubectl: file.kubectl.unwrap_or(defaults.kubectl),
-                    kubeconfig: args.kubeconfig.clone().or(file.kubeconfig),
-                    context: args.k8s_context.clone().or(file.k8s_context),
-                    namespace: args.k8s_namespace.clone().or(file.k8s_namespace),
-                    kind: args.k8s_kind.or(file.k8s_kind).unwrap_or(defaults.kind),
-                    service_type: file.k8s_service_type.unwrap_or(defaults.service_type),
-                    replicas: file.k8s_replicas.unwrap_or(defaults.replicas),
-                    rollout_timeout: file.k8s_timeout.map_or(defaults.rollout_timeout, Duration::from_secs),
-                    units_dir: file.units_dir.clone(),
-                }
-            },
-            publish_rollout: file.publish_rollout.as_deref().map(str::parse).transpose()?,
-            data_dir,
-        })
+impl TryFrom<String> for RolloutTarget {
+    type Error = InvalidRolloutTarget;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
     }
+}
 
-    /// This host's IP: `host_ip`, else the address of the default route.
-    pub fn this_host_ip(&self) -> Option<String> {
-        self.host_ip.clone().or_else(default_route_address)
+impl From<RolloutTarget> for String {
+    fn from(target: RolloutTarget) -> String {
+        format!("{}/{}", target.project, target.env)
     }
+}
 
-    pub fn repos_dir(&self) -> PathBuf {
-        self.data_dir.join("repos")
-    }
-
-    pub fn locks_dir(&self) -> PathBuf {
-        self.data_dir.join("locks")
-    }
-
-    /// Opens the store the settings name.
-    pub async fn open_store(&self) -> Result<nap_state::Store, nap_state::StoreError> {
-        match &self.etcd {
-            Some(etcd) => nap_state::Store::open_etcd(etcd).await,
-            None => nap_state::Store::open_embedded(&self.data_dir.join("state.db")),
-        }
-    }
-
-    pub fn host_key_path(&self) -> PathBuf {
-        self.data_dir.join("ssh_host_ed25519_key")
-    }
-
-    /// The environment that hands these settings on to a child `nap`
-    /// (git's hooks), so that flags given to `nap serve` reach them too.
-    /// Registry credentials are not included: the child reads them where
-    /// this process did.
-    pub fn child_env(&self) -> Vec<(&'static str, String)> {
-        let mut env = vec![
-            ("NAP_DATA_DIR", self.data_dir.display().to_string()),
-            ("NAP_PUBLIC_HOST", self.public_host.clone()),
-            ("NAP_CHECK_TIMEOUT", self.check_timeout.as_secs().to_string()),
-        ];
-        if let Some(config) = &self.config {
-            env.push(("NAP_CONFIG", config.display().to_string()));
-        }
-        if let Some(registry) = &self.registry {
-            env.push(("NAP_REGISTRY", registry.address.clone()));
-        }
-        if let Some(etcd) = &self.etcd {
-            env.push(("NAP_STORE", format!("etcd://{}", etcd.endpoints.join(","))));
-        }
-        if let Some(runner) = self.runner {
-            env.push(("NAP_RUNNER", runner.to_string()));
-        }
-        if let Some(bus) = &self.systemd.bus_address {
-            env.push(("NAP_SYSTEM_BUS", bus.clone()));
-        }
-        env.push(("NAP_UNIT_DIR", self.systemd.unit_dir.display().to_string()));
-        let kubernetes = &self.kubernetes;
-        if let Some(kubeconfig) = &kubernetes.kubeconfig {
-            env.push(("NAP_KUBECONFIG", kubeconfig.display().to_string()));
-        }
-        if let Some(context) = &kubernetes.context {
-            env.push(("NAP_K8S_CONTEXT", context.clone()));
-        }
-        if let Some(namespace) = &kubernetes.namespace {
-            env.push(("NAP_K8S_NAMESPACE", namespace.clone()));
-        }
-        env.push(("NAP_K8S_KIND", kubernetes.kind.to_string()));
-        env
-    }
+fn machine_name() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
 }
 
 /// The IPv4 address of the interface the default route goes through.
@@ -272,7 +344,65 @@ fn default_route_address() -> Option<String> {
     })
 }
 
-fn read_file(path: &Path) -> Result<FileSettings> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading settings file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("settings file {}", path.display()))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), text).expect("write settings");
+        file
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let toml = file("registry = \"file:5000\"\ncheck_timeout = 7\nstore = \"etcd://127.0.0.1:2379\"\n");
+        let given = Settings {
+            config: Some(toml.path().into()),
+            registry: Some("flag:5000".into()),
+            ..Settings::default()
+        };
+        let settings = Settings::load(given).expect("settings");
+        assert_eq!(settings.registry().map(|r| r.address).as_deref(), Some("flag:5000"));
+        assert_eq!(settings.check_timeout(), Duration::from_secs(7));
+        assert_eq!(settings.store.store.as_deref(), Some("etcd://127.0.0.1:2379"));
+        assert_eq!(settings.listen(), DEFAULT_LISTEN);
+        assert_eq!(settings.config.as_deref(), Some(toml.path()));
+    }
+
+    #[test]
+    fn an_unknown_key_or_a_bad_value_is_an_error_naming_it() {
+        let typo = file("registy = \"x\"\n");
+        let err = Settings::read(typo.path()).expect_err("typo");
+        assert!(err.to_string().contains("unknown setting \"registy\""), "{err}");
+        let rollout = file("publish_rollout = \"nope\"\n");
+        let err = Settings::read(rollout.path()).expect_err("bad rollout");
+        assert!(err.to_string().contains("PROJECT/ENV"), "{err}");
+        let store = Settings { store: StoreSettings { store: Some("http://x".into()), ..Default::default() }, ..Default::default() };
+        assert!(Settings::load(Settings { config: Some(file("").path().into()), ..store }).is_err());
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let toml = file("registry_password = \"hunter2\"\nstore_password = \"s3cret\"\n");
+        let settings = Settings::read(toml.path()).expect("settings");
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
+        assert_eq!(settings.registry_password.as_ref().map(Secret::expose), Some("hunter2"));
+    }
+
+    #[test]
+    fn settings_survive_the_hand_over_to_the_hook_whole() {
+        let settings = Settings {
+            registry: Some("r:5000".into()),
+            runner: Some(RunnerKind::Docker),
+            publish_rollout: Some("shop/prod".parse().expect("target")),
+            registry_password: Some(Secret::from("pw".to_owned())),
+            config: Some("/etc/nap/nap.toml".into()),
+            ..Settings::default()
+        };
+        let json = serde_json::to_string(&settings).expect("encode");
+        let back: Settings = serde_json::from_str(&json).expect("decode");
+        assert_eq!(back, settings);
+    }
 }

@@ -178,13 +178,13 @@ async fn run(command: &str, limit: Duration) -> (bool, String, String) {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    let child = match crate::entrypoint::spawn_owned(&mut shell) {
+    let child = match crate::children::spawn_owned(&mut shell) {
         Ok(child) => child,
         Err(e) => return (false, format!("cannot run /bin/sh: {e}"), String::new()),
     };
     let pid = child.id();
     let finished = tokio::time::timeout(limit, child.wait_with_output()).await;
-    crate::entrypoint::disown(pid);
+    crate::children::disown(pid);
     match finished {
         Err(_) => (false, format!("no exit within {} s", limit.as_secs()), String::new()),
         Ok(Err(e)) => (false, format!("cannot run /bin/sh: {e}"), String::new()),

@@ -16,10 +16,14 @@ pub enum CommandError {
     Watch(#[from] WatchError),
     #[error(transparent)]
     Entrypoint(#[from] EntrypointError),
+    #[error(transparent)]
+    Store(#[from] nap_state::StoreError),
 }
 
-/// Runs `watch` as `args` say, reading from `source`; the exit status.
-pub async fn watch(args: &WatchArgs, source: Source) -> Result<u8, CommandError> {
+/// Runs `watch` as `args` say, reading from the environment (`--env`) or
+/// the store `store` names; the exit status.
+pub async fn watch(args: &WatchArgs, store: &nap_state::StoreSettings) -> Result<u8, CommandError> {
+    let source = if args.env { Source::Env } else { Source::Store(Arc::new(store.open().await?)) };
     let watcher = Watcher::from_args(args, source)?;
     if args.exec {
         return Ok(entrypoint::run(Arc::new(watcher), &args.command).await?);

@@ -4,8 +4,7 @@
 //! changes are rendered and reloaded; the app's exit status is ours. As PID 1
 //! of a container it also reaps the orphans that land on it.
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
@@ -15,6 +14,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::children;
 use crate::watcher::{WatchError, Watcher};
 
 #[derive(Debug, thiserror::Error)]
@@ -97,36 +97,10 @@ pub async fn run(watcher: Arc<Watcher>, command: &[String]) -> Result<u8, Entryp
     Ok(status)
 }
 
-/// Children that someone else waits for (check_cmd and reload_cmd, run by
-/// `apply`): the reaper leaves them to their owner, who needs their status.
-static OWNED: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
-
-fn owned() -> MutexGuard<'static, BTreeSet<i32>> {
-    OWNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Spawns `command` as a child whose exit its caller collects; the caller
-/// calls [`disown`] once it has.
-pub(crate) fn spawn_owned(command: &mut tokio::process::Command) -> std::io::Result<tokio::process::Child> {
-    // Held across the fork, so the reaper never sees the child unregistered.
-    let mut owned = owned();
-    let child = command.spawn()?;
-    if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
-        owned.insert(pid);
-    }
-    Ok(child)
-}
-
-pub(crate) fn disown(pid: Option<u32>) {
-    if let Some(pid) = pid.and_then(|pid| i32::try_from(pid).ok()) {
-        owned().remove(&pid);
-    }
-}
-
 /// Reaps every child that has exited but the owned ones (orphans too, when
 /// this is PID 1); the app's status if it was among them.
 fn reap(app: Pid) -> Option<u8> {
-    let owned = owned();
+    let owned = children::owned();
     let mut app_status = None;
     loop {
         // Peek first (WNOWAIT): an owned child is left for its owner.

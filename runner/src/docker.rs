@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum};
@@ -13,70 +13,19 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use tracing::{info, warn};
 
-use crate::check::answers_http;
+use crate::check::{free_host_port, until_answering};
+use crate::error::RunError;
 use crate::labels;
-use crate::network::AppNetwork;
+use crate::release::{Instance, Progress, RunRequest, Running, Serving};
+
+pub mod network;
+use network::AppNetwork;
 
 const LOG_TAIL: usize = 15;
 /// Host ports tried before a start gives up on finding a free one.
 const PORT_ATTEMPTS: u32 = 3;
-const CHECK_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a retired release gets to stop before it is killed.
 const STOP_GRACE_SECS: i32 = 10;
-
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("{container} exited at once (exit code {exit_code})")]
-    Exited { container: String, exit_code: i64, log_tail: Vec<String> },
-    #[error("{container} did not answer HTTP on port {port} within {seconds} s")]
-    CheckTimeout { container: String, port: u16, seconds: u64, log_tail: Vec<String> },
-    #[error("{container} publishes no host port for {port}/tcp")]
-    NoHostPort { container: String, port: u16 },
-    #[error("no free host port: {0}")]
-    NoFreePort(#[source] std::io::Error),
-    #[error("{unit} is {state}")]
-    UnitFailed { unit: String, state: String, log_tail: Vec<String> },
-    #[error(transparent)]
-    Systemd(#[from] crate::systemd::SystemdError),
-    #[error(transparent)]
-    Kubernetes(#[from] crate::kubernetes::KubernetesError),
-    #[error("{ip} is taken by {holder} on nap's network; remove it first, or restore on another host")]
-    AddressTaken { ip: std::net::Ipv4Addr, holder: String },
-    #[error("{ip} is outside network {network} ({subnet})")]
-    AddressOutside { ip: std::net::Ipv4Addr, network: String, subnet: String },
-    #[error("Docker daemon: {0}")]
-    Docker(#[from] bollard::errors::Error),
-}
-
-impl RunError {
-    /// The app's last log lines, to show with the error.
-    pub fn log_tail(&self) -> &[String] {
-        match self {
-            RunError::Exited { log_tail, .. }
-            | RunError::CheckTimeout { log_tail, .. }
-            | RunError::UnitFailed { log_tail, .. }
-            | RunError::Kubernetes(crate::kubernetes::KubernetesError::NotReady { log_tail, .. }) => log_tail,
-            _ => &[],
-        }
-    }
-}
-
-pub struct RunRequest<'a> {
-    pub app: &'a str,
-    pub release: u32,
-    pub image: &'a str,
-    /// The port the app listens on inside the container; it gets it as `PORT`.
-    pub port: u16,
-    /// Environment besides `PORT`.
-    pub env: &'a [(String, String)],
-}
-
-#[derive(Debug, Clone)]
-pub struct Running {
-    pub container: String,
-    pub host_port: u16,
-    pub url: String,
-}
 
 pub struct DockerRunner {
     pub(crate) docker: Docker,
@@ -105,7 +54,7 @@ impl DockerRunner {
     pub async fn start(
         &self,
         req: &RunRequest<'_>,
-        progress: &(dyn Fn(&str) + Send + Sync),
+        progress: Progress<'_>,
     ) -> Result<Running, RunError> {
         let name = Self::container_name(req.app, req.release);
         self.ensure_network().await?;
@@ -138,7 +87,7 @@ impl DockerRunner {
             Ok(host_port) => {
                 let url = format!("http://{}:{host_port}/", self.public_host);
                 info!(container = %name, %url, "release answering");
-                Ok(Running { container: name, host_port, url })
+                Ok(Running { name, host_port, url })
             }
             Err(err) => {
                 if let Err(cleanup) = self.remove(&name).await {
@@ -192,11 +141,10 @@ impl DockerRunner {
         name: &str,
         port_key: &str,
         port: u16,
-        progress: &(dyn Fn(&str) + Send + Sync),
+        progress: Progress<'_>,
     ) -> Result<u16, RunError> {
         progress(&format!("Waiting for {name} to answer HTTP on port {port}"));
-        let deadline = Instant::now() + self.check_timeout;
-        loop {
+        let probe = || async {
             let inspect =
                 self.docker.inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>).await?;
             let state = inspect.state.unwrap_or_default();
@@ -208,24 +156,22 @@ impl DockerRunner {
                     log_tail: self.log_tail(name).await,
                 });
             }
-            let host_port = inspect
+            inspect
                 .network_settings
                 .and_then(|n| n.ports)
                 .and_then(|ports| ports.get(port_key).cloned().flatten())
                 .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port?.parse::<u16>().ok()))
-                .ok_or_else(|| RunError::NoHostPort { container: name.to_owned(), port })?;
-            if answers_http(SocketAddr::from((Ipv4Addr::LOCALHOST, host_port))).await {
-                return Ok(host_port);
-            }
-            if Instant::now() >= deadline {
-                return Err(RunError::CheckTimeout {
-                    container: name.to_owned(),
-                    port,
-                    seconds: self.check_timeout.as_secs(),
-                    log_tail: self.log_tail(name).await,
-                });
-            }
-            tokio::time::sleep(CHECK_INTERVAL).await;
+                .map(|host_port| SocketAddr::from((Ipv4Addr::LOCALHOST, host_port)))
+                .ok_or_else(|| RunError::NoHostPort { container: name.to_owned(), port })
+        };
+        match until_answering(self.check_timeout, probe).await? {
+            Some(addr) => Ok(addr.port()),
+            None => Err(RunError::CheckTimeout {
+                container: name.to_owned(),
+                port,
+                seconds: self.check_timeout.as_secs(),
+                log_tail: self.log_tail(name).await,
+            }),
         }
     }
 
@@ -277,18 +223,6 @@ impl DockerRunner {
     }
 }
 
-/// One running (or stopped) release of an app, as `ps` shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Instance {
-    pub container: String,
-    pub release: u32,
-    /// Docker's state: running, restarting, exited, ...
-    pub state: String,
-    /// When the container last started (RFC 3339), if it runs.
-    pub started_at: Option<String>,
-    pub host_port: Option<u16>,
-}
-
 impl DockerRunner {
     /// Every container nap runs, by app. One Docker call, however many apps.
     pub async fn instances(&self, app: Option<&str>) -> Result<HashMap<String, Vec<Instance>>, RunError> {
@@ -320,7 +254,7 @@ impl DockerRunner {
                 state: container.state.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
                 started_at,
                 host_port: container.ports.unwrap_or_default().iter().find_map(|p| p.public_port),
-                container: name,
+                name,
             });
         }
         Ok(by_app)
@@ -341,26 +275,15 @@ impl DockerRunner {
             .map(|item| item.map(|chunk| chunk.into_bytes()).map_err(RunError::from))
     }
 
-    /// Restarts the container and waits until it answers again.
-    pub async fn restart(
-        &self,
-        container: &str,
-        port: u16,
-        progress: &(dyn Fn(&str) + Send + Sync),
-    ) -> Result<(), RunError> {
+    /// Restarts the release's container and waits until it answers again.
+    pub async fn restart(&self, serving: Serving<'_>, progress: Progress<'_>) -> Result<(), RunError> {
+        let container = Self::container_name(serving.app, serving.release);
         let options = bollard::query_parameters::RestartContainerOptionsBuilder::new().t(STOP_GRACE_SECS).build();
         progress(&format!("Restarting {container}"));
-        self.docker.restart_container(container, Some(options)).await?;
-        self.wait_until_answering(container, &format!("{port}/tcp"), port, progress).await.map(|_| ())
+        self.docker.restart_container(&container, Some(options)).await?;
+        let port = serving.port;
+        self.wait_until_answering(&container, &format!("{port}/tcp"), port, progress).await.map(|_| ())
     }
-}
-
-/// A TCP port free on every host address right now.
-pub(crate) fn free_host_port() -> Result<u16, RunError> {
-    std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(RunError::NoFreePort)
 }
 
 fn is_port_taken(err: &bollard::errors::Error) -> bool {

@@ -4,7 +4,7 @@
 //! Kubernetes schema, applied with `kubectl apply` and waited for. A release
 //! that does not become ready is undone, so the previous one keeps serving.
 
-mod kubectl;
+pub(crate) mod kubectl;
 pub mod manifest;
 
 use std::collections::HashMap;
@@ -17,8 +17,10 @@ use tracing::{info, warn};
 pub use kubectl::{Kubectl, KubectlError};
 pub use manifest::{Manifest, ManifestError};
 
-use crate::units::{self, UnitError, Units};
-use crate::{Instance, RunError, RunRequest, Running, labels};
+use crate::error::{KubernetesError, RunError, UnknownName};
+use crate::labels;
+use crate::release::{Instance, Progress, RunRequest, Running, Serving};
+use crate::units::{self, Units};
 
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Lines of the failed pods' output shown with a failed rollout.
@@ -32,40 +34,15 @@ pub enum WorkloadKind {
     #[serde(rename = "deployment")]
     Deployment,
     /// One ReplicationController per release, for clusters without apps/v1.
-    #[serde(rename = "rc")]
+    #[serde(rename = "rc", alias = "replicationcontroller")]
     ReplicationController,
 }
 
 impl std::str::FromStr for WorkloadKind {
-    type Err = String;
+    type Err = UnknownName;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "deployment" => Ok(WorkloadKind::Deployment),
-            "rc" | "replicationcontroller" => Ok(WorkloadKind::ReplicationController),
-            other => Err(format!("unknown Kubernetes kind {other:?}: use deployment or rc")),
-        }
+        UnknownName::parse(text, "Kubernetes kind", "deployment or rc")
     }
-}
-
-impl std::fmt::Display for WorkloadKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            WorkloadKind::Deployment => "deployment",
-            WorkloadKind::ReplicationController => "rc",
-        })
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum KubernetesError {
-    #[error(transparent)]
-    Kubectl(#[from] KubectlError),
-    #[error(transparent)]
-    Unit(#[from] UnitError),
-    #[error(transparent)]
-    Manifest(#[from] ManifestError),
-    #[error("{workload} did not become ready: {reason}")]
-    NotReady { workload: String, reason: String, log_tail: Vec<String> },
 }
 
 /// Which cluster, and how releases look there.
@@ -174,7 +151,7 @@ impl KubernetesRunner {
     pub async fn start(
         &self,
         req: &RunRequest<'_>,
-        progress: &(dyn Fn(&str) + Send + Sync),
+        progress: Progress<'_>,
     ) -> Result<Running, RunError> {
         let yaml = self.render(req)?;
         let workload = self.workload(req.app, req.release);
@@ -196,11 +173,11 @@ impl KubernetesRunner {
         }
         let (host_port, url) = self.address(req.app).await?;
         info!(%workload, %url, "release ready");
-        Ok(Running { container: workload, host_port, url })
+        Ok(Running { name: workload, host_port, url })
     }
 
     /// Waits until the release's pods are ready; the error is why not.
-    async fn wait_ready(&self, app: &str, release: u32, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<(), String> {
+    async fn wait_ready(&self, app: &str, release: u32, progress: Progress<'_>) -> Result<(), KubectlError> {
         let limit = self.settings.rollout_timeout;
         match self.settings.kind {
             WorkloadKind::Deployment => {
@@ -212,7 +189,6 @@ impl KubernetesRunner {
             }
             WorkloadKind::ReplicationController => self.wait_rc_ready(app, release, limit, progress).await,
         }
-        .map_err(|e| e.to_string())
     }
 
     async fn wait_rc_ready(
@@ -220,7 +196,7 @@ impl KubernetesRunner {
         app: &str,
         release: u32,
         limit: Duration,
-        progress: &(dyn Fn(&str) + Send + Sync),
+        progress: Progress<'_>,
     ) -> Result<(), KubectlError> {
         let name = format!("{app}-v{release}");
         let deadline = Instant::now() + limit;
@@ -264,7 +240,7 @@ impl KubernetesRunner {
 
     /// Takes a release that did not become ready out again. A first release
     /// leaves nothing behind; a later one goes back to the previous release.
-    async fn undo(&self, app: &str, release: u32, first: bool, progress: &(dyn Fn(&str) + Send + Sync)) {
+    async fn undo(&self, app: &str, release: u32, first: bool, progress: Progress<'_>) {
         let workload = self.workload(app, release);
         let service = format!("service/{app}");
         let undo: Vec<&str> = match (self.settings.kind, first) {
@@ -334,12 +310,8 @@ impl KubernetesRunner {
     }
 
     /// Restarts the release's pods and waits until they are ready again.
-    pub async fn restart(
-        &self,
-        app: &str,
-        release: u32,
-        progress: &(dyn Fn(&str) + Send + Sync),
-    ) -> Result<(), RunError> {
+    pub async fn restart(&self, serving: Serving<'_>, progress: Progress<'_>) -> Result<(), RunError> {
+        let Serving { app, release, .. } = serving;
         let workload = self.workload(app, release);
         progress(&format!("Restarting {workload}"));
         let selector = format!("--selector={}={app},{}={release}", labels::APP, labels::RELEASE);
@@ -366,7 +338,7 @@ impl KubernetesRunner {
             let labels = pod.metadata.labels.clone().unwrap_or_default();
             let Some(app) = labels.get(labels::APP) else { continue };
             by_app.entry(app.clone()).or_default().push(Instance {
-                container: pod.metadata.name.clone().unwrap_or_default(),
+                name: pod.metadata.name.clone().unwrap_or_default(),
                 release: labels.get(labels::RELEASE).and_then(|r| r.parse().ok()).unwrap_or_default(),
                 state: pod_state(&pod),
                 started_at: pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0.to_string()),

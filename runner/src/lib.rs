@@ -12,8 +12,9 @@
 
 mod check;
 pub mod docker;
+mod error;
 pub mod kubernetes;
-mod network;
+mod release;
 pub mod systemd;
 pub mod units;
 
@@ -23,10 +24,12 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
-pub use docker::{DockerRunner, Instance, RunError, RunRequest, Running};
-pub use kubernetes::{KubernetesError, KubernetesRunner, KubernetesSettings, WorkloadKind};
-pub use network::AppNetwork;
-pub use systemd::{SystemdError, SystemdRunner, SystemdSettings};
+pub use docker::DockerRunner;
+pub use docker::network::AppNetwork;
+pub use error::{KubernetesError, RunError, SystemdError, UnknownName};
+pub use kubernetes::{KubernetesRunner, KubernetesSettings, WorkloadKind};
+pub use release::{Instance, Progress, RunRequest, Running, Serving};
+pub use systemd::{SystemdRunner, SystemdSettings};
 
 /// Docker labels nap puts on what it runs, so it can find its own containers.
 pub mod labels {
@@ -44,24 +47,9 @@ pub enum RunnerKind {
 }
 
 impl std::str::FromStr for RunnerKind {
-    type Err = String;
+    type Err = UnknownName;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "docker" => Ok(RunnerKind::Docker),
-            "systemd" => Ok(RunnerKind::Systemd),
-            "kubernetes" => Ok(RunnerKind::Kubernetes),
-            other => Err(format!("unknown runner {other:?}: use docker, systemd or kubernetes")),
-        }
-    }
-}
-
-impl std::fmt::Display for RunnerKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            RunnerKind::Docker => "docker",
-            RunnerKind::Systemd => "systemd",
-            RunnerKind::Kubernetes => "kubernetes",
-        })
+        UnknownName::parse(text, "runner", "docker, systemd or kubernetes")
     }
 }
 
@@ -147,7 +135,7 @@ impl Runner {
     pub async fn start(
         &self,
         req: &RunRequest<'_>,
-        progress: &(dyn Fn(&str) + Send + Sync),
+        progress: Progress<'_>,
     ) -> Result<Running, RunError> {
         match self {
             Runner::Docker(docker) => docker.start(req, progress).await,
@@ -175,19 +163,12 @@ impl Runner {
         }
     }
 
-    /// Restarts release `release` and waits until it answers again.
-    pub async fn restart(
-        &self,
-        app: &str,
-        release: u32,
-        port: u16,
-        host_port: u16,
-        progress: &(dyn Fn(&str) + Send + Sync),
-    ) -> Result<(), RunError> {
+    /// Restarts the serving release and waits until it answers again.
+    pub async fn restart(&self, serving: Serving<'_>, progress: Progress<'_>) -> Result<(), RunError> {
         match self {
-            Runner::Docker(docker) => docker.restart(&DockerRunner::container_name(app, release), port, progress).await,
-            Runner::Systemd(systemd) => systemd.restart(app, release, port, host_port, progress).await,
-            Runner::Kubernetes(kubernetes) => kubernetes.restart(app, release, progress).await,
+            Runner::Docker(docker) => docker.restart(serving, progress).await,
+            Runner::Systemd(systemd) => systemd.restart(serving, progress).await,
+            Runner::Kubernetes(kubernetes) => kubernetes.restart(serving, progress).await,
         }
     }
 }

@@ -8,46 +8,20 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use tracing::{info, warn};
 use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
 
-use crate::check::answers_http;
-use crate::docker::{DockerRunner, free_host_port};
+use crate::check::{free_host_port, until_answering};
+use crate::docker::DockerRunner;
+use crate::error::{RunError, SystemdError};
+use crate::release::{Progress, RunRequest, Running, Serving};
 use crate::units::{self, Units};
-use crate::{RunError, RunRequest, Running};
 
-const CHECK_INTERVAL: Duration = Duration::from_millis(200);
 /// How long systemd gets to finish a start, stop or restart job.
 const JOB_TIMEOUT: Duration = Duration::from_secs(60);
-
-#[derive(Debug, thiserror::Error)]
-pub enum SystemdError {
-    #[error("system bus {address}: {source}")]
-    Bus {
-        address: String,
-        #[source]
-        source: zbus::Error,
-    },
-    #[error("systemd: {0}")]
-    Call(#[from] zbus::Error),
-    #[error("no systemd answers on {0}; use the docker runner or point --system-bus at systemd's bus")]
-    NotOnBus(String),
-    #[error(transparent)]
-    Unit(#[from] crate::units::UnitError),
-    #[error("writing {path}: {source}")]
-    Write {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("systemd job for {unit} ended with {result:?} (unit {state})")]
-    Job { unit: String, result: String, state: String },
-    #[error("no answer from systemd about {unit} within {} s", JOB_TIMEOUT.as_secs())]
-    JobTimeout { unit: String },
-}
 
 /// Where the systemd runner puts things, and what its units call.
 #[derive(Debug, Clone)]
@@ -144,7 +118,7 @@ impl SystemdRunner {
     pub async fn start(
         &self,
         req: &RunRequest<'_>,
-        progress: &(dyn Fn(&str) + Send + Sync),
+        progress: Progress<'_>,
     ) -> Result<Running, RunError> {
         let unit = Self::unit_name(req.app, req.release);
         let container = DockerRunner::container_name(req.app, req.release);
@@ -169,7 +143,7 @@ impl SystemdRunner {
             Ok(()) => {
                 let url = format!("http://{}:{host_port}/", self.public_host);
                 info!(%unit, %url, "release answering");
-                Ok(Running { container, host_port, url })
+                Ok(Running { name: container, host_port, url })
             }
             Err(err) => {
                 if let Err(cleanup) = self.remove_release(req.app, req.release).await {
@@ -208,7 +182,7 @@ impl SystemdRunner {
                 let state = self.unit_state(unit).await;
                 Err(SystemdError::Job { unit: unit.to_owned(), result, state }.into())
             }
-            Ok(None) | Err(_) => Err(SystemdError::JobTimeout { unit: unit.to_owned() }.into()),
+            Ok(None) | Err(_) => Err(SystemdError::JobTimeout { unit: unit.to_owned(), seconds: JOB_TIMEOUT.as_secs() }.into()),
         }
     }
 
@@ -228,12 +202,11 @@ impl SystemdRunner {
         container: &str,
         port: u16,
         host_port: u16,
-        progress: &(dyn Fn(&str) + Send + Sync),
+        progress: Progress<'_>,
     ) -> Result<(), RunError> {
         progress(&format!("Waiting for {unit} to answer HTTP on port {port}"));
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, host_port));
-        let deadline = Instant::now() + self.check_timeout;
-        loop {
+        let probe = || async {
             let state = self.unit_state(unit).await;
             if state.starts_with("failed") || state.contains("auto-restart") || state.starts_with("inactive") {
                 return Err(RunError::UnitFailed {
@@ -242,31 +215,23 @@ impl SystemdRunner {
                     log_tail: self.docker.log_tail(container).await,
                 });
             }
-            if answers_http(addr).await {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(RunError::CheckTimeout {
-                    container: unit.to_owned(),
-                    port,
-                    seconds: self.check_timeout.as_secs(),
-                    log_tail: self.docker.log_tail(container).await,
-                });
-            }
-            tokio::time::sleep(CHECK_INTERVAL).await;
+            Ok(addr)
+        };
+        match until_answering(self.check_timeout, probe).await? {
+            Some(_) => Ok(()),
+            None => Err(RunError::CheckTimeout {
+                container: unit.to_owned(),
+                port,
+                seconds: self.check_timeout.as_secs(),
+                log_tail: self.docker.log_tail(container).await,
+            }),
         }
     }
 
     /// Restarts the release's unit (as `systemctl restart` would) and waits
     /// until the app answers again.
-    pub async fn restart(
-        &self,
-        app: &str,
-        release: u32,
-        port: u16,
-        host_port: u16,
-        progress: &(dyn Fn(&str) + Send + Sync),
-    ) -> Result<(), RunError> {
+    pub async fn restart(&self, serving: Serving<'_>, progress: Progress<'_>) -> Result<(), RunError> {
+        let Serving { app, release, port, host_port } = serving;
         let unit = Self::unit_name(app, release);
         progress(&format!("Restarting {unit}"));
         self.run_job(&unit, |m, u| Box::pin(m.restart_unit(u, "replace".into()))).await?;

@@ -84,6 +84,16 @@ pub mod commiter {
         format!("{root}/images/{ip}/{app}/{component}/")
     }
 
+    /// One field of a component to snapshot: [`STATE`] or [`REPOSITORY`].
+    pub fn component_field(root: &str, ip: &str, app: &str, component: &str, field: &str) -> String {
+        format!("{}{field}", self::component(root, ip, app, component))
+    }
+
+    /// The component's state: 0 do not commit, 1 commit and push, 2 commit only.
+    pub const STATE: &str = "state";
+    /// The registry its snapshots go to.
+    pub const REPOSITORY: &str = "repository";
+
     /// Prefix of every component to snapshot on host IP.
     pub fn host_components(root: &str, ip: &str) -> String {
         format!("{root}/images/{ip}/")
@@ -104,6 +114,21 @@ pub mod commiter {
     pub fn image_ip(root: &str, image: &str) -> String {
         format!("{root}/ips/{image}")
     }
+
+    /// Prefix of the snapshot images' IPs.
+    pub fn image_ips(root: &str) -> String {
+        format!("{root}/ips/")
+    }
+
+    /// `/assigner/ips/IMAGE`: where the original tool's IP assigner kept an
+    /// image's IP; `restore` reads it when nap recorded none. Not nap's key,
+    /// so it is outside the root.
+    pub fn assigner_ip(image: &str) -> String {
+        format!("{ASSIGNER_IPS}{image}")
+    }
+
+    /// Prefix of the IP assigner's keys.
+    pub const ASSIGNER_IPS: &str = "/assigner/ips/";
 }
 
 /// The keys of the CI/CD write-up's deploy flow: CI (or nap) writes a

@@ -6,16 +6,19 @@
 //!   [`AppRecord`] the app model.
 //! - [`lock`] holds the per-app deploy lock.
 //! - [`Rollout`] is the CI/CD flow's rollout request.
+//! - [`StoreSettings`] is where the store is: settings `nap` and `nap-watch` share.
 
 mod app;
 pub mod layout;
 pub mod lock;
 pub mod release;
 mod rollout;
+mod settings;
 mod store;
 
 pub use app::{AppRecord, AppSummary};
 pub use lock::{Lock, LockError, LockSubject};
 pub use release::{Release, ReleaseCause, ReleaseStatus};
 pub use rollout::{Rollout, Undo};
+pub use settings::{DEFAULT_DATA_DIR, Secret, StoreSettings};
 pub use store::{EtcdOptions, Pairs, Store, StoreError, WatchEvent, WatchStream};

@@ -35,6 +35,12 @@ pub enum StoreError {
     Task(String),
     #[error("etcd at {endpoints}: {message}")]
     Etcd { endpoints: String, message: String },
+    #[error("cannot create the data directory {}: {source}", dir.display())]
+    DataDir {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("invalid store {0:?}: use etcd://HOST:PORT[,HOST:PORT...]")]
     InvalidSpec(String),
     #[error("lease {0} does not exist (it expired or was revoked)")]

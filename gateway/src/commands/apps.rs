@@ -1,7 +1,7 @@
 //! `apps`, `apps create APP`, `apps destroy APP --force`.
 
 use clap::{Args, Subcommand};
-use nap_state::{AppRecord, LockSubject};
+use nap_state::AppRecord;
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -28,6 +28,21 @@ enum AppsCommand {
         /// Really destroy it
         #[arg(long)]
         force: bool,
+    },
+}
+
+/// Why an app cannot be created or destroyed as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum AppsError {
+    #[error("app {0} already exists")]
+    Exists(AppName),
+    #[error("destroying {0} removes its containers, repo and state for good; run again with --force")]
+    NeedsForce(AppName),
+    #[error("cannot create the repo of {app}: {source}")]
+    Repo {
+        app: AppName,
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -91,11 +106,12 @@ async fn create(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, Com
         created_by: caller.name().to_owned(),
     };
     if !ctx.store.create_app(&record).await? {
-        return Err(CommandError::Usage(format!("app {app} already exists")));
+        return Err(AppsError::Exists(app).into());
     }
-    repos::open_or_create(&ctx.settings.repos_dir(), &app, &ctx.exe)?;
+    repos::open_or_create(&ctx.settings.repos_dir(), &app, &ctx.exe)
+        .map_err(|source| AppsError::Repo { app: app.clone(), source })?;
     Ok(Reply::new(
-        format!("created {app}; deploy it with: git push ssh://nap@{}:PORT/{app} master", ctx.settings.public_host),
+        format!("created {app}; deploy it with: git push ssh://nap@{}:PORT/{app} master", ctx.settings.public_host()),
         json!({ "name": app.as_str(), "created": true }),
     ))
 }
@@ -103,19 +119,9 @@ async fn create(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, Com
 async fn destroy(ctx: &Context, caller: &Caller, name: &str, force: bool) -> Result<Reply, CommandError> {
     let app = existing_app(ctx, caller, name).await?;
     if !force {
-        return Err(CommandError::Usage(format!(
-            "destroying {app} removes its containers, repo and state for good; run again with --force"
-        )));
+        return Err(AppsError::NeedsForce(app).into());
     }
-    let lock = ctx.lock(LockSubject::Deploy { app: app.as_str() }, "destroy", caller.name()).await?;
-    let runner = ctx.runner().await?;
-    let removed = runner.retire_all_but(app.as_str(), None).await?;
-    let repo = repos::path(&ctx.settings.repos_dir(), &app);
-    if repo.exists() {
-        std::fs::remove_dir_all(&repo)?;
-    }
-    ctx.store.destroy_app(app.as_str()).await?;
-    lock.forget();
+    let removed = crate::deploy::destroy(ctx, &app, caller.name()).await?;
     Ok(Reply::new(
         format!("destroyed {app} (removed {} container(s), its repo and its state)", removed.len()),
         json!({ "name": app.as_str(), "destroyed": true, "containers": removed }),

@@ -35,9 +35,27 @@ pub struct ImportArgs {
     commit: u8,
 }
 
+/// Commiter settings or an import file nap cannot take; each names the
+/// field, and for an import its line.
+#[derive(Debug, thiserror::Error)]
+pub enum CommiterError {
+    #[error("malformed setting {0:?}: expected NAME=VALUE")]
+    MalformedSetting(String),
+    #[error("import: {message}{place}")]
+    Import { message: String, place: String },
+    #[error("import: invalid {field} {value:?} {at}")]
+    InvalidField { field: String, value: String, at: String },
+    #[error("import: invalid Repository {value:?} {at}: expected HOST[:PORT]")]
+    InvalidRepository { value: String, at: String },
+    #[error("import: Ips is empty {at}; list at least one `- Ip: ADDRESS`")]
+    NoIps { at: String },
+    #[error("import: reading standard input: {0}")]
+    ReadInput(#[source] std::io::Error),
+}
+
 pub async fn manage(ctx: &Context, caller: &Caller, args: ManageArgs) -> Result<Reply, CommandError> {
     caller.check_admin("change the commiter settings")?;
-    let root = &ctx.settings.commiter_root;
+    let root = &ctx.settings.commiter_root();
     let mut pairs = Vec::new();
     if let Some(apiserver) = args.apiserver {
         pairs.push(("apiserver".to_owned(), apiserver));
@@ -46,7 +64,7 @@ pub async fn manage(ctx: &Context, caller: &Caller, args: ManageArgs) -> Result<
         let (name, value) = setting
             .split_once('=')
             .filter(|(name, _)| !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)))
-            .ok_or_else(|| CommandError::Usage(format!("malformed setting {setting:?}: expected NAME=VALUE")))?;
+            .ok_or_else(|| CommiterError::MalformedSetting(setting.clone()))?;
         pairs.push((name.to_owned(), value.to_owned()));
     }
     if !pairs.is_empty() {
@@ -102,14 +120,14 @@ fn scalar<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D
 pub async fn import(ctx: &Context, caller: &Caller, args: ImportArgs, io: &mut Io) -> Result<Reply, CommandError> {
     caller.check_admin("import commiter state")?;
     let mut text = String::new();
-    (&mut io.stdin).take(MAX_IMPORT).read_to_string(&mut text).await?;
+    (&mut io.stdin).take(MAX_IMPORT).read_to_string(&mut text).await.map_err(CommiterError::ReadInput)?;
     let file = parse_import(&text)?;
-    let root = &ctx.settings.commiter_root;
+    let root = &ctx.settings.commiter_root();
     let mut writes = Vec::new();
     for ip in &file.ips {
-        let prefix = commiter::component(root, &ip.ip, &file.app, &file.component);
-        writes.push((format!("{prefix}state"), args.commit.to_string().into_bytes()));
-        writes.push((format!("{prefix}repository"), file.repository.clone().into_bytes()));
+        let field = |name| commiter::component_field(root, &ip.ip, &file.app, &file.component, name);
+        writes.push((field(commiter::STATE), args.commit.to_string().into_bytes()));
+        writes.push((field(commiter::REPOSITORY), file.repository.clone().into_bytes()));
     }
     // All keys or none.
     ctx.store.put_many(&writes).await?;
@@ -126,7 +144,7 @@ pub async fn import(ctx: &Context, caller: &Caller, args: ImportArgs, io: &mut I
 }
 
 /// Parses and checks an import file; errors name the field and its line.
-fn parse_import(text: &str) -> Result<ImportFile, CommandError> {
+fn parse_import(text: &str) -> Result<ImportFile, CommiterError> {
     let file: ImportFile = serde_yaml::from_str(text).map_err(|e| {
         let message = e.to_string();
         // serde_yaml gives no place for a missing field: name the mapping that lacks it.
@@ -138,7 +156,7 @@ fn parse_import(text: &str) -> Result<ImportFile, CommandError> {
         } else {
             format!(" at line {}", e.location().map_or(1, |l| l.line()))
         };
-        CommandError::Usage(format!("import: {message}{place}"))
+        CommiterError::Import { message, place }
     })?;
     let at = |field: &str, value: &str| {
         let line = text.lines().position(|l| l.contains(value) && l.contains(field)).map_or(0, |n| n + 1);
@@ -146,7 +164,7 @@ fn parse_import(text: &str) -> Result<ImportFile, CommandError> {
     };
     let word = |field: &str, value: &str| {
         if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            Err(CommandError::Usage(format!("import: invalid {field} {value:?} {}", at(field, value))))
+            Err(CommiterError::InvalidField { field: field.to_owned(), value: value.to_owned(), at: at(field, value) })
         } else {
             Ok(())
         }
@@ -155,20 +173,14 @@ fn parse_import(text: &str) -> Result<ImportFile, CommandError> {
     word("Component", &file.component)?;
     if file.repository.is_empty() || file.repository.contains(['/', ' ']) {
         let where_ = at("Repository", &file.repository);
-        return Err(CommandError::Usage(format!(
-            "import: invalid Repository {:?} {where_}: expected HOST[:PORT]",
-            file.repository
-        )));
+        return Err(CommiterError::InvalidRepository { value: file.repository.clone(), at: where_ });
     }
     if file.ips.is_empty() {
-        return Err(CommandError::Usage(format!(
-            "import: Ips is empty {}; list at least one `- Ip: ADDRESS`",
-            at("Ips", "")
-        )));
+        return Err(CommiterError::NoIps { at: at("Ips", "") });
     }
     for ip in &file.ips {
         if ip.ip.parse::<IpAddr>().is_err() {
-            return Err(CommandError::Usage(format!("import: invalid Ip {:?} {}", ip.ip, at("Ip", &ip.ip))));
+            return Err(CommiterError::InvalidField { field: "Ip".into(), value: ip.ip.clone(), at: at("Ip", &ip.ip) });
         }
     }
     Ok(file)

@@ -6,12 +6,11 @@ use clap::{Args, Subcommand};
 use nap_state::ReleaseCause;
 use serde_json::json;
 
-use super::releases::run_release;
 use super::{CommandError, Reply, existing_app};
 use crate::app_name::AppName;
 use crate::caller::Caller;
 use crate::context::{Context, Io};
-use crate::deploy::NewRelease;
+use crate::deploy::{Deploy, Source};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -50,6 +49,21 @@ enum ConfigCommand {
 
 const MASK: &str = "********";
 
+/// A config change nap cannot make.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{key} is not set for {app}")]
+    NotSet { key: String, app: AppName },
+    #[error("malformed config pair {0:?}: expected KEY=VALUE")]
+    Malformed(String),
+    #[error("invalid config key {0:?}: use letters, digits and '_', not starting with a digit")]
+    InvalidKey(String),
+    #[error("the value of {0} must be one line")]
+    MultiLine(String),
+    #[error("PORT is set by nap from the Dockerfile's EXPOSE; it cannot be configured")]
+    Port,
+}
+
 pub async fn run(ctx: &Context, caller: &Caller, args: ConfigArgs, io: &mut Io) -> Result<Reply, CommandError> {
     match args.command {
         Some(ConfigCommand::Set { app, pairs, no_restart }) => {
@@ -68,7 +82,7 @@ pub async fn run(ctx: &Context, caller: &Caller, args: ConfigArgs, io: &mut Io) 
             let mut config = ctx.store.config(app.as_str()).await?;
             for key in &keys {
                 if config.remove(key).is_none() {
-                    return Err(CommandError::Usage(format!("{key} is not set for {app}")));
+                    return Err(ConfigError::NotSet { key: key.clone(), app }.into());
                 }
             }
             apply(ctx, caller, &app, config, format!("unset {}", keys.join(", ")), no_restart, io).await
@@ -107,15 +121,14 @@ async fn apply(
             json!({ "name": app.as_str(), "change": change, "release": null }),
         ));
     };
-    let new = NewRelease {
-        commit: current.commit.clone(),
-        image: current.image.clone(),
-        port: current.port,
-        config: config.clone(),
+    let plan = Deploy {
+        app: app.clone(),
+        who: caller.name().to_owned(),
         cause: ReleaseCause::Config { key: caller.name().to_owned(), change: change.clone() },
+        source: Source::Image { commit: current.commit.clone(), image: current.image.clone(), port: current.port },
+        config: Some(config),
     };
-    let release = run_release(ctx, caller, app, new, io).await?;
-    ctx.store.save_config(app.as_str(), &config).await?;
+    let release = super::deploy(ctx, plan, io).await?;
     Ok(Reply::new(
         format!("{app} v{}: config {change}, live at {}", release.version, release.url.as_deref().unwrap_or("-")),
         serde_json::to_value(&release).unwrap_or_default(),
@@ -123,24 +136,20 @@ async fn apply(
 }
 
 /// `KEY=VALUE`, with a key an environment variable can have. `PORT` is nap's.
-fn parse_pair(pair: &str) -> Result<(String, String), CommandError> {
-    let malformed = || CommandError::Usage(format!("malformed config pair {pair:?}: expected KEY=VALUE"));
+fn parse_pair(pair: &str) -> Result<(String, String), ConfigError> {
+    let malformed = || ConfigError::Malformed(pair.to_owned());
     let (key, value) = pair.split_once('=').ok_or_else(malformed)?;
     let mut chars = key.chars();
     let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
-        return Err(CommandError::Usage(format!(
-            "invalid config key {key:?}: use letters, digits and '_', not starting with a digit"
-        )));
+        return Err(ConfigError::InvalidKey(key.to_owned()));
     }
     if value.contains(['\n', '\r', '\0']) {
-        return Err(CommandError::Usage(format!("the value of {key} must be one line")));
+        return Err(ConfigError::MultiLine(key.to_owned()));
     }
     if key == "PORT" {
-        return Err(CommandError::Usage(
-            "PORT is set by nap from the Dockerfile's EXPOSE; it cannot be configured".into(),
-        ));
+        return Err(ConfigError::Port);
     }
     Ok((key.to_owned(), value.to_owned()))
 }

@@ -14,6 +14,7 @@ use super::{CommandError, fail};
 use crate::app_name::AppName;
 use crate::caller::Caller;
 use crate::context::{Context, Io};
+use crate::hook::{self, HookInput};
 use crate::repos;
 
 /// The app a repo path names, if the caller may use it.
@@ -57,12 +58,17 @@ pub async fn upload_pack(ctx: &Arc<Context>, caller: &Caller, repo: &str, mut io
 /// under it) is killed, which also frees the app's deploy lock.
 async fn run_git(ctx: &Arc<Context>, caller: &Caller, app: &AppName, service: &str, repo: PathBuf, io: Io) -> u32 {
     let Io { mut stdin, mut stdout, mut stderr, client_gone } = io;
+    // The pre-receive hook runs with exactly these settings; the file goes
+    // when git is done.
+    let input = HookInput { settings: ctx.settings.clone(), app: app.clone(), key: caller.name().to_owned() };
+    let input = match input.write(&ctx.settings.data_dir().join("run")) {
+        Ok(path) => path,
+        Err(err) => return fail(&mut stderr, &err.to_string()).await,
+    };
     let mut child = match tokio::process::Command::new("git")
         .arg(service)
         .arg(&repo)
-        .envs(ctx.settings.child_env())
-        .env("NAP_APP", app.as_str())
-        .env("NAP_KEY", caller.name())
+        .env(hook::INPUT_VAR, &*input)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -127,5 +133,6 @@ async fn run_git(ctx: &Arc<Context>, caller: &Caller, app: &AppName, service: &s
         }
     };
     feed.abort();
+    drop(input);
     status
 }

@@ -7,7 +7,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::io::AsyncWriteExt;
 
-use super::{CommandError, Reply, existing_app, with_reporter};
+use super::{CommandError, Reply, existing_app, with_flow_reporter};
+use crate::deploy;
 use crate::caller::Caller;
 use crate::context::{Context, Io};
 
@@ -31,19 +32,19 @@ pub async fn ps(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, Com
             .as_deref()
             .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
             .map(|started| (now - started).whole_seconds().max(0));
-        let url = instance.host_port.map(|port| format!("http://{}:{port}/", ctx.settings.public_host));
+        let url = instance.host_port.map(|port| format!("http://{}:{port}/", ctx.settings.public_host()));
         let unit = systemd.then(|| SystemdRunner::unit_name(app.as_str(), instance.release));
         text.push_str(&format!(
             "{:<8} {:<40} {:<12} {:<10} {}\n",
             format!("v{}", instance.release),
-            unit.as_deref().unwrap_or(&instance.container),
+            unit.as_deref().unwrap_or(&instance.name),
             instance.state,
             uptime.map_or_else(|| "-".into(), human_duration),
             url.as_deref().unwrap_or("-")
         ));
         rows.push(json!({
             "release": instance.release,
-            "container": instance.container,
+            "container": instance.name,
             "unit": unit,
             "state": instance.state,
             "uptime_seconds": uptime,
@@ -68,7 +69,7 @@ pub async fn logs(
 ) -> Result<Reply, CommandError> {
     let app = existing_app(ctx, caller, name).await?;
     let Some(container) = ctx.store.current_release(app.as_str()).await?.and_then(|r| r.container) else {
-        return Err(CommandError::Usage(format!("{app} has no release running yet")));
+        return Err(CommandError::NothingRunning(app));
     };
     let runner = ctx.runner().await?;
     let mut stream = runner.logs(app.as_str(), &container, tail, follow);
@@ -83,29 +84,16 @@ pub async fn logs(
             break;
         }
     }
-    Ok(Reply::new("", json!(null)))
+    Ok(Reply::Streamed)
 }
 
 pub async fn restart(ctx: &Context, caller: &Caller, name: &str, io: &mut Io) -> Result<Reply, CommandError> {
     let app = existing_app(ctx, caller, name).await?;
-    let Some(release) = ctx.store.current_release(app.as_str()).await? else {
-        return Err(CommandError::Usage(format!("{app} has no release running yet")));
-    };
-    let runner = ctx.runner().await?;
-    let (app_name, host_port) = (app.as_str(), release.host_port.unwrap_or_default());
-    with_reporter(io, |report| async move {
-        let detail = |line: &str| report.detail(line);
-        let result = runner.restart(app_name, release.version, release.port, host_port, &detail).await;
-        if let Err(err) = &result {
-            err.log_tail().iter().for_each(|line| report.problem(line));
-        }
-        result
-    })
-    .await?;
+    let release = with_flow_reporter(io, |report| async move { deploy::restart(ctx, &app, caller.name(), &report).await }).await?;
     let container = release.container.clone().unwrap_or_default();
     Ok(Reply::new(
-        format!("restarted {app} v{} ({container})", release.version),
-        json!({ "name": app.as_str(), "release": release.version, "container": container }),
+        format!("restarted {name} v{} ({container})", release.version),
+        json!({ "name": name, "release": release.version, "container": container }),
     ))
 }
 

@@ -53,7 +53,7 @@ pub async fn run(ctx: &Context, caller: &Caller, args: KeysArgs, io: &mut Io) ->
                 AppName::parse(app)?;
             }
             let mut text = String::new();
-            (&mut io.stdin).take(MAX_KEY_INPUT).read_to_string(&mut text).await?;
+            (&mut io.stdin).take(MAX_KEY_INPUT).read_to_string(&mut text).await.map_err(keys::KeyError::ReadInput)?;
             let key = keys::parse_public_key(&text)?;
             let added = keys::add(&ctx.store, &name, &key, admin, apps).await?;
             let scope = if added.admin { " as admin".to_owned() } else { format!(" for {}", apps_text(&added.apps)) };
@@ -102,13 +102,11 @@ fn forced_command_prefix(ctx: &Context) -> Result<String, CommandError> {
     if let Some(config) = &ctx.settings.config {
         words.push(format!("--config {}", config.display()));
     }
-    words.push(format!("--data-dir {}", ctx.settings.data_dir.display()));
+    words.push(format!("--data-dir {}", ctx.settings.data_dir().display()));
     let prefix = words.join(" ");
     // The line is read by OpenSSH inside double quotes and then by a shell.
     if prefix.chars().any(|c| !(c.is_ascii_alphanumeric() || "/._-+:= ".contains(c))) {
-        return Err(CommandError::Usage(format!(
-            "paths used in authorized_keys must be plain (letters, digits, / . _ - + : =): {prefix}"
-        )));
+        return Err(keys::KeyError::UnplainPaths(prefix).into());
     }
     Ok(prefix)
 }

@@ -1,13 +1,29 @@
 //! `releases` and `rollback`, and the way every command-made release runs.
 
-use nap_state::{LockSubject, Release, ReleaseCause, ReleaseStatus};
+use nap_builder::short_commit;
+use nap_state::{ReleaseCause, ReleaseStatus};
 use time::format_description::well_known::Rfc3339;
 
-use super::{CommandError, Reply, existing_app, with_reporter};
+use super::{CommandError, Reply, existing_app};
 use crate::app_name::AppName;
 use crate::caller::Caller;
 use crate::context::{Context, Io};
-use crate::deploy::{self, NewRelease, short};
+use crate::deploy::{Deploy, Source};
+
+/// Why `rollback` cannot go where it was asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    #[error("{0} has no release to roll back from")]
+    NothingCurrent(AppName),
+    #[error("{app} has no release v{version}")]
+    NoSuchRelease { app: AppName, version: u32 },
+    #[error("{0} has no earlier good release to roll back to")]
+    NoEarlierGood(AppName),
+    #[error("v{version} {}; rollback only goes to a release that ran", if *.failed { "failed" } else { "never finished" })]
+    NotRan { version: u32, failed: bool },
+    #[error("{0:?} is not a release; name one like v5")]
+    NotARelease(String),
+}
 
 pub async fn list(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, CommandError> {
     let app = existing_app(ctx, caller, name).await?;
@@ -23,7 +39,7 @@ pub async fn list(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, C
             format!("v{}{marker}", release.version),
             status_name(release.status),
             release.created_at.format(&Rfc3339).unwrap_or_default().get(..19).unwrap_or_default(),
-            short(&release.commit),
+            short_commit(&release.commit),
             release.image,
             release.cause,
         ));
@@ -44,7 +60,7 @@ pub async fn rollback(
     let app = existing_app(ctx, caller, name).await?;
     let store = &ctx.store;
     let Some(current) = store.current_release(app.as_str()).await? else {
-        return Err(CommandError::Usage(format!("{app} has no release to roll back from")));
+        return Err(RollbackError::NothingCurrent(app).into());
     };
     let target = match version {
         Some(text) => {
@@ -52,7 +68,7 @@ pub async fn rollback(
             store
                 .release(app.as_str(), number)
                 .await?
-                .ok_or_else(|| CommandError::Usage(format!("{app} has no release v{number}")))?
+                .ok_or_else(|| RollbackError::NoSuchRelease { app: app.clone(), version: number })?
         }
         None => store
             .releases(app.as_str())
@@ -60,25 +76,21 @@ pub async fn rollback(
             .into_iter()
             .rev()
             .find(|r| r.version < current.version && r.status == ReleaseStatus::Succeeded)
-            .ok_or_else(|| CommandError::Usage(format!("{app} has no earlier good release to roll back to")))?,
+            .ok_or_else(|| RollbackError::NoEarlierGood(app.clone()))?,
     };
     if target.status != ReleaseStatus::Succeeded {
-        return Err(CommandError::Usage(format!(
-            "v{} {}; rollback only goes to a release that ran",
-            target.version,
-            if target.status == ReleaseStatus::Failed { "failed" } else { "never finished" }
-        )));
+        return Err(
+            RollbackError::NotRan { version: target.version, failed: target.status == ReleaseStatus::Failed }.into()
+        );
     }
-    let new = NewRelease {
-        commit: target.commit.clone(),
-        image: target.image.clone(),
-        port: target.port,
-        config: target.config.clone(),
+    let plan = Deploy {
+        app: app.clone(),
+        who: caller.name().to_owned(),
         cause: ReleaseCause::Rollback { key: caller.name().to_owned(), to: target.version },
+        source: Source::Image { commit: target.commit.clone(), image: target.image.clone(), port: target.port },
+        config: Some(target.config.clone()),
     };
-    let release = run_release(ctx, caller, &app, new, io).await?;
-    // The next push runs with the configuration that is serving now.
-    store.save_config(app.as_str(), &release.config).await?;
+    let release = super::deploy(ctx, plan, io).await?;
     Ok(Reply::new(
         format!(
             "{app} v{}: rollback to v{}, live at {}",
@@ -90,39 +102,11 @@ pub async fn rollback(
     ))
 }
 
-/// Runs a release that a command (not a push) made: under the app's deploy
-/// lock, with progress on the client's stderr.
-pub async fn run_release(
-    ctx: &Context,
-    caller: &Caller,
-    app: &AppName,
-    new: NewRelease,
-    io: &mut Io,
-) -> Result<Release, CommandError> {
-    let what = new.cause.to_string();
-    let _lock = ctx.lock(LockSubject::Deploy { app: app.as_str() }, &what, caller.name()).await?;
-    let runner = ctx.runner().await?;
-    let result = with_reporter(io, |report| async move {
-        let result = async {
-            let release = deploy::open_release(&ctx.store, app, new).await?;
-            report.step(&format!("{app} v{}: {what}", release.version));
-            deploy::start_release(ctx, &runner, app, release, &report).await
-        }
-        .await;
-        if let Err(err) = &result {
-            err.report(&report);
-        }
-        result
-    })
-    .await;
-    Ok(result?)
-}
-
 fn parse_version(text: &str) -> Result<u32, CommandError> {
     text.strip_prefix('v')
         .unwrap_or(text)
         .parse()
-        .map_err(|_| CommandError::Usage(format!("{text:?} is not a release; name one like v5")))
+        .map_err(|_| RollbackError::NotARelease(text.to_owned()).into())
 }
 
 fn status_name(status: ReleaseStatus) -> &'static str {

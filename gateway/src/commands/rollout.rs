@@ -50,6 +50,15 @@ struct Target {
     app: String,
 }
 
+/// A rollout request nap will not write.
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    #[error("invalid {what} {value:?}: use letters, digits, - _ .")]
+    NotAWord { what: &'static str, value: String },
+    #[error("invalid image {0:?}")]
+    Image(String),
+}
+
 impl Target {
     /// Project and env become key segments, so they must be one each.
     fn check(&self) -> Result<(), CommandError> {
@@ -58,7 +67,7 @@ impl Target {
             [("project", &self.project), ("env", &self.env), ("namespace", &self.namespace), ("app", &self.app)]
         {
             if !word(value) {
-                return Err(CommandError::Usage(format!("invalid {what} {value:?}: use letters, digits, - _ .")));
+                return Err(RolloutError::NotAWord { what, value: value.clone() }.into());
             }
         }
         Ok(())
@@ -71,7 +80,7 @@ pub async fn rollout(ctx: &Context, caller: &Caller, args: RolloutArgs) -> Resul
         RolloutCommand::Set { target, image } => {
             target.check()?;
             if image.is_empty() || image.chars().any(char::is_whitespace) {
-                return Err(CommandError::Usage(format!("invalid image {image:?}")));
+                return Err(RolloutError::Image(image).into());
             }
             let request = Rollout {
                 k8s_namespace: target.namespace.clone(),

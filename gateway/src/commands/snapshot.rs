@@ -47,22 +47,47 @@ impl Found {
     }
 }
 
+/// Why `commit`, `takeover` or `restore` cannot do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("cannot tell this host's IP; set host_ip in nap.toml")]
+    NoHostIp,
+    #[error("nothing to snapshot on {0}: import the app's components for this IP first")]
+    NothingHere(String),
+    #[error("{failed} of {total} snapshot(s) failed; see above")]
+    Failed { failed: usize, total: usize },
+    #[error("take-over template of {app}: {source}")]
+    Template {
+        app: String,
+        #[source]
+        source: nap_runner::units::UnitError,
+    },
+    #[error(transparent)]
+    Manifest(nap_runner::kubernetes::ManifestError),
+    #[error("no take-over manifests for {0}; run `commit {0}` first")]
+    NoTakeovers(String),
+    #[error("no IP recorded for {image} under {ours} or {}; was it made by commit?", commiter::ASSIGNER_IPS)]
+    NoRecordedIp { image: String, ours: String },
+    #[error("{key} holds {value:?}, which is not an IPv4 address")]
+    NotAnIp { key: String, value: String },
+    #[error("could not find an unused snapshot tag in {0} draws")]
+    NoFreeTag(usize),
+}
+
 /// How many tags `commit` draws before it gives up finding an unused one.
 const TAG_DRAWS: usize = 8;
 
 pub async fn commit(ctx: &Context, caller: &Caller, only: Option<&str>, io: &mut Io) -> Result<Reply, CommandError> {
     caller.check_admin("snapshot containers")?;
-    let root = &ctx.settings.commiter_root;
+    let root = &ctx.settings.commiter_root();
     let host_ip = ctx
         .settings
-        .this_host_ip()
-        .ok_or_else(|| CommandError::Usage("cannot tell this host's IP; set host_ip in nap.toml".into()))?;
+        .host_ip()
+        .ok_or(SnapshotError::NoHostIp)?;
     let wanted: Vec<Wanted> =
         wanted_here(ctx, root, &host_ip).await?.into_iter().filter(|w| only.is_none_or(|app| w.app == app)).collect();
     if wanted.is_empty() {
-        return Err(CommandError::Usage(format!(
-            "nothing to snapshot on {host_ip}: import the app's components for this IP first"
-        )));
+        return Err(SnapshotError::NothingHere(host_ip).into());
     }
     let _lock = ctx.lock(LockSubject::Snapshot { host_ip: &host_ip }, "commit", caller.name()).await?;
     let docker = ctx.docker().await?;
@@ -70,7 +95,7 @@ pub async fn commit(ctx: &Context, caller: &Caller, only: Option<&str>, io: &mut
     let (skipped, to_snapshot): (Vec<Found>, Vec<Found>) =
         find_containers(&docker, &wanted).await?.into_iter().partition(|f| f.wanted.state == 0);
     let tag = unused_tag(ctx, &docker, &to_snapshot).await?;
-    let builder = Builder::new(docker, ctx.settings.registry.clone());
+    let builder = Builder::new(docker, ctx.settings.registry());
     let (builder, tag, host_ip_ref, to_snapshot_ref) = (&builder, &tag, &host_ip, &to_snapshot);
     let outcomes = with_reporter(io, |report| async move {
         let report = &report;
@@ -101,7 +126,7 @@ pub async fn commit(ctx: &Context, caller: &Caller, only: Option<&str>, io: &mut
         }));
     }
     if failed > 0 {
-        return Err(CommandError::Usage(format!("{failed} of {} snapshot(s) failed; see above", outcomes.len())));
+        return Err(SnapshotError::Failed { failed, total: outcomes.len() }.into());
     }
     Ok(Reply::new(
         format!(
@@ -123,12 +148,12 @@ async fn snapshot(
     host_ip: &str,
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<String, CommandError> {
-    let root = &ctx.settings.commiter_root;
+    let root = &ctx.settings.commiter_root();
     let Wanted { app, component, state, .. } = &found.wanted;
     let image = found.image(tag);
-    builder.commit(&found.container, &image).await.map_err(crate::deploy::DeployError::from)?;
+    builder.commit(&found.container, &image).await.map_err(CommandError::Build)?;
     if *state == 1 {
-        builder.push(&image, progress).await.map_err(crate::deploy::DeployError::from)?;
+        builder.push(&image, progress).await.map_err(CommandError::Build)?;
     }
     let manifest = render_takeover(ctx, app, component, &found.ip, &image, host_ip)?;
     ctx.store
@@ -148,8 +173,8 @@ fn render_takeover(
     image: &str,
     host_ip: &str,
 ) -> Result<String, CommandError> {
-    let err = |e: nap_runner::units::UnitError| CommandError::Usage(format!("take-over template of {app}: {e}"));
-    let mut units = Units::load(ctx.settings.systemd.template_dir.as_deref()).map_err(err)?;
+    let err = |source| SnapshotError::Template { app: app.to_owned(), source };
+    let mut units = Units::load(ctx.settings.units_dir.as_deref()).map_err(err)?;
     if let Some(template) = repo_template(ctx, app) {
         units.replace(units::TAKEOVER_RC, &template).map_err(err)?;
     }
@@ -161,8 +186,7 @@ fn render_takeover(
     context.insert("node", ctx.settings.node_name.as_deref().unwrap_or(host_ip));
     let manifest = units.render(units::TAKEOVER_RC, &context).map_err(err)?;
     // A template that Kubernetes would refuse is refused now, not at take-over time.
-    manifest::parse(&manifest, &format!("take-over RC of {app}/{component}"))
-        .map_err(|e| CommandError::Usage(e.to_string()))?;
+    manifest::parse(&manifest, &format!("take-over RC of {app}/{component}")).map_err(SnapshotError::Manifest)?;
     Ok(manifest)
 }
 
@@ -180,18 +204,14 @@ fn repo_template(ctx: &Context, app: &str) -> Option<String> {
 
 pub async fn takeover(ctx: &Context, caller: &Caller, app: &str) -> Result<Reply, CommandError> {
     caller.check_admin("read take-over manifests")?;
-    let prefix = commiter::takeovers(&ctx.settings.commiter_root, app);
+    let prefix = commiter::takeovers(&ctx.settings.commiter_root(), app);
     let manifests: Vec<String> =
         ctx.store.list(&prefix).await?.into_iter().map(|(_, v)| String::from_utf8_lossy(&v).into_owned()).collect();
     if manifests.is_empty() {
-        return Err(CommandError::Usage(format!("no take-over manifests for {app}; run `commit {app}` first")));
+        return Err(SnapshotError::NoTakeovers(app.to_owned()).into());
     }
     Ok(Reply::new(manifests.join("---\n"), json!(manifests)))
 }
-
-/// Where the original tool's IP assigner kept container IPs, consulted when
-/// nap recorded none.
-const ASSIGNER_IPS: &str = "/assigner/ips/";
 
 pub async fn restore(
     ctx: &Context,
@@ -201,32 +221,30 @@ pub async fn restore(
     io: &mut Io,
 ) -> Result<Reply, CommandError> {
     caller.check_admin("restore snapshots")?;
-    let root = &ctx.settings.commiter_root;
+    let root = &ctx.settings.commiter_root();
     let mut recorded = None;
-    for key in [commiter::image_ip(root, image), format!("{ASSIGNER_IPS}{image}")] {
+    for key in [commiter::image_ip(root, image), commiter::assigner_ip(image)] {
         if let Some(value) = ctx.store.get(&key).await? {
             recorded = Some((key, String::from_utf8_lossy(&value).trim().to_owned()));
             break;
         }
     }
     let Some((key, ip)) = recorded else {
-        return Err(CommandError::Usage(format!(
-            "no IP recorded for {image} under {root}/ips/ or {ASSIGNER_IPS}; was it made by commit?"
-        )));
+        return Err(SnapshotError::NoRecordedIp { image: image.to_owned(), ours: commiter::image_ips(root) }.into());
     };
     let ip: std::net::Ipv4Addr =
-        ip.parse().map_err(|_| CommandError::Usage(format!("{key} holds {ip:?}, which is not an IPv4 address")))?;
+        ip.parse().map_err(|_| SnapshotError::NotAnIp { key, value: ip.clone() })?;
     let repo = image.rsplit_once(':').map_or(image, |(repo, _)| repo);
     let default_name = format!("nap-restored-{}", repo.rsplit('/').next().unwrap_or(repo));
     let name = name.unwrap_or(&default_name).to_owned();
     let docker = ctx.docker().await?;
-    let builder = Builder::new(docker, ctx.settings.registry.clone());
+    let builder = Builder::new(docker, ctx.settings.registry());
     // Snapshots are containers on this host, whatever runs the releases.
     let runner = ctx.docker_runner().await?;
     let container = name.as_str();
     with_reporter(io, |report| async move {
         report.step(&format!("Pulling {image}"));
-        builder.pull(image, &|line| report.detail(line)).await.map_err(crate::deploy::DeployError::from)?;
+        builder.pull(image, &|line| report.detail(line)).await.map_err(CommandError::Build)?;
         report.step(&format!("Starting {container} at {ip}"));
         let labels = HashMap::from([("nap.restored-from".to_owned(), image.to_owned())]);
         runner.run_at(container, image, ip, labels).await?;
@@ -248,8 +266,8 @@ async fn wanted_here(ctx: &Context, root: &str, host_ip: &str) -> Result<Vec<Wan
         let entry = by_component.entry((app.to_owned(), component.to_owned())).or_default();
         let value = String::from_utf8_lossy(&value).trim().to_owned();
         match field {
-            "state" => entry.0 = value.parse().ok(),
-            "repository" => entry.1 = Some(value),
+            commiter::STATE => entry.0 = value.parse().ok(),
+            commiter::REPOSITORY => entry.1 = Some(value),
             _ => {}
         }
     }
@@ -296,7 +314,7 @@ async fn find_containers(docker: &bollard::Docker, wanted: &[Wanted]) -> Result<
 /// recorded in the store or on this host. Drawn under the host's snapshot
 /// lock, so no other `commit` here can draw the same one meanwhile.
 async fn unused_tag(ctx: &Context, docker: &bollard::Docker, to_snapshot: &[Found]) -> Result<String, CommandError> {
-    let root = &ctx.settings.commiter_root;
+    let root = &ctx.settings.commiter_root();
     let format = format_description!("[year][month][day]-[hour][minute][second]");
     for _ in 0..TAG_DRAWS {
         let stamp = OffsetDateTime::now_utc().format(&format).unwrap_or_default();
@@ -316,5 +334,5 @@ async fn unused_tag(ctx: &Context, docker: &bollard::Docker, to_snapshot: &[Foun
             return Ok(tag);
         }
     }
-    Err(CommandError::Usage(format!("could not find an unused snapshot tag in {TAG_DRAWS} draws")))
+    Err(SnapshotError::NoFreeTag(TAG_DRAWS).into())
 }

@@ -1,4 +1,4 @@
-//! The `pre-receive` hook nap installs in each app repo, and the ref
+//! The `pre-receive` script nap installs in each app repo, and the ref
 //! updates git hands it.
 //!
 //! The hook itself is a two-line shell script that calls back into the `nap`
@@ -15,10 +15,8 @@ pub const DEPLOY_BRANCHES: [&str; 2] = ["master", "main"];
 const ZERO_OID: &str = "0000000000000000000000000000000000000000";
 
 #[derive(Debug, thiserror::Error)]
-pub enum HookError {
-    #[error("malformed ref update from git: {0:?}")]
-    MalformedUpdate(String),
-}
+#[error("malformed ref update from git: {0:?}")]
+pub struct MalformedUpdate(String);
 
 /// One `OLD NEW REFNAME` line of a `pre-receive` hook's input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +43,7 @@ impl RefUpdate {
 }
 
 /// Parses the lines git writes to `pre-receive`'s standard input.
-pub fn parse_ref_updates(input: &str) -> Result<Vec<RefUpdate>, HookError> {
+pub fn parse_ref_updates(input: &str) -> Result<Vec<RefUpdate>, MalformedUpdate> {
     input
         .lines()
         .filter(|line| !line.trim().is_empty())
@@ -55,7 +53,7 @@ pub fn parse_ref_updates(input: &str) -> Result<Vec<RefUpdate>, HookError> {
                 (Some(old), Some(new), Some(refname), None) => {
                     Ok(RefUpdate { old: old.to_owned(), new: new.to_owned(), refname: refname.to_owned() })
                 }
-                _ => Err(HookError::MalformedUpdate(line.to_owned())),
+                _ => Err(MalformedUpdate(line.to_owned())),
             }
         })
         .collect()

@@ -9,7 +9,8 @@ use bollard::models::{ContainerCreateBody, EndpointIpamConfig, EndpointSettings,
 use bollard::models::{NetworkCreateRequest, NetworkingConfig, RestartPolicy, RestartPolicyNameEnum};
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 
-use crate::{DockerRunner, RunError};
+use super::DockerRunner;
+use crate::error::RunError;
 
 /// The network's name and subnet (`ADDRESS/BITS`).
 #[derive(Debug, Clone)]

@@ -1,0 +1,18 @@
+//! nap's gateway: the `nap` binary's library. `main.rs` only parses the
+//! command line and hands it to [`cli::run`].
+//!
+//! See `ARCHITECTURE.md` for the path of a push through these modules.
+
+pub mod app_name;
+pub mod caller;
+pub mod cli;
+pub mod commands;
+pub mod context;
+pub mod deploy;
+pub mod hook;
+pub mod keys;
+pub mod remote;
+pub mod report;
+pub mod repos;
+pub mod server;
+pub mod settings;

@@ -1,0 +1,110 @@
+//! The runner's errors, in one leaf module that every runner uses: a
+//! failed start, with the app's last log lines to show beside it.
+
+use crate::kubernetes::kubectl::KubectlError;
+use crate::kubernetes::manifest::ManifestError;
+use crate::units::UnitError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{container} exited at once (exit code {exit_code})")]
+    Exited { container: String, exit_code: i64, log_tail: Vec<String> },
+    #[error("{container} did not answer HTTP on port {port} within {seconds} s")]
+    CheckTimeout { container: String, port: u16, seconds: u64, log_tail: Vec<String> },
+    #[error("{container} publishes no host port for {port}/tcp")]
+    NoHostPort { container: String, port: u16 },
+    #[error("no free host port: {0}")]
+    NoFreePort(#[source] std::io::Error),
+    #[error("{unit} is {state}")]
+    UnitFailed { unit: String, state: String, log_tail: Vec<String> },
+    #[error(transparent)]
+    Systemd(#[from] SystemdError),
+    #[error(transparent)]
+    Kubernetes(#[from] KubernetesError),
+    #[error("{ip} is taken by {holder} on nap's network; remove it first, or restore on another host")]
+    AddressTaken { ip: std::net::Ipv4Addr, holder: String },
+    #[error("{ip} is outside network {network} ({subnet})")]
+    AddressOutside { ip: std::net::Ipv4Addr, network: String, subnet: String },
+    #[error("Docker daemon: {0}")]
+    Docker(#[from] bollard::errors::Error),
+}
+
+impl RunError {
+    /// The app's last log lines, to show with the error.
+    pub fn log_tail(&self) -> &[String] {
+        match self {
+            RunError::Exited { log_tail, .. }
+            | RunError::CheckTimeout { log_tail, .. }
+            | RunError::UnitFailed { log_tail, .. }
+            | RunError::Kubernetes(KubernetesError::NotReady { log_tail, .. }) => log_tail,
+            _ => &[],
+        }
+    }
+}
+
+
+#[derive(Debug, thiserror::Error)]
+pub enum SystemdError {
+    #[error("system bus {address}: {source}")]
+    Bus {
+        address: String,
+        #[source]
+        source: zbus::Error,
+    },
+    #[error("systemd: {0}")]
+    Call(#[from] zbus::Error),
+    #[error("no systemd answers on {0}; use the docker runner or point --system-bus at systemd's bus")]
+    NotOnBus(String),
+    #[error(transparent)]
+    Unit(#[from] crate::units::UnitError),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("systemd job for {unit} ended with {result:?} (unit {state})")]
+    Job { unit: String, result: String, state: String },
+    #[error("no answer from systemd about {unit} within {seconds} s")]
+    JobTimeout { unit: String, seconds: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubernetesError {
+    #[error(transparent)]
+    Kubectl(#[from] KubectlError),
+    #[error(transparent)]
+    Unit(#[from] UnitError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("{workload} did not become ready: {reason}")]
+    NotReady {
+        workload: String,
+        #[source]
+        reason: KubectlError,
+        log_tail: Vec<String>,
+    },
+}
+
+
+/// A setting's value that names none of the known choices.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown {what} {name:?}: use {known}")]
+pub struct UnknownName {
+    pub what: &'static str,
+    pub name: String,
+    pub known: &'static str,
+}
+
+impl UnknownName {
+    /// The value that `text` names as nap.toml spells it (its serde name),
+    /// so that a flag and the file take the same words.
+    pub(crate) fn parse<T: serde::de::DeserializeOwned>(
+        text: &str,
+        what: &'static str,
+        known: &'static str,
+    ) -> Result<T, UnknownName> {
+        let words = serde::de::value::StrDeserializer::<serde::de::value::Error>::new(text);
+        T::deserialize(words).map_err(|_| UnknownName { what, name: text.to_owned(), known })
+    }
+}
