@@ -76,7 +76,7 @@ fn append_entry(
         }
         Some(ObjectType::Blob) => {
             let blob = repo.find_blob(entry.id()).map_err(io::Error::other)?;
-            if entry.filemode() == 0o120000 {
+            if entry.filemode() == 0o120_000 {
                 let target = String::from_utf8_lossy(blob.content()).into_owned();
                 header.set_entry_type(tar::EntryType::Symlink);
                 header.set_mode(0o777);
@@ -84,7 +84,7 @@ fn append_entry(
                 archive.append_link(&mut header, path, target)
             } else {
                 header.set_entry_type(tar::EntryType::Regular);
-                header.set_mode(if entry.filemode() == 0o100755 { 0o755 } else { 0o644 });
+                header.set_mode(if entry.filemode() == 0o100_755 { 0o755 } else { 0o644 });
                 header.set_size(blob.size() as u64);
                 archive.append_data(&mut header, path, blob.content())
             }

@@ -32,15 +32,12 @@ fn logical_lines(text: &str) -> Vec<String> {
         if current.is_empty() && trimmed.starts_with('#') {
             continue;
         }
-        match trimmed.strip_suffix('\\') {
-            Some(head) => {
-                current.push_str(head);
-                current.push(' ');
-            }
-            None => {
-                current.push_str(trimmed);
-                lines.push(std::mem::take(&mut current));
-            }
+        if let Some(head) = trimmed.strip_suffix('\\') {
+            current.push_str(head);
+            current.push(' ');
+        } else {
+            current.push_str(trimmed);
+            lines.push(std::mem::take(&mut current));
         }
     }
     if !current.is_empty() {

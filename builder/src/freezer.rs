@@ -116,18 +116,15 @@ fn freezer_of(container: &str, pid: i32) -> Option<Freezer> {
     let cgroups = Process::new(pid).ok()?.cgroups().ok()?;
     let mounts = Process::myself().ok()?.mountinfo().ok()?;
     let v1 = cgroups.0.iter().find(|c| c.hierarchy != 0 && c.controllers.iter().any(|c| c == "freezer"));
-    let freezer = match v1 {
-        Some(cgroup) => {
-            let mount = mounts.iter().find(|m| m.fs_type == "cgroup" && m.super_options.contains_key("freezer"))?;
-            let dir = cgroup_dir(&mount.mount_point, &mount.root, &cgroup.pathname, container)?;
-            Freezer::V1 { state: dir.join("freezer.state") }
-        }
-        None => {
-            let cgroup = cgroups.0.iter().find(|c| c.hierarchy == 0)?;
-            let mount = mounts.iter().find(|m| m.fs_type == "cgroup2")?;
-            let dir = cgroup_dir(&mount.mount_point, &mount.root, &cgroup.pathname, container)?;
-            Freezer::V2 { freeze: dir.join("cgroup.freeze"), events: dir.join("cgroup.events") }
-        }
+    let freezer = if let Some(cgroup) = v1 {
+        let mount = mounts.iter().find(|m| m.fs_type == "cgroup" && m.super_options.contains_key("freezer"))?;
+        let dir = cgroup_dir(&mount.mount_point, &mount.root, &cgroup.pathname, container)?;
+        Freezer::V1 { state: dir.join("freezer.state") }
+    } else {
+        let cgroup = cgroups.0.iter().find(|c| c.hierarchy == 0)?;
+        let mount = mounts.iter().find(|m| m.fs_type == "cgroup2")?;
+        let dir = cgroup_dir(&mount.mount_point, &mount.root, &cgroup.pathname, container)?;
+        Freezer::V2 { freeze: dir.join("cgroup.freeze"), events: dir.join("cgroup.events") }
     };
     let control = match &freezer {
         Freezer::V1 { state } => state,

@@ -139,16 +139,13 @@ impl Builder {
             reused: false,
         };
 
-        let image = match self.image_of_tree(req.app, &tree.to_string()).await? {
-            Some(id) => {
-                progress(&format!("Reusing image {} built from the same tree; no rebuild", short_id(&id)));
-                self.tag(&id, &image.reference).await?;
-                Image { reused: true, ..image }
-            }
-            None => {
-                self.run_build(req, tree, &image.reference, progress).await?;
-                image
-            }
+        let image = if let Some(id) = self.image_of_tree(req.app, &tree.to_string()).await? {
+            progress(&format!("Reusing image {} built from the same tree; no rebuild", short_id(&id)));
+            self.tag(&id, &image.reference).await?;
+            Image { reused: true, ..image }
+        } else {
+            self.run_build(req, tree, &image.reference, progress).await?;
+            image
         };
         self.tag(&image.reference, &image.commit_reference).await?;
         if self.registry.is_some() {

@@ -29,13 +29,11 @@ pub struct Cli {
     pub command: Command,
 }
 
-// `ssh-command` is the name OpenSSH's forced command uses.
-#[expect(clippy::enum_variant_names, reason = "`ssh-command` is the name OpenSSH's forced command uses")]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the SSH gateway that takes pushes and commands (see --listen, --shutdown-timeout)
     Serve,
-    /// Entry point for OpenSSH's forced command: runs $SSH_ORIGINAL_COMMAND as key NAME
+    /// Entry point for OpenSSH's forced command: runs $`SSH_ORIGINAL_COMMAND` as key NAME
     SshCommand {
         /// The key's name, as added with `nap keys add`
         #[arg(long, value_name = "NAME")]
@@ -105,7 +103,7 @@ async fn run(cli: Cli) -> Result<u32, CliError> {
             let input = HookInput::read()?;
             (input.settings.clone(), Some(input))
         }
-        _ => (Settings::load(cli.settings)?, None),
+        _ => (Settings::load(&cli.settings)?, None),
     };
     init_tracing(&cli.command, &settings);
     if let Command::Watch(args) = &cli.command {
@@ -120,14 +118,14 @@ async fn run(cli: Cli) -> Result<u32, CliError> {
         Command::SshCommand { key } => {
             let key = crate::keys::get(&ctx.store, &key).await?;
             let command = std::env::var("SSH_ORIGINAL_COMMAND").unwrap_or_default();
-            until_signalled(crate::remote::route(&ctx, &Caller::Key(key), &command, Io::stdio())).await
+            until_signalled(Box::pin(crate::remote::route(&ctx, &Caller::Key(key), &command, Io::stdio()))).await
         }
         Command::Hook(HookCommand::PreReceive) => match hook {
             Some(HookInput { app, key, .. }) => crate::hook::pre_receive(&ctx, app, key).await.unsigned_abs(),
             None => 1,
         },
         Command::Operate(command) => {
-            until_signalled(commands::execute(&ctx, &Caller::Host, command, cli.output, Io::stdio())).await
+            until_signalled(Box::pin(commands::execute(&ctx, &Caller::Host, command, cli.output, Io::stdio()))).await
         }
         Command::Watch(_) => 0,
     };
@@ -137,7 +135,7 @@ async fn run(cli: Cli) -> Result<u32, CliError> {
 /// Runs a command until it ends or a signal stops it. Stopping drops the
 /// command, so what it holds is let go on the way out: deploy locks, and
 /// containers frozen for a snapshot, which would otherwise stay frozen.
-async fn until_signalled(command: impl std::future::Future<Output = u32>) -> u32 {
+async fn until_signalled(command: impl Future<Output = u32>) -> u32 {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) =
         (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup()))
@@ -156,7 +154,7 @@ async fn until_signalled(command: impl std::future::Future<Output = u32>) -> u32
 
 /// `serve` logs to stderr. Hooks and forced commands must not: their stderr
 /// goes to the client, so they log to `DATA/logs/nap.log`. Local commands
-/// log nothing unless NAP_LOG asks.
+/// log nothing unless `NAP_LOG` asks.
 fn init_tracing(command: &Command, settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NAP_LOG").unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);

@@ -73,7 +73,7 @@ pub enum Operate {
         /// Only this app's containers
         app: Option<String>,
     },
-    /// Print the take-over ReplicationControllers that `commit` made for an app
+    /// Print the take-over `ReplicationControllers` that `commit` made for an app
     Takeover { app: String },
     /// Start a snapshot image here with the container IP recorded for it (admin keys only)
     ///
@@ -188,7 +188,8 @@ pub async fn execute(ctx: &Arc<Context>, caller: &Caller, command: Operate, outp
     match result {
         Ok(Reply::Streamed) => 0,
         Ok(Reply::Answer { text, json }) => {
-            let text = if output.json { serde_json::to_string_pretty(&json).unwrap_or_else(|_| "null".into()) } else { text };
+            let text =
+                if output.json { serde_json::to_string_pretty(&json).unwrap_or_else(|_| "null".into()) } else { text };
             if !text.is_empty() {
                 say(&mut io.stdout, &format!("{}\n", text.trim_end())).await;
             }
@@ -215,7 +216,7 @@ pub async fn existing_app(ctx: &Context, caller: &Caller, name: &str) -> Result<
 /// every line it reported is written.
 pub async fn with_reporter<T, F>(io: &mut Io, work: impl FnOnce(Reporter) -> F) -> T
 where
-    F: std::future::Future<Output = T>,
+    F: Future<Output = T>,
 {
     let stderr = std::mem::replace(&mut io.stderr, Box::new(tokio::io::sink()));
     let (report, writer) = Reporter::spawn(stderr);
@@ -231,7 +232,7 @@ where
 /// error line.
 pub async fn with_flow_reporter<T, F>(io: &mut Io, work: impl FnOnce(Reporter) -> F) -> Result<T, DeployError>
 where
-    F: std::future::Future<Output = Result<T, DeployError>>,
+    F: Future<Output = Result<T, DeployError>>,
 {
     with_reporter(io, |report| async move {
         let result = work(report.clone()).await;
@@ -244,7 +245,11 @@ where
 }
 
 /// A new release that a command (not a push) makes, through the release flow.
-pub async fn deploy(ctx: &Context, plan: crate::deploy::Deploy, io: &mut Io) -> Result<nap_state::Release, DeployError> {
+pub async fn deploy(
+    ctx: &Context,
+    plan: crate::deploy::Deploy,
+    io: &mut Io,
+) -> Result<nap_state::Release, DeployError> {
     with_flow_reporter(io, |report| async move { crate::deploy::deploy(ctx, plan, &report).await }).await
 }
 

@@ -122,7 +122,8 @@ pub async fn deploy(ctx: &Context, plan: Deploy, report: &Reporter) -> Result<Re
     match &result {
         Ok(release) => {
             if new_app {
-                let record = AppRecord { name: app.to_string(), created_at: OffsetDateTime::now_utc(), created_by: who };
+                let record =
+                    AppRecord { name: app.to_string(), created_at: OffsetDateTime::now_utc(), created_by: who };
                 store.create_app(&record).await?;
             }
             // The next push runs with the configuration that serves now.
@@ -274,7 +275,8 @@ async fn start_release(
 /// Restarts the serving release and waits until it answers again.
 pub async fn restart(ctx: &Context, app: &AppName, who: &str, report: &Reporter) -> Result<Release, DeployError> {
     let _lock = app_lock(ctx, app, "restart", who).await?;
-    let release = ctx.store.current_release(app.as_str()).await?.ok_or_else(|| DeployError::NothingRunning(app.clone()))?;
+    let release =
+        ctx.store.current_release(app.as_str()).await?.ok_or_else(|| DeployError::NothingRunning(app.clone()))?;
     let runner = ctx.runner().await?;
     let serving = Serving {
         app: app.as_str(),
@@ -335,7 +337,12 @@ fn published_with(
 }
 
 /// Records `release` as failed and answers the refusal to report.
-async fn fail_release(store: &Store, app: &AppName, mut release: Release, err: DeployError) -> Result<Release, DeployError> {
+async fn fail_release(
+    store: &Store,
+    app: &AppName,
+    mut release: Release,
+    err: DeployError,
+) -> Result<Release, DeployError> {
     release.status = ReleaseStatus::Failed;
     release.error = Some(err.to_string());
     store.save_release(app.as_str(), &release).await?;

@@ -68,11 +68,8 @@ impl HookInput {
     /// when the answer is dropped.
     pub fn write(&self, dir: &Path) -> Result<tempfile::TempPath, HookError> {
         std::fs::create_dir_all(dir).map_err(HookError::WriteInput)?;
-        let mut file = tempfile::Builder::new()
-            .prefix("hook-")
-            .suffix(".json")
-            .tempfile_in(dir)
-            .map_err(HookError::WriteInput)?;
+        let mut file =
+            tempfile::Builder::new().prefix("hook-").suffix(".json").tempfile_in(dir).map_err(HookError::WriteInput)?;
         let json = serde_json::to_vec(self).map_err(|e| HookError::WriteInput(e.into()))?;
         file.write_all(&json).map_err(HookError::WriteInput)?;
         Ok(file.into_temp_path())
@@ -99,7 +96,7 @@ pub async fn pre_receive(ctx: &Context, app: AppName, pusher: String) -> i32 {
     }
     drop(report);
     let _ = writer.await;
-    if result.is_ok() { 0 } else { 1 }
+    i32::from(result.is_err())
 }
 
 async fn run(ctx: &Context, app: AppName, pusher: String, report: &Reporter) -> Result<(), HookError> {

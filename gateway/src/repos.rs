@@ -39,7 +39,7 @@ pub fn open_or_create(repos_dir: &Path, app: &AppName, nap_exe: &Path) -> io::Re
 /// Removes a repo that holds no refs: what a refused first push leaves.
 pub fn remove_if_empty(repo: &Path) -> io::Result<bool> {
     let empty = match git2::Repository::open_bare(repo) {
-        Ok(r) => r.references().map(|mut refs| refs.next().is_none()).unwrap_or(false),
+        Ok(r) => r.references().is_ok_and(|mut refs| refs.next().is_none()),
         Err(_) => false,
     };
     if empty {

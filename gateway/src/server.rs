@@ -55,12 +55,13 @@ pub async fn serve(ctx: Arc<Context>) -> Result<(), ServeError> {
         methods: russh::MethodSet::from(&[russh::MethodKind::PublicKey][..]),
         auth_rejection_time: Duration::from_millis(300),
         auth_rejection_time_initial: Some(Duration::ZERO),
-        inactivity_timeout: Some(Duration::from_secs(3600)),
+        inactivity_timeout: Some(Duration::from_hours(1)),
         keepalive_interval: Some(Duration::from_secs(30)),
         nodelay: true,
         ..Default::default()
     });
-    let listener = TcpListener::bind(&listen).await.map_err(|source| ServeError::Listen { addr: listen.clone(), source })?;
+    let listener =
+        TcpListener::bind(&listen).await.map_err(|source| ServeError::Listen { addr: listen.clone(), source })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Listen { addr: listen.clone(), source })?;
     info!(%addr, data_dir = %settings.data_dir().display(), "nap gateway listening");
     // Only command tasks are tracked: shutdown waits for running pushes, not

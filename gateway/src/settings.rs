@@ -44,7 +44,7 @@ pub struct Settings {
     /// The registry's user name
     #[arg(long, global = true, env = "NAP_REGISTRY_USERNAME", value_name = "USER", hide = true)]
     pub registry_username: Option<String>,
-    /// The registry's password; better in NAP_REGISTRY_PASSWORD or nap.toml than on a command line
+    /// The registry's password; better in `NAP_REGISTRY_PASSWORD` or nap.toml than on a command line
     #[arg(long, global = true, env = "NAP_REGISTRY_PASSWORD", value_name = "PASSWORD", hide = true)]
     pub registry_password: Option<Secret>,
     /// Host name put in app URLs [default: this machine's host name]
@@ -62,13 +62,13 @@ pub struct Settings {
     /// How releases run: docker, systemd or kubernetes [default: systemd if the system bus has it, else docker]
     #[arg(long, global = true, env = "NAP_RUNNER", value_name = "RUNNER")]
     pub runner: Option<RunnerKind>,
-    /// D-Bus address of the system bus, e.g. unix:path=/run/dbus/system_bus_socket [default: the system's]
+    /// D-Bus address of the system bus, e.g. `unix:path=/run/dbus/system_bus_socket` [default: the system's]
     #[arg(long, global = true, env = "NAP_SYSTEM_BUS", value_name = "ADDRESS")]
     pub system_bus: Option<String>,
     /// Where the systemd runner writes units [default: /etc/systemd/system]
     #[arg(long, global = true, env = "NAP_UNIT_DIR", value_name = "DIR")]
     pub unit_dir: Option<PathBuf>,
-    /// Where the systemd runner writes each release's environment file [default: DATA_DIR/env]
+    /// Where the systemd runner writes each release's environment file [default: `DATA_DIR/env`]
     #[arg(long, global = true, env = "NAP_ENV_DIR", value_name = "DIR", hide = true)]
     pub env_dir: Option<PathBuf>,
     /// A directory whose templates replace the built-in ones of units/
@@ -104,10 +104,10 @@ pub struct Settings {
     /// Kubernetes runner: the namespace releases go to [default: the context's]
     #[arg(long, global = true, env = "NAP_K8S_NAMESPACE", value_name = "NAMESPACE")]
     pub k8s_namespace: Option<String>,
-    /// Kubernetes runner: deployment (one Deployment per app) or rc (a ReplicationController per release) [default: deployment]
+    /// Kubernetes runner: deployment (one Deployment per app) or rc (a `ReplicationController` per release) [default: deployment]
     #[arg(long, global = true, env = "NAP_K8S_KIND", value_name = "KIND")]
     pub k8s_kind: Option<WorkloadKind>,
-    /// Kubernetes runner: the Service's type [default: NodePort]
+    /// Kubernetes runner: the Service's type [default: `NodePort`]
     #[arg(long, global = true, env = "NAP_K8S_SERVICE_TYPE", value_name = "TYPE", hide = true)]
     pub k8s_service_type: Option<String>,
     /// Kubernetes runner: pods per release [default: 1]
@@ -147,13 +147,13 @@ impl Settings {
     /// The effective settings: the file (`--config`, else
     /// /etc/nap/nap.toml if it exists), overridden by what `given` (flags
     /// and the environment, as clap read them) sets.
-    pub fn load(given: Settings) -> Result<Settings, SettingsError> {
+    pub fn load(given: &Settings) -> Result<Settings, SettingsError> {
         let path = given.config.clone().or_else(|| Path::new(DEFAULT_CONFIG).exists().then(|| DEFAULT_CONFIG.into()));
         let file = match &path {
             Some(path) => Settings::read(path)?,
             None => Settings::default(),
         };
-        let mut settings = file.overridden_by(&given)?;
+        let mut settings = file.overridden_by(given)?;
         settings.config = path;
         // A bad store address fails now, not at the first command that needs it.
         settings.store.etcd()?;
@@ -243,10 +243,10 @@ impl Settings {
 
     /// Where the commiter flow's keys live, without a trailing `/`.
     pub fn commiter_root(&self) -> String {
-        self.commiter_root
-            .as_deref()
-            .map(|root| root.trim_end_matches('/').to_owned())
-            .unwrap_or_else(|| nap_state::layout::commiter::DEFAULT_ROOT.into())
+        self.commiter_root.as_deref().map_or_else(
+            || nap_state::layout::commiter::DEFAULT_ROOT.into(),
+            |root| root.trim_end_matches('/').to_owned(),
+        )
     }
 
     pub fn network(&self) -> AppNetwork {
@@ -357,12 +357,9 @@ mod tests {
     #[test]
     fn flags_beat_the_file_and_the_file_beats_defaults() {
         let toml = file("registry = \"file:5000\"\ncheck_timeout = 7\nstore = \"etcd://127.0.0.1:2379\"\n");
-        let given = Settings {
-            config: Some(toml.path().into()),
-            registry: Some("flag:5000".into()),
-            ..Settings::default()
-        };
-        let settings = Settings::load(given).expect("settings");
+        let given =
+            Settings { config: Some(toml.path().into()), registry: Some("flag:5000".into()), ..Settings::default() };
+        let settings = Settings::load(&given).expect("settings");
         assert_eq!(settings.registry().map(|r| r.address).as_deref(), Some("flag:5000"));
         assert_eq!(settings.check_timeout(), Duration::from_secs(7));
         assert_eq!(settings.store.store.as_deref(), Some("etcd://127.0.0.1:2379"));
@@ -378,8 +375,11 @@ mod tests {
         let rollout = file("publish_rollout = \"nope\"\n");
         let err = Settings::read(rollout.path()).expect_err("bad rollout");
         assert!(err.to_string().contains("PROJECT/ENV"), "{err}");
-        let store = Settings { store: StoreSettings { store: Some("http://x".into()), ..Default::default() }, ..Default::default() };
-        assert!(Settings::load(Settings { config: Some(file("").path().into()), ..store }).is_err());
+        let store = Settings {
+            store: StoreSettings { store: Some("http://x".into()), ..Default::default() },
+            ..Default::default()
+        };
+        assert!(Settings::load(&Settings { config: Some(file("").path().into()), ..store }).is_err());
     }
 
     #[test]

@@ -162,9 +162,9 @@ impl Drop for Stage {
 
 /// `check_cmd` with the stage file for `{{ src }}` (confd wrote `{{.src}}`).
 fn check_command(check: &str, stage: &Path) -> String {
-    let quoted = shlex::try_quote(&stage.to_string_lossy()).map(|q| q.into_owned()).unwrap_or_default();
     static PLACEHOLDER: LazyLock<regex::Regex> =
         LazyLock::new(|| regex::Regex::new(r"\{\{\s*\.?src\s*\}\}").expect("a valid pattern"));
+    let quoted = shlex::try_quote(&stage.to_string_lossy()).map(std::borrow::Cow::into_owned).unwrap_or_default();
     PLACEHOLDER.replace_all(check, regex::NoExpand(&quoted)).into_owned()
 }
 

@@ -1,4 +1,4 @@
-//! The children this process waits for itself (check_cmd and reload_cmd,
+//! The children this process waits for itself (`check_cmd` and `reload_cmd`,
 //! run by [`crate::apply`]), so that the reaper of [`crate::entrypoint`],
 //! which collects every other exited child when nap runs as PID 1, leaves
 //! their exit statuses to them. A leaf module: both sides use it.
@@ -6,12 +6,12 @@
 use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard};
 
-/// Children that someone else waits for (check_cmd and reload_cmd, run by
+/// Children that someone else waits for (`check_cmd` and `reload_cmd`, run by
 /// `apply`): the reaper leaves them to their owner, who needs their status.
 static OWNED: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 
 pub(crate) fn owned() -> MutexGuard<'static, BTreeSet<i32>> {
-    OWNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    OWNED.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Spawns `command` as a child whose exit its caller collects; the caller

@@ -1,4 +1,4 @@
-//! The template functions, confd's, under snake_case names. They are the one
+//! The template functions, confd's, under `snake_case` names. They are the one
 //! place that knows how a template reads keys. Keys are relative to the
 //! resource's `prefix`, as in confd. A missing key without a default is an
 //! error (confd wrote `<no value>`), and a default of "" is a default.
@@ -33,12 +33,12 @@ impl Scope {
     /// Makes `keys` what the next render reads.
     pub fn set(&self, keys: Arc<KeyValues>) {
         // A poisoned lock only means a render panicked; the value is still whole.
-        let mut current = self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut current = self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         *current = keys;
     }
 
     fn keys(&self) -> Arc<KeyValues> {
-        Arc::clone(&self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        Arc::clone(&self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     fn absolute(&self, key: &str) -> String {
@@ -78,6 +78,7 @@ fn pair(key: String, value: &str) -> BTreeMap<&'static str, String> {
 }
 
 /// Registers every function on `tera`, reading through `scope`.
+#[expect(clippy::too_many_lines, reason = "one short closure per confd function, in confd's order")]
 pub fn register(tera: &mut tera::Tera, scope: &Scope) {
     let s = scope.clone();
     tera.register_function("getv", move |kwargs: Kwargs, _: &State| -> TeraResult<String> {
@@ -245,7 +246,7 @@ pub fn register(tera: &mut tera::Tera, scope: &Scope) {
     });
     tera.register_function("sort_by_length", |kwargs: Kwargs, _: &State| -> TeraResult<Vec<String>> {
         let mut values: Vec<String> = kwargs.must_get("values")?;
-        values.sort_by_key(|v| v.len());
+        values.sort_by_key(String::len);
         Ok(values)
     });
     tera.register_function("sort_kv_by_length", |kwargs: Kwargs, _: &State| -> TeraResult<Vec<Value>> {

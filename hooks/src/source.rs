@@ -80,6 +80,8 @@ pub enum SourceError {
     Store(#[from] StoreError),
     #[error("the environment cannot be watched; use --onetime or --interval")]
     NotWatchable,
+    #[error("the store's watch ended")]
+    WatchEnded,
 }
 
 /// Where keys come from.

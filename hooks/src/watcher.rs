@@ -42,7 +42,7 @@ pub struct WatchArgs {
     /// After a change, wait this long for more before rendering (0: render at once)
     #[arg(long, value_name = "MS", default_value_t = 100)]
     pub debounce: u64,
-    /// Seconds check_cmd and reload_cmd may run
+    /// Seconds `check_cmd` and `reload_cmd` may run
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub reload_timeout: u64,
     /// Read keys from the environment (confd's env backend) instead of the store
@@ -273,7 +273,7 @@ fn note(
     changed: &mut BTreeSet<String>,
 ) -> Result<(), SourceError> {
     match batch {
-        None => Err(SourceError::Store(nap_state::StoreError::Task("the watch ended".into()))),
+        None => Err(SourceError::WatchEnded),
         Some(Err(err)) => Err(err.into()),
         Some(Ok(events)) => {
             for event in events.into_iter().filter(|e| e.revision() > read_at) {

@@ -54,4 +54,3 @@ pub(crate) fn free_host_port() -> Result<u16, RunError> {
         .map(|addr| addr.port())
         .map_err(RunError::NoFreePort)
 }
-

@@ -51,11 +51,7 @@ impl DockerRunner {
 
     /// Starts the release and waits until it answers. On failure the new
     /// container is removed and whatever ran before is untouched.
-    pub async fn start(
-        &self,
-        req: &RunRequest<'_>,
-        progress: Progress<'_>,
-    ) -> Result<Running, RunError> {
+    pub async fn start(&self, req: &RunRequest<'_>, progress: Progress<'_>) -> Result<Running, RunError> {
         let name = Self::container_name(req.app, req.release);
         self.ensure_network().await?;
         // A push killed between create and record can leave a container of the
@@ -216,8 +212,7 @@ impl DockerRunner {
     pub(crate) async fn remove(&self, name: &str) -> Result<(), RunError> {
         let options = RemoveContainerOptionsBuilder::new().force(true).build();
         match self.docker.remove_container(name, Some(options)).await {
-            Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
             Err(err) => Err(err.into()),
         }
     }
@@ -240,7 +235,7 @@ impl DockerRunner {
                 continue;
             };
             let name = name.trim_start_matches('/').to_owned();
-            let started_at = match container.state.as_ref().map(|s| s.to_string()).as_deref() {
+            let started_at = match container.state.as_ref().map(ToString::to_string).as_deref() {
                 Some("running") => self
                     .docker
                     .inspect_container(&name, None::<bollard::query_parameters::InspectContainerOptions>)
@@ -251,7 +246,7 @@ impl DockerRunner {
             };
             by_app.entry(app.clone()).or_default().push(Instance {
                 release: labels.get(labels::RELEASE).and_then(|r| r.parse().ok()).unwrap_or_default(),
-                state: container.state.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+                state: container.state.map_or_else(|| "unknown".into(), |s| s.to_string()),
                 started_at,
                 host_port: container.ports.unwrap_or_default().iter().find_map(|p| p.public_port),
                 name,
@@ -272,7 +267,7 @@ impl DockerRunner {
         let options = LogsOptionsBuilder::new().stdout(true).stderr(true).follow(follow).tail(&tail).build();
         self.docker
             .logs(container, Some(options))
-            .map(|item| item.map(|chunk| chunk.into_bytes()).map_err(RunError::from))
+            .map(|item| item.map(bollard::container::LogOutput::into_bytes).map_err(RunError::from))
     }
 
     /// Restarts the release's container and waits until it answers again.

@@ -42,7 +42,6 @@ impl RunError {
     }
 }
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum SystemdError {
     #[error("system bus {address}: {source}")]
@@ -56,7 +55,7 @@ pub enum SystemdError {
     #[error("no systemd answers on {0}; use the docker runner or point --system-bus at systemd's bus")]
     NotOnBus(String),
     #[error(transparent)]
-    Unit(#[from] crate::units::UnitError),
+    Unit(#[from] UnitError),
     #[error("writing {path}: {source}")]
     Write {
         path: String,
@@ -85,7 +84,6 @@ pub enum KubernetesError {
         log_tail: Vec<String>,
     },
 }
-
 
 /// A setting's value that names none of the known choices.
 #[derive(Debug, thiserror::Error)]

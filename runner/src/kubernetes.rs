@@ -1,5 +1,5 @@
 //! The Kubernetes runner: a release becomes manifests rendered from the
-//! templates in `units/` (a Deployment, or a ReplicationController per
+//! templates in `units/` (a Deployment, or a `ReplicationController` per
 //! release for older clusters, and a Service), checked against the
 //! Kubernetes schema, applied with `kubectl apply` and waited for. A release
 //! that does not become ready is undone, so the previous one keeps serving.
@@ -33,7 +33,7 @@ pub enum WorkloadKind {
     #[default]
     #[serde(rename = "deployment")]
     Deployment,
-    /// One ReplicationController per release, for clusters without apps/v1.
+    /// One `ReplicationController` per release, for clusters without apps/v1.
     #[serde(rename = "rc", alias = "replicationcontroller")]
     ReplicationController,
 }
@@ -54,7 +54,7 @@ pub struct KubernetesSettings {
     pub context: Option<String>,
     pub namespace: Option<String>,
     pub kind: WorkloadKind,
-    /// The Service's type [default: NodePort, so the app has a URL].
+    /// The Service's type [default: `NodePort`, so the app has a URL].
     pub service_type: String,
     pub replicas: u32,
     /// How long a rollout may take before it is undone.
@@ -73,7 +73,7 @@ impl Default for KubernetesSettings {
             kind: WorkloadKind::Deployment,
             service_type: "NodePort".into(),
             replicas: 1,
-            rollout_timeout: Duration::from_secs(300),
+            rollout_timeout: Duration::from_mins(5),
             units_dir: None,
         }
     }
@@ -148,11 +148,7 @@ impl KubernetesRunner {
 
     /// Applies the release and waits until it is ready. If it does not
     /// become ready, the cluster goes back to the previous release.
-    pub async fn start(
-        &self,
-        req: &RunRequest<'_>,
-        progress: Progress<'_>,
-    ) -> Result<Running, RunError> {
+    pub async fn start(&self, req: &RunRequest<'_>, progress: Progress<'_>) -> Result<Running, RunError> {
         let yaml = self.render(req)?;
         let workload = self.workload(req.app, req.release);
         progress(&format!("Applying {workload} and service/{} in {}", req.app, self.namespace_shown()));

@@ -132,11 +132,7 @@ impl Runner {
         }
     }
 
-    pub async fn start(
-        &self,
-        req: &RunRequest<'_>,
-        progress: Progress<'_>,
-    ) -> Result<Running, RunError> {
+    pub async fn start(&self, req: &RunRequest<'_>, progress: Progress<'_>) -> Result<Running, RunError> {
         match self {
             Runner::Docker(docker) => docker.start(req, progress).await,
             Runner::Systemd(systemd) => systemd.start(req, progress).await,

@@ -24,7 +24,6 @@ pub struct Running {
     pub url: String,
 }
 
-
 /// One running (or stopped) release of an app, as `ps` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Instance {

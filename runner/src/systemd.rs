@@ -5,6 +5,7 @@
 //! `logs` still read the container.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use crate::release::{Progress, RunRequest, Running, Serving};
 use crate::units::{self, Units};
 
 /// How long systemd gets to finish a start, stop or restart job.
-const JOB_TIMEOUT: Duration = Duration::from_secs(60);
+const JOB_TIMEOUT: Duration = Duration::from_mins(1);
 
 /// Where the systemd runner puts things, and what its units call.
 #[derive(Debug, Clone)]
@@ -115,11 +116,7 @@ impl SystemdRunner {
 
     /// Writes, enables and starts the release's unit, then waits until the
     /// app answers. On failure the unit is stopped and removed again.
-    pub async fn start(
-        &self,
-        req: &RunRequest<'_>,
-        progress: Progress<'_>,
-    ) -> Result<Running, RunError> {
+    pub async fn start(&self, req: &RunRequest<'_>, progress: Progress<'_>) -> Result<Running, RunError> {
         let unit = Self::unit_name(req.app, req.release);
         let container = DockerRunner::container_name(req.app, req.release);
         self.docker.ensure_network().await?;
@@ -127,7 +124,10 @@ impl SystemdRunner {
         let host_port = free_host_port()?;
         let mut env = BTreeMap::from([("PORT".to_owned(), req.port.to_string())]);
         env.extend(req.env.iter().cloned());
-        let env_text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        let env_text = env.iter().fold(String::new(), |mut text, (k, v)| {
+            let _ = writeln!(text, "{k}={v}");
+            text
+        });
         // The environment may hold secrets; the unit does not.
         write_file(&self.env_path(req.app, req.release), &env_text, 0o600)?;
         write_file(&self.unit_path(req.app, req.release), &self.render_unit(req, host_port)?, 0o644)?;
@@ -182,7 +182,9 @@ impl SystemdRunner {
                 let state = self.unit_state(unit).await;
                 Err(SystemdError::Job { unit: unit.to_owned(), result, state }.into())
             }
-            Ok(None) | Err(_) => Err(SystemdError::JobTimeout { unit: unit.to_owned(), seconds: JOB_TIMEOUT.as_secs() }.into()),
+            Ok(None) | Err(_) => {
+                Err(SystemdError::JobTimeout { unit: unit.to_owned(), seconds: JOB_TIMEOUT.as_secs() }.into())
+            }
         }
     }
 

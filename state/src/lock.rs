@@ -78,7 +78,7 @@ pub enum LockError {
     Store {
         lock: String,
         #[source]
-        source: crate::StoreError,
+        source: StoreError,
     },
 }
 

@@ -19,10 +19,10 @@ pub struct StoreSettings {
     /// Where state lives: embedded (under the data directory) or etcd://HOST:PORT[,HOST:PORT...]
     #[arg(long, global = true, env = "NAP_STORE", value_name = "STORE")]
     pub store: Option<String>,
-    /// etcd user (its password: NAP_STORE_PASSWORD or `store_password` in nap.toml)
+    /// etcd user (its password: `NAP_STORE_PASSWORD` or `store_password` in nap.toml)
     #[arg(long, global = true, env = "NAP_STORE_USER", value_name = "USER")]
     pub store_user: Option<String>,
-    /// etcd password; better in NAP_STORE_PASSWORD or nap.toml than on a command line
+    /// etcd password; better in `NAP_STORE_PASSWORD` or nap.toml than on a command line
     #[arg(long, global = true, env = "NAP_STORE_PASSWORD", value_name = "PASSWORD", hide = true)]
     pub store_password: Option<Secret>,
     /// etcd CA certificate (PEM): talk TLS to etcd
@@ -57,14 +57,12 @@ impl StoreSettings {
     /// Opens the store: etcd, or the embedded one at `DATA_DIR/state.db`
     /// (making the data directory if need be).
     pub async fn open(&self) -> Result<Store, StoreError> {
-        match self.etcd()? {
-            Some(etcd) => Store::open_etcd(&etcd).await,
-            None => {
-                let dir = self.data_dir();
-                std::fs::create_dir_all(&dir).map_err(|source| StoreError::DataDir { dir: dir.clone(), source })?;
-                Store::open_embedded(&dir.join("state.db"))
-            }
+        if let Some(etcd) = self.etcd()? {
+            return Store::open_etcd(&etcd).await;
         }
+        let dir = self.data_dir();
+        std::fs::create_dir_all(&dir).map_err(|source| StoreError::DataDir { dir: dir.clone(), source })?;
+        Store::open_embedded(&dir.join("state.db"))
     }
 }
 

@@ -31,10 +31,25 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("store task failed: {0}")]
-    Task(String),
-    #[error("etcd at {endpoints}: {message}")]
-    Etcd { endpoints: String, message: String },
+    #[error("the embedded store's lock was poisoned by a panic")]
+    Poisoned,
+    #[error("etcd at {endpoints}: {source}")]
+    Etcd {
+        endpoints: String,
+        #[source]
+        source: etcd_client::Error,
+    },
+    #[error("etcd at {endpoints}: no answer within {seconds} s")]
+    EtcdTimeout { endpoints: String, seconds: u64 },
+    #[error("etcd at {endpoints}: reading {}: {source}", path.display())]
+    EtcdPem {
+        endpoints: String,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("etcd at {endpoints}: watch canceled: {reason}")]
+    WatchCanceled { endpoints: String, reason: String },
     #[error("cannot create the data directory {}: {source}", dir.display())]
     DataDir {
         dir: std::path::PathBuf,
@@ -213,7 +228,7 @@ impl Store {
     /// The store's current revision: a watch from `revision() + 1` misses nothing after now.
     pub async fn revision(&self) -> Result<i64, StoreError> {
         match &self.backend {
-            Backend::Embedded(db) => db.run(|db| db.revision()).await,
+            Backend::Embedded(db) => db.run(|db: &mut embedded::Db<'_>| db.revision()).await,
             Backend::Etcd(etcd) => etcd.revision().await,
         }
     }

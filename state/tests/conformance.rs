@@ -1,5 +1,5 @@
 //! One conformance suite, run against every store backend: the embedded
-//! SQLite store, and a real `etcd` (`NAP_TEST_ETCD`, default 127.0.0.1:2379,
+//! `SQLite` store, and a real `etcd` (`NAP_TEST_ETCD`, default 127.0.0.1:2379,
 //! started by `scripts/services.sh`). Each test works under a prefix of its
 //! own, so tests share one etcd safely.
 
@@ -235,10 +235,10 @@ async fn two_embedded_handles_on_one_file_see_each_other() {
 async fn an_unreachable_etcd_fails_in_bounded_time_naming_the_endpoint() {
     // Nothing listens on port 1.
     let options = EtcdOptions::from_url("etcd://127.0.0.1:1").unwrap();
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let err = Store::open_etcd(&options).await.expect_err("connected to nothing").to_string();
     assert!(err.starts_with("etcd at 127.0.0.1:1: "), "{err}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(15), "took {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
 }
 
 #[test]

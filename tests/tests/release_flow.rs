@@ -103,7 +103,10 @@ async fn a_push_then_a_config_change_each_become_current_and_retire_the_one_befo
     assert!(output.contains("Retired nap-"), "{output}");
     let current = store.current_release(flow.app.as_str()).await.expect("current").expect("a current release");
     assert_eq!(current.version, 2);
-    assert_eq!(store.config(flow.app.as_str()).await.expect("config").get("GREETING").map(String::as_str), Some("hello"));
+    assert_eq!(
+        store.config(flow.app.as_str()).await.expect("config").get("GREETING").map(String::as_str),
+        Some("hello")
+    );
     let served = nap_tests::get(&format!("{}cgi-bin/env", v2.url.clone().expect("url"))).expect("v2 answers");
     assert!(served.1.contains("GREETING=hello"), "{served:?}");
     assert!(!answers(&url) || url == v2.url.clone().unwrap_or_default(), "v1 is retired");

@@ -1,5 +1,7 @@
 //! `apps`, `apps create APP`, `apps destroy APP --force`.
 
+use std::fmt::Write as _;
+
 use clap::{Args, Subcommand};
 use nap_state::AppRecord;
 use serde_json::json;
@@ -65,7 +67,7 @@ async fn list(ctx: &Context, caller: &Caller) -> Result<Reply, CommandError> {
     // One call for all apps' states.
     let instances = match ctx.runner().await {
         Ok(runner) => runner.instances(None).await.unwrap_or_default(),
-        Err(_) => Default::default(),
+        Err(_) => std::collections::HashMap::default(),
     };
     let mut text = format!("{:<24} {:<8} {:<12} {}\n", "APP", "RELEASE", "STATE", "URL");
     let mut rows = Vec::new();
@@ -81,7 +83,7 @@ async fn list(ctx: &Context, caller: &Caller) -> Result<Reply, CommandError> {
         };
         let release = current.map_or_else(|| "-".to_owned(), |r| format!("v{}", r.version));
         let url = current.and_then(|r| r.url.clone()).unwrap_or_else(|| "-".into());
-        text.push_str(&format!("{:<24} {:<8} {:<12} {}\n", app.record.name, release, state, url));
+        let _ = writeln!(text, "{:<24} {:<8} {:<12} {}", app.record.name, release, state, url);
         rows.push(json!({
             "name": app.record.name,
             "created_at": app.record.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),

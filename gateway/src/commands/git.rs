@@ -79,7 +79,7 @@ async fn run_git(ctx: &Arc<Context>, caller: &Caller, app: &AppName, service: &s
         Ok(child) => child,
         Err(err) => return fail(&mut stderr, &format!("cannot run git {service}: {err}")).await,
     };
-    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let pgid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
     let kill_group = || {
         if let Some(pgid) = pgid {
             let _ = killpg(pgid, Signal::SIGKILL);
@@ -122,7 +122,7 @@ async fn run_git(ctx: &Arc<Context>, caller: &Caller, app: &AppName, service: &s
                 warn!(error = %err, "client stopped reading");
             }
             match status {
-                Ok(status) => status.code().map_or(1, |c| c as u32),
+                Ok(status) => status.code().and_then(|c| u32::try_from(c).ok()).unwrap_or(1),
                 Err(err) => { warn!(error = %err, "waiting for git failed"); 1 }
             }
         }

@@ -1,5 +1,7 @@
 //! `ps`, `logs` and `restart`: the app's running instances.
 
+use std::fmt::Write as _;
+
 use futures_util::StreamExt;
 use nap_runner::{RunnerKind, SystemdRunner};
 use serde_json::json;
@@ -8,9 +10,9 @@ use time::format_description::well_known::Rfc3339;
 use tokio::io::AsyncWriteExt;
 
 use super::{CommandError, Reply, existing_app, with_flow_reporter};
-use crate::deploy;
 use crate::caller::Caller;
 use crate::context::{Context, Io};
+use crate::deploy;
 
 pub async fn ps(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, CommandError> {
     let app = existing_app(ctx, caller, name).await?;
@@ -34,14 +36,15 @@ pub async fn ps(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, Com
             .map(|started| (now - started).whole_seconds().max(0));
         let url = instance.host_port.map(|port| format!("http://{}:{port}/", ctx.settings.public_host()));
         let unit = systemd.then(|| SystemdRunner::unit_name(app.as_str(), instance.release));
-        text.push_str(&format!(
-            "{:<8} {:<40} {:<12} {:<10} {}\n",
+        let _ = writeln!(
+            text,
+            "{:<8} {:<40} {:<12} {:<10} {}",
             format!("v{}", instance.release),
             unit.as_deref().unwrap_or(&instance.name),
             instance.state,
             uptime.map_or_else(|| "-".into(), human_duration),
             url.as_deref().unwrap_or("-")
-        ));
+        );
         rows.push(json!({
             "release": instance.release,
             "container": instance.name,
@@ -89,7 +92,9 @@ pub async fn logs(
 
 pub async fn restart(ctx: &Context, caller: &Caller, name: &str, io: &mut Io) -> Result<Reply, CommandError> {
     let app = existing_app(ctx, caller, name).await?;
-    let release = with_flow_reporter(io, |report| async move { deploy::restart(ctx, &app, caller.name(), &report).await }).await?;
+    let release =
+        with_flow_reporter(io, |report| async move { deploy::restart(ctx, &app, caller.name(), &report).await })
+            .await?;
     let container = release.container.clone().unwrap_or_default();
     Ok(Reply::new(
         format!("restarted {name} v{} ({container})", release.version),

@@ -1,5 +1,7 @@
 //! `releases` and `rollback`, and the way every command-made release runs.
 
+use std::fmt::Write as _;
+
 use nap_builder::short_commit;
 use nap_state::{ReleaseCause, ReleaseStatus};
 use time::format_description::well_known::Rfc3339;
@@ -34,15 +36,16 @@ pub async fn list(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, C
         format!("{:<6} {:<10} {:<20} {:<8} {:<40} {}\n", "", "STATUS", "CREATED", "COMMIT", "IMAGE", "CAUSE");
     for release in &releases {
         let marker = if Some(release.version) == current { "*" } else { "" };
-        text.push_str(&format!(
-            "{:<6} {:<10} {:<20} {:<8} {:<40} {}\n",
+        let _ = writeln!(
+            text,
+            "{:<6} {:<10} {:<20} {:<8} {:<40} {}",
             format!("v{}{marker}", release.version),
             status_name(release.status),
             release.created_at.format(&Rfc3339).unwrap_or_default().get(..19).unwrap_or_default(),
             short_commit(&release.commit),
             release.image,
             release.cause,
-        ));
+        );
     }
     if releases.is_empty() {
         text = format!("{app} has no releases yet");
@@ -103,10 +106,7 @@ pub async fn rollback(
 }
 
 fn parse_version(text: &str) -> Result<u32, CommandError> {
-    text.strip_prefix('v')
-        .unwrap_or(text)
-        .parse()
-        .map_err(|_| RollbackError::NotARelease(text.to_owned()).into())
+    text.strip_prefix('v').unwrap_or(text).parse().map_err(|_| RollbackError::NotARelease(text.to_owned()).into())
 }
 
 fn status_name(status: ReleaseStatus) -> &'static str {

@@ -1,6 +1,6 @@
 //! `commit [APP]`: snapshot this host's containers into images that can move
 //! to another host and keep their IP, and `takeover APP`: the
-//! ReplicationControllers that run those snapshots.
+//! `ReplicationControllers` that run those snapshots.
 
 use std::collections::HashMap;
 
@@ -60,7 +60,7 @@ pub enum SnapshotError {
     Template {
         app: String,
         #[source]
-        source: nap_runner::units::UnitError,
+        source: units::UnitError,
     },
     #[error(transparent)]
     Manifest(nap_runner::kubernetes::ManifestError),
@@ -80,10 +80,7 @@ const TAG_DRAWS: usize = 8;
 pub async fn commit(ctx: &Context, caller: &Caller, only: Option<&str>, io: &mut Io) -> Result<Reply, CommandError> {
     caller.check_admin("snapshot containers")?;
     let root = &ctx.settings.commiter_root();
-    let host_ip = ctx
-        .settings
-        .host_ip()
-        .ok_or(SnapshotError::NoHostIp)?;
+    let host_ip = ctx.settings.host_ip().ok_or(SnapshotError::NoHostIp)?;
     let wanted: Vec<Wanted> =
         wanted_here(ctx, root, &host_ip).await?.into_iter().filter(|w| only.is_none_or(|app| w.app == app)).collect();
     if wanted.is_empty() {
@@ -232,8 +229,7 @@ pub async fn restore(
     let Some((key, ip)) = recorded else {
         return Err(SnapshotError::NoRecordedIp { image: image.to_owned(), ours: commiter::image_ips(root) }.into());
     };
-    let ip: std::net::Ipv4Addr =
-        ip.parse().map_err(|_| SnapshotError::NotAnIp { key, value: ip.clone() })?;
+    let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| SnapshotError::NotAnIp { key, value: ip.clone() })?;
     let repo = image.rsplit_once(':').map_or(image, |(repo, _)| repo);
     let default_name = format!("nap-restored-{}", repo.rsplit('/').next().unwrap_or(repo));
     let name = name.unwrap_or(&default_name).to_owned();

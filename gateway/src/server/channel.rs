@@ -57,7 +57,7 @@ pub async fn serve_exec(ctx: Arc<Context>, caller: Caller, command: String, chan
         stderr: Box::new(outgoing.make_writer_ext(Some(1))),
         client_gone,
     };
-    let status = remote::route(&ctx, &caller, &command, io).await;
+    let status = Box::pin(remote::route(&ctx, &caller, &command, io)).await;
     // In this order, and only after all output was written: the client stops
     // reading once it has the exit status and EOF.
     let _ = outgoing.exit_status(status).await;

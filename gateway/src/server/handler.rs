@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use russh::keys::HashAlg;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId};
 use tokio_util::task::TaskTracker;
@@ -54,13 +55,11 @@ impl russh::server::Handler for Connection {
 
     // The user name is ignored: the key alone says who this is.
     async fn auth_publickey_offered(&mut self, _user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
-        Ok(match self.lookup(offer.public_key).await {
-            Some(_) => Auth::Accept,
-            None => {
-                info!(fingerprint = %offer.public_key.fingerprint(Default::default()), "unknown key refused at offer");
-                Auth::reject()
-            }
-        })
+        if self.lookup(offer.public_key).await.is_some() {
+            return Ok(Auth::Accept);
+        }
+        info!(fingerprint = %offer.public_key.fingerprint(HashAlg::default()), "unknown key refused at offer");
+        Ok(Auth::reject())
     }
 
     async fn auth_publickey(&mut self, _user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {

@@ -56,9 +56,8 @@ impl DockerRunner {
             ..Default::default()
         };
         match self.docker.create_network(request).await {
-            Ok(_) => Ok(()),
-            // Another nap process made it meanwhile.
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+            // 409: another nap process made it meanwhile.
+            Ok(_) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
             Err(err) => Err(err.into()),
         }
     }

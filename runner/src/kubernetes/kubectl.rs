@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 /// What a kubectl call that is not a rollout wait may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+const CALL_TIMEOUT: Duration = Duration::from_mins(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubectlError {
@@ -185,8 +185,8 @@ fn verb(args: &[&str]) -> String {
 /// kubectl's reason: the last line it wrote to stderr, without its `error: `.
 fn last_line(stderr: &str, stdout: &str, status: std::process::ExitStatus) -> String {
     let last = |text: &str| text.lines().rev().map(str::trim).find(|line| !line.is_empty()).map(str::to_owned);
-    last(stderr)
-        .or_else(|| last(stdout))
-        .map(|line| line.strip_prefix("error: ").map_or(line.clone(), str::to_owned))
-        .unwrap_or_else(|| format!("exited with {status}"))
+    last(stderr).or_else(|| last(stdout)).map_or_else(
+        || format!("exited with {status}"),
+        |line| line.strip_prefix("error: ").map_or(line.clone(), str::to_owned),
+    )
 }

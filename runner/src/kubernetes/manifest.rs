@@ -20,8 +20,13 @@ pub enum ManifestError {
         "{source_name}: kind {kind} is not one nap applies (Deployment, ReplicationController, Service, Ingress, ConfigMap)"
     )]
     UnknownKind { source_name: String, kind: String },
-    #[error("{source_name}: {kind} does not match the Kubernetes schema: {message}")]
-    Schema { source_name: String, kind: String, message: String },
+    #[error("{source_name}: {kind} does not match the Kubernetes schema: {source}")]
+    Schema {
+        source_name: String,
+        kind: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("{source_name}: {kind} has fields Kubernetes does not know: {}", fields.join(", "))]
     UnknownFields { source_name: String, kind: String, fields: Vec<String> },
 }
@@ -51,11 +56,11 @@ pub fn parse(yaml: &str, source_name: &str) -> Result<Vec<Manifest>, ManifestErr
             return Err(ManifestError::NoKind { source_name: source_name.into(), index: index + 1 });
         };
         let manifest = match kind.as_str() {
-            "Deployment" => Manifest::Deployment(checked(value, source_name, &kind)?),
-            "ReplicationController" => Manifest::ReplicationController(checked(value, source_name, &kind)?),
-            "Service" => Manifest::Service(checked(value, source_name, &kind)?),
-            "Ingress" => Manifest::Ingress(checked(value, source_name, &kind)?),
-            "ConfigMap" => Manifest::ConfigMap(checked(value, source_name, &kind)?),
+            "Deployment" => Manifest::Deployment(checked(&value, source_name, &kind)?),
+            "ReplicationController" => Manifest::ReplicationController(checked(&value, source_name, &kind)?),
+            "Service" => Manifest::Service(checked(&value, source_name, &kind)?),
+            "Ingress" => Manifest::Ingress(checked(&value, source_name, &kind)?),
+            "ConfigMap" => Manifest::ConfigMap(checked(&value, source_name, &kind)?),
             _ => return Err(ManifestError::UnknownKind { source_name: source_name.into(), kind }),
         };
         manifests.push(manifest);
@@ -67,19 +72,15 @@ pub fn parse(yaml: &str, source_name: &str) -> Result<Vec<Manifest>, ManifestErr
 /// types ignore fields they do not know, so the value must survive a round
 /// trip through them whole.
 fn checked<T: DeserializeOwned + Serialize>(
-    value: Value,
+    value: &Value,
     source_name: &str,
     kind: &str,
 ) -> Result<Box<T>, ManifestError> {
-    let schema_err = |e: serde_json::Error| ManifestError::Schema {
-        source_name: source_name.into(),
-        kind: kind.into(),
-        message: e.to_string(),
-    };
+    let schema_err = |source| ManifestError::Schema { source_name: source_name.into(), kind: kind.into(), source };
     let typed: T = serde_json::from_value(value.clone()).map_err(schema_err)?;
     let round_trip = serde_json::to_value(&typed).map_err(schema_err)?;
     let mut fields = Vec::new();
-    dropped_fields(&value, &round_trip, "", &mut fields);
+    dropped_fields(value, &round_trip, "", &mut fields);
     if !fields.is_empty() {
         return Err(ManifestError::UnknownFields { source_name: source_name.into(), kind: kind.into(), fields });
     }

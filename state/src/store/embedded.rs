@@ -77,6 +77,7 @@ impl Embedded {
 
     /// Runs one operation off the async runtime: SQLite may wait on another
     /// process's lock, and that wait must not stall the gateway's tasks.
+    #[expect(clippy::unused_async, reason = "async like every etcd call, so the store awaits either backend alike")]
     pub(super) async fn run<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         F: FnOnce(&mut Db<'_>) -> DbResult<T> + Send,
@@ -85,7 +86,7 @@ impl Embedded {
         let conn = Arc::clone(&self.conn);
         let path = Arc::clone(&self.path);
         tokio::task::block_in_place(move || {
-            let mut guard = conn.lock().map_err(|_| StoreError::Task("store mutex poisoned".into()))?;
+            let mut guard = conn.lock().map_err(|_| StoreError::Poisoned)?;
             op(&mut Db { conn: &mut guard }).map_err(|err| match err {
                 DbError::Sql(source) => StoreError::Embedded { path: path.display().to_string(), source },
                 DbError::LeaseNotFound(id) => StoreError::LeaseNotFound(id),
@@ -109,7 +110,7 @@ fn like_prefix(prefix: &str) -> String {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Keys whose lease has expired do not exist, even before they are purged.
@@ -206,7 +207,7 @@ impl Db<'_> {
 
     pub(super) fn grant_lease(&mut self, ttl: Duration) -> DbResult<i64> {
         let tx = self.write()?;
-        let ttl_ms = ttl.as_millis() as i64;
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
         tx.execute("INSERT INTO leases (ttl_ms, expires_at_ms) VALUES (?1, ?2)", params![ttl_ms, now_ms() + ttl_ms])?;
         let id = tx.last_insert_rowid();
         tx.commit()?;

@@ -34,6 +34,7 @@ impl std::fmt::Debug for EtcdOptions {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("ca", &self.ca)
             .field("cert", &self.cert)
+            .field("key", &self.key)
             .finish()
     }
 }
@@ -72,9 +73,10 @@ impl Etcd {
         }
         if let Some(ca) = &options.ca {
             let read = |path: &std::path::Path| {
-                std::fs::read(path).map_err(|e| StoreError::Etcd {
+                std::fs::read(path).map_err(|source| StoreError::EtcdPem {
                     endpoints: endpoints.clone(),
-                    message: format!("reading {}: {e}", path.display()),
+                    path: path.to_owned(),
+                    source,
                 })
             };
             let mut tls = etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
@@ -120,7 +122,7 @@ impl Etcd {
             prefixes.iter().map(|prefix| TxnOp::get(prefix.as_str(), Some(GetOptions::new().with_prefix()))).collect();
         let mut client = self.client.clone();
         let response = bounded(&self.endpoints, client.txn(Txn::new().and_then(ops))).await?;
-        let revision = response.header().map_or(0, |h| h.revision());
+        let revision = response.header().map_or(0, etcd_client::ResponseHeader::revision);
         let mut pairs = Vec::new();
         for op in response.op_responses() {
             if let TxnOpResponse::Get(got) = op {
@@ -141,7 +143,7 @@ impl Etcd {
         let mut client = self.client.clone();
         let response =
             bounded(&self.endpoints, client.delete(prefix, Some(DeleteOptions::new().with_prefix()))).await?;
-        Ok(response.deleted().max(0) as u64)
+        Ok(u64::try_from(response.deleted()).unwrap_or(0))
     }
 
     pub(super) async fn compare_and_swap(
@@ -161,7 +163,7 @@ impl Etcd {
         let mut client = self.client.clone();
         let response = bounded(&self.endpoints, client.txn(txn)).await;
         match (response, lease) {
-            (Err(StoreError::Etcd { message, .. }), Some(lease)) if message.contains("lease not found") => {
+            (Err(StoreError::Etcd { source, .. }), Some(lease)) if lease_not_found(&source) => {
                 Err(StoreError::LeaseNotFound(lease))
             }
             (response, _) => Ok(response?.succeeded()),
@@ -170,7 +172,9 @@ impl Etcd {
 
     pub(super) async fn grant_lease(&self, ttl: Duration) -> Result<i64, StoreError> {
         let mut client = self.client.clone();
-        Ok(bounded(&self.endpoints, client.lease_grant(ttl.as_secs() as i64, None)).await?.id())
+        Ok(bounded(&self.endpoints, client.lease_grant(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX), None))
+            .await?
+            .id())
     }
 
     pub(super) async fn keep_lease_alive(&self, lease: i64) -> Result<(), StoreError> {
@@ -186,7 +190,7 @@ impl Etcd {
     pub(super) async fn revoke_lease(&self, lease: i64) -> Result<(), StoreError> {
         let mut client = self.client.clone();
         match bounded(&self.endpoints, client.lease_revoke(lease)).await {
-            Err(StoreError::Etcd { message, .. }) if message.contains("lease not found") => Ok(()),
+            Err(StoreError::Etcd { source, .. }) if lease_not_found(&source) => Ok(()),
             other => other.map(|_| ()),
         }
     }
@@ -194,7 +198,7 @@ impl Etcd {
     pub(super) async fn revision(&self) -> Result<i64, StoreError> {
         let mut client = self.client.clone();
         let response = bounded(&self.endpoints, client.get("/", Some(GetOptions::new().with_count_only()))).await?;
-        Ok(response.header().map_or(0, |h| h.revision()))
+        Ok(response.header().map_or(0, etcd_client::ResponseHeader::revision))
     }
 
     pub(super) async fn watch(&self, prefix: &str, from: i64) -> Result<WatchStream, StoreError> {
@@ -211,7 +215,7 @@ impl Etcd {
                         Ok(Some(response)) => response,
                         Ok(None) => return None,
                         Err(err) => {
-                            let err = StoreError::Etcd { endpoints, message: err.to_string() };
+                            let err = StoreError::Etcd { endpoints, source: err };
                             return Some((Err(err), None));
                         }
                     };
@@ -219,8 +223,8 @@ impl Etcd {
                         return Some((Err(StoreError::Compacted(response.compact_revision())), None));
                     }
                     if response.canceled() {
-                        let message = format!("watch canceled: {}", response.cancel_reason());
-                        return Some((Err(StoreError::Etcd { endpoints, message }), None));
+                        let reason = response.cancel_reason().to_owned();
+                        return Some((Err(StoreError::WatchCanceled { endpoints, reason }), None));
                     }
                     let events: Vec<WatchEvent> = response
                         .events()
@@ -245,6 +249,11 @@ impl Etcd {
     }
 }
 
+/// Whether etcd answered that a lease does not exist (it expired or was revoked).
+fn lease_not_found(err: &etcd_client::Error) -> bool {
+    err.to_string().contains("lease not found")
+}
+
 /// Runs one etcd call within [`TIMEOUT`], naming the endpoints on failure.
 async fn bounded<T>(
     endpoints: &str,
@@ -252,10 +261,7 @@ async fn bounded<T>(
 ) -> Result<T, StoreError> {
     match tokio::time::timeout(TIMEOUT, call).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(err)) => Err(StoreError::Etcd { endpoints: endpoints.to_owned(), message: err.to_string() }),
-        Err(_) => Err(StoreError::Etcd {
-            endpoints: endpoints.to_owned(),
-            message: format!("no answer within {} s", TIMEOUT.as_secs()),
-        }),
+        Ok(Err(source)) => Err(StoreError::Etcd { endpoints: endpoints.to_owned(), source }),
+        Err(_) => Err(StoreError::EtcdTimeout { endpoints: endpoints.to_owned(), seconds: TIMEOUT.as_secs() }),
     }
 }
