@@ -56,3 +56,42 @@ impl Caller {
         if self.is_admin() { Ok(()) } else { Err(Forbidden::AdminOnly(what)) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(admin: bool, apps: &[&str]) -> Caller {
+        Caller::Key(AuthorizedKey {
+            name: "dev".into(),
+            public_key: String::new(),
+            fingerprint: String::new(),
+            admin,
+            apps: apps.iter().map(|&app| app.to_owned()).collect(),
+            added_at: time::OffsetDateTime::UNIX_EPOCH,
+        })
+    }
+
+    fn app(name: &str) -> AppName {
+        AppName::parse(name).expect("app name")
+    }
+
+    #[test]
+    fn admins_and_the_host_reach_every_app_and_other_keys_only_their_own_exactly() {
+        for caller in [Caller::Host, key(true, &[])] {
+            assert!(caller.check_app(&app("shop")).is_ok() && caller.check_admin("manage keys").is_ok());
+        }
+        let dev = key(false, &["shop-staging"]);
+        assert!(dev.check_app(&app("shop-staging")).is_ok());
+        let refused = dev.check_app(&app("shop")).expect_err("shop-staging does not reach shop");
+        assert_eq!(
+            refused.to_string(),
+            "key dev may not use app shop; an admin can allow it with: keys add dev --apps shop"
+        );
+        assert_eq!(
+            dev.check_admin("manage keys").expect_err("not an admin").to_string(),
+            "only admin keys may manage keys"
+        );
+        assert_eq!((Caller::Host.name(), dev.name()), ("admin", "dev"));
+    }
+}

@@ -161,7 +161,7 @@ async fn release(ctx: &Context, plan: Deploy, report: &Reporter) -> Result<Relea
         cause,
         port,
         config,
-        container: None,
+        workload: None,
         host_port: None,
         url: None,
         error: None,
@@ -247,7 +247,7 @@ async fn start_release(
         Err(err) => return fail_release(store, app, release, err.into()).await,
     };
     release.status = ReleaseStatus::Succeeded;
-    release.container = Some(running.name.clone());
+    release.workload = Some(running.name.clone());
     release.host_port = Some(running.host_port);
     release.url = Some(running.url.clone());
     let (endpoint, also) = published_with(ctx, runner, app, &release, &running, report)?;

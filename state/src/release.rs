@@ -64,9 +64,11 @@ pub struct Release {
     /// The app's environment for this release, besides `PORT`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
-    /// The container serving this release, once started.
-    #[serde(default)]
-    pub container: Option<String>,
+    /// What runs this release, once started: its container (the docker and
+    /// systemd runners; a unit runs its release's container) or its
+    /// Kubernetes workload. Stored and shown as `container`, as it always was.
+    #[serde(default, rename = "container")]
+    pub workload: Option<String>,
     /// The host port the release is published on, once started.
     #[serde(default)]
     pub host_port: Option<u16>,
@@ -162,7 +164,7 @@ mod tests {
             cause: ReleaseCause::Push { key: "alice".into() },
             port: 5000,
             config: BTreeMap::new(),
-            container: None,
+            workload: None,
             host_port: None,
             url: None,
             error: None,

@@ -71,7 +71,7 @@ pub async fn logs(
     io: &mut Io,
 ) -> Result<Reply, CommandError> {
     let app = existing_app(ctx, caller, name).await?;
-    let Some(container) = ctx.store.current_release(app.as_str()).await?.and_then(|r| r.container) else {
+    let Some(container) = ctx.store.current_release(app.as_str()).await?.and_then(|r| r.workload) else {
         return Err(CommandError::NothingRunning(app));
     };
     let runner = ctx.runner().await?;
@@ -95,7 +95,7 @@ pub async fn restart(ctx: &Context, caller: &Caller, name: &str, io: &mut Io) ->
     let release =
         with_flow_reporter(io, |report| async move { deploy::restart(ctx, &app, caller.name(), &report).await })
             .await?;
-    let container = release.container.clone().unwrap_or_default();
+    let container = release.workload.clone().unwrap_or_default();
     Ok(Reply::new(
         format!("restarted {name} v{} ({container})", release.version),
         json!({ "name": name, "release": release.version, "container": container }),
