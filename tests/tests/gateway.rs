@@ -4,7 +4,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use nap_tests::{AppKind, AppRepo, Gateway, Run, remove_app_containers, unique, wait_for_body};
+use nap_tests::{AppKind, AppRepo, Gateway, Run, unique, wait_for_body};
 
 fn host_key(gateway: &Gateway) -> String {
     let scan: Run = Command::new("ssh-keyscan")
@@ -54,5 +54,4 @@ fn sigterm_stops_accepting_but_lets_a_running_push_finish() {
     let push: Run = push.wait_with_output().expect("push").into();
     push.assert_ok();
     assert!(wait_for_body(&push.url().expect("url"), "hello from slow", Duration::from_secs(10)));
-    remove_app_containers(&app);
 }

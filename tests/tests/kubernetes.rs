@@ -43,6 +43,7 @@ fn a_push_applies_a_checked_deployment_and_service_with_the_users_kubeconfig_and
     let root = unique("k8s-deploy");
     let (gateway, admin) =
         gateway(&cluster, &format!("store = \"etcd://{}\"\npublish_rollout = \"{root}/dev\"\n", etcd_endpoint()));
+    gateway.cleanup().etcd_prefix(format!("/k8s-deploy/{root}/"));
     let app = unique("kube");
     let push = AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master");
     push.assert_ok();
@@ -106,8 +107,6 @@ fn a_push_applies_a_checked_deployment_and_service_with_the_users_kubeconfig_and
 
     gateway.ssh(&admin, "nap", &["apps", "destroy", &app, "--force"]).assert_ok();
     assert!(cluster.object("Deployment", &app).is_none() && cluster.object("Service", &app).is_none());
-    etcdctl(&["del", "--prefix", &format!("/k8s-deploy/{root}/")]);
-    etcdctl(&["del", "--prefix", &format!("/nap/apps/{app}/")]);
 }
 
 #[test]

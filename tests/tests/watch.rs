@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nap_tests::{PrivateEtcd, Run, etcd_endpoint, etcdctl, nap_bin, unique};
+use nap_tests::{Cleanup, PrivateEtcd, Run, etcd_endpoint, etcdctl, nap_bin};
 
 /// A conf.d directory with its templates/ beside it, and the files they make.
 struct Confd {
@@ -152,7 +152,7 @@ sort_kv_by_length=/hosts/a/ip;/hosts/bb/ip;
 
 #[test]
 fn every_function_reads_etcd_through_the_resources_prefix() {
-    let prefix = format!("/{}", unique("watch"));
+    let (prefix, _cleanup) = Cleanup::etcd_root("watch");
     put(
         &prefix,
         &[
@@ -175,12 +175,11 @@ fn every_function_reads_etcd_through_the_resources_prefix() {
         .into();
     run.assert_ok();
     assert_eq!(std::fs::read_to_string(dest).expect("dest"), EVERY_FUNCTION_RENDERED);
-    etcdctl(&["del", "--prefix", &format!("{prefix}/")]);
 }
 
 #[test]
 fn a_function_that_fails_names_its_key_template_and_resource_writes_nothing_and_onetime_exits_1() {
-    let prefix = format!("/{}", unique("watch"));
+    let (prefix, _cleanup) = Cleanup::etcd_root("watch");
     put(&prefix, &[("/text", "not json"), ("/object", "{}"), ("/word", "maybe")]);
     let confd = Confd::new();
     let settings = format!("prefix = \"{prefix}\"\n");
@@ -223,12 +222,11 @@ fn a_function_that_fails_names_its_key_template_and_resource_writes_nothing_and_
     }
     assert!(run.stderr.contains(&format!("error: {} of {} template resources failed", cases.len(), cases.len() + 1)));
     assert_eq!(std::fs::read_to_string(ok).expect("the good one is written"), "maybe");
-    etcdctl(&["del", "--prefix", &format!("{prefix}/")]);
 }
 
 #[test]
 fn a_confd_conf_d_file_works_unchanged_and_a_failing_check_keeps_dest() {
-    let prefix = format!("/{}", unique("k8s-deploy"));
+    let (prefix, _cleanup) = Cleanup::etcd_root("k8s-deploy");
     let confd = Confd::new();
     // The write-up's file, as it is (its owner key included), but for paths.
     let dest = confd.out("demoproject-rollout");
@@ -285,7 +283,7 @@ fn a_confd_conf_d_file_works_unchanged_and_a_failing_check_keeps_dest() {
 
 #[test]
 fn a_burst_of_ten_thousand_puts_ends_with_the_file_at_the_final_state_and_replaces_are_atomic() {
-    let prefix = format!("/{}", unique("burst"));
+    let (prefix, _cleanup) = Cleanup::etcd_root("burst");
     let confd = Confd::new();
     let template =
         "BEGIN\n{% for name in ls(key=\"/k\") %}{{ name }}={{ getv(key=\"/k/\" ~ name) }}\n{% endfor %}END\n";
@@ -328,7 +326,6 @@ fn a_burst_of_ten_thousand_puts_ends_with_the_file_at_the_final_state_and_replac
     watching.until(&dest, &format!("BEGIN\n{expected}END\n"), Duration::from_secs(30));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(reader.join().expect("the reader saw only whole files") > 0);
-    etcdctl(&["del", "--prefix", &format!("{prefix}/")]);
 }
 
 #[test]
@@ -400,7 +397,7 @@ fn the_embedded_store_and_the_environment_are_backends_too() {
 
 #[test]
 fn interval_polls_instead_of_watching() {
-    let prefix = format!("/{}", unique("interval"));
+    let (prefix, _cleanup) = Cleanup::etcd_root("interval");
     let confd = Confd::new();
     let dest = confd.resource("poll", &format!("prefix = \"{prefix}\"\n"), "{{ getv(key=\"/v\", default=\"none\") }}");
     let watching = confd.watch(&shared_store(), &["--interval", "1"]);
@@ -408,5 +405,4 @@ fn interval_polls_instead_of_watching() {
     put(&prefix, &[("/v", "polled")]);
     watching.until(&dest, "polled", Duration::from_secs(10));
     assert!(!watching.log().contains("watching"), "it watched: {}", watching.log());
-    etcdctl(&["del", "--prefix", &format!("{prefix}/")]);
 }
