@@ -9,8 +9,13 @@ scripts/services.sh
 cargo build --workspace --bins --locked
 # The static nap-watch that the entrypoint test copies into an image.
 scripts/build-nap-watch.sh >/dev/null
+# Tests that need a real Kubernetes cluster are #[ignore]d; KUBECONFIG runs them too.
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
+  ignored=()
+  if [ -n "${KUBECONFIG:-}" ]; then ignored=(--run-ignored all); fi
+  cargo nextest run --workspace --locked --no-fail-fast "${ignored[@]}"
 else
-  cargo test --workspace --locked --no-fail-fast
+  ignored=()
+  if [ -n "${KUBECONFIG:-}" ]; then ignored=(-- --include-ignored); fi
+  cargo test --workspace --locked --no-fail-fast "${ignored[@]}"
 fi
