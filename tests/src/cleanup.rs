@@ -106,34 +106,31 @@ impl Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let owned = std::mem::take(&mut *self.owned());
+        let labels: Vec<String> = owned.apps.iter().map(|app| format!("label=nap.app={app}")).collect();
         // Containers first: they hold their images.
         let mut containers = owned.containers;
-        for app in &owned.apps {
-            containers.extend(docker_lines(&[
-                "ps",
-                "-a",
-                "--format",
-                "{{.Names}}",
-                "--filter",
-                &format!("label=nap.app={app}"),
-            ]));
+        for label in &labels {
+            containers.extend(docker_lines(&["ps", "-a", "--format", "{{.Names}}", "--filter", label]));
         }
         if !containers.is_empty() {
             quietly(Command::new("docker").args(["rm", "-f"]).args(containers));
         }
-        // By name, never by ID: an image ID may carry another test's tags too.
-        // --no-prune keeps the untagged layers under an image: they are the
-        // build cache that pushes running beside this test may be using.
-        let mut filters: Vec<String> = owned.apps.iter().map(|app| format!("label=nap.app={app}")).collect();
-        filters.extend(owned.images.iter().map(|reference| format!("reference={reference}")));
-        let mut images = BTreeSet::new();
-        for filter in filters {
-            let names = docker_lines(&["images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", &filter]);
-            images.extend(names.into_iter().filter(|name| !name.ends_with(":<none>")));
+        // Images the test named itself (built here, or committed from a
+        // container), with their untagged parents. First, while the app images
+        // a snapshot was committed from still have their tags and so stop that.
+        let references: Vec<String> = owned.images.iter().map(|reference| format!("reference={reference}")).collect();
+        rmi(&["-f"], image_names(&references));
+        // An app's images go by name, never by ID (an ID may carry another
+        // test's tags too), and with --no-prune: the untagged layers under
+        // them are the build cache that pushes beside this test may be using.
+        rmi(&["-f", "--no-prune"], image_names(&labels));
+        // What is left of them is untagged, so no test's name: the build's own
+        // LABEL steps, whose config names the app. Newest (children) first.
+        let mut leftovers = Vec::new();
+        for label in &labels {
+            leftovers.extend(docker_lines(&["images", "-a", "-q", "--filter", "dangling=true", "--filter", label]));
         }
-        if !images.is_empty() {
-            quietly(Command::new("docker").args(["rmi", "-f", "--no-prune"]).args(images));
-        }
+        rmi(&["--no-prune"], leftovers);
         let endpoint = etcd_endpoint();
         let etcdctl = |args: &[&str]| {
             quietly(Command::new("etcdctl").env("ETCDCTL_API", "3").args(["--endpoints", &endpoint]).args(args));
@@ -149,6 +146,24 @@ impl Drop for Cleanup {
                 quietly(Command::new(program).args(args));
             }
         }
+    }
+}
+
+/// `REPOSITORY:TAG` of each tagged image that one of `filters` lists.
+fn image_names(filters: &[String]) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for filter in filters {
+        let listed = docker_lines(&["images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", filter]);
+        names.extend(listed.into_iter().filter(|name| !name.ends_with(":<none>")));
+    }
+    names
+}
+
+/// `docker rmi OPTIONS IMAGES`, if there are any.
+fn rmi(options: &[&str], images: impl IntoIterator<Item = String>) {
+    let images: Vec<String> = images.into_iter().collect();
+    if !images.is_empty() {
+        quietly(Command::new("docker").arg("rmi").args(options).args(images));
     }
 }
 
