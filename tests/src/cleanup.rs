@@ -115,22 +115,25 @@ impl Drop for Cleanup {
         if !containers.is_empty() {
             quietly(Command::new("docker").args(["rm", "-f"]).args(containers));
         }
-        // Images the test named itself (built here, or committed from a
-        // container), with their untagged parents. First, while the app images
-        // a snapshot was committed from still have their tags and so stop that.
+        // Never delete an image while a build may read its siblings: a
+        // classic build looks for its cache among the children of its last
+        // step, and fails ("unable to find image") if one goes meanwhile.
+        // Hence names, not IDs (an ID may carry another test's tags too), and
+        // --no-prune: the untagged images under an app's image (its build
+        // steps, the last of them naming the app) are children of steps that
+        // every push of the same Dockerfile shares.
         let references: Vec<String> = owned.images.iter().map(|reference| format!("reference={reference}")).collect();
-        rmi(&["-f"], image_names(&references));
-        // An app's images go by name, never by ID (an ID may carry another
-        // test's tags too), and with --no-prune: the untagged layers under
-        // them are the build cache that pushes beside this test may be using.
-        rmi(&["-f", "--no-prune"], image_names(&labels));
-        // What is left of them is untagged, so no test's name: the build's own
-        // LABEL steps, whose config names the app. Newest (children) first.
-        let mut leftovers = Vec::new();
-        for label in &labels {
-            leftovers.extend(docker_lines(&["images", "-a", "-q", "--filter", "dangling=true", "--filter", label]));
+        let mut ancestors = Vec::new();
+        for reference in &references {
+            for id in docker_lines(&["images", "-q", "--filter", reference]) {
+                ancestors.extend(untagged_ancestors(&id));
+            }
         }
-        rmi(&["--no-prune"], leftovers);
+        rmi(&["-f", "--no-prune"], image_names(&references));
+        // The build steps of an image the test built itself go too, but for
+        // the first one on a tagged image: builds from that image read it.
+        rmi(&["--no-prune"], ancestors);
+        rmi(&["-f", "--no-prune"], image_names(&labels));
         let endpoint = etcd_endpoint();
         let etcdctl = |args: &[&str]| {
             quietly(Command::new("etcdctl").env("ETCDCTL_API", "3").args(["--endpoints", &endpoint]).args(args));
@@ -157,6 +160,30 @@ fn image_names(filters: &[String]) -> BTreeSet<String> {
         names.extend(listed.into_iter().filter(|name| !name.ends_with(":<none>")));
     }
     names
+}
+
+/// The untagged images under `image`, nearest first, down to the first one
+/// with a tag, without the one on that.
+fn untagged_ancestors(image: &str) -> Vec<String> {
+    let mut chain = Vec::new();
+    let mut next = parent_and_tagged(image).map(|(parent, _)| parent);
+    while let Some(id) = next.filter(|id| !id.is_empty()) {
+        let Some((parent, tagged)) = parent_and_tagged(&id) else { break };
+        if tagged {
+            break;
+        }
+        chain.push(id);
+        next = Some(parent);
+    }
+    chain.pop();
+    chain
+}
+
+/// An image's parent (empty for none), and whether it has a tag.
+fn parent_and_tagged(image: &str) -> Option<(String, bool)> {
+    let inspected = docker_lines(&["image", "inspect", "--format", "{{.Parent}} {{len .RepoTags}}", image]);
+    let (parent, tags) = inspected.first()?.split_once(' ')?;
+    Some((parent.to_owned(), tags != "0"))
 }
 
 /// `docker rmi OPTIONS IMAGES`, if there are any.

@@ -29,6 +29,28 @@ fn gateway_on_host(host_ip: &str, extra: &str) -> (Gateway, String) {
     (gateway, root)
 }
 
+/// The image the original tool's containers run here: busybox, under a
+/// name of its own that no build starts from. Their snapshots are its
+/// children, so removing them never races a build, which reads the
+/// children of its base (nap/busybox) to find its cache.
+fn original_tool_image() -> &'static str {
+    const IMAGE: &str = "nap-test/original-tool:latest";
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        use std::io::Write;
+        let mut build = std::process::Command::new("docker")
+            .args(["build", "-q", "-t", IMAGE, "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("docker build");
+        let dockerfile = "FROM nap/busybox\nLABEL nap-test=original-tool\n";
+        build.stdin.take().expect("stdin").write_all(dockerfile.as_bytes()).expect("write the Dockerfile");
+        assert!(build.wait().expect("docker build").success(), "docker build of {IMAGE} failed");
+    });
+    IMAGE
+}
+
 /// An app number in the original tool's convention, unique to the test: six
 /// digits, so that no test's `NUMBERrc-COMPONENT` is part of another's.
 fn app_number() -> String {
@@ -136,7 +158,7 @@ fn commit_snapshots_nap_and_original_containers_records_their_ip_and_makes_takeo
         .container(&original)
         .images(format!("{REGISTRY}/{app}-web-*"))
         .images(format!("{REGISTRY}/{number}-mango-*"));
-    docker(&["run", "-d", "--name", &original, "nap/busybox:latest", "sleep", "300"]).assert_ok();
+    docker(&["run", "-d", "--name", &original, original_tool_image(), "sleep", "300"]).assert_ok();
 
     let import = |app: &str, component: &str, state: &str| {
         let yaml = format!("App: {app}\nComponent: {component}\nRepository: {REGISTRY}\nIps:\n  - Ip: {host_ip}\n");
@@ -298,7 +320,7 @@ fn commit_holds_each_container_still_and_lets_it_go_even_when_interrupted() {
     for name in &containers {
         gateway.cleanup().container(name);
         let script = "dd if=/dev/urandom of=/data.bin bs=1M count=8 2>/dev/null; exec sleep 300";
-        docker(&["run", "-d", "--name", name, "nap/busybox:latest", "sh", "-c", script]).assert_ok();
+        docker(&["run", "-d", "--name", name, original_tool_image(), "sh", "-c", script]).assert_ok();
     }
     let yaml = format!("App: {number}\nComponent: web\nRepository: {REGISTRY}\nIps:\n  - Ip: {host_ip}\n");
     gateway.nap(&["import", "--commit", "2"], &yaml).assert_ok();
@@ -371,7 +393,7 @@ fn a_failed_snapshot_is_reported_for_its_container_and_the_others_are_recorded()
     gateway.cleanup().images(format!("{REGISTRY}/{number}-web-*")).images(format!("127.0.0.1:9/{number}-db-*"));
     for name in [&web, &db] {
         gateway.cleanup().container(name);
-        docker(&["run", "-d", "--name", name, "nap/busybox:latest", "sleep", "300"]).assert_ok();
+        docker(&["run", "-d", "--name", name, original_tool_image(), "sleep", "300"]).assert_ok();
     }
     let import = |component: &str, state: &str, repository: &str| {
         let yaml =
@@ -419,7 +441,7 @@ fn a_second_commit_on_a_host_is_refused_while_one_holds_its_containers() {
     let number = app_number();
     let container = format!("k8s_{number}rc-web-0_{}", unique("pod"));
     gateway.cleanup().container(&container).images(format!("{REGISTRY}/{number}-web-*"));
-    docker(&["run", "-d", "--name", &container, "nap/busybox:latest", "sleep", "300"]).assert_ok();
+    docker(&["run", "-d", "--name", &container, original_tool_image(), "sleep", "300"]).assert_ok();
     let yaml = format!("App: {number}\nComponent: web\nRepository: {REGISTRY}\nIps:\n  - Ip: {host_ip}\n");
     gateway.nap(&["import", "--commit", "2"], &yaml).assert_ok();
 
