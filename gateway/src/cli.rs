@@ -33,7 +33,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the SSH gateway that takes pushes and commands (see --listen, --shutdown-timeout)
     Serve,
-    /// Entry point for OpenSSH's forced command: runs $`SSH_ORIGINAL_COMMAND` as key NAME
+    /// Entry point for OpenSSH's forced command: runs $SSH_ORIGINAL_COMMAND as key NAME
     SshCommand {
         /// The key's name, as added with `nap keys add`
         #[arg(long, value_name = "NAME")]
@@ -154,7 +154,7 @@ async fn until_signalled(command: impl Future<Output = u32>) -> u32 {
 
 /// `serve` logs to stderr. Hooks and forced commands must not: their stderr
 /// goes to the client, so they log to `DATA/logs/nap.log`. Local commands
-/// log nothing unless `NAP_LOG` asks.
+/// log nothing unless NAP_LOG asks.
 fn init_tracing(command: &Command, settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NAP_LOG").unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);

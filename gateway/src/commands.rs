@@ -50,6 +50,8 @@ pub enum Operate {
     Rollback {
         app: String,
         /// The release to go back to, e.g. v5 [default: the previous good one]
+        // Its own id: `version` is the --version flag every subcommand has.
+        #[arg(id = "release", value_name = "VERSION")]
         version: Option<String>,
     },
     /// Restart an app's running release
@@ -73,7 +75,7 @@ pub enum Operate {
         /// Only this app's containers
         app: Option<String>,
     },
-    /// Print the take-over `ReplicationControllers` that `commit` made for an app
+    /// Print the take-over ReplicationControllers that `commit` made for an app
     Takeover { app: String },
     /// Start a snapshot image here with the container IP recorded for it (admin keys only)
     ///

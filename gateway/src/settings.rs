@@ -44,7 +44,7 @@ pub struct Settings {
     /// The registry's user name
     #[arg(long, global = true, env = "NAP_REGISTRY_USERNAME", value_name = "USER", hide = true)]
     pub registry_username: Option<String>,
-    /// The registry's password; better in `NAP_REGISTRY_PASSWORD` or nap.toml than on a command line
+    /// The registry's password; better in NAP_REGISTRY_PASSWORD or nap.toml than on a command line
     #[arg(long, global = true, env = "NAP_REGISTRY_PASSWORD", value_name = "PASSWORD", hide = true)]
     pub registry_password: Option<Secret>,
     /// Host name put in app URLs [default: this machine's host name]
@@ -62,13 +62,13 @@ pub struct Settings {
     /// How releases run: docker, systemd or kubernetes [default: systemd if the system bus has it, else docker]
     #[arg(long, global = true, env = "NAP_RUNNER", value_name = "RUNNER")]
     pub runner: Option<RunnerKind>,
-    /// D-Bus address of the system bus, e.g. `unix:path=/run/dbus/system_bus_socket` [default: the system's]
+    /// D-Bus address of the system bus, e.g. unix:path=/run/dbus/system_bus_socket [default: the system's]
     #[arg(long, global = true, env = "NAP_SYSTEM_BUS", value_name = "ADDRESS")]
     pub system_bus: Option<String>,
     /// Where the systemd runner writes units [default: /etc/systemd/system]
     #[arg(long, global = true, env = "NAP_UNIT_DIR", value_name = "DIR")]
     pub unit_dir: Option<PathBuf>,
-    /// Where the systemd runner writes each release's environment file [default: `DATA_DIR/env`]
+    /// Where the systemd runner writes each release's environment file [default: DATA_DIR/env]
     #[arg(long, global = true, env = "NAP_ENV_DIR", value_name = "DIR", hide = true)]
     pub env_dir: Option<PathBuf>,
     /// A directory whose templates replace the built-in ones of units/
@@ -104,10 +104,10 @@ pub struct Settings {
     /// Kubernetes runner: the namespace releases go to [default: the context's]
     #[arg(long, global = true, env = "NAP_K8S_NAMESPACE", value_name = "NAMESPACE")]
     pub k8s_namespace: Option<String>,
-    /// Kubernetes runner: deployment (one Deployment per app) or rc (a `ReplicationController` per release) [default: deployment]
+    /// Kubernetes runner: deployment (one Deployment per app) or rc (a ReplicationController per release) [default: deployment]
     #[arg(long, global = true, env = "NAP_K8S_KIND", value_name = "KIND")]
     pub k8s_kind: Option<WorkloadKind>,
-    /// Kubernetes runner: the Service's type [default: `NodePort`]
+    /// Kubernetes runner: the Service's type [default: NodePort]
     #[arg(long, global = true, env = "NAP_K8S_SERVICE_TYPE", value_name = "TYPE", hide = true)]
     pub k8s_service_type: Option<String>,
     /// Kubernetes runner: pods per release [default: 1]

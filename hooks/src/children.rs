@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard};
 
-/// Children that someone else waits for (`check_cmd` and `reload_cmd`, run by
+/// Children that someone else waits for (check_cmd and reload_cmd, run by
 /// `apply`): the reaper leaves them to their owner, who needs their status.
 static OWNED: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 

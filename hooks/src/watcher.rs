@@ -42,7 +42,7 @@ pub struct WatchArgs {
     /// After a change, wait this long for more before rendering (0: render at once)
     #[arg(long, value_name = "MS", default_value_t = 100)]
     pub debounce: u64,
-    /// Seconds `check_cmd` and `reload_cmd` may run
+    /// Seconds check_cmd and reload_cmd may run
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub reload_timeout: u64,
     /// Read keys from the environment (confd's env backend) instead of the store

@@ -33,7 +33,7 @@ pub enum WorkloadKind {
     #[default]
     #[serde(rename = "deployment")]
     Deployment,
-    /// One `ReplicationController` per release, for clusters without apps/v1.
+    /// One ReplicationController per release, for clusters without apps/v1.
     #[serde(rename = "rc", alias = "replicationcontroller")]
     ReplicationController,
 }
@@ -54,7 +54,7 @@ pub struct KubernetesSettings {
     pub context: Option<String>,
     pub namespace: Option<String>,
     pub kind: WorkloadKind,
-    /// The Service's type [default: `NodePort`, so the app has a URL].
+    /// The Service's type [default: NodePort, so the app has a URL].
     pub service_type: String,
     pub replicas: u32,
     /// How long a rollout may take before it is undone.
@@ -73,7 +73,7 @@ impl Default for KubernetesSettings {
             kind: WorkloadKind::Deployment,
             service_type: "NodePort".into(),
             replicas: 1,
-            rollout_timeout: Duration::from_mins(5),
+            rollout_timeout: Duration::from_secs(300),
             units_dir: None,
         }
     }

@@ -22,7 +22,7 @@ use crate::release::{Progress, RunRequest, Running, Serving};
 use crate::units::{self, Units};
 
 /// How long systemd gets to finish a start, stop or restart job.
-const JOB_TIMEOUT: Duration = Duration::from_mins(1);
+const JOB_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where the systemd runner puts things, and what its units call.
 #[derive(Debug, Clone)]

@@ -15,7 +15,7 @@ pub const K8S_REPLICATION_CONTROLLER: &str = "k8s-rc.yaml.tera";
 pub const K8S_POD: &str = "k8s-pod.yaml.tera";
 /// The Kubernetes runner's Service in front of the app.
 pub const K8S_SERVICE: &str = "k8s-service.yaml.tera";
-/// The commiter flow's take-over `ReplicationController`.
+/// The commiter flow's take-over ReplicationController.
 pub const TAKEOVER_RC: &str = "takeover-rc.yaml.tera";
 
 const BUILTIN: &[(&str, &str)] = &[

@@ -19,10 +19,10 @@ pub struct StoreSettings {
     /// Where state lives: embedded (under the data directory) or etcd://HOST:PORT[,HOST:PORT...]
     #[arg(long, global = true, env = "NAP_STORE", value_name = "STORE")]
     pub store: Option<String>,
-    /// etcd user (its password: `NAP_STORE_PASSWORD` or `store_password` in nap.toml)
+    /// etcd user (its password: NAP_STORE_PASSWORD or `store_password` in nap.toml)
     #[arg(long, global = true, env = "NAP_STORE_USER", value_name = "USER")]
     pub store_user: Option<String>,
-    /// etcd password; better in `NAP_STORE_PASSWORD` or nap.toml than on a command line
+    /// etcd password; better in NAP_STORE_PASSWORD or nap.toml than on a command line
     #[arg(long, global = true, env = "NAP_STORE_PASSWORD", value_name = "PASSWORD", hide = true)]
     pub store_password: Option<Secret>,
     /// etcd CA certificate (PEM): talk TLS to etcd

@@ -68,7 +68,7 @@ async fn a_dead_holder_on_this_host_is_not_waited_for() {
     let app = app();
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     // A pid that no process has (above the kernel's pid_max).
-    foreign_lock(&store, &app, &host, 4_999_999, Duration::from_mins(1)).await;
+    foreign_lock(&store, &app, &host, 4_999_999, Duration::from_secs(60)).await;
     acquire(&store, &app, "the next push").await.unwrap();
 }
 
@@ -79,7 +79,7 @@ async fn a_lock_this_process_let_go_of_but_could_not_revoke_is_not_waited_for() 
     let store = etcd().await;
     let app = app();
     let host = gethostname::gethostname().to_string_lossy().into_owned();
-    foreign_lock(&store, &app, &host, std::process::id(), Duration::from_mins(1)).await;
+    foreign_lock(&store, &app, &host, std::process::id(), Duration::from_secs(60)).await;
     let held = acquire(&store, &app, "the next push").await.expect("a leftover of this process is taken over");
     // One this process does hold is not.
     let err = acquire(&store, &app, "a second push").await.expect_err("admitted while held here");

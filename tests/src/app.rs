@@ -102,8 +102,9 @@ impl AppRepo {
         self.push_command(key, url, refspec).output().expect("git push").into()
     }
 
-    /// Pushes `refspec` to `app` on `gateway`.
+    /// Pushes `refspec` to `app` on `gateway` (whose drop removes the app).
     pub fn push(&self, gateway: &Gateway, key: &Key, app: &str, refspec: &str) -> Run {
+        gateway.track_app(app);
         self.push_to(key, &gateway.remote(app), refspec)
     }
 
@@ -111,6 +112,7 @@ impl AppRepo {
     /// that a test can kill git and its ssh together.
     pub fn spawn_push(&self, gateway: &Gateway, key: &Key, app: &str, refspec: &str) -> Child {
         use std::os::unix::process::CommandExt;
+        gateway.track_app(app);
         self.push_command(key, &gateway.remote(app), refspec)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

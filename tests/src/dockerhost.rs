@@ -115,7 +115,7 @@ impl Drop for DockerHost {
         }
         if let Some(mut dockerd) = self.dockerd.take() {
             let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(dockerd.id() as i32),
+                nix::unistd::Pid::from_raw(i32::try_from(dockerd.id()).expect("a pid")),
                 nix::sys::signal::Signal::SIGTERM,
             );
             let deadline = Instant::now() + Duration::from_secs(20);

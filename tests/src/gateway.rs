@@ -1,4 +1,7 @@
 //! A real `nap serve` with its own data directory, settings file and port.
+//! When it drops, it stops with every process under it, and what its test
+//! deployed and wrote goes: containers and images of its apps, and on the
+//! shared etcd their keys and the SSH keys added through it.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -10,14 +13,20 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 
+use nap_state::layout;
+
 use crate::key::{Key, ssh_options};
-use crate::{REGISTRY, Run, free_port, nap_bin};
+use crate::{Cleanup, REGISTRY, Run, etcd_endpoint, free_port, nap_bin};
 
 pub struct Gateway {
     dir: TempDir,
     pub port: u16,
     child: Option<Child>,
     env: Vec<(String, String)>,
+    /// Whether the store is the etcd every test shares: then the keys of
+    /// this test's apps and SSH keys are deleted by name when it drops.
+    shared_etcd: bool,
+    cleanup: Cleanup,
 }
 
 impl Gateway {
@@ -40,8 +49,10 @@ impl Gateway {
             data.display()
         );
         std::fs::write(dir.path().join("nap.toml"), settings).expect("write nap.toml");
+        let shared = format!("etcd://{}", etcd_endpoint());
+        let shared_etcd = extra.contains(&shared) || env.iter().any(|(_, value)| value.contains(&shared));
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut gateway = Gateway { dir, port: free_port(), child: None, env };
+        let mut gateway = Gateway { dir, port: free_port(), child: None, env, shared_etcd, cleanup: Cleanup::new() };
         gateway.spawn();
         gateway
     }
@@ -77,6 +88,7 @@ impl Gateway {
 
     /// Runs a local `nap ARGS`, with `stdin` as its input.
     pub fn nap(&self, args: &[&str], stdin: &str) -> Run {
+        self.track_writes(args);
         let mut child = self
             .command()
             .args(args)
@@ -122,6 +134,7 @@ impl Gateway {
 
     /// The `ssh` command for `COMMAND`, with piped streams, not yet started.
     pub fn ssh_command(&self, key: &Key, user: &str, command: &[&str]) -> Command {
+        self.track_writes(command);
         let mut ssh = Command::new("ssh");
         ssh.args(ssh_options(&key.private))
             .args(["-p", &self.port.to_string(), &format!("{user}@127.0.0.1")])
@@ -130,6 +143,41 @@ impl Gateway {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         ssh
+    }
+
+    /// Notes the apps and keys a command may create (`apps create NAME`,
+    /// `keys add NAME`), so that they go when the gateway does.
+    fn track_writes(&self, args: &[&str]) {
+        for words in args.windows(3) {
+            match words {
+                ["apps", "create", app] => self.track_app(app),
+                ["keys", "add", name] => self.track_key(name),
+                _ => {}
+            }
+        }
+    }
+
+    /// `app` is this test's: its containers and images go when the gateway
+    /// drops, and its keys too on the shared etcd. Pushes call this.
+    pub fn track_app(&self, app: &str) {
+        self.cleanup.app(app);
+        if self.shared_etcd {
+            self.cleanup.etcd_prefix(layout::app(app)).etcd_key(layout::lock(app));
+        }
+    }
+
+    /// The SSH key `name` is this test's: on the shared etcd it is deleted
+    /// when the gateway drops (elsewhere it lives in the data directory).
+    pub fn track_key(&self, name: &str) {
+        if self.shared_etcd {
+            self.cleanup.etcd_key(layout::ssh_key(name));
+        }
+    }
+
+    /// More that goes when this gateway does, after it has stopped: a
+    /// commiter root, containers and images the test made beside it.
+    pub fn cleanup(&self) -> &Cleanup {
+        &self.cleanup
     }
 
     pub fn remote(&self, app: &str) -> String {
@@ -164,7 +212,7 @@ impl Gateway {
     /// Sends SIGTERM and waits (bounded) for the gateway to exit.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let _ = kill(Pid::from_raw(i32::try_from(child.id()).expect("a pid")), Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -189,10 +237,10 @@ impl Gateway {
             index += 1;
         }
         for pid in &doomed {
-            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGSTOP);
+            let _ = kill(Pid::from_raw(i32::try_from(*pid).expect("a pid")), Signal::SIGSTOP);
         }
         for pid in &doomed {
-            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(i32::try_from(*pid).expect("a pid")), Signal::SIGKILL);
         }
         let _ = child.wait();
     }
@@ -230,17 +278,15 @@ pub(crate) fn rev_parse(git_dir: &Path, rev: &str) -> Option<String> {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        // Whatever a test deployed goes too, even when it panicked half-way:
-        // every app it pushed has a repo here.
+        // The pushes it runs go too, so that no hook deploys after the cleanup.
+        self.kill_host();
+        // Every app pushed here has a repo, also one pushed through OpenSSH.
         let repos = std::fs::read_dir(self.data_dir().join("repos")).into_iter().flatten().flatten();
         for repo in repos {
             if let Some(app) = repo.file_name().to_string_lossy().strip_suffix(".git") {
-                crate::remove_app_containers(app);
+                self.track_app(app);
             }
         }
+        // `cleanup` drops next, with the gateway's processes gone.
     }
 }

@@ -51,6 +51,6 @@ pub fn ssh_options(identity: &Path) -> Vec<String> {
         "LogLevel=ERROR",
     ]
     .iter()
-    .map(|s| s.to_string())
+    .map(ToString::to_string)
     .collect()
 }

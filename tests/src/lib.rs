@@ -2,8 +2,12 @@
 //! parts: the `nap` binary, the OpenSSH client and server, git, dockerd and
 //! the registry. `scripts/services.sh` starts the services; each test gets its
 //! own data directory, port, keys and app names, so tests run in parallel.
+//! What a test makes on the shared services goes with drop guards
+//! ([`Cleanup`], and [`Gateway`] for the apps and keys it was given), also
+//! when an assert fails.
 
 mod app;
+mod cleanup;
 mod dockerhost;
 mod etcd;
 mod gateway;
@@ -18,6 +22,7 @@ use std::path::PathBuf;
 use std::process::Output;
 
 pub use app::{AppKind, AppRepo};
+pub use cleanup::Cleanup;
 pub use dockerhost::DockerHost;
 pub use etcd::{EtcdTls, PrivateEtcd};
 pub use gateway::Gateway;
@@ -110,7 +115,7 @@ pub fn containers_of(app: &str) -> Vec<String> {
     run.stdout.lines().map(str::to_owned).collect()
 }
 
-/// Removes every container of `app`; tests call it when done.
+/// Removes every container of `app` at once, as a lost host would.
 pub fn remove_app_containers(app: &str) {
     for name in containers_of(app) {
         docker(&["rm", "-f", &name]);

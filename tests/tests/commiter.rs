@@ -4,33 +4,57 @@
 
 use nap_tests::{Gateway, Key, etcd_endpoint, etcdctl, unique};
 
-/// A gateway on etcd with a commiter root of its own, and an admin key.
+/// A gateway on etcd with a commiter root of its own (deleted when the
+/// gateway drops), and an admin key.
 fn gateway() -> (Gateway, Key, String) {
     let root = format!("/{}", unique("commiter"));
     let gateway =
         Gateway::start_with_settings(&format!("store = \"etcd://{}\"\ncommiter_root = \"{root}\"\n", etcd_endpoint()));
+    gateway.cleanup().etcd_prefix(format!("{root}/"));
     let admin = Key::generate();
     gateway.nap(&["keys", "add", &unique("admin"), "--admin"], &admin.public_text()).assert_ok();
     (gateway, admin, root)
 }
 
-/// A gateway on etcd with a commiter root of its own, for host `host_ip`;
-/// `extra` is more of `nap.toml`. Answers the root too.
+/// A gateway on etcd with a commiter root of its own (deleted when the
+/// gateway drops), for host `host_ip`; `extra` is more of `nap.toml`.
+/// Answers the root too.
 fn gateway_on_host(host_ip: &str, extra: &str) -> (Gateway, String) {
     let root = format!("/{}", unique("commiter"));
     let gateway = Gateway::start_with_settings(&format!(
         "store = \"etcd://{}\"\ncommiter_root = \"{root}\"\nhost_ip = \"{host_ip}\"\n{extra}",
         etcd_endpoint()
     ));
+    gateway.cleanup().etcd_prefix(format!("{root}/"));
     (gateway, root)
 }
 
-/// Removes the local images matching `reference` (a `docker images` filter).
-fn remove_images(reference: &str) {
-    let images = nap_tests::docker(&["images", "-q", "--filter", &format!("reference={reference}")]);
-    for image in images.stdout.split_whitespace().collect::<std::collections::BTreeSet<_>>() {
-        nap_tests::docker(&["rmi", "-f", image]);
-    }
+/// The image the original tool's containers run here: busybox, under a
+/// name of its own that no build starts from. Their snapshots are its
+/// children, so removing them never races a build, which reads the
+/// children of its base (nap/busybox) to find its cache.
+fn original_tool_image() -> &'static str {
+    const IMAGE: &str = "nap-test/original-tool:latest";
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        use std::io::Write;
+        let mut build = std::process::Command::new("docker")
+            .args(["build", "-q", "-t", IMAGE, "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("docker build");
+        let dockerfile = "FROM nap/busybox\nLABEL nap-test=original-tool\n";
+        build.stdin.take().expect("stdin").write_all(dockerfile.as_bytes()).expect("write the Dockerfile");
+        assert!(build.wait().expect("docker build").success(), "docker build of {IMAGE} failed");
+    });
+    IMAGE
+}
+
+/// An app number in the original tool's convention, unique to the test: six
+/// digits, so that no test's `NUMBERrc-COMPONENT` is part of another's.
+fn app_number() -> String {
+    (100_000 + rand::random::<u32>() % 900_000).to_string()
 }
 
 const IMPORT: &str =
@@ -54,7 +78,6 @@ fn the_original_tools_example_imports_to_the_keys_its_document_lists() {
             "1",
         ]
     );
-    etcdctl(&["del", "--prefix", &format!("{root}/")]);
 }
 
 #[test]
@@ -75,7 +98,6 @@ fn manage_and_import_write_the_original_tools_keys() {
         let repository = etcdctl(&["get", "--print-value-only", &format!("{root}/images/{ip}/306/mango/repository")]);
         assert_eq!(repository.stdout.trim(), "192.168.11.51:5000");
     }
-    etcdctl(&["del", "--prefix", &format!("{root}/")]);
 }
 
 #[test]
@@ -120,7 +142,7 @@ fn replication_controller(yaml: &str) -> k8s_openapi::api::core::v1::Replication
 
 #[test]
 fn commit_snapshots_nap_and_original_containers_records_their_ip_and_makes_takeover_rcs() {
-    use nap_tests::{AppKind, AppRepo, REGISTRY, docker, registry_tags, remove_app_containers};
+    use nap_tests::{AppKind, AppRepo, REGISTRY, docker, registry_tags};
     let host_ip = "10.200.0.7";
     let (gateway, root) = gateway_on_host(host_ip, &format!("registry = \"{REGISTRY}\"\n"));
     let admin = Key::generate();
@@ -129,9 +151,14 @@ fn commit_snapshots_nap_and_original_containers_records_their_ip_and_makes_takeo
     // A nap app, and a container named by the original tool's convention.
     let app = unique("snap");
     AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master").assert_ok();
-    let number = format!("{}", 100 + rand_number() % 800);
+    let number = app_number();
     let original = format!("k8s_{number}rc-mango-x1_{}", unique("pod"));
-    docker(&["run", "-d", "--name", &original, "nap/busybox:latest", "sleep", "300"]).assert_ok();
+    gateway
+        .cleanup()
+        .container(&original)
+        .images(format!("{REGISTRY}/{app}-web-*"))
+        .images(format!("{REGISTRY}/{number}-mango-*"));
+    docker(&["run", "-d", "--name", &original, original_tool_image(), "sleep", "300"]).assert_ok();
 
     let import = |app: &str, component: &str, state: &str| {
         let yaml = format!("App: {app}\nComponent: {component}\nRepository: {REGISTRY}\nIps:\n  - Ip: {host_ip}\n");
@@ -196,14 +223,6 @@ fn commit_snapshots_nap_and_original_containers_records_their_ip_and_makes_takeo
     for forbidden in ["uid:", "selfLink", "resourceVersion", "status:"] {
         assert!(!takeover.stdout.contains(forbidden), "{forbidden} in\n{}", takeover.stdout);
     }
-
-    docker(&["rm", "-f", &original]);
-    remove_app_containers(&app);
-    etcdctl(&["del", "--prefix", &format!("{root}/")]);
-}
-
-fn rand_number() -> u32 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())
 }
 
 #[test]
@@ -213,6 +232,7 @@ fn restore_starts_a_snapshot_with_its_recorded_ip_and_refuses_a_taken_one() {
     let admin = Key::generate();
     gateway.nap(&["keys", "add", &unique("admin"), "--admin"], &admin.public_text()).assert_ok();
     let app = unique("move");
+    gateway.cleanup().images(format!("{REGISTRY}/{app}-web-*"));
     AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master").assert_ok();
     let yaml = format!("App: {app}\nComponent: web\nRepository: {REGISTRY}\nIps:\n  - Ip: 10.200.0.8\n");
     gateway.ssh_with_input(&admin, "nap", &["import"], &yaml).assert_ok();
@@ -233,12 +253,14 @@ fn restore_starts_a_snapshot_with_its_recorded_ip_and_refuses_a_taken_one() {
     let restored = gateway.ssh(&admin, "nap", &["restore", &image, "--json"]);
     let restored: serde_json::Value = serde_json::from_str(&restored.assert_ok().stdout).expect("json");
     let container = restored["container"].as_str().expect("container").to_owned();
+    gateway.cleanup().container(&container).container(format!("{container}-2"));
     let address = docker(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &container]);
     assert_eq!(address.stdout.trim(), ip);
     assert!(wait_for_body(&format!("http://{ip}:5000/"), "hello from web", std::time::Duration::from_secs(10)));
 
     // Without nap's record, the original assigner's is used.
     let assigner_key = format!("/assigner/ips/{image}");
+    gateway.cleanup().etcd_key(&assigner_key);
     etcdctl(&["del", &format!("{root}/ips/{image}")]);
     etcdctl(&["put", &assigner_key, "172.31.250.9"]);
     let other = gateway.ssh(&admin, "nap", &["restore", &image, "--name", &format!("{container}-2")]);
@@ -248,9 +270,6 @@ fn restore_starts_a_snapshot_with_its_recorded_ip_and_refuses_a_taken_one() {
     gateway
         .ssh(&admin, "nap", &["restore", "nowhere/none:1"])
         .assert_failed_with("error: no IP recorded for nowhere/none:1");
-    docker(&["rm", "-f", &container, &format!("{container}-2")]);
-    etcdctl(&["del", &assigner_key]);
-    etcdctl(&["del", "--prefix", &format!("{root}/")]);
 }
 
 /// A container's freezer as the kernel shows it: cgroup v1's `freezer.state`,
@@ -262,12 +281,13 @@ impl Freezer {
         let pid = nap_tests::docker(&["inspect", "-f", "{{.State.Pid}}", container]);
         let cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", pid.stdout.trim())).expect("cgroups");
         let path = |line: &str| line.splitn(3, ':').nth(2).expect("cgroup path").to_owned();
-        match cgroups.lines().find(|l| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|c| c == "freezer"))) {
-            Some(line) => Freezer(format!("/sys/fs/cgroup/freezer{}", path(line)).into(), true),
-            None => {
-                let line = cgroups.lines().find(|l| l.starts_with("0::")).expect("a cgroup");
-                Freezer(format!("/sys/fs/cgroup{}", path(line)).into(), false)
-            }
+        if let Some(line) =
+            cgroups.lines().find(|l| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|c| c == "freezer")))
+        {
+            Freezer(format!("/sys/fs/cgroup/freezer{}", path(line)).into(), true)
+        } else {
+            let line = cgroups.lines().find(|l| l.starts_with("0::")).expect("a cgroup");
+            Freezer(format!("/sys/fs/cgroup{}", path(line)).into(), false)
         }
     }
 
@@ -292,14 +312,16 @@ fn commit_holds_each_container_still_and_lets_it_go_even_when_interrupted() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
     let host_ip = "10.200.0.9";
-    let (gateway, root) = gateway_on_host(host_ip, "");
-    let number = format!("{}", 100 + rand_number() % 800);
+    let (gateway, _root) = gateway_on_host(host_ip, "");
+    let number = app_number();
     let pod = unique("pod");
     // 8 MiB each, so that a snapshot takes long enough to be caught frozen.
     let containers: Vec<String> = (0..4).map(|i| format!("k8s_{number}rc-web-{i}_{pod}")).collect();
+    gateway.cleanup().images(format!("{REGISTRY}/{number}-web-*"));
     for name in &containers {
+        gateway.cleanup().container(name);
         let script = "dd if=/dev/urandom of=/data.bin bs=1M count=8 2>/dev/null; exec sleep 300";
-        docker(&["run", "-d", "--name", name, "nap/busybox:latest", "sh", "-c", script]).assert_ok();
+        docker(&["run", "-d", "--name", name, original_tool_image(), "sh", "-c", script]).assert_ok();
     }
     let yaml = format!("App: {number}\nComponent: web\nRepository: {REGISTRY}\nIps:\n  - Ip: {host_ip}\n");
     gateway.nap(&["import", "--commit", "2"], &yaml).assert_ok();
@@ -359,10 +381,6 @@ fn commit_holds_each_container_still_and_lets_it_go_even_when_interrupted() {
     for freezer in &freezers[..3] {
         assert!(!freezer.is_frozen(), "an interrupted commit left a container frozen: {}", freezer.0.display());
     }
-
-    docker(&["rm", "-f", &containers[0], &containers[1], &containers[2], &containers[3]]);
-    remove_images(&format!("{REGISTRY}/{number}-web-*"));
-    etcdctl(&["del", "--prefix", &format!("{root}/")]);
 }
 
 #[test]
@@ -370,11 +388,13 @@ fn a_failed_snapshot_is_reported_for_its_container_and_the_others_are_recorded()
     use nap_tests::{REGISTRY, docker};
     let host_ip = "10.200.0.10";
     let (gateway, root) = gateway_on_host(host_ip, "");
-    let number = format!("{}", 100 + rand_number() % 800);
+    let number = app_number();
     let pod = unique("pod");
     let (web, db) = (format!("k8s_{number}rc-web-0_{pod}"), format!("k8s_{number}rc-db-0_{pod}"));
+    gateway.cleanup().images(format!("{REGISTRY}/{number}-web-*")).images(format!("127.0.0.1:9/{number}-db-*"));
     for name in [&web, &db] {
-        docker(&["run", "-d", "--name", name, "nap/busybox:latest", "sleep", "300"]).assert_ok();
+        gateway.cleanup().container(name);
+        docker(&["run", "-d", "--name", name, original_tool_image(), "sleep", "300"]).assert_ok();
     }
     let import = |component: &str, state: &str, repository: &str| {
         let yaml =
@@ -412,11 +432,6 @@ fn a_failed_snapshot_is_reported_for_its_container_and_the_others_are_recorded()
     );
     assert!(ips.starts_with(&format!("{root}/ips/{REGISTRY}/{number}-web-{web_ip}:")), "{ips}");
     assert_eq!(takeover, format!("{root}/takeover/{number}/web-{web_ip}"));
-
-    docker(&["rm", "-f", &web, &db]);
-    remove_images(&format!("{REGISTRY}/{number}-web-*"));
-    remove_images(&format!("127.0.0.1:9/{number}-db-*"));
-    etcdctl(&["del", "--prefix", &format!("{root}/")]);
 }
 
 #[test]
@@ -424,9 +439,10 @@ fn a_second_commit_on_a_host_is_refused_while_one_holds_its_containers() {
     use nap_tests::{REGISTRY, docker};
     let host_ip = "10.200.0.11";
     let (gateway, root) = gateway_on_host(host_ip, "");
-    let number = format!("{}", 100 + rand_number() % 800);
+    let number = app_number();
     let container = format!("k8s_{number}rc-web-0_{}", unique("pod"));
-    docker(&["run", "-d", "--name", &container, "nap/busybox:latest", "sleep", "300"]).assert_ok();
+    gateway.cleanup().container(&container).images(format!("{REGISTRY}/{number}-web-*"));
+    docker(&["run", "-d", "--name", &container, original_tool_image(), "sleep", "300"]).assert_ok();
     let yaml = format!("App: {number}\nComponent: web\nRepository: {REGISTRY}\nIps:\n  - Ip: {host_ip}\n");
     gateway.nap(&["import", "--commit", "2"], &yaml).assert_ok();
 
@@ -437,7 +453,8 @@ fn a_second_commit_on_a_host_is_refused_while_one_holds_its_containers() {
         "holder": "commit by alice, pid 4242", "host": "node-b", "pid": 4242,
         "lease": i64::from_str_radix(&lease, 16).expect("hex lease"),
     });
-    let lock = format!("/nap/locks/snapshot@{host_ip}");
+    let lock = nap_state::layout::lock(&format!("snapshot@{host_ip}"));
+    gateway.cleanup().etcd_key(&lock);
     etcdctl(&["put", "--lease", &lease, &lock, &holder.to_string()]).assert_ok();
 
     let refused = gateway.nap(&["commit"], "");
@@ -458,8 +475,4 @@ fn a_second_commit_on_a_host_is_refused_while_one_holds_its_containers() {
     gateway.nap(&["commit"], "").assert_ok();
     let left = etcdctl(&["get", "--print-value-only", &lock]);
     assert!(left.stdout.trim().is_empty(), "commit left its lock: {:?}", left.stdout);
-
-    docker(&["rm", "-f", &container]);
-    remove_images(&format!("{REGISTRY}/{number}-web-*"));
-    etcdctl(&["del", "--prefix", &format!("{root}/")]);
 }

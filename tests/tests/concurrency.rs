@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
-use nap_tests::{AppKind, AppRepo, Gateway, Run, remove_app_containers, unique, wait_for_body};
+use nap_tests::{AppKind, AppRepo, Gateway, Run, unique, wait_for_body};
 
 const ANSWER: Duration = Duration::from_secs(10);
 
@@ -64,7 +64,6 @@ fn a_second_push_to_a_deploying_app_fails_at_once_naming_the_first() {
     first.assert_ok();
     assert!(wait_for_body(&first.url().expect("url"), "v2", ANSWER));
     assert_eq!(gateway.branch_sha(&app, "master"), Some(sha));
-    remove_app_containers(&app);
 }
 
 #[test]
@@ -83,7 +82,6 @@ fn pushes_to_different_apps_run_at_the_same_time() {
         let run: Run = push.wait_with_output().expect("push").into();
         run.assert_ok();
     }
-    apps.iter().for_each(|app| remove_app_containers(app));
 }
 
 #[test]
@@ -95,7 +93,7 @@ fn killing_the_ssh_client_mid_deploy_does_not_block_the_next_push() {
     let push = repo.spawn_push(&gateway, &alice, &app, "master");
     wait_for_holder(&gateway.lock_path(&app));
     // kill -9 of git push and its ssh client.
-    killpg(Pid::from_raw(push.id() as i32), Signal::SIGKILL).expect("kill the push");
+    killpg(Pid::from_raw(i32::try_from(push.id()).expect("a pid")), Signal::SIGKILL).expect("kill the push");
     drop(push);
     wait_until_unlocked(&gateway.lock_path(&app), Duration::from_secs(10));
 
@@ -103,7 +101,6 @@ fn killing_the_ssh_client_mid_deploy_does_not_block_the_next_push() {
     let next = repo.push(&gateway, &alice, &app, "master");
     next.assert_ok();
     assert!(wait_for_body(&next.url().expect("url"), "hello from web", ANSWER));
-    remove_app_containers(&app);
 }
 
 #[test]
@@ -133,5 +130,4 @@ fn killing_the_hook_mid_deploy_does_not_block_the_next_push() {
     assert!(wait_for_body(&next.url().expect("url"), "after the kill", ANSWER));
     // The killed push's release is recorded as interrupted, and its container is gone.
     assert_eq!(nap_tests::containers_of(&app).len(), 1, "{:?}", nap_tests::containers_of(&app));
-    remove_app_containers(&app);
 }

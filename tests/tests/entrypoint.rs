@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use nap_tests::{Run, docker, etcd_endpoint, etcdctl, unique};
+use nap_tests::{Cleanup, Run, docker, etcd_endpoint, etcdctl, unique};
 
 /// The static binary `scripts/build-nap-watch.sh` builds.
 fn static_nap_watch() -> PathBuf {
@@ -70,11 +70,13 @@ fn wait_for_file(container: &str, expected: &str) {
 
 #[test]
 fn the_entrypoint_renders_first_runs_the_app_follows_etcd_reaps_orphans_and_forwards_signals() {
-    let prefix = format!("/{}", unique("cluster"));
+    let (prefix, cleanup) = Cleanup::etcd_root("cluster");
+    let container = unique("nap-entrypoint");
+    cleanup.container(&container);
     etcdctl(&["put", &format!("{prefix}/hosts/a/sid"), "1"]).assert_ok();
     etcdctl(&["put", &format!("{prefix}/hosts/a/ip"), "10.0.0.1"]).assert_ok();
     let image = build_image(&prefix);
-    let container = unique("nap-entrypoint");
+    cleanup.images(&image);
     let store = format!("NAP_STORE=etcd://{}", etcd_endpoint());
     docker(&["run", "-d", "--name", &container, "--network", "host", "-e", &store, &image]).assert_ok();
 
@@ -100,7 +102,6 @@ fn the_entrypoint_renders_first_runs_the_app_follows_etcd_reaps_orphans_and_forw
     assert!(started.elapsed() < Duration::from_secs(10), "SIGTERM was not passed on");
     let code = docker(&["inspect", "-f", "{{.State.ExitCode}}", &container]);
     assert_eq!(code.stdout.trim(), "143", "httpd ended by SIGTERM is 128 + 15");
-    docker(&["rm", "-f", &container]);
 
     // A key the template needs is missing: the app never starts.
     etcdctl(&["put", &format!("{prefix}/hosts/c/ip"), "10.0.0.3"]).assert_ok();
@@ -109,6 +110,4 @@ fn the_entrypoint_renders_first_runs_the_app_follows_etcd_reaps_orphans_and_forw
     assert!(refused.stderr.contains("error: the first render failed, so sh was not started"), "{refused:?}");
     assert!(refused.stderr.contains(&format!("key /hosts/c/sid ({prefix}/hosts/c/sid) not found")), "{refused:?}");
     assert!(!refused.stderr.contains("httpd"), "{refused:?}");
-    docker(&["rmi", "-f", &image]);
-    etcdctl(&["del", "--prefix", &format!("{prefix}/")]);
 }

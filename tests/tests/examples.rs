@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nap_tests::{
-    AppKind, AppRepo, Gateway, PrivateEtcd, REGISTRY, Run, StandInCluster, etcd_endpoint, etcdctl, free_port, nap_bin,
-    unique,
+    AppKind, AppRepo, Cleanup, Gateway, PrivateEtcd, REGISTRY, Run, StandInCluster, etcd_endpoint, etcdctl, free_port,
+    nap_bin, unique,
 };
 
 /// Copies `examples/NAME` into `dir`, with its base directories
@@ -74,6 +74,8 @@ fn k8s_deploy_turns_rollout_and_undo_keys_into_kubectl_and_clears_stale_undos_at
     let cluster = StandInCluster::new();
     let dir = tempfile::tempdir().expect("temp dir");
     let project = unique("demo");
+    let cleanup = Cleanup::new();
+    cleanup.etcd_prefix(format!("/k8s-deploy/{project}/"));
     install_example("k8s-deploy", dir.path(), &project);
     let undo_key = format!("/k8s-deploy/{project}/undo/dev");
     // An undo left from before the watcher started: stale.
@@ -141,7 +143,7 @@ fn k8s_deploy_turns_rollout_and_undo_keys_into_kubectl_and_clears_stale_undos_at
         .calls()
         .iter()
         .filter(|c| c.words().first() == Some(&"rollout"))
-        .map(|c| c.words().iter().map(|w| w.to_string()).collect())
+        .map(|c| c.words().iter().map(ToString::to_string).collect())
         .collect();
     let deployment = format!("deployments/{project}-s1");
     assert_eq!(
@@ -154,7 +156,6 @@ fn k8s_deploy_turns_rollout_and_undo_keys_into_kubectl_and_clears_stale_undos_at
         nap(&["rollout", "set", "--project", "a/b", "--env", "dev", "--namespace", "n", "--app", "s1", "--image", "x"]);
     assert_eq!(bad.code, Some(1));
     assert!(bad.stderr.starts_with("error: invalid project \"a/b\""), "{bad:?}");
-    etcdctl(&["del", "--prefix", &format!("/k8s-deploy/{project}/")]);
 }
 
 struct Nginx(PathBuf);

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use nap_tests::{AppKind, AppRepo, Gateway, containers_of, remove_app_containers, unique, wait_for_body};
+use nap_tests::{AppKind, AppRepo, Gateway, containers_of, unique, wait_for_body};
 
 const ANSWER: Duration = Duration::from_secs(10);
 
@@ -37,7 +37,6 @@ fn refused_over_a_good_release(kind: AppKind, reason: &str, log_line: Option<&st
     let fixed = repo.push(&gateway, &alice, &app, "master");
     fixed.assert_ok();
     assert!(fixed.stderr.contains("v3 is live"), "{}", fixed.stderr);
-    remove_app_containers(&app);
 }
 
 #[test]
@@ -78,7 +77,6 @@ fn a_refused_first_push_leaves_no_repo_behind() {
     let push = repo.push(&gateway, &alice, &app, "master");
     push.assert_ok();
     assert!(wait_for_body(&push.url().expect("url"), "hello from web", ANSWER));
-    remove_app_containers(&app);
 }
 
 #[test]

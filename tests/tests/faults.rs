@@ -6,9 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use nap_tests::{
-    AppKind, AppRepo, Gateway, Key, PrivateEtcd, REGISTRY, Run, docker, remove_app_containers, unique, wait_for_body,
-};
+use nap_tests::{AppKind, AppRepo, Gateway, Key, PrivateEtcd, REGISTRY, Run, docker, unique, wait_for_body};
 
 /// A running command whose stderr is read as it comes.
 struct Running {
@@ -114,7 +112,6 @@ fn etcd_stopping_in_the_middle_of_a_push_refuses_it_and_leaves_no_half_state() {
     let listed: serde_json::Value = serde_json::from_str(&listed.assert_ok().stdout).expect("json");
     let statuses: Vec<_> = listed.as_array().expect("array").iter().map(|r| r["status"].clone()).collect();
     assert_eq!(statuses, ["succeeded", "failed", "succeeded"], "{listed}");
-    remove_app_containers(&app);
 }
 
 #[test]
@@ -124,6 +121,7 @@ fn etcd_stopping_in_the_middle_of_a_commit_leaves_each_containers_keys_whole() {
     let gateway = gateway_on(&etcd, "host-a", &format!("commiter_root = \"{root}\"\nhost_ip = \"10.200.0.9\"\n"));
     let admin = admin_of(&gateway, "admin");
     let app = unique("etcdcommit");
+    gateway.cleanup().images(format!("{REGISTRY}/{app}-web-*"));
     AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master").assert_ok();
     let container = format!("nap-{app}-v1");
     // A layer worth pushing, so the commit is still pushing when etcd goes.
@@ -154,7 +152,6 @@ fn etcd_stopping_in_the_middle_of_a_commit_leaves_each_containers_keys_whole() {
     assert_eq!(ip.stdout.trim(), rows[0]["ip"].as_str().expect("ip"));
     let takeover = etcd.etcdctl(&["get", "--prefix", "--keys-only", &format!("{root}/takeover/{app}/")]);
     assert_eq!(takeover.stdout.lines().filter(|l| !l.is_empty()).count(), 1, "{takeover:?}");
-    remove_app_containers(&app);
 }
 
 #[test]
@@ -186,5 +183,4 @@ fn a_host_that_dies_holding_a_deploy_lock_frees_it_when_its_lease_expires() {
         std::thread::sleep(Duration::from_secs(1));
     };
     pushed.assert_ok();
-    remove_app_containers(&app);
 }

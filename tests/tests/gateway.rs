@@ -4,7 +4,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use nap_tests::{AppKind, AppRepo, Gateway, Run, remove_app_containers, unique, wait_for_body};
+use nap_tests::{AppKind, AppRepo, Gateway, Run, unique, wait_for_body};
 
 fn host_key(gateway: &Gateway) -> String {
     let scan: Run = Command::new("ssh-keyscan")
@@ -42,7 +42,7 @@ fn sigterm_stops_accepting_but_lets_a_running_push_finish() {
     // Wait until the deploy is under way.
     let lock = gateway.lock_path(&app);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::fs::read_to_string(&lock).map(|t| t.is_empty()).unwrap_or(true) {
+    while std::fs::read_to_string(&lock).map_or(true, |t| t.is_empty()) {
         assert!(std::time::Instant::now() < deadline, "the deploy did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -54,5 +54,4 @@ fn sigterm_stops_accepting_but_lets_a_running_push_finish() {
     let push: Run = push.wait_with_output().expect("push").into();
     push.assert_ok();
     assert!(wait_for_body(&push.url().expect("url"), "hello from slow", Duration::from_secs(10)));
-    remove_app_containers(&app);
 }

@@ -12,6 +12,7 @@ fn a_container_committed_on_one_host_is_restored_on_another_with_its_files_and_i
     let shared =
         format!("store = \"etcd://{}\"\ncommiter_root = \"{root}\"\nregistry = \"{REGISTRY}\"\n", etcd_endpoint());
     let host_a = Gateway::start_with_settings(&format!("{shared}host_ip = \"10.200.1.1\"\nhost_name = \"host-a\"\n"));
+    host_a.cleanup().etcd_prefix(format!("{root}/"));
     let host_b_docker = DockerHost::start();
     let docker_host = host_b_docker.docker_host();
     let host_b = Gateway::start_with(
@@ -23,6 +24,7 @@ fn a_container_committed_on_one_host_is_restored_on_another_with_its_files_and_i
     host_a.nap(&["keys", "add", &unique("admin"), "--admin"], &admin.public_text()).assert_ok();
 
     let app = unique("migrate");
+    host_a.cleanup().images(format!("{REGISTRY}/{app}-web-*"));
     AppRepo::new(AppKind::Web).push(&host_a, &admin, &app, "master").assert_ok();
     let container = format!("nap-{app}-v1");
     docker(&["exec", &container, "sh", "-c", "echo written on host A > /www/state.txt"]).assert_ok();
@@ -67,6 +69,4 @@ fn a_container_committed_on_one_host_is_restored_on_another_with_its_files_and_i
     assert_eq!(state.stdout.trim(), "1");
     let takeover = etcdctl(&["get", "--print-value-only", &format!("{root}/takeover/{app}/web-{ip}")]);
     assert!(takeover.stdout.contains(&format!("image: \"{image}\"")), "{}", takeover.stdout);
-    etcdctl(&["del", "--prefix", &format!("{root}/")]);
-    etcdctl(&["del", "--prefix", &format!("/nap/apps/{app}/")]);
 }

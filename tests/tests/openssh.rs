@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use nap_tests::{AppKind, AppRepo, Gateway, Key, Sshd, remove_app_containers, ssh_options, unique, wait_for_body};
+use nap_tests::{AppKind, AppRepo, Gateway, Key, Sshd, ssh_options, unique, wait_for_body};
 
 #[test]
 fn a_forced_command_takes_the_same_push() {
@@ -40,5 +40,4 @@ fn a_forced_command_takes_the_same_push() {
     // A key that is not in authorized_keys gets nowhere.
     let stranger = Key::generate();
     repo.push_to(&stranger, &sshd.remote(&app), "master").assert_failed_with("Permission denied");
-    remove_app_containers(&app);
 }

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use nap_tests::{AppKind, AppRepo, Gateway, Key, Run, containers_of, remove_app_containers, unique, wait_for_body};
+use nap_tests::{AppKind, AppRepo, Gateway, Key, Run, containers_of, unique, wait_for_body};
 
 const ANSWER: Duration = Duration::from_secs(10);
 
@@ -102,7 +102,6 @@ fn config_set_reaches_the_app_as_a_new_release_and_unset_removes_it() {
     }
     let releases = json(&gateway.ssh(&admin, "nap", &["releases", &app, "--json"]));
     assert_eq!(releases.as_array().map(Vec::len), Some(3), "a refused command made a release");
-    remove_app_containers(&app);
 }
 
 #[test]
@@ -145,7 +144,6 @@ fn rollback_runs_an_older_release_again_as_a_new_one() {
     for expected in ["v5*", "rollback to v2 by admin", "rollback to v1 by admin", "failed", "push by admin"] {
         assert!(list.stdout.contains(expected), "missing {expected:?} in\n{}", list.stdout);
     }
-    remove_app_containers(&app);
 }
 
 #[test]
@@ -170,13 +168,12 @@ fn ps_logs_and_restart() {
     restart.assert_ok();
     assert_ne!(started(&format!("nap-{app}-v1")), before, "not restarted");
     assert!(wait_for_body(&url, "hello from web", ANSWER));
-    remove_app_containers(&app);
 }
 
 /// Open file descriptors of a process: a leaked Docker log request or task
 /// would keep its socket open.
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
 
 #[test]
@@ -219,7 +216,6 @@ fn logs_follow_streams_and_ends_cleanly_when_the_client_goes_away() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    remove_app_containers(&app);
 }
 
 #[test]
@@ -257,8 +253,6 @@ fn non_admin_keys_reach_exactly_their_apps() {
     let apps = json(&gateway.ssh(&dev, "nap", &["apps", "--json"]));
     let names: Vec<&str> = apps.as_array().expect("array").iter().filter_map(|a| a["name"].as_str()).collect();
     assert_eq!(names, vec![staging.as_str()]);
-    remove_app_containers(&app);
-    remove_app_containers(&staging);
 }
 
 #[test]
@@ -311,5 +305,4 @@ fn every_command_answers_json_and_unknown_apps_get_one_line() {
         assert_eq!(run.code, Some(1), "{args:?}: {run:?}");
         assert_eq!(run.stderr, "error: app nosuchapp does not exist\n", "{args:?}");
     }
-    remove_app_containers(&app);
 }

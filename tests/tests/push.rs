@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use nap_tests::{
-    AppKind, AppRepo, Gateway, containers_of, get, registry_tags, remove_app_containers, unique, wait_for_body,
-};
+use nap_tests::{AppKind, AppRepo, Gateway, containers_of, get, registry_tags, unique, wait_for_body};
 
 const ANSWER: Duration = Duration::from_secs(10);
 
@@ -38,7 +36,6 @@ fn first_push_builds_tags_pushes_runs_and_prints_the_url() {
     assert_eq!(containers_of(&app), vec![format!("nap-{app}-v1")]);
     let policy = nap_tests::docker(&["inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", &format!("nap-{app}-v1")]);
     assert_eq!(policy.stdout.trim(), "unless-stopped");
-    remove_app_containers(&app);
 }
 
 #[test]
@@ -59,7 +56,6 @@ fn next_push_replaces_the_release_and_retires_the_old_container() {
     assert!(wait_for_body(&url, "second version", ANSWER));
     assert_eq!(containers_of(&app), vec![format!("nap-{app}-v2")]);
     assert!(get(&old_url).is_none(), "the old release still answers at {old_url}");
-    remove_app_containers(&app);
 }
 
 #[test]
@@ -77,7 +73,6 @@ fn a_tree_that_was_already_built_is_not_rebuilt() {
     assert!(!again.stderr.contains("Step 1/"), "it rebuilt:\n{}", again.stderr);
     assert!(wait_for_body(&again.url().expect("url"), "hello from web", ANSWER));
     assert!(registry_tags(&app).contains(&"v2".to_owned()));
-    remove_app_containers(&app);
 }
 
 #[test]
@@ -90,7 +85,6 @@ fn a_single_exposed_port_becomes_port() {
     push.assert_ok();
     assert!(push.stderr.contains("PORT=8080"), "{}", push.stderr);
     assert!(wait_for_body(&push.url().expect("url"), "hello from exposed", ANSWER));
-    remove_app_containers(&app);
 }
 
 #[test]
@@ -109,7 +103,6 @@ fn other_branches_are_stored_but_not_deployed() {
     let main = repo.push(&gateway, &alice, &app, "master:main");
     main.assert_ok();
     assert!(wait_for_body(&main.url().expect("url"), "hello from web", ANSWER));
-    remove_app_containers(&app);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use nap_tests::{AppKind, AppRepo, AuthRegistry, Gateway, remove_app_containers, unique, wait_for_body};
+use nap_tests::{AppKind, AppRepo, AuthRegistry, Gateway, unique, wait_for_body};
 
 const PASSWORD: &str = "s3cret-Pa55-do-not-print";
 
@@ -30,7 +30,6 @@ fn pushes_to_a_private_registry_without_showing_the_password() {
     for (what, text) in [("push output", &push.stderr), ("gateway log", &gateway.log()), ("hook log", &hook_log)] {
         assert!(!text.contains(PASSWORD), "the password shows in the {what}");
     }
-    remove_app_containers(&app);
 }
 
 #[test]

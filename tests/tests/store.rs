@@ -3,12 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use nap_tests::{AppKind, AppRepo, Gateway, Key, etcd_endpoint, etcdctl, remove_app_containers, unique, wait_for_body};
+use nap_tests::{AppKind, AppRepo, Gateway, Key, etcd_endpoint, etcdctl, unique, wait_for_body};
 
 #[test]
 fn a_push_keeps_its_state_in_etcd() {
     let gateway = Gateway::start_with_settings(&format!("store = \"etcd://{}\"\n", etcd_endpoint()));
-    // etcd is shared by every test: names are unique.
+    // etcd is shared by every test: names are unique, and the gateway
+    // deletes its app's and key's keys when it drops.
     let admin_name = unique("admin");
     let admin = Key::generate();
     gateway.nap(&["keys", "add", &admin_name, "--admin"], &admin.public_text()).assert_ok();
@@ -23,10 +24,6 @@ fn a_push_keeps_its_state_in_etcd() {
     assert!(key.stdout.contains("ssh-ed25519"), "{key:?}");
     let releases = gateway.ssh(&admin, "nap", &["releases", &app]);
     assert!(releases.stdout.contains("v1*"), "{releases:?}");
-
-    remove_app_containers(&app);
-    etcdctl(&["del", "--prefix", &format!("/nap/apps/{app}/")]);
-    etcdctl(&["del", &format!("/nap/keys/{admin_name}")]);
 }
 
 #[test]
@@ -72,7 +69,6 @@ fn when_etcd_dies_pushes_and_commands_fail_in_bounded_time_and_nothing_is_lost()
     assert_eq!(apps.code, Some(1), "{apps:?}");
     assert!(apps.stderr.starts_with(&format!("error: {endpoint}")), "{:?}", apps.stderr);
     assert!(started.elapsed() < Duration::from_secs(30), "the command took {:?}", started.elapsed());
-    remove_app_containers(&app);
 }
 
 #[test]
@@ -142,5 +138,4 @@ fn an_etcd_over_tls_takes_the_configured_ca_and_client_certificate_and_refuses_a
         refused.stderr
     );
     assert_eq!(refused.stderr.trim_end().lines().count(), 1, "{:?}", refused.stderr);
-    remove_app_containers(&app);
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use nap_tests::{AppKind, AppRepo, Gateway, SystemdHost, containers_of, remove_app_containers, unique, wait_for_body};
+use nap_tests::{AppKind, AppRepo, Gateway, SystemdHost, containers_of, unique, wait_for_body};
 
 const ANSWER: Duration = Duration::from_secs(15);
 
@@ -54,7 +54,6 @@ fn a_push_becomes_an_enabled_unit_that_systemctl_controls_and_a_reboot_brings_ba
     host.reboot();
     assert!(wait_for_body(&url, "second", ANSWER), "the app did not come back after a reboot");
     assert_ne!(started_at(&container), before, "the app was not started again at boot");
-    remove_app_containers(&app);
 }
 
 #[test]
@@ -122,18 +121,16 @@ fn a_unit_that_fails_to_start_is_refused_with_its_state_and_log_and_the_old_one_
     assert!(wait_for_body(&url, "hello from web", ANSWER));
     assert!(!host.unit_dir().join(format!("nap-{app}@2.service")).exists(), "the failed unit is left");
     assert!(host.systemctl(&["is-active", &format!("nap-{app}@1")]).stdout.starts_with("active"));
-    remove_app_containers(&app);
 }
 
 #[test]
 fn the_runner_defaults_to_systemd_when_it_is_on_the_bus_and_to_docker_otherwise() {
     let host = SystemdHost::start();
+    // Each gateway removes its app's containers as it drops, at the closure's end.
     let admin_push = |settings: &str, app: &str| {
         let gateway = Gateway::start_with_settings(settings);
         let admin = gateway.user("admin");
-        let run = AppRepo::new(AppKind::Web).push(&gateway, &admin, app, "master");
-        remove_app_containers(app);
-        run
+        AppRepo::new(AppKind::Web).push(&gateway, &admin, app, "master")
     };
     let detected = format!(
         "system_bus = \"{}\"\nunit_dir = \"{}\"\nenv_dir = \"{}\"\ndocker_cli = \"{}\"\n",
@@ -178,5 +175,4 @@ fn the_unit_template_can_be_overridden_from_a_directory() {
     let ps = gateway.ssh(&admin, "nap", &["ps", &app, "--json"]);
     ps.assert_ok();
     assert!(ps.stdout.contains(&format!("\"unit\": \"nap-{app}@1.service\"")), "{}", ps.stdout);
-    remove_app_containers(&app);
 }

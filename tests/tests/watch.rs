@@ -2,11 +2,12 @@
 //! under a prefix of each test's own, or a private one where the test stops
 //! or compacts it), the embedded store and the environment.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nap_tests::{PrivateEtcd, Run, etcd_endpoint, etcdctl, nap_bin, unique};
+use nap_tests::{Cleanup, PrivateEtcd, Run, etcd_endpoint, etcdctl, nap_bin};
 
 /// A conf.d directory with its templates/ beside it, and the files they make.
 struct Confd {
@@ -152,7 +153,7 @@ sort_kv_by_length=/hosts/a/ip;/hosts/bb/ip;
 
 #[test]
 fn every_function_reads_etcd_through_the_resources_prefix() {
-    let prefix = format!("/{}", unique("watch"));
+    let (prefix, _cleanup) = Cleanup::etcd_root("watch");
     put(
         &prefix,
         &[
@@ -175,12 +176,11 @@ fn every_function_reads_etcd_through_the_resources_prefix() {
         .into();
     run.assert_ok();
     assert_eq!(std::fs::read_to_string(dest).expect("dest"), EVERY_FUNCTION_RENDERED);
-    etcdctl(&["del", "--prefix", &format!("{prefix}/")]);
 }
 
 #[test]
 fn a_function_that_fails_names_its_key_template_and_resource_writes_nothing_and_onetime_exits_1() {
-    let prefix = format!("/{}", unique("watch"));
+    let (prefix, _cleanup) = Cleanup::etcd_root("watch");
     put(&prefix, &[("/text", "not json"), ("/object", "{}"), ("/word", "maybe")]);
     let confd = Confd::new();
     let settings = format!("prefix = \"{prefix}\"\n");
@@ -223,12 +223,11 @@ fn a_function_that_fails_names_its_key_template_and_resource_writes_nothing_and_
     }
     assert!(run.stderr.contains(&format!("error: {} of {} template resources failed", cases.len(), cases.len() + 1)));
     assert_eq!(std::fs::read_to_string(ok).expect("the good one is written"), "maybe");
-    etcdctl(&["del", "--prefix", &format!("{prefix}/")]);
 }
 
 #[test]
 fn a_confd_conf_d_file_works_unchanged_and_a_failing_check_keeps_dest() {
-    let prefix = format!("/{}", unique("k8s-deploy"));
+    let (prefix, _cleanup) = Cleanup::etcd_root("k8s-deploy");
     let confd = Confd::new();
     // The write-up's file, as it is (its owner key included), but for paths.
     let dest = confd.out("demoproject-rollout");
@@ -255,8 +254,10 @@ fn a_confd_conf_d_file_works_unchanged_and_a_failing_check_keeps_dest() {
     confd.onetime(&shared_store()).assert_ok();
     let expected = "kubectl -n ns-demo-dev set image deployments/demoproject-s1 s1=r/s1:e1234a5\n";
     assert_eq!(std::fs::read_to_string(&dest).expect("dest"), expected);
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&dest).expect("meta").permissions().mode() & 0o777, 0o640);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&dest).expect("meta").permissions()) & 0o777,
+        0o640
+    );
     assert_eq!(std::fs::read_to_string(confd.out("reloads")).expect("reloaded"), "reloaded\n");
 
     // Unchanged keys: nothing is checked, replaced or reloaded.
@@ -285,7 +286,7 @@ fn a_confd_conf_d_file_works_unchanged_and_a_failing_check_keeps_dest() {
 
 #[test]
 fn a_burst_of_ten_thousand_puts_ends_with_the_file_at_the_final_state_and_replaces_are_atomic() {
-    let prefix = format!("/{}", unique("burst"));
+    let (prefix, _cleanup) = Cleanup::etcd_root("burst");
     let confd = Confd::new();
     let template =
         "BEGIN\n{% for name in ls(key=\"/k\") %}{{ name }}={{ getv(key=\"/k/\" ~ name) }}\n{% endfor %}END\n";
@@ -324,11 +325,13 @@ fn a_burst_of_ten_thousand_puts_ends_with_the_file_at_the_final_state_and_replac
             writer.await.expect("writer");
         }
     });
-    let expected: String = (0..100).map(|k| format!("key{k:02}={}\n", 990 + k % 10)).collect();
+    let expected = (0..100).fold(String::new(), |mut text, k| {
+        let _ = writeln!(text, "key{k:02}={}", 990 + k % 10);
+        text
+    });
     watching.until(&dest, &format!("BEGIN\n{expected}END\n"), Duration::from_secs(30));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(reader.join().expect("the reader saw only whole files") > 0);
-    etcdctl(&["del", "--prefix", &format!("{prefix}/")]);
 }
 
 #[test]
@@ -400,7 +403,7 @@ fn the_embedded_store_and_the_environment_are_backends_too() {
 
 #[test]
 fn interval_polls_instead_of_watching() {
-    let prefix = format!("/{}", unique("interval"));
+    let (prefix, _cleanup) = Cleanup::etcd_root("interval");
     let confd = Confd::new();
     let dest = confd.resource("poll", &format!("prefix = \"{prefix}\"\n"), "{{ getv(key=\"/v\", default=\"none\") }}");
     let watching = confd.watch(&shared_store(), &["--interval", "1"]);
@@ -408,5 +411,4 @@ fn interval_polls_instead_of_watching() {
     put(&prefix, &[("/v", "polled")]);
     watching.until(&dest, "polled", Duration::from_secs(10));
     assert!(!watching.log().contains("watching"), "it watched: {}", watching.log());
-    etcdctl(&["del", "--prefix", &format!("{prefix}/")]);
 }

@@ -40,7 +40,7 @@ enum KeysCommand {
     /// Remove a key
     #[command(visible_alias = "rm")]
     Remove { name: String },
-    /// Print `authorized_keys` lines that run nap as OpenSSH's forced command
+    /// Print authorized_keys lines that run nap as OpenSSH's forced command
     AuthorizedKeys,
 }
 

@@ -9,6 +9,7 @@
 //!   long that took and the watcher's (PID) CPU time per 1,000 events.
 //! - `fill ETCD PREFIX N`: puts PREFIX/key000 ... = value-000 ...
 
+use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn main() {
@@ -57,13 +58,16 @@ async fn latency(etcd: &str, key: &str, log: &str, n: usize) {
         }
         let text = std::fs::read_to_string(log).unwrap_or_default();
         let started: u128 = text.lines().last().and_then(|l| l.trim().parse().ok()).expect("a timestamp");
-        latencies.push(started.saturating_sub(sent) as f64 / 1e6);
+        latencies.push(
+            Duration::from_nanos(u64::try_from(started.saturating_sub(sent)).unwrap_or(u64::MAX)).as_secs_f64() * 1e3,
+        );
         // Apart, so each put is a render of its own (debounce is off).
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    latencies.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
-    println!("{{\"n\": {n}, \"p50_ms\": {:.2}, \"p99_ms\": {:.2}, \"max_ms\": {:.2}}}", at(0.5), at(0.99), at(1.0));
+    latencies.sort_by(f64::total_cmp);
+    // The nearest-rank percentile, q in percent.
+    let at = |q: usize| latencies[(latencies.len() - 1) * q / 100];
+    println!("{{\"n\": {n}, \"p50_ms\": {:.2}, \"p99_ms\": {:.2}, \"max_ms\": {:.2}}}", at(50), at(99), at(100));
 }
 
 /// utime + stime of `pid`, in seconds.
@@ -93,7 +97,10 @@ async fn burst(etcd: &str, prefix: &str, file: &str, pid: &str) {
         writer.await.expect("writer");
     }
     let written = started.elapsed();
-    let expected: String = (0..100).map(|k| format!("key{k:02}={}\n", 990 + k % 10)).collect();
+    let expected = (0..100).fold(String::new(), |mut text, k| {
+        let _ = writeln!(text, "key{k:02}={}", 990 + k % 10);
+        text
+    });
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut final_state = false;
     while Instant::now() < deadline {

@@ -42,7 +42,7 @@ fn main() {
         ["rollout", "status", workload] => println!("deployment {:?} successfully rolled out", name_of(workload)),
         ["rollout", "undo", workload] => stand_in.undo(workload),
         ["rollout", "history", workload] => {
-            println!("deployment.apps/{}\nREVISION  CHANGE-CAUSE\n1         <none>", name_of(workload))
+            println!("deployment.apps/{}\nREVISION  CHANGE-CAUSE\n1         <none>", name_of(workload));
         }
         ["set", "image", workload, _assignment] => println!("deployment.apps/{} image updated", name_of(workload)),
         ["rollout", "restart", workload] => println!("deployment.apps/{} restarted", name_of(workload)),
