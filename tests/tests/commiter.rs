@@ -228,7 +228,15 @@ fn commit_snapshots_nap_and_original_containers_records_their_ip_and_makes_takeo
 #[test]
 fn restore_starts_a_snapshot_with_its_recorded_ip_and_refuses_a_taken_one() {
     use nap_tests::{AppKind, AppRepo, REGISTRY, docker, remove_app_containers, wait_for_body};
-    let (gateway, root) = gateway_on_host("10.200.0.8", &format!("registry = \"{REGISTRY}\"\n"));
+    // A network of its own: a release of another test running meanwhile
+    // cannot take the address this test frees and then restores.
+    let octet = 100 + rand::random::<u8>() % 100;
+    let network = unique("nap-restore");
+    let (gateway, root) = gateway_on_host(
+        "10.200.0.8",
+        &format!("registry = \"{REGISTRY}\"\nnetwork = \"{network}\"\nnetwork_subnet = \"172.30.{octet}.0/24\"\n"),
+    );
+    gateway.cleanup().command(&["docker", "network", "rm", &network]);
     let admin = Key::generate();
     gateway.nap(&["keys", "add", &unique("admin"), "--admin"], &admin.public_text()).assert_ok();
     let app = unique("move");
@@ -240,7 +248,7 @@ fn restore_starts_a_snapshot_with_its_recorded_ip_and_refuses_a_taken_one() {
         serde_json::from_str(&gateway.ssh(&admin, "nap", &["commit", "--json"]).assert_ok().stdout).expect("json");
     let image = rows[0]["image"].as_str().expect("image").to_owned();
     let ip = rows[0]["ip"].as_str().expect("ip").to_owned();
-    assert!(ip.starts_with("172.31."), "releases run on nap's network: {ip}");
+    assert!(ip.starts_with(&format!("172.30.{octet}.")), "releases run on nap's network: {ip}");
 
     // While the original runs, its IP is taken.
     let taken = gateway.ssh(&admin, "nap", &["restore", &image]);
@@ -262,10 +270,11 @@ fn restore_starts_a_snapshot_with_its_recorded_ip_and_refuses_a_taken_one() {
     let assigner_key = format!("/assigner/ips/{image}");
     gateway.cleanup().etcd_key(&assigner_key);
     etcdctl(&["del", &format!("{root}/ips/{image}")]);
-    etcdctl(&["put", &assigner_key, "172.31.250.9"]);
+    let assigned = format!("172.30.{octet}.250");
+    etcdctl(&["put", &assigner_key, &assigned]);
     let other = gateway.ssh(&admin, "nap", &["restore", &image, "--name", &format!("{container}-2")]);
     other.assert_ok();
-    assert!(other.stdout.contains("at 172.31.250.9"), "{other:?}");
+    assert!(other.stdout.contains(&format!("at {assigned}")), "{other:?}");
 
     gateway
         .ssh(&admin, "nap", &["restore", "nowhere/none:1"])

@@ -25,8 +25,18 @@ pub enum KubectlError {
     Failed { verb: String, message: String },
     #[error("kubectl {verb} did not finish within {} s", seconds)]
     Timeout { verb: String, seconds: u64 },
-    #[error("kubectl {verb}: unexpected output: {message}")]
-    Output { verb: String, message: String },
+    #[error("kubectl {verb}: reading its output: {source}")]
+    Read {
+        verb: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("kubectl {verb}: unexpected output: {source}")]
+    Output {
+        verb: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -93,7 +103,7 @@ impl Kubectl {
             command.stdin(Stdio::piped());
         }
         let mut child = self.spawn(&mut command)?;
-        let io_err = |e: std::io::Error| KubectlError::Output { verb: verb.clone(), message: e.to_string() };
+        let io_err = |source| KubectlError::Read { verb: verb.clone(), source };
         let finished = async {
             let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
                 return Err(io_err(std::io::Error::other("no pipes")));
@@ -141,7 +151,7 @@ impl Kubectl {
         full.extend_from_slice(args);
         full.push("--output=json");
         let text = self.run(&full, None).await?;
-        serde_json::from_str(&text).map_err(|e| KubectlError::Output { verb: verb(&full), message: e.to_string() })
+        serde_json::from_str(&text).map_err(|source| KubectlError::Output { verb: verb(&full), source })
     }
 
     /// The output of `kubectl ARGS` as it is written, until it ends or the
@@ -169,7 +179,7 @@ impl Kubectl {
                         buffer.truncate(n);
                         Some((Ok(bytes::Bytes::from(buffer)), Some(Ok(child))))
                     }
-                    Err(e) => Some((Err(KubectlError::Output { verb, message: e.to_string() }), None)),
+                    Err(source) => Some((Err(KubectlError::Read { verb, source }), None)),
                 }
             }
         })
