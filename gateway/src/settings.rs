@@ -129,9 +129,11 @@ pub enum SettingsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("settings file {}: {source}", path.display())]
+    /// One line: toml's own message spans several, with a drawing of the place.
+    #[error("settings file {}: line {line}: {}", path.display(), one_line(source.message()))]
     Parse {
         path: PathBuf,
+        line: usize,
         #[source]
         source: toml::de::Error,
     },
@@ -164,13 +166,16 @@ impl Settings {
     /// silently ignored.
     pub fn read(path: &Path) -> Result<Settings, SettingsError> {
         let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read { path: path.into(), source })?;
-        let table: toml::Table =
-            toml::from_str(&text).map_err(|source| SettingsError::Parse { path: path.into(), source })?;
+        let parse_err = |source: toml::de::Error| {
+            let line = source.span().map_or(1, |span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            SettingsError::Parse { path: path.into(), line, source }
+        };
+        let table: toml::Table = toml::from_str(&text).map_err(parse_err)?;
         let known = Settings::keys();
         if let Some(key) = table.keys().find(|key| !known.contains(key.as_str()) || *key == "config") {
             return Err(SettingsError::Unknown { path: path.into(), key: key.clone() });
         }
-        table.try_into().map_err(|source| SettingsError::Parse { path: path.into(), source })
+        toml::from_str(&text).map_err(parse_err)
     }
 
     /// These settings with every setting that `over` gives replaced by its.
@@ -282,6 +287,11 @@ impl Settings {
     }
 }
 
+/// `text` on one line: errors a user sees are one line.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 fn to_map(settings: &Settings) -> Result<serde_json::Map<String, serde_json::Value>, SettingsError> {
     match serde_json::to_value(settings).map_err(SettingsError::Merge)? {
         serde_json::Value::Object(map) => Ok(map),
@@ -372,9 +382,12 @@ mod tests {
         let typo = file("registy = \"x\"\n");
         let err = Settings::read(typo.path()).expect_err("typo");
         assert!(err.to_string().contains("unknown setting \"registy\""), "{err}");
-        let rollout = file("publish_rollout = \"nope\"\n");
-        let err = Settings::read(rollout.path()).expect_err("bad rollout");
-        assert!(err.to_string().contains("PROJECT/ENV"), "{err}");
+        let rollout = file("registry = \"r:5000\"\npublish_rollout = \"nope\"\n");
+        let err = Settings::read(rollout.path()).expect_err("bad rollout").to_string();
+        assert!(err.contains("line 2: ") && err.contains("PROJECT/ENV") && !err.contains('\n'), "{err}");
+        let runner = file("runner = \"foo\"\n");
+        let err = Settings::read(runner.path()).expect_err("bad runner").to_string();
+        assert!(err.contains("line 1: ") && err.contains("foo") && !err.contains('\n'), "{err}");
         let store = Settings {
             store: StoreSettings { store: Some("http://x".into()), ..Default::default() },
             ..Default::default()
