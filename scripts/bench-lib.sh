@@ -28,6 +28,7 @@ setup_bench() { # NAME: the services, a release build of nap; sets NAP, REV, TAG
   TAG=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
   T=$(mktemp -d "/tmp/nap-bench-$1.XXXXXX")
   PIDS=()
+  export NAP_HTTP_LISTEN=off   # several gateways run at once; none needs the router here
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

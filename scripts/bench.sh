@@ -153,7 +153,7 @@ export NAP_DATA_DIR=$TMP/data
 NAP_PORT=$(free_port)
 "$NAP" keys add --admin bench <"$TMP/id.pub" >/dev/null   # admin: may create any app
 log "starting nap serve on 127.0.0.1:$NAP_PORT (no --registry)"
-"$NAP" serve --listen "127.0.0.1:$NAP_PORT" --public-host 127.0.0.1 2>"$TMP/nap.log" &
+"$NAP" serve --listen "127.0.0.1:$NAP_PORT" --http-listen off --public-host 127.0.0.1 2>"$TMP/nap.log" &
 NAP_PID=$!
 wait_port "$NAP_PORT"
 NAP_URL=ssh://nap@127.0.0.1:$NAP_PORT

@@ -31,8 +31,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the SSH gateway that takes pushes and commands (see --listen, --shutdown-timeout)
+    /// Run the SSH gateway that takes pushes and commands, and the HTTP router (see --listen, --http-listen)
     Serve,
+    /// Run the HTTP router alone, for hosts that only route (see --http-listen, --domain)
+    Router,
     /// Entry point for OpenSSH's forced command: runs $SSH_ORIGINAL_COMMAND as key NAME
     SshCommand {
         /// The key's name, as added with `nap keys add`
@@ -71,6 +73,10 @@ pub enum CliError {
     Key(#[from] crate::keys::KeyError),
     #[error(transparent)]
     Watch(#[from] nap_hooks::command::CommandError),
+    #[error(transparent)]
+    Router(#[from] crate::router::RouterError),
+    #[error("the router is off (http_listen = \"off\"); give it an address with --http-listen ADDR")]
+    RouterOff,
 }
 
 /// Runs the command line; answers the process's exit status.
@@ -115,6 +121,10 @@ async fn run(cli: Cli) -> Result<u32, CliError> {
             crate::server::serve(ctx).await?;
             0
         }
+        Command::Router => {
+            route_until_signalled(ctx).await?;
+            0
+        }
         Command::SshCommand { key } => {
             let key = crate::keys::get(&ctx.store, &key).await?;
             let command = std::env::var("SSH_ORIGINAL_COMMAND").unwrap_or_default();
@@ -130,6 +140,28 @@ async fn run(cli: Cli) -> Result<u32, CliError> {
         Command::Watch(_) => 0,
     };
     Ok(status)
+}
+
+/// `nap router`: the router alone until SIGTERM or Ctrl-C, then the
+/// requests in flight finish.
+async fn route_until_signalled(ctx: std::sync::Arc<Context>) -> Result<(), CliError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let addr = ctx.settings.http_listen().ok_or(CliError::RouterOff)?;
+    let router = crate::router::Router::bind(&addr, &ctx.settings.domain()).await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let routing = tokio::spawn(router.run(ctx, stop.clone()));
+    let (Ok(mut terminate), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        let _ = routing.await;
+        return Ok(());
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    stop.cancel();
+    let _ = routing.await;
+    Ok(())
 }
 
 /// Runs a command until it ends or a signal stops it. Stopping drops the
@@ -159,7 +191,7 @@ fn init_tracing(command: &Command, settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NAP_LOG").unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match command {
-        Command::Serve | Command::Watch(_) => {
+        Command::Serve | Command::Router | Command::Watch(_) => {
             builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_writer(std::io::stderr).init();
         }
         Command::Hook(_) | Command::SshCommand { .. } => {

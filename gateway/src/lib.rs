@@ -14,5 +14,6 @@ pub mod keys;
 pub mod remote;
 pub mod report;
 pub mod repos;
+pub mod router;
 pub mod server;
 pub mod settings;

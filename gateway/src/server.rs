@@ -15,10 +15,12 @@ use russh::keys::{Algorithm, PrivateKey};
 use russh::server::Config;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::context::Context;
+use crate::router::Router;
 
 /// What keeps the gateway from starting.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,8 @@ pub enum ServeError {
     },
     #[error("cannot handle signals: {0}")]
     Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Router(#[from] crate::router::RouterError),
 }
 
 pub async fn serve(ctx: Arc<Context>) -> Result<(), ServeError> {
@@ -50,6 +54,13 @@ pub async fn serve(ctx: Arc<Context>) -> Result<(), ServeError> {
     let listen = settings.listen();
     let grace = settings.shutdown_timeout();
     let host_key = load_or_create_host_key(&settings.host_key_path())?;
+    // The HTTP router, in this process and runtime, unless `http_listen = "off"`.
+    let router = match settings.http_listen() {
+        Some(addr) => Some(Router::bind(&addr, &settings.domain()).await?),
+        None => None,
+    };
+    let stop_routing = CancellationToken::new();
+    let routing = router.map(|router| tokio::spawn(router.run(Arc::clone(&ctx), stop_routing.clone())));
     let config = Arc::new(Config {
         keys: vec![host_key],
         methods: russh::MethodSet::from(&[russh::MethodKind::PublicKey][..]),
@@ -83,6 +94,11 @@ pub async fn serve(ctx: Arc<Context>) -> Result<(), ServeError> {
         }
     }
     drop(listener);
+    // New requests stop; those in flight finish.
+    stop_routing.cancel();
+    if let Some(routing) = routing {
+        let _ = tokio::time::timeout(grace, routing).await;
+    }
     commands.close();
     info!(running = commands.len(), grace_secs = grace.as_secs(), "shutting down; letting running commands finish");
     if tokio::time::timeout(grace, commands.wait()).await.is_err() {

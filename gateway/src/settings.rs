@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 
 const DEFAULT_CONFIG: &str = "/etc/nap/nap.toml";
 const DEFAULT_LISTEN: &str = "0.0.0.0:2222";
+const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:80";
+const DEFAULT_DOMAIN: &str = "localhost";
 const DEFAULT_CHECK_TIMEOUT: u64 = 30;
 const DEFAULT_SHUTDOWN_TIMEOUT: u64 = 60;
 const DEFAULT_UNIT_DIR: &str = "/etc/systemd/system";
@@ -56,6 +58,12 @@ pub struct Settings {
     /// Address the SSH gateway (`nap serve`) listens on [default: 0.0.0.0:2222]
     #[arg(long, global = true, env = "NAP_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Where the HTTP router listens (`nap serve`, `nap router`), or `off` [default: 0.0.0.0:80]
+    #[arg(long, global = true, env = "NAP_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<String>,
+    /// Apps answer at APP.DOMAIN on the router [default: localhost, so APP.localhost works on this host]
+    #[arg(long, global = true, env = "NAP_DOMAIN", value_name = "DOMAIN")]
+    pub domain: Option<String>,
     /// Seconds that running pushes get to finish after SIGTERM (`nap serve`) [default: 60]
     #[arg(long, global = true, env = "NAP_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,
@@ -230,6 +238,18 @@ impl Settings {
 
     pub fn listen(&self) -> String {
         self.listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.into())
+    }
+
+    /// Where the router listens; `None` with `off`.
+    pub fn http_listen(&self) -> Option<String> {
+        let listen = self.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN);
+        (listen != "off").then(|| listen.to_owned())
+    }
+
+    /// The domain apps answer under, without a leading or trailing dot.
+    pub fn domain(&self) -> String {
+        let domain = self.domain.as_deref().unwrap_or(DEFAULT_DOMAIN).trim_matches('.');
+        if domain.is_empty() { DEFAULT_DOMAIN.to_owned() } else { domain.to_ascii_lowercase() }
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

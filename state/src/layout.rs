@@ -62,6 +62,14 @@ pub fn instance_field(app: &str, id: &str, field: &str) -> String {
     format!("{ROOT}/apps/{app}/instances/{id}/{field}")
 }
 
+/// `(app, id, field)` of a key [`instance_field`] made; `None` for any other key.
+pub fn parse_instance_field(key: &str) -> Option<(&str, &str, &str)> {
+    let rest = key.strip_prefix(ROOT)?.strip_prefix("/apps/")?;
+    let (app, rest) = rest.split_once('/')?;
+    let (id, field) = rest.strip_prefix("instances/")?.split_once('/')?;
+    (!field.contains('/')).then_some((app, id, field))
+}
+
 /// `/nap/locks/NAME`: a lock when the store is shared (etcd), bound to the
 /// holder's lease: `APP` for an app's deploys, `snapshot@HOSTIP` for a
 /// host's `commit` (see [`crate::LockSubject`]).
@@ -146,5 +154,17 @@ pub mod k8s_deploy {
     /// Undo the last rollout of `PROJECT`'s app in environment `env`.
     pub fn undo(project: &str, env: &str) -> String {
         format!("{ROOT}/{project}/undo/{env}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_instance_field_key_reads_back_as_what_made_it() {
+        let key = super::instance_field("hello", "nap-hello-v3", "port");
+        assert_eq!(super::parse_instance_field(&key), Some(("hello", "nap-hello-v3", "port")));
+        for other in [super::config("hello"), super::current("hello"), "/nap/apps/hello/instances/x".into()] {
+            assert_eq!(super::parse_instance_field(&other), None, "{other}");
+        }
     }
 }

@@ -19,6 +19,25 @@ pub fn get(url: &str) -> Option<(u16, String)> {
     Some((status, body.to_owned()))
 }
 
+/// Sends `request`, a whole request head, to `addr` (`HOST:PORT`); answers
+/// the status, the response head and the body.
+pub fn raw(addr: &str, request: &str) -> Option<(u16, String, String)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n").or_else(|| response.split_once("\n\n"))?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, head.to_owned(), body.to_owned()))
+}
+
+/// GETs `path` from `addr` as host `host`: name-based routing without DNS,
+/// as `curl --resolve` does it.
+pub fn get_host(addr: &str, host: &str, path: &str) -> Option<(u16, String)> {
+    raw(addr, &format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")).map(|(status, _, body)| (status, body))
+}
+
 /// Waits up to `timeout` for `url` to answer 200 with `body`.
 pub fn wait_for_body(url: &str, body: &str, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;

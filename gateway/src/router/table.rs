@@ -1,0 +1,174 @@
+//! The route table: which app answers for a host, and where its instances
+//! are. Built from the store (the instances nap publishes under
+//! `/nap/apps/APP/instances/`), kept current by a watch from the revision it
+//! read, and swapped whole: a request sees the table before an update or
+//! after it, never half of one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use futures_util::StreamExt;
+use nap_state::{Store, StoreError, WatchEvent, layout};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// How long the router waits before it reads the store again after the
+/// store failed it.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// What the store says of one instance so far: its IP and its port.
+type Published = (Option<String>, Option<u16>);
+
+/// One app's route: where its serving instances answer.
+#[derive(Debug)]
+pub struct Route {
+    pub app: String,
+    pub upstreams: Vec<SocketAddr>,
+    next: AtomicUsize,
+}
+
+impl Route {
+    /// The next instance, in turn; `None` when none serves.
+    pub fn pick(&self) -> Option<SocketAddr> {
+        let count = self.upstreams.len();
+        (count > 0).then(|| self.upstreams[self.next.fetch_add(1, Ordering::Relaxed) % count])
+    }
+}
+
+/// Routes by host name, as one immutable value.
+#[derive(Debug, Default)]
+pub struct Routes {
+    by_host: HashMap<String, Arc<Route>>,
+}
+
+impl Routes {
+    /// The routes that the store's `keys` describe: app `APP` answers at
+    /// `APP.DOMAIN`.
+    fn from_keys(keys: &BTreeMap<String, Vec<u8>>, domain: &str) -> Routes {
+        let mut instances: BTreeMap<(&str, &str), Published> = BTreeMap::new();
+        for (key, value) in keys {
+            let Some((app, id, field)) = layout::parse_instance_field(key) else { continue };
+            let value = String::from_utf8_lossy(value).trim().to_owned();
+            let entry = instances.entry((app, id)).or_default();
+            match field {
+                "ip" => entry.0 = Some(value),
+                "port" => entry.1 = value.parse().ok(),
+                _ => {}
+            }
+        }
+        let mut upstreams: BTreeMap<&str, Vec<SocketAddr>> = BTreeMap::new();
+        for ((app, _), (ip, port)) in instances {
+            let address: Option<SocketAddr> = ip.zip(port).and_then(|(ip, port)| format!("{ip}:{port}").parse().ok());
+            upstreams.entry(app).or_default().extend(address);
+        }
+        let by_host = upstreams
+            .into_iter()
+            .map(|(app, upstreams)| {
+                let route = Route { app: app.to_owned(), upstreams, next: AtomicUsize::new(0) };
+                (format!("{app}.{domain}"), Arc::new(route))
+            })
+            .collect();
+        Routes { by_host }
+    }
+
+    pub fn get(&self, host: &str) -> Option<&Arc<Route>> {
+        self.by_host.get(host)
+    }
+}
+
+/// The table the router reads, swapped whole on every change.
+pub struct RouteTable {
+    current: ArcSwap<Routes>,
+    domain: String,
+}
+
+impl RouteTable {
+    pub fn new(domain: &str) -> Arc<RouteTable> {
+        Arc::new(RouteTable { current: ArcSwap::from_pointee(Routes::default()), domain: domain.to_owned() })
+    }
+
+    /// The routes now.
+    pub fn routes(&self) -> Arc<Routes> {
+        self.current.load_full()
+    }
+
+    /// Keeps the table current from `store` until `stop`: reads every app's
+    /// keys at one revision, then applies the watch from the next one. When
+    /// the store fails (etcd restarted, history compacted), it reads again.
+    pub async fn follow(&self, store: &Store, stop: CancellationToken) {
+        loop {
+            let followed = tokio::select! {
+                result = self.follow_once(store) => result,
+                () = stop.cancelled() => return,
+            };
+            if let Err(err) = followed {
+                warn!(error = %err, "route table: the store failed; reading it again");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(RETRY) => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+
+    async fn follow_once(&self, store: &Store) -> Result<(), StoreError> {
+        let (pairs, revision) = store.snapshot(&[layout::apps()]).await?;
+        let mut keys: BTreeMap<String, Vec<u8>> = pairs.into_iter().collect();
+        self.swap(&keys);
+        let mut events = store.watch(&layout::apps(), revision + 1).await?;
+        while let Some(batch) = events.next().await {
+            let mut changed = false;
+            for event in batch? {
+                let key = match event {
+                    WatchEvent::Put { key, value, .. } => {
+                        keys.insert(key.clone(), value);
+                        key
+                    }
+                    WatchEvent::Delete { key, .. } => {
+                        keys.remove(&key);
+                        key
+                    }
+                };
+                changed |= layout::parse_instance_field(&key).is_some();
+            }
+            if changed {
+                self.swap(&keys);
+            }
+        }
+        Ok(())
+    }
+
+    fn swap(&self, keys: &BTreeMap<String, Vec<u8>>) {
+        let routes = Routes::from_keys(keys, &self.domain);
+        info!(apps = routes.by_host.len(), "route table swapped");
+        self.current.store(Arc::new(routes));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instances_become_routes_by_host_taken_in_turn() {
+        let mut keys = BTreeMap::new();
+        for (id, port) in [("nap-shop-v3", "4001"), ("nap-shop-v4", "4002")] {
+            keys.insert(layout::instance_field("shop", id, "ip"), b"10.0.0.7".to_vec());
+            keys.insert(layout::instance_field("shop", id, "port"), port.as_bytes().to_vec());
+            keys.insert(layout::instance_field("shop", id, "release"), b"3".to_vec());
+        }
+        keys.insert(layout::instance_field("half", "x", "ip"), b"10.0.0.8".to_vec());
+        keys.insert(layout::config("shop"), b"{}".to_vec());
+        let routes = Routes::from_keys(&keys, "apps.example.com");
+        let shop = routes.get("shop.apps.example.com").expect("shop's route");
+        let picked: Vec<_> = (0..3).filter_map(|_| shop.pick()).map(|a| a.port()).collect();
+        assert_eq!(picked, [4001, 4002, 4001]);
+        let half = routes.get("half.apps.example.com").expect("an app whose instance has no port yet");
+        assert_eq!(half.pick(), None, "no instance to route to: the router answers 503");
+        assert!(routes.get("shop.localhost").is_none());
+    }
+}

@@ -1,0 +1,87 @@
+//! nap's HTTP router: an app answers at `APP.DOMAIN` on the router, whichever
+//! release serves it; unknown hosts and requests without a host get nap's
+//! own short pages; `nap router` routes alone from the same store.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nap_tests::{AppKind, AppRepo, Gateway, Key, free_port, get_host, nap_bin, raw, unique};
+
+const DOMAIN: &str = "nap.test";
+
+fn routed_gateway() -> (Gateway, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let gateway = Gateway::start_with_settings(&format!(
+        "registry = \"{}\"\nhttp_listen = \"{addr}\"\ndomain = \"{DOMAIN}\"\n",
+        nap_tests::REGISTRY
+    ));
+    (gateway, addr)
+}
+
+/// Waits until `host` on the router at `addr` answers 200 with `body`.
+fn routed_body(addr: &str, host: &str, body: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if get_host(addr, host, "/").is_some_and(|(status, got)| status == 200 && got.trim() == body) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn an_app_answers_at_its_host_on_the_router_across_releases() {
+    let (gateway, addr) = routed_gateway();
+    let admin = Key::generate();
+    gateway.nap(&["keys", "add", &unique("admin"), "--admin"], &admin.public_text()).assert_ok();
+    let app = unique("routed");
+    let host = format!("{app}.{DOMAIN}");
+    let repo = AppRepo::new(AppKind::Web);
+    repo.push(&gateway, &admin, &app, "master").assert_ok();
+    assert!(routed_body(&addr, &host, "hello from web"), "v1 through the router at {addr}");
+    // The Host header may carry a port, and any case.
+    let (status, _) = get_host(&addr, &format!("{}:80", host.to_uppercase()), "/").expect("an answer");
+    assert_eq!(status, 200);
+
+    repo.commit("index.html", "v2 here\n");
+    repo.push(&gateway, &admin, &app, "master").assert_ok();
+    assert!(routed_body(&addr, &host, "v2 here"), "the same address serves v2");
+
+    // A host nap does not know, and a request with no host at all.
+    let (status, head, body) =
+        raw(&addr, "GET / HTTP/1.0\r\nHost: nobody.nap.test\r\nX-Request-Id: probe-1\r\n\r\n").expect("an answer");
+    assert_eq!(status, 404, "{head}\n{body}");
+    assert!(body.contains("nap: no app answers at nobody.nap.test"), "{body}");
+    assert!(head.to_ascii_lowercase().contains("x-request-id: probe-1"), "the client's request id comes back: {head}");
+    let (status, _, body) = raw(&addr, "GET / HTTP/1.0\r\n\r\n").expect("an answer");
+    assert_eq!(status, 400, "{body}");
+    // The router logs a line per request, naming the app.
+    assert!(gateway.log().contains(&app), "an access-log line names the app:\n{}", gateway.log());
+}
+
+#[test]
+fn nap_router_alone_routes_from_the_same_store() {
+    let (gateway, _) = routed_gateway();
+    let admin = Key::generate();
+    gateway.nap(&["keys", "add", &unique("admin"), "--admin"], &admin.public_text()).assert_ok();
+    let app = unique("alone");
+    AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master").assert_ok();
+
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut alone = std::process::Command::new(nap_bin())
+        .arg("--config")
+        .arg(gateway.config_path())
+        .args(["router", "--http-listen", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nap router");
+    let routed = routed_body(&addr, &format!("{app}.{DOMAIN}"), "hello from web");
+    let _ = alone.kill();
+    let _ = alone.wait();
+    assert!(routed, "nap router routes the app from the gateway's store");
+
+    let off = gateway.nap(&["router", "--http-listen", "off"], "");
+    off.assert_failed_with("error: the router is off");
+}
