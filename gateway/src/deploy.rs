@@ -249,7 +249,12 @@ async fn start_release(
     release.status = ReleaseStatus::Succeeded;
     release.workload = Some(running.name.clone());
     release.host_port = Some(running.host_port);
-    release.url = Some(running.url.clone());
+    // Behind the router an app keeps one address, whatever release serves
+    // it; a cluster's address is its Service's.
+    release.url = Some(match ctx.settings.app_url(app.as_str()) {
+        Some(url) if runner.kind() != nap_runner::RunnerKind::Kubernetes => url,
+        _ => running.url.clone(),
+    });
     let (endpoint, also) = published_with(ctx, runner, app, &release, &running, report)?;
     if let Err(err) = store.promote_release(app.as_str(), &release, also).await {
         // Unrecorded, the release must not serve either: the app would

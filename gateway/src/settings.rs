@@ -246,6 +246,15 @@ impl Settings {
         (listen != "off").then(|| listen.to_owned())
     }
 
+    /// An app's address on the router, `http://APP.DOMAIN[:PORT]/`, the port
+    /// only when the router is not on 80; `None` with the router off.
+    pub fn app_url(&self, app: &str) -> Option<String> {
+        let listen = self.http_listen()?;
+        let port = listen.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).unwrap_or(80);
+        let host = format!("{app}.{}", self.domain());
+        Some(if port == 80 { format!("http://{host}/") } else { format!("http://{host}:{port}/") })
+    }
+
     /// The domain apps answer under, without a leading or trailing dot.
     pub fn domain(&self) -> String {
         let domain = self.domain.as_deref().unwrap_or(DEFAULT_DOMAIN).trim_matches('.');
@@ -413,6 +422,15 @@ mod tests {
             ..Default::default()
         };
         assert!(Settings::load(&Settings { config: Some(file("").path().into()), ..store }).is_err());
+    }
+
+    #[test]
+    fn an_app_url_is_its_host_on_the_router_with_the_port_unless_80() {
+        let on = |listen: &str| Settings { http_listen: Some(listen.into()), ..Settings::default() };
+        assert_eq!(on("0.0.0.0:80").app_url("hello").as_deref(), Some("http://hello.localhost/"));
+        let custom = Settings { domain: Some("Apps.Example.com.".into()), ..on("127.0.0.1:8080") };
+        assert_eq!(custom.app_url("hello").as_deref(), Some("http://hello.apps.example.com:8080/"));
+        assert_eq!(on("off").app_url("hello"), None);
     }
 
     #[test]

@@ -34,6 +34,8 @@ impl Flow {
             runner: Some(nap_runner::RunnerKind::Docker),
             public_host: Some("127.0.0.1".into()),
             check_timeout: Some(20),
+            // No router here: the release's own URL is what the tests read.
+            http_listen: Some("off".into()),
             ..Settings::default()
         };
         let ctx = Context::open(settings).await.expect("context");

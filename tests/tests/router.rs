@@ -38,15 +38,25 @@ fn an_app_answers_at_its_host_on_the_router_across_releases() {
     let app = unique("routed");
     let host = format!("{app}.{DOMAIN}");
     let repo = AppRepo::new(AppKind::Web);
-    repo.push(&gateway, &admin, &app, "master").assert_ok();
+    let pushed = repo.push(&gateway, &admin, &app, "master");
+    let port = addr.rsplit_once(':').map(|(_, port)| port).expect("a port");
+    let url = format!("http://{host}:{port}/");
+    assert_eq!(pushed.assert_ok().url().as_deref(), Some(url.as_str()), "the push prints the app's address");
     assert!(routed_body(&addr, &host, "hello from web"), "v1 through the router at {addr}");
     // The Host header may carry a port, and any case.
     let (status, _) = get_host(&addr, &format!("{}:80", host.to_uppercase()), "/").expect("an answer");
     assert_eq!(status, 200);
 
     repo.commit("index.html", "v2 here\n");
-    repo.push(&gateway, &admin, &app, "master").assert_ok();
+    let pushed = repo.push(&gateway, &admin, &app, "master");
+    assert_eq!(pushed.assert_ok().url().as_deref(), Some(url.as_str()), "the address stays");
     assert!(routed_body(&addr, &host, "v2 here"), "the same address serves v2");
+    for command in [vec!["config", "set", &app, "GREETING=hi", "--json"], vec!["rollback", &app, "v1", "--json"]] {
+        let answer: serde_json::Value =
+            serde_json::from_str(&gateway.ssh(&admin, "nap", &command).assert_ok().stdout).expect("json");
+        assert_eq!(answer["url"].as_str(), Some(url.as_str()), "{command:?} keeps the address");
+    }
+    assert!(routed_body(&addr, &host, "hello from web"), "the rollback to v1 serves at the same address");
 
     // A host nap does not know, and a request with no host at all.
     let (status, head, body) =
