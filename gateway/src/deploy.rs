@@ -19,6 +19,7 @@ use crate::app_name::AppName;
 use crate::context::{Context, ContextError};
 use crate::report::Reporter;
 use crate::repos;
+use crate::router::presence::Presence;
 
 /// The port apps listen on unless their Dockerfile exposes exactly one.
 pub const DEFAULT_PORT: u16 = 5000;
@@ -256,22 +257,36 @@ async fn start_release(
         _ => running.url.clone(),
     });
     let (endpoint, also) = published_with(ctx, runner, app, &release, &running, report)?;
-    if let Err(err) = store.promote_release(app.as_str(), &release, also).await {
-        // Unrecorded, the release must not serve either: the app would
-        // run something its releases do not show.
-        report.problem(&format!("could not record v{}, so it is taken back: {err}", release.version));
-        if let Err(discard) = runner.discard(app.as_str(), release.version).await {
-            report.problem(&format!("could not take v{} back: {discard}", release.version));
-        }
-        return Err(err.into());
+    // The instances that serve now, to drain once the new one is routed.
+    let promoted = async {
+        let previous: Vec<String> = store
+            .published_instances(app.as_str())
+            .await?
+            .into_iter()
+            .filter(|(id, _)| *id != endpoint.id)
+            .map(|(_, address)| address)
+            .collect();
+        store.promote_release(app.as_str(), &release, also).await.map(|()| previous)
     }
+    .await;
+    let previous = match promoted {
+        Ok(previous) => previous,
+        Err(err) => {
+            // Unrecorded, the release must not serve either: the app would
+            // run something its releases do not show.
+            report.problem(&format!("could not record v{}, so it is taken back: {err}", release.version));
+            if let Err(discard) = runner.discard(app.as_str(), release.version).await {
+                report.problem(&format!("could not take v{} back: {discard}", release.version));
+            }
+            return Err(err.into());
+        }
+    };
+    // Routed now, alone: the routers drain the previous release first.
+    drain(ctx, &previous, report).await;
     match runner.retire_all_but(app.as_str(), Some(release.version)).await {
         Ok(retired) if !retired.is_empty() => report.step(&format!("Retired {}", retired.join(", "))),
         Ok(_) => {}
         Err(err) => report.problem(&format!("could not retire the previous release: {err}")),
-    }
-    if let Err(err) = store.forget_instances_but(app.as_str(), &endpoint.id).await {
-        report.problem(&format!("could not unpublish the previous instances: {err}"));
     }
     info!(version = release.version, url = release.url.as_deref().unwrap_or_default(), "released");
     Ok(release)
@@ -308,6 +323,48 @@ pub async fn destroy(ctx: &Context, app: &AppName, who: &str) -> Result<Vec<Stri
     // The app is gone, and its lock's key with it.
     lock.forget();
     Ok(removed)
+}
+
+/// Waits until no live router sends requests to `previous` (the addresses of
+/// the instances just unpublished): each has applied the switch and its
+/// requests to them have finished. At most `retire_timeout`; a router that
+/// died stops counting when its lease expires.
+async fn drain(ctx: &Context, previous: &[String], report: &Reporter) {
+    const POLL: std::time::Duration = std::time::Duration::from_millis(25);
+    if previous.is_empty() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + ctx.settings.retire_timeout();
+    let mut said = false;
+    loop {
+        let busy: Vec<String> = match ctx.store.list_json::<Presence>(&layout::routers()).await {
+            Ok(routers) => routers
+                .into_iter()
+                .filter(|router| previous.iter().any(|address| router.upstreams.contains(address)))
+                .map(|router| router.host)
+                .collect(),
+            Err(err) => {
+                report.problem(&format!("cannot read the routers: {err}; retiring without waiting"));
+                return;
+            }
+        };
+        if busy.is_empty() {
+            return;
+        }
+        if !said {
+            report.detail(&format!("Draining the previous release on the router of {}", busy.join(", ")));
+            said = true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            report.problem(&format!(
+                "the router of {} still sends to the previous release after {} s; retiring it anyway",
+                busy.join(", "),
+                ctx.settings.retire_timeout().as_secs()
+            ));
+            return;
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// The app's deploy lock, for `what` by `who`.

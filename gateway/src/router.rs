@@ -6,6 +6,7 @@
 //! publishes in the store, swapped whole on every change); [`proxy`]
 //! forwards each request to one of the app's instances.
 
+pub mod presence;
 mod proxy;
 mod table;
 
@@ -62,11 +63,18 @@ impl Router {
         let Router { listener, table } = self;
         let port = listener.local_addr().map_or(0, |a| a.port());
         info!(addr = ?listener.local_addr().ok(), "nap router listening");
+        let inflight = Arc::new(presence::Inflight::default());
         let following = tokio::spawn({
-            let (table, stop) = (Arc::clone(&table), stop.clone());
+            let (table, stop, ctx) = (Arc::clone(&table), stop.clone(), Arc::clone(&ctx));
             async move { table.follow(&ctx.store, stop).await }
         });
-        let proxy = Arc::new(Proxy::new(table));
+        let id = format!("{}-{}-{:04x}", ctx.settings.host_name(), std::process::id(), rand::random::<u16>());
+        let (announce_stop, host) = (CancellationToken::new(), ctx.settings.host_name());
+        let announcing = tokio::spawn({
+            let (table, inflight, stop) = (Arc::clone(&table), Arc::clone(&inflight), announce_stop.clone());
+            async move { presence::announce(&ctx.store, &id, &host, &table, &inflight, stop).await }
+        });
+        let proxy = Arc::new(Proxy::new(table, inflight));
         let connections = TaskTracker::new();
         loop {
             let (stream, peer) = tokio::select! {
@@ -110,5 +118,8 @@ impl Router {
         connections.close();
         connections.wait().await;
         following.abort();
+        // Gone from the store: the release flow no longer waits for this router.
+        announce_stop.cancel();
+        let _ = announcing.await;
     }
 }

@@ -21,6 +21,7 @@ const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:80";
 const DEFAULT_DOMAIN: &str = "localhost";
 const DEFAULT_CHECK_TIMEOUT: u64 = 30;
 const DEFAULT_SHUTDOWN_TIMEOUT: u64 = 60;
+const DEFAULT_RETIRE_TIMEOUT: u64 = 30;
 const DEFAULT_UNIT_DIR: &str = "/etc/systemd/system";
 const DEFAULT_DOCKER_CLI: &str = "/usr/bin/docker";
 
@@ -64,6 +65,9 @@ pub struct Settings {
     /// Apps answer at APP.DOMAIN on the router [default: localhost, so APP.localhost works on this host]
     #[arg(long, global = true, env = "NAP_DOMAIN", value_name = "DOMAIN")]
     pub domain: Option<String>,
+    /// Seconds the routers get to drain a replaced release before it is stopped [default: 30]
+    #[arg(long, global = true, env = "NAP_RETIRE_TIMEOUT", value_name = "SECS")]
+    pub retire_timeout: Option<u64>,
     /// Seconds that running pushes get to finish after SIGTERM (`nap serve`) [default: 60]
     #[arg(long, global = true, env = "NAP_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,
@@ -259,6 +263,10 @@ impl Settings {
     pub fn domain(&self) -> String {
         let domain = self.domain.as_deref().unwrap_or(DEFAULT_DOMAIN).trim_matches('.');
         if domain.is_empty() { DEFAULT_DOMAIN.to_owned() } else { domain.to_ascii_lowercase() }
+    }
+
+    pub fn retire_timeout(&self) -> Duration {
+        Duration::from_secs(self.retire_timeout.unwrap_or(DEFAULT_RETIRE_TIMEOUT))
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

@@ -70,6 +70,19 @@ pub fn parse_instance_field(key: &str) -> Option<(&str, &str, &str)> {
     (!field.contains('/')).then_some((app, id, field))
 }
 
+/// `/nap/routers/ID`: a live router (bound to its lease) and the upstreams
+/// (`IP:PORT`) it still sends requests to: those it routes, and those with
+/// requests in flight. The release flow retires a release once no router
+/// lists its address.
+pub fn router(id: &str) -> String {
+    format!("{ROOT}/routers/{id}")
+}
+
+/// Prefix of every live router.
+pub fn routers() -> String {
+    format!("{ROOT}/routers/")
+}
+
 /// `/nap/locks/NAME`: a lock when the store is shared (etcd), bound to the
 /// holder's lease: `APP` for an app's deploys, `snapshot@HOSTIP` for a
 /// host's `commit` (see [`crate::LockSubject`]).

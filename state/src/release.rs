@@ -117,7 +117,9 @@ impl Store {
 
     /// Marks `release` as serving: saves it as succeeded and points `current` at it,
     /// in one transaction, which also makes `also` (the instance that serves
-    /// it, a rollout request), so watchers never see one without the other.
+    /// it, a rollout request) and unpublishes every other instance of the
+    /// app, so watchers (routers) never see one without the other: from
+    /// that revision on, the new release alone is routed.
     pub async fn promote_release(
         &self,
         app: &str,
@@ -129,24 +131,30 @@ impl Store {
         let mut writes =
             vec![(layout::release(app, release.version), release_json), (layout::current(app), current_json)];
         writes.extend(also);
-        self.put_many(&writes).await
+        let unpublished: Vec<String> = self
+            .list(&layout::instances(app))
+            .await?
+            .into_iter()
+            .map(|(key, _)| key)
+            .filter(|key| !writes.iter().any(|(written, _)| written == key))
+            .collect();
+        self.write_many(&writes, &unpublished, None).await
     }
 
-    /// Forgets every published instance of `app` but `keep`: they were retired.
-    pub async fn forget_instances_but(&self, app: &str, keep: &str) -> Result<(), StoreError> {
-        let prefix = layout::instances(app);
-        let mut gone = std::collections::BTreeSet::new();
-        for (key, _) in self.list(&prefix).await? {
-            if let Some((id, _)) = key[prefix.len()..].split_once('/')
-                && id != keep
-            {
-                gone.insert(id.to_owned());
+    /// Every published instance of `app`: `(id, "IP:PORT")`.
+    pub async fn published_instances(&self, app: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut found: BTreeMap<String, (String, String)> = BTreeMap::new();
+        for (key, value) in self.list(&layout::instances(app)).await? {
+            let Some((_, id, field)) = layout::parse_instance_field(&key) else { continue };
+            let value = String::from_utf8_lossy(&value).trim().to_owned();
+            let entry = found.entry(id.to_owned()).or_default();
+            match field {
+                "ip" => entry.0 = value,
+                "port" => entry.1 = value,
+                _ => {}
             }
         }
-        for id in gone {
-            self.delete_prefix(&format!("{prefix}{id}/")).await?;
-        }
-        Ok(())
+        Ok(found.into_iter().map(|(id, (ip, port))| (id, format!("{ip}:{port}"))).collect())
     }
 }
 

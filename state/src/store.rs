@@ -136,16 +136,29 @@ impl Store {
     pub async fn put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Embedded(db) => db.run(|db| db.put_many(&[(key, value)], None)).await,
-            Backend::Etcd(etcd) => etcd.put_many(&[(key, value)]).await,
+            Backend::Etcd(etcd) => etcd.write_many(&[(key, value)], &[], None).await,
         }
     }
 
     /// Writes all pairs or none of them.
     pub async fn put_many(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        self.write_many(pairs, &[], None).await
+    }
+
+    /// Puts `pairs` and deletes the keys `deletes`, all or nothing, at one
+    /// revision: a watcher sees the whole change or none of it. With a
+    /// lease, the pairs go when it expires.
+    pub async fn write_many(
+        &self,
+        pairs: &[(String, Vec<u8>)],
+        deletes: &[String],
+        lease: Option<i64>,
+    ) -> Result<(), StoreError> {
         let pairs: Vec<(&str, &[u8])> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        let deletes: Vec<&str> = deletes.iter().map(String::as_str).collect();
         match &self.backend {
-            Backend::Embedded(db) => db.run(|db| db.put_many(&pairs, None)).await,
-            Backend::Etcd(etcd) => etcd.put_many(&pairs).await,
+            Backend::Embedded(db) => db.run(|db| db.write_many(&pairs, &deletes, lease)).await,
+            Backend::Etcd(etcd) => etcd.write_many(&pairs, &deletes, lease).await,
         }
     }
 

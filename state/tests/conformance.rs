@@ -105,6 +105,29 @@ conformance!(put_many_writes_all_pairs_at_once, |b| {
     s.delete_prefix(&b.root).await.unwrap();
 });
 
+conformance!(write_many_puts_and_deletes_at_one_revision_and_can_lease_its_puts, |b| {
+    let s = &b.store;
+    s.put_many(&[(b.key("old/ip"), b"1".to_vec()), (b.key("old/port"), b"2".to_vec())]).await.unwrap();
+    let from = s.revision().await.unwrap() + 1;
+    let mut watch = s.watch(&b.root, from).await.unwrap();
+    s.write_many(&[(b.key("new/ip"), b"3".to_vec())], &[b.key("old/ip"), b.key("old/port"), b.key("never")], None)
+        .await
+        .unwrap();
+    let batch = next_batch(&mut watch).await;
+    assert_eq!(batch.len(), 3, "one put and two deletes, the missing key not among them: {batch:?}");
+    assert!(batch.iter().all(|e| e.revision() == batch[0].revision()), "one revision: {batch:?}");
+    let keys: Vec<String> = s.list(&b.root).await.unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, [b.key("new/ip")]);
+
+    let lease = s.grant_lease(Duration::from_secs(5)).await.unwrap();
+    s.write_many(&[(b.key("leased"), b"x".to_vec())], &[], Some(lease)).await.unwrap();
+    s.write_many(&[(b.key("leased"), b"y".to_vec())], &[], Some(lease)).await.unwrap();
+    assert_eq!(s.get(&b.key("leased")).await.unwrap().as_deref(), Some(&b"y"[..]));
+    s.revoke_lease(lease).await.unwrap();
+    assert_eq!(s.get(&b.key("leased")).await.unwrap(), None, "a leased put goes with its lease");
+    s.delete_prefix(&b.root).await.unwrap();
+});
+
 conformance!(compare_and_swap_writes_only_on_match, |b| {
     let s = &b.store;
     let k = b.key("k");

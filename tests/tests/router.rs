@@ -95,3 +95,54 @@ fn nap_router_alone_routes_from_the_same_store() {
     let off = gateway.nap(&["router", "--http-listen", "off"], "");
     off.assert_failed_with("error: the router is off");
 }
+
+#[test]
+fn no_request_fails_through_pushes_config_changes_and_rollbacks() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (gateway, addr) = routed_gateway();
+    let admin = Key::generate();
+    gateway.nap(&["keys", "add", &unique("admin"), "--admin"], &admin.public_text()).assert_ok();
+    let app = unique("steady");
+    let host = format!("{app}.{DOMAIN}");
+    let repo = AppRepo::new(AppKind::Web);
+    repo.push(&gateway, &admin, &app, "master").assert_ok();
+    assert!(routed_body(&addr, &host, "hello from web"));
+
+    // A client polls the app's address while releases change under it:
+    // bounded in count and time.
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let poller = std::thread::spawn({
+        let (addr, host, stop) = (addr.clone(), host.clone(), std::sync::Arc::clone(&stop));
+        move || {
+            let mut answers = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !stop.load(Ordering::Relaxed) && answers.len() < 20_000 && Instant::now() < deadline {
+                answers.push(get_host(&addr, &host, "/"));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            answers
+        }
+    });
+    repo.commit("index.html", "second\n");
+    repo.push(&gateway, &admin, &app, "master").assert_ok();
+    gateway.ssh(&admin, "nap", &["config", "set", &app, "GREETING=hi"]).assert_ok();
+    gateway.ssh(&admin, "nap", &["rollback", &app, "v1"]).assert_ok();
+    repo.commit("index.html", "third\n");
+    repo.push(&gateway, &admin, &app, "master").assert_ok();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let answers = poller.join().expect("poller");
+
+    assert!(answers.len() > 50, "the client polled throughout: {} answers", answers.len());
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|answer| {
+            !answer.as_ref().is_some_and(|(status, body)| {
+                *status == 200 && ["hello from web", "second", "third"].contains(&body.trim())
+            })
+        })
+        .collect();
+    assert!(failed.is_empty(), "{} of {} requests failed, e.g. {:?}", failed.len(), answers.len(), failed.first());
+    let last = answers.last().and_then(Option::as_ref).map(|(_, body)| body.trim().to_owned());
+    assert_eq!(last.as_deref(), Some("third"), "once the switch is done, only the new release answers");
+}

@@ -18,6 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tracing::info;
 
+use super::presence::Inflight;
 use super::table::RouteTable;
 
 /// How long an upstream gets to answer with its headers before the client
@@ -41,16 +42,17 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 
 pub struct Proxy {
     table: Arc<RouteTable>,
+    inflight: Arc<Inflight>,
     client: Client<HttpConnector, Incoming>,
 }
 
 impl Proxy {
-    pub fn new(table: Arc<RouteTable>) -> Proxy {
+    pub fn new(table: Arc<RouteTable>, inflight: Arc<Inflight>) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE).build(connector);
-        Proxy { table, client }
+        Proxy { table, inflight, client }
     }
 
     /// Routes one request from `peer`, which reached the router on `port`.
@@ -77,8 +79,17 @@ impl Proxy {
             Err(_) => return page(StatusCode::BAD_REQUEST, "the request's path is not valid", &id),
         }
         forwarded(&mut req, peer, &host, port, &id);
+        // In flight until the answer's body is sent: the release flow waits
+        // for that before it retires this instance.
+        let guard = self.inflight.enter(upstream);
         let answer = match tokio::time::timeout(UPSTREAM_TIMEOUT, self.client.request(req)).await {
-            Ok(Ok(response)) => response.map(BodyExt::boxed),
+            Ok(Ok(response)) => response.map(|body| {
+                body.map_frame(move |frame| {
+                    let _held = &guard;
+                    frame
+                })
+                .boxed()
+            }),
             Ok(Err(err)) => {
                 info!(app = %route.app, %upstream, error = %err, "upstream refused");
                 page(StatusCode::BAD_GATEWAY, &format!("{} did not answer", route.app), &id)

@@ -78,17 +78,27 @@ impl Routes {
     pub fn get(&self, host: &str) -> Option<&Arc<Route>> {
         self.by_host.get(host)
     }
+
+    /// Every instance the table routes to.
+    pub fn upstreams(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.by_host.values().flat_map(|route| route.upstreams.iter().copied())
+    }
 }
 
 /// The table the router reads, swapped whole on every change.
 pub struct RouteTable {
     current: ArcSwap<Routes>,
     domain: String,
+    swapped: tokio::sync::Notify,
 }
 
 impl RouteTable {
     pub fn new(domain: &str) -> Arc<RouteTable> {
-        Arc::new(RouteTable { current: ArcSwap::from_pointee(Routes::default()), domain: domain.to_owned() })
+        Arc::new(RouteTable {
+            current: ArcSwap::from_pointee(Routes::default()),
+            domain: domain.to_owned(),
+            swapped: tokio::sync::Notify::new(),
+        })
     }
 
     /// The routes now.
@@ -146,6 +156,12 @@ impl RouteTable {
         let routes = Routes::from_keys(keys, &self.domain);
         info!(apps = routes.by_host.len(), "route table swapped");
         self.current.store(Arc::new(routes));
+        self.swapped.notify_one();
+    }
+
+    /// Resolves after the next swap (or at once, if one came unawaited).
+    pub async fn swapped(&self) {
+        self.swapped.notified().await;
     }
 }
 

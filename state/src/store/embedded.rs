@@ -156,11 +156,22 @@ impl Db<'_> {
     }
 
     pub(super) fn put_many(&mut self, pairs: &[(&str, &[u8])], lease: Option<i64>) -> DbResult<()> {
+        self.write_many(pairs, &[], lease)
+    }
+
+    /// Puts `pairs` (bound to `lease`, if any) and deletes `deletes`, at
+    /// one revision.
+    pub(super) fn write_many(&mut self, pairs: &[(&str, &[u8])], deletes: &[&str], lease: Option<i64>) -> DbResult<()> {
         let tx = self.write()?;
         check_lease(&tx, lease)?;
         let revision = bump_revision(&tx)?;
         for (key, value) in pairs {
             upsert(&tx, key, value, revision, lease)?;
+        }
+        for key in deletes {
+            if tx.execute("DELETE FROM kv WHERE key = ?1", [key])? > 0 {
+                tx.execute("INSERT INTO events (revision, key, value) VALUES (?1, ?2, NULL)", params![revision, key])?;
+            }
         }
         tx.commit()?;
         Ok(())

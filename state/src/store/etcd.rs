@@ -98,11 +98,24 @@ impl Etcd {
         Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
-    pub(super) async fn put_many(&self, pairs: &[(&str, &[u8])]) -> Result<(), StoreError> {
-        let ops: Vec<TxnOp> = pairs.iter().map(|(k, v)| TxnOp::put(*k, *v, None)).collect();
+    /// Puts `pairs` (bound to `lease`, if any) and deletes `deletes` in one
+    /// transaction, so at one revision.
+    pub(super) async fn write_many(
+        &self,
+        pairs: &[(&str, &[u8])],
+        deletes: &[&str],
+        lease: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let options = lease.map(|lease| PutOptions::new().with_lease(lease));
+        let mut ops: Vec<TxnOp> = pairs.iter().map(|(k, v)| TxnOp::put(*k, *v, options.clone())).collect();
+        ops.extend(deletes.iter().map(|key| TxnOp::delete(*key, None)));
         let mut client = self.client.clone();
-        bounded(&self.endpoints, client.txn(Txn::new().and_then(ops))).await?;
-        Ok(())
+        match (bounded(&self.endpoints, client.txn(Txn::new().and_then(ops))).await, lease) {
+            (Err(StoreError::Etcd { source, .. }), Some(lease)) if lease_not_found(&source) => {
+                Err(StoreError::LeaseNotFound(lease))
+            }
+            (result, _) => result.map(|_| ()),
+        }
     }
 
     pub(super) async fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
