@@ -29,6 +29,9 @@ pub use table::RouteTable;
 
 /// How long a client gets to send a request's headers (against slow-loris).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most the router reads of a connection before a request's head is
+/// whole (hyper's read buffer); the proxy refuses large headers itself.
+const MAX_HEAD: usize = 64 * 1024;
 /// How long the router waits after an accept error (out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -99,6 +102,7 @@ impl Router {
                 let connection = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .max_buf_size(MAX_HEAD)
                     .serve_connection(TokioIo::new(stream), service);
                 tokio::pin!(connection);
                 let served = tokio::select! {

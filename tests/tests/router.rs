@@ -66,6 +66,11 @@ fn an_app_answers_at_its_host_on_the_router_across_releases() {
     assert!(head.to_ascii_lowercase().contains("x-request-id: probe-1"), "the client's request id comes back: {head}");
     let (status, _, body) = raw(&addr, "GET / HTTP/1.0\r\n\r\n").expect("an answer");
     assert_eq!(status, 400, "{body}");
+    // Headers larger than 32 KiB are refused, and the router goes on serving.
+    let huge = format!("GET / HTTP/1.1\r\nHost: {host}\r\nX-Big: {}\r\nConnection: close\r\n\r\n", "a".repeat(40_000));
+    let refused = raw(&addr, &huge);
+    assert_eq!(refused.map(|(status, _, _)| status), Some(431));
+    assert_eq!(get_host(&addr, &host, "/").map(|(status, _)| status), Some(200));
     // The router logs a line per request, naming the app.
     assert!(gateway.log().contains(&app), "an access-log line names the app:\n{}", gateway.log());
 }
@@ -145,4 +150,67 @@ fn no_request_fails_through_pushes_config_changes_and_rollbacks() {
     assert!(failed.is_empty(), "{} of {} requests failed, e.g. {:?}", failed.len(), answers.len(), failed.first());
     let last = answers.last().and_then(Option::as_ref).map(|(_, body)| body.trim().to_owned());
     assert_eq!(last.as_deref(), Some("third"), "once the switch is done, only the new release answers");
+}
+
+#[test]
+fn two_routers_on_one_etcd_route_alike_with_no_failed_request_through_either() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let shared = format!("store = \"etcd://{}\"\n", nap_tests::etcd_endpoint());
+    let start = |name: &str| {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let gateway = Gateway::start_with_settings(&format!(
+            "registry = \"{}\"\nhttp_listen = \"{addr}\"\ndomain = \"{DOMAIN}\"\nhost_name = \"{name}\"\n{shared}",
+            nap_tests::REGISTRY
+        ));
+        (gateway, addr)
+    };
+    let ((a, a_addr), (b, b_addr)) = (start("host-a"), start("host-b"));
+    let admin = Key::generate();
+    let key_name = unique("admin");
+    a.nap(&["keys", "add", &key_name, "--admin"], &admin.public_text()).assert_ok();
+    a.track_key(&key_name);
+    let app = unique("twice");
+    let host = format!("{app}.{DOMAIN}");
+    b.track_app(&app);
+    let repo = AppRepo::new(AppKind::Web);
+    repo.push(&a, &admin, &app, "master").assert_ok();
+    assert!(routed_body(&a_addr, &host, "hello from web") && routed_body(&b_addr, &host, "hello from web"));
+
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let pollers: Vec<_> = [a_addr.clone(), b_addr.clone()]
+        .into_iter()
+        .map(|addr| {
+            let (host, stop) = (host.clone(), std::sync::Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut answers = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while !stop.load(Ordering::Relaxed) && answers.len() < 20_000 && Instant::now() < deadline {
+                    answers.push(get_host(&addr, &host, "/"));
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                answers
+            })
+        })
+        .collect();
+    // A push to either host switches both routers.
+    repo.commit("index.html", "from a\n");
+    repo.push(&a, &admin, &app, "master").assert_ok();
+    repo.commit("index.html", "from b\n");
+    repo.push(&b, &admin, &app, "master").assert_ok();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for (router, poller) in ["a", "b"].into_iter().zip(pollers) {
+        let answers = poller.join().expect("poller");
+        let failed = answers
+            .iter()
+            .filter(|answer| {
+                !answer.as_ref().is_some_and(|(status, body)| {
+                    *status == 200 && ["hello from web", "from a", "from b"].contains(&body.trim())
+                })
+            })
+            .count();
+        assert_eq!(failed, 0, "router {router}: {failed} of {} requests failed", answers.len());
+        let last = answers.last().and_then(Option::as_ref).map(|(_, body)| body.trim().to_owned());
+        assert_eq!(last.as_deref(), Some("from b"), "router {router} routes the newest release");
+    }
 }

@@ -24,6 +24,8 @@ use super::table::RouteTable;
 /// How long an upstream gets to answer with its headers before the client
 /// gets 504.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most a request's headers may take; larger ones get 431.
+const MAX_HEADERS: usize = 32 * 1024;
 /// How long an idle pooled connection to an upstream is kept.
 const POOL_IDLE: Duration = Duration::from_secs(90);
 
@@ -59,6 +61,10 @@ impl Proxy {
     pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr, port: u16) -> Response<Body> {
         let started = Instant::now();
         let id = request_id(&req);
+        let head: usize = req.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+        if head > MAX_HEADERS {
+            return page(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "the request's headers are too large", &id);
+        }
         let Some(host) = host_of(&req) else {
             return page(StatusCode::BAD_REQUEST, "the request has no valid Host header", &id);
         };
