@@ -3,19 +3,59 @@
 //! own short pages; `nap router` routes alone from the same store.
 
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nap_tests::{AppKind, AppRepo, Gateway, Key, free_port, get_host, nap_bin, raw, unique};
 
 const DOMAIN: &str = "nap.test";
 
-fn routed_gateway() -> (Gateway, String) {
+/// A gateway whose router listens on a port of its own (`extra`: more
+/// nap.toml lines); its router's address.
+fn routed_gateway_with(extra: &str) -> (Gateway, String) {
     let addr = format!("127.0.0.1:{}", free_port());
     let gateway = Gateway::start_with_settings(&format!(
-        "registry = \"{}\"\nhttp_listen = \"{addr}\"\ndomain = \"{DOMAIN}\"\n",
+        "registry = \"{}\"\nhttp_listen = \"{addr}\"\ndomain = \"{DOMAIN}\"\n{extra}",
         nap_tests::REGISTRY
     ));
     (gateway, addr)
+}
+
+fn routed_gateway() -> (Gateway, String) {
+    routed_gateway_with("")
+}
+
+/// An admin key added through `gateway`.
+fn admin_of(gateway: &Gateway) -> Key {
+    let admin = Key::generate();
+    let name = unique("admin");
+    gateway.nap(&["keys", "add", &name, "--admin"], &admin.public_text()).assert_ok();
+    gateway.track_key(&name);
+    admin
+}
+
+/// A client that polls `host` on the router at `addr` until `stop`
+/// (at most 20,000 requests or 2 minutes); every answer, in order.
+fn poller(addr: &str, host: &str, stop: &Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Option<(u16, String)>>> {
+    let (addr, host, stop) = (addr.to_owned(), host.to_owned(), Arc::clone(stop));
+    std::thread::spawn(move || {
+        let mut answers = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !stop.load(Ordering::Relaxed) && answers.len() < 20_000 && Instant::now() < deadline {
+            answers.push(get_host(&addr, &host, "/"));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        answers
+    })
+}
+
+/// The answers that are not 200 with one of `bodies`.
+fn failures<'a>(answers: &'a [Option<(u16, String)>], bodies: &[&str]) -> Vec<&'a Option<(u16, String)>> {
+    answers
+        .iter()
+        .filter(|answer| !answer.as_ref().is_some_and(|(status, body)| *status == 200 && bodies.contains(&body.trim())))
+        .collect()
 }
 
 /// Waits until `host` on the router at `addr` answers 200 with `body`.
@@ -33,8 +73,7 @@ fn routed_body(addr: &str, host: &str, body: &str) -> bool {
 #[test]
 fn an_app_answers_at_its_host_on_the_router_across_releases() {
     let (gateway, addr) = routed_gateway();
-    let admin = Key::generate();
-    gateway.nap(&["keys", "add", &unique("admin"), "--admin"], &admin.public_text()).assert_ok();
+    let admin = admin_of(&gateway);
     let app = unique("routed");
     let host = format!("{app}.{DOMAIN}");
     let repo = AppRepo::new(AppKind::Web);
@@ -78,8 +117,7 @@ fn an_app_answers_at_its_host_on_the_router_across_releases() {
 #[test]
 fn nap_router_alone_routes_from_the_same_store() {
     let (gateway, _) = routed_gateway();
-    let admin = Key::generate();
-    gateway.nap(&["keys", "add", &unique("admin"), "--admin"], &admin.public_text()).assert_ok();
+    let admin = admin_of(&gateway);
     let app = unique("alone");
     AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master").assert_ok();
 
@@ -103,31 +141,17 @@ fn nap_router_alone_routes_from_the_same_store() {
 
 #[test]
 fn no_request_fails_through_pushes_config_changes_and_rollbacks() {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let (gateway, addr) = routed_gateway();
-    let admin = Key::generate();
-    gateway.nap(&["keys", "add", &unique("admin"), "--admin"], &admin.public_text()).assert_ok();
+    let admin = admin_of(&gateway);
     let app = unique("steady");
     let host = format!("{app}.{DOMAIN}");
     let repo = AppRepo::new(AppKind::Web);
     repo.push(&gateway, &admin, &app, "master").assert_ok();
     assert!(routed_body(&addr, &host, "hello from web"));
 
-    // A client polls the app's address while releases change under it:
-    // bounded in count and time.
-    let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let poller = std::thread::spawn({
-        let (addr, host, stop) = (addr.clone(), host.clone(), std::sync::Arc::clone(&stop));
-        move || {
-            let mut answers = Vec::new();
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while !stop.load(Ordering::Relaxed) && answers.len() < 20_000 && Instant::now() < deadline {
-                answers.push(get_host(&addr, &host, "/"));
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            answers
-        }
-    });
+    // A client polls the app's address while releases change under it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let polling = poller(&addr, &host, &stop);
     repo.commit("index.html", "second\n");
     repo.push(&gateway, &admin, &app, "master").assert_ok();
     gateway.ssh(&admin, "nap", &["config", "set", &app, "GREETING=hi"]).assert_ok();
@@ -136,17 +160,10 @@ fn no_request_fails_through_pushes_config_changes_and_rollbacks() {
     repo.push(&gateway, &admin, &app, "master").assert_ok();
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
-    let answers = poller.join().expect("poller");
+    let answers = polling.join().expect("poller");
 
     assert!(answers.len() > 50, "the client polled throughout: {} answers", answers.len());
-    let failed: Vec<_> = answers
-        .iter()
-        .filter(|answer| {
-            !answer.as_ref().is_some_and(|(status, body)| {
-                *status == 200 && ["hello from web", "second", "third"].contains(&body.trim())
-            })
-        })
-        .collect();
+    let failed = failures(&answers, &["hello from web", "second", "third"]);
     assert!(failed.is_empty(), "{} of {} requests failed, e.g. {:?}", failed.len(), answers.len(), failed.first());
     let last = answers.last().and_then(Option::as_ref).map(|(_, body)| body.trim().to_owned());
     assert_eq!(last.as_deref(), Some("third"), "once the switch is done, only the new release answers");
@@ -154,21 +171,10 @@ fn no_request_fails_through_pushes_config_changes_and_rollbacks() {
 
 #[test]
 fn two_routers_on_one_etcd_route_alike_with_no_failed_request_through_either() {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let shared = format!("store = \"etcd://{}\"\n", nap_tests::etcd_endpoint());
-    let start = |name: &str| {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let gateway = Gateway::start_with_settings(&format!(
-            "registry = \"{}\"\nhttp_listen = \"{addr}\"\ndomain = \"{DOMAIN}\"\nhost_name = \"{name}\"\n{shared}",
-            nap_tests::REGISTRY
-        ));
-        (gateway, addr)
-    };
-    let ((a, a_addr), (b, b_addr)) = (start("host-a"), start("host-b"));
-    let admin = Key::generate();
-    let key_name = unique("admin");
-    a.nap(&["keys", "add", &key_name, "--admin"], &admin.public_text()).assert_ok();
-    a.track_key(&key_name);
+    let (a, a_addr) = routed_gateway_with(&format!("host_name = \"host-a\"\n{shared}"));
+    let (b, b_addr) = routed_gateway_with(&format!("host_name = \"host-b\"\n{shared}"));
+    let admin = admin_of(&a);
     let app = unique("twice");
     let host = format!("{app}.{DOMAIN}");
     b.track_app(&app);
@@ -176,22 +182,8 @@ fn two_routers_on_one_etcd_route_alike_with_no_failed_request_through_either() {
     repo.push(&a, &admin, &app, "master").assert_ok();
     assert!(routed_body(&a_addr, &host, "hello from web") && routed_body(&b_addr, &host, "hello from web"));
 
-    let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let pollers: Vec<_> = [a_addr.clone(), b_addr.clone()]
-        .into_iter()
-        .map(|addr| {
-            let (host, stop) = (host.clone(), std::sync::Arc::clone(&stop));
-            std::thread::spawn(move || {
-                let mut answers = Vec::new();
-                let deadline = Instant::now() + Duration::from_secs(120);
-                while !stop.load(Ordering::Relaxed) && answers.len() < 20_000 && Instant::now() < deadline {
-                    answers.push(get_host(&addr, &host, "/"));
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                answers
-            })
-        })
-        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let pollers = [poller(&a_addr, &host, &stop), poller(&b_addr, &host, &stop)];
     // A push to either host switches both routers.
     repo.commit("index.html", "from a\n");
     repo.push(&a, &admin, &app, "master").assert_ok();
@@ -201,14 +193,7 @@ fn two_routers_on_one_etcd_route_alike_with_no_failed_request_through_either() {
     stop.store(true, Ordering::Relaxed);
     for (router, poller) in ["a", "b"].into_iter().zip(pollers) {
         let answers = poller.join().expect("poller");
-        let failed = answers
-            .iter()
-            .filter(|answer| {
-                !answer.as_ref().is_some_and(|(status, body)| {
-                    *status == 200 && ["hello from web", "from a", "from b"].contains(&body.trim())
-                })
-            })
-            .count();
+        let failed = failures(&answers, &["hello from web", "from a", "from b"]).len();
         assert_eq!(failed, 0, "router {router}: {failed} of {} requests failed", answers.len());
         let last = answers.last().and_then(Option::as_ref).map(|(_, body)| body.trim().to_owned());
         assert_eq!(last.as_deref(), Some("from b"), "router {router} routes the newest release");
