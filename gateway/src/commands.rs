@@ -7,6 +7,7 @@
 mod apps;
 mod commiter;
 mod config;
+mod domains;
 mod git;
 mod instances;
 mod keys;
@@ -91,6 +92,8 @@ pub enum Operate {
     },
     /// Write the CI/CD flow's rollout and undo requests (admin keys only)
     Rollout(rollout::RolloutArgs),
+    /// List, add or remove the hosts an app answers at on the router
+    Domains(domains::DomainsArgs),
     /// Print nap's version
     Version,
     /// Receive a push (run by `git push`)
@@ -145,6 +148,8 @@ pub enum CommandError {
     #[error(transparent)]
     Snapshot(#[from] snapshot::SnapshotError),
     #[error(transparent)]
+    Domain(#[from] domains::DomainError),
+    #[error(transparent)]
     Forbidden(#[from] Forbidden),
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
@@ -182,6 +187,7 @@ pub async fn execute(ctx: &Arc<Context>, caller: &Caller, command: Operate, outp
         Operate::Keys(args) => keys::run(ctx, caller, args, &mut io).await,
         Operate::Manage(args) => commiter::manage(ctx, caller, args).await,
         Operate::Rollout(args) => rollout::rollout(ctx, caller, args).await,
+        Operate::Domains(args) => domains::run(ctx, caller, args).await,
         Operate::Import(args) => commiter::import(ctx, caller, args, &mut io).await,
         Operate::Commit { app } => snapshot::commit(ctx, caller, app.as_deref(), &mut io).await,
         Operate::Takeover { app } => snapshot::takeover(ctx, caller, &app).await,

@@ -69,8 +69,44 @@ impl Store {
     }
 
     /// Forgets everything about the app.
+    /// Removes everything about `app`, the hosts it claimed included.
     pub async fn destroy_app(&self, app: &str) -> Result<(), StoreError> {
+        for host in self.domains(app).await? {
+            let claim = layout::domain_claim(&host);
+            if self.get(&claim).await?.as_deref() == Some(app.as_bytes()) {
+                self.delete(&claim).await?;
+            }
+        }
         self.delete_prefix(&layout::app(app)).await.map(|_| ())
+    }
+
+    /// The hosts `app` answers at besides `APP.DOMAIN`.
+    pub async fn domains(&self, app: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = layout::app_domains(app);
+        Ok(self.list(&prefix).await?.into_iter().map(|(key, _)| key[prefix.len()..].to_owned()).collect())
+    }
+
+    /// Claims `host` for `app`; answers the app that holds it if another does.
+    pub async fn add_domain(&self, app: &str, host: &str) -> Result<Option<String>, StoreError> {
+        let claim = layout::domain_claim(host);
+        if !self.compare_and_swap(&claim, None, app.as_bytes()).await? {
+            let owner = self.get(&claim).await?.map(|owner| String::from_utf8_lossy(&owner).into_owned());
+            if owner.as_deref() != Some(app) {
+                return Ok(Some(owner.unwrap_or_default()));
+            }
+        }
+        self.put(&layout::app_domain(app, host), b"").await?;
+        Ok(None)
+    }
+
+    /// Lets `host` go; answers whether `app` had it.
+    pub async fn remove_domain(&self, app: &str, host: &str) -> Result<bool, StoreError> {
+        let claim = layout::domain_claim(host);
+        let had = self.delete(&layout::app_domain(app, host)).await?;
+        if self.get(&claim).await?.as_deref() == Some(app.as_bytes()) {
+            self.delete(&claim).await?;
+        }
+        Ok(had)
     }
 
     pub async fn config(&self, app: &str) -> Result<BTreeMap<String, String>, StoreError> {

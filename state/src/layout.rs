@@ -70,6 +70,28 @@ pub fn parse_instance_field(key: &str) -> Option<(&str, &str, &str)> {
     (!field.contains('/')).then_some((app, id, field))
 }
 
+/// `/nap/apps/APP/domains/HOST`: a host the app also answers at on the router.
+pub fn app_domain(app: &str, host: &str) -> String {
+    format!("{ROOT}/apps/{app}/domains/{host}")
+}
+
+/// Prefix of an app's own hosts.
+pub fn app_domains(app: &str) -> String {
+    format!("{ROOT}/apps/{app}/domains/")
+}
+
+/// `(app, host)` of a key [`app_domain`] made; `None` for any other key.
+pub fn parse_app_domain(key: &str) -> Option<(&str, &str)> {
+    let (app, rest) = key.strip_prefix(ROOT)?.strip_prefix("/apps/")?.split_once('/')?;
+    let host = rest.strip_prefix("domains/")?;
+    (!host.is_empty() && !host.contains('/')).then_some((app, host))
+}
+
+/// `/nap/domains/HOST`: which app claimed a host (its name); one app per host.
+pub fn domain_claim(host: &str) -> String {
+    format!("{ROOT}/domains/{host}")
+}
+
 /// `/nap/routers/ID`: a live router (bound to its lease) and the upstreams
 /// (`IP:PORT`) it still sends requests to: those it routes, and those with
 /// requests in flight. The release flow retires a release once no router

@@ -199,3 +199,40 @@ fn two_routers_on_one_etcd_route_alike_with_no_failed_request_through_either() {
         assert_eq!(last.as_deref(), Some("from b"), "router {router} routes the newest release");
     }
 }
+
+#[test]
+fn custom_hosts_and_wildcards_route_to_one_app_each() {
+    let (gateway, addr) = routed_gateway();
+    let admin = admin_of(&gateway);
+    let app = unique("hosted");
+    AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master").assert_ok();
+    let (www, wild) = (format!("www.{app}.test"), format!("*.{app}.example"));
+    gateway.ssh(&admin, "nap", &["domains", "add", &app, &www]).assert_ok();
+    gateway.ssh(&admin, "nap", &["domains", "add", &app, &wild.to_uppercase()]).assert_ok();
+    assert!(routed_body(&addr, &www, "hello from web"), "an exact host");
+    assert!(routed_body(&addr, &format!("eu.{app}.example"), "hello from web"), "a wildcard host");
+    assert_eq!(get_host(&addr, &format!("a.b.{app}.example"), "/").map(|(status, _)| status), Some(404));
+
+    let listed: serde_json::Value =
+        serde_json::from_str(&gateway.ssh(&admin, "nap", &["domains", &app, "--json"]).assert_ok().stdout)
+            .expect("json");
+    assert_eq!(listed["domains"], serde_json::json!([wild, www]));
+
+    // A host belongs to one app; a malformed one is one line.
+    let other = unique("other");
+    gateway.ssh(&admin, "nap", &["apps", "create", &other]).assert_ok();
+    gateway.track_app(&other);
+    gateway
+        .ssh(&admin, "nap", &["domains", "add", &other, &www])
+        .assert_failed_with(&format!("error: {www} belongs to app {app}; remove it there first"));
+    gateway.ssh(&admin, "nap", &["domains", "add", &app, "bad_host.test"]).assert_failed_with("error: invalid host");
+
+    gateway.ssh(&admin, "nap", &["domains", "remove", &app, &www]).assert_ok();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get_host(&addr, &www, "/").map(|(status, _)| status) != Some(404) {
+        assert!(Instant::now() < deadline, "{www} still routed after its removal");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Freed, the host can go to another app.
+    gateway.ssh(&admin, "nap", &["domains", "add", &other, &www]).assert_ok();
+}

@@ -47,10 +47,15 @@ pub struct Routes {
 
 impl Routes {
     /// The routes that the store's `keys` describe: app `APP` answers at
-    /// `APP.DOMAIN`.
+    /// `APP.DOMAIN` and at the hosts added to it (`domains add`).
     fn from_keys(keys: &BTreeMap<String, Vec<u8>>, domain: &str) -> Routes {
         let mut instances: BTreeMap<(&str, &str), Published> = BTreeMap::new();
+        let mut hosts: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (key, value) in keys {
+            if let Some((app, host)) = layout::parse_app_domain(key) {
+                hosts.entry(app).or_default().push(host.to_owned());
+                continue;
+            }
             let Some((app, id, field)) = layout::parse_instance_field(key) else { continue };
             let value = String::from_utf8_lossy(value).trim().to_owned();
             let entry = instances.entry((app, id)).or_default();
@@ -60,23 +65,29 @@ impl Routes {
                 _ => {}
             }
         }
-        let mut upstreams: BTreeMap<&str, Vec<SocketAddr>> = BTreeMap::new();
+        let mut upstreams: BTreeMap<&str, Vec<SocketAddr>> = hosts.keys().map(|app| (*app, Vec::new())).collect();
         for ((app, _), (ip, port)) in instances {
             let address: Option<SocketAddr> = ip.zip(port).and_then(|(ip, port)| format!("{ip}:{port}").parse().ok());
             upstreams.entry(app).or_default().extend(address);
         }
-        let by_host = upstreams
-            .into_iter()
-            .map(|(app, upstreams)| {
-                let route = Route { app: app.to_owned(), upstreams, next: AtomicUsize::new(0) };
-                (format!("{app}.{domain}"), Arc::new(route))
-            })
-            .collect();
+        let mut by_host = HashMap::new();
+        for (app, upstreams) in upstreams {
+            let route = Arc::new(Route { app: app.to_owned(), upstreams, next: AtomicUsize::new(0) });
+            for host in hosts.remove(app).unwrap_or_default() {
+                by_host.insert(host, Arc::clone(&route));
+            }
+            by_host.insert(format!("{app}.{domain}"), route);
+        }
         Routes { by_host }
     }
 
+    /// The route of `host`: its own, else a wildcard's (`*.example.com`
+    /// covers `www.example.com`, one label deep).
     pub fn get(&self, host: &str) -> Option<&Arc<Route>> {
-        self.by_host.get(host)
+        self.by_host.get(host).or_else(|| {
+            let (_, parent) = host.split_once('.')?;
+            self.by_host.get(&format!("*.{parent}"))
+        })
     }
 
     /// Every instance the table routes to.
@@ -143,7 +154,7 @@ impl RouteTable {
                         key
                     }
                 };
-                changed |= layout::parse_instance_field(&key).is_some();
+                changed |= layout::parse_instance_field(&key).is_some() || layout::parse_app_domain(&key).is_some();
             }
             if changed {
                 self.swap(&keys);
@@ -184,6 +195,18 @@ mod tests {
         let picked: Vec<_> = (0..3).filter_map(|_| shop.pick()).map(|a| a.port()).collect();
         assert_eq!(picked, [4001, 4002, 4001]);
         let half = routes.get("half.apps.example.com").expect("an app whose instance has no port yet");
+        assert_eq!(half.upstreams.len(), 0);
+        let mut keys = keys.clone();
+        keys.insert(layout::app_domain("shop", "www.shop.test"), Vec::new());
+        keys.insert(layout::app_domain("shop", "*.shop.test"), Vec::new());
+        keys.insert(layout::app_domain("idle", "idle.test"), Vec::new());
+        let routes = Routes::from_keys(&keys, "apps.example.com");
+        for host in ["www.shop.test", "eu.shop.test", "shop.apps.example.com"] {
+            assert_eq!(routes.get(host).map(|r| r.app.as_str()), Some("shop"), "{host}");
+        }
+        assert!(routes.get("a.b.shop.test").is_none(), "a wildcard covers one label");
+        assert_eq!(routes.get("idle.test").map(|r| r.upstreams.len()), Some(0), "a host with no instance: 503");
+        let half = routes.get("half.apps.example.com").expect("still there");
         assert_eq!(half.pick(), None, "no instance to route to: the router answers 503");
         assert!(routes.get("shop.localhost").is_none());
     }
