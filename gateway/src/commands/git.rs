@@ -58,17 +58,24 @@ pub async fn upload_pack(ctx: &Arc<Context>, caller: &Caller, repo: &str, mut io
 /// under it) is killed, which also frees the app's deploy lock.
 async fn run_git(ctx: &Arc<Context>, caller: &Caller, app: &AppName, service: &str, repo: PathBuf, io: Io) -> u32 {
     let Io { mut stdin, mut stdout, mut stderr, client_gone } = io;
-    // The pre-receive hook runs with exactly these settings; the file goes
-    // when git is done.
-    let input = HookInput { settings: ctx.settings.clone(), app: app.clone(), key: caller.name().to_owned() };
-    let input = match input.write(&ctx.settings.data_dir().join("run")) {
-        Ok(path) => path,
-        Err(err) => return fail(&mut stderr, &err.to_string()).await,
+    // A push's pre-receive hook runs with exactly these settings; the file
+    // goes when git is done. A fetch runs no hook and needs none.
+    let input = if service == "receive-pack" {
+        let input = HookInput { settings: ctx.settings.clone(), app: app.clone(), key: caller.name().to_owned() };
+        match input.write(&ctx.settings.data_dir().join("run")) {
+            Ok(path) => Some(path),
+            Err(err) => return fail(&mut stderr, &err.to_string()).await,
+        }
+    } else {
+        None
     };
-    let mut child = match tokio::process::Command::new("git")
+    let mut git = tokio::process::Command::new("git");
+    if let Some(input) = &input {
+        git.env(hook::INPUT_VAR, &**input);
+    }
+    let mut child = match git
         .arg(service)
         .arg(&repo)
-        .env(hook::INPUT_VAR, &*input)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
