@@ -256,20 +256,9 @@ async fn start_release(
         Some(url) if runner.kind() != nap_runner::RunnerKind::Kubernetes => url,
         _ => running.url.clone(),
     });
-    let (endpoint, also) = published_with(ctx, runner, app, &release, &running, report)?;
-    // The instances that serve now, to drain once the new one is routed.
-    let promoted = async {
-        let previous: Vec<String> = store
-            .published_instances(app.as_str())
-            .await?
-            .into_iter()
-            .filter(|(id, _)| *id != endpoint.id)
-            .map(|(_, address)| address)
-            .collect();
-        store.promote_release(app.as_str(), &release, also).await.map(|()| previous)
-    }
-    .await;
-    let previous = match promoted {
+    let also = published_with(ctx, runner, app, &release, &running, report)?;
+    // Answers the instances that served until now, to drain.
+    let previous = match store.promote_release(app.as_str(), &release, also).await {
         Ok(previous) => previous,
         Err(err) => {
             // Unrecorded, the release must not serve either: the app would
@@ -381,7 +370,7 @@ fn published_with(
     release: &Release,
     running: &Running,
     report: &Reporter,
-) -> Result<(Endpoint, nap_state::Pairs), DeployError> {
+) -> Result<nap_state::Pairs, DeployError> {
     let endpoint = Endpoint::of(ctx, runner, running);
     let mut writes = endpoint.keys(app.as_str(), release.version);
     if let Some(target) = &ctx.settings.publish_rollout {
@@ -395,7 +384,7 @@ fn published_with(
         report.detail(&format!("Publishing the rollout of {} at {key}", release.image));
         writes.push((key, serde_json::to_vec(&rollout).map_err(nap_state::StoreError::Encode)?));
     }
-    Ok((endpoint, writes))
+    Ok(writes)
 }
 
 /// Records `release` as failed and answers the refusal to report.

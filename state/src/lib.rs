@@ -18,7 +18,7 @@ mod store;
 
 pub use app::{AppRecord, AppSummary};
 pub use lock::{Lock, LockError, LockSubject};
-pub use release::{Release, ReleaseCause, ReleaseStatus};
+pub use release::{Release, ReleaseCause, ReleaseStatus, instance_addresses};
 pub use rollout::{Rollout, Undo};
 pub use settings::{DEFAULT_DATA_DIR, Secret, StoreSettings};
 pub use store::{EtcdOptions, Pairs, Store, StoreError, WatchEvent, WatchStream};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{Store, StoreError, layout};
+use crate::{Pairs, Store, StoreError, layout};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -80,6 +80,32 @@ pub struct Release {
     pub error: Option<String>,
 }
 
+/// The address (`IP:PORT`) of each instance whose keys are among `pairs`,
+/// by (app, instance id); `None` while its IP or port is missing. Other keys
+/// are passed over. The one reading of the instance keys: the release flow
+/// and the routers both use it.
+pub fn instance_addresses<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> BTreeMap<(&'a str, &'a str), Option<String>> {
+    // (app, id) → (IP, port), as far as the keys go.
+    type Fields = (Option<String>, Option<String>);
+    let mut fields: BTreeMap<(&str, &str), Fields> = BTreeMap::new();
+    for (key, value) in pairs {
+        let Some((app, id, field)) = layout::parse_instance_field(key) else { continue };
+        let value = String::from_utf8_lossy(value).trim().to_owned();
+        let entry = fields.entry((app, id)).or_default();
+        match field {
+            "ip" => entry.0 = Some(value),
+            "port" => entry.1 = Some(value),
+            _ => {}
+        }
+    }
+    fields
+        .into_iter()
+        .map(|(instance, (ip, port))| (instance, ip.zip(port).map(|(ip, port)| format!("{ip}:{port}"))))
+        .collect()
+}
+
 impl Release {
     pub fn tag(&self) -> String {
         format!("v{}", self.version)
@@ -119,42 +145,29 @@ impl Store {
     /// in one transaction, which also makes `also` (the instance that serves
     /// it, a rollout request) and unpublishes every other instance of the
     /// app, so watchers (routers) never see one without the other: from
-    /// that revision on, the new release alone is routed.
+    /// that revision on, the new release alone is routed. Answers the
+    /// addresses (`IP:PORT`) of the instances it unpublished.
     pub async fn promote_release(
         &self,
         app: &str,
         release: &Release,
         also: Vec<(String, Vec<u8>)>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         let release_json = serde_json::to_vec(release).map_err(StoreError::Encode)?;
         let current_json = serde_json::to_vec(&release.version).map_err(StoreError::Encode)?;
         let mut writes =
             vec![(layout::release(app, release.version), release_json), (layout::current(app), current_json)];
         writes.extend(also);
-        let unpublished: Vec<String> = self
+        let unpublished: Pairs = self
             .list(&layout::instances(app))
             .await?
             .into_iter()
-            .map(|(key, _)| key)
-            .filter(|key| !writes.iter().any(|(written, _)| written == key))
+            .filter(|(key, _)| !writes.iter().any(|(written, _)| written == key))
             .collect();
-        self.write_many(&writes, &unpublished, None).await
-    }
-
-    /// Every published instance of `app`: `(id, "IP:PORT")`.
-    pub async fn published_instances(&self, app: &str) -> Result<Vec<(String, String)>, StoreError> {
-        let mut found: BTreeMap<String, (String, String)> = BTreeMap::new();
-        for (key, value) in self.list(&layout::instances(app)).await? {
-            let Some((_, id, field)) = layout::parse_instance_field(&key) else { continue };
-            let value = String::from_utf8_lossy(&value).trim().to_owned();
-            let entry = found.entry(id.to_owned()).or_default();
-            match field {
-                "ip" => entry.0 = value,
-                "port" => entry.1 = value,
-                _ => {}
-            }
-        }
-        Ok(found.into_iter().map(|(id, (ip, port))| (id, format!("{ip}:{port}"))).collect())
+        let deletes: Vec<String> = unpublished.iter().map(|(key, _)| key.clone()).collect();
+        self.write_many(&writes, &deletes, None).await?;
+        let unpublished = unpublished.iter().map(|(key, value)| (key.as_str(), value.as_slice()));
+        Ok(instance_addresses(unpublished).into_values().flatten().collect())
     }
 }
 

@@ -12,16 +12,13 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures_util::StreamExt;
-use nap_state::{Store, StoreError, WatchEvent, layout};
+use nap_state::{Store, StoreError, WatchEvent, instance_addresses, layout};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// How long the router waits before it reads the store again after the
 /// store failed it.
 const RETRY: Duration = Duration::from_secs(1);
-
-/// What the store says of one instance so far: its IP and its port.
-type Published = (Option<String>, Option<u16>);
 
 /// One app's route: where its serving instances answer.
 #[derive(Debug)]
@@ -49,26 +46,14 @@ impl Routes {
     /// The routes that the store's `keys` describe: app `APP` answers at
     /// `APP.DOMAIN` and at the hosts added to it (`domains add`).
     fn from_keys(keys: &BTreeMap<String, Vec<u8>>, domain: &str) -> Routes {
-        let mut instances: BTreeMap<(&str, &str), Published> = BTreeMap::new();
         let mut hosts: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for (key, value) in keys {
-            if let Some((app, host)) = layout::parse_app_domain(key) {
-                hosts.entry(app).or_default().push(host.to_owned());
-                continue;
-            }
-            let Some((app, id, field)) = layout::parse_instance_field(key) else { continue };
-            let value = String::from_utf8_lossy(value).trim().to_owned();
-            let entry = instances.entry((app, id)).or_default();
-            match field {
-                "ip" => entry.0 = Some(value),
-                "port" => entry.1 = value.parse().ok(),
-                _ => {}
-            }
+        for (app, host) in keys.keys().filter_map(|key| layout::parse_app_domain(key)) {
+            hosts.entry(app).or_default().push(host.to_owned());
         }
         let mut upstreams: BTreeMap<&str, Vec<SocketAddr>> = hosts.keys().map(|app| (*app, Vec::new())).collect();
-        for ((app, _), (ip, port)) in instances {
-            let address: Option<SocketAddr> = ip.zip(port).and_then(|(ip, port)| format!("{ip}:{port}").parse().ok());
-            upstreams.entry(app).or_default().extend(address);
+        let instances = instance_addresses(keys.iter().map(|(key, value)| (key.as_str(), value.as_slice())));
+        for ((app, _), address) in instances {
+            upstreams.entry(app).or_default().extend(address.and_then(|address| address.parse::<SocketAddr>().ok()));
         }
         let mut by_host = HashMap::new();
         for (app, upstreams) in upstreams {
