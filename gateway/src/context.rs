@@ -62,12 +62,7 @@ impl Context {
     /// This host's Docker runner: containers on nap's network.
     pub async fn docker_runner(&self) -> Result<DockerRunner, ContextError> {
         let settings = &self.settings;
-        Ok(DockerRunner::new(
-            self.docker().await?,
-            settings.network(),
-            settings.public_host(),
-            settings.check_timeout(),
-        ))
+        Ok(DockerRunner::new(self.docker().await?, settings.network(), settings.check_timeout()))
     }
 
     /// The runner releases go to (see [`Runner::select`]).

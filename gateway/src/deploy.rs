@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use nap_builder::{BuildRequest, Builder, short_commit};
-use nap_runner::{RunRequest, Runner, Running, Serving};
+use nap_runner::{InstanceId, RunError, RunRequest, Runner, Running, Serving};
 use nap_state::{AppRecord, Lock, LockSubject, Release, ReleaseCause, ReleaseStatus, Rollout, Store, layout};
 use time::OffsetDateTime;
 use tracing::info;
@@ -36,9 +36,9 @@ pub enum DeployError {
     #[error(transparent)]
     Build(#[from] nap_builder::BuildError),
     #[error("start failed: {0}")]
-    Run(#[from] nap_runner::RunError),
+    Run(#[from] RunError),
     #[error(transparent)]
-    Restart(nap_runner::RunError),
+    Restart(RunError),
     #[error("{0} has no release running yet")]
     NothingRunning(AppName),
     #[error("removing the repo of {app}: {source}")]
@@ -163,7 +163,7 @@ async fn release(ctx: &Context, plan: Deploy, report: &Reporter) -> Result<Relea
         port,
         config,
         workload: None,
-        host_port: None,
+        restarts: 0,
         url: None,
         error: None,
     };
@@ -229,50 +229,67 @@ async fn start_release(
     ctx: &Context,
     runner: &Runner,
     app: &AppName,
-    mut release: Release,
+    release: Release,
     report: &Reporter,
 ) -> Result<Release, DeployError> {
     report.step(&format!("Releasing v{} with PORT={}", release.version, release.port));
+    match start(runner, app, &release, report).await {
+        Ok(running) => switch(ctx, runner, app, release, &running, report).await,
+        Err(err) => fail_release(&ctx.store, app, release, err.into()).await,
+    }
+}
+
+/// Starts `release`'s instance (start number `release.restarts`) and waits
+/// until it answers.
+async fn start(runner: &Runner, app: &AppName, release: &Release, report: &Reporter) -> Result<Running, RunError> {
     let env: Vec<(String, String)> = release.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let request = RunRequest {
         app: app.as_str(),
-        release: release.version,
+        id: InstanceId { release: release.version, restarts: release.restarts },
         image: &release.image,
         port: release.port,
         env: &env,
     };
-    let detail = |line: &str| report.detail(line);
+    runner.start(&request, &|line: &str| report.detail(line)).await
+}
+
+/// Makes `release`, answering as `running`, the app's current release and
+/// its only routed instance; drains and retires what served before.
+async fn switch(
+    ctx: &Context,
+    runner: &Runner,
+    app: &AppName,
+    mut release: Release,
+    running: &Running,
+    report: &Reporter,
+) -> Result<Release, DeployError> {
     let store = &ctx.store;
-    let running = match runner.start(&request, &detail).await {
-        Ok(running) => running,
-        Err(err) => return fail_release(store, app, release, err.into()).await,
-    };
+    let id = InstanceId { release: release.version, restarts: release.restarts };
     release.status = ReleaseStatus::Succeeded;
     release.workload = Some(running.name.clone());
-    release.host_port = Some(running.host_port);
     // Behind the router an app keeps one address, whatever release serves
     // it; a cluster's address is its Service's.
     release.url = Some(match ctx.settings.app_url(app.as_str()) {
         Some(url) if runner.kind() != nap_runner::RunnerKind::Kubernetes => url,
         _ => running.url.clone(),
     });
-    let also = published_with(ctx, runner, app, &release, &running, report)?;
+    let also = published_with(ctx, app, &release, running, report)?;
     // Answers the instances that served until now, to drain.
     let previous = match store.promote_release(app.as_str(), &release, also).await {
         Ok(previous) => previous,
         Err(err) => {
-            // Unrecorded, the release must not serve either: the app would
+            // Unrecorded, the instance must not serve either: the app would
             // run something its releases do not show.
             report.problem(&format!("could not record v{}, so it is taken back: {err}", release.version));
-            if let Err(discard) = runner.discard(app.as_str(), release.version).await {
+            if let Err(discard) = runner.discard(app.as_str(), id).await {
                 report.problem(&format!("could not take v{} back: {discard}", release.version));
             }
             return Err(err.into());
         }
     };
-    // Routed now, alone: the routers drain the previous release first.
+    // Routed now, alone: the routers drain the previous instance first.
     drain(ctx, &previous, report).await;
-    match runner.retire_all_but(app.as_str(), Some(release.version)).await {
+    match runner.retire_all_but(app.as_str(), Some(id)).await {
         Ok(retired) if !retired.is_empty() => report.step(&format!("Retired {}", retired.join(", "))),
         Ok(_) => {}
         Err(err) => report.problem(&format!("could not retire the previous release: {err}")),
@@ -281,21 +298,24 @@ async fn start_release(
     Ok(release)
 }
 
-/// Restarts the serving release and waits until it answers again.
+/// Restarts the serving release: on a host, a fresh instance of it starts
+/// beside the one serving, answers, takes over the routes, and the old one
+/// is drained and retired, as in a deploy; it is never restarted in place.
+/// On Kubernetes, the workload's own rolling restart does the same.
 pub async fn restart(ctx: &Context, app: &AppName, who: &str, report: &Reporter) -> Result<Release, DeployError> {
     let _lock = app_lock(ctx, app, "restart", who).await?;
     let release =
         ctx.store.current_release(app.as_str()).await?.ok_or_else(|| DeployError::NothingRunning(app.clone()))?;
     let runner = ctx.runner().await?;
-    let serving = Serving {
-        app: app.as_str(),
-        release: release.version,
-        port: release.port,
-        host_port: release.host_port.unwrap_or_default(),
-    };
-    let detail = |line: &str| report.detail(line);
-    runner.restart(serving, &detail).await.map_err(DeployError::Restart)?;
-    Ok(release)
+    if let Runner::Kubernetes(cluster) = &runner {
+        let serving = Serving { app: app.as_str(), release: release.version };
+        cluster.restart(serving, &|line: &str| report.detail(line)).await.map_err(DeployError::Restart)?;
+        return Ok(release);
+    }
+    let fresh = Release { restarts: release.restarts + 1, ..release };
+    report.step(&format!("Starting v{} afresh", fresh.version));
+    let running = start(&runner, app, &fresh, report).await.map_err(DeployError::Restart)?;
+    switch(ctx, &runner, app, fresh, &running, report).await
 }
 
 /// Removes everything the app runs, its repo and its state; answers what
@@ -365,13 +385,12 @@ async fn app_lock(ctx: &Context, app: &AppName, what: &str, who: &str) -> Result
 /// where it serves, and (with `publish_rollout`) the rollout request for it.
 fn published_with(
     ctx: &Context,
-    runner: &Runner,
     app: &AppName,
     release: &Release,
     running: &Running,
     report: &Reporter,
 ) -> Result<nap_state::Pairs, DeployError> {
-    let endpoint = Endpoint::of(ctx, runner, running);
+    let endpoint = Endpoint::of(running);
     let mut writes = endpoint.keys(app.as_str(), release.version);
     if let Some(target) = &ctx.settings.publish_rollout {
         let rollout = Rollout {
@@ -423,14 +442,10 @@ struct Endpoint {
 }
 
 impl Endpoint {
-    fn of(ctx: &Context, runner: &Runner, running: &Running) -> Endpoint {
-        // A cluster's address is its Service's; a host's is the host's IP
-        // and the port nap published the release on.
-        let ip = match runner.kind() {
-            nap_runner::RunnerKind::Kubernetes => url_host(&running.url),
-            _ => ctx.settings.host_ip().unwrap_or_else(|| ctx.settings.public_host()),
-        };
-        Endpoint { id: running.name.replace('/', "-"), ip, port: running.host_port }
+    /// A container's address on nap's network (docker and systemd
+    /// runners), or a cluster's Service.
+    fn of(running: &Running) -> Endpoint {
+        Endpoint { id: running.name.replace('/', "-"), ip: running.host.clone(), port: running.port }
     }
 
     fn keys(&self, app: &str, release: u32) -> Vec<(String, Vec<u8>)> {
@@ -439,11 +454,4 @@ impl Endpoint {
             .map(|(field, value)| (layout::instance_field(app, &self.id, field), value.into_bytes()))
             .collect()
     }
-}
-
-/// The host of `http://HOST[:PORT]/...`.
-fn url_host(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split('/').next().unwrap_or(rest);
-    authority.rsplit_once(':').map_or(authority, |(host, _)| host).to_owned()
 }

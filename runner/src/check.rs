@@ -1,5 +1,4 @@
-//! The start check: does the app answer HTTP on its port? And the free
-//! host port a release is published on.
+//! The start check: does the app answer HTTP on its port?
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -26,18 +25,19 @@ pub(crate) async fn answers_http(addr: SocketAddr) -> bool {
 const CHECK_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The start check every runner on a host uses: polls until the app answers
-/// HTTP at the address `probe` finds (a container's published port, a
-/// unit's), failing at once with `probe`'s error (the container exited, the
-/// unit failed). `None`: no answer within `limit`.
+/// HTTP at the address `probe` finds (the container's on nap's network;
+/// `None` while it has none yet), failing at once with `probe`'s error (the
+/// container exited, the unit failed). `None`: no answer within `limit`.
 pub(crate) async fn until_answering<P, F>(limit: Duration, mut probe: P) -> Result<Option<SocketAddr>, RunError>
 where
     P: FnMut() -> F,
-    F: Future<Output = Result<SocketAddr, RunError>>,
+    F: Future<Output = Result<Option<SocketAddr>, RunError>>,
 {
     let deadline = Instant::now() + limit;
     loop {
-        let addr = probe().await?;
-        if answers_http(addr).await {
+        if let Some(addr) = probe().await?
+            && answers_http(addr).await
+        {
             return Ok(Some(addr));
         }
         if Instant::now() >= deadline {
@@ -45,12 +45,4 @@ where
         }
         tokio::time::sleep(CHECK_INTERVAL).await;
     }
-}
-
-/// A TCP port free on every host address right now.
-pub(crate) fn free_host_port() -> Result<u16, RunError> {
-    std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(RunError::NoFreePort)
 }

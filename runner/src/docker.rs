@@ -1,11 +1,13 @@
 //! The Docker runner: one container per release, named `nap-APP-vN`.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum};
+use bollard::models::{
+    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, RestartPolicy, RestartPolicyNameEnum,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
     StopContainerOptionsBuilder,
@@ -13,31 +15,29 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use tracing::{info, warn};
 
-use crate::check::{free_host_port, until_answering};
+use crate::check::until_answering;
 use crate::error::RunError;
 use crate::labels;
-use crate::release::{Instance, Progress, RunRequest, Running, Serving};
+use crate::release::{Instance, InstanceId, Progress, RunRequest, Running};
 
 pub mod network;
 use network::AppNetwork;
 
 const LOG_TAIL: usize = 15;
-/// Host ports tried before a start gives up on finding a free one.
-const PORT_ATTEMPTS: u32 = 3;
+/// Addresses tried before a start gives up on finding a free one.
+const ADDRESS_ATTEMPTS: u32 = 3;
 /// How long a retired release gets to stop before it is killed.
 const STOP_GRACE_SECS: i32 = 10;
 
 pub struct DockerRunner {
     pub(crate) docker: Docker,
     network: AppNetwork,
-    /// The host name put in app URLs.
-    public_host: String,
     check_timeout: Duration,
 }
 
 impl DockerRunner {
-    pub fn new(docker: Docker, network: AppNetwork, public_host: String, check_timeout: Duration) -> Self {
-        DockerRunner { docker, network, public_host, check_timeout }
+    pub fn new(docker: Docker, network: AppNetwork, check_timeout: Duration) -> Self {
+        DockerRunner { docker, network, check_timeout }
     }
 
     /// The network releases run on.
@@ -45,45 +45,37 @@ impl DockerRunner {
         &self.network
     }
 
-    pub fn container_name(app: &str, release: u32) -> String {
-        format!("nap-{app}-v{release}")
-    }
-
-    /// Starts the release and waits until it answers. On failure the new
-    /// container is removed and whatever ran before is untouched.
+    /// Starts the release and waits until it answers on nap's network. It
+    /// publishes no host port: routers reach it at its address there. On
+    /// failure the new container is removed and whatever ran before is
+    /// untouched.
     pub async fn start(&self, req: &RunRequest<'_>, progress: Progress<'_>) -> Result<Running, RunError> {
-        let name = Self::container_name(req.app, req.release);
+        let name = req.id.container(req.app);
         self.ensure_network().await?;
         // A push killed between create and record can leave a container of the
         // same name; it never served, so it goes.
         self.remove(&name).await?;
-        let port_key = format!("{}/tcp", req.port);
         let mut env = vec![format!("PORT={}", req.port)];
         env.extend(req.env.iter().map(|(k, v)| format!("{k}={v}")));
-        // The host port is chosen here, not by Docker: a port Docker picks
-        // changes on every restart of the container, and the URL with it.
+        progress(&format!("Starting {name}"));
         let mut attempt = 0;
         let started = loop {
             attempt += 1;
-            let host_port = free_host_port()?;
-            self.create(req, &name, &port_key, host_port, env.clone()).await?;
-            if attempt == 1 {
-                progress(&format!("Starting {name}"));
-            }
+            self.create(req, &name, self.free_address().await?, env.clone()).await?;
             match self.docker.start_container(&name, None::<bollard::query_parameters::StartContainerOptions>).await {
-                Err(err) if attempt < PORT_ATTEMPTS && is_port_taken(&err) => {
-                    warn!(container = %name, host_port, "host port taken meanwhile; trying another");
+                Err(err) if attempt < ADDRESS_ATTEMPTS && is_address_taken(&err) => {
+                    warn!(container = %name, "its address was taken meanwhile; picking another");
                     self.remove(&name).await?;
                 }
                 Err(err) => break Err(err.into()),
-                Ok(()) => break self.wait_until_answering(&name, &port_key, req.port, progress).await,
+                Ok(()) => break self.wait_until_answering(&name, req.port, progress).await,
             }
         };
         match started {
-            Ok(host_port) => {
-                let url = format!("http://{}:{host_port}/", self.public_host);
-                info!(container = %name, %url, "release answering");
-                Ok(Running { name, host_port, url })
+            Ok(address) => {
+                let running = Running::container(name, address);
+                info!(container = %running.name, url = %running.url, "release answering");
+                Ok(running)
             }
             Err(err) => {
                 if let Err(cleanup) = self.remove(&name).await {
@@ -94,28 +86,14 @@ impl DockerRunner {
         }
     }
 
-    async fn create(
-        &self,
-        req: &RunRequest<'_>,
-        name: &str,
-        port_key: &str,
-        host_port: u16,
-        env: Vec<String>,
-    ) -> Result<(), RunError> {
+    async fn create(&self, req: &RunRequest<'_>, name: &str, ip: Ipv4Addr, env: Vec<String>) -> Result<(), RunError> {
         let body = ContainerCreateBody {
             image: Some(req.image.to_owned()),
             env: Some(env),
-            exposed_ports: Some(vec![port_key.to_owned()]),
-            labels: Some(HashMap::from([
-                (labels::APP.to_owned(), req.app.to_owned()),
-                (labels::RELEASE.to_owned(), req.release.to_string()),
-            ])),
+            exposed_ports: Some(vec![format!("{}/tcp", req.port)]),
+            labels: Some(labels::of(req)),
             host_config: Some(HostConfig {
                 network_mode: Some(self.network.name.clone()),
-                port_bindings: Some(HashMap::from([(
-                    port_key.to_owned(),
-                    Some(vec![PortBinding { host_ip: Some("0.0.0.0".into()), host_port: Some(host_port.to_string()) }]),
-                )])),
                 restart_policy: Some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                     maximum_retry_count: None,
@@ -123,6 +101,7 @@ impl DockerRunner {
                 init: Some(true),
                 ..Default::default()
             }),
+            networking_config: Some(self.network.at(ip)),
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::new().name(name).build();
@@ -130,44 +109,56 @@ impl DockerRunner {
         Ok(())
     }
 
-    /// Polls until the container answers HTTP on its published port, and
-    /// answers that host port. Fails as soon as the container stops.
+    /// Polls until the container answers HTTP on `port` at its address on
+    /// nap's network, and answers that address. Fails as soon as the
+    /// container stops.
     pub(crate) async fn wait_until_answering(
         &self,
         name: &str,
-        port_key: &str,
         port: u16,
         progress: Progress<'_>,
-    ) -> Result<u16, RunError> {
+    ) -> Result<SocketAddr, RunError> {
         progress(&format!("Waiting for {name} to answer HTTP on port {port}"));
-        let probe = || async {
-            let inspect =
-                self.docker.inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>).await?;
-            let state = inspect.state.unwrap_or_default();
-            // With restart=unless-stopped a crashing app is "restarting", not "exited".
-            if state.running != Some(true) || state.restarting == Some(true) {
-                return Err(RunError::Exited {
-                    container: name.to_owned(),
-                    exit_code: state.exit_code.unwrap_or_default(),
-                    log_tail: self.log_tail(name).await,
-                });
-            }
-            inspect
-                .network_settings
-                .and_then(|n| n.ports)
-                .and_then(|ports| ports.get(port_key).cloned().flatten())
-                .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port?.parse::<u16>().ok()))
-                .map(|host_port| SocketAddr::from((Ipv4Addr::LOCALHOST, host_port)))
-                .ok_or_else(|| RunError::NoHostPort { container: name.to_owned(), port })
-        };
-        match until_answering(self.check_timeout, probe).await? {
-            Some(addr) => Ok(addr.port()),
+        match until_answering(self.check_timeout, || self.address(name, port)).await? {
+            Some(address) => Ok(address),
             None => Err(RunError::CheckTimeout {
                 container: name.to_owned(),
                 port,
                 seconds: self.check_timeout.as_secs(),
                 log_tail: self.log_tail(name).await,
             }),
+        }
+    }
+
+    /// The container's `IP:port` on nap's network; `None` while it does not
+    /// exist or has not started yet. An error once it stopped.
+    pub(crate) async fn address(&self, name: &str, port: u16) -> Result<Option<SocketAddr>, RunError> {
+        let inspect =
+            match self.docker.inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>).await
+            {
+                Ok(inspect) => inspect,
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return Ok(None),
+                Err(err) => return Err(err.into()),
+            };
+        let state = inspect.state.unwrap_or_default();
+        if state.status == Some(ContainerStateStatusEnum::CREATED) {
+            return Ok(None);
+        }
+        // With restart=unless-stopped a crashing app is "restarting", not "exited".
+        if state.running != Some(true) || state.restarting == Some(true) {
+            return Err(RunError::Exited {
+                container: name.to_owned(),
+                exit_code: state.exit_code.unwrap_or_default(),
+                log_tail: self.log_tail(name).await,
+            });
+        }
+        let ip = inspect
+            .network_settings
+            .and_then(|settings| settings.networks?.remove(&self.network.name)?.ip_address)
+            .and_then(|ip| ip.parse::<IpAddr>().ok());
+        match ip {
+            Some(ip) => Ok(Some(SocketAddr::new(ip, port))),
+            None => Err(RunError::NoAddress { container: name.to_owned(), network: self.network.name.clone() }),
         }
     }
 
@@ -184,18 +175,17 @@ impl DockerRunner {
         lines.split_off(skip)
     }
 
-    /// Stops and removes every container of `app` but release `keep`'s: the
-    /// previous release once the new one answers, and leftovers of
-    /// interrupted pushes. With `keep` `None`, all of them.
-    pub async fn retire_all_but(&self, app: &str, keep: Option<u32>) -> Result<Vec<String>, RunError> {
+    /// Stops and removes every container of `app` but `keep`: the previous
+    /// release (or start of this one) once the new one answers, and
+    /// leftovers of interrupted pushes. With `keep` `None`, all of them.
+    pub async fn retire_all_but(&self, app: &str, keep: Option<InstanceId>) -> Result<Vec<String>, RunError> {
         let filters = HashMap::from([("label", vec![format!("{}={app}", labels::APP)])]);
         let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
         let mut retired = Vec::new();
         for container in self.docker.list_containers(Some(options)).await? {
             let Some(name) = container.names.and_then(|n| n.into_iter().next()) else { continue };
             let name = name.trim_start_matches('/').to_owned();
-            let release = container.labels.as_ref().and_then(|l| l.get(labels::RELEASE)).and_then(|r| r.parse().ok());
-            if release.is_some() && release == keep {
+            if keep.is_some() && container.labels.as_ref().and_then(labels::instance) == keep {
                 continue;
             }
             let stop = StopContainerOptionsBuilder::new().t(STOP_GRACE_SECS).build();
@@ -244,11 +234,18 @@ impl DockerRunner {
                     .and_then(|i| i.state?.started_at),
                 _ => None,
             };
+            let id = labels::instance(&labels).unwrap_or(InstanceId { release: 0, restarts: 0 });
+            let ip = container
+                .network_settings
+                .and_then(|settings| settings.networks?.remove(&self.network.name)?.ip_address)
+                .filter(|ip| !ip.is_empty());
+            let port = labels.get(labels::PORT);
             by_app.entry(app.clone()).or_default().push(Instance {
-                release: labels.get(labels::RELEASE).and_then(|r| r.parse().ok()).unwrap_or_default(),
+                release: id.release,
+                restarts: id.restarts,
                 state: container.state.map_or_else(|| "unknown".into(), |s| s.to_string()),
                 started_at,
-                host_port: container.ports.unwrap_or_default().iter().find_map(|p| p.public_port),
+                address: ip.zip(port).map(|(ip, port)| format!("{ip}:{port}")),
                 name,
             });
         }
@@ -269,19 +266,9 @@ impl DockerRunner {
             .logs(container, Some(options))
             .map(|item| item.map(bollard::container::LogOutput::into_bytes).map_err(RunError::from))
     }
-
-    /// Restarts the release's container and waits until it answers again.
-    pub async fn restart(&self, serving: Serving<'_>, progress: Progress<'_>) -> Result<(), RunError> {
-        let container = Self::container_name(serving.app, serving.release);
-        let options = bollard::query_parameters::RestartContainerOptionsBuilder::new().t(STOP_GRACE_SECS).build();
-        progress(&format!("Restarting {container}"));
-        self.docker.restart_container(&container, Some(options)).await?;
-        let port = serving.port;
-        self.wait_until_answering(&container, &format!("{port}/tcp"), port, progress).await.map(|_| ())
-    }
 }
 
-fn is_port_taken(err: &bollard::errors::Error) -> bool {
+fn is_address_taken(err: &bollard::errors::Error) -> bool {
     matches!(err, bollard::errors::Error::DockerResponseServerError { message, .. }
-        if message.contains("port is already allocated") || message.contains("address already in use"))
+        if message.contains("already in use") || message.contains("already allocated"))
 }

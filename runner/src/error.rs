@@ -11,10 +11,10 @@ pub enum RunError {
     Exited { container: String, exit_code: i64, log_tail: Vec<String> },
     #[error("{container} did not answer HTTP on port {port} within {seconds} s")]
     CheckTimeout { container: String, port: u16, seconds: u64, log_tail: Vec<String> },
-    #[error("{container} publishes no host port for {port}/tcp")]
-    NoHostPort { container: String, port: u16 },
-    #[error("no free host port: {0}")]
-    NoFreePort(#[source] std::io::Error),
+    #[error("{container} has no address on network {network}")]
+    NoAddress { container: String, network: String },
+    #[error("no free address left on network {network}")]
+    NetworkFull { network: String },
     #[error("{unit} is {state}")]
     UnitFailed { unit: String, state: String, log_tail: Vec<String> },
     #[error(transparent)]

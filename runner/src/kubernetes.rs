@@ -114,7 +114,7 @@ impl KubernetesRunner {
     pub fn render(&self, req: &RunRequest<'_>) -> Result<String, KubernetesError> {
         let mut context = tera::Context::new();
         context.insert("app", req.app);
-        context.insert("release", &req.release);
+        context.insert("release", &req.id.release);
         context.insert("image", req.image);
         context.insert("port", &req.port);
         let env: Vec<HashMap<&str, &str>> = req
@@ -135,7 +135,7 @@ impl KubernetesRunner {
             self.units.render(workload, &context)?.trim_end(),
             self.units.render(units::K8S_SERVICE, &context)?
         );
-        manifest::parse(&yaml, &format!("release v{} of {}", req.release, req.app))?;
+        manifest::parse(&yaml, &format!("release v{} of {}", req.id.release, req.app))?;
         Ok(yaml)
     }
 
@@ -150,7 +150,7 @@ impl KubernetesRunner {
     /// become ready, the cluster goes back to the previous release.
     pub async fn start(&self, req: &RunRequest<'_>, progress: Progress<'_>) -> Result<Running, RunError> {
         let yaml = self.render(req)?;
-        let workload = self.workload(req.app, req.release);
+        let workload = self.workload(req.app, req.id.release);
         progress(&format!("Applying {workload} and service/{} in {}", req.app, self.namespace_shown()));
         let applied = self
             .kubectl
@@ -162,14 +162,14 @@ impl KubernetesRunner {
             WorkloadKind::Deployment => created("deployment.apps/"),
             WorkloadKind::ReplicationController => created("service/"),
         };
-        if let Err(reason) = self.wait_ready(req.app, req.release, progress).await {
-            let log_tail = self.diagnose(req.app, req.release).await;
-            self.undo(req.app, req.release, first, progress).await;
+        if let Err(reason) = self.wait_ready(req.app, req.id.release, progress).await {
+            let log_tail = self.diagnose(req.app, req.id.release).await;
+            self.undo(req.app, req.id.release, first, progress).await;
             return Err(KubernetesError::NotReady { workload, reason, log_tail }.into());
         }
-        let (host_port, url) = self.address(req.app).await?;
+        let (port, url) = self.address(req.app).await?;
         info!(%workload, %url, "release ready");
-        Ok(Running { name: workload, host_port, url })
+        Ok(Running { name: workload, host: url_host(&url), port, url })
     }
 
     /// Waits until the release's pods are ready; the error is why not.
@@ -307,7 +307,7 @@ impl KubernetesRunner {
 
     /// Restarts the release's pods and waits until they are ready again.
     pub async fn restart(&self, serving: Serving<'_>, progress: Progress<'_>) -> Result<(), RunError> {
-        let Serving { app, release, .. } = serving;
+        let Serving { app, release } = serving;
         let workload = self.workload(app, release);
         progress(&format!("Restarting {workload}"));
         let selector = format!("--selector={}={app},{}={release}", labels::APP, labels::RELEASE);
@@ -338,7 +338,8 @@ impl KubernetesRunner {
                 release: labels.get(labels::RELEASE).and_then(|r| r.parse().ok()).unwrap_or_default(),
                 state: pod_state(&pod),
                 started_at: pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0.to_string()),
-                host_port: None,
+                restarts: 0,
+                address: None,
             });
         }
         Ok(by_app)
@@ -389,6 +390,13 @@ fn waiting(pod: &Pod) -> Option<&ContainerStateWaiting> {
         .find_map(|c| c.state.as_ref()?.waiting.as_ref())
 }
 
+/// The host of `http://HOST[:PORT]/...`.
+fn url_host(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority.rsplit_once(':').map_or(authority, |(host, _)| host).to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,7 +407,13 @@ mod tests {
     }
 
     fn render(kind: WorkloadKind, env: &[(String, String)]) -> Vec<Manifest> {
-        let req = RunRequest { app: "shop", release: 7, image: "registry:5000/shop:v7", port: 8080, env };
+        let req = RunRequest {
+            app: "shop",
+            id: crate::InstanceId { release: 7, restarts: 0 },
+            image: "registry:5000/shop:v7",
+            port: 8080,
+            env,
+        };
         let yaml = runner(kind).render(&req).expect("renders");
         manifest::parse(&yaml, "test").expect("valid manifests")
     }

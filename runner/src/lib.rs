@@ -28,13 +28,38 @@ pub use docker::DockerRunner;
 pub use docker::network::AppNetwork;
 pub use error::{KubernetesError, RunError, SystemdError, UnknownName};
 pub use kubernetes::{KubernetesRunner, KubernetesSettings, WorkloadKind};
-pub use release::{Instance, Progress, RunRequest, Running, Serving};
+pub use release::{Instance, InstanceId, Progress, RunRequest, Running, Serving};
 pub use systemd::{SystemdRunner, SystemdSettings};
 
 /// Docker labels nap puts on what it runs, so it can find its own containers.
 pub mod labels {
+    use std::collections::HashMap;
+
+    use crate::release::{InstanceId, RunRequest};
+
     pub const APP: &str = "nap.app";
     pub const RELEASE: &str = "nap.release";
+    /// Which start of the release (absent: the first).
+    pub const RESTARTS: &str = "nap.restarts";
+    /// The port the app listens on inside the container.
+    pub const PORT: &str = "nap.port";
+
+    /// The labels of the container that runs `req`.
+    pub fn of(req: &RunRequest<'_>) -> HashMap<String, String> {
+        HashMap::from([
+            (APP.to_owned(), req.app.to_owned()),
+            (RELEASE.to_owned(), req.id.release.to_string()),
+            (RESTARTS.to_owned(), req.id.restarts.to_string()),
+            (PORT.to_owned(), req.port.to_string()),
+        ])
+    }
+
+    /// Which instance a container's labels say it runs.
+    pub fn instance<S: std::hash::BuildHasher>(labels: &HashMap<String, String, S>) -> Option<InstanceId> {
+        let release = labels.get(RELEASE)?.parse().ok()?;
+        let restarts = labels.get(RESTARTS).map_or(Some(0), |r| r.parse().ok())?;
+        Some(InstanceId { release, restarts })
+    }
 }
 
 /// Which runner to use.
@@ -94,7 +119,7 @@ impl Runner {
                 _ => return Ok(Runner::Docker(docker)),
             },
         };
-        let runner = SystemdRunner::new(bus, docker, systemd, public_host, check_timeout).await?;
+        let runner = SystemdRunner::new(bus, docker, systemd, check_timeout).await?;
         Ok(Runner::Systemd(Box::new(runner)))
     }
 
@@ -140,31 +165,22 @@ impl Runner {
         }
     }
 
-    /// Takes back release `release` of `app` that was started but must not
+    /// Takes back instance `id` of `app` that was started but must not
     /// serve (its record could not be kept), leaving the previous one serving.
-    pub async fn discard(&self, app: &str, release: u32) -> Result<(), RunError> {
+    pub async fn discard(&self, app: &str, id: InstanceId) -> Result<(), RunError> {
         match self {
-            Runner::Docker(docker) => docker.remove(&DockerRunner::container_name(app, release)).await,
-            Runner::Systemd(systemd) => systemd.remove_release(app, release).await,
-            Runner::Kubernetes(kubernetes) => kubernetes.discard(app, release).await,
+            Runner::Docker(docker) => docker.remove(&id.container(app)).await,
+            Runner::Systemd(systemd) => systemd.remove_instance(app, id).await,
+            Runner::Kubernetes(kubernetes) => kubernetes.discard(app, id.release).await,
         }
     }
 
-    /// Retires every release of `app` but `keep` (all of them with `None`).
-    pub async fn retire_all_but(&self, app: &str, keep: Option<u32>) -> Result<Vec<String>, RunError> {
+    /// Retires every instance of `app` but `keep` (all of them with `None`).
+    pub async fn retire_all_but(&self, app: &str, keep: Option<InstanceId>) -> Result<Vec<String>, RunError> {
         match self {
             Runner::Docker(docker) => docker.retire_all_but(app, keep).await,
             Runner::Systemd(systemd) => systemd.retire_all_but(app, keep).await,
-            Runner::Kubernetes(kubernetes) => kubernetes.retire_all_but(app, keep).await,
-        }
-    }
-
-    /// Restarts the serving release and waits until it answers again.
-    pub async fn restart(&self, serving: Serving<'_>, progress: Progress<'_>) -> Result<(), RunError> {
-        match self {
-            Runner::Docker(docker) => docker.restart(serving, progress).await,
-            Runner::Systemd(systemd) => systemd.restart(serving, progress).await,
-            Runner::Kubernetes(kubernetes) => kubernetes.restart(serving, progress).await,
+            Runner::Kubernetes(kubernetes) => kubernetes.retire_all_but(app, keep.map(|id| id.release)).await,
         }
     }
 }

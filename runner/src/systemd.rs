@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,10 +14,11 @@ use futures_util::StreamExt;
 use tracing::{info, warn};
 use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
 
-use crate::check::{free_host_port, until_answering};
+use crate::check::until_answering;
 use crate::docker::DockerRunner;
 use crate::error::{RunError, SystemdError};
-use crate::release::{Progress, RunRequest, Running, Serving};
+use crate::labels;
+use crate::release::{InstanceId, Progress, RunRequest, Running};
 use crate::units::{self, Units};
 
 /// How long systemd gets to finish a start, stop or restart job.
@@ -45,7 +45,6 @@ pub struct SystemdRunner {
     docker: DockerRunner,
     settings: SystemdSettings,
     units: Units,
-    public_host: String,
     check_timeout: Duration,
 }
 
@@ -73,55 +72,55 @@ impl SystemdRunner {
         bus: zbus::Connection,
         docker: DockerRunner,
         settings: SystemdSettings,
-        public_host: String,
         check_timeout: Duration,
     ) -> Result<Self, SystemdError> {
         let units = Units::load(settings.template_dir.as_deref())?;
         let manager = ManagerProxy::new(&bus).await?;
         // systemd only sends JobRemoved to subscribed clients.
         manager.subscribe().await?;
-        Ok(SystemdRunner { manager, docker, settings, units, public_host, check_timeout })
-    }
-
-    pub fn unit_name(app: &str, release: u32) -> String {
-        format!("nap-{app}@{release}.service")
+        Ok(SystemdRunner { manager, docker, settings, units, check_timeout })
     }
 
     pub fn docker(&self) -> &DockerRunner {
         &self.docker
     }
 
-    fn unit_path(&self, app: &str, release: u32) -> PathBuf {
-        self.settings.unit_dir.join(Self::unit_name(app, release))
+    fn unit_path(&self, app: &str, id: InstanceId) -> PathBuf {
+        self.settings.unit_dir.join(id.unit(app))
     }
 
-    fn env_path(&self, app: &str, release: u32) -> PathBuf {
-        self.settings.env_dir.join(format!("{app}-v{release}.env"))
+    fn env_path(&self, app: &str, id: InstanceId) -> PathBuf {
+        self.settings.env_dir.join(format!("{}.env", id.container(app).trim_start_matches("nap-")))
     }
 
-    /// Renders the release's unit.
-    pub fn render_unit(&self, req: &RunRequest<'_>, host_port: u16) -> Result<String, SystemdError> {
+    /// Renders the instance's unit; its container holds `ip` on nap's
+    /// network for life.
+    pub fn render_unit(&self, req: &RunRequest<'_>, ip: std::net::Ipv4Addr) -> Result<String, SystemdError> {
         let mut context = tera::Context::new();
         context.insert("app", req.app);
-        context.insert("release", &req.release);
+        context.insert("release", &req.id.release);
+        context.insert("restarts", &req.id.restarts);
         context.insert("image", req.image);
-        context.insert("container", &DockerRunner::container_name(req.app, req.release));
+        context.insert("container", &req.id.container(req.app));
         context.insert("port", &req.port);
-        context.insert("host_port", &host_port);
-        context.insert("env_file", &self.env_path(req.app, req.release).display().to_string());
+        let mut labels: Vec<String> = labels::of(req).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        context.insert("labels", &labels);
+        context.insert("env_file", &self.env_path(req.app, req.id).display().to_string());
         context.insert("docker", &self.settings.docker_cli);
         context.insert("network", &self.docker.network().name);
+        context.insert("ip", &ip.to_string());
         Ok(self.units.render(units::SYSTEMD_SERVICE, &context)?)
     }
 
-    /// Writes, enables and starts the release's unit, then waits until the
-    /// app answers. On failure the unit is stopped and removed again.
+    /// Writes, enables and starts the instance's unit, then waits until the
+    /// app answers on nap's network. On failure the unit is stopped and
+    /// removed again.
     pub async fn start(&self, req: &RunRequest<'_>, progress: Progress<'_>) -> Result<Running, RunError> {
-        let unit = Self::unit_name(req.app, req.release);
-        let container = DockerRunner::container_name(req.app, req.release);
+        let unit = req.id.unit(req.app);
+        let container = req.id.container(req.app);
         self.docker.ensure_network().await?;
         self.docker.remove(&container).await?;
-        let host_port = free_host_port()?;
         let mut env = BTreeMap::from([("PORT".to_owned(), req.port.to_string())]);
         env.extend(req.env.iter().cloned());
         let env_text = env.iter().fold(String::new(), |mut text, (k, v)| {
@@ -129,24 +128,25 @@ impl SystemdRunner {
             text
         });
         // The environment may hold secrets; the unit does not.
-        write_file(&self.env_path(req.app, req.release), &env_text, 0o600)?;
-        write_file(&self.unit_path(req.app, req.release), &self.render_unit(req, host_port)?, 0o644)?;
+        write_file(&self.env_path(req.app, req.id), &env_text, 0o600)?;
+        let ip = self.docker.free_address().await?;
+        write_file(&self.unit_path(req.app, req.id), &self.render_unit(req, ip)?, 0o644)?;
         progress(&format!("Starting {unit}"));
         let started = async {
             self.manager.reload().await.map_err(SystemdError::from)?;
             self.manager.enable_unit_files(vec![unit.clone()], false, true).await.map_err(SystemdError::from)?;
             self.run_job(&unit, |m, u| Box::pin(m.start_unit(u, "replace".into()))).await?;
-            self.wait_until_answering(&unit, &container, req.port, host_port, progress).await
+            self.wait_until_answering(&unit, &container, req.port, progress).await
         }
         .await;
         match started {
-            Ok(()) => {
-                let url = format!("http://{}:{host_port}/", self.public_host);
-                info!(%unit, %url, "release answering");
-                Ok(Running { name: container, host_port, url })
+            Ok(address) => {
+                let running = Running::container(container, address);
+                info!(%unit, url = %running.url, "release answering");
+                Ok(running)
             }
             Err(err) => {
-                if let Err(cleanup) = self.remove_release(req.app, req.release).await {
+                if let Err(cleanup) = self.remove_instance(req.app, req.id).await {
                     warn!(%unit, error = %cleanup, "could not remove the failed release's unit");
                 }
                 Err(err)
@@ -203,11 +203,9 @@ impl SystemdRunner {
         unit: &str,
         container: &str,
         port: u16,
-        host_port: u16,
         progress: Progress<'_>,
-    ) -> Result<(), RunError> {
+    ) -> Result<std::net::SocketAddr, RunError> {
         progress(&format!("Waiting for {unit} to answer HTTP on port {port}"));
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, host_port));
         let probe = || async {
             let state = self.unit_state(unit).await;
             if state.starts_with("failed") || state.contains("auto-restart") || state.starts_with("inactive") {
@@ -217,10 +215,10 @@ impl SystemdRunner {
                     log_tail: self.docker.log_tail(container).await,
                 });
             }
-            Ok(addr)
+            self.docker.address(container, port).await
         };
         match until_answering(self.check_timeout, probe).await? {
-            Some(_) => Ok(()),
+            Some(address) => Ok(address),
             None => Err(RunError::CheckTimeout {
                 container: unit.to_owned(),
                 port,
@@ -230,25 +228,14 @@ impl SystemdRunner {
         }
     }
 
-    /// Restarts the release's unit (as `systemctl restart` would) and waits
-    /// until the app answers again.
-    pub async fn restart(&self, serving: Serving<'_>, progress: Progress<'_>) -> Result<(), RunError> {
-        let Serving { app, release, port, host_port } = serving;
-        let unit = Self::unit_name(app, release);
-        progress(&format!("Restarting {unit}"));
-        self.run_job(&unit, |m, u| Box::pin(m.restart_unit(u, "replace".into()))).await?;
-        let container = DockerRunner::container_name(app, release);
-        self.wait_until_answering(&unit, &container, port, host_port, progress).await
-    }
-
-    /// Stops, disables and removes the units of every release of `app` but
+    /// Stops, disables and removes the units of every instance of `app` but
     /// `keep`, and their containers.
-    pub async fn retire_all_but(&self, app: &str, keep: Option<u32>) -> Result<Vec<String>, RunError> {
+    pub async fn retire_all_but(&self, app: &str, keep: Option<InstanceId>) -> Result<Vec<String>, RunError> {
         let mut retired = Vec::new();
-        for release in self.releases_on_disk(app)? {
-            if Some(release) != keep {
-                self.remove_release(app, release).await?;
-                retired.push(Self::unit_name(app, release));
+        for id in self.instances_on_disk(app)? {
+            if Some(id) != keep {
+                self.remove_instance(app, id).await?;
+                retired.push(id.unit(app));
             }
         }
         // Containers of releases whose unit is already gone.
@@ -256,8 +243,8 @@ impl SystemdRunner {
         Ok(retired)
     }
 
-    /// Release numbers of the app's unit files.
-    fn releases_on_disk(&self, app: &str) -> Result<Vec<u32>, RunError> {
+    /// The instances of the app's unit files.
+    fn instances_on_disk(&self, app: &str) -> Result<Vec<InstanceId>, RunError> {
         let prefix = format!("nap-{app}@");
         let entries = match std::fs::read_dir(&self.settings.unit_dir) {
             Ok(entries) => entries,
@@ -266,23 +253,23 @@ impl SystemdRunner {
                 return Err(SystemdError::Write { path: self.settings.unit_dir.display().to_string(), source }.into());
             }
         };
-        let mut releases: Vec<u32> = entries
+        let mut instances: Vec<InstanceId> = entries
             .flatten()
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter_map(|name| name.strip_prefix(&prefix)?.strip_suffix(".service")?.parse().ok())
+            .filter_map(|name| InstanceId::parse_suffix(name.strip_prefix(&prefix)?.strip_suffix(".service")?))
             .collect();
-        releases.sort_unstable();
-        Ok(releases)
+        instances.sort_unstable_by_key(|id| (id.release, id.restarts));
+        Ok(instances)
     }
 
-    pub(crate) async fn remove_release(&self, app: &str, release: u32) -> Result<(), RunError> {
-        let unit = Self::unit_name(app, release);
+    pub(crate) async fn remove_instance(&self, app: &str, id: InstanceId) -> Result<(), RunError> {
+        let unit = id.unit(app);
         if let Err(err) = self.run_job(&unit, |m, u| Box::pin(m.stop_unit(u, "replace".into()))).await {
             warn!(%unit, error = %err, "stopping the unit failed; removing it anyway");
         }
         let _ = self.manager.disable_unit_files(vec![unit.clone()], false).await;
         let _ = self.manager.reset_failed_unit(unit.clone()).await;
-        for path in [self.unit_path(app, release), self.env_path(app, release)] {
+        for path in [self.unit_path(app, id), self.env_path(app, id)] {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -290,7 +277,7 @@ impl SystemdRunner {
             }
         }
         self.manager.reload().await.map_err(SystemdError::from)?;
-        self.docker.remove(&DockerRunner::container_name(app, release)).await
+        self.docker.remove(&id.container(app)).await
     }
 }
 

@@ -69,9 +69,11 @@ pub struct Release {
     /// Kubernetes workload. Stored and shown as `container`, as it always was.
     #[serde(default, rename = "container")]
     pub workload: Option<String>,
-    /// The host port the release is published on, once started.
+    /// How many times `restart` started this release afresh; its instance
+    /// is the release's start number `restarts` (see the runner's
+    /// `InstanceId`).
     #[serde(default)]
-    pub host_port: Option<u16>,
+    pub restarts: u32,
     /// Where the release answers, once started.
     #[serde(default)]
     pub url: Option<String>,
@@ -186,7 +188,7 @@ mod tests {
             port: 5000,
             config: BTreeMap::new(),
             workload: None,
-            host_port: None,
+            restarts: 0,
             url: None,
             error: None,
         }

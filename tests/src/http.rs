@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 pub fn get(url: &str) -> Option<(u16, String)> {
     let rest = url.strip_prefix("http://")?;
     let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
-    let mut stream = TcpStream::connect(authority).ok()?;
+    let mut stream = connect(authority)?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").ok()?;
     let mut response = String::new();
@@ -22,7 +22,7 @@ pub fn get(url: &str) -> Option<(u16, String)> {
 /// Sends `request`, a whole request head, to `addr` (`HOST:PORT`); answers
 /// the status, the response head and the body.
 pub fn raw(addr: &str, request: &str) -> Option<(u16, String, String)> {
-    let mut stream = TcpStream::connect(addr).ok()?;
+    let mut stream = connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
@@ -50,4 +50,11 @@ pub fn wait_for_body(url: &str, body: &str, timeout: Duration) -> bool {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A connection to `addr` (`IP:PORT`), given up after 2 s: a retired
+/// container's address may take minutes to be refused.
+pub fn connect(addr: &str) -> Option<TcpStream> {
+    let addr: std::net::SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(addr).ok()?.next()?;
+    TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()
 }

@@ -162,12 +162,18 @@ fn ps_logs_and_restart() {
     logs.assert_ok();
     assert!(logs.stdout.contains("starting web on 5000"), "{logs:?}");
 
-    let started = |name: &str| nap_tests::docker(&["inspect", "-f", "{{.State.StartedAt}}", name]).stdout;
-    let before = started(&format!("nap-{app}-v1"));
-    let restart = gateway.ssh(&admin, "nap", &["restart", &app]);
-    restart.assert_ok();
-    assert_ne!(started(&format!("nap-{app}-v1")), before, "not restarted");
-    assert!(wait_for_body(&url, "hello from web", ANSWER));
+    // A restart starts a fresh instance of v1 and retires the old one; it
+    // never restarts in place.
+    let restart = json(&gateway.ssh(&admin, "nap", &["restart", &app, "--json"]));
+    assert_eq!(restart["release"], 1);
+    assert_eq!(restart["container"], format!("nap-{app}-v1.1"));
+    let exists = |name: &str| nap_tests::docker(&["inspect", name]).code == Some(0);
+    assert!(!exists(&format!("nap-{app}-v1")), "the old instance is retired");
+    let url = restart["url"].as_str().expect("the fresh instance's url");
+    assert!(wait_for_body(url, "hello from web", ANSWER));
+    let ps = json(&gateway.ssh(&admin, "nap", &["ps", &app, "--json"]));
+    assert_eq!(ps.as_array().map(Vec::len), Some(1), "{ps}");
+    assert_eq!(ps[0]["container"], format!("nap-{app}-v1.1"));
 }
 
 /// Open file descriptors of a process: a leaked Docker log request or task

@@ -79,10 +79,14 @@ fn config_rollback_restart_and_destroy_under_systemd() {
     let url = back.stdout.split("live at ").nth(1).expect("url").trim().to_owned();
     assert!(wait_for_body(&url, "one", ANSWER), "the answer did not change back");
 
-    let before = started_at(&format!("nap-{app}-v4"));
-    gateway.ssh(&admin, "nap", &["restart", &app]).assert_ok();
-    assert_ne!(started_at(&format!("nap-{app}-v4")), before);
-    assert!(wait_for_body(&url, "one", ANSWER));
+    // restart starts v4 afresh as a unit of its own, and retires the old one.
+    let restart = gateway.ssh(&admin, "nap", &["restart", &app, "--json"]);
+    restart.assert_ok();
+    let restart: serde_json::Value = serde_json::from_str(&restart.stdout).expect("json");
+    assert_eq!(restart["container"], format!("nap-{app}-v4.1"));
+    assert!(host.systemctl(&["is-active", &format!("nap-{app}@4.1")]).stdout.starts_with("active"));
+    assert!(!host.unit_dir().join(format!("nap-{app}@4.service")).exists(), "the old unit is left");
+    assert!(wait_for_body(restart["url"].as_str().expect("url"), "one", ANSWER));
 
     gateway.ssh(&admin, "nap", &["apps", "destroy", &app, "--force"]).assert_ok();
     let leftovers: Vec<_> = std::fs::read_dir(host.unit_dir())

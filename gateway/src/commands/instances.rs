@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use futures_util::StreamExt;
-use nap_runner::{RunnerKind, SystemdRunner};
+use nap_runner::RunnerKind;
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -26,6 +26,8 @@ pub async fn ps(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, Com
         RunnerKind::Kubernetes => "POD",
         RunnerKind::Docker => "CONTAINER",
     };
+    // Behind the router every instance serves the app's one address.
+    let app_url = ctx.settings.app_url(app.as_str()).filter(|_| runner.kind() != RunnerKind::Kubernetes);
     let mut text = format!("{:<8} {:<40} {:<12} {:<10} {}\n", "RELEASE", what, "STATE", "UPTIME", "URL");
     let mut rows = Vec::new();
     for instance in &instances {
@@ -34,8 +36,9 @@ pub async fn ps(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, Com
             .as_deref()
             .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
             .map(|started| (now - started).whole_seconds().max(0));
-        let url = instance.host_port.map(|port| format!("http://{}:{port}/", ctx.settings.public_host()));
-        let unit = systemd.then(|| SystemdRunner::unit_name(app.as_str(), instance.release));
+        let direct = instance.address.as_ref().map(|address| format!("http://{address}/"));
+        let url = app_url.clone().filter(|_| instance.address.is_some()).or(direct);
+        let unit = systemd.then(|| instance.id().unit(app.as_str()));
         let _ = writeln!(
             text,
             "{:<8} {:<40} {:<12} {:<10} {}",
@@ -51,6 +54,7 @@ pub async fn ps(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, Com
             "unit": unit,
             "state": instance.state,
             "uptime_seconds": uptime,
+            "address": instance.address,
             "url": url,
         }));
     }
@@ -98,7 +102,7 @@ pub async fn restart(ctx: &Context, caller: &Caller, name: &str, io: &mut Io) ->
     let container = release.workload.clone().unwrap_or_default();
     Ok(Reply::new(
         format!("restarted {name} v{} ({container})", release.version),
-        json!({ "name": name, "release": release.version, "container": container }),
+        json!({ "name": name, "release": release.version, "container": container, "url": release.url }),
     ))
 }
 

@@ -1,6 +1,10 @@
 //! nap's Docker network: every release runs on it, so a container's IP comes
 //! from one subnet that every host defines alike, and a snapshot can be
 //! restored on another host with the IP it had.
+//!
+//! Each instance gets its address when it is created and keeps it for life:
+//! through Docker's restarts, `systemctl restart` and reboots, the routes
+//! that name it stay true.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -26,12 +30,38 @@ impl Default for AppNetwork {
 }
 
 impl AppNetwork {
+    /// The subnet's base address and mask.
+    fn parts(&self) -> Option<(u32, u32)> {
+        let (base, bits) = self.subnet.split_once('/')?;
+        let (base, bits) = (base.parse::<Ipv4Addr>().ok()?, bits.parse::<u32>().ok()?);
+        let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits.min(32)) };
+        Some((u32::from(base) & mask, mask))
+    }
+
     /// Whether `ip` lies in the subnet.
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let Some((base, bits)) = self.subnet.split_once('/') else { return false };
-        let (Ok(base), Ok(bits)) = (base.parse::<Ipv4Addr>(), bits.parse::<u32>()) else { return false };
-        let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits.min(32)) };
-        u32::from(ip) & mask == u32::from(base) & mask
+        self.parts().is_some_and(|(base, mask)| u32::from(ip) & mask == base)
+    }
+
+    /// The networking of a container that holds `ip` on this network.
+    pub(crate) fn at(&self, ip: Ipv4Addr) -> NetworkingConfig {
+        NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                self.name.clone(),
+                EndpointSettings {
+                    ipam_config: Some(EndpointIpamConfig { ipv4_address: Some(ip.to_string()), ..Default::default() }),
+                    ..Default::default()
+                },
+            )])),
+        }
+    }
+
+    /// A random host address of the subnet: neither the network's own
+    /// address, nor its first (Docker's gateway), nor the broadcast address.
+    fn random_host(&self) -> Option<Ipv4Addr> {
+        let (base, mask) = self.parts()?;
+        let hosts = (!mask).checked_sub(2).filter(|n| *n > 0)?;
+        Some(Ipv4Addr::from(base + 2 + rand::random_range(0..hosts)))
     }
 }
 
@@ -60,6 +90,27 @@ impl DockerRunner {
             Ok(_) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
             Err(err) => Err(err.into()),
         }
+    }
+
+    /// An address on nap's network that no container holds now, for a new
+    /// instance. Two hosts' or processes' picks may still meet; Docker then
+    /// refuses the second, and its start picks again.
+    pub async fn free_address(&self) -> Result<Ipv4Addr, RunError> {
+        const TRIES: usize = 64;
+        let network = self
+            .docker
+            .inspect_network(&self.network().name, None::<bollard::query_parameters::InspectNetworkOptions>)
+            .await?;
+        let held: Vec<Ipv4Addr> = network
+            .containers
+            .unwrap_or_default()
+            .into_values()
+            .filter_map(|endpoint| endpoint.ipv4_address?.split('/').next()?.parse().ok())
+            .collect();
+        (0..TRIES)
+            .filter_map(|_| self.network().random_host())
+            .find(|ip| !held.contains(ip))
+            .ok_or_else(|| RunError::NetworkFull { network: self.network().name.clone() })
     }
 
     /// The container on nap's network that has `ip`, if any.
@@ -103,18 +154,7 @@ impl DockerRunner {
                 }),
                 ..Default::default()
             }),
-            networking_config: Some(NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(
-                    network.name.clone(),
-                    EndpointSettings {
-                        ipam_config: Some(EndpointIpamConfig {
-                            ipv4_address: Some(ip.to_string()),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    },
-                )])),
-            }),
+            networking_config: Some(network.at(ip)),
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::new().name(name).build();
@@ -138,5 +178,12 @@ mod tests {
         let network = AppNetwork { name: "nap".into(), subnet: "172.31.0.0/16".into() };
         assert!(network.contains("172.31.4.5".parse().unwrap()));
         assert!(!network.contains("172.17.0.2".parse().unwrap()));
+        for _ in 0..1000 {
+            let ip = network.random_host().expect("a host address");
+            assert!(network.contains(ip));
+            assert!(![[172, 31, 0, 0], [172, 31, 0, 1], [172, 31, 255, 255]].contains(&ip.octets()), "{ip}");
+        }
+        let tiny = AppNetwork { name: "nap".into(), subnet: "10.0.0.0/30".into() };
+        assert_eq!(tiny.random_host(), Some("10.0.0.2".parse().unwrap()));
     }
 }
