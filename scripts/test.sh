@@ -9,6 +9,9 @@ scripts/services.sh
 cargo build --workspace --bins --locked
 # The static nap-watch that the entrypoint test copies into an image.
 scripts/build-nap-watch.sh >/dev/null
+# The static app the router tests push (tests/upstream); the tests build it
+# too, once each, but then cargo has nothing left to do.
+scripts/build-test-upstream.sh >/dev/null
 # Tests that need a real Kubernetes cluster are #[ignore]d; KUBECONFIG runs them too.
 status=0
 if cargo nextest --version >/dev/null 2>&1; then

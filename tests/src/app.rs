@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 
 use tempfile::TempDir;
 
@@ -18,6 +19,9 @@ pub enum AppKind {
     BrokenBuild,
     Exits,
     Deaf,
+    /// `nap-test-upstream` ([`test_upstream`]): keep-alive, WebSockets,
+    /// long downloads, slow answers; `/` answers the committed file `reply`.
+    Upstream,
 }
 
 impl AppKind {
@@ -30,8 +34,28 @@ impl AppKind {
             AppKind::BrokenBuild => "broken-build",
             AppKind::Exits => "exits",
             AppKind::Deaf => "deaf",
+            AppKind::Upstream => "upstream",
         }
     }
+}
+
+/// The static `nap-test-upstream` (the app in `tests/upstream`) that
+/// [`AppKind::Upstream`] images run: `NAP_TEST_UPSTREAM` if set, else built
+/// by `scripts/build-test-upstream.sh`, once per test process.
+pub fn test_upstream() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Some(path) = std::env::var_os("NAP_TEST_UPSTREAM") {
+            return path.into();
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-test-upstream.sh");
+        let built = Command::new(script).stderr(Stdio::inherit()).output().expect("run scripts/build-test-upstream.sh");
+        assert!(built.status.success(), "scripts/build-test-upstream.sh failed");
+        let path = PathBuf::from(String::from_utf8_lossy(&built.stdout).trim());
+        assert!(path.is_file(), "scripts/build-test-upstream.sh printed {}, which is no file", path.display());
+        path
+    })
+    .clone()
 }
 
 pub struct AppRepo {
@@ -44,7 +68,12 @@ impl AppRepo {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("app");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/app.sh");
-        let status = Command::new(script).arg(&path).arg(kind.arg()).status().expect("run fixtures/app.sh");
+        let mut command = Command::new(script);
+        command.arg(&path).arg(kind.arg());
+        if let AppKind::Upstream = kind {
+            command.env("NAP_TEST_UPSTREAM", test_upstream());
+        }
+        let status = command.status().expect("run fixtures/app.sh");
         assert!(status.success(), "fixtures/app.sh {} failed", kind.arg());
         AppRepo { _dir: dir, path }
     }
@@ -67,7 +96,7 @@ impl AppRepo {
     /// Replaces the whole tree with the one `kind` makes, as a new commit.
     pub fn become_kind(&self, kind: AppKind) -> String {
         let other = AppRepo::new(kind);
-        for entry in ["Dockerfile", "index.html", "env.cgi"] {
+        for entry in ["Dockerfile", "index.html", "env.cgi", "reply", "nap-test-upstream"] {
             let _ = std::fs::remove_file(self.path.join(entry));
             if other.path.join(entry).exists() {
                 std::fs::copy(other.path.join(entry), self.path.join(entry)).expect("copy");

@@ -21,12 +21,12 @@ pub mod systemd;
 use std::path::PathBuf;
 use std::process::Output;
 
-pub use app::{AppKind, AppRepo};
+pub use app::{AppKind, AppRepo, test_upstream};
 pub use cleanup::Cleanup;
 pub use dockerhost::DockerHost;
 pub use etcd::{EtcdTls, PrivateEtcd};
 pub use gateway::Gateway;
-pub use http::{get, get_host, raw, wait_for_body};
+pub use http::{KeepAlive, WsClient, download, get, get_host, raw, wait_for_body};
 pub use key::{Key, ssh_options};
 pub use kubectl::{KubectlCall, StandInCluster, kubectl_words};
 pub use registry::AuthRegistry;
