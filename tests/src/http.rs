@@ -15,7 +15,6 @@ pub fn get(url: &str) -> Option<(u16, String)> {
     let rest = url.strip_prefix("http://")?;
     let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
     let mut stream = connect(authority)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
@@ -29,7 +28,6 @@ pub fn get(url: &str) -> Option<(u16, String)> {
 /// the status, the response head and the body.
 pub fn raw(addr: &str, request: &str) -> Option<(u16, String, String)> {
     let mut stream = connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
@@ -129,12 +127,6 @@ impl WsClient {
     }
 }
 
-fn connect(addr: &str) -> Option<TcpStream> {
-    let stream = connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    Some(stream)
-}
-
 /// A response's status and how its body is framed.
 struct Head {
     status: u16,
@@ -199,9 +191,12 @@ fn copy_exactly(reader: &mut impl BufRead, length: u64, out: &mut impl Write) ->
     (copied == length).then_some(copied)
 }
 
-/// A connection to `addr` (`IP:PORT`), given up after 2 s: a retired
-/// container's address may take minutes to be refused.
+/// A connection to `addr` (`IP:PORT`), given up after 2 s (a retired
+/// container's address may take minutes to be refused), whose reads wait
+/// 5 s at most.
 pub fn connect(addr: &str) -> Option<TcpStream> {
     let addr: std::net::SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(addr).ok()?.next()?;
-    TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    Some(stream)
 }
