@@ -7,7 +7,7 @@ set -euo pipefail
 STATE=${NAP_SERVICES_DIR:-/var/lib/nap-services}
 PACKAGES=(docker.io docker-registry etcd-server etcd-client busybox-static
           openssh-client openssh-server git protobuf-compiler curl hyperfine
-          apache2-utils debootstrap iproute2 util-linux openssl nginx)
+          apache2-utils debootstrap iproute2 util-linux openssl nginx pebble wrk)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

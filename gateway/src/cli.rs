@@ -146,8 +146,7 @@ async fn run(cli: Cli) -> Result<u32, CliError> {
 /// requests in flight finish.
 async fn route_until_signalled(ctx: std::sync::Arc<Context>) -> Result<(), CliError> {
     use tokio::signal::unix::{SignalKind, signal};
-    let addr = ctx.settings.http_listen().ok_or(CliError::RouterOff)?;
-    let router = crate::router::Router::bind(&addr, &ctx.settings.domain()).await?;
+    let router = crate::router::Router::bind(&ctx.settings).await?.ok_or(CliError::RouterOff)?;
     let stop = tokio_util::sync::CancellationToken::new();
     let routing = tokio::spawn(router.run(ctx, stop.clone()));
     let (Ok(mut terminate), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))

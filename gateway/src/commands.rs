@@ -5,6 +5,7 @@
 //! [`CommandError`], which the caller prints as one line with exit status 1.
 
 mod apps;
+mod certs;
 mod commiter;
 mod config;
 mod domains;
@@ -94,6 +95,20 @@ pub enum Operate {
     Rollout(rollout::RolloutArgs),
     /// List, add or remove the hosts an app answers at on the router
     Domains(domains::DomainsArgs),
+    /// List an app's HTTPS certificates; add one (PEM on standard input) or remove one
+    Certs(certs::CertsArgs),
+    /// Show or set whether plain HTTP to an app is redirected to HTTPS
+    Https {
+        app: String,
+        /// force: 308 to HTTPS where a certificate exists; off: serve both
+        mode: Option<certs::HttpsMode>,
+    },
+    /// Show or set whether nap orders and renews the app's certificates over ACME (Let's Encrypt)
+    Letsencrypt {
+        app: String,
+        /// on: order a certificate now and renew it; off: stop renewing
+        switch: Option<certs::Switch>,
+    },
     /// Print nap's version
     Version,
     /// Receive a push (run by `git push`)
@@ -150,6 +165,8 @@ pub enum CommandError {
     #[error(transparent)]
     Domain(#[from] domains::DomainError),
     #[error(transparent)]
+    Certs(#[from] certs::CertsError),
+    #[error(transparent)]
     Forbidden(#[from] Forbidden),
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
@@ -188,6 +205,9 @@ pub async fn execute(ctx: &Arc<Context>, caller: &Caller, command: Operate, outp
         Operate::Manage(args) => commiter::manage(ctx, caller, args).await,
         Operate::Rollout(args) => rollout::rollout(ctx, caller, args).await,
         Operate::Domains(args) => domains::run(ctx, caller, args).await,
+        Operate::Certs(args) => certs::certs(ctx, caller, args, &mut io).await,
+        Operate::Https { app, mode } => certs::https(ctx, caller, &app, mode).await,
+        Operate::Letsencrypt { app, switch } => certs::letsencrypt(ctx, caller, &app, switch, &mut io).await,
         Operate::Import(args) => commiter::import(ctx, caller, args, &mut io).await,
         Operate::Commit { app } => snapshot::commit(ctx, caller, app.as_deref(), &mut io).await,
         Operate::Takeover { app } => snapshot::takeover(ctx, caller, &app).await,

@@ -3,6 +3,7 @@
 //!
 //! See `ARCHITECTURE.md` for the path of a push through these modules.
 
+pub mod acme;
 pub mod app_name;
 pub mod caller;
 pub mod cli;

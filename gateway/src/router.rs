@@ -1,34 +1,44 @@
 //! nap's HTTP router: every app at one stable address, `APP.DOMAIN`, on
-//! `http_listen`, whichever release serves it. It runs in `nap serve` beside
-//! the SSH gateway, or alone as `nap router` on hosts that only route.
+//! `http_listen` (and on `https_listen` where it has a certificate),
+//! whichever release serves it. It runs in `nap serve` beside the SSH
+//! gateway, or alone as `nap router` on hosts that only route.
 //!
-//! [`table`] keeps the routes (from the instances the release flow
-//! publishes in the store, swapped whole on every change); [`proxy`]
-//! forwards each request to one of the app's instances.
+//! [`table`] keeps the routes and certificates (from the store, swapped
+//! whole on every change); [`tls`] reads certificates and picks one per
+//! handshake; [`proxy`] forwards each request to one of the app's
+//! instances; [`presence`] tells the release flow what this router still
+//! sends to.
 
 pub mod presence;
 mod proxy;
 mod table;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::context::Context;
-pub use proxy::Proxy;
+use crate::settings::Settings;
+pub use proxy::{Listeners, Proxy};
 pub use table::RouteTable;
 
-/// How long a client gets to send a request's headers (against slow-loris).
+/// How long a client gets to send a request's headers (against slow-loris),
+/// and how long an idle keep-alive connection is kept.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client gets to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most the router reads of a connection before a request's head is
 /// whole (hyper's read buffer); the proxy refuses large headers itself.
 const MAX_HEAD: usize = 64 * 1024;
@@ -45,27 +55,38 @@ pub struct RouterError {
 
 /// A router that listens: bound now, so a taken port fails at start.
 pub struct Router {
-    listener: TcpListener,
+    http: TcpListener,
+    https: Option<TcpListener>,
     table: Arc<RouteTable>,
 }
 
 impl Router {
-    pub async fn bind(addr: &str, domain: &str) -> Result<Router, RouterError> {
-        let err = |source| RouterError { addr: addr.to_owned(), source };
-        let listener = TcpListener::bind(addr).await.map_err(err)?;
-        Ok(Router { listener, table: RouteTable::new(domain) })
+    /// Binds `http_listen` and `https_listen`; `None` when the router is off.
+    pub async fn bind(settings: &Settings) -> Result<Option<Router>, RouterError> {
+        let Some(http) = settings.http_listen() else { return Ok(None) };
+        let http = listen(&http).await?;
+        let https = match settings.https_listen() {
+            Some(addr) => Some(listen(&addr).await?),
+            None => None,
+        };
+        Ok(Some(Router { http, https, table: RouteTable::new(&settings.domain()) }))
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.listener.local_addr().ok()
+        self.http.local_addr().ok()
     }
 
     /// Routes until `stop`, following the store of `ctx`; then lets the
     /// requests in flight finish.
     pub async fn run(self, ctx: Arc<Context>, stop: CancellationToken) {
-        let Router { listener, table } = self;
-        let port = listener.local_addr().map_or(0, |a| a.port());
-        info!(addr = ?listener.local_addr().ok(), "nap router listening");
+        let Router { http, https, table } = self;
+        let port = |listener: &TcpListener| listener.local_addr().map_or(0, |a| a.port());
+        let listeners = Listeners {
+            http: port(&http),
+            https: https.as_ref().map(port),
+            upstream_timeout: ctx.settings.upstream_timeout(),
+        };
+        info!(http = ?http.local_addr().ok(), https = ?https.as_ref().and_then(|l| l.local_addr().ok()), "nap router listening");
         let inflight = Arc::new(presence::Inflight::default());
         let following = tokio::spawn({
             let (table, stop, ctx) = (Arc::clone(&table), stop.clone(), Arc::clone(&ctx));
@@ -74,56 +95,89 @@ impl Router {
         let id = format!("{}-{}-{:04x}", ctx.settings.host_name(), std::process::id(), rand::random::<u16>());
         let (announce_stop, host) = (CancellationToken::new(), ctx.settings.host_name());
         let announcing = tokio::spawn({
-            let (table, inflight, stop) = (Arc::clone(&table), Arc::clone(&inflight), announce_stop.clone());
+            let (table, inflight, stop, ctx) =
+                (Arc::clone(&table), Arc::clone(&inflight), announce_stop.clone(), Arc::clone(&ctx));
             async move { presence::announce(&ctx.store, &id, &host, &table, &inflight, stop).await }
         });
-        let proxy = Arc::new(Proxy::new(table, inflight));
+        let tls = TlsAcceptor::from(tls::server_config(Arc::clone(&table)));
+        let proxy = Arc::new(Proxy::new(table, inflight, ctx.store.clone(), listeners));
         let connections = TaskTracker::new();
         loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        warn!(error = %err, "router: accept failed");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                        continue;
-                    }
+            let (stream, peer, secure) = tokio::select! {
+                accepted = http.accept() => match accepted {
+                    Ok((stream, peer)) => (stream, peer, false),
+                    Err(err) => { backoff(&err).await; continue; }
+                },
+                accepted = accept(https.as_ref()) => match accepted {
+                    Ok((stream, peer)) => (stream, peer, true),
+                    Err(err) => { backoff(&err).await; continue; }
                 },
                 () = stop.cancelled() => break,
             };
-            let proxy = Arc::clone(&proxy);
-            let stop = stop.clone();
+            let (proxy, stop, tls) = (Arc::clone(&proxy), stop.clone(), tls.clone());
             connections.spawn(async move {
                 let _ = stream.set_nodelay(true);
-                let service = service_fn(move |req| {
-                    let proxy = Arc::clone(&proxy);
-                    async move { Ok::<_, Infallible>(proxy.handle(req, peer, port).await) }
-                });
-                let connection = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .max_buf_size(MAX_HEAD)
-                    .serve_connection(TokioIo::new(stream), service);
-                tokio::pin!(connection);
-                let served = tokio::select! {
-                    served = connection.as_mut() => served,
-                    () = stop.cancelled() => {
-                        // Finish the request in flight, then close.
-                        connection.as_mut().graceful_shutdown();
-                        connection.await
-                    }
-                };
-                if let Err(err) = served {
-                    debug!(%peer, error = %err, "router connection ended");
+                if !secure {
+                    serve(TokioIo::new(stream), proxy, peer, false, stop).await;
+                    return;
+                }
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => serve(TokioIo::new(stream), proxy, peer, true, stop).await,
+                    Ok(Err(err)) => debug!(%peer, error = %err, "router: TLS handshake failed"),
+                    Err(_) => debug!(%peer, "router: TLS handshake timed out"),
                 }
             });
         }
-        drop(listener);
+        drop((http, https));
         connections.close();
         connections.wait().await;
         following.abort();
         // Gone from the store: the release flow no longer waits for this router.
         announce_stop.cancel();
         let _ = announcing.await;
+    }
+}
+
+async fn listen(addr: &str) -> Result<TcpListener, RouterError> {
+    TcpListener::bind(addr).await.map_err(|source| RouterError { addr: addr.to_owned(), source })
+}
+
+/// The next connection on `listener`; never, without one.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn backoff(err: &std::io::Error) {
+    warn!(error = %err, "router: accept failed");
+    tokio::time::sleep(ACCEPT_BACKOFF).await;
+}
+
+/// Serves one client connection, HTTP/1.1 (with upgrades) or HTTP/2, until
+/// it ends; on `stop`, the request in flight finishes first.
+async fn serve<IO>(io: TokioIo<IO>, proxy: Arc<Proxy>, peer: SocketAddr, secure: bool, stop: CancellationToken)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let proxy = Arc::clone(&proxy);
+        async move { Ok::<_, Infallible>(proxy.handle(req, peer, secure).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(MAX_HEAD);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(u32::try_from(MAX_HEAD).unwrap_or(u32::MAX));
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = served {
+        debug!(%peer, error = %err, "router connection ended");
     }
 }

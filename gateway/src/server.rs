@@ -55,12 +55,14 @@ pub async fn serve(ctx: Arc<Context>) -> Result<(), ServeError> {
     let grace = settings.shutdown_timeout();
     let host_key = load_or_create_host_key(&settings.host_key_path())?;
     // The HTTP router, in this process and runtime, unless `http_listen = "off"`.
-    let router = match settings.http_listen() {
-        Some(addr) => Some(Router::bind(&addr, &settings.domain()).await?),
-        None => None,
-    };
+    let router = Router::bind(settings).await?;
     let stop_routing = CancellationToken::new();
     let routing = router.map(|router| tokio::spawn(router.run(Arc::clone(&ctx), stop_routing.clone())));
+    // Certificates of apps with `letsencrypt on` are renewed from here.
+    let renewing = routing.is_some().then(|| {
+        let (ctx, stop) = (Arc::clone(&ctx), stop_routing.clone());
+        tokio::spawn(async move { crate::acme::renew(&ctx, stop).await })
+    });
     let config = Arc::new(Config {
         keys: vec![host_key],
         methods: russh::MethodSet::from(&[russh::MethodKind::PublicKey][..]),
@@ -96,6 +98,9 @@ pub async fn serve(ctx: Arc<Context>) -> Result<(), ServeError> {
     drop(listener);
     // New requests stop; those in flight finish.
     stop_routing.cancel();
+    if let Some(renewing) = renewing {
+        renewing.abort();
+    }
     if let Some(routing) = routing {
         let _ = tokio::time::timeout(grace, routing).await;
     }

@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 const DEFAULT_CONFIG: &str = "/etc/nap/nap.toml";
 const DEFAULT_LISTEN: &str = "0.0.0.0:2222";
 const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:80";
+const DEFAULT_HTTPS_LISTEN: &str = "0.0.0.0:443";
+const DEFAULT_UPSTREAM_TIMEOUT: u64 = 60;
+const DEFAULT_ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
 const DEFAULT_DOMAIN: &str = "localhost";
 const DEFAULT_CHECK_TIMEOUT: u64 = 30;
 const DEFAULT_SHUTDOWN_TIMEOUT: u64 = 60;
@@ -62,6 +65,21 @@ pub struct Settings {
     /// Where the HTTP router listens (`nap serve`, `nap router`), or `off` [default: 0.0.0.0:80]
     #[arg(long, global = true, env = "NAP_HTTP_LISTEN", value_name = "ADDR")]
     pub http_listen: Option<String>,
+    /// Where the router serves HTTPS to hosts with a certificate, or `off` [default: 0.0.0.0:443]
+    #[arg(long, global = true, env = "NAP_HTTPS_LISTEN", value_name = "ADDR")]
+    pub https_listen: Option<String>,
+    /// Seconds an app gets to answer a request's headers through the router before the client gets 504 [default: 60]
+    #[arg(long, global = true, env = "NAP_UPSTREAM_TIMEOUT", value_name = "SECS")]
+    pub upstream_timeout: Option<u64>,
+    /// The contact e-mail of nap's ACME account (`letsencrypt`)
+    #[arg(long, global = true, env = "NAP_ACME_EMAIL", value_name = "EMAIL")]
+    pub acme_email: Option<String>,
+    /// The ACME directory certificates are ordered from [default: Let's Encrypt's]
+    #[arg(long, global = true, env = "NAP_ACME_DIRECTORY", value_name = "URL")]
+    pub acme_directory: Option<String>,
+    /// A PEM file of the CA that signs the ACME directory's own HTTPS, for a private ACME server (pebble) [default: the system's roots]
+    #[arg(long, global = true, env = "NAP_ACME_DIRECTORY_CA", value_name = "FILE", hide = true)]
+    pub acme_directory_ca: Option<PathBuf>,
     /// Apps answer at APP.DOMAIN on the router [default: localhost, so APP.localhost works on this host]
     #[arg(long, global = true, env = "NAP_DOMAIN", value_name = "DOMAIN")]
     pub domain: Option<String>,
@@ -248,6 +266,22 @@ impl Settings {
     pub fn http_listen(&self) -> Option<String> {
         let listen = self.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN);
         (listen != "off").then(|| listen.to_owned())
+    }
+
+    /// Where the router serves HTTPS; `None` with `off`, or with the router off.
+    pub fn https_listen(&self) -> Option<String> {
+        self.http_listen()?;
+        let listen = self.https_listen.as_deref().unwrap_or(DEFAULT_HTTPS_LISTEN);
+        (listen != "off").then(|| listen.to_owned())
+    }
+
+    pub fn upstream_timeout(&self) -> Duration {
+        Duration::from_secs(self.upstream_timeout.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT))
+    }
+
+    /// The ACME directory `letsencrypt` orders from.
+    pub fn acme_directory(&self) -> String {
+        self.acme_directory.clone().unwrap_or_else(|| DEFAULT_ACME_DIRECTORY.to_owned())
     }
 
     /// An app's address on the router, `http://APP.DOMAIN[:PORT]/`, the port

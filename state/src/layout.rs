@@ -87,6 +87,55 @@ pub fn parse_app_domain(key: &str) -> Option<(&str, &str)> {
     (!host.is_empty() && !host.contains('/')).then_some((app, host))
 }
 
+/// `/nap/apps/APP/certs/HOST`: the certificate the router serves for HOST
+/// (a [`crate::Certificate`], chain and private key, as JSON).
+pub fn app_cert(app: &str, host: &str) -> String {
+    format!("{ROOT}/apps/{app}/certs/{host}")
+}
+
+/// Prefix of an app's certificates.
+pub fn app_certs(app: &str) -> String {
+    format!("{ROOT}/apps/{app}/certs/")
+}
+
+/// `(app, host)` of a key [`app_cert`] made; `None` for any other key.
+pub fn parse_app_cert(key: &str) -> Option<(&str, &str)> {
+    let (app, rest) = key.strip_prefix(ROOT)?.strip_prefix("/apps/")?.split_once('/')?;
+    let host = rest.strip_prefix("certs/")?;
+    (!host.is_empty() && !host.contains('/')).then_some((app, host))
+}
+
+/// `/nap/apps/APP/https`: `force` sends the app's plain-HTTP requests to
+/// HTTPS (308) on hosts that have a certificate; absent, both are served.
+pub fn app_https(app: &str) -> String {
+    format!("{ROOT}/apps/{app}/https")
+}
+
+/// The app whose [`app_https`] key this is.
+pub fn parse_app_https(key: &str) -> Option<&str> {
+    key.strip_prefix(ROOT)?.strip_prefix("/apps/")?.strip_suffix("/https").filter(|app| !app.contains('/'))
+}
+
+/// `/nap/apps/APP/letsencrypt`: the app's ACME state (a
+/// [`crate::AcmeState`]): on or off, and the last order's outcome.
+pub fn app_letsencrypt(app: &str) -> String {
+    format!("{ROOT}/apps/{app}/letsencrypt")
+}
+
+/// `/nap/acme/accounts/DIRECTORY`: the credentials (a private key) of
+/// nap's account with that ACME directory.
+pub fn acme_account(directory: &str) -> String {
+    let name: String = directory.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    format!("{ROOT}/acme/accounts/{name}")
+}
+
+/// `/nap/acme/challenges/TOKEN`: the key authorization an HTTP-01
+/// challenge expects at `/.well-known/acme-challenge/TOKEN`, so that any
+/// router sharing the store can answer it.
+pub fn acme_challenge(token: &str) -> String {
+    format!("{ROOT}/acme/challenges/{token}")
+}
+
 /// `/nap/domains/HOST`: which app claimed a host (its name); one app per host.
 pub fn domain_claim(host: &str) -> String {
     format!("{ROOT}/domains/{host}")

@@ -9,6 +9,7 @@
 //! - [`StoreSettings`] is where the store is: settings `nap` and `nap-watch` share.
 
 mod app;
+mod certs;
 pub mod layout;
 pub mod lock;
 pub mod release;
@@ -17,6 +18,7 @@ mod settings;
 mod store;
 
 pub use app::{AppRecord, AppSummary};
+pub use certs::{AcmeState, CertSource, Certificate};
 pub use lock::{Lock, LockError, LockSubject};
 pub use release::{Release, ReleaseCause, ReleaseStatus, instance_addresses};
 pub use rollout::{Rollout, Undo};

@@ -44,8 +44,13 @@ impl Gateway {
     pub fn start_with(extra: &str, env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
-        // Many gateways run at once: the router is off unless a test asks for it.
-        let router = if extra.contains("http_listen") { "" } else { "http_listen = \"off\"\n" };
+        // Many gateways run at once: the router (and its HTTPS) is off
+        // unless a test asks for it.
+        let router: String = ["http_listen", "https_listen"]
+            .iter()
+            .filter(|setting| !extra.contains(&format!("{setting} =")))
+            .map(|setting| format!("{setting} = \"off\"\n"))
+            .collect();
         let settings = format!(
             "data_dir = \"{}\"\npublic_host = \"127.0.0.1\"\ncheck_timeout = 8\nshutdown_timeout = 30\n{router}{extra}",
             data.display()

@@ -17,6 +17,7 @@ mod kubectl;
 mod registry;
 mod sshd;
 pub mod systemd;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::process::Output;

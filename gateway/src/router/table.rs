@@ -12,9 +12,13 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures_util::StreamExt;
+use nap_state::Certificate;
 use nap_state::{Store, StoreError, WatchEvent, instance_addresses, layout};
+use rustls::sign::CertifiedKey;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+use super::tls;
 
 /// How long the router waits before it reads the store again after the
 /// store failed it.
@@ -25,6 +29,9 @@ const RETRY: Duration = Duration::from_secs(1);
 pub struct Route {
     pub app: String,
     pub upstreams: Vec<SocketAddr>,
+    /// Plain HTTP gets 308 to HTTPS where the host has a certificate
+    /// (`https APP force`).
+    pub force_https: bool,
     next: AtomicUsize,
 }
 
@@ -36,10 +43,12 @@ impl Route {
     }
 }
 
-/// Routes by host name, as one immutable value.
+/// Routes by host name, and certificates by server name, as one
+/// immutable value.
 #[derive(Debug, Default)]
 pub struct Routes {
     by_host: HashMap<String, Arc<Route>>,
+    certs: HashMap<String, Arc<CertifiedKey>>,
 }
 
 impl Routes {
@@ -55,15 +64,46 @@ impl Routes {
         for ((app, _), address) in instances {
             upstreams.entry(app).or_default().extend(address.and_then(|address| address.parse::<SocketAddr>().ok()));
         }
+        let forced: Vec<&str> = keys
+            .iter()
+            .filter(|(_, value)| value.as_slice() == b"force")
+            .filter_map(|(key, _)| layout::parse_app_https(key))
+            .collect();
         let mut by_host = HashMap::new();
         for (app, upstreams) in upstreams {
-            let route = Arc::new(Route { app: app.to_owned(), upstreams, next: AtomicUsize::new(0) });
+            let force_https = forced.contains(&app);
+            let route = Arc::new(Route { app: app.to_owned(), upstreams, force_https, next: AtomicUsize::new(0) });
             for host in hosts.remove(app).unwrap_or_default() {
                 by_host.insert(host, Arc::clone(&route));
             }
             by_host.insert(format!("{app}.{domain}"), route);
         }
-        Routes { by_host }
+        // A certificate serves only a host that routes to its own app.
+        let mut certs = HashMap::new();
+        for (key, value) in keys {
+            let Some((app, host)) = layout::parse_app_cert(key) else { continue };
+            if by_host.get(host).is_none_or(|route| route.app != app) {
+                continue;
+            }
+            let read = serde_json::from_slice::<Certificate>(value)
+                .map_err(|err| err.to_string())
+                .and_then(|cert| tls::certified_key(&cert).map_err(|err| err.to_string()));
+            match read {
+                Ok(certified) => {
+                    certs.insert(host.to_owned(), certified);
+                }
+                Err(err) => warn!(%app, %host, error = %err, "route table: a stored certificate is not usable"),
+            }
+        }
+        Routes { by_host, certs }
+    }
+
+    /// The certificate for server name `host`: its own, else its wildcard's.
+    pub fn cert(&self, host: &str) -> Option<&Arc<CertifiedKey>> {
+        self.certs.get(host).or_else(|| {
+            let (_, parent) = host.split_once('.')?;
+            self.certs.get(&format!("*.{parent}"))
+        })
     }
 
     /// The route of `host`: its own, else a wildcard's (`*.example.com`
@@ -139,7 +179,10 @@ impl RouteTable {
                         key
                     }
                 };
-                changed |= layout::parse_instance_field(&key).is_some() || layout::parse_app_domain(&key).is_some();
+                changed |= layout::parse_instance_field(&key).is_some()
+                    || layout::parse_app_domain(&key).is_some()
+                    || layout::parse_app_cert(&key).is_some()
+                    || layout::parse_app_https(&key).is_some();
             }
             if changed {
                 self.swap(&keys);
