@@ -178,6 +178,11 @@ where
         }
     };
     if let Err(err) = served {
-        debug!(%peer, error = %err, "router connection ended");
+        let timed_out = err.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout);
+        if timed_out {
+            warn!(%peer, "router: closed a connection that sent no complete request head within 10 s");
+        } else {
+            debug!(%peer, error = %err, "router connection ended");
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! deployed and wrote goes: containers and images of its apps, and on the
 //! shared etcd their keys and the SSH keys added through it.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -46,11 +47,12 @@ impl Gateway {
         let data = dir.path().join("data");
         // Many gateways run at once: the router (and its HTTPS) is off
         // unless a test asks for it.
-        let router: String = ["http_listen", "https_listen"]
-            .iter()
-            .filter(|setting| !extra.contains(&format!("{setting} =")))
-            .map(|setting| format!("{setting} = \"off\"\n"))
-            .collect();
+        let mut router = String::new();
+        for setting in ["http_listen", "https_listen"] {
+            if !extra.contains(&format!("{setting} =")) {
+                let _ = writeln!(router, "{setting} = \"off\"");
+            }
+        }
         let settings = format!(
             "data_dir = \"{}\"\npublic_host = \"127.0.0.1\"\ncheck_timeout = 8\nshutdown_timeout = 30\n{router}{extra}",
             data.display()

@@ -25,9 +25,11 @@ pub fn get(url: &str) -> Option<(u16, String)> {
 }
 
 /// Sends `request`, a whole request head, to `addr` (`HOST:PORT`); answers
-/// the status, the response head and the body.
+/// the status, the response head and the body, waiting 15 s at most (a
+/// router's 504 takes its upstream timeout).
 pub fn raw(addr: &str, request: &str) -> Option<(u16, String, String)> {
     let mut stream = connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
     stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;

@@ -27,7 +27,7 @@ pub use cleanup::Cleanup;
 pub use dockerhost::DockerHost;
 pub use etcd::{EtcdTls, PrivateEtcd};
 pub use gateway::Gateway;
-pub use http::{KeepAlive, WsClient, download, get, get_host, raw, wait_for_body};
+pub use http::{KeepAlive, WsClient, connect, download, get, get_host, raw, wait_for_body};
 pub use key::{Key, ssh_options};
 pub use kubectl::{KubectlCall, StandInCluster, kubectl_words};
 pub use registry::AuthRegistry;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use nap_tests::{AppKind, AppRepo, Gateway, Key, free_port, get_host, nap_bin, raw, unique};
+use nap_tests::{AppKind, AppRepo, Gateway, Key, WsClient, download, free_port, get_host, nap_bin, raw, unique};
 
 const DOMAIN: &str = "nap.test";
 
@@ -140,7 +140,7 @@ fn nap_router_alone_routes_from_the_same_store() {
 }
 
 #[test]
-fn no_request_fails_through_pushes_config_changes_and_rollbacks() {
+fn no_request_fails_through_five_rounds_of_push_config_rollback_and_restart() {
     let (gateway, addr) = routed_gateway();
     let admin = admin_of(&gateway);
     let app = unique("steady");
@@ -152,21 +152,126 @@ fn no_request_fails_through_pushes_config_changes_and_rollbacks() {
     // A client polls the app's address while releases change under it.
     let stop = Arc::new(AtomicBool::new(false));
     let polling = poller(&addr, &host, &stop);
-    repo.commit("index.html", "second\n");
+    let mut bodies = vec!["hello from web".to_owned()];
+    for round in 1..=5 {
+        let body = format!("round {round}");
+        repo.commit("index.html", &format!("{body}\n"));
+        repo.push(&gateway, &admin, &app, "master").assert_ok();
+        bodies.push(body);
+        gateway.ssh(&admin, "nap", &["config", "set", &app, &format!("ROUND={round}")]).assert_ok();
+        gateway.ssh(&admin, "nap", &["rollback", &app]).assert_ok();
+        gateway.ssh(&admin, "nap", &["restart", &app]).assert_ok();
+    }
+    repo.commit("index.html", "last\n");
     repo.push(&gateway, &admin, &app, "master").assert_ok();
-    gateway.ssh(&admin, "nap", &["config", "set", &app, "GREETING=hi"]).assert_ok();
-    gateway.ssh(&admin, "nap", &["rollback", &app, "v1"]).assert_ok();
-    repo.commit("index.html", "third\n");
-    repo.push(&gateway, &admin, &app, "master").assert_ok();
+    bodies.push("last".to_owned());
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let answers = polling.join().expect("poller");
 
-    assert!(answers.len() > 50, "the client polled throughout: {} answers", answers.len());
-    let failed = failures(&answers, &["hello from web", "second", "third"]);
+    assert!(answers.len() > 500, "the client polled throughout: {} answers", answers.len());
+    let bodies: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    let failed = failures(&answers, &bodies);
     assert!(failed.is_empty(), "{} of {} requests failed, e.g. {:?}", failed.len(), answers.len(), failed.first());
     let last = answers.last().and_then(Option::as_ref).map(|(_, body)| body.trim().to_owned());
-    assert_eq!(last.as_deref(), Some("third"), "once the switch is done, only the new release answers");
+    assert_eq!(last.as_deref(), Some("last"), "once the switch is done, only the new release answers");
+}
+
+#[test]
+fn a_long_download_and_a_websocket_outlive_the_deploy_that_replaces_them() {
+    let (gateway, addr) = routed_gateway_with("retire_timeout = 8\n");
+    let admin = admin_of(&gateway);
+    let app = unique("longlived");
+    let host = format!("{app}.{DOMAIN}");
+    let repo = AppRepo::new(AppKind::Upstream);
+    repo.push(&gateway, &admin, &app, "master").assert_ok();
+    assert!(routed_body(&addr, &host, "hello from upstream"));
+
+    let mut old = WsClient::connect(&addr, &host, "/ws").expect("a WebSocket through the router");
+    assert_eq!(old.send_text("a").as_deref(), Some("hello from upstream: a"));
+    // About 6 s: 20 MB in 64 KiB chunks, 20 ms apart.
+    let downloading = {
+        let (addr, host) = (addr.clone(), host.clone());
+        std::thread::spawn(move || download(&addr, &host, "/download?bytes=20000000&chunk=65536&delay_ms=20"))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    repo.commit("reply", "v2\n");
+    let pushed = repo.push(&gateway, &admin, &app, "master");
+    pushed.assert_ok();
+    assert!(pushed.stderr.contains("Draining the previous release"), "{}", pushed.stderr);
+
+    // New connections reach v2; the old WebSocket is still on v1 until retire_timeout.
+    assert!(routed_body(&addr, &host, "v2"));
+    let mut new = WsClient::connect(&addr, &host, "/ws").expect("a new WebSocket");
+    assert_eq!(new.send_text("b").as_deref(), Some("v2: b"));
+    assert_eq!(downloading.join().expect("download"), Some((200, 20_000_000)), "the download finished whole");
+    new.close();
+    // The push retired v1 once its WebSocket outlived retire_timeout: it is closed now.
+    assert_eq!(old.send_text("c"), None, "v1's WebSocket outlived its release");
+}
+
+#[test]
+fn failures_get_their_status_and_log_line_and_the_router_keeps_serving() {
+    // Longer than the router's 5 s connect timeout, so a gone upstream is 502, not 504.
+    let (gateway, addr) = routed_gateway_with("upstream_timeout = 8\n");
+    let admin = admin_of(&gateway);
+    let (app, stuck) = (unique("healthy"), unique("stuck"));
+    let repo = AppRepo::new(AppKind::Web);
+    repo.push(&gateway, &admin, &app, "master").assert_ok();
+    repo.push(&gateway, &admin, &stuck, "master").assert_ok();
+    let (host, stuck_host) = (format!("{app}.{DOMAIN}"), format!("{stuck}.{DOMAIN}"));
+    assert!(routed_body(&addr, &host, "hello from web") && routed_body(&addr, &stuck_host, "hello from web"));
+    let healthy = || assert_eq!(get_host(&addr, &host, "/").map(|(s, _)| s), Some(200), "the other app still answers");
+    let logged = |status: u16, what: &str| {
+        let log = gateway.log();
+        let line = log.lines().find(|l| l.contains("nap::access") && l.contains(&format!("status={status}")));
+        assert!(line.is_some(), "no access-log line for {what} ({status}):\n{log}");
+    };
+
+    // A malformed Host, and no Host.
+    let (status, _, body) = raw(&addr, "GET / HTTP/1.1\r\nHost: bad_host!\r\nConnection: close\r\n\r\n").expect("400");
+    assert_eq!(status, 400, "{body}");
+    logged(400, "a malformed host");
+    // An app with a host but no instance.
+    let idle = unique("idle");
+    gateway.ssh(&admin, "nap", &["apps", "create", &idle]).assert_ok();
+    gateway.track_app(&idle);
+    gateway.ssh(&admin, "nap", &["domains", "add", &idle, &format!("{idle}.test")]).assert_ok();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get_host(&addr, &format!("{idle}.test"), "/").map(|(s, _)| s) != Some(503) {
+        assert!(Instant::now() < deadline, "no 503 for an app without instances");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    logged(503, "no instance");
+    healthy();
+
+    // An upstream that does not answer in time: 504; one that is gone: 502.
+    let container = format!("nap-{stuck}-v1");
+    nap_tests::docker(&["pause", &container]).assert_ok();
+    let (status, _, body) = raw(&addr, &format!("GET / HTTP/1.1\r\nHost: {stuck_host}\r\nConnection: close\r\n\r\n"))
+        .expect("504");
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("took too long"), "{body}");
+    logged(504, "a timeout");
+    healthy();
+    nap_tests::docker(&["unpause", &container]).assert_ok();
+    nap_tests::docker(&["stop", "--time", "1", &container]).assert_ok();
+    let (status, _, body) = raw(&addr, &format!("GET / HTTP/1.1\r\nHost: {stuck_host}\r\nConnection: close\r\n\r\n"))
+        .expect("502");
+    assert_eq!(status, 502, "{body}");
+    logged(502, "a dead upstream");
+    healthy();
+
+    // A slow-loris client that never finishes its headers is closed after 10 s.
+    let mut slow = nap_tests::connect(&addr).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    std::io::Write::write_all(&mut slow, b"GET / HTTP/1.1\r\nHost: x\r\n").expect("write");
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut slow, &mut rest);
+    assert!(started.elapsed() < Duration::from_secs(14), "the slow client was not cut off");
+    assert!(gateway.log().contains("no complete request head"), "the cut is logged");
+    healthy();
 }
 
 #[test]
