@@ -43,6 +43,9 @@ pub enum Operate {
         /// Keep streaming until the client disconnects
         #[arg(long, short = 'f')]
         follow: bool,
+        /// The router's access log of the app instead (nap serve's router)
+        #[arg(long)]
+        router: bool,
     },
     /// Show, set or unset an app's environment
     Config(config::ConfigArgs),
@@ -150,6 +153,8 @@ pub enum CommandError {
     NoSuchApp(AppName),
     #[error("{0} has no release running yet")]
     NothingRunning(AppName),
+    #[error("no router runs in this nap process; `logs --router` reads the router of `nap serve`, over its SSH port")]
+    NoRouterHere,
     #[error(transparent)]
     Apps(#[from] apps::AppsError),
     #[error(transparent)]
@@ -190,7 +195,12 @@ pub async fn execute(ctx: &Arc<Context>, caller: &Caller, command: Operate, outp
     let result = match command {
         Operate::GitReceivePack { repo } => return git::receive_pack(ctx, caller, &repo, io).await,
         Operate::GitUploadPack { repo } => return git::upload_pack(ctx, caller, &repo, io).await,
-        Operate::Logs { app, tail, follow } => instances::logs(ctx, caller, &app, tail, follow, &mut io).await,
+        Operate::Logs { app, tail, follow, router: false } => {
+            instances::logs(ctx, caller, &app, tail, follow, &mut io).await
+        }
+        Operate::Logs { app, tail, follow, router: true } => {
+            instances::router_logs(ctx, caller, &app, tail, follow, &mut io).await
+        }
         Operate::Version => Ok(Reply::new(
             format!("nap {}", env!("CARGO_PKG_VERSION")),
             serde_json::json!({ "version": env!("CARGO_PKG_VERSION") }),

@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::keys::KnownKeys;
+use crate::router::access::AccessLog;
 use crate::settings::Settings;
 
 /// What every command needs, built once per process.
@@ -24,6 +25,8 @@ pub struct Context {
     pub exe: PathBuf,
     /// The allowed SSH keys, as last read (see [`KnownKeys`]).
     pub known_keys: KnownKeys,
+    /// The access log of the router in this process, if one runs here.
+    pub access_log: Arc<AccessLog>,
 }
 
 /// What can keep a command from reaching the parts it runs on.
@@ -46,7 +49,7 @@ impl Context {
     pub async fn open(settings: Settings) -> Result<Arc<Context>, ContextError> {
         let store = settings.open_store().await?;
         let exe = std::env::current_exe().map_err(ContextError::Exe)?;
-        Ok(Arc::new(Context { settings, store, exe, known_keys: KnownKeys::default() }))
+        Ok(Arc::new(Context { settings, store, exe, known_keys: KnownKeys::default(), access_log: Arc::default() }))
     }
 
     /// A Docker client, connected now: commands that never touch Docker

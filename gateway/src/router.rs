@@ -9,6 +9,8 @@
 //! instances; [`presence`] tells the release flow what this router still
 //! sends to.
 
+pub mod access;
+mod metrics;
 pub mod presence;
 mod proxy;
 mod table;
@@ -57,6 +59,7 @@ pub struct RouterError {
 pub struct Router {
     http: TcpListener,
     https: Option<TcpListener>,
+    metrics: Option<TcpListener>,
     table: Arc<RouteTable>,
 }
 
@@ -69,7 +72,11 @@ impl Router {
             Some(addr) => Some(listen(&addr).await?),
             None => None,
         };
-        Ok(Some(Router { http, https, table: RouteTable::new(&settings.domain()) }))
+        let metrics = match settings.metrics_listen() {
+            Some(addr) => Some(listen(&addr).await?),
+            None => None,
+        };
+        Ok(Some(Router { http, https, metrics, table: RouteTable::new(&settings.domain()) }))
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -79,7 +86,11 @@ impl Router {
     /// Routes until `stop`, following the store of `ctx`; then lets the
     /// requests in flight finish.
     pub async fn run(self, ctx: Arc<Context>, stop: CancellationToken) {
-        let Router { http, https, table } = self;
+        let Router { http, https, metrics: metrics_listener, table } = self;
+        ctx.access_log.start();
+        let metrics = metrics::Metrics::new();
+        let serving_metrics =
+            metrics_listener.map(|listener| tokio::spawn(metrics::serve(listener, Arc::clone(&metrics), stop.clone())));
         let port = |listener: &TcpListener| listener.local_addr().map_or(0, |a| a.port());
         let listeners = Listeners {
             http: port(&http),
@@ -100,7 +111,8 @@ impl Router {
             async move { presence::announce(&ctx.store, &id, &host, &table, &inflight, stop).await }
         });
         let tls = TlsAcceptor::from(tls::server_config(Arc::clone(&table)));
-        let proxy = Arc::new(Proxy::new(table, inflight, ctx.store.clone(), listeners));
+        let observers = proxy::Observers { access: Arc::clone(&ctx.access_log), metrics: Arc::clone(&metrics) };
+        let proxy = Arc::new(Proxy::new(table, inflight, ctx.store.clone(), listeners, observers));
         let connections = TaskTracker::new();
         loop {
             let (stream, peer, secure) = tokio::select! {
@@ -115,7 +127,9 @@ impl Router {
                 () = stop.cancelled() => break,
             };
             let (proxy, stop, tls) = (Arc::clone(&proxy), stop.clone(), tls.clone());
+            let open = metrics.connection();
             connections.spawn(async move {
+                let _open = open;
                 let _ = stream.set_nodelay(true);
                 if !secure {
                     serve(TokioIo::new(stream), proxy, peer, false, stop).await;
@@ -132,6 +146,9 @@ impl Router {
         connections.close();
         connections.wait().await;
         following.abort();
+        if let Some(serving) = serving_metrics {
+            serving.abort();
+        }
         // Gone from the store: the release flow no longer waits for this router.
         announce_stop.cancel();
         let _ = announcing.await;

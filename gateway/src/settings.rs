@@ -71,6 +71,9 @@ pub struct Settings {
     /// Seconds an app gets to answer a request's headers through the router before the client gets 504 [default: 60]
     #[arg(long, global = true, env = "NAP_UPSTREAM_TIMEOUT", value_name = "SECS")]
     pub upstream_timeout: Option<u64>,
+    /// Where the router serves Prometheus metrics at /metrics, e.g. 127.0.0.1:9100, or `off` [default: off]
+    #[arg(long, global = true, env = "NAP_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// The contact e-mail of nap's ACME account (`letsencrypt`)
     #[arg(long, global = true, env = "NAP_ACME_EMAIL", value_name = "EMAIL")]
     pub acme_email: Option<String>,
@@ -273,6 +276,12 @@ impl Settings {
         self.http_listen()?;
         let listen = self.https_listen.as_deref().unwrap_or(DEFAULT_HTTPS_LISTEN);
         (listen != "off").then(|| listen.to_owned())
+    }
+
+    /// Where the router serves its metrics; `None` unless set (and the router on).
+    pub fn metrics_listen(&self) -> Option<String> {
+        self.http_listen()?;
+        self.metrics_listen.clone().filter(|listen| listen != "off")
     }
 
     pub fn upstream_timeout(&self) -> Duration {

@@ -248,16 +248,16 @@ fn failures_get_their_status_and_log_line_and_the_router_keeps_serving() {
     // An upstream that does not answer in time: 504; one that is gone: 502.
     let container = format!("nap-{stuck}-v1");
     nap_tests::docker(&["pause", &container]).assert_ok();
-    let (status, _, body) = raw(&addr, &format!("GET / HTTP/1.1\r\nHost: {stuck_host}\r\nConnection: close\r\n\r\n"))
-        .expect("504");
+    let (status, _, body) =
+        raw(&addr, &format!("GET / HTTP/1.1\r\nHost: {stuck_host}\r\nConnection: close\r\n\r\n")).expect("504");
     assert_eq!(status, 504, "{body}");
     assert!(body.contains("took too long"), "{body}");
     logged(504, "a timeout");
     healthy();
     nap_tests::docker(&["unpause", &container]).assert_ok();
     nap_tests::docker(&["stop", "--time", "1", &container]).assert_ok();
-    let (status, _, body) = raw(&addr, &format!("GET / HTTP/1.1\r\nHost: {stuck_host}\r\nConnection: close\r\n\r\n"))
-        .expect("502");
+    let (status, _, body) =
+        raw(&addr, &format!("GET / HTTP/1.1\r\nHost: {stuck_host}\r\nConnection: close\r\n\r\n")).expect("502");
     assert_eq!(status, 502, "{body}");
     logged(502, "a dead upstream");
     healthy();
@@ -340,4 +340,38 @@ fn custom_hosts_and_wildcards_route_to_one_app_each() {
     }
     // Freed, the host can go to another app.
     gateway.ssh(&admin, "nap", &["domains", "add", &other, &www]).assert_ok();
+}
+
+#[test]
+fn the_router_counts_requests_for_prometheus_and_keeps_each_apps_access_log() {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let (gateway, addr) = routed_gateway_with(&format!("metrics_listen = \"{metrics}\"\n"));
+    let admin = admin_of(&gateway);
+    let app = unique("counted");
+    let host = format!("{app}.{DOMAIN}");
+    AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master").assert_ok();
+    assert!(routed_body(&addr, &host, "hello from web"));
+    for path in ["/one", "/two?token=secret"] {
+        get_host(&addr, &host, path).expect("an answer");
+    }
+
+    let (status, body) = nap_tests::get(&format!("http://{metrics}/metrics")).expect("metrics");
+    assert_eq!(status, 200);
+    for expected in [
+        format!("nap_router_requests_total{{app=\"{app}\",status=\"2xx\"}}"),
+        format!("nap_router_requests_total{{app=\"{app}\",status=\"4xx\"}}"),
+        format!("nap_router_request_duration_seconds_bucket{{le=\"0.001\",app=\"{app}\"}}"),
+        "nap_router_open_connections".to_owned(),
+    ] {
+        assert!(body.contains(&expected), "no {expected} in:\n{body}");
+    }
+
+    let logs = gateway.ssh(&admin, "nap", &["logs", &app, "--router", "--tail", "2"]);
+    logs.assert_ok();
+    let lines: Vec<&str> = logs.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", logs.stdout);
+    assert!(lines[0].contains(&format!("{host} GET /one 404")), "{}", lines[0]);
+    assert!(lines[1].contains("GET /two ") && !lines[1].contains("secret"), "no query in the log: {}", lines[1]);
+    // A nap process that routes nothing says so.
+    gateway.nap(&["logs", &app, "--router"], "").assert_failed_with("error: no router runs in this nap process");
 }

@@ -94,6 +94,54 @@ pub async fn logs(
     Ok(Reply::Streamed)
 }
 
+/// Streams the router's access-log lines of the app: the last `tail` (all
+/// kept, 1000 at most), then with `follow` each new one until the client
+/// goes away.
+pub async fn router_logs(
+    ctx: &Context,
+    caller: &Caller,
+    name: &str,
+    tail: Option<u64>,
+    follow: bool,
+    io: &mut Io,
+) -> Result<Reply, CommandError> {
+    let app = existing_app(ctx, caller, name).await?;
+    let log = &ctx.access_log;
+    if !log.routing() {
+        return Err(CommandError::NoRouterHere);
+    }
+    // Following from before the tail is read: a line may show twice, none is lost.
+    let mut live = log.follow();
+    let tail = tail.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    for kept in log.tail(app.as_str(), tail) {
+        if io.stdout.write_all(format!("{kept}\n").as_bytes()).await.is_err() {
+            return Ok(Reply::Streamed);
+        }
+    }
+    let _ = io.stdout.flush().await;
+    if !follow {
+        return Ok(Reply::Streamed);
+    }
+    loop {
+        let next = tokio::select! {
+            next = live.recv() => next,
+            () = io.client_gone.cancelled() => break,
+        };
+        match next {
+            Ok(new) if &*new.app == app.as_str() => {
+                if io.stdout.write_all(format!("{}\n", new.text).as_bytes()).await.is_err()
+                    || io.stdout.flush().await.is_err()
+                {
+                    break;
+                }
+            }
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+        }
+    }
+    Ok(Reply::Streamed)
+}
+
 pub async fn restart(ctx: &Context, caller: &Caller, name: &str, io: &mut Io) -> Result<Reply, CommandError> {
     let app = existing_app(ctx, caller, name).await?;
     let release =

@@ -22,6 +22,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use nap_state::{Store, layout};
 use tracing::{debug, info};
 
+use super::access::AccessLog;
+use super::metrics::Metrics;
 use super::presence::{Inflight, InflightGuard};
 use super::table::RouteTable;
 
@@ -58,26 +60,41 @@ pub struct Listeners {
     pub upstream_timeout: Duration,
 }
 
+/// Who learns of each request once it is answered: the access log that
+/// `logs --router` reads, and the metrics.
+#[derive(Clone)]
+pub struct Observers {
+    pub access: Arc<AccessLog>,
+    pub metrics: Arc<Metrics>,
+}
+
 pub struct Proxy {
     table: Arc<RouteTable>,
     inflight: Arc<Inflight>,
     store: Store,
     listeners: Listeners,
+    observers: Observers,
     client: Client<HttpConnector, Incoming>,
 }
 
 impl Proxy {
-    pub fn new(table: Arc<RouteTable>, inflight: Arc<Inflight>, store: Store, listeners: Listeners) -> Proxy {
+    pub fn new(
+        table: Arc<RouteTable>,
+        inflight: Arc<Inflight>,
+        store: Store,
+        listeners: Listeners,
+        observers: Observers,
+    ) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE).build(connector);
-        Proxy { table, inflight, store, listeners, client }
+        Proxy { table, inflight, store, listeners, observers, client }
     }
 
     /// Routes one request from `peer`, which came over HTTPS if `secure`.
     pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr, secure: bool) -> Response<Body> {
-        let mut exchange = Exchange::new(&req);
+        let mut exchange = Exchange::new(&req, self.observers.clone());
         let head: usize = req.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
         if head > MAX_HEADERS {
             return exchange.page(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "the request's headers are too large");
@@ -123,9 +140,11 @@ impl Proxy {
             Ok(Ok(answer)) => answer,
             Ok(Err(err)) => {
                 info!(app = %route.app, %upstream, error = %err, "upstream refused");
+                self.observers.metrics.upstream_error(&route.app);
                 return exchange.page(StatusCode::BAD_GATEWAY, &format!("{} did not answer", route.app));
             }
             Err(_) => {
+                self.observers.metrics.upstream_error(&route.app);
                 return exchange.page(StatusCode::GATEWAY_TIMEOUT, &format!("{} took too long to answer", route.app));
             }
         };
@@ -192,6 +211,10 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 /// answer's body is done (or the page is sent).
 struct Exchange {
     started: Instant,
+    observers: Observers,
+    method: hyper::Method,
+    /// The path, without the query: a query may carry a token.
+    path: String,
     id: String,
     host: String,
     app: String,
@@ -201,9 +224,12 @@ struct Exchange {
 }
 
 impl Exchange {
-    fn new(req: &Request<Incoming>) -> Exchange {
+    fn new(req: &Request<Incoming>, observers: Observers) -> Exchange {
         Exchange {
             started: Instant::now(),
+            observers,
+            method: req.method().clone(),
+            path: req.uri().path().chars().take(256).collect(),
             id: request_id(req),
             host: "-".into(),
             app: "-".into(),
@@ -246,17 +272,37 @@ impl Exchange {
 impl Drop for Exchange {
     fn drop(&mut self) {
         let upstream = self.upstream.map_or_else(|| "-".to_owned(), |u| u.to_string());
+        let elapsed = self.started.elapsed();
+        let (status, bytes) = (self.status.as_u16(), self.bytes.load(Ordering::Relaxed));
         info!(
             target: "nap::access",
             app = %self.app,
             host = %self.host,
-            status = self.status.as_u16(),
-            ms = self.started.elapsed().as_millis(),
-            bytes = self.bytes.load(Ordering::Relaxed),
+            method = %self.method,
+            path = %self.path,
+            status,
+            ms = elapsed.as_millis(),
+            bytes,
             upstream,
             request_id = %self.id,
             "request"
         );
+        self.observers.metrics.request(&self.app, status, elapsed.as_secs_f64());
+        if self.app != "-" {
+            let at = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339);
+            self.observers.access.record(
+                &self.app,
+                format!(
+                    "{} {} {} {} {status} {bytes} {}ms upstream={upstream} request_id={}",
+                    at.unwrap_or_default(),
+                    self.host,
+                    self.method,
+                    self.path,
+                    elapsed.as_millis(),
+                    self.id
+                ),
+            );
+        }
     }
 }
 
