@@ -23,6 +23,12 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("embedded store {path}: cannot make it private to its owner: {source}")]
+    Permissions {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("could not encode a value for the store: {0}")]
     Encode(#[source] serde_json::Error),
     #[error("value at {key} is not what nap expects: {source}")]

@@ -255,6 +255,21 @@ async fn two_embedded_handles_on_one_file_see_each_other() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_embedded_store_is_readable_by_its_owner_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    std::fs::write(&path, b"").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = Store::open_embedded(&path).unwrap();
+    store.put("/secret", b"key").await.unwrap();
+    for name in ["state.db", "state.db-wal", "state.db-shm"] {
+        let mode = std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_etcd_fails_in_bounded_time_naming_the_endpoint() {
     // Nothing listens on port 1.
     let options = EtcdOptions::from_url("etcd://127.0.0.1:1").unwrap();

@@ -45,6 +45,7 @@ type DbResult<T> = Result<T, DbError>;
 impl Embedded {
     pub(super) fn open(path: &Path) -> Result<Self, StoreError> {
         let err = |source| StoreError::Embedded { path: path.display().to_string(), source };
+        owner_only(path).map_err(|source| StoreError::Permissions { path: path.display().to_string(), source })?;
         let conn = Connection::open(path).map_err(err)?;
         // Other nap processes may hold the write lock for a moment; wait for it.
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
@@ -324,5 +325,21 @@ fn upsert(tx: &Transaction<'_>, key: &str, value: &[u8], revision: i64, lease: O
         params![key, value, revision, lease],
     )?;
     tx.execute("INSERT INTO events (revision, key, value) VALUES (?1, ?2, ?3)", params![revision, key, value])?;
+    Ok(())
+}
+
+/// Makes the database (and its WAL files, which SQLite creates with the
+/// database's mode) readable by its owner alone: it holds config values,
+/// private keys of certificates and ACME credentials.
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
+    }
     Ok(())
 }
