@@ -434,11 +434,12 @@ async fn fail_interrupted_releases(store: &Store, app: &AppName) -> Result<(), D
 }
 
 /// Where a release serves, as nap publishes it under
-/// `/nap/apps/APP/instances/ID/{ip,port,release}` for template hooks.
-struct Endpoint {
-    id: String,
-    ip: String,
-    port: u16,
+/// `/nap/apps/APP/instances/ID/{ip,port,release}` for routers and template
+/// hooks. `ID` is the container (or workload) that runs it.
+pub(crate) struct Endpoint {
+    pub id: String,
+    pub ip: String,
+    pub port: u16,
 }
 
 impl Endpoint {
@@ -448,10 +449,15 @@ impl Endpoint {
         Endpoint { id: running.name.replace('/', "-"), ip: running.host.clone(), port: running.port }
     }
 
-    fn keys(&self, app: &str, release: u32) -> Vec<(String, Vec<u8>)> {
+    pub fn keys(&self, app: &str, release: u32) -> Vec<(String, Vec<u8>)> {
         [("ip", self.ip.clone()), ("port", self.port.to_string()), ("release", release.to_string())]
             .into_iter()
             .map(|(field, value)| (layout::instance_field(app, &self.id, field), value.into_bytes()))
             .collect()
+    }
+
+    /// The keys of instance `id` of `app`, to unpublish it.
+    pub fn fields(app: &str, id: &str) -> Vec<String> {
+        ["ip", "port", "release"].into_iter().map(|field| layout::instance_field(app, id, field)).collect()
     }
 }

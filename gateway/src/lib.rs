@@ -12,6 +12,7 @@ pub mod context;
 pub mod deploy;
 pub mod hook;
 pub mod keys;
+pub mod liveness;
 pub mod remote;
 pub mod report;
 pub mod repos;

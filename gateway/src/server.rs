@@ -58,6 +58,11 @@ pub async fn serve(ctx: Arc<Context>) -> Result<(), ServeError> {
     let router = Router::bind(settings).await?;
     let stop_routing = CancellationToken::new();
     let routing = router.map(|router| tokio::spawn(router.run(Arc::clone(&ctx), stop_routing.clone())));
+    // Instances that die on this host leave the routes at once (not on Kubernetes).
+    let following = (settings.runner != Some(nap_runner::RunnerKind::Kubernetes)).then(|| {
+        let (ctx, stop) = (Arc::clone(&ctx), stop_routing.clone());
+        tokio::spawn(crate::liveness::follow(ctx, stop))
+    });
     // Certificates of apps with `letsencrypt on` are renewed from here.
     let renewing = routing.is_some().then(|| {
         let (ctx, stop) = (Arc::clone(&ctx), stop_routing.clone());
@@ -100,6 +105,9 @@ pub async fn serve(ctx: Arc<Context>) -> Result<(), ServeError> {
     stop_routing.cancel();
     if let Some(renewing) = renewing {
         renewing.abort();
+    }
+    if let Some(following) = following {
+        following.abort();
     }
     if let Some(routing) = routing {
         let _ = tokio::time::timeout(grace, routing).await;

@@ -208,7 +208,57 @@ impl DockerRunner {
     }
 }
 
+/// What Docker reports of one of nap's containers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lifecycle {
+    pub app: String,
+    pub container: String,
+    /// `true` when it (re)started, `false` when it died.
+    pub started: bool,
+}
+
 impl DockerRunner {
+    /// Starts and deaths of nap's containers on this host, as Docker
+    /// reports them, from now until the stream is dropped.
+    pub fn lifecycle(&self) -> impl futures_util::Stream<Item = Result<Lifecycle, RunError>> + use<> {
+        let filters =
+            HashMap::from([("type", vec!["container"]), ("label", vec![labels::APP]), ("event", vec!["start", "die"])]);
+        let options = bollard::query_parameters::EventsOptionsBuilder::new().filters(&filters).build();
+        self.docker.events(Some(options)).filter_map(|event| async move {
+            let event = match event {
+                Ok(event) => event,
+                Err(err) => return Some(Err(err.into())),
+            };
+            let started = match event.action.as_deref() {
+                Some("start") => true,
+                Some("die") => false,
+                _ => return None,
+            };
+            let mut attributes = event.actor?.attributes?;
+            let (app, container) = (attributes.remove(labels::APP)?, attributes.remove("name")?);
+            Some(Ok(Lifecycle { app, container, started }))
+        })
+    }
+
+    /// Where container `name` answers now: its address on nap's network and
+    /// the port its label names; `None` unless it runs.
+    pub async fn running_address(&self, name: &str) -> Result<Option<SocketAddr>, RunError> {
+        let inspect =
+            match self.docker.inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>).await
+            {
+                Ok(inspect) => inspect,
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return Ok(None),
+                Err(err) => return Err(err.into()),
+            };
+        let port = inspect.config.and_then(|c| c.labels?.get(labels::PORT)?.parse::<u16>().ok());
+        let Some(port) = port else { return Ok(None) };
+        match self.address(name, port).await {
+            Ok(address) => Ok(address),
+            Err(RunError::Exited { .. } | RunError::NoAddress { .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
     /// Every container nap runs, by app. One Docker call, however many apps.
     pub async fn instances(&self, app: Option<&str>) -> Result<HashMap<String, Vec<Instance>>, RunError> {
         let label = match app {

@@ -24,8 +24,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
-pub use docker::DockerRunner;
 pub use docker::network::AppNetwork;
+pub use docker::{DockerRunner, Lifecycle};
 pub use error::{KubernetesError, RunError, SystemdError, UnknownName};
 pub use kubernetes::{KubernetesRunner, KubernetesSettings, WorkloadKind};
 pub use release::{Instance, InstanceId, Progress, RunRequest, Running, Serving};

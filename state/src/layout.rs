@@ -24,6 +24,11 @@ pub fn app_record(app: &str) -> String {
     format!("{ROOT}/apps/{app}/app")
 }
 
+/// The app whose [`app_record`] key this is.
+pub fn parse_app_record(key: &str) -> Option<&str> {
+    key.strip_prefix(ROOT)?.strip_prefix("/apps/")?.strip_suffix("/app").filter(|app| !app.contains('/'))
+}
+
 /// `/nap/apps/APP/config`: the app's environment, as a JSON object.
 pub fn config(app: &str) -> String {
     format!("{ROOT}/apps/{app}/config")

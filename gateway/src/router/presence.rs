@@ -43,15 +43,27 @@ impl Inflight {
         self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Counts a request to `upstream` until the guard goes (with the
-    /// response's body, once it is sent).
-    pub fn enter(self: &Arc<Self>, upstream: SocketAddr) -> InflightGuard {
-        *self.counts().entry(upstream).or_default() += 1;
-        InflightGuard { inflight: Arc::clone(self), upstream }
+    /// Picks an instance of `host`'s app from the table as it is now, and
+    /// counts a request to it until the guard goes (with the response's
+    /// body, once it is sent, or the tunnel's end).
+    ///
+    /// The pick and the count happen under the lock that [`Self::told`]
+    /// takes to read the table: a request either picked from the table the
+    /// router last told the store about, and is counted in what it tells,
+    /// or it picks from the newer table. Nothing slips between a switch and
+    /// the drain.
+    pub fn pick(self: &Arc<Self>, table: &RouteTable, host: &str) -> Option<(SocketAddr, InflightGuard)> {
+        let mut counts = self.counts();
+        let upstream = table.routes().get(host)?.pick()?;
+        *counts.entry(upstream).or_default() += 1;
+        Some((upstream, InflightGuard { inflight: Arc::clone(self), upstream }))
     }
 
-    fn active(&self) -> impl Iterator<Item = SocketAddr> {
-        self.counts().keys().copied().collect::<Vec<_>>().into_iter()
+    /// What this router sends to: the table's instances and those with
+    /// requests in flight, read at one moment.
+    fn told(&self, table: &RouteTable) -> BTreeSet<String> {
+        let counts = self.counts();
+        table.routes().upstreams().chain(counts.keys().copied()).map(|upstream| upstream.to_string()).collect()
     }
 }
 
@@ -106,9 +118,13 @@ async fn announce_once(
     let lease = store.grant_lease(LEASE_TTL).await?;
     let key = layout::router(id);
     let mut told = None;
+    // Its own schedule: swaps and drained requests wake the loop far more
+    // often than this, and must not put the renewal off until the lease lapses.
+    let mut renew = tokio::time::interval(KEEP_ALIVE);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    renew.tick().await;
     loop {
-        let upstreams: BTreeSet<String> =
-            table.routes().upstreams().chain(inflight.active()).map(|upstream| upstream.to_string()).collect();
+        let upstreams = inflight.told(table);
         if told.as_ref() != Some(&upstreams) {
             let presence = Presence { host: host.to_owned(), upstreams: upstreams.clone() };
             let value = serde_json::to_vec(&presence).map_err(StoreError::Encode)?;
@@ -118,7 +134,7 @@ async fn announce_once(
         tokio::select! {
             () = table.swapped() => {}
             () = inflight.drained.notified() => {}
-            () = tokio::time::sleep(KEEP_ALIVE) => store.keep_lease_alive(lease).await?,
+            _ = renew.tick() => store.keep_lease_alive(lease).await?,
             () = stop.cancelled() => {
                 let _ = store.revoke_lease(lease).await;
                 return Ok(());

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
-use hyper::{Request, Response, StatusCode, Uri, Version, header};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version, header};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -74,7 +75,7 @@ pub struct Proxy {
     store: Store,
     listeners: Listeners,
     observers: Observers,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, Body>,
 }
 
 impl Proxy {
@@ -118,7 +119,10 @@ impl Proxy {
         {
             return exchange.redirect(&host, https, &req);
         }
-        let Some(upstream) = route.pick() else {
+        // In flight from the pick until the answer's body is sent (or the
+        // tunnel closes): the release flow waits for that before it retires
+        // this instance.
+        let Some((upstream, guard)) = self.inflight.pick(&self.table, &host) else {
             return exchange.page(StatusCode::SERVICE_UNAVAILABLE, &format!("{} has no instance serving", route.app));
         };
         exchange.upstream = Some(upstream);
@@ -133,17 +137,41 @@ impl Proxy {
         *req.version_mut() = Version::HTTP_11;
         let port = if secure { self.listeners.https.unwrap_or(443) } else { self.listeners.http };
         forwarded(req.headers_mut(), peer, &host, secure, port, &exchange.id, upgrade.as_ref());
-        // In flight until the answer's body is sent (or the tunnel closes):
-        // the release flow waits for that before it retires this instance.
-        let guard = self.inflight.enter(upstream);
-        let mut answer = match tokio::time::timeout(self.listeners.upstream_timeout, self.client.request(req)).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(err)) => {
+        // A bodiless GET, HEAD or OPTIONS that failed before any answer is
+        // sent once more, to the instance the table names then: a switch may
+        // have just retired the one picked, or a pooled connection closed.
+        let again = (matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+            && req.body().is_end_stream()
+            && upgrade.is_none())
+        .then(|| (req.method().clone(), path.clone(), req.headers().clone()));
+        let (mut upstream, mut guard) = (upstream, guard);
+        let mut sent = self.send(req.map(BodyExt::boxed)).await;
+        if let (Err(Failure::Refused(err)), Some((method, path, headers))) = (&sent, again) {
+            debug!(app = %route.app, %upstream, error = %err, "upstream refused; trying once more");
+            drop(guard);
+            let Some((next, next_guard)) = self.inflight.pick(&self.table, &host) else {
+                return exchange
+                    .page(StatusCode::SERVICE_UNAVAILABLE, &format!("{} has no instance serving", route.app));
+            };
+            (upstream, guard) = (next, next_guard);
+            exchange.upstream = Some(upstream);
+            let mut retry = Request::new(empty());
+            *retry.method_mut() = method;
+            *retry.headers_mut() = headers;
+            match format!("http://{upstream}{path}").parse::<Uri>() {
+                Ok(uri) => *retry.uri_mut() = uri,
+                Err(_) => return exchange.page(StatusCode::BAD_REQUEST, "the request's path is not valid"),
+            }
+            sent = self.send(retry).await;
+        }
+        let mut answer = match sent {
+            Ok(answer) => answer,
+            Err(Failure::Refused(err)) => {
                 info!(app = %route.app, %upstream, error = %err, "upstream refused");
                 self.observers.metrics.upstream_error(&route.app);
                 return exchange.page(StatusCode::BAD_GATEWAY, &format!("{} did not answer", route.app));
             }
-            Err(_) => {
+            Err(Failure::Timeout) => {
                 self.observers.metrics.upstream_error(&route.app);
                 return exchange.page(StatusCode::GATEWAY_TIMEOUT, &format!("{} took too long to answer", route.app));
             }
@@ -173,6 +201,16 @@ impl Proxy {
         })
     }
 
+    /// Sends a request to its upstream, waiting `upstream_timeout` at most
+    /// for the answer's head.
+    async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, Failure> {
+        match tokio::time::timeout(self.listeners.upstream_timeout, self.client.request(req)).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(err)) => Err(Failure::Refused(err)),
+            Err(_) => Err(Failure::Timeout),
+        }
+    }
+
     /// The answer to an ACME HTTP-01 challenge nap itself is meeting;
     /// `None` for any other request, which is routed as usual.
     async fn acme_challenge(&self, req: &Request<Incoming>, exchange: &mut Exchange) -> Option<Response<Body>> {
@@ -188,6 +226,14 @@ impl Proxy {
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
         Some(response)
     }
+}
+
+/// Why an upstream gave no answer.
+enum Failure {
+    /// It refused the connection or closed it before answering.
+    Refused(hyper_util::client::legacy::Error),
+    /// No answer's head within `upstream_timeout`.
+    Timeout,
 }
 
 /// Copies both ways between the client and the upstream once both have
@@ -212,7 +258,7 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 struct Exchange {
     started: Instant,
     observers: Observers,
-    method: hyper::Method,
+    method: Method,
     /// The path, without the query: a query may carry a token.
     path: String,
     id: String,

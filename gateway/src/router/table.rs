@@ -59,7 +59,10 @@ impl Routes {
         for (app, host) in keys.keys().filter_map(|key| layout::parse_app_domain(key)) {
             hosts.entry(app).or_default().push(host.to_owned());
         }
-        let mut upstreams: BTreeMap<&str, Vec<SocketAddr>> = hosts.keys().map(|app| (*app, Vec::new())).collect();
+        // Every app has a route, served or not: one with no instance answers 503.
+        let apps = keys.keys().filter_map(|key| layout::parse_app_record(key));
+        let mut upstreams: BTreeMap<&str, Vec<SocketAddr>> =
+            hosts.keys().copied().chain(apps).map(|app| (app, Vec::new())).collect();
         let instances = instance_addresses(keys.iter().map(|(key, value)| (key.as_str(), value.as_slice())));
         for ((app, _), address) in instances {
             upstreams.entry(app).or_default().extend(address.and_then(|address| address.parse::<SocketAddr>().ok()));
@@ -180,6 +183,7 @@ impl RouteTable {
                     }
                 };
                 changed |= layout::parse_instance_field(&key).is_some()
+                    || layout::parse_app_record(&key).is_some()
                     || layout::parse_app_domain(&key).is_some()
                     || layout::parse_app_cert(&key).is_some()
                     || layout::parse_app_https(&key).is_some();
@@ -218,12 +222,15 @@ mod tests {
         }
         keys.insert(layout::instance_field("half", "x", "ip"), b"10.0.0.8".to_vec());
         keys.insert(layout::config("shop"), b"{}".to_vec());
+        keys.insert(layout::app_record("fresh"), b"{}".to_vec());
         let routes = Routes::from_keys(&keys, "apps.example.com");
         let shop = routes.get("shop.apps.example.com").expect("shop's route");
         let picked: Vec<_> = (0..3).filter_map(|_| shop.pick()).map(|a| a.port()).collect();
         assert_eq!(picked, [4001, 4002, 4001]);
         let half = routes.get("half.apps.example.com").expect("an app whose instance has no port yet");
         assert_eq!(half.upstreams.len(), 0);
+        let fresh = routes.get("fresh.apps.example.com").expect("an app with no instance at all: 503, not 404");
+        assert_eq!(fresh.upstreams.len(), 0);
         let mut keys = keys.clone();
         keys.insert(layout::app_domain("shop", "www.shop.test"), Vec::new());
         keys.insert(layout::app_domain("shop", "*.shop.test"), Vec::new());

@@ -8,6 +8,7 @@
 //! - `GET /sleep?ms=N` answers `slept N` after N ms;
 //! - `GET /ws` (a WebSocket upgrade) echoes text messages as `REPLY: MESSAGE`;
 //! - `GET /headers` answers the request headers, one `name: value` a line.
+//! - `GET /hangup` closes the connection without an answer.
 //!
 //! On SIGTERM (or SIGINT) it stops accepting and lets the requests in flight
 //! finish, for up to [`DRAIN`].

@@ -20,7 +20,20 @@ pub type Body = BoxBody<Bytes, Infallible>;
 /// The largest `chunk` of `/download`: one buffer of it is all it holds.
 const MAX_CHUNK: usize = 16 << 20;
 
-pub async fn handle(request: Request<Incoming>, reply: Arc<str>) -> Result<Response<Body>, Infallible> {
+/// `/hangup`: the connection is closed with no answer at all, as a
+/// crashing app's would be (a router answers 502).
+#[derive(Debug)]
+pub struct Hangup;
+
+impl std::fmt::Display for Hangup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("hung up on purpose")
+    }
+}
+
+impl std::error::Error for Hangup {}
+
+pub async fn handle(request: Request<Incoming>, reply: Arc<str>) -> Result<Response<Body>, Hangup> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return Ok(text(StatusCode::NOT_FOUND, "not found\n"));
     }
@@ -31,6 +44,7 @@ pub async fn handle(request: Request<Incoming>, reply: Arc<str>) -> Result<Respo
         "/sleep" => sleep(query).await,
         "/headers" => headers(&request),
         "/ws" => ws::upgrade(request, reply),
+        "/hangup" => return Err(Hangup),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(response)
