@@ -1,0 +1,431 @@
+#!/usr/bin/env bash
+# Benchmarks nap's HTTP router (issue "The HTTP router") with wrk, against one
+# upstream app (nap-test-upstream: a static keep-alive server, deployed by nap)
+# reached three ways:
+#   (a) direct to the container: the limit;
+#   (b) through nginx, proxy_pass to an upstream keepalive pool (configs of
+#       its own: worker_processes 1 and auto, keepalive 64 as the issue asks
+#       and 256, as many as wrk's connections);
+#   (c) through nap's router in `nap serve`, at nap's default log level (one
+#       access line per request) and with the access log off, and through
+#       `nap router` alone.
+# Each: wrk -t2 -c256 for 10 s after a 2 s warm-up, N runs interleaved, medians
+# of requests/s, p50 and p99, the proxy's CPU time per request and its peak
+# RSS sampled every 50 ms.
+# Then 20 deploys of the app (pushes alternating with `config set`) under a
+# 50-connection wrk load through the router, counting every failed request
+# (status >= 300, socket errors, timeouts), beside the same 20 deploys routed
+# by examples/nginx (nap watch renders nginx.conf, nginx -s reload).
+#
+#   scripts/bench-router.sh [--runs N] [--write docs/benchmarks.md]
+#
+# --write replaces the section between the bench-router:begin/end markers.
+# Runs on 127.0.0.1 with a private etcd, nap serve and nginx in a temporary
+# directory removed on exit, with the app's containers; needs root, wrk and
+# nginx (Debian). It starts no shared service: dockerd, the registry on
+# 127.0.0.1:5000 and the nap/busybox image must be up (scripts/services.sh).
+# Honours CARGO_TARGET_DIR. Takes about 10 minutes with the default 3 runs.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$ROOT/scripts/bench-lib.sh"
+parse_args 3 "$@"
+case $RUNS in ''|*[!0-9]*|0) echo "bench-router: --runs needs a positive number" >&2; exit 2 ;; esac
+[ "$(id -u)" = 0 ] || { echo "bench-router: run as root (docker, nginx)" >&2; exit 1; }
+for tool in wrk nginx etcd etcdctl docker git ssh ssh-keygen curl python3; do
+  command -v "$tool" >/dev/null || { echo "bench-router: $tool is missing (apt-get install -y wrk nginx)" >&2; exit 1; }
+done
+docker info >/dev/null 2>&1 && curl -fsS http://127.0.0.1:5000/v2/ >/dev/null 2>&1 &&
+  docker image inspect nap/busybox:latest >/dev/null 2>&1 ||
+  { echo "bench-router: dockerd, the registry on 127.0.0.1:5000 or nap/busybox is missing (scripts/services.sh)" >&2; exit 1; }
+
+log "building nap and nap-test-upstream (release)"
+(cd "$ROOT" && cargo build --release -q -p nap) >&2
+TARGET_DIR=$(cd "$ROOT" && cd "${CARGO_TARGET_DIR:-target}" && pwd)
+UPSTREAM=$("$ROOT/scripts/build-test-upstream.sh")
+REV=$(git -C "$ROOT" rev-parse --short HEAD)$( (cd "$ROOT" && git diff --quiet HEAD -- Cargo.toml Cargo.lock gateway state) || echo ' with uncommitted changes')
+TAG=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
+APP=bench-router-$TAG
+HOST=$APP.bench.test
+T=$(mktemp -d /tmp/nap-bench-router.XXXXXX)
+PIDS=()
+NAP_PID=""
+# A private copy: a rebuild during the run cannot swap the binary under nap serve.
+cp "$TARGET_DIR/release/nap" "$T/nap"
+NAP=$T/nap
+ssh-keygen -q -t ed25519 -N '' -f "$T/id"
+SSH="ssh -i $T/id -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+export GIT_SSH_COMMAND=$SSH
+
+stop_pid() { # PID: SIGTERM, up to 30 s, then SIGKILL
+  kill -TERM "$1" 2>/dev/null || return 0
+  for _ in $(seq 300); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$1" 2>/dev/null || true
+}
+cleanup() {
+  local status=$?
+  set +e
+  [ -n "$NAP_PID" ] && $SSH -p "$SSH_PORT" nap@127.0.0.1 apps destroy "$APP" --force >/dev/null 2>&1
+  [ -s "$T/ngx/nginx.pid" ] && stop_pid "$(cat "$T/ngx/nginx.pid")"
+  [ -n "$NAP_PID" ] && stop_pid "$NAP_PID"
+  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+  docker ps -aq --filter "label=nap.app=$APP" | xargs -r docker rm -f >/dev/null 2>&1
+  docker images -q --filter "label=nap.app=$APP" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1
+  docker images --format '{{.Repository}}:{{.Tag}}' | grep -E "(^|/)$APP:" | xargs -r docker rmi -f >/dev/null 2>&1
+  if [ $status -ne 0 ] && [ -f "$T/nap.log" ]; then
+    echo "bench-router: failed; the last lines of nap serve's log:" >&2
+    tail -n 20 "$T/nap.log" >&2
+  fi
+  rm -rf "$T"
+  exit $status
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log "a private etcd and nap serve (router on 127.0.0.1, domain bench.test)"
+start_etcd
+SSH_PORT=$(free_port)
+HTTP_PORT=$(free_port)
+printf 'data_dir = "%s"\nstore = "etcd://%s"\nregistry = "127.0.0.1:5000"\npublic_host = "127.0.0.1"\nrunner = "docker"\n' \
+  "$T/data" "$ETCD" >"$T/nap.toml"
+"$NAP" --config "$T/nap.toml" keys add bench --admin <"$T/id.pub" >/dev/null
+
+start_nap() { # [VAR=VALUE...]: nap serve with that environment; waits until the router routes the app (once pushed)
+  # Not NAP_HTTP_LISTEN=off, which bench-lib's setup_bench exports: the router is what is measured.
+  env "$@" NAP_HTTP_LISTEN="127.0.0.1:$HTTP_PORT" "$NAP" --config "$T/nap.toml" serve \
+    --listen "127.0.0.1:$SSH_PORT" --http-listen "127.0.0.1:$HTTP_PORT" --domain bench.test >/dev/null 2>>"$T/nap.log" &
+  NAP_PID=$!
+  wait_port "$SSH_PORT"
+  wait_port "$HTTP_PORT"
+  [ -z "${UPSTREAM_ADDR:-}" ] && return 0
+  for _ in $(seq 100); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $HOST" "http://127.0.0.1:$HTTP_PORT/")" = 200 ] && return 0
+    sleep 0.1
+  done
+  echo "bench-router: the router does not route $HOST" >&2
+  return 1
+}
+stop_nap() { stop_pid "$NAP_PID"; wait "$NAP_PID" 2>/dev/null || true; NAP_PID=""; }
+start_nap
+
+log "pushing the upstream app $APP"
+NAP_TEST_UPSTREAM=$UPSTREAM "$ROOT/tests/fixtures/app.sh" "$T/app" upstream
+git -C "$T/app" push -q "ssh://nap@127.0.0.1:$SSH_PORT/$APP" master 2>"$T/push.log" || { cat "$T/push.log" >&2; exit 1; }
+instance() { # KEY: the value of /nap/apps/APP/instances/*/KEY of the serving instance
+  ETCDCTL_API=3 etcdctl --endpoints "$ETCD" get --prefix "/nap/apps/$APP/instances/" |
+    awk -v k="/$1" 'NR % 2 == 1 { key = $0; next } substr(key, length(key) - length(k) + 1) == k { print; exit }'
+}
+UPSTREAM_ADDR=$(instance ip):$(instance port)
+curl -fsS "http://$UPSTREAM_ADDR/" >/dev/null || { echo "bench-router: the container does not answer at $UPSTREAM_ADDR" >&2; exit 1; }
+echo "the container answers at $UPSTREAM_ADDR" >&2
+
+# nginx (b): configs of its own, in the foreground, access log off. The
+# issue's pool is `keepalive 64`; with 256 client connections nginx then
+# opens and closes an upstream connection for most requests, so a pool as
+# large as the load (keepalive 256) is measured beside it.
+nginx_conf() { # WORKERS KEEPALIVE PORT DIR
+  mkdir -p "$4"
+  cat >"$4/nginx.conf" <<CONF
+worker_processes $1;
+daemon off;
+pid $4/nginx.pid;
+error_log $4/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream app { server $UPSTREAM_ADDR; keepalive $2; }
+  server {
+    listen 127.0.0.1:$3;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+    }
+  }
+}
+CONF
+}
+declare -A NGINX_PORT NGINX_PID
+for variant in 1:64 auto:64 1:256 auto:256; do
+  NGINX_PORT[$variant]=$(free_port)
+  nginx_conf "${variant%:*}" "${variant#*:}" "${NGINX_PORT[$variant]}" "$T/nginx-${variant/:/-}"
+  nginx -c "$T/nginx-${variant/:/-}/nginx.conf" 2>>"$T/nginx-${variant/:/-}/error.log" &
+  NGINX_PID[$variant]=$!
+  PIDS+=($!)
+  wait_port "${NGINX_PORT[$variant]}"
+done
+nginx_pids() { echo "${NGINX_PID[$1]}" $(pgrep -P "${NGINX_PID[$1]}"); }   # the master and its workers
+
+# (c''): `nap router`, the router alone, beside nap serve on the same store.
+ALONE_PORT=$(free_port)
+"$NAP" --config "$T/nap.toml" router --http-listen "127.0.0.1:$ALONE_PORT" --domain bench.test >/dev/null 2>>"$T/router.log" &
+ALONE_PID=$!
+PIDS+=($!)
+wait_port "$ALONE_PORT"
+
+# Peak of the summed VmRSS (kB) of some processes, sampled every 50 ms until SIGTERM.
+cat >"$T/sampler.py" <<'PY'
+import signal, sys, time
+out, pids = sys.argv[1], sys.argv[2:]
+peak = samples = 0
+def stop(*_):
+    open(out, "w").write(f"{peak} {samples}\n")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+def rss(pid):
+    try:
+        return next(int(l.split()[1]) for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return 0
+while True:
+    peak, samples = max(peak, sum(rss(pid) for pid in pids)), samples + 1
+    time.sleep(0.05)
+PY
+ticks() { # PID...: their CPU time so far (user + system, clock ticks)
+  local pid sum=0
+  for pid in "$@"; do sum=$((sum + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
+  echo "$sum"
+}
+rss_kb() { awk '$1 == "VmRSS:" {print $2}' "/proc/$1/status"; }
+
+mkdir -p "$T/runs"
+measure() { # NAME URL [PID...]: a 2 s warm-up, then wrk into runs/NAME-$r.txt; of the PIDs (the proxy):
+  # peak summed RSS into .rss, VmHWM of the first into .hwm, CPU time into .cpu (ticks)
+  local name=$1 url=$2 sampler="" before
+  shift 2
+  wrk -t2 -c256 -d2s -H "Host: $HOST" "$url" >/dev/null
+  if [ $# -gt 0 ]; then
+    python3 "$T/sampler.py" "$T/runs/$name-$r.rss" "$@" &
+    sampler=$!
+    before=$(ticks "$@")
+  fi
+  wrk -t2 -c256 -d10s --latency -H "Host: $HOST" "$url" >"$T/runs/$name-$r.txt"
+  if [ -n "$sampler" ]; then
+    echo $(($(ticks "$@") - before)) "$(getconf CLK_TCK)" >"$T/runs/$name-$r.cpu"
+    kill -TERM "$sampler"
+    wait "$sampler" || true
+    awk '$1 == "VmHWM:" {print $2}' "/proc/$1/status" >"$T/runs/$name-$r.hwm"
+  fi
+  echo "$name run $r: $(grep -E 'Requests/sec' "$T/runs/$name-$r.txt")" >&2
+  : >"$T/nap.log"   # the access lines of this run: not worth keeping
+  : >"$T/router.log"
+  sleep 1
+}
+
+ROUTER_URL=http://127.0.0.1:$HTTP_PORT/
+for _ in 1 2 3; do curl -s -o /dev/null -H "Host: $HOST" "http://127.0.0.1:$ALONE_PORT/"; done
+sleep 1
+IDLE_SERVE_KB=$(rss_kb "$NAP_PID")
+IDLE_ALONE_KB=$(rss_kb "$ALONE_PID")
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+log "throughput: $RUNS runs of (a) direct, (b) nginx, (c) nap serve's router and nap router alone, interleaved"
+for r in $(seq "$RUNS"); do
+  measure direct "http://$UPSTREAM_ADDR/"
+  for variant in 1:64 auto:64 1:256 auto:256; do
+    measure "nginx-${variant/:/-}" "http://127.0.0.1:${NGINX_PORT[$variant]}/" $(nginx_pids "$variant")
+  done
+  measure router "$ROUTER_URL" "$NAP_PID"
+  measure alone "http://127.0.0.1:$ALONE_PORT/" "$ALONE_PID"
+done
+stop_pid "$ALONE_PID"
+
+log "throughput: $RUNS runs of (c) with the access log off (NAP_LOG=info,nap::access=warn)"
+stop_nap
+start_nap NAP_LOG=info,nap::access=warn
+for r in $(seq "$RUNS"); do measure routerquiet "$ROUTER_URL" "$NAP_PID"; done
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+for variant in "${!NGINX_PID[@]}"; do stop_pid "${NGINX_PID[$variant]}"; done
+
+# Counts every answer that is not 2xx, by status, beside wrk's own error counts.
+cat >"$T/count.lua" <<'LUA'
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) bad = 0; seen = "" end
+function response(status, headers, body)
+  if status < 200 or status >= 300 then
+    bad = bad + 1
+    if #seen < 200 then seen = seen .. status .. "," end
+  end
+end
+function done(summary, latency, requests)
+  local total, statuses = 0, ""
+  for _, t in ipairs(threads) do total = total + t:get("bad"); statuses = statuses .. t:get("seen") end
+  local e = summary.errors
+  io.write(string.format("COUNT requests=%d non2xx=%d connect=%d read=%d write=%d timeout=%d seconds=%.1f statuses=%s\n",
+    summary.requests, total, e.connect, e.read, e.write, e.timeout, summary.duration / 1e6, statuses == "" and "-" or statuses))
+end
+LUA
+
+deploys() { # NAME URL: 20 deploys under wrk -c50 through URL: runs/NAME.txt (wrk), runs/NAME.ms (each deploy's time)
+  local name=$1 url=$2 i started
+  wrk -t2 -c50 -d900s -s "$T/count.lua" -H "Host: $HOST" "$url" >"$T/runs/$name.txt" &
+  local load=$!
+  PIDS+=("$load")
+  sleep 2
+  for i in $(seq 20); do
+    started=$(date +%s%N)
+    if [ $((i % 2)) = 1 ]; then
+      git -C "$T/app" commit -q --allow-empty -m "$name deploy $i"
+      git -C "$T/app" push -q "ssh://nap@127.0.0.1:$SSH_PORT/$APP" master 2>"$T/deploy.log" ||
+        { cat "$T/deploy.log" >&2; exit 1; }
+    else
+      $SSH -p "$SSH_PORT" nap@127.0.0.1 config set "$APP" "DEPLOY=$name-$i" >"$T/deploy.log" 2>&1 ||
+        { cat "$T/deploy.log" >&2; exit 1; }
+    fi
+    echo $(( ($(date +%s%N) - started) / 1000000 )) >>"$T/runs/$name.ms"
+  done
+  sleep 2
+  kill -INT "$load"
+  wait "$load"
+  grep COUNT "$T/runs/$name.txt" >&2
+}
+
+log "20 deploys under wrk -c50 through nap's router (default log level)"
+stop_nap
+start_nap
+RELEASE_BEFORE=$(instance release)
+deploys deploy-router "$ROUTER_URL"
+: >"$T/nap.log"
+RELEASE_ROUTER=$(instance release)
+[ "$RELEASE_ROUTER" = $((RELEASE_BEFORE + 20)) ] ||
+  { echo "bench-router: release $RELEASE_ROUTER serves after 20 deploys from $RELEASE_BEFORE" >&2; exit 1; }
+
+log "20 deploys under wrk -c50 through examples/nginx (nap watch + nginx -s reload)"
+mkdir -p "$T/ngx"
+for sub in conf.d templates; do
+  mkdir -p "$T/ngx/$sub"
+  for file in "$ROOT/examples/nginx/$sub"/*; do
+    sed "s#/etc/nap/nginx#$T/ngx#g" "$file" >"$T/ngx/$sub/$(basename "$file")"
+  done
+done
+NGX_PORT=$(free_port)
+export NAP_NGINX_DIR=$T/ngx NAP_NGINX_PORT=$NGX_PORT NAP_NGINX_DOMAIN=bench.test
+"$NAP" --store "etcd://$ETCD" watch --confdir "$T/ngx/conf.d" --onetime 2>"$T/ngx/watch.log"
+nginx -c "$T/ngx/nginx.conf" >/dev/null 2>"$T/ngx/nginx.log"
+"$NAP" --store "etcd://$ETCD" watch --confdir "$T/ngx/conf.d" 2>"$T/ngx/watching.log" &
+PIDS+=($!)
+for _ in $(seq 100); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $HOST" "http://127.0.0.1:$NGX_PORT/")" = 200 ] && break
+  sleep 0.1
+done
+deploys deploy-nginx "http://127.0.0.1:$NGX_PORT/"
+[ "$(instance release)" = $((RELEASE_ROUTER + 20)) ] ||
+  { echo "bench-router: release $(instance release) serves after 20 deploys from $RELEASE_ROUTER" >&2; exit 1; }
+RELOADS=$(grep -c 'updated' "$T/ngx/watching.log" || true)   # each replaced nginx.conf, then nginx -s reload
+
+export RUNS LOAD_START LOAD_END REV RELOADS IDLE_SERVE_KB IDLE_ALONE_KB ELAPSED=$(( $(date +%s) - STARTED ))
+export DATE_UTC=$(date -u '+%Y-%m-%d %H:%M UTC')
+export MACHINE="$(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)), $(. /etc/os-release; echo "$PRETTY_NAME"), Linux $(uname -r)"
+export VERSIONS="$(wrk --version 2>&1 | head -n1 | cut -d' ' -f1-2), $(nginx -v 2>&1 | sed 's/^nginx version: //'), Docker $(docker version --format '{{.Server.Version}}')"
+python3 - "$T/runs" >"$T/results.md" <<'PY'
+import os, re, statistics, sys
+runs, e = sys.argv[1], os.environ
+n = int(e["RUNS"])
+mib = lambda kb: int(kb) / 1024
+
+def ms(text):
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
+
+def wrk(path):
+    text = open(path).read()
+    out = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
+           "requests": int(re.search(r"(\d+) requests in", text).group(1)),
+           "p50": ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1)),
+           "p99": ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))}
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    non = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    out["errors"] = (sum(map(int, socket.groups())) if socket else 0) + (int(non.group(1)) if non else 0)
+    return out
+
+def target(name):
+    out, rs = {}, []
+    for r in range(1, n + 1):
+        x = wrk(f"{runs}/{name}-{r}.txt")
+        if os.path.exists(f"{runs}/{name}-{r}.cpu"):
+            ticks, hz = map(int, open(f"{runs}/{name}-{r}.cpu").read().split())
+            x["cpu_us"] = ticks / hz / x["requests"] * 1e6
+            x["rss"] = mib(open(f"{runs}/{name}-{r}.rss").read().split()[0])
+            x["hwm"] = mib(open(f"{runs}/{name}-{r}.hwm").read())
+        rs.append(x)
+    for k in ("rps", "p50", "p99", "cpu_us", "rss"):
+        if k in rs[0]:
+            out[k] = statistics.median(x[k] for x in rs)
+    out["errors"] = sum(x["errors"] for x in rs)
+    if "rss" in rs[0]:
+        out["rss_max"], out["hwm"] = max(x["rss"] for x in rs), max(x["hwm"] for x in rs)
+    return out
+
+labels = {
+    "direct": "(a) direct to the container",
+    "nginx-1-64": "(b) nginx, worker_processes 1, keepalive 64 (the issue's pool)",
+    "nginx-auto-64": "(b) nginx, worker_processes auto (2), keepalive 64",
+    "nginx-1-256": "(b) nginx, worker_processes 1, keepalive 256 (a pool as large as the load)",
+    "nginx-auto-256": "(b) nginx, worker_processes auto (2), keepalive 256",
+    "router": "(c) nap serve's router, default log level: an access line per request (**headline**)",
+    "routerquiet": "(c) nap serve's router, access log off (`NAP_LOG=info,nap::access=warn`)",
+    "alone": "(c) `nap router` alone, default log level",
+}
+t = {name: target(name) for name in labels}
+verdict = lambda ok: "pass" if ok else "**FAIL**"
+print(f"Measured with `scripts/bench-router.sh` on the release build of {e['REV']}, {e['DATE_UTC']}, runtime {e['ELAPSED']} s; "
+      f"{e['MACHINE']}; {e['VERSIONS']}. Load average {e['LOAD_START']} before the throughput runs, {e['LOAD_END']} after.\n")
+print(f"Throughput: `wrk -t2 -c256 -d10s --latency` after a 2 s warm-up, medians of {n} runs; the targets interleaved "
+      "run by run, except the router without access log, measured after them (nap serve restarted). "
+      "The proxy's CPU is its user + system time over the run per request; its RSS is the summed VmRSS of its "
+      "processes (nginx: master and workers; nap: the one process, which for `nap serve` holds the SSH gateway too) "
+      "sampled every 50 ms: the median of the runs' peaks, then the highest peak. nap serve's RSS before the runs: "
+      f"{mib(e['IDLE_SERVE_KB']):.1f} MiB; `nap router`'s: {mib(e['IDLE_ALONE_KB']):.1f} MiB.\n")
+print("| target | requests/s | p50 | p99 | errors | proxy CPU per request | proxy RSS under 256 connections |")
+print("|---|---|---|---|---|---|---|")
+for name, label in labels.items():
+    x = t[name]
+    cpu = f"{x['cpu_us']:.1f} µs" if "cpu_us" in x else "–"
+    rss = f"{x['rss']:.1f} MiB (highest {x['rss_max']:.1f})" if "rss" in x else "–"
+    print(f"| {label} | {x['rps']:,.0f} | {x['p50']:.2f} ms | {x['p99']:.2f} ms | {x['errors']} | {cpu} | {rss} |")
+print()
+r, q, a, d = t["router"], t["routerquiet"], t["alone"], t["direct"]
+b, b256 = t["nginx-1-64"], t["nginx-1-256"]
+print("| target | nap serve's router against nginx (worker_processes 1) | result |")
+print("|---|---|---|")
+for nginx, pool in ((b, "keepalive 64, the issue's"), (b256, "keepalive 256")):
+    print(f"| router requests/s ≥ nginx's ({pool}) | {r['rps'] / nginx['rps']:.2f} × nginx; access log off "
+          f"{q['rps'] / nginx['rps']:.2f} ×; `nap router` alone {a['rps'] / nginx['rps']:.2f} × | {verdict(r['rps'] >= nginx['rps'])} |")
+for nginx, pool in ((b, "keepalive 64, the issue's"), (b256, "keepalive 256")):
+    print(f"| router p99 ≤ nginx p99 + 1 ms ({pool}) | {r['p99'] - nginx['p99']:+.2f} ms; access log off "
+          f"{q['p99'] - nginx['p99']:+.2f} ms; `nap router` alone {a['p99'] - nginx['p99']:+.2f} ms | {verdict(r['p99'] <= nginx['p99'] + 1)} |")
+print(f"| router RSS ≤ 32 MiB at 256 open connections (highest peak) | nap serve {r['rss_max']:.1f} MiB "
+      f"({r['rss_max'] / 32:.0%} of 32 MiB); access log off {q['rss_max']:.1f} MiB; `nap router` alone {a['rss_max']:.1f} MiB "
+      f"| {verdict(r['rss_max'] <= 32)} |")
+print(f"\nFor scale: direct to the container, {d['rps']:,.0f} requests/s; the router reaches {r['rps'] / d['rps']:.0%} of that, "
+      f"nginx {b['rps'] / d['rps']:.0%} (keepalive 64) and {b256['rps'] / d['rps']:.0%} (keepalive 256).\n")
+
+def deploy(name):
+    text = open(f"{runs}/{name}.txt").read()
+    c = dict(re.findall(r"(\w+)=(\S+)", re.search(r"^COUNT .*$", text, re.M).group(0)))
+    times = [int(x) for x in open(f"{runs}/{name}.ms").read().split()]
+    failed = sum(int(c[k]) for k in ("non2xx", "connect", "read", "write", "timeout"))
+    return c, times, failed
+
+print("Deploys: 20 deploys of the app, one after the other, pushes of an empty commit (the image is reused) alternating "
+      "with `config set APP DEPLOY=…` (a new release of the same image), while `wrk -t2 -c50` runs through the proxy "
+      "from 2 s before the first to 2 s after the last; a wrk Lua `response` hook counts every status outside 2xx. "
+      "nap serve runs at its default log level. examples/nginx runs as its README says: `nap watch` (debounce 100 ms) "
+      "renders nginx.conf on each change of the store, `nginx -t` checks it, `nginx -s reload` "
+      f"({e['RELOADS']} configs rendered and reloaded).\n")
+print("| 20 deploys under 50 connections | requests | failed: non-2xx | failed: socket errors (connect/read/write/timeout) | requests/s | deploy time, median (max) | target | result |")
+print("|---|---|---|---|---|---|---|---|")
+for name, label, judged in (("deploy-router", "through nap's router", True),
+                            ("deploy-nginx", "through examples/nginx (nginx + template hooks, as Dokku does)", False)):
+    c, times, failed = deploy(name)
+    rps = int(c["requests"]) / float(c["seconds"])
+    codes = sorted(set(c["statuses"].strip(",").split(","))) if c["statuses"] != "-" else []
+    statuses = f" (status {', '.join(codes)})" if codes else ""
+    print(f"| {label} | {int(c['requests']):,} | {c['non2xx']}{statuses} | {c['connect']}/{c['read']}/{c['write']}/{c['timeout']} "
+          f"| {rps:,.0f} | {statistics.median(times):.0f} ms ({max(times)} ms) | {'0 failed' if judged else 'none'} "
+          f"| {verdict(failed == 0) if judged else 'reported'} |")
+PY
+log "results"
+cat "$T/results.md"
+[ -z "$WRITE" ] || write_results "$WRITE" bench-router "The HTTP router" "$T/results.md"
