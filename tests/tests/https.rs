@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use nap_tests::tls::{Pebble, curl_https, pem_bundle, self_signed};
-use nap_tests::{AppKind, AppRepo, Gateway, Key, free_port, raw, unique};
+use nap_tests::{AppKind, AppRepo, Gateway, free_port, raw, unique};
 
 const DOMAIN: &str = "nap.test";
 
@@ -19,14 +19,6 @@ fn https_gateway(extra: &str) -> (Gateway, String, String) {
         nap_tests::REGISTRY
     ));
     (gateway, http, https)
-}
-
-fn admin_of(gateway: &Gateway) -> Key {
-    let admin = Key::generate();
-    let name = unique("admin");
-    gateway.nap(&["keys", "add", &name, "--admin"], &admin.public_text()).assert_ok();
-    gateway.track_key(&name);
-    admin
 }
 
 /// Waits until curl gets `body` over HTTPS; answers curl's last run.
@@ -44,7 +36,7 @@ fn https_answers(addr: &str, host: &str, ca: &std::path::Path, body: &str, extra
 #[test]
 fn certificates_are_picked_by_sni_speak_http2_and_can_force_https() {
     let (gateway, http, https) = https_gateway("");
-    let admin = admin_of(&gateway);
+    let admin = gateway.user("admin");
     let app = unique("tls");
     AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master").assert_ok();
     let (own, www) = (format!("{app}.{DOMAIN}"), format!("www.{app}.test"));
@@ -136,7 +128,7 @@ fn letsencrypt_orders_from_pebble_a_certificate_curl_verifies_and_a_failed_order
         pebble.directory,
         pebble.directory_ca.display()
     ));
-    let admin = admin_of(&gateway);
+    let admin = gateway.user("admin");
     let app = unique("acme");
     AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master").assert_ok();
     let own = format!("{app}.{DOMAIN}");
