@@ -11,7 +11,7 @@ use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
     RetryPolicy,
 };
-use nap_state::{AcmeState, CertSource, Certificate, Store, StoreError, layout};
+use nap_state::{AcmeState, CertSource, Certificate, LockError, LockSubject, Store, StoreError, layout};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -41,6 +41,8 @@ pub enum AcmeError {
     #[error("ACME: the account's stored credentials are not readable: {0}")]
     Credentials(#[source] serde_json::Error),
     #[error(transparent)]
+    Busy(#[from] LockError),
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
@@ -48,6 +50,8 @@ pub enum AcmeError {
 /// HTTP (`APP.DOMAIN` and its exact domains) and stores it for the routers;
 /// answers those hosts. The outcome is recorded in the app's ACME state.
 pub async fn order(ctx: &Context, app: &str, progress: &(dyn Fn(&str) + Sync)) -> Result<Vec<String>, AcmeError> {
+    // One order per app at a time, whichever host of a shared store asks.
+    let _lock = ctx.lock(LockSubject::Certificates { app }, "ACME order", &ctx.settings.host_name()).await?;
     let mut hosts = vec![format!("{app}.{}", ctx.settings.domain())];
     hosts.extend(ctx.store.domains(app).await?.into_iter().filter(|host| !host.starts_with("*.")));
     let outcome = order_hosts(ctx, app, &hosts, progress).await;
@@ -185,7 +189,11 @@ async fn renew_once(ctx: &Context) -> Result<(), AcmeError> {
         }
         let certs = ctx.store.list_json::<Certificate>(&layout::app_certs(&app)).await?;
         if certs.is_empty() || certs.iter().any(|cert| due(cert, now)) {
-            let _ = order(ctx, &app, &|line| info!(%app, "ACME: {line}")).await;
+            // A failure is recorded in the app's ACME state and logged by
+            // `order`; a busy lock means another host orders it now.
+            if let Err(AcmeError::Busy(err)) = order(ctx, &app, &|line| info!(%app, "ACME: {line}")).await {
+                info!(%app, "ACME: {err}");
+            }
         }
     }
     Ok(())
@@ -205,4 +213,30 @@ fn chain(err: &dyn std::error::Error) -> String {
         source = next.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use nap_state::{CertSource, Certificate};
+    use time::{Duration, OffsetDateTime};
+
+    use super::due;
+
+    #[test]
+    fn a_certificate_is_renewed_30_days_before_it_expires() {
+        let now = OffsetDateTime::now_utc();
+        let cert = |days: i64| Certificate {
+            chain: String::new(),
+            key: String::new().into(),
+            source: CertSource::Letsencrypt,
+            issuer: "test".into(),
+            names: vec!["hello.example.com".into()],
+            not_after: now + Duration::days(days),
+            added_at: now,
+        };
+        assert!(!due(&cert(31), now));
+        assert!(due(&cert(30), now));
+        assert!(due(&cert(2), now));
+        assert!(due(&cert(-1), now), "an expired one too");
+    }
 }

@@ -34,6 +34,9 @@ pub enum LockSubject<'a> {
     /// `commit` on the host with this IP: a second one would freeze the
     /// containers the first is snapshotting and thaw them under it.
     Snapshot { host_ip: &'a str },
+    /// An ACME order for an app's certificates: one host orders at a time,
+    /// so several `nap serve` hosts on one etcd do not order twice.
+    Certificates { app: &'a str },
 }
 
 impl LockSubject<'_> {
@@ -43,6 +46,7 @@ impl LockSubject<'_> {
         match self {
             LockSubject::Deploy { app } => (*app).to_owned(),
             LockSubject::Snapshot { host_ip } => format!("snapshot@{host_ip}"),
+            LockSubject::Certificates { app } => format!("acme@{app}"),
         }
     }
 
@@ -51,6 +55,7 @@ impl LockSubject<'_> {
         match self {
             LockSubject::Deploy { app } => format!("{app} is already deploying"),
             LockSubject::Snapshot { host_ip } => format!("a snapshot is already running on {host_ip}"),
+            LockSubject::Certificates { app } => format!("certificates of {app} are already being ordered"),
         }
     }
 }
@@ -60,6 +65,7 @@ impl std::fmt::Display for LockSubject<'_> {
         match self {
             LockSubject::Deploy { app } => write!(f, "deploy lock of {app}"),
             LockSubject::Snapshot { host_ip } => write!(f, "snapshot lock of {host_ip}"),
+            LockSubject::Certificates { app } => write!(f, "ACME lock of {app}"),
         }
     }
 }
@@ -283,6 +289,19 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "a snapshot is already running on 10.0.0.1 (commit by alice, pid 7); try again when it is done"
+        );
+    }
+
+    #[test]
+    fn an_apps_acme_lock_is_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let acme = LockSubject::Certificates { app: "hello" };
+        let _deploy = Lock::try_acquire(dir.path(), HELLO, "push").unwrap();
+        let _first = Lock::try_acquire(dir.path(), acme, "ACME order on host-a").unwrap();
+        let err = Lock::try_acquire(dir.path(), acme, "ACME order on host-b").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "certificates of hello are already being ordered (ACME order on host-a); try again when it is done"
         );
     }
 }
