@@ -161,7 +161,8 @@ pub fn routers() -> String {
 
 /// `/nap/locks/NAME`: a lock when the store is shared (etcd), bound to the
 /// holder's lease: `APP` for an app's deploys, `snapshot@HOSTIP` for a
-/// host's `commit` (see [`crate::LockSubject`]).
+/// host's `commit`, `acme@APP` for an app's certificate orders (see
+/// [`crate::LockSubject`]).
 pub fn lock(name: &str) -> String {
     format!("{ROOT}/locks/{name}")
 }
