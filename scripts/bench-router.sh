@@ -86,7 +86,8 @@ log "a private etcd and nap serve (router on 127.0.0.1, domain bench.test)"
 start_etcd
 SSH_PORT=$(free_port)
 HTTP_PORT=$(free_port)
-printf 'data_dir = "%s"\nstore = "etcd://%s"\nregistry = "127.0.0.1:5000"\npublic_host = "127.0.0.1"\nrunner = "docker"\n' \
+# HTTP only: nap serve and `nap router` share this file, and both would take :443.
+printf 'data_dir = "%s"\nstore = "etcd://%s"\nregistry = "127.0.0.1:5000"\npublic_host = "127.0.0.1"\nrunner = "docker"\nhttps_listen = "off"\n' \
   "$T/data" "$ETCD" >"$T/nap.toml"
 "$NAP" --config "$T/nap.toml" keys add bench --admin <"$T/id.pub" >/dev/null
 
