@@ -52,8 +52,8 @@ pub enum AcmeError {
 pub async fn order(ctx: &Context, app: &str, progress: &(dyn Fn(&str) + Sync)) -> Result<Vec<String>, AcmeError> {
     // One order per app at a time, whichever host of a shared store asks.
     let _lock = ctx.lock(LockSubject::Certificates { app }, "ACME order", &ctx.settings.host_name()).await?;
-    let mut hosts = vec![format!("{app}.{}", ctx.settings.domain())];
-    hosts.extend(ctx.store.domains(app).await?.into_iter().filter(|host| !host.starts_with("*.")));
+    let mut hosts = ctx.app_hosts(app).await?;
+    hosts.retain(|host| !host.starts_with("*."));
     let outcome = order_hosts(ctx, app, &hosts, progress).await;
     let mut state = ctx.store.get_json::<AcmeState>(&layout::app_letsencrypt(app)).await?.unwrap_or_default();
     state.last_attempt = Some(OffsetDateTime::now_utc());

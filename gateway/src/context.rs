@@ -52,6 +52,14 @@ impl Context {
         Ok(Arc::new(Context { settings, store, exe, known_keys: KnownKeys::default(), access_log: Arc::default() }))
     }
 
+    /// Every host `app` answers at on the router: its own (`APP.DOMAIN`),
+    /// then its domains (exact or wildcard).
+    pub async fn app_hosts(&self, app: &str) -> Result<Vec<String>, StoreError> {
+        let mut hosts = vec![self.settings.app_host(app)];
+        hosts.extend(self.store.domains(app).await?);
+        Ok(hosts)
+    }
+
     /// A Docker client, connected now: commands that never touch Docker
     /// (keys, releases) do not need a daemon.
     pub async fn docker(&self) -> Result<bollard::Docker, ContextError> {

@@ -245,12 +245,17 @@ async fn start(runner: &Runner, app: &AppName, release: &Release, report: &Repor
     let env: Vec<(String, String)> = release.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let request = RunRequest {
         app: app.as_str(),
-        id: InstanceId { release: release.version, restarts: release.restarts },
+        id: instance_of(release),
         image: &release.image,
         port: release.port,
         env: &env,
     };
     runner.start(&request, &|line: &str| report.detail(line)).await
+}
+
+/// Which start of its release `release` runs as.
+fn instance_of(release: &Release) -> InstanceId {
+    InstanceId { release: release.version, restarts: release.restarts }
 }
 
 /// Makes `release`, answering as `running`, the app's current release and
@@ -264,7 +269,7 @@ async fn switch(
     report: &Reporter,
 ) -> Result<Release, DeployError> {
     let store = &ctx.store;
-    let id = InstanceId { release: release.version, restarts: release.restarts };
+    let id = instance_of(&release);
     release.status = ReleaseStatus::Succeeded;
     release.workload = Some(running.name.clone());
     // Behind the router an app keeps one address, whatever release serves
@@ -450,13 +455,11 @@ impl Endpoint {
     }
 
     pub fn keys(&self, app: &str, release: u32) -> Vec<(String, Vec<u8>)> {
-        [("ip", self.ip.clone()), ("port", self.port.to_string()), ("release", release.to_string())]
-            .into_iter()
-            .map(|(field, value)| (layout::instance_field(app, &self.id, field), value.into_bytes()))
-            .collect()
+        let values = [self.ip.clone(), self.port.to_string(), release.to_string()];
+        Self::fields(app, &self.id).into_iter().zip(values).map(|(key, value)| (key, value.into_bytes())).collect()
     }
 
-    /// The keys of instance `id` of `app`, to unpublish it.
+    /// The keys of instance `id` of `app`: its `ip`, `port` and `release`.
     pub fn fields(app: &str, id: &str) -> Vec<String> {
         ["ip", "port", "release"].into_iter().map(|field| layout::instance_field(app, id, field)).collect()
     }

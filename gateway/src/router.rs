@@ -34,7 +34,7 @@ use tracing::{debug, info, warn};
 use crate::context::Context;
 use crate::settings::Settings;
 pub use proxy::{Listeners, Proxy};
-pub use table::RouteTable;
+pub use table::{RouteTable, wildcard_of};
 
 /// How long a client gets to send a request's headers (against slow-loris),
 /// and how long an idle keep-alive connection is kept.

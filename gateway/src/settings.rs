@@ -298,8 +298,13 @@ impl Settings {
     pub fn app_url(&self, app: &str) -> Option<String> {
         let listen = self.http_listen()?;
         let port = listen.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).unwrap_or(80);
-        let host = format!("{app}.{}", self.domain());
+        let host = self.app_host(app);
         Some(if port == 80 { format!("http://{host}/") } else { format!("http://{host}:{port}/") })
+    }
+
+    /// An app's own host on the router: `APP.DOMAIN`.
+    pub fn app_host(&self, app: &str) -> String {
+        format!("{app}.{}", self.domain())
     }
 
     /// The domain apps answer under, without a leading or trailing dot.

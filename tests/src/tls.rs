@@ -64,7 +64,7 @@ pub struct Pebble {
     pub directory_ca: PathBuf,
     /// pebble's management address (its issuing roots, `/roots/0`).
     management: String,
-    /// challtestsrv's management address (mock DNS records).
+    /// challtestsrv's management address (the DNS records it answers).
     dns_management: String,
 }
 
@@ -168,7 +168,7 @@ impl Pebble {
         path
     }
 
-    /// Makes the mock DNS answer `host` with `ip`.
+    /// Makes pebble-challtestsrv, pebble's DNS server, answer `host` with `ip`.
     pub fn resolve(&self, host: &str, ip: &str) {
         let body = serde_json::json!({ "host": format!("{host}."), "addresses": [ip] }).to_string();
         let run: Run = Command::new("curl")

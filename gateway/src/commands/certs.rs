@@ -16,6 +16,7 @@ use crate::app_name::AppName;
 use crate::caller::Caller;
 use crate::context::{Context, Io};
 use crate::router::tls::{Bundle, CertError, split_pem};
+use crate::router::wildcard_of;
 
 /// The most `certs add` reads: a chain of a few certificates and a key.
 const MAX_PEM_INPUT: u64 = 1024 * 1024;
@@ -90,19 +91,11 @@ pub async fn certs(ctx: &Context, caller: &Caller, args: CertsArgs, io: &mut Io)
     }
 }
 
-/// The hosts the app answers at on the router: its own and its domains.
-async fn hosts_of(ctx: &Context, app: &AppName) -> Result<Vec<String>, CommandError> {
-    let mut hosts = vec![format!("{app}.{}", ctx.settings.domain())];
-    hosts.extend(ctx.store.domains(app.as_str()).await?);
-    Ok(hosts)
-}
-
-/// Whether a certificate for `names` serves `host`.
+/// Whether a certificate for `names` serves `host`: it names the host, or
+/// the wildcard the router would pick for it.
 fn covers(names: &[String], host: &str) -> bool {
-    names.iter().any(|name| {
-        name == host
-            || name.strip_prefix("*.").is_some_and(|parent| host.split_once('.').is_some_and(|(_, p)| p == parent))
-    })
+    let wildcard = wildcard_of(host);
+    names.iter().any(|name| name == host || Some(name) == wildcard.as_ref())
 }
 
 async fn add(ctx: &Context, app: &AppName, io: &mut Io) -> Result<Reply, CommandError> {
@@ -110,7 +103,7 @@ async fn add(ctx: &Context, app: &AppName, io: &mut Io) -> Result<Reply, Command
     (&mut io.stdin).take(MAX_PEM_INPUT).read_to_string(&mut pem).await.map_err(CertsError::ReadInput)?;
     let (chain, key) = split_pem(&pem);
     let bundle = Bundle::parse(&chain, &key).map_err(CertsError::from)?;
-    let hosts = hosts_of(ctx, app).await?;
+    let hosts = ctx.app_hosts(app.as_str()).await?;
     let served: Vec<String> = hosts.iter().filter(|host| covers(&bundle.names, host)).cloned().collect();
     if served.is_empty() {
         return Err(CertsError::NotForApp {

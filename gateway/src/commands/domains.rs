@@ -60,7 +60,7 @@ pub async fn run(ctx: &Context, caller: &Caller, args: DomainsArgs) -> Result<Re
         }
         None => {
             let app = existing_app(ctx, caller, args.app.as_deref().unwrap_or_default()).await?;
-            let own = ctx.settings.app_url(app.as_str()).map(|_| format!("{app}.{}", ctx.settings.domain()));
+            let own = ctx.settings.app_url(app.as_str()).map(|_| ctx.settings.app_host(app.as_str()));
             let domains = ctx.store.domains(app.as_str()).await?;
             let mut lines: Vec<String> = own.iter().map(|host| format!("{host} (nap's)")).collect();
             lines.extend(domains.iter().cloned());

@@ -127,10 +127,10 @@ impl Proxy {
         };
         exchange.upstream = Some(upstream);
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-        match format!("http://{upstream}{path}").parse::<Uri>() {
-            Ok(uri) => *req.uri_mut() = uri,
-            Err(_) => return exchange.page(StatusCode::BAD_REQUEST, "the request's path is not valid"),
-        }
+        let Some(uri) = upstream_uri(upstream, &path) else {
+            return exchange.page(StatusCode::BAD_REQUEST, "the request's path is not valid");
+        };
+        *req.uri_mut() = uri;
         // The app speaks HTTP/1.1, whatever the client spoke.
         let upgrade = upgrade_of(&req);
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
@@ -158,10 +158,10 @@ impl Proxy {
             let mut retry = Request::new(empty());
             *retry.method_mut() = method;
             *retry.headers_mut() = headers;
-            match format!("http://{upstream}{path}").parse::<Uri>() {
-                Ok(uri) => *retry.uri_mut() = uri,
-                Err(_) => return exchange.page(StatusCode::BAD_REQUEST, "the request's path is not valid"),
-            }
+            let Some(uri) = upstream_uri(upstream, &path) else {
+                return exchange.page(StatusCode::BAD_REQUEST, "the request's path is not valid");
+            };
+            *retry.uri_mut() = uri;
             sent = self.send(retry).await;
         }
         let mut answer = match sent {
@@ -349,6 +349,11 @@ impl Drop for Exchange {
             );
         }
     }
+}
+
+/// `http://UPSTREAM/PATH`: where a request for `path` goes.
+fn upstream_uri(upstream: SocketAddr, path: &str) -> Option<Uri> {
+    format!("http://{upstream}{path}").parse().ok()
 }
 
 fn full(bytes: Bytes) -> Body {

@@ -103,25 +103,25 @@ impl Routes {
 
     /// The certificate for server name `host`: its own, else its wildcard's.
     pub fn cert(&self, host: &str) -> Option<&Arc<CertifiedKey>> {
-        self.certs.get(host).or_else(|| {
-            let (_, parent) = host.split_once('.')?;
-            self.certs.get(&format!("*.{parent}"))
-        })
+        self.certs.get(host).or_else(|| self.certs.get(&wildcard_of(host)?))
     }
 
-    /// The route of `host`: its own, else a wildcard's (`*.example.com`
-    /// covers `www.example.com`, one label deep).
+    /// The route of `host`: its own, else its wildcard's.
     pub fn get(&self, host: &str) -> Option<&Arc<Route>> {
-        self.by_host.get(host).or_else(|| {
-            let (_, parent) = host.split_once('.')?;
-            self.by_host.get(&format!("*.{parent}"))
-        })
+        self.by_host.get(host).or_else(|| self.by_host.get(&wildcard_of(host)?))
     }
 
     /// Every instance the table routes to.
     pub fn upstreams(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.by_host.values().flat_map(|route| route.upstreams.iter().copied())
     }
+}
+
+/// The wildcard that covers `host`: `*.example.com` for `www.example.com`,
+/// one label deep. The one rule for routes and certificates alike.
+pub fn wildcard_of(host: &str) -> Option<String> {
+    let (_, parent) = host.split_once('.')?;
+    Some(format!("*.{parent}"))
 }
 
 /// The table the router reads, swapped whole on every change.
