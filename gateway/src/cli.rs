@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_appender::non_blocking::WorkerGuard;
 
 use crate::caller::Caller;
 use crate::commands::{self, OutputArgs};
@@ -86,11 +87,14 @@ pub fn main(cli: Cli) -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => return failed(&CliError::Runtime(err)),
     };
-    let result = runtime.block_on(run(cli));
+    let mut log = None;
+    let result = runtime.block_on(run(cli, &mut log));
     // Shared locks dropped just now are still being let go in etcd.
     runtime.block_on(nap_state::Lock::released(LOCK_RELEASE));
     // A read of stdin may still sit on a blocking thread; do not wait for it.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    // The last lines still queued for stderr are written now.
+    drop(log);
     match result {
         Ok(status) => ExitCode::from(u8::try_from(status).unwrap_or(1)),
         Err(err) => failed(&err),
@@ -102,7 +106,9 @@ fn failed(err: &CliError) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn run(cli: Cli) -> Result<u32, CliError> {
+/// Runs the command; `log` keeps the log's writer (of `serve` and `router`)
+/// until the process ends.
+async fn run(cli: Cli, log: &mut Option<WorkerGuard>) -> Result<u32, CliError> {
     // The hook runs with the settings of the process that ran git, whole.
     let (settings, hook) = match cli.command {
         Command::Hook(HookCommand::PreReceive) => {
@@ -111,7 +117,7 @@ async fn run(cli: Cli) -> Result<u32, CliError> {
         }
         _ => (Settings::load(&cli.settings)?, None),
     };
-    init_tracing(&cli.command, &settings);
+    *log = init_tracing(&cli.command, &settings);
     if let Command::Watch(args) = &cli.command {
         return Ok(nap_hooks::command::watch(args, &settings.store).await?.into());
     }
@@ -183,15 +189,28 @@ async fn until_signalled(command: impl Future<Output = u32>) -> u32 {
     status
 }
 
-/// `serve` logs to stderr. Hooks and forced commands must not: their stderr
-/// goes to the client, so they log to `DATA/logs/nap.log`. Local commands
-/// log nothing unless NAP_LOG asks.
-fn init_tracing(command: &Command, settings: &Settings) {
+/// How many lines may wait for the log's writer thread.
+const LOG_QUEUE: usize = 4096;
+
+/// `serve` logs to stderr, through a writer thread: the router logs a line
+/// per request, and its requests never wait on stderr; the thread writes
+/// what is queued in one go. Hooks and forced commands must not log to
+/// stderr: it goes to the client, so they log to `DATA/logs/nap.log`. Local
+/// commands log nothing unless NAP_LOG asks.
+fn init_tracing(command: &Command, settings: &Settings) -> Option<WorkerGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NAP_LOG").unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match command {
         Command::Serve | Command::Router | Command::Watch(_) => {
-            builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_writer(std::io::stderr).init();
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            // Never drops a line: a request waits for room in the queue instead.
+            let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+                .lossy(false)
+                .buffered_lines_limit(LOG_QUEUE)
+                .thread_name("nap-log")
+                .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+            builder.with_ansi(ansi).with_writer(writer).init();
+            return Some(guard);
         }
         Command::Hook(_) | Command::SshCommand { .. } => {
             let dir = settings.data_dir().join("logs");
@@ -207,4 +226,5 @@ fn init_tracing(command: &Command, settings: &Settings) {
             }
         }
     }
+    None
 }

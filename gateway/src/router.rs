@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::context::Context;
 use crate::settings::Settings;
-pub use proxy::{Listeners, Proxy};
+pub use proxy::{Listeners, Peer, Proxy};
 pub use table::{RouteTable, wildcard_of};
 
 /// How long a client gets to send a request's headers (against slow-loris),
@@ -132,11 +132,11 @@ impl Router {
                 let _open = open;
                 let _ = stream.set_nodelay(true);
                 if !secure {
-                    serve(TokioIo::new(stream), proxy, peer, false, stop).await;
+                    serve(TokioIo::new(stream), proxy, Peer::new(peer, false), stop).await;
                     return;
                 }
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                    Ok(Ok(stream)) => serve(TokioIo::new(stream), proxy, peer, true, stop).await,
+                    Ok(Ok(stream)) => serve(TokioIo::new(stream), proxy, Peer::new(peer, true), stop).await,
                     Ok(Err(err)) => debug!(%peer, error = %err, "router: TLS handshake failed"),
                     Err(_) => debug!(%peer, "router: TLS handshake timed out"),
                 }
@@ -174,13 +174,15 @@ async fn backoff(err: &std::io::Error) {
 
 /// Serves one client connection, HTTP/1.1 (with upgrades) or HTTP/2, until
 /// it ends; on `stop`, the request in flight finishes first.
-async fn serve<IO>(io: TokioIo<IO>, proxy: Arc<Proxy>, peer: SocketAddr, secure: bool, stop: CancellationToken)
+async fn serve<IO>(io: TokioIo<IO>, proxy: Arc<Proxy>, peer: Peer, stop: CancellationToken)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let peer = Arc::new(peer);
+    let addr = peer.addr;
     let service = service_fn(move |req| {
-        let proxy = Arc::clone(&proxy);
-        async move { Ok::<_, Infallible>(proxy.handle(req, peer, secure).await) }
+        let (proxy, peer) = (Arc::clone(&proxy), Arc::clone(&peer));
+        async move { Ok::<_, Infallible>(proxy.handle(req, &peer).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(MAX_HEAD);
@@ -197,9 +199,9 @@ where
     if let Err(err) = served {
         let timed_out = err.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout);
         if timed_out {
-            warn!(%peer, "router: closed a connection that sent no complete request head within 10 s");
+            warn!(peer = %addr, "router: closed a connection that sent no complete request head within 10 s");
         } else {
-            debug!(%peer, error = %err, "router connection ended");
+            debug!(peer = %addr, error = %err, "router connection ended");
         }
     }
 }

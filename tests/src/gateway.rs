@@ -218,6 +218,19 @@ impl Gateway {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
 
+    /// The gateway's log once `done` holds of it, or after 5 s: nap serve
+    /// writes its log from a thread of its own, a moment after the fact.
+    pub fn log_until(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log();
+            if done(&log) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and waits (bounded) for the gateway to exit.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;

@@ -142,7 +142,10 @@ fn letsencrypt_orders_from_pebble_a_certificate_curl_verifies_and_a_failed_order
     assert!(failed.stderr.lines().any(|l| l.starts_with("error: ACME")), "{}", failed.stderr);
     let listed = gateway.ssh(&admin, "nap", &["certs", &app]);
     assert!(listed.stdout.contains("letsencrypt: on; the last order failed: ACME"), "{}", listed.stdout);
-    assert!(gateway.log().contains("ACME: no certificate"), "the failure is logged");
+    assert!(
+        gateway.log_until(|log| log.contains("ACME: no certificate")).contains("ACME: no certificate"),
+        "the failure is logged"
+    );
     let (status, _, _) =
         raw(&format!("127.0.0.1:{http_port}"), &format!("GET / HTTP/1.1\r\nHost: {own}\r\nConnection: close\r\n\r\n"))
             .expect("an answer");

@@ -129,7 +129,7 @@ pub async fn router_logs(
         };
         match next {
             Ok(new) if &*new.app == app.as_str() => {
-                if io.stdout.write_all(format!("{}\n", new.text).as_bytes()).await.is_err()
+                if io.stdout.write_all(format!("{}\n", new.entry).as_bytes()).await.is_err()
                     || io.stdout.flush().await.is_err()
                 {
                     break;

@@ -4,23 +4,79 @@
 //! through tracing.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use hyper::header::HeaderValue;
+use hyper::{Method, Uri};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use tokio::sync::broadcast;
 
 /// Lines kept per app.
 const KEPT: usize = 1000;
+/// The most of a path a line shows.
+const PATH_SHOWN: usize = 256;
 
-/// An access-log line of one app.
+/// One request as the access log tells it. It is kept as it came and only
+/// written out as a line when someone reads it: the router pays for the
+/// fields, not for the text.
+#[derive(Debug)]
+pub struct Entry {
+    pub at: OffsetDateTime,
+    pub host: String,
+    pub method: Method,
+    /// Only its path is shown, never its query: a query may carry a token.
+    pub uri: Uri,
+    pub status: u16,
+    pub bytes: u64,
+    pub ms: u128,
+    pub upstream: Option<SocketAddr>,
+    pub request_id: HeaderValue,
+}
+
+impl Entry {
+    /// The path as a line shows it: at most [`PATH_SHOWN`] bytes of it.
+    pub fn path(&self) -> &str {
+        let path = self.uri.path();
+        // A path is ASCII (hyper refuses anything else), so any cut is a char boundary.
+        path.get(..PATH_SHOWN).unwrap_or(path)
+    }
+}
+
+/// `AT HOST METHOD PATH STATUS BYTES MSms upstream=IP:PORT request_id=ID`.
+impl fmt::Display for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = self.at.format(&Rfc3339).unwrap_or_default();
+        write!(
+            f,
+            "{at} {} {} {} {} {} {}ms upstream=",
+            self.host,
+            self.method,
+            self.path(),
+            self.status,
+            self.bytes,
+            self.ms
+        )?;
+        match self.upstream {
+            Some(upstream) => write!(f, "{upstream}")?,
+            None => f.write_str("-")?,
+        }
+        write!(f, " request_id={}", String::from_utf8_lossy(self.request_id.as_bytes()))
+    }
+}
+
+/// An access-log entry of one app, as followers get it.
 #[derive(Debug, Clone)]
 pub struct Line {
     pub app: Arc<str>,
-    pub text: Arc<str>,
+    pub entry: Arc<Entry>,
 }
 
 pub struct AccessLog {
-    kept: Mutex<HashMap<Arc<str>, VecDeque<Arc<str>>>>,
+    kept: Mutex<HashMap<Arc<str>, VecDeque<Arc<Entry>>>>,
     live: broadcast::Sender<Line>,
     routing: AtomicBool,
 }
@@ -32,7 +88,7 @@ impl Default for AccessLog {
 }
 
 impl AccessLog {
-    fn kept(&self) -> MutexGuard<'_, HashMap<Arc<str>, VecDeque<Arc<str>>>> {
+    fn kept(&self) -> MutexGuard<'_, HashMap<Arc<str>, VecDeque<Arc<Entry>>>> {
         self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -46,31 +102,34 @@ impl AccessLog {
         self.routing.load(Ordering::Relaxed)
     }
 
-    pub fn record(&self, app: &str, text: String) {
-        let text: Arc<str> = text.into();
-        let app = {
+    pub fn record(&self, app: &Arc<str>, entry: Entry) {
+        let entry = Arc::new(entry);
+        {
             let mut kept = self.kept();
-            let app: Arc<str> = kept.get_key_value(app).map_or_else(|| app.into(), |(key, _)| Arc::clone(key));
-            let lines = kept.entry(Arc::clone(&app)).or_default();
+            let lines = match kept.get_mut(app) {
+                Some(lines) => lines,
+                None => kept.entry(Arc::clone(app)).or_default(),
+            };
             if lines.len() == KEPT {
                 lines.pop_front();
             }
-            lines.push_back(Arc::clone(&text));
-            app
-        };
-        // Nobody following is fine.
-        let _ = self.live.send(Line { app, text });
+            lines.push_back(Arc::clone(&entry));
+        }
+        if self.live.receiver_count() > 0 {
+            // A follower that went away in between is fine.
+            let _ = self.live.send(Line { app: Arc::clone(app), entry });
+        }
     }
 
-    /// The app's last `tail` lines (all kept, with `None`).
-    pub fn tail(&self, app: &str, tail: Option<usize>) -> Vec<Arc<str>> {
+    /// The app's last `tail` entries (all kept, with `None`).
+    pub fn tail(&self, app: &str, tail: Option<usize>) -> Vec<Arc<Entry>> {
         let kept = self.kept();
         let Some(lines) = kept.get(app) else { return Vec::new() };
         let skip = tail.map_or(0, |tail| lines.len().saturating_sub(tail));
         lines.iter().skip(skip).cloned().collect()
     }
 
-    /// Every line from now on, of every app.
+    /// Every entry from now on, of every app.
     pub fn follow(&self) -> broadcast::Receiver<Line> {
         self.live.subscribe()
     }
@@ -78,21 +137,55 @@ impl AccessLog {
 
 #[cfg(test)]
 mod tests {
-    use super::AccessLog;
+    use std::sync::Arc;
+
+    use hyper::header::HeaderValue;
+    use hyper::{Method, Uri};
+    use time::macros::datetime;
+
+    use super::{AccessLog, Entry};
+
+    fn entry(n: u64, path: &str) -> Entry {
+        Entry {
+            at: datetime!(2026-11-29 12:00:00 UTC),
+            host: "shop.example.com".into(),
+            method: Method::GET,
+            uri: path.parse::<Uri>().expect("a path"),
+            status: 200,
+            bytes: n,
+            ms: 3,
+            upstream: Some("172.31.0.5:5000".parse().expect("an address")),
+            request_id: HeaderValue::from_static("abc"),
+        }
+    }
 
     #[test]
     fn keeps_the_last_lines_of_each_app() {
         let log = AccessLog::default();
         let mut live = log.follow();
+        let (shop, blog): (Arc<str>, Arc<str>) = ("shop".into(), "blog".into());
         for n in 0..1005 {
-            log.record("shop", format!("line {n}"));
+            log.record(&shop, entry(n, "/"));
         }
-        log.record("blog", "other".into());
+        log.record(&blog, entry(0, "/"));
         let tail = log.tail("shop", Some(2));
-        assert_eq!(tail.iter().map(|l| &**l).collect::<Vec<_>>(), ["line 1003", "line 1004"]);
+        assert_eq!(tail.iter().map(|e| e.bytes).collect::<Vec<_>>(), [1003, 1004]);
         assert_eq!(log.tail("shop", None).len(), 1000);
         assert_eq!(log.tail("none", None).len(), 0);
         let first = live.try_recv().expect("a live line");
-        assert_eq!((&*first.app, &*first.text), ("shop", "line 0"));
+        assert_eq!((&*first.app, first.entry.bytes), ("shop", 0));
+    }
+
+    #[test]
+    fn a_line_shows_the_path_but_never_the_query() {
+        let line = entry(12, "/login?token=secret").to_string();
+        assert_eq!(
+            line,
+            "2026-11-29T12:00:00Z shop.example.com GET /login 200 12 3ms upstream=172.31.0.5:5000 request_id=abc"
+        );
+        let mut long = entry(0, &format!("/{}", "a".repeat(300)));
+        long.upstream = None;
+        assert!(long.to_string().contains(&format!(" /{} 200", "a".repeat(255))));
+        assert!(long.to_string().contains("upstream=- "));
     }
 }

@@ -2,8 +2,9 @@
 //! (off by default): requests by app and status class, a latency histogram
 //! by app, open client connections and upstream errors by app.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -38,6 +39,17 @@ pub struct Metrics {
     latency: Family<App, Histogram>,
     upstream_errors: Family<App, Counter>,
     connections: Gauge,
+    /// Each app's series, looked up once: a request then only counts.
+    apps: RwLock<HashMap<Arc<str>, Arc<AppSeries>>>,
+}
+
+/// One app's series in the families above (a series is shared, not copied).
+struct AppSeries {
+    /// By status class, `1xx` to `5xx`; made on its first request, so that
+    /// only classes seen are listed.
+    classes: [OnceLock<Counter>; 5],
+    latency: Histogram,
+    upstream_errors: OnceLock<Counter>,
 }
 
 impl Metrics {
@@ -58,18 +70,40 @@ impl Metrics {
         );
         let connections = Gauge::default();
         registry.register("open_connections", "Client connections open now", connections.clone());
-        Arc::new(Metrics { registry, requests, latency, upstream_errors, connections })
+        Arc::new(Metrics { registry, requests, latency, upstream_errors, connections, apps: RwLock::default() })
     }
 
-    /// Counts one answered request.
+    fn series(&self, app: &str) -> Arc<AppSeries> {
+        if let Some(series) = self.apps.read().unwrap_or_else(PoisonError::into_inner).get(app) {
+            return Arc::clone(series);
+        }
+        let mut apps = self.apps.write().unwrap_or_else(PoisonError::into_inner);
+        let series = apps.entry(app.into()).or_insert_with(|| {
+            let latency = self.latency.get_or_create(&App { app: app.to_owned() }).clone();
+            Arc::new(AppSeries { classes: Default::default(), latency, upstream_errors: OnceLock::new() })
+        });
+        Arc::clone(series)
+    }
+
+    /// Counts one answered request of `app` (`-` when no app answers).
     pub fn request(&self, app: &str, status: u16, seconds: f64) {
-        let class = format!("{}xx", status / 100);
-        self.requests.get_or_create(&Request { app: app.to_owned(), status: class }).inc();
-        self.latency.get_or_create(&App { app: app.to_owned() }).observe(seconds);
+        let series = self.series(app);
+        let class = usize::from(status / 100).clamp(1, 5);
+        series.classes[class - 1]
+            .get_or_init(|| {
+                let labels = Request { app: app.to_owned(), status: format!("{class}xx") };
+                self.requests.get_or_create(&labels).clone()
+            })
+            .inc();
+        series.latency.observe(seconds);
     }
 
     pub fn upstream_error(&self, app: &str) {
-        self.upstream_errors.get_or_create(&App { app: app.to_owned() }).inc();
+        let series = self.series(app);
+        series
+            .upstream_errors
+            .get_or_init(|| self.upstream_errors.get_or_create(&App { app: app.to_owned() }).clone())
+            .inc();
     }
 
     /// Counts an open client connection until the guard goes.

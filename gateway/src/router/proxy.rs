@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version, header};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -23,7 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use nap_state::{Store, layout};
 use tracing::{debug, info};
 
-use super::access::AccessLog;
+use super::access::{AccessLog, Entry};
 use super::metrics::Metrics;
 use super::presence::{Inflight, InflightGuard};
 use super::table::RouteTable;
@@ -34,6 +35,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_HEADERS: usize = 32 * 1024;
 /// How long an idle pooled connection to an upstream is kept.
 const POOL_IDLE: Duration = Duration::from_secs(90);
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// Where ACME's HTTP-01 challenges ask.
 const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 
@@ -74,8 +77,27 @@ pub struct Proxy {
     inflight: Arc<Inflight>,
     store: Store,
     listeners: Listeners,
+    /// `X-Forwarded-Port` for plain HTTP and for HTTPS, made once.
+    forwarded_ports: [HeaderValue; 2],
     observers: Observers,
     client: Client<HttpConnector, Body>,
+}
+
+/// The client at the other end of a connection: what each of its requests
+/// tells the app about it, made once per connection.
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// Its IP, as `X-Forwarded-For` adds it.
+    ip: HeaderValue,
+    /// Whether it came over HTTPS.
+    pub secure: bool,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr, secure: bool) -> Peer {
+        let ip = HeaderValue::from_str(&addr.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("-"));
+        Peer { addr, ip, secure }
+    }
 }
 
 impl Proxy {
@@ -90,11 +112,13 @@ impl Proxy {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE).build(connector);
-        Proxy { table, inflight, store, listeners, observers, client }
+        let https = listeners.https.unwrap_or(443);
+        let forwarded_ports = [HeaderValue::from(listeners.http), HeaderValue::from(https)];
+        Proxy { table, inflight, store, listeners, forwarded_ports, observers, client }
     }
 
-    /// Routes one request from `peer`, which came over HTTPS if `secure`.
-    pub async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr, secure: bool) -> Response<Body> {
+    /// Routes one request from `peer`.
+    pub async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
         let mut exchange = Exchange::new(&req, self.observers.clone());
         let head: usize = req.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
         if head > MAX_HEADERS {
@@ -103,87 +127,16 @@ impl Proxy {
         let Some(host) = host_of(&req) else {
             return exchange.page(StatusCode::BAD_REQUEST, "the request has no valid Host header");
         };
-        exchange.host.clone_from(&host);
-        if let Some(answer) = self.acme_challenge(&req, &mut exchange).await {
-            return answer;
-        }
-        let routes = self.table.routes();
-        let Some(route) = routes.get(&host) else {
-            return exchange.page(StatusCode::NOT_FOUND, &format!("no app answers at {host}"));
-        };
-        exchange.app.clone_from(&route.app);
-        if let Some(https) = self.listeners.https
-            && !secure
-            && route.force_https
-            && routes.cert(&host).is_some()
-        {
-            return exchange.redirect(&host, https, &req);
-        }
-        // In flight from the pick until the answer's body is sent (or the
-        // tunnel closes): the release flow waits for that before it retires
-        // this instance.
-        let Some((upstream, guard)) = self.inflight.pick(&self.table, &host) else {
-            return exchange.page(StatusCode::SERVICE_UNAVAILABLE, &format!("{} has no instance serving", route.app));
-        };
-        exchange.upstream = Some(upstream);
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-        let Some(uri) = upstream_uri(upstream, &path) else {
-            return exchange.page(StatusCode::BAD_REQUEST, "the request's path is not valid");
-        };
-        *req.uri_mut() = uri;
-        // The app speaks HTTP/1.1, whatever the client spoke.
-        let upgrade = upgrade_of(&req);
-        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-        *req.version_mut() = Version::HTTP_11;
-        let port = if secure { self.listeners.https.unwrap_or(443) } else { self.listeners.http };
-        forwarded(req.headers_mut(), peer, &host, secure, port, &exchange.id, upgrade.as_ref());
-        // A bodiless GET, HEAD or OPTIONS that failed before any answer is
-        // sent once more, to the instance the table names then: a switch may
-        // have just retired the one picked, or a pooled connection closed.
-        let again = (matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
-            && req.body().is_end_stream()
-            && upgrade.is_none())
-        .then(|| (req.method().clone(), path.clone(), req.headers().clone()));
-        let (mut upstream, mut guard) = (upstream, guard);
-        let mut sent = self.send(req.map(BodyExt::boxed)).await;
-        if let (Err(Failure::Refused(err)), Some((method, path, headers))) = (&sent, again) {
-            debug!(app = %route.app, %upstream, error = %err, "upstream refused; trying once more");
-            drop(guard);
-            let Some((next, next_guard)) = self.inflight.pick(&self.table, &host) else {
-                return exchange
-                    .page(StatusCode::SERVICE_UNAVAILABLE, &format!("{} has no instance serving", route.app));
-            };
-            (upstream, guard) = (next, next_guard);
-            exchange.upstream = Some(upstream);
-            let mut retry = Request::new(empty());
-            *retry.method_mut() = method;
-            *retry.headers_mut() = headers;
-            let Some(uri) = upstream_uri(upstream, &path) else {
-                return exchange.page(StatusCode::BAD_REQUEST, "the request's path is not valid");
-            };
-            *retry.uri_mut() = uri;
-            sent = self.send(retry).await;
-        }
-        let mut answer = match sent {
-            Ok(answer) => answer,
-            Err(Failure::Refused(err)) => {
-                info!(app = %route.app, %upstream, error = %err, "upstream refused");
-                self.observers.metrics.upstream_error(&route.app);
-                return exchange.page(StatusCode::BAD_GATEWAY, &format!("{} did not answer", route.app));
+        let forwarded = self.forward(req, peer, &host, &mut exchange).await;
+        exchange.host = Some(host);
+        let (mut answer, guard) = match forwarded {
+            Ok(Forwarded::Streamed(answer, guard)) => (answer, guard),
+            Ok(Forwarded::Whole(answer)) => {
+                exchange.status = answer.status();
+                return answer;
             }
-            Err(Failure::Timeout) => {
-                self.observers.metrics.upstream_error(&route.app);
-                return exchange.page(StatusCode::GATEWAY_TIMEOUT, &format!("{} took too long to answer", route.app));
-            }
+            Err(Refusal(status, why)) => return exchange.page(status, &why),
         };
-        if answer.status() == StatusCode::SWITCHING_PROTOCOLS
-            && let Some(client_upgrade) = client_upgrade
-        {
-            let upstream_upgrade = hyper::upgrade::on(&mut answer);
-            tokio::spawn(tunnel(client_upgrade, upstream_upgrade, guard));
-            exchange.status = answer.status();
-            return answer.map(|_| empty());
-        }
         for name in &HOP_BY_HOP {
             answer.headers_mut().remove(name);
         }
@@ -199,6 +152,88 @@ impl Proxy {
             })
             .boxed()
         })
+    }
+
+    /// Finds the app at `host`, and forwards the request to one of its
+    /// instances; or answers it without the app (an ACME challenge, the
+    /// redirect to HTTPS), or says why it cannot.
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        peer: &Peer,
+        host: &str,
+        exchange: &mut Exchange,
+    ) -> Result<Forwarded, Refusal> {
+        if let Some(answer) = self.acme_challenge(&req, exchange).await {
+            return Ok(Forwarded::Whole(answer));
+        }
+        let routes = self.table.routes();
+        let route =
+            routes.get(host).ok_or_else(|| Refusal(StatusCode::NOT_FOUND, format!("no app answers at {host}")))?;
+        let app = Arc::clone(exchange.app.insert(Arc::clone(&route.app)));
+        if let Some(https) = self.listeners.https
+            && !peer.secure
+            && route.force_https
+            && routes.cert(host).is_some()
+        {
+            return Ok(Forwarded::Whole(redirect(host, https, &req)));
+        }
+        let unserved = || Refusal(StatusCode::SERVICE_UNAVAILABLE, format!("{app} has no instance serving"));
+        let invalid = || Refusal(StatusCode::BAD_REQUEST, "the request's path is not valid".to_owned());
+        // In flight from the pick until the answer's body is sent (or the
+        // tunnel closes): the release flow waits for that before it retires
+        // this instance.
+        let (upstream, guard) = self.inflight.pick(&self.table, host).ok_or_else(unserved)?;
+        exchange.upstream = Some(upstream);
+        *req.uri_mut() = upstream_uri(upstream, req.uri()).ok_or_else(invalid)?;
+        // The app speaks HTTP/1.1, whatever the client spoke.
+        let upgrade = upgrade_of(&req);
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+        *req.version_mut() = Version::HTTP_11;
+        let port = &self.forwarded_ports[usize::from(peer.secure)];
+        let forwarding = Forwarding { peer, host, port, id: &exchange.id, upgrade: upgrade.as_ref() };
+        let sent_host = req.headers().get(header::HOST).cloned();
+        forwarding.apply(req.headers_mut(), sent_host.as_ref());
+        // A bodiless GET, HEAD or OPTIONS that failed before any answer is
+        // sent once more, to the instance the table names then: a switch may
+        // have just retired the one picked, or a pooled connection closed.
+        let again = (matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+            && req.body().is_end_stream()
+            && upgrade.is_none())
+        .then(|| (req.method().clone(), req.uri().clone(), req.headers().clone()));
+        let (mut upstream, mut guard) = (upstream, guard);
+        let mut sent = self.send(req.map(BodyExt::boxed)).await;
+        if let (Err(Failure::Refused(err)), Some((method, uri, headers))) = (&sent, again) {
+            debug!(%app, %upstream, error = %err, "upstream refused; trying once more");
+            drop(guard);
+            (upstream, guard) = self.inflight.pick(&self.table, host).ok_or_else(unserved)?;
+            exchange.upstream = Some(upstream);
+            let mut retry = Request::new(empty());
+            *retry.method_mut() = method;
+            *retry.headers_mut() = headers;
+            *retry.uri_mut() = upstream_uri(upstream, &uri).ok_or_else(invalid)?;
+            sent = self.send(retry).await;
+        }
+        let mut answer = match sent {
+            Ok(answer) => answer,
+            Err(Failure::Refused(err)) => {
+                info!(%app, %upstream, error = %err, "upstream refused");
+                self.observers.metrics.upstream_error(&app);
+                return Err(Refusal(StatusCode::BAD_GATEWAY, format!("{app} did not answer")));
+            }
+            Err(Failure::Timeout) => {
+                self.observers.metrics.upstream_error(&app);
+                return Err(Refusal(StatusCode::GATEWAY_TIMEOUT, format!("{app} took too long to answer")));
+            }
+        };
+        if answer.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client_upgrade) = client_upgrade
+        {
+            let upstream_upgrade = hyper::upgrade::on(&mut answer);
+            tokio::spawn(tunnel(client_upgrade, upstream_upgrade, guard));
+            return Ok(Forwarded::Whole(answer.map(|_| empty())));
+        }
+        Ok(Forwarded::Streamed(answer, guard))
     }
 
     /// Sends a request to its upstream, waiting `upstream_timeout` at most
@@ -226,6 +261,18 @@ impl Proxy {
         Some(response)
     }
 }
+
+/// What became of a request the router could route.
+enum Forwarded {
+    /// The app's answer, whose body is still to stream; the guard counts
+    /// the request in flight until it has.
+    Streamed(Response<Incoming>, InflightGuard),
+    /// An answer that is whole already (the router's own, or a switch of protocols).
+    Whole(Response<Body>),
+}
+
+/// Why the router answers a request itself: the status and the reason, for its page.
+struct Refusal(StatusCode, String);
 
 /// Why an upstream gave no answer.
 enum Failure {
@@ -258,11 +305,10 @@ struct Exchange {
     started: Instant,
     observers: Observers,
     method: Method,
-    /// The path, without the query: a query may carry a token.
-    path: String,
-    id: String,
-    host: String,
-    app: String,
+    uri: Uri,
+    id: HeaderValue,
+    host: Option<String>,
+    app: Option<Arc<str>>,
     upstream: Option<SocketAddr>,
     status: StatusCode,
     bytes: AtomicU64,
@@ -274,10 +320,10 @@ impl Exchange {
             started: Instant::now(),
             observers,
             method: req.method().clone(),
-            path: req.uri().path().chars().take(256).collect(),
+            uri: req.uri().clone(),
             id: request_id(req),
-            host: "-".into(),
-            app: "-".into(),
+            host: None,
+            app: None,
             upstream: None,
             status: StatusCode::OK,
             bytes: AtomicU64::new(0),
@@ -293,67 +339,77 @@ impl Exchange {
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-        if let Ok(id) = HeaderValue::from_str(&self.id) {
-            headers.insert(HeaderName::from_static("x-request-id"), id);
-        }
-        response
-    }
-
-    /// 308 to the same place over HTTPS.
-    fn redirect(mut self, host: &str, port: u16, req: &Request<Incoming>) -> Response<Body> {
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let location =
-            if port == 443 { format!("https://{host}{path}") } else { format!("https://{host}:{port}{path}") };
-        self.status = StatusCode::PERMANENT_REDIRECT;
-        let mut response = Response::new(empty());
-        *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
-        if let Ok(location) = HeaderValue::from_str(&location) {
-            response.headers_mut().insert(header::LOCATION, location);
-        }
+        headers.insert(X_REQUEST_ID, self.id.clone());
         response
     }
 }
 
 impl Drop for Exchange {
     fn drop(&mut self) {
-        let upstream = self.upstream.map_or_else(|| "-".to_owned(), |u| u.to_string());
         let elapsed = self.started.elapsed();
-        let (status, bytes) = (self.status.as_u16(), self.bytes.load(Ordering::Relaxed));
+        let entry = Entry {
+            at: time::OffsetDateTime::now_utc(),
+            host: self.host.take().unwrap_or_default(),
+            method: self.method.clone(),
+            uri: std::mem::take(&mut self.uri),
+            status: self.status.as_u16(),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            ms: elapsed.as_millis(),
+            upstream: self.upstream,
+            request_id: std::mem::replace(&mut self.id, HeaderValue::from_static("")),
+        };
+        let app = self.app.as_deref().unwrap_or("-");
         info!(
             target: "nap::access",
-            app = %self.app,
-            host = %self.host,
-            method = %self.method,
-            path = %self.path,
-            status,
-            ms = elapsed.as_millis(),
-            bytes,
-            upstream,
-            request_id = %self.id,
+            app = %app,
+            host = %Dash(Some(entry.host.as_str()).filter(|host| !host.is_empty())),
+            method = %entry.method,
+            path = %entry.path(),
+            status = entry.status,
+            ms = entry.ms,
+            bytes = entry.bytes,
+            upstream = %Dash(entry.upstream),
+            request_id = %String::from_utf8_lossy(entry.request_id.as_bytes()),
             "request"
         );
-        self.observers.metrics.request(&self.app, status, elapsed.as_secs_f64());
-        if self.app != "-" {
-            let at = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339);
-            self.observers.access.record(
-                &self.app,
-                format!(
-                    "{} {} {} {} {status} {bytes} {}ms upstream={upstream} request_id={}",
-                    at.unwrap_or_default(),
-                    self.host,
-                    self.method,
-                    self.path,
-                    elapsed.as_millis(),
-                    self.id
-                ),
-            );
+        self.observers.metrics.request(app, entry.status, elapsed.as_secs_f64());
+        if let Some(app) = &self.app {
+            self.observers.access.record(app, entry);
         }
     }
 }
 
-/// `http://UPSTREAM/PATH`: where a request for `path` goes.
-fn upstream_uri(upstream: SocketAddr, path: &str) -> Option<Uri> {
-    format!("http://{upstream}{path}").parse().ok()
+/// A value, or `-` for none, as the access log shows it.
+struct Dash<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for Dash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// 308 to the same place over HTTPS.
+fn redirect(host: &str, port: u16, req: &Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 { format!("https://{host}{path}") } else { format!("https://{host}:{port}{path}") };
+    let mut response = Response::new(empty());
+    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// `http://UPSTREAM/PATH?QUERY`: where a request for `uri` goes.
+fn upstream_uri(upstream: SocketAddr, uri: &Uri) -> Option<Uri> {
+    let mut parts = hyper::http::uri::Parts::default();
+    parts.scheme = Some(hyper::http::uri::Scheme::HTTP);
+    parts.authority = Some(upstream.to_string().parse().ok()?);
+    parts.path_and_query = Some(uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+    Uri::from_parts(parts).ok()
 }
 
 fn full(bytes: Bytes) -> Body {
@@ -396,53 +452,71 @@ fn host_of(req: &Request<Incoming>) -> Option<String> {
     valid.then(|| host.to_ascii_lowercase())
 }
 
-/// The client's request id, or a new one.
-fn request_id(req: &Request<Incoming>) -> String {
-    req.headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map_or_else(|| format!("{:032x}", rand::random::<u128>()), str::to_owned)
+/// The client's request id (printable, 128 bytes at most), or a new one:
+/// 32 hex digits.
+fn request_id(req: &Request<Incoming>) -> HeaderValue {
+    let sent = req.headers().get(X_REQUEST_ID).filter(|v| !v.is_empty() && v.len() <= 128 && v.to_str().is_ok());
+    if let Some(id) = sent {
+        return id.clone();
+    }
+    let mut hex = [0u8; 32];
+    let mut n = rand::random::<u128>();
+    for digit in hex.iter_mut().rev() {
+        *digit = b"0123456789abcdef"[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
-/// Drops the hop-by-hop headers (but an upgrade's own), and adds what the
-/// app should know about the client: `X-Forwarded-For/-Proto/-Host/-Port`
-/// and `X-Request-Id`; and `Host`, which HTTP/2 carries elsewhere.
-fn forwarded(
-    headers: &mut HeaderMap,
-    peer: SocketAddr,
-    host: &str,
-    secure: bool,
-    port: u16,
-    id: &str,
-    upgrade: Option<&HeaderValue>,
-) {
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    if let Some(protocol) = upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, protocol.clone());
-    }
-    if !headers.contains_key(header::HOST)
-        && let Ok(value) = HeaderValue::from_str(host)
-    {
-        headers.insert(header::HOST, value);
-    }
-    let client = peer.ip().to_string();
-    let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(before) => format!("{before}, {client}"),
-        None => client,
-    };
-    for (name, value) in [
-        ("x-forwarded-for", chain),
-        ("x-forwarded-proto", if secure { "https" } else { "http" }.to_owned()),
-        ("x-forwarded-host", host.to_owned()),
-        ("x-forwarded-port", port.to_string()),
-        ("x-request-id", id.to_owned()),
-    ] {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), value);
+/// What a request forwarded to an app says about where it came from.
+struct Forwarding<'a> {
+    peer: &'a Peer,
+    /// The host asked for, lower-case and without a port.
+    host: &'a str,
+    port: &'a HeaderValue,
+    id: &'a HeaderValue,
+    upgrade: Option<&'a HeaderValue>,
+}
+
+impl Forwarding<'_> {
+    /// Drops the hop-by-hop headers (but an upgrade's own), and adds what
+    /// the app should know about the client: `X-Forwarded-For/-Proto/-Host
+    /// /-Port` and `X-Request-Id`; and `Host`, which HTTP/2 carries elsewhere.
+    fn apply(&self, headers: &mut HeaderMap, sent_host: Option<&HeaderValue>) {
+        // The Host header as sent, when it is already the host (no port, lower case).
+        let host = match sent_host.filter(|sent| sent.as_bytes() == self.host.as_bytes()) {
+            Some(sent) => Some(sent.clone()),
+            None => HeaderValue::from_str(self.host).ok(),
+        };
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
         }
+        if let Some(protocol) = self.upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, protocol.clone());
+        }
+        if let Some(host) = &host
+            && !headers.contains_key(header::HOST)
+        {
+            headers.insert(header::HOST, host.clone());
+        }
+        let chain = match headers.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+            Some(before) => {
+                let mut chain = Vec::with_capacity(before.len() + 2 + self.peer.ip.len());
+                chain.extend_from_slice(before);
+                chain.extend_from_slice(b", ");
+                chain.extend_from_slice(self.peer.ip.as_bytes());
+                HeaderValue::from_bytes(&chain).unwrap_or_else(|_| self.peer.ip.clone())
+            }
+            None => self.peer.ip.clone(),
+        };
+        headers.insert(X_FORWARDED_FOR, chain);
+        let proto = if self.peer.secure { "https" } else { "http" };
+        headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(proto));
+        if let Some(host) = host {
+            headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+        }
+        headers.insert(HeaderName::from_static("x-forwarded-port"), self.port.clone());
+        headers.insert(X_REQUEST_ID, self.id.clone());
     }
 }

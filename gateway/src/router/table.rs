@@ -27,7 +27,7 @@ const RETRY: Duration = Duration::from_secs(1);
 /// One app's route: where its serving instances answer.
 #[derive(Debug)]
 pub struct Route {
-    pub app: String,
+    pub app: Arc<str>,
     pub upstreams: Vec<SocketAddr>,
     /// Plain HTTP gets 308 to HTTPS where the host has a certificate
     /// (`https APP force`).
@@ -75,7 +75,7 @@ impl Routes {
         let mut by_host = HashMap::new();
         for (app, upstreams) in upstreams {
             let force_https = forced.contains(&app);
-            let route = Arc::new(Route { app: app.to_owned(), upstreams, force_https, next: AtomicUsize::new(0) });
+            let route = Arc::new(Route { app: app.into(), upstreams, force_https, next: AtomicUsize::new(0) });
             for host in hosts.remove(app).unwrap_or_default() {
                 by_host.insert(host, Arc::clone(&route));
             }
@@ -85,7 +85,7 @@ impl Routes {
         let mut certs = HashMap::new();
         for (key, value) in keys {
             let Some((app, host)) = layout::parse_app_cert(key) else { continue };
-            if by_host.get(host).is_none_or(|route| route.app != app) {
+            if by_host.get(host).is_none_or(|route| *route.app != *app) {
                 continue;
             }
             let read = serde_json::from_slice::<Certificate>(value)
@@ -237,7 +237,7 @@ mod tests {
         keys.insert(layout::app_domain("idle", "idle.test"), Vec::new());
         let routes = Routes::from_keys(&keys, "apps.example.com");
         for host in ["www.shop.test", "eu.shop.test", "shop.apps.example.com"] {
-            assert_eq!(routes.get(host).map(|r| r.app.as_str()), Some("shop"), "{host}");
+            assert_eq!(routes.get(host).map(|r| &*r.app), Some("shop"), "{host}");
         }
         assert!(routes.get("a.b.shop.test").is_none(), "a wildcard covers one label");
         assert_eq!(routes.get("idle.test").map(|r| r.upstreams.len()), Some(0), "a host with no instance: 503");
