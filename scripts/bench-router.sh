@@ -223,7 +223,7 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 log "throughput: $RUNS runs of (a) direct, (b) nginx, (c) nap serve's router and nap router alone, interleaved"
 for r in $(seq "$RUNS"); do
   measure direct "http://$UPSTREAM_ADDR/"
-  for variant in 1:64 auto:64 1:256 auto:256; do
+  for variant in 1:256 auto:256; do
     measure "nginx-${variant/:/-}" "http://127.0.0.1:${NGINX_PORT[$variant]}/" $(nginx_pids "$variant")
   done
   measure router "$ROUTER_URL" "$NAP_PID"
@@ -235,7 +235,18 @@ log "throughput: $RUNS runs of (c) with the access log off (NAP_LOG=info,nap::ac
 stop_nap
 start_nap NAP_LOG=info,nap::access=warn
 for r in $(seq "$RUNS"); do measure routerquiet "$ROUTER_URL" "$NAP_PID"; done
+# Last: with a pool of 64 for 256 connections nginx opens and closes an
+# upstream connection for most requests, and the sockets it leaves in
+# TIME_WAIT would take the ports the runs after it need to reach the app.
+log "throughput: $RUNS runs of (b) nginx with keepalive 64, after the others"
+for r in $(seq "$RUNS"); do
+  for variant in 1:64 auto:64; do
+    measure "nginx-${variant/:/-}" "http://127.0.0.1:${NGINX_PORT[$variant]}/" $(nginx_pids "$variant")
+  done
+done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+# The deploys below open connections to the app too: TIME_WAIT lasts 60 s.
+for _ in $(seq 70); do [ "$(ss -Htan state time-wait | wc -l)" -lt 1000 ] && break; sleep 1; done
 for variant in "${!NGINX_PID[@]}"; do stop_pid "${NGINX_PID[$variant]}"; done
 
 # Counts every answer that is not 2xx, by status, beside wrk's own error counts.
@@ -373,7 +384,8 @@ verdict = lambda ok: "pass" if ok else "**FAIL**"
 print(f"Measured with `scripts/bench-router.sh` on the release build of {e['REV']}, {e['DATE_UTC']}, runtime {e['ELAPSED']} s; "
       f"{e['MACHINE']}; {e['VERSIONS']}. Load average {e['LOAD_START']} before the throughput runs, {e['LOAD_END']} after.\n")
 print(f"Throughput: `wrk -t2 -c256 -d10s --latency` after a 2 s warm-up, medians of {n} runs; the targets interleaved "
-      "run by run, except the router without access log, measured after them (nap serve restarted). "
+      "run by run, except the router without access log, measured after them (nap serve restarted), and nginx with "
+      "keepalive 64, measured last (the connections it closes leave sockets in TIME_WAIT that would starve the runs after it of ports). "
       "The proxy's CPU is its user + system time over the run per request; its RSS is the summed VmRSS of its "
       "processes (nginx: master and workers; nap: the one process, which for `nap serve` holds the SSH gateway too) "
       "sampled every 50 ms: the median of the runs' peaks, then the highest peak. nap serve's RSS before the runs: "
