@@ -9,8 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use hyper::header::HeaderValue;
-use hyper::{Method, Uri};
+use hyper::Method;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::broadcast;
@@ -20,30 +19,28 @@ const KEPT: usize = 1000;
 /// The most of a path a line shows.
 const PATH_SHOWN: usize = 256;
 
-/// One request as the access log tells it. It is kept as it came and only
+/// One request as the access log tells it. It is kept as fields and only
 /// written out as a line when someone reads it: the router pays for the
-/// fields, not for the text.
+/// fields, not for the text. Each field is its own copy: a part of the
+/// request (its path, say) would keep the connection's whole read buffer.
 #[derive(Debug)]
 pub struct Entry {
     pub at: OffsetDateTime,
     pub host: String,
     pub method: Method,
-    /// Only its path is shown, never its query: a query may carry a token.
-    pub uri: Uri,
+    /// The path (see [`shown_path`]), never the query: a query may carry a token.
+    pub path: Box<str>,
     pub status: u16,
     pub bytes: u64,
     pub ms: u128,
     pub upstream: Option<SocketAddr>,
-    pub request_id: HeaderValue,
+    pub request_id: Box<str>,
 }
 
-impl Entry {
-    /// The path as a line shows it: at most [`PATH_SHOWN`] bytes of it.
-    pub fn path(&self) -> &str {
-        let path = self.uri.path();
-        // A path is ASCII (hyper refuses anything else), so any cut is a char boundary.
-        path.get(..PATH_SHOWN).unwrap_or(path)
-    }
+/// A request's path as a line shows it: at most [`PATH_SHOWN`] bytes of it.
+pub fn shown_path(path: &str) -> &str {
+    // A path is ASCII (hyper refuses anything else), so any cut is a char boundary.
+    path.get(..PATH_SHOWN).unwrap_or(path)
 }
 
 /// `AT HOST METHOD PATH STATUS BYTES MSms upstream=IP:PORT request_id=ID`.
@@ -53,18 +50,13 @@ impl fmt::Display for Entry {
         write!(
             f,
             "{at} {} {} {} {} {} {}ms upstream=",
-            self.host,
-            self.method,
-            self.path(),
-            self.status,
-            self.bytes,
-            self.ms
+            self.host, self.method, self.path, self.status, self.bytes, self.ms
         )?;
         match self.upstream {
             Some(upstream) => write!(f, "{upstream}")?,
             None => f.write_str("-")?,
         }
-        write!(f, " request_id={}", String::from_utf8_lossy(self.request_id.as_bytes()))
+        write!(f, " request_id={}", self.request_id)
     }
 }
 
@@ -139,23 +131,22 @@ impl AccessLog {
 mod tests {
     use std::sync::Arc;
 
-    use hyper::header::HeaderValue;
     use hyper::{Method, Uri};
     use time::macros::datetime;
 
-    use super::{AccessLog, Entry};
+    use super::{AccessLog, Entry, shown_path};
 
-    fn entry(n: u64, path: &str) -> Entry {
+    fn entry(n: u64, uri: &str) -> Entry {
         Entry {
             at: datetime!(2026-11-29 12:00:00 UTC),
             host: "shop.example.com".into(),
             method: Method::GET,
-            uri: path.parse::<Uri>().expect("a path"),
+            path: shown_path(uri.parse::<Uri>().expect("a path").path()).into(),
             status: 200,
             bytes: n,
             ms: 3,
             upstream: Some("172.31.0.5:5000".parse().expect("an address")),
-            request_id: HeaderValue::from_static("abc"),
+            request_id: "abc".into(),
         }
     }
 

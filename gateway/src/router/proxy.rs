@@ -24,7 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use nap_state::{Store, layout};
 use tracing::{debug, info};
 
-use super::access::{AccessLog, Entry};
+use super::access::{AccessLog, Entry, shown_path};
 use super::metrics::Metrics;
 use super::presence::{Inflight, InflightGuard};
 use super::table::RouteTable;
@@ -351,12 +351,12 @@ impl Drop for Exchange {
             at: time::OffsetDateTime::now_utc(),
             host: self.host.take().unwrap_or_default(),
             method: self.method.clone(),
-            uri: std::mem::take(&mut self.uri),
+            path: shown_path(self.uri.path()).into(),
             status: self.status.as_u16(),
             bytes: self.bytes.load(Ordering::Relaxed),
             ms: elapsed.as_millis(),
             upstream: self.upstream,
-            request_id: std::mem::replace(&mut self.id, HeaderValue::from_static("")),
+            request_id: String::from_utf8_lossy(self.id.as_bytes()).into(),
         };
         let app = self.app.as_deref().unwrap_or("-");
         info!(
@@ -364,12 +364,12 @@ impl Drop for Exchange {
             app = %app,
             host = %Dash(Some(entry.host.as_str()).filter(|host| !host.is_empty())),
             method = %entry.method,
-            path = %entry.path(),
+            path = %entry.path,
             status = entry.status,
             ms = entry.ms,
             bytes = entry.bytes,
             upstream = %Dash(entry.upstream),
-            request_id = %String::from_utf8_lossy(entry.request_id.as_bytes()),
+            request_id = %entry.request_id,
             "request"
         );
         self.observers.metrics.request(app, entry.status, elapsed.as_secs_f64());
