@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod context;
 pub mod deploy;
+pub mod following;
 pub mod hook;
 pub mod keys;
 pub mod liveness;

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use nap_runner::{DockerRunner, Lifecycle};
 use nap_state::StoreError;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::context::{Context, ContextError};
 use crate::deploy::Endpoint;
@@ -33,19 +33,8 @@ enum LivenessError {
 
 /// Follows Docker's container events until `stop`.
 pub async fn follow(ctx: Arc<Context>, stop: CancellationToken) {
-    loop {
-        let followed = tokio::select! {
-            followed = follow_once(&ctx) => followed,
-            () = stop.cancelled() => return,
-        };
-        if let Err(err) = followed {
-            warn!(error = %err, "liveness: cannot follow Docker's events; trying again");
-        }
-        tokio::select! {
-            () = tokio::time::sleep(RETRY) => {}
-            () = stop.cancelled() => return,
-        }
-    }
+    let failed = "liveness: cannot follow Docker's events; trying again";
+    crate::following::until_stopped(&stop, RETRY, failed, || follow_once(&ctx)).await;
 }
 
 async fn follow_once(ctx: &Context) -> Result<(), LivenessError> {

@@ -149,19 +149,8 @@ impl RouteTable {
     /// keys at one revision, then applies the watch from the next one. When
     /// the store fails (etcd restarted, history compacted), it reads again.
     pub async fn follow(&self, store: &Store, stop: CancellationToken) {
-        loop {
-            let followed = tokio::select! {
-                result = self.follow_once(store) => result,
-                () = stop.cancelled() => return,
-            };
-            if let Err(err) = followed {
-                warn!(error = %err, "route table: the store failed; reading it again");
-            }
-            tokio::select! {
-                () = tokio::time::sleep(RETRY) => {}
-                () = stop.cancelled() => return,
-            }
-        }
+        let failed = "route table: the store failed; reading it again";
+        crate::following::until_stopped(&stop, RETRY, failed, || self.follow_once(store)).await;
     }
 
     async fn follow_once(&self, store: &Store) -> Result<(), StoreError> {
