@@ -60,6 +60,18 @@ impl fmt::Display for Entry {
     }
 }
 
+/// A value, or `-` for none, as the access log shows it.
+pub struct Dash<T>(pub Option<T>);
+
+impl<T: fmt::Display> fmt::Display for Dash<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 /// An access-log entry of one app, as followers get it.
 #[derive(Debug, Clone)]
 pub struct Line {

@@ -24,7 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use nap_state::{Store, layout};
 use tracing::{debug, info};
 
-use super::access::{AccessLog, Entry, shown_path};
+use super::access::{AccessLog, Dash, Entry, shown_path};
 use super::metrics::Metrics;
 use super::presence::{Inflight, InflightGuard};
 use super::table::RouteTable;
@@ -347,46 +347,37 @@ impl Exchange {
 impl Drop for Exchange {
     fn drop(&mut self) {
         let elapsed = self.started.elapsed();
-        let entry = Entry {
-            at: time::OffsetDateTime::now_utc(),
-            host: self.host.take().unwrap_or_default(),
-            method: self.method.clone(),
-            path: shown_path(self.uri.path()).into(),
-            status: self.status.as_u16(),
-            bytes: self.bytes.load(Ordering::Relaxed),
-            ms: elapsed.as_millis(),
-            upstream: self.upstream,
-            request_id: String::from_utf8_lossy(self.id.as_bytes()).into(),
-        };
+        let (status, bytes, ms) = (self.status.as_u16(), self.bytes.load(Ordering::Relaxed), elapsed.as_millis());
+        let path = shown_path(self.uri.path());
+        let request_id = String::from_utf8_lossy(self.id.as_bytes());
         let app = self.app.as_deref().unwrap_or("-");
         info!(
             target: "nap::access",
             app = %app,
-            host = %Dash(Some(entry.host.as_str()).filter(|host| !host.is_empty())),
-            method = %entry.method,
-            path = %entry.path,
-            status = entry.status,
-            ms = entry.ms,
-            bytes = entry.bytes,
-            upstream = %Dash(entry.upstream),
-            request_id = %entry.request_id,
+            host = %Dash(self.host.as_deref()),
+            method = %self.method,
+            path = %path,
+            status,
+            ms,
+            bytes,
+            upstream = %Dash(self.upstream),
+            request_id = %request_id,
             "request"
         );
-        self.observers.metrics.request(app, entry.status, elapsed.as_secs_f64());
+        self.observers.metrics.request(app, status, elapsed.as_secs_f64());
         if let Some(app) = &self.app {
+            let entry = Entry {
+                at: time::OffsetDateTime::now_utc(),
+                host: self.host.take().unwrap_or_default(),
+                method: self.method.clone(),
+                path: path.into(),
+                status,
+                bytes,
+                ms,
+                upstream: self.upstream,
+                request_id: request_id.into(),
+            };
             self.observers.access.record(app, entry);
-        }
-    }
-}
-
-/// A value, or `-` for none, as the access log shows it.
-struct Dash<T>(Option<T>);
-
-impl<T: std::fmt::Display> std::fmt::Display for Dash<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            Some(value) => value.fmt(f),
-            None => f.write_str("-"),
         }
     }
 }
