@@ -183,7 +183,7 @@ impl Proxy {
         // In flight from the pick until the answer's body is sent (or the
         // tunnel closes): the release flow waits for that before it retires
         // this instance.
-        let (upstream, guard) = self.inflight.pick(&self.table, host).ok_or_else(unserved)?;
+        let (mut upstream, mut guard) = self.inflight.pick(&self.table, host).ok_or_else(unserved)?;
         exchange.upstream = Some(upstream);
         *req.uri_mut() = upstream_uri(upstream, req.uri()).ok_or_else(invalid)?;
         // The app speaks HTTP/1.1, whatever the client spoke.
@@ -192,8 +192,7 @@ impl Proxy {
         *req.version_mut() = Version::HTTP_11;
         let port = &self.forwarded_ports[usize::from(peer.secure)];
         let forwarding = Forwarding { peer, host, port, id: &exchange.id, upgrade: upgrade.as_ref() };
-        let sent_host = req.headers().get(header::HOST).cloned();
-        forwarding.apply(req.headers_mut(), sent_host.as_ref());
+        forwarding.apply(req.headers_mut());
         // A bodiless GET, HEAD or OPTIONS that failed before any answer is
         // sent once more, to the instance the table names then: a switch may
         // have just retired the one picked, or a pooled connection closed.
@@ -201,7 +200,6 @@ impl Proxy {
             && req.body().is_end_stream()
             && upgrade.is_none())
         .then(|| (req.method().clone(), req.uri().clone(), req.headers().clone()));
-        let (mut upstream, mut guard) = (upstream, guard);
         let mut sent = self.send(req.map(BodyExt::boxed)).await;
         if let (Err(Failure::Refused(err)), Some((method, uri, headers))) = (&sent, again) {
             debug!(%app, %upstream, error = %err, "upstream refused; trying once more");
@@ -473,9 +471,9 @@ impl Forwarding<'_> {
     /// Drops the hop-by-hop headers (but an upgrade's own), and adds what
     /// the app should know about the client: `X-Forwarded-For/-Proto/-Host
     /// /-Port` and `X-Request-Id`; and `Host`, which HTTP/2 carries elsewhere.
-    fn apply(&self, headers: &mut HeaderMap, sent_host: Option<&HeaderValue>) {
+    fn apply(&self, headers: &mut HeaderMap) {
         // The Host header as sent, when it is already the host (no port, lower case).
-        let host = match sent_host.filter(|sent| sent.as_bytes() == self.host.as_bytes()) {
+        let host = match headers.get(header::HOST).filter(|sent| sent.as_bytes() == self.host.as_bytes()) {
             Some(sent) => Some(sent.clone()),
             None => HeaderValue::from_str(self.host).ok(),
         };
