@@ -192,8 +192,8 @@ async fn until_signalled(command: impl Future<Output = u32>) -> u32 {
 /// How many lines may wait for the log's writer thread.
 const LOG_QUEUE: usize = 4096;
 
-/// `serve` logs to stderr, through a writer thread: the router logs a line
-/// per request, and its requests never wait on stderr; the thread writes
+/// `serve`, `router` and `watch` log to stderr, through a writer thread:
+/// the router logs a line per request, and its requests never wait on stderr; the thread writes
 /// what is queued in one go. Hooks and forced commands must not log to
 /// stderr: it goes to the client, so they log to `DATA/logs/nap.log`. Local
 /// commands log nothing unless NAP_LOG asks.
