@@ -4,12 +4,12 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracing_appender::non_blocking::WorkerGuard;
 
 use crate::caller::Caller;
 use crate::commands::{self, OutputArgs};
 use crate::context::{Context, ContextError, Io};
 use crate::hook::{HookError, HookInput};
+use crate::log_writer::{LogGuard, log_writer};
 use crate::settings::{Settings, SettingsError};
 
 /// How long an exiting nap waits for its dropped locks' leases to be
@@ -108,7 +108,7 @@ fn failed(err: &CliError) -> ExitCode {
 
 /// Runs the command; `log` keeps the log's writer (of `serve` and `router`)
 /// until the process ends.
-async fn run(cli: Cli, log: &mut Option<WorkerGuard>) -> Result<u32, CliError> {
+async fn run(cli: Cli, log: &mut Option<LogGuard>) -> Result<u32, CliError> {
     // The hook runs with the settings of the process that ran git, whole.
     let (settings, hook) = match cli.command {
         Command::Hook(HookCommand::PreReceive) => {
@@ -189,28 +189,25 @@ async fn until_signalled(command: impl Future<Output = u32>) -> u32 {
     status
 }
 
-/// How many lines may wait for the log's writer thread.
-const LOG_QUEUE: usize = 4096;
-
-/// `serve`, `router` and `watch` log to stderr, through a writer thread:
-/// the router logs a line per request, and its requests never wait on stderr; the thread writes
-/// what is queued in one go. Hooks and forced commands must not log to
+/// `serve`, `router` and `watch` log to stderr, through a writer thread
+/// ([`crate::log_writer`]): the router logs a line per request, and its
+/// requests never wait on stderr. Hooks and forced commands must not log to
 /// stderr: it goes to the client, so they log to `DATA/logs/nap.log`. Local
 /// commands log nothing unless NAP_LOG asks.
-fn init_tracing(command: &Command, settings: &Settings) -> Option<WorkerGuard> {
+fn init_tracing(command: &Command, settings: &Settings) -> Option<LogGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NAP_LOG").unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match command {
         Command::Serve | Command::Router | Command::Watch(_) => {
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            // Never drops a line: a request waits for room in the queue instead.
-            let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-                .lossy(false)
-                .buffered_lines_limit(LOG_QUEUE)
-                .thread_name("nap-log")
-                .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
-            builder.with_ansi(ansi).with_writer(writer).init();
-            return Some(guard);
+            match log_writer(std::io::stderr()) {
+                Ok((writer, guard)) => {
+                    builder.with_ansi(ansi).with_writer(writer).init();
+                    return Some(guard);
+                }
+                // No thread to spare: each line is written where it is logged.
+                Err(_) => builder.with_ansi(ansi).with_writer(std::io::stderr).init(),
+            }
         }
         Command::Hook(_) | Command::SshCommand { .. } => {
             let dir = settings.data_dir().join("logs");
