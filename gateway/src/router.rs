@@ -15,6 +15,7 @@ pub mod presence;
 mod proxy;
 mod table;
 pub mod tls;
+mod upstream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

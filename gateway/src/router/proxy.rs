@@ -6,21 +6,18 @@
 //! 308, and ACME's HTTP-01 challenges are answered from the store.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Body as _;
-use hyper::body::Incoming;
+use http_body_util::{Either, Empty, Full};
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version, header};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use nap_state::{Store, layout};
 use tracing::{debug, info};
 
@@ -28,20 +25,17 @@ use super::access::{AccessLog, Dash, Entry, shown_path};
 use super::metrics::Metrics;
 use super::presence::{Inflight, InflightGuard};
 use super::table::RouteTable;
+use super::upstream::{Checkin, Outgoing, UpstreamError, Upstreams};
 
-/// How long a connection to an upstream may take before the client gets 502.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most a request's headers may take; larger ones get 431.
 const MAX_HEADERS: usize = 32 * 1024;
-/// How long an idle pooled connection to an upstream is kept.
-const POOL_IDLE: Duration = Duration::from_secs(90);
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// Where ACME's HTTP-01 challenges ask.
 const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 
-/// What the router answers with: the upstream's body, streamed, or a page of its own.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+/// What the router answers with: the app's answer, relayed, or a page of its own.
+pub type Body = Either<Relayed, Full<Bytes>>;
 
 /// Headers that belong to one connection and are never forwarded.
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -80,7 +74,7 @@ pub struct Proxy {
     /// `X-Forwarded-Port` for plain HTTP and for HTTPS, made once.
     forwarded_ports: [HeaderValue; 2],
     observers: Observers,
-    client: Client<HttpConnector, Body>,
+    upstreams: Arc<Upstreams>,
 }
 
 /// The client at the other end of a connection: what each of its requests
@@ -108,13 +102,11 @@ impl Proxy {
         listeners: Listeners,
         observers: Observers,
     ) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE).build(connector);
+        let upstreams = Arc::new(Upstreams::default());
+        upstreams.keep_swept();
         let https = listeners.https.unwrap_or(443);
         let forwarded_ports = [HeaderValue::from(listeners.http), HeaderValue::from(https)];
-        Proxy { table, inflight, store, listeners, forwarded_ports, observers, client }
+        Proxy { table, inflight, store, listeners, forwarded_ports, observers, upstreams }
     }
 
     /// Routes one request from `peer`.
@@ -129,8 +121,8 @@ impl Proxy {
         };
         let forwarded = self.forward(req, peer, &host, &mut exchange).await;
         exchange.host = Some(host);
-        let (mut answer, guard) = match forwarded {
-            Ok(Forwarded::Streamed(answer, guard)) => (answer, guard),
+        let (mut answer, guard, checkin) = match forwarded {
+            Ok(Forwarded::Streamed(answer, guard, checkin)) => (answer, guard, checkin),
             Ok(Forwarded::Whole(answer)) => {
                 exchange.status = answer.status();
                 return answer;
@@ -141,17 +133,7 @@ impl Proxy {
             answer.headers_mut().remove(name);
         }
         exchange.status = answer.status();
-        let exchange = Arc::new(exchange);
-        answer.map(|body| {
-            body.map_frame(move |frame| {
-                let _held = &guard;
-                if let Some(data) = frame.data_ref() {
-                    exchange.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-                }
-                frame
-            })
-            .boxed()
-        })
+        answer.map(|body| Either::Left(Relayed { body, exchange, _guard: guard, checkin: Some(checkin) }))
     }
 
     /// Finds the app at `host`, and forwards the request to one of its
@@ -185,7 +167,9 @@ impl Proxy {
         // this instance.
         let (mut upstream, mut guard) = self.inflight.pick(&self.table, host).ok_or_else(unserved)?;
         exchange.upstream = Some(upstream);
-        *req.uri_mut() = upstream_uri(upstream, req.uri()).ok_or_else(invalid)?;
+        if !into_origin_form(req.uri_mut()) {
+            return Err(invalid());
+        }
         // The app speaks HTTP/1.1, whatever the client spoke.
         let upgrade = upgrade_of(&req);
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
@@ -200,19 +184,19 @@ impl Proxy {
             && req.body().is_end_stream()
             && upgrade.is_none())
         .then(|| (req.method().clone(), req.uri().clone(), req.headers().clone()));
-        let mut sent = self.send(req.map(BodyExt::boxed)).await;
+        let mut sent = self.send(upstream, req.map(Either::Left)).await;
         if let (Err(Failure::Refused(err)), Some((method, uri, headers))) = (&sent, again) {
             debug!(%app, %upstream, error = %err, "upstream refused; trying once more");
             drop(guard);
             (upstream, guard) = self.inflight.pick(&self.table, host).ok_or_else(unserved)?;
             exchange.upstream = Some(upstream);
-            let mut retry = Request::new(empty());
+            let mut retry = Request::new(Either::Right(Empty::new()));
             *retry.method_mut() = method;
             *retry.headers_mut() = headers;
-            *retry.uri_mut() = upstream_uri(upstream, &uri).ok_or_else(invalid)?;
-            sent = self.send(retry).await;
+            *retry.uri_mut() = uri;
+            sent = self.send(upstream, retry).await;
         }
-        let mut answer = match sent {
+        let (mut answer, checkin) = match sent {
             Ok(answer) => answer,
             Err(Failure::Refused(err)) => {
                 info!(%app, %upstream, error = %err, "upstream refused");
@@ -231,13 +215,17 @@ impl Proxy {
             tokio::spawn(tunnel(client_upgrade, upstream_upgrade, guard));
             return Ok(Forwarded::Whole(answer.map(|_| empty())));
         }
-        Ok(Forwarded::Streamed(answer, guard))
+        Ok(Forwarded::Streamed(answer, guard, checkin))
     }
 
     /// Sends a request to its upstream, waiting `upstream_timeout` at most
     /// for the answer's head.
-    async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, Failure> {
-        match tokio::time::timeout(self.listeners.upstream_timeout, self.client.request(req)).await {
+    async fn send(
+        &self,
+        upstream: SocketAddr,
+        req: Request<Outgoing>,
+    ) -> Result<(Response<Incoming>, Checkin), Failure> {
+        match tokio::time::timeout(self.listeners.upstream_timeout, self.upstreams.send(upstream, req)).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(err)) => Err(Failure::Refused(err)),
             Err(_) => Err(Failure::Timeout),
@@ -253,7 +241,7 @@ impl Proxy {
         }
         let answer = self.store.get(&layout::acme_challenge(token)).await.ok()??;
         exchange.status = StatusCode::OK;
-        exchange.bytes.store(answer.len() as u64, Ordering::Relaxed);
+        exchange.bytes = answer.len() as u64;
         let mut response = Response::new(full(Bytes::from(answer)));
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
         Some(response)
@@ -261,10 +249,11 @@ impl Proxy {
 }
 
 /// What became of a request the router could route.
+#[expect(clippy::large_enum_variant, reason = "made and moved once per request, never kept")]
 enum Forwarded {
     /// The app's answer, whose body is still to stream; the guard counts
-    /// the request in flight until it has.
-    Streamed(Response<Incoming>, InflightGuard),
+    /// the request in flight until it has, and then the connection goes back.
+    Streamed(Response<Incoming>, InflightGuard, Checkin),
     /// An answer that is whole already (the router's own, or a switch of protocols).
     Whole(Response<Body>),
 }
@@ -275,7 +264,7 @@ struct Refusal(StatusCode, String);
 /// Why an upstream gave no answer.
 enum Failure {
     /// It refused the connection or closed it before answering.
-    Refused(hyper_util::client::legacy::Error),
+    Refused(UpstreamError),
     /// No answer's head within `upstream_timeout`.
     Timeout,
 }
@@ -297,6 +286,50 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     }
 }
 
+/// The app's answer's body on its way to the client. The request is in
+/// flight until it is dropped; then the access line is written, and the
+/// connection goes back to the pool if the body was read to its end.
+pub struct Relayed {
+    body: Incoming,
+    exchange: Exchange,
+    _guard: InflightGuard,
+    checkin: Option<Checkin>,
+}
+
+impl hyper::body::Body for Relayed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.exchange.bytes += data.len() as u64;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Relayed {
+    fn drop(&mut self) {
+        if self.body.is_end_stream()
+            && let Some(checkin) = self.checkin.take()
+        {
+            checkin.put_back();
+        }
+    }
+}
+
 /// One request as the access log tells it; the line is written when the
 /// answer's body is done (or the page is sent).
 struct Exchange {
@@ -309,7 +342,7 @@ struct Exchange {
     app: Option<Arc<str>>,
     upstream: Option<SocketAddr>,
     status: StatusCode,
-    bytes: AtomicU64,
+    bytes: u64,
 }
 
 impl Exchange {
@@ -324,7 +357,7 @@ impl Exchange {
             app: None,
             upstream: None,
             status: StatusCode::OK,
-            bytes: AtomicU64::new(0),
+            bytes: 0,
         }
     }
 
@@ -332,7 +365,7 @@ impl Exchange {
     fn page(mut self, status: StatusCode, why: &str) -> Response<Body> {
         let text = format!("{} {}\nnap: {why}\n", status.as_u16(), status.canonical_reason().unwrap_or_default());
         self.status = status;
-        self.bytes.store(text.len() as u64, Ordering::Relaxed);
+        self.bytes = text.len() as u64;
         let mut response = Response::new(full(Bytes::from(text)));
         *response.status_mut() = status;
         let headers = response.headers_mut();
@@ -345,7 +378,7 @@ impl Exchange {
 impl Drop for Exchange {
     fn drop(&mut self) {
         let elapsed = self.started.elapsed();
-        let (status, bytes, ms) = (self.status.as_u16(), self.bytes.load(Ordering::Relaxed), elapsed.as_millis());
+        let (status, bytes, ms) = (self.status.as_u16(), self.bytes, elapsed.as_millis());
         let path = shown_path(self.uri.path());
         let request_id = String::from_utf8_lossy(self.id.as_bytes());
         let app = self.app.as_deref().unwrap_or("-");
@@ -392,17 +425,19 @@ fn redirect(host: &str, port: u16, req: &Request<Incoming>) -> Response<Body> {
     response
 }
 
-/// `http://UPSTREAM/PATH?QUERY`: where a request for `uri` goes.
-fn upstream_uri(upstream: SocketAddr, uri: &Uri) -> Option<Uri> {
+/// Puts `uri` in the form an app is asked in, `/PATH?QUERY`, from
+/// another (absolute, or HTTP/2's); false if it cannot.
+fn into_origin_form(uri: &mut Uri) -> bool {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return true;
+    }
     let mut parts = hyper::http::uri::Parts::default();
-    parts.scheme = Some(hyper::http::uri::Scheme::HTTP);
-    parts.authority = Some(upstream.to_string().parse().ok()?);
     parts.path_and_query = Some(uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
-    Uri::from_parts(parts).ok()
+    Uri::from_parts(parts).map(|origin| *uri = origin).is_ok()
 }
 
 fn full(bytes: Bytes) -> Body {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
+    Either::Right(Full::new(bytes))
 }
 
 fn empty() -> Body {
