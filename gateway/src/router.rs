@@ -22,9 +22,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+use std::pin::Pin;
+
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -133,11 +136,14 @@ impl Router {
                 let _open = open;
                 let _ = stream.set_nodelay(true);
                 if !secure {
-                    serve(TokioIo::new(stream), proxy, Peer::new(peer, false), stop).await;
+                    serve(TokioIo::new(stream), proxy, Peer::new(peer, false), false, stop).await;
                     return;
                 }
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                    Ok(Ok(stream)) => serve(TokioIo::new(stream), proxy, Peer::new(peer, true), stop).await,
+                    Ok(Ok(stream)) => {
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        serve(TokioIo::new(stream), proxy, Peer::new(peer, true), h2, stop).await;
+                    }
                     Ok(Err(err)) => debug!(%peer, error = %err, "router: TLS handshake failed"),
                     Err(_) => debug!(%peer, "router: TLS handshake timed out"),
                 }
@@ -173,9 +179,11 @@ async fn backoff(err: &std::io::Error) {
     tokio::time::sleep(ACCEPT_BACKOFF).await;
 }
 
-/// Serves one client connection, HTTP/1.1 (with upgrades) or HTTP/2, until
-/// it ends; on `stop`, the request in flight finishes first.
-async fn serve<IO>(io: TokioIo<IO>, proxy: Arc<Proxy>, peer: Peer, stop: CancellationToken)
+/// Serves one client connection, HTTP/1.1 (with upgrades), or HTTP/2 when
+/// TLS agreed on it (`h2`), until it ends; on `stop`, the request in flight
+/// finishes first. Plain HTTP is HTTP/1.1 only, as with nginx: no sniffing
+/// for HTTP/2's preface, which cost every connection its buffers.
+async fn serve<IO>(io: TokioIo<IO>, proxy: Arc<Proxy>, peer: Peer, h2: bool, stop: CancellationToken)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -185,24 +193,45 @@ where
         let (proxy, peer) = (Arc::clone(&proxy), Arc::clone(&peer));
         async move { Ok::<_, Infallible>(proxy.handle(req, &peer).await) }
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(MAX_HEAD);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(u32::try_from(MAX_HEAD).unwrap_or(u32::MAX));
-    let connection = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(connection);
-    let served = tokio::select! {
-        served = connection.as_mut() => served,
-        () = stop.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
+    let served = if h2 {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder.timer(TokioTimer::new()).max_header_list_size(u32::try_from(MAX_HEAD).unwrap_or(u32::MAX));
+        until_stopped(builder.serve_connection(io, service), http2::Connection::graceful_shutdown, &stop).await
+    } else {
+        let mut builder = http1::Builder::new();
+        builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(MAX_HEAD);
+        until_stopped(
+            builder.serve_connection(io, service).with_upgrades(),
+            http1::UpgradeableConnection::graceful_shutdown,
+            &stop,
+        )
+        .await
     };
     if let Err(err) = served {
-        let timed_out = err.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout);
-        if timed_out {
+        if err.is_timeout() {
             warn!(peer = %addr, "router: closed a connection that sent no complete request head within 10 s");
         } else {
             debug!(peer = %addr, error = %err, "router connection ended");
+        }
+    }
+}
+
+/// Serves `connection` to its end; on `stop`, asks it to `finish` (what
+/// it is doing, and end) first.
+async fn until_stopped<C>(
+    connection: C,
+    finish: impl FnOnce(Pin<&mut C>),
+    stop: &CancellationToken,
+) -> hyper::Result<()>
+where
+    C: Future<Output = hyper::Result<()>>,
+{
+    tokio::pin!(connection);
+    tokio::select! {
+        served = connection.as_mut() => served,
+        () = stop.cancelled() => {
+            finish(connection.as_mut());
+            connection.await
         }
     }
 }
