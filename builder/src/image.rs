@@ -157,6 +157,26 @@ impl Builder {
         Ok(image)
     }
 
+    /// Removes the local images nap built or snapshotted for `app` (every
+    /// image labelled with it), with all their tags; answers the tags. The
+    /// registry keeps its copies.
+    pub async fn remove_images(&self, app: &str) -> Result<Vec<String>, BuildError> {
+        let filters = HashMap::from([("label", vec![format!("{LABEL_APP}={app}")])]);
+        let options = ListImagesOptionsBuilder::new().all(true).filters(&filters).build();
+        let mut removed = Vec::new();
+        for image in self.docker.list_images(Some(options)).await? {
+            let options = bollard::query_parameters::RemoveImageOptionsBuilder::new().force(true).build();
+            match self.docker.remove_image(&image.id, Some(options), None).await {
+                Ok(_) => removed.extend(image.repo_tags.into_iter().filter(|tag| tag != "<none>:<none>")),
+                // Gone with an image removed just before (a parent), or by someone else.
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        removed.sort();
+        Ok(removed)
+    }
+
     async fn image_of_tree(&self, app: &str, tree: &str) -> Result<Option<String>, BuildError> {
         let filters = HashMap::from([("label", vec![format!("{LABEL_APP}={app}"), format!("{LABEL_TREE}={tree}")])]);
         let images = self.docker.list_images(Some(ListImagesOptionsBuilder::new().filters(&filters).build())).await?;

@@ -13,7 +13,7 @@ pub enum Caller {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Forbidden {
-    #[error("key {key} may not use app {app}; an admin can allow it with: keys add {key} --apps {app}")]
+    #[error("key {key} may not use app {app}; an admin can allow it with: keys grant {key} {app}")]
     App { key: String, app: String },
     #[error("only admin keys may {0}")]
     AdminOnly(&'static str),
@@ -86,7 +86,7 @@ mod tests {
         let refused = dev.check_app(&app("shop")).expect_err("shop-staging does not reach shop");
         assert_eq!(
             refused.to_string(),
-            "key dev may not use app shop; an admin can allow it with: keys add dev --apps shop"
+            "key dev may not use app shop; an admin can allow it with: keys grant dev shop"
         );
         assert_eq!(
             dev.check_admin("manage keys").expect_err("not an admin").to_string(),

@@ -121,6 +121,9 @@ async fn run(cli: Cli, log: &mut Option<LogGuard>) -> Result<u32, CliError> {
     if let Command::Watch(args) = &cli.command {
         return Ok(nap_hooks::command::watch(args, &settings.store).await?.into());
     }
+    if matches!(cli.command, Command::Serve) {
+        warn_of_flags_beside_file(&cli.settings, &settings);
+    }
     let ctx = Context::open(settings).await?;
     let status = match cli.command {
         Command::Serve => {
@@ -167,6 +170,23 @@ async fn route_until_signalled(ctx: std::sync::Arc<Context>) -> Result<(), CliEr
     stop.cancel();
     let _ = routing.await;
     Ok(())
+}
+
+/// Says which settings `nap serve` has from flags or `NAP_*` variables
+/// that its settings file does not have: OpenSSH's forced command and
+/// `nap VERB` on the host would run without them (another registry, say).
+fn warn_of_flags_beside_file(given: &Settings, settings: &Settings) {
+    let file =
+        settings.config.as_ref().map_or_else(|| "no settings file".to_owned(), |path| path.display().to_string());
+    match Settings::beside_file(given) {
+        Ok(names) if !names.is_empty() => tracing::warn!(
+            "settings {} come from flags or NAP_* variables, not from {file}: commands through OpenSSH \
+             (nap ssh-command) and `nap VERB` on this host read only the file; put them there",
+            names.join(", ")
+        ),
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "cannot compare the flags with the settings file"),
+    }
 }
 
 /// Runs a command until it ends or a signal stops it. Stopping drops the

@@ -61,7 +61,7 @@ pub enum Operate {
     },
     /// Restart an app's running release
     Restart { app: String },
-    /// List, add or remove SSH keys (admin keys only)
+    /// List, add, change or remove SSH keys (admin keys only)
     Keys(keys::KeysArgs),
     /// Store the commiter flow's cluster settings (admin keys only)
     Manage(commiter::ManageArgs),

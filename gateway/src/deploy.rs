@@ -325,10 +325,32 @@ pub async fn restart(ctx: &Context, app: &AppName, who: &str, report: &Reporter)
 
 /// Removes everything the app runs, its repo and its state; answers what
 /// was retired.
-pub async fn destroy(ctx: &Context, app: &AppName, who: &str) -> Result<Vec<String>, DeployError> {
+/// What `apps destroy` removed.
+pub struct Destroyed {
+    pub containers: Vec<String>,
+    /// The local image tags; `Err` says why they stay (the app is gone anyway).
+    pub images: Result<Vec<String>, ImagesKept>,
+}
+
+/// Why `apps destroy` left an app's local images.
+#[derive(Debug, thiserror::Error)]
+pub enum ImagesKept {
+    #[error(transparent)]
+    NoDocker(#[from] ContextError),
+    #[error(transparent)]
+    Remove(#[from] nap_builder::BuildError),
+}
+
+pub async fn destroy(ctx: &Context, app: &AppName, who: &str) -> Result<Destroyed, DeployError> {
     let lock = app_lock(ctx, app, "destroy", who).await?;
     let runner = ctx.runner().await?;
-    let removed = runner.retire_all_but(app.as_str(), None).await?;
+    let containers = runner.retire_all_but(app.as_str(), None).await?;
+    let images = match ctx.docker().await {
+        Ok(docker) => {
+            Builder::new(docker, ctx.settings.registry()).remove_images(app.as_str()).await.map_err(ImagesKept::from)
+        }
+        Err(err) => Err(ImagesKept::from(err)),
+    };
     let repo = repos::path(&ctx.settings.repos_dir(), app);
     if repo.exists() {
         std::fs::remove_dir_all(&repo).map_err(|source| DeployError::RemoveRepo { app: app.clone(), source })?;
@@ -336,7 +358,7 @@ pub async fn destroy(ctx: &Context, app: &AppName, who: &str) -> Result<Vec<Stri
     ctx.store.destroy_app(app.as_str()).await?;
     // The app is gone, and its lock's key with it.
     lock.forget();
-    Ok(removed)
+    Ok(Destroyed { containers, images })
 }
 
 /// Waits until no live router sends requests to `previous` (the addresses of

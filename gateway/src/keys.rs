@@ -17,8 +17,14 @@ pub enum KeyError {
     Empty,
     #[error("a key named {0:?} already exists; remove it first")]
     NameTaken(String),
-    #[error("this key is already added as {0:?}")]
+    #[error(
+        "this key is already added as {0:?}; change what it may do with: keys update {0} --admin, or: keys grant {0} APP"
+    )]
     KeyTaken(String),
+    #[error("{0:?} is the only admin key; make another key an admin first")]
+    LastAdmin(String),
+    #[error("the key {0:?} changed while it was being updated; try again")]
+    Contended(String),
     #[error("no key named {0:?}")]
     Unknown(String),
     #[error("paths used in authorized_keys must be plain (letters, digits, / . _ - + : =): {0}")]
@@ -96,6 +102,65 @@ pub async fn list(store: &Store) -> Result<Vec<AuthorizedKey>, KeyError> {
 pub async fn get(store: &Store, name: &str) -> Result<AuthorizedKey, KeyError> {
     check_name(name)?;
     store.get_json(&layout::ssh_key(name)).await?.ok_or_else(|| KeyError::Unknown(name.to_owned()))
+}
+
+/// What [`update`] does to a key.
+#[derive(Debug, Default)]
+pub struct Change {
+    /// Make it an admin key (`Some(true)`), or an app key (`Some(false)`).
+    pub admin: Option<bool>,
+    /// Replace its apps with these.
+    pub apps: Option<Vec<String>>,
+    /// Add these apps.
+    pub grant: Vec<String>,
+    /// Take these apps away.
+    pub revoke: Vec<String>,
+}
+
+/// How many times [`update`] reads the key again when it changed meanwhile.
+const UPDATE_ATTEMPTS: usize = 5;
+
+/// Changes what the key `name` may do, atomically in the store. An update
+/// that would leave no admin key is refused: nobody could manage keys then.
+pub async fn update(store: &Store, name: &str, change: &Change) -> Result<AuthorizedKey, KeyError> {
+    check_name(name)?;
+    let key = layout::ssh_key(name);
+    for _ in 0..UPDATE_ATTEMPTS {
+        let before = store.get(&key).await?.ok_or_else(|| KeyError::Unknown(name.to_owned()))?;
+        let mut record: AuthorizedKey =
+            serde_json::from_slice(&before).map_err(|source| StoreError::Decode { key: key.clone(), source })?;
+        if change.admin == Some(false) && record.admin {
+            let admins = list(store).await?.iter().filter(|other| other.admin && other.name != name).count();
+            if admins == 0 {
+                return Err(KeyError::LastAdmin(name.to_owned()));
+            }
+        }
+        change.apply(&mut record);
+        let json = serde_json::to_vec(&record).map_err(StoreError::Encode)?;
+        if store.compare_and_swap(&key, Some(&before), &json).await? {
+            return Ok(record);
+        }
+    }
+    Err(KeyError::Contended(name.to_owned()))
+}
+
+impl Change {
+    fn apply(&self, record: &mut AuthorizedKey) {
+        if let Some(admin) = self.admin {
+            record.admin = admin;
+        }
+        if let Some(apps) = &self.apps {
+            record.apps.clone_from(apps);
+        }
+        for app in &self.grant {
+            if !record.apps.contains(app) {
+                record.apps.push(app.clone());
+            }
+        }
+        record.apps.retain(|app| !self.revoke.contains(app));
+        record.apps.sort();
+        record.apps.dedup();
+    }
 }
 
 pub async fn remove(store: &Store, name: &str) -> Result<(), KeyError> {

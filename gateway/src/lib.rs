@@ -21,3 +21,4 @@ pub mod repos;
 pub mod router;
 pub mod server;
 pub mod settings;
+pub mod usage;

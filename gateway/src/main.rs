@@ -5,5 +5,18 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    nap::cli::main(nap::cli::Cli::parse())
+    match nap::cli::Cli::try_parse() {
+        Ok(cli) => nap::cli::main(cli),
+        // --help and --version, and a bare `nap`: what clap prints, status 0.
+        Err(err)
+            if !err.use_stderr() || err.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            let _ = err.print();
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {}", nap::usage::one_line(&err, "nap"));
+            ExitCode::FAILURE
+        }
+    }
 }

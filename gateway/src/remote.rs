@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::caller::Caller;
 use crate::commands::{self, Operate, OutputArgs};
@@ -16,8 +16,7 @@ use crate::context::{Context, Io};
     name = "ssh HOST",
     no_binary_name = true,
     disable_version_flag = true,
-    about = "nap: git push to deploy, ssh to operate",
-    after_help = "Deploy with: git remote add nap ssh://nap@HOST:2222/APP && git push nap master"
+    about = "nap: git push to deploy, ssh to operate"
 )]
 struct RemoteCli {
     #[command(flatten)]
@@ -38,17 +37,21 @@ pub enum Parsed {
 pub enum ParseError {
     #[error("malformed command: unbalanced quotes or a stray backslash")]
     Quoting,
-    /// clap's refusal, shown as its first line.
-    #[error("{}; run 'help' for the list of commands", first_line(&.0.render().to_string()))]
+    /// clap's refusal, in one line with the verb's usage.
+    #[error("{}", crate::usage::one_line(.0, "ssh HOST"))]
     Usage(Box<clap::Error>),
 }
 
-pub fn parse(command_line: &str) -> Result<Parsed, ParseError> {
+/// Parses `command_line`; `remote` (`ssh://USER@HOST:PORT`) is where the
+/// help says to push.
+pub fn parse(command_line: &str, remote: &str) -> Result<Parsed, ParseError> {
     let words = shlex::split(command_line).ok_or(ParseError::Quoting)?;
     if words.is_empty() {
-        return Ok(Parsed::Help(help_text()));
+        return Ok(Parsed::Help(remote_cli(remote).render_help().to_string()));
     }
-    match RemoteCli::try_parse_from(&words) {
+    let parsed =
+        remote_cli(remote).try_get_matches_from(&words).and_then(|matches| RemoteCli::from_arg_matches(&matches));
+    match parsed {
         Ok(cli) => Ok(Parsed::Run(cli.command, cli.output)),
         Err(err) => match err.kind() {
             clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
@@ -61,7 +64,7 @@ pub fn parse(command_line: &str) -> Result<Parsed, ParseError> {
 
 /// Parses and runs `command_line` for `caller`; answers the exit status.
 pub async fn route(ctx: &Arc<Context>, caller: &Caller, command_line: &str, mut io: Io) -> u32 {
-    match parse(command_line) {
+    match parse(command_line, &ctx.settings.git_remote()) {
         Ok(Parsed::Run(command, output)) => commands::execute(ctx, caller, command, output, io).await,
         Ok(Parsed::Help(text)) => {
             use tokio::io::AsyncWriteExt;
@@ -76,23 +79,19 @@ pub async fn route(ctx: &Arc<Context>, caller: &Caller, command_line: &str, mut 
     }
 }
 
-fn help_text() -> String {
-    use clap::CommandFactory;
-    RemoteCli::command().render_help().to_string()
-}
-
-/// clap's first line, without its "error: " prefix: errors here are one line.
-fn first_line(rendered: &str) -> String {
-    let line = rendered.lines().next().unwrap_or("invalid command");
-    line.strip_prefix("error: ").unwrap_or(line).to_owned()
+/// The commands, with where to push in their help.
+fn remote_cli(remote: &str) -> clap::Command {
+    RemoteCli::command().after_help(format!("Deploy with: git remote add nap {remote}/APP && git push nap master"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const REMOTE: &str = "ssh://nap@host:2222";
+
     fn parses(line: &str) -> Operate {
-        match parse(line) {
+        match parse(line, REMOTE) {
             Ok(Parsed::Run(command, _)) => command,
             other => panic!("{line}: {other:?}"),
         }
@@ -107,10 +106,10 @@ mod tests {
         assert!(matches!(parses("version"), Operate::Version));
         assert!(matches!(parses("config set hello A=1 B=2 --no-restart"), Operate::Config(_)));
         assert!(matches!(parses("logs hello --tail 5 --follow"), Operate::Logs { tail: Some(5), follow: true, .. }));
-        assert!(matches!(parse("--json apps"), Ok(Parsed::Run(Operate::Apps(_), OutputArgs { json: true }))));
-        assert!(matches!(parse("apps --json"), Ok(Parsed::Run(Operate::Apps(_), OutputArgs { json: true }))));
-        assert!(matches!(parse(""), Ok(Parsed::Help(_))));
-        assert!(matches!(parse("help"), Ok(Parsed::Help(_))));
+        assert!(matches!(parse("--json apps", REMOTE), Ok(Parsed::Run(Operate::Apps(_), OutputArgs { json: true }))));
+        assert!(matches!(parse("apps --json", REMOTE), Ok(Parsed::Run(Operate::Apps(_), OutputArgs { json: true }))));
+        assert!(matches!(parse("", REMOTE), Ok(Parsed::Help(_))));
+        assert!(matches!(parse("help", REMOTE), Ok(Parsed::Help(_))));
     }
 
     #[test]
@@ -118,9 +117,22 @@ mod tests {
         for line in
             ["rm -rf /", "git-receive-pack 'hel'lo'", "git-receive-pack hello extra", "git-receive-pack", "logs"]
         {
-            let err = parse(line).expect_err(line).to_string();
+            let err = parse(line, REMOTE).expect_err(line).to_string();
             assert!(!err.contains('\n'), "{line}: {err}");
         }
-        assert!(matches!(parse("git-receive-pack 'hel'lo'"), Err(ParseError::Quoting)));
+        assert!(matches!(parse("git-receive-pack 'hel'lo'", REMOTE), Err(ParseError::Quoting)));
+    }
+
+    #[test]
+    fn a_missing_argument_is_named_and_help_names_the_remote() {
+        for (line, said) in [
+            ("releases", "releases needs APP; usage: releases <APP>"),
+            ("config set hello", "config set needs KEY=VALUE; usage: config set <APP> <KEY=VALUE>..."),
+            ("apps destroy", "apps destroy needs APP; usage: apps destroy <APP>"),
+        ] {
+            assert_eq!(parse(line, REMOTE).expect_err(line).to_string(), said);
+        }
+        let Ok(Parsed::Help(help)) = parse("help", REMOTE) else { panic!("help") };
+        assert!(help.contains("git remote add nap ssh://nap@host:2222/APP"), "{help}");
     }
 }

@@ -195,6 +195,28 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The settings that `given` (flags and `NAP_*` variables) sets
+    /// otherwise than the settings file does, by name. `nap serve` warns of
+    /// them: OpenSSH's forced command (`nap ssh-command`) and `nap VERB` on
+    /// the host read the file, not the flags `nap serve` was started with.
+    /// The addresses only `nap serve` listens on, and the data directory
+    /// (which `keys authorized-keys` passes on), are not counted.
+    pub fn beside_file(given: &Settings) -> Result<Vec<String>, SettingsError> {
+        const SERVE_ONLY: [&str; 6] = ["config", "data_dir", "listen", "http_listen", "https_listen", "metrics_listen"];
+        let file =
+            match given.config.clone().or_else(|| Path::new(DEFAULT_CONFIG).exists().then(|| DEFAULT_CONFIG.into())) {
+                Some(path) => to_map(&Settings::read(&path)?)?,
+                None => serde_json::Map::new(),
+            };
+        Ok(to_map(given)?
+            .into_iter()
+            .filter(|(key, value)| {
+                !value.is_null() && !SERVE_ONLY.contains(&key.as_str()) && file.get(key) != Some(value)
+            })
+            .map(|(key, _)| key)
+            .collect())
+    }
+
     /// Reads a settings file; a key that is no setting is an error, not
     /// silently ignored.
     pub fn read(path: &Path) -> Result<Settings, SettingsError> {
@@ -263,6 +285,26 @@ impl Settings {
 
     pub fn listen(&self) -> String {
         self.listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.into())
+    }
+
+    /// Where `git push` reaches nap, without the app: `ssh://USER@HOST:PORT`.
+    /// In a forced command (OpenSSH runs `nap ssh-command`), the user and
+    /// port of that SSH session; elsewhere `nap serve`'s, as `public_host`
+    /// and the port of `listen`. Port 22 is left out.
+    pub fn git_remote(&self) -> String {
+        let session = std::env::var_os("SSH_ORIGINAL_COMMAND").and_then(|_| {
+            let connection = std::env::var("SSH_CONNECTION").ok()?;
+            let port = connection.split_ascii_whitespace().nth(3)?.parse::<u16>().ok()?;
+            let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).ok()?;
+            Some((user, port))
+        });
+        let (user, port) = session.unwrap_or_else(|| {
+            let listen = self.listen();
+            let port = listen.rsplit_once(':').and_then(|(_, port)| port.parse().ok()).unwrap_or(2222);
+            ("nap".to_owned(), port)
+        });
+        let host = self.public_host();
+        if port == 22 { format!("ssh://{user}@{host}") } else { format!("ssh://{user}@{host}:{port}") }
     }
 
     /// Where the router listens; `None` with `off`.

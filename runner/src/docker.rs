@@ -21,6 +21,7 @@ use crate::labels;
 use crate::release::{Instance, InstanceId, Progress, RunRequest, Running};
 
 pub mod network;
+pub mod sockets;
 use network::AppNetwork;
 
 const LOG_TAIL: usize = 15;
@@ -126,8 +127,21 @@ impl DockerRunner {
                 port,
                 seconds: self.check_timeout.as_secs(),
                 log_tail: self.log_tail(name).await,
+                listening: self.listening_ports(name).await,
             }),
         }
+    }
+
+    /// Where the container listens (TCP); `None` when that cannot be
+    /// seen (it stopped, or the daemon runs on another host).
+    pub(crate) async fn listening_ports(&self, name: &str) -> Option<Vec<sockets::Listener>> {
+        let inspect = self
+            .docker
+            .inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+            .ok()?;
+        let pid = inspect.state?.pid.filter(|pid| *pid > 0)?;
+        sockets::listening_ports_of(pid)
     }
 
     /// The container's `IP:port` on nap's network; `None` while it does not

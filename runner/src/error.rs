@@ -9,8 +9,15 @@ use crate::units::UnitError;
 pub enum RunError {
     #[error("{container} exited at once (exit code {exit_code})")]
     Exited { container: String, exit_code: i64, log_tail: Vec<String> },
-    #[error("{container} did not answer HTTP on port {port} within {seconds} s")]
-    CheckTimeout { container: String, port: u16, seconds: u64, log_tail: Vec<String> },
+    #[error("{container} did not answer HTTP on port {port} within {seconds} s{}", crate::docker::sockets::hint(*.port, .listening.as_deref()))]
+    CheckTimeout {
+        container: String,
+        port: u16,
+        seconds: u64,
+        log_tail: Vec<String>,
+        /// Where it listens (TCP), where that can be seen.
+        listening: Option<Vec<crate::docker::sockets::Listener>>,
+    },
     #[error("{container} has no address on network {network}")]
     NoAddress { container: String, network: String },
     #[error("no free address left on network {network}")]

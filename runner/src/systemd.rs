@@ -224,6 +224,7 @@ impl SystemdRunner {
                 port,
                 seconds: self.check_timeout.as_secs(),
                 log_tail: self.docker.log_tail(container).await,
+                listening: self.docker.listening_ports(container).await,
             }),
         }
     }

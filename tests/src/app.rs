@@ -19,6 +19,8 @@ pub enum AppKind {
     BrokenBuild,
     Exits,
     Deaf,
+    /// Serves on port 8080 whatever `PORT` says.
+    FixedPort,
     /// `nap-test-upstream` ([`test_upstream`]): keep-alive, WebSockets,
     /// long downloads, slow answers; `/` answers the committed file `reply`.
     Upstream,
@@ -34,6 +36,7 @@ impl AppKind {
             AppKind::BrokenBuild => "broken-build",
             AppKind::Exits => "exits",
             AppKind::Deaf => "deaf",
+            AppKind::FixedPort => "fixed-port",
             AppKind::Upstream => "upstream",
         }
     }

@@ -60,7 +60,20 @@ fn an_image_that_exits_at_once_is_refused_with_its_log() {
 
 #[test]
 fn an_app_that_never_answers_fails_the_start_check() {
-    refused_over_a_good_release(AppKind::Deaf, "did not answer HTTP on port 5000 within 8 s", Some("not listening"));
+    refused_over_a_good_release(
+        AppKind::Deaf,
+        "did not answer HTTP on port 5000 within 8 s; it listens on no TCP port: it must listen on PORT=5000",
+        Some("not listening"),
+    );
+}
+
+#[test]
+fn an_app_on_a_port_of_its_own_is_told_to_read_port() {
+    refused_over_a_good_release(
+        AppKind::FixedPort,
+        "did not answer HTTP on port 5000 within 8 s; it listens on 8080, not on PORT=5000: read PORT from the environment",
+        Some("serving on 8080 whatever PORT says"),
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use nap_tests::{AppKind, AppRepo, Gateway, Key, Sshd, ssh_options, unique, wait_for_body};
+use nap_tests::{AppKind, AppRepo, Gateway, Key, REGISTRY, Sshd, ssh_options, unique, wait_for_body};
 
 #[test]
 fn a_forced_command_takes_the_same_push() {
@@ -24,6 +24,8 @@ fn a_forced_command_takes_the_same_push() {
     push.assert_ok();
     assert!(push.stderr.contains("remote: -----> Deploying"), "{}", push.stderr);
     assert!(push.stderr.contains("(pushed by alice)"), "{}", push.stderr);
+    // The forced command read the gateway's settings file: the same registry.
+    assert!(push.stderr.contains(&format!("Building {REGISTRY}/{app}:v1")), "{}", push.stderr);
     assert!(wait_for_body(&push.url().expect("url"), "hello from web", Duration::from_secs(10)));
     assert_eq!(gateway.branch_sha(&app, "master"), Some(repo.head()));
 
@@ -37,7 +39,36 @@ fn a_forced_command_takes_the_same_push() {
     assert_eq!(bad.code, Some(1), "{bad:?}\n{}", sshd.log());
     assert!(bad.stderr.starts_with("error: invalid app name \"../x\""), "{bad:?}");
 
+    // Hints name the remote of this SSH session: its user and port.
+    let other = unique("openssh");
+    let created: nap_tests::Run = std::process::Command::new("ssh")
+        .args(ssh_options(&alice.private))
+        .args(["-p", &sshd.port.to_string(), "root@127.0.0.1", "apps", "create", &other])
+        .output()
+        .expect("ssh")
+        .into();
+    created.assert_ok();
+    let hint = format!("git push ssh://root@{}:{}/{other} master", "127.0.0.1", sshd.port);
+    assert!(created.stdout.contains(&hint), "{created:?}");
+    gateway.nap(&["apps", "destroy", &other, "--force"], "").assert_ok();
+
     // A key that is not in authorized_keys gets nowhere.
     let stranger = Key::generate();
     repo.push_to(&stranger, &sshd.remote(&app), "master").assert_failed_with("Permission denied");
+}
+
+#[test]
+fn serve_says_which_flags_its_settings_file_lacks() {
+    let gateway = Gateway::start_with(&format!("registry = \"{REGISTRY}\"\n"), &[("NAP_RETIRE_TIMEOUT", "7")]);
+    let file = gateway.config_path().display().to_string();
+    let said = format!("settings retire_timeout come from flags or NAP_* variables, not from {file}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !gateway.log().contains(&said) {
+        assert!(std::time::Instant::now() < deadline, "no warning of {said:?}:\n{}", gateway.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The forced command is told to read that same file.
+    gateway.user("alice");
+    let lines = gateway.nap(&["keys", "authorized-keys"], "");
+    assert!(lines.stdout.contains(&format!("--config {file} ")), "{lines:?}");
 }

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use nap_tests::{AppKind, AppRepo, Gateway, Key, Run, containers_of, unique, wait_for_body};
+use nap_tests::{AppKind, AppRepo, Gateway, Key, Run, containers_of, docker, unique, wait_for_body};
 
 const ANSWER: Duration = Duration::from_secs(10);
 
@@ -49,8 +49,13 @@ fn apps_lists_creates_and_destroys_leaving_nothing_behind() {
     refused.assert_failed_with("run again with --force");
     assert!(wait_for_body(&url, "hello from web", ANSWER));
 
-    gateway.ssh(&admin, "nap", &["apps", "destroy", &app, "--force"]).assert_ok();
+    let images = |app: &str| docker(&["images", "-q", "--filter", &format!("label=nap.app={app}")]).stdout;
+    assert!(!images(&app).trim().is_empty(), "no image was built for {app}");
+    let destroyed = gateway.ssh(&admin, "nap", &["apps", "destroy", &app, "--force"]);
+    destroyed.assert_ok();
+    assert!(destroyed.stdout.contains("2 local image tag(s)"), "v1 and git-SHORT: {destroyed:?}");
     assert!(containers_of(&app).is_empty(), "containers left: {:?}", containers_of(&app));
+    assert_eq!(images(&app).trim(), "", "images left");
     assert!(!gateway.repo_path(&app).exists(), "repo left");
     gateway.ssh(&admin, "nap", &["releases", &app]).assert_failed_with(&format!("error: app {app} does not exist"));
     let apps = json(&gateway.ssh(&admin, "nap", &["apps", "--json"]));
@@ -167,7 +172,7 @@ fn ps_logs_and_restart() {
     let restart = json(&gateway.ssh(&admin, "nap", &["restart", &app, "--json"]));
     assert_eq!(restart["release"], 1);
     assert_eq!(restart["container"], format!("nap-{app}-v1.1"));
-    let exists = |name: &str| nap_tests::docker(&["inspect", name]).code == Some(0);
+    let exists = |name: &str| docker(&["inspect", name]).code == Some(0);
     assert!(!exists(&format!("nap-{app}-v1")), "the old instance is retired");
     let url = restart["url"].as_str().expect("the fresh instance's url");
     assert!(wait_for_body(url, "hello from web", ANSWER));

@@ -16,6 +16,10 @@ fn malformed_commands_get_one_line_and_a_non_zero_exit() {
         (&["git-receive-pack", "'\"hello\"'"], "error: invalid app name \"\\\"hello\\\"\""),
         (&["git-upload-pack", "'nosuchapp'"], "error: app nosuchapp does not exist"),
         (&["rm", "-rf", "/"], "error: unrecognized subcommand 'rm'"),
+        (&["releases"], "error: releases needs APP; usage: releases <APP>"),
+        (&["logs"], "error: logs needs APP; usage: logs <APP>"),
+        (&["config", "set", "hello"], "error: config set needs KEY=VALUE; usage: config set <APP> <KEY=VALUE>..."),
+        (&["apps", "destroy"], "error: apps destroy needs APP; usage: apps destroy <APP>"),
     ];
     for (command, expected) in cases {
         let run = gateway.ssh(&alice, "iwanna", command);
@@ -28,6 +32,35 @@ fn malformed_commands_get_one_line_and_a_non_zero_exit() {
     let made: Vec<_> =
         std::fs::read_dir(&repos).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
     assert!(made.is_empty(), "{made:?}");
+}
+
+#[test]
+fn a_missing_argument_on_the_host_is_one_line_and_exit_1() {
+    let gateway = Gateway::start();
+    for (args, expected) in [
+        (&["releases"][..], "error: releases needs APP; usage: releases <APP>"),
+        (&["keys", "grant", "bob"], "error: keys grant needs APP; usage: keys grant <NAME> <APP>..."),
+        (&["keys", "update", "bob"], "error: keys update needs --admin|--no-admin|--apps"),
+    ] {
+        let run = gateway.nap(args, "");
+        assert_eq!(run.code, Some(1), "{args:?}: {run:?}");
+        assert!(run.stderr.starts_with(expected), "{args:?}: expected {expected:?}, got {:?}", run.stderr);
+        assert_eq!(run.stderr.trim_end().lines().count(), 1, "{args:?}: {:?}", run.stderr);
+    }
+}
+
+#[test]
+fn hints_name_the_real_host_and_port() {
+    let gateway = Gateway::start();
+    let alice = gateway.user("alice");
+    let app = unique("hinted");
+    let remote = format!("ssh://nap@127.0.0.1:{}", gateway.port);
+    let created = gateway.ssh(&alice, "nap", &["apps", "create", &app]);
+    created.assert_ok();
+    assert!(created.stdout.contains(&format!("git push {remote}/{app} master")), "{created:?}");
+    let help = gateway.ssh(&alice, "nap", &["help"]);
+    assert!(help.stdout.contains(&format!("git remote add nap {remote}/APP")), "{}", help.stdout);
+    gateway.ssh(&alice, "nap", &["apps", "destroy", &app, "--force"]).assert_ok();
 }
 
 #[test]
@@ -95,9 +128,16 @@ fn keys_are_managed_locally_with_clear_errors() {
         (&["keys", "add", "bob"], "ssh-ed25519 not-base64 x\n".into(), "error: not an OpenSSH public key"),
         (&["keys", "add", "bob"], String::new(), "error: no public key on standard input"),
         (&["keys", "add", "alice"], Key::generate().public_text(), "error: a key named \"alice\" already exists"),
-        (&["keys", "add", "bob"], key.public_text(), "error: this key is already added as \"alice\""),
+        (
+            &["keys", "add", "bob"],
+            key.public_text(),
+            "error: this key is already added as \"alice\"; change what it may do with: keys update alice --admin, or: keys grant alice APP",
+        ),
         (&["keys", "add", "bob;x"], Key::generate().public_text(), "error: invalid key name \"bob;x\""),
         (&["keys", "remove", "carol"], String::new(), "error: no key named \"carol\""),
+        (&["keys", "grant", "carol", "shop"], String::new(), "error: no key named \"carol\""),
+        (&["keys", "grant", "alice", "Shop"], String::new(), "error: invalid app name \"Shop\""),
+        (&["keys", "update", "alice", "--no-admin"], String::new(), "error: \"alice\" is the only admin key"),
     ];
     for (args, stdin, expected) in cases {
         let run = gateway.nap(args, stdin);
@@ -111,4 +151,39 @@ fn keys_are_managed_locally_with_clear_errors() {
     gateway.nap(&["keys", "remove", "alice"], "").assert_ok();
     let refused = gateway.ssh(&key, "nap", &["version"]);
     assert_eq!(refused.code, Some(255), "{refused:?}");
+}
+
+#[test]
+fn the_acl_verbs_change_what_a_key_may_use_and_the_suggested_fix_works() {
+    let gateway = Gateway::start();
+    let admin = gateway.user("admin");
+    let app = unique("acl");
+    AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master").assert_ok();
+    let dev = gateway.user_for("dev", &[]);
+
+    // The refusal names a command; run as printed, it lets the key in.
+    let refused = gateway.ssh(&dev, "nap", &["releases", &app]);
+    let fix = format!("keys grant dev {app}");
+    refused.assert_failed_with(&format!("an admin can allow it with: {fix}"));
+    let words: Vec<&str> = fix.split(' ').collect();
+    let granted = gateway.ssh(&admin, "nap", &words);
+    granted.assert_ok();
+    assert!(granted.stdout.contains(&format!("key dev may use apps {app}")), "{granted:?}");
+    gateway.ssh(&dev, "nap", &["releases", &app]).assert_ok();
+
+    // revoke takes it away again; update replaces the list or makes an admin.
+    gateway.ssh(&admin, "nap", &["keys", "revoke", "dev", &app]).assert_ok();
+    gateway.ssh(&dev, "nap", &["releases", &app]).assert_failed_with("may not use app");
+    gateway.nap(&["keys", "update", "dev", "--apps", &format!("{app},other")], "").assert_ok();
+    gateway.ssh(&dev, "nap", &["releases", &app]).assert_ok();
+    let list = gateway.nap(&["keys", "list", "--json"], "");
+    let keys: serde_json::Value = serde_json::from_str(&list.stdout).expect("json");
+    let dev_key = keys.as_array().and_then(|keys| keys.iter().find(|k| k["name"] == "dev")).expect("dev");
+    assert_eq!(dev_key["apps"], serde_json::json!([app, "other"]));
+    gateway.ssh(&dev, "nap", &["keys"]).assert_failed_with("only admin keys may manage keys");
+    gateway.nap(&["keys", "update", "dev", "--admin"], "").assert_ok();
+    gateway.ssh(&dev, "nap", &["keys"]).assert_ok();
+    // Now two admins: either may stop being one.
+    gateway.nap(&["keys", "update", "admin", "--no-admin", "--apps", ""], "").assert_ok();
+    gateway.ssh(&admin, "nap", &["keys"]).assert_failed_with("only admin keys may manage keys");
 }

@@ -113,7 +113,7 @@ async fn create(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, Com
     repos::open_or_create(&ctx.settings.repos_dir(), &app, &ctx.exe)
         .map_err(|source| AppsError::Repo { app: app.clone(), source })?;
     Ok(Reply::new(
-        format!("created {app}; deploy it with: git push ssh://nap@{}:PORT/{app} master", ctx.settings.public_host()),
+        format!("created {app}; deploy it with: git push {}/{app} master", ctx.settings.git_remote()),
         json!({ "name": app.as_str(), "created": true }),
     ))
 }
@@ -123,9 +123,23 @@ async fn destroy(ctx: &Context, caller: &Caller, name: &str, force: bool) -> Res
     if !force {
         return Err(AppsError::NeedsForce(app).into());
     }
-    let removed = crate::deploy::destroy(ctx, &app, caller.name()).await?;
+    let destroyed = crate::deploy::destroy(ctx, &app, caller.name()).await?;
+    let containers = &destroyed.containers;
+    let (images, kept) = match &destroyed.images {
+        Ok(tags) => (format!("{} local image tag(s)", tags.len()), None),
+        Err(err) => ("no image".to_owned(), Some(err.to_string())),
+    };
+    let mut text = format!(
+        "destroyed {app} (removed {} container(s), {images}, its repo and its state; the registry keeps its copies)",
+        containers.len()
+    );
+    if let Some(why) = &kept {
+        text.push_str("\nits local images stay: ");
+        text.push_str(why);
+    }
+    let tags = destroyed.images.as_ref().map_or(&[][..], Vec::as_slice);
     Ok(Reply::new(
-        format!("destroyed {app} (removed {} container(s), its repo and its state)", removed.len()),
-        json!({ "name": app.as_str(), "destroyed": true, "containers": removed }),
+        text,
+        json!({ "name": app.as_str(), "destroyed": true, "containers": containers, "images": tags, "images_kept": kept }),
     ))
 }

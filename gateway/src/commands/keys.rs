@@ -1,5 +1,7 @@
-//! `keys`, `keys add NAME [--admin] [--apps a,b] < KEY.pub`, `keys remove NAME`,
-//! `keys authorized-keys`. Admin keys only.
+//! `keys`, `keys add NAME [--admin] [--apps a,b] < KEY.pub`, `keys grant
+//! NAME APP...`, `keys revoke NAME APP...`, `keys update NAME [--admin |
+//! --no-admin] [--apps a,b]`, `keys remove NAME`, `keys authorized-keys`.
+//! Admin keys only.
 
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -34,6 +36,32 @@ enum KeysCommand {
         #[arg(long, value_delimiter = ',', value_name = "APP,...")]
         apps: Vec<String>,
     },
+    /// Let a key push and operate these apps too
+    Grant {
+        name: String,
+        #[arg(required = true, value_name = "APP")]
+        apps: Vec<String>,
+    },
+    /// Take apps away from a key
+    Revoke {
+        name: String,
+        #[arg(required = true, value_name = "APP")]
+        apps: Vec<String>,
+    },
+    /// Change what a key may do: admin or not, and its whole list of apps
+    #[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["admin", "no_admin", "apps"])))]
+    Update {
+        name: String,
+        /// Make it an admin key: keys and every app
+        #[arg(long, conflicts_with = "no_admin")]
+        admin: bool,
+        /// Make it an app key: only its apps
+        #[arg(long)]
+        no_admin: bool,
+        /// Replace its apps with these, comma-separated (empty: none)
+        #[arg(long, value_delimiter = ',', value_name = "APP,...", num_args = 0..=1)]
+        apps: Option<Vec<String>>,
+    },
     /// List the allowed keys
     #[command(visible_alias = "ls")]
     List,
@@ -62,6 +90,18 @@ pub async fn run(ctx: &Context, caller: &Caller, args: KeysArgs, io: &mut Io) ->
                 serde_json::to_value(&added).unwrap_or_default(),
             ))
         }
+        Some(KeysCommand::Grant { name, apps }) => {
+            update(ctx, &name, keys::Change { grant: app_names(apps)?, ..keys::Change::default() }).await
+        }
+        Some(KeysCommand::Revoke { name, apps }) => {
+            update(ctx, &name, keys::Change { revoke: app_names(apps)?, ..keys::Change::default() }).await
+        }
+        Some(KeysCommand::Update { name, admin, no_admin, apps }) => {
+            let admin = if admin { Some(true) } else { no_admin.then_some(false) };
+            let apps =
+                apps.map(|apps| app_names(apps.into_iter().filter(|app| !app.is_empty()).collect())).transpose()?;
+            update(ctx, &name, keys::Change { admin, apps, ..keys::Change::default() }).await
+        }
         Some(KeysCommand::Remove { name }) => {
             keys::remove(&ctx.store, &name).await?;
             Ok(Reply::new(format!("removed key {name}"), json!({ "name": name, "removed": true })))
@@ -73,6 +113,24 @@ pub async fn run(ctx: &Context, caller: &Caller, args: KeysArgs, io: &mut Io) ->
             Ok(Reply::new(lines.join("\n"), json!(lines)))
         }
     }
+}
+
+/// Checks each name; the names, as given.
+fn app_names(apps: Vec<String>) -> Result<Vec<String>, CommandError> {
+    for app in &apps {
+        AppName::parse(app)?;
+    }
+    Ok(apps)
+}
+
+async fn update(ctx: &Context, name: &str, change: keys::Change) -> Result<Reply, CommandError> {
+    let updated = keys::update(&ctx.store, name, &change).await?;
+    let scope = if updated.admin {
+        "is an admin key: it manages keys and uses every app".to_owned()
+    } else {
+        format!("may use {}", apps_text(&updated.apps))
+    };
+    Ok(Reply::new(format!("key {} {scope}", updated.name), serde_json::to_value(&updated).unwrap_or_default()))
 }
 
 async fn list(ctx: &Context) -> Result<Reply, CommandError> {

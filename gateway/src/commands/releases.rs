@@ -1,5 +1,6 @@
 //! `releases` and `rollback`, and the way every command-made release runs.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use nap_builder::short_commit;
@@ -33,12 +34,12 @@ pub async fn list(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, C
     releases.reverse();
     let current = ctx.store.current_release(app.as_str()).await?.map(|r| r.version);
     let mut text =
-        format!("{:<6} {:<10} {:<20} {:<8} {:<40} {}\n", "", "STATUS", "CREATED", "COMMIT", "IMAGE", "CAUSE");
+        format!("{:<8} {:<10} {:<20} {:<8} {:<40} {}\n", "RELEASE", "STATUS", "CREATED", "COMMIT", "IMAGE", "CAUSE");
     for release in &releases {
         let marker = if Some(release.version) == current { "*" } else { "" };
         let _ = writeln!(
             text,
-            "{:<6} {:<10} {:<20} {:<8} {:<40} {}",
+            "{:<8} {:<10} {:<20} {:<8} {:<40} {}",
             format!("v{}{marker}", release.version),
             status_name(release.status),
             release.created_at.format(&Rfc3339).unwrap_or_default().get(..19).unwrap_or_default(),
@@ -86,6 +87,9 @@ pub async fn rollback(
             RollbackError::NotRan { version: target.version, failed: target.status == ReleaseStatus::Failed }.into()
         );
     }
+    // What the rollback changes in the config, said by name (never value):
+    // it brings back the target's config, and drops what was staged since.
+    let changes = config_changes(&store.config(app.as_str()).await?, &current.config, &target.config, target.version);
     let plan = Deploy {
         app: app.clone(),
         who: caller.name().to_owned(),
@@ -94,15 +98,48 @@ pub async fn rollback(
         config: Some(target.config.clone()),
     };
     let release = super::deploy(ctx, plan, io).await?;
-    Ok(Reply::new(
-        format!(
-            "{app} v{}: rollback to v{}, live at {}",
-            release.version,
-            target.version,
-            release.url.as_deref().unwrap_or("-")
-        ),
-        serde_json::to_value(&release).unwrap_or_default(),
-    ))
+    let mut text = format!(
+        "{app} v{}: rollback to v{}, live at {}",
+        release.version,
+        target.version,
+        release.url.as_deref().unwrap_or("-")
+    );
+    for change in &changes {
+        let _ = write!(text, "\n  config: {change}");
+    }
+    let mut json = serde_json::to_value(&release).unwrap_or_default();
+    if let Some(fields) = json.as_object_mut() {
+        fields.insert("config_changes".to_owned(), serde_json::json!(changes));
+    }
+    Ok(Reply::new(text, json))
+}
+
+/// What going back to `target` (release v`version`'s config) does to the
+/// app's config as it is now (`now`, which holds what was staged with
+/// `--no-restart` since the current release, whose config is `released`):
+/// a line per key, by name only.
+fn config_changes(
+    now: &BTreeMap<String, String>,
+    released: &BTreeMap<String, String>,
+    target: &BTreeMap<String, String>,
+    version: u32,
+) -> Vec<String> {
+    let staged = |key: &String| released.get(key) != now.get(key);
+    let mut keys: Vec<&String> = now.keys().chain(target.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter_map(|key| match (now.get(key), target.get(key)) {
+            (Some(_), None) if staged(key) => Some(format!("drops {key}, staged with --no-restart and never released")),
+            (Some(_), None) => Some(format!("drops {key}, which v{version} did not have")),
+            (None, Some(_)) => Some(format!("brings back {key} from v{version}")),
+            (Some(value), Some(then)) if value != then && staged(key) => {
+                Some(format!("drops the value of {key} staged with --no-restart; {key} is as in v{version}"))
+            }
+            (Some(value), Some(then)) if value != then => Some(format!("sets {key} back to its value in v{version}")),
+            _ => None,
+        })
+        .collect()
 }
 
 fn parse_version(text: &str) -> Result<u32, CommandError> {
@@ -114,5 +151,39 @@ fn status_name(status: ReleaseStatus) -> &'static str {
         ReleaseStatus::Pending => "pending",
         ReleaseStatus::Succeeded => "succeeded",
         ReleaseStatus::Failed => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn a_rollback_names_what_it_drops_and_brings_back_but_no_value() {
+        let released = config(&[("KEEP", "1"), ("CHANGED", "new"), ("ADDED", "x"), ("STAGED_CHANGE", "a")]);
+        let now = config(&[
+            ("KEEP", "1"),
+            ("CHANGED", "new"),
+            ("ADDED", "x"),
+            ("STAGED_CHANGE", "b"),
+            ("STAGED", "secret-value"),
+        ]);
+        let target = config(&[("KEEP", "1"), ("CHANGED", "old"), ("GONE", "y"), ("STAGED_CHANGE", "a")]);
+        let changes = config_changes(&now, &released, &target, 3);
+        assert_eq!(
+            changes,
+            [
+                "drops ADDED, which v3 did not have",
+                "sets CHANGED back to its value in v3",
+                "brings back GONE from v3",
+                "drops STAGED, staged with --no-restart and never released",
+                "drops the value of STAGED_CHANGE staged with --no-restart; STAGED_CHANGE is as in v3",
+            ]
+        );
+        assert!(!changes.concat().contains("secret-value"));
     }
 }
