@@ -21,7 +21,7 @@ parse_args() { # DEFAULT-RUNS "$@": sets RUNS, WRITE and STARTED; --help prints 
 log() { printf '\n== %s\n' "$*" >&2; }
 
 setup_bench() { # NAME: the services, a release build of nap; sets NAP, REV, TAG, T (a temporary directory) and PIDS
-  "$ROOT/scripts/services.sh" >&2
+  "$ROOT/scripts/services.sh" --for-tests >&2
   (cd "$ROOT" && cargo build --release -q -p nap) >&2
   NAP=$ROOT/target/release/nap
   REV=$(git -C "$ROOT" rev-parse --short HEAD)

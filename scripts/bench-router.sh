@@ -23,7 +23,7 @@
 # Runs on 127.0.0.1 with a private etcd, nap serve and nginx in a temporary
 # directory removed on exit, with the app's containers; needs root, wrk and
 # nginx (Debian). It starts no shared service: dockerd, the registry on
-# 127.0.0.1:5000 and the nap/busybox image must be up (scripts/services.sh).
+# 127.0.0.1:5000 and the nap/busybox image must be up (scripts/services.sh --for-tests).
 # Honours CARGO_TARGET_DIR. Takes about 10 minutes with the default 3 runs.
 set -euo pipefail
 
@@ -37,7 +37,7 @@ for tool in wrk nginx etcd etcdctl docker git ssh ssh-keygen curl python3; do
 done
 docker info >/dev/null 2>&1 && curl -fsS http://127.0.0.1:5000/v2/ >/dev/null 2>&1 &&
   docker image inspect nap/busybox:latest >/dev/null 2>&1 ||
-  { echo "bench-router: dockerd, the registry on 127.0.0.1:5000 or nap/busybox is missing (scripts/services.sh)" >&2; exit 1; }
+  { echo "bench-router: dockerd, the registry on 127.0.0.1:5000 or nap/busybox is missing (scripts/services.sh --for-tests)" >&2; exit 1; }
 
 log "building nap and nap-test-upstream (release)"
 (cd "$ROOT" && cargo build --release -q -p nap) >&2

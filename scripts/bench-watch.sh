@@ -17,7 +17,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$ROOT/scripts/bench-lib.sh"
 parse_args 10 "$@"
 
-"$ROOT/scripts/services.sh" >&2
+"$ROOT/scripts/services.sh" --for-tests >&2
 (cd "$ROOT" && cargo build --release -q -p nap -p nap-tests --bins) >&2
 NAP=$ROOT/target/release/nap
 DRIVER=$ROOT/target/release/bench-watch

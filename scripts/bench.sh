@@ -34,7 +34,7 @@ log() { printf '\n== %s\n' "$*" >&2; }
 
 # ---------------------------------------------------------------- setup ----
 log "services"
-"$ROOT/scripts/services.sh" >&2
+"$ROOT/scripts/services.sh" --for-tests >&2
 for tool in hyperfine git ssh ssh-keygen /usr/sbin/sshd git-shell docker curl python3; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing" >&2; exit 1; }
 done

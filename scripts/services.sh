@@ -1,13 +1,46 @@
 #!/usr/bin/env bash
 # Installs and starts the real services nap needs on a Debian 12 host:
-# dockerd, a registry on 127.0.0.1:5000 and etcd on 127.0.0.1:2379.
-# Idempotent: anything already running is left alone.
+# dockerd, a registry on 127.0.0.1:5000 and etcd on 127.0.0.1:2379, and the
+# nap/busybox base image apps build FROM. Idempotent: anything already
+# running is left alone.
+#
+#   scripts/services.sh              what serving needs (scripts/serve.sh)
+#   scripts/services.sh --for-tests  and what the tests and benchmarks need
+#                                    (scripts/test.sh): nginx, wrk, pebble,
+#                                    OpenSSH's server, the nap/systemd image
+#   scripts/services.sh --stop       stops the services this script started
 set -euo pipefail
 
 STATE=${NAP_SERVICES_DIR:-/var/lib/nap-services}
+MODE=serve
+case "${1:-}" in
+  "") ;;
+  --for-tests) MODE=tests ;;
+  --stop) MODE=stop ;;
+  *) echo "usage: scripts/services.sh [--for-tests | --stop]" >&2; exit 2 ;;
+esac
+
+# Stops what this script started (it keeps their PIDs in $STATE).
+if [ "$MODE" = stop ]; then
+  for service in etcd registry dockerd; do
+    pid=$(cat "$STATE/$service.pid" 2>/dev/null || true)
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      kill "$pid"
+      for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+      echo "services: stopped $service (PID $pid)"
+    fi
+    rm -f "$STATE/$service.pid"
+  done
+  exit 0
+fi
+
+# Serving: Docker, the registry, etcd, git (the repos' hooks), busybox (the
+# base image), and protoc and curl to build and check them.
 PACKAGES=(docker.io docker-registry etcd-server etcd-client busybox-static
-          openssh-client openssh-server git protobuf-compiler curl hyperfine
-          apache2-utils debootstrap iproute2 util-linux openssl nginx pebble wrk)
+          openssh-client git protobuf-compiler curl)
+if [ "$MODE" = tests ]; then
+  PACKAGES+=(openssh-server hyperfine apache2-utils debootstrap iproute2 util-linux openssl nginx pebble wrk)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -27,10 +60,13 @@ wait_for() { # what, command...
   echo "services: $what did not come up" >&2; return 1
 }
 
+started=()
 if ! docker info >/dev/null 2>&1; then
   echo "services: starting dockerd"
   nohup dockerd --host unix:///var/run/docker.sock >"$STATE/dockerd.log" 2>&1 &
+  echo $! >"$STATE/dockerd.pid"
   wait_for dockerd docker info
+  started+=("dockerd (log $STATE/dockerd.log)")
 fi
 
 if ! curl -fsS http://127.0.0.1:5000/v2/ >/dev/null 2>&1; then
@@ -47,7 +83,9 @@ http:
   addr: 127.0.0.1:5000
 YML
   nohup docker-registry serve "$STATE/registry.yml" >"$STATE/registry.log" 2>&1 &
+  echo $! >"$STATE/registry.pid"
   wait_for registry curl -fsS http://127.0.0.1:5000/v2/
+  started+=("the registry on 127.0.0.1:5000 (log $STATE/registry.log)")
 fi
 
 if ! ETCDCTL_API=3 etcdctl --endpoints http://127.0.0.1:2379 endpoint health >/dev/null 2>&1; then
@@ -55,7 +93,9 @@ if ! ETCDCTL_API=3 etcdctl --endpoints http://127.0.0.1:2379 endpoint health >/d
   nohup etcd --data-dir "$STATE/etcd" \
     --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
     --listen-peer-urls http://127.0.0.1:2380 >"$STATE/etcd.log" 2>&1 &
+  echo $! >"$STATE/etcd.pid"
   wait_for etcd env ETCDCTL_API=3 etcdctl --endpoints http://127.0.0.1:2379 endpoint health
+  started+=("etcd on 127.0.0.1:2379 (log $STATE/etcd.log)")
 fi
 
 # The base image apps build FROM: nothing can be pulled here, so it is made
@@ -72,11 +112,17 @@ fi
 
 # A Debian image with systemd as PID 1, for the systemd runner's tests:
 # nothing can be pulled here, so it is made with debootstrap.
-if ! docker image inspect nap/systemd:bookworm >/dev/null 2>&1; then
+if [ "$MODE" = tests ] && ! docker image inspect nap/systemd:bookworm >/dev/null 2>&1; then
   echo "services: building the nap/systemd:bookworm image with debootstrap (about a minute)"
   root=$(mktemp -d)
   debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus bookworm "$root" http://deb.debian.org/debian >"$STATE/debootstrap.log" 2>&1
   tar -C "$root" -c . | docker import - nap/systemd:bookworm >/dev/null
   rm -rf "$root"
 fi
-echo "services: dockerd, registry (127.0.0.1:5000), etcd (127.0.0.1:2379), nap/busybox and nap/systemd images are ready"
+images="nap/busybox"
+if [ "$MODE" = tests ]; then images="nap/busybox and nap/systemd:bookworm"; fi
+echo "services: dockerd, the registry (127.0.0.1:5000), etcd (127.0.0.1:2379) and $images are ready"
+if [ ${#started[@]} -gt 0 ]; then
+  echo "services: started in the background: $(IFS=';'; echo "${started[*]}" | sed 's/;/, /g')"
+  echo "services: they keep running after this script; stop them with: scripts/services.sh --stop"
+fi

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/services.sh
+scripts/services.sh --for-tests
 cargo build --workspace --bins --locked
 # The static nap-watch that the entrypoint test copies into an image.
 scripts/build-nap-watch.sh >/dev/null
