@@ -121,10 +121,12 @@ async fn run(cli: Cli, log: &mut Option<LogGuard>) -> Result<u32, CliError> {
     if let Command::Watch(args) = &cli.command {
         return Ok(nap_hooks::command::watch(args, &settings.store).await?.into());
     }
-    if matches!(cli.command, Command::Serve) {
-        warn_of_flags_beside_file(&cli.settings, &settings);
-    }
+    let serving = matches!(cli.command, Command::Serve).then(|| settings.config.clone());
     let ctx = Context::open(settings).await?;
+    // Once the store answers: a gateway that cannot start says one line.
+    if let Some(file) = serving {
+        warn_of_flags_beside_file(&cli.settings, file.as_deref());
+    }
     let status = match cli.command {
         Command::Serve => {
             crate::server::serve(ctx).await?;
@@ -175,9 +177,8 @@ async fn route_until_signalled(ctx: std::sync::Arc<Context>) -> Result<(), CliEr
 /// Says which settings `nap serve` has from flags or `NAP_*` variables
 /// that its settings file does not have: OpenSSH's forced command and
 /// `nap VERB` on the host would run without them (another registry, say).
-fn warn_of_flags_beside_file(given: &Settings, settings: &Settings) {
-    let file =
-        settings.config.as_ref().map_or_else(|| "no settings file".to_owned(), |path| path.display().to_string());
+fn warn_of_flags_beside_file(given: &Settings, file: Option<&std::path::Path>) {
+    let file = file.map_or_else(|| "no settings file".to_owned(), |path| path.display().to_string());
     match Settings::beside_file(given) {
         Ok(names) if !names.is_empty() => tracing::warn!(
             "settings {} come from flags or NAP_* variables, not from {file}: commands through OpenSSH \

@@ -98,15 +98,18 @@ pub async fn rollback(
         config: Some(target.config.clone()),
     };
     let release = super::deploy(ctx, plan, io).await?;
-    let mut text = format!(
+    // The summary stays the last line, ending with the URL, for scripts.
+    let mut text = String::new();
+    for change in &changes {
+        let _ = writeln!(text, "config: {change}");
+    }
+    let _ = write!(
+        text,
         "{app} v{}: rollback to v{}, live at {}",
         release.version,
         target.version,
         release.url.as_deref().unwrap_or("-")
     );
-    for change in &changes {
-        let _ = write!(text, "\n  config: {change}");
-    }
     let mut json = serde_json::to_value(&release).unwrap_or_default();
     if let Some(fields) = json.as_object_mut() {
         fields.insert("config_changes".to_owned(), serde_json::json!(changes));
