@@ -232,8 +232,11 @@ fn init_tracing(command: &Command, settings: &Settings) -> Option<LogGuard> {
         }
         Command::Hook(_) | Command::SshCommand { .. } => {
             let dir = settings.data_dir().join("logs");
-            let file = std::fs::create_dir_all(&dir)
-                .and_then(|()| std::fs::OpenOptions::new().create(true).append(true).open(dir.join("nap.log")));
+            let file = std::fs::create_dir_all(&dir).and_then(|()| {
+                use std::os::unix::fs::OpenOptionsExt;
+                // Others on the host have no business reading what nap did.
+                std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(dir.join("nap.log"))
+            });
             if let Ok(file) = file {
                 builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
             }

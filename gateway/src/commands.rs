@@ -191,7 +191,8 @@ pub enum CommandError {
 
 /// Runs one command for `caller`; answers the exit status.
 pub async fn execute(ctx: &Arc<Context>, caller: &Caller, command: Operate, output: OutputArgs, mut io: Io) -> u32 {
-    info!(caller = caller.name(), ?command, "command");
+    // The command line is in the span (its values masked), never its values here.
+    info!(caller = caller.name(), "command");
     let result = match command {
         Operate::GitReceivePack { repo } => return git::receive_pack(ctx, caller, &repo, io).await,
         Operate::GitUploadPack { repo } => return git::upload_pack(ctx, caller, &repo, io).await,
@@ -238,6 +239,21 @@ pub async fn execute(ctx: &Arc<Context>, caller: &Caller, command: Operate, outp
             fail(&mut io.stderr, &err.to_string()).await
         }
     }
+}
+
+/// Config values as every command's output shows them, unless `config APP
+/// --reveal` asks.
+pub const MASK: &str = "********";
+
+/// A release as `--json` shows it: its config's values masked.
+pub fn release_json(release: &nap_state::Release) -> serde_json::Value {
+    let mut json = serde_json::to_value(release).unwrap_or_default();
+    if let Some(serde_json::Value::Object(config)) = json.get_mut("config") {
+        for value in config.values_mut() {
+            *value = serde_json::Value::String(MASK.to_owned());
+        }
+    }
+    json
 }
 
 /// An app the caller may use and that exists.

@@ -73,10 +73,24 @@ pub async fn route(ctx: &Arc<Context>, caller: &Caller, command_line: &str, mut 
             0
         }
         Err(err) => {
-            tracing::info!(caller = caller.name(), command = command_line, error = %err, "refused command");
+            tracing::info!(caller = caller.name(), command = %shown(command_line), error = %err, "refused command");
             commands::fail(&mut io.stderr, &err.to_string()).await
         }
     }
+}
+
+/// A command line as logs may show it: every `KEY=VALUE` word's value
+/// masked (`config set hello TOKEN=***`), since values are config secrets.
+pub fn shown(command_line: &str) -> String {
+    let Some(words) = shlex::split(command_line) else { return "(a malformed command)".to_owned() };
+    let masked: Vec<String> = words
+        .iter()
+        .map(|word| match word.split_once('=') {
+            Some((key, _)) => format!("{key}=***"),
+            None => word.clone(),
+        })
+        .collect();
+    shlex::try_join(masked.iter().map(String::as_str)).unwrap_or_else(|_| "(a command)".to_owned())
 }
 
 /// The commands, with where to push in their help.
@@ -121,6 +135,16 @@ mod tests {
             assert!(!err.contains('\n'), "{line}: {err}");
         }
         assert!(matches!(parse("git-receive-pack 'hel'lo'", REMOTE), Err(ParseError::Quoting)));
+    }
+
+    #[test]
+    fn logs_show_no_config_value() {
+        assert_eq!(
+            shown("config set hello 'TOKEN=s3cret value' B=2 --no-restart"),
+            "config set hello 'TOKEN=***' 'B=***' --no-restart"
+        );
+        assert_eq!(shown("git-receive-pack 'hello'"), "git-receive-pack hello");
+        assert_eq!(shown("config set 'hel"), "(a malformed command)");
     }
 
     #[test]

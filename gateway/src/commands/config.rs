@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use nap_state::ReleaseCause;
 use serde_json::json;
 
-use super::{CommandError, Reply, existing_app};
+use super::{CommandError, MASK, Reply, existing_app};
 use crate::app_name::AppName;
 use crate::caller::Caller;
 use crate::context::{Context, Io};
@@ -46,8 +46,6 @@ enum ConfigCommand {
         no_restart: bool,
     },
 }
-
-const MASK: &str = "********";
 
 /// A config change nap cannot make.
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +129,7 @@ async fn apply(
     let release = super::deploy(ctx, plan, io).await?;
     Ok(Reply::new(
         format!("{app} v{}: config {change}, live at {}", release.version, release.url.as_deref().unwrap_or("-")),
-        serde_json::to_value(&release).unwrap_or_default(),
+        super::release_json(&release),
     ))
 }
 

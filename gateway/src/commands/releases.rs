@@ -51,7 +51,7 @@ pub async fn list(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, C
     if releases.is_empty() {
         text = format!("{app} has no releases yet");
     }
-    Ok(Reply::new(text, serde_json::to_value(&releases).unwrap_or_default()))
+    Ok(Reply::new(text, serde_json::Value::Array(releases.iter().map(super::release_json).collect())))
 }
 
 pub async fn rollback(
@@ -110,7 +110,7 @@ pub async fn rollback(
         target.version,
         release.url.as_deref().unwrap_or("-")
     );
-    let mut json = serde_json::to_value(&release).unwrap_or_default();
+    let mut json = super::release_json(&release);
     if let Some(fields) = json.as_object_mut() {
         fields.insert("config_changes".to_owned(), serde_json::json!(changes));
     }

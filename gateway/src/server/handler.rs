@@ -43,7 +43,7 @@ impl Connection {
             return Ok(());
         };
         session.channel_success(id)?;
-        let span = info_span!("command", key = %key.name, command = %command);
+        let span = info_span!("command", key = %key.name, command = %crate::remote::shown(&command));
         let ctx = Arc::clone(&self.ctx);
         self.commands.spawn(super::channel::serve_exec(ctx, Caller::Key(key), command, channel).instrument(span));
         Ok(())
