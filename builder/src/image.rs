@@ -159,19 +159,36 @@ impl Builder {
 
     /// Removes the local images nap built or snapshotted for `app` (every
     /// image labelled with it), with all their tags; answers the tags. The
-    /// registry keeps its copies.
+    /// registry keeps its copies. A build's steps are images too, each the
+    /// parent of the next: the newest go first, and one still a parent is
+    /// tried again once its children are gone.
     pub async fn remove_images(&self, app: &str) -> Result<Vec<String>, BuildError> {
         let filters = HashMap::from([("label", vec![format!("{LABEL_APP}={app}")])]);
         let options = ListImagesOptionsBuilder::new().all(true).filters(&filters).build();
+        let mut left = self.docker.list_images(Some(options)).await?;
+        left.sort_by_key(|image| std::cmp::Reverse(image.created));
         let mut removed = Vec::new();
-        for image in self.docker.list_images(Some(options)).await? {
-            let options = bollard::query_parameters::RemoveImageOptionsBuilder::new().force(true).build();
-            match self.docker.remove_image(&image.id, Some(options), None).await {
-                Ok(_) => removed.extend(image.repo_tags.into_iter().filter(|tag| tag != "<none>:<none>")),
-                // Gone with an image removed just before (a parent), or by someone else.
-                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
-                Err(err) => return Err(err.into()),
+        while !left.is_empty() {
+            let (before, mut parents, mut refused) = (left.len(), Vec::new(), None);
+            for image in left {
+                let options = bollard::query_parameters::RemoveImageOptionsBuilder::new().force(true).build();
+                match self.docker.remove_image(&image.id, Some(options), None).await {
+                    Ok(_) => removed.extend(image.repo_tags.into_iter().filter(|tag| tag != "<none>:<none>")),
+                    // Gone with an image removed just before (a parent), or by someone else.
+                    Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+                    // Still the parent of another: again, after it.
+                    Err(err @ bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {
+                        refused = Some(err);
+                        parents.push(image);
+                    }
+                    Err(err) => return Err(err.into()),
+                }
             }
+            // A pass that removed nothing would not do better again.
+            if let Some(err) = refused.filter(|_| parents.len() == before) {
+                return Err(err.into());
+            }
+            left = parents;
         }
         removed.sort();
         Ok(removed)

@@ -292,8 +292,12 @@ async fn switch(
             return Err(err.into());
         }
     };
-    // Routed now, alone: the routers drain the previous instance first.
-    drain(ctx, &previous, report).await;
+    // Routed now, alone: each live router routes to it, and has drained the
+    // previous instance, before it is retired and the URL is said. (A
+    // cluster's Service is not behind nap's routers.)
+    let routed =
+        (runner.kind() != nap_runner::RunnerKind::Kubernetes).then(|| format!("{}:{}", running.host, running.port));
+    switch_routers(ctx, routed.as_deref(), &previous, report).await;
     match runner.retire_all_but(app.as_str(), Some(id)).await {
         Ok(retired) if !retired.is_empty() => report.step(&format!("Retired {}", retired.join(", "))),
         Ok(_) => {}
@@ -361,39 +365,42 @@ pub async fn destroy(ctx: &Context, app: &AppName, who: &str) -> Result<Destroye
     Ok(Destroyed { containers, images })
 }
 
-/// Waits until no live router sends requests to `previous` (the addresses of
+/// Waits until every live router routes to `routed` (the new instance's
+/// address) and no longer sends requests to `previous` (the addresses of
 /// the instances just unpublished): each has applied the switch and its
 /// requests to them have finished. At most `retire_timeout`; a router that
 /// died stops counting when its lease expires.
-async fn drain(ctx: &Context, previous: &[String], report: &Reporter) {
+async fn switch_routers(ctx: &Context, routed: Option<&str>, previous: &[String], report: &Reporter) {
     const POLL: std::time::Duration = std::time::Duration::from_millis(25);
-    if previous.is_empty() {
+    if previous.is_empty() && routed.is_none() {
         return;
     }
     let deadline = tokio::time::Instant::now() + ctx.settings.retire_timeout();
     let mut said = false;
     loop {
-        let busy: Vec<String> = match ctx.store.list_json::<Presence>(&layout::routers()).await {
-            Ok(routers) => routers
-                .into_iter()
-                .filter(|router| previous.iter().any(|address| router.upstreams.contains(address)))
-                .map(|router| router.host)
-                .collect(),
+        let routers = match ctx.store.list_json::<Presence>(&layout::routers()).await {
+            Ok(routers) => routers,
             Err(err) => {
-                report.problem(&format!("cannot read the routers: {err}; retiring without waiting"));
+                report.problem(&format!("cannot read the routers: {err}; going on without waiting"));
                 return;
             }
         };
+        let behind = |router: &Presence| {
+            routed.is_some_and(|address| !router.upstreams.contains(address))
+                || previous.iter().any(|address| router.upstreams.contains(address))
+        };
+        let busy: Vec<String> = routers.into_iter().filter(behind).map(|router| router.host).collect();
         if busy.is_empty() {
             return;
         }
         if !said {
-            report.detail(&format!("Draining the previous release on the router of {}", busy.join(", ")));
+            let what = if previous.is_empty() { "Routing the new release" } else { "Draining the previous release" };
+            report.detail(&format!("{what} on the router of {}", busy.join(", ")));
             said = true;
         }
         if tokio::time::Instant::now() >= deadline {
             report.problem(&format!(
-                "the router of {} still sends to the previous release after {} s; retiring it anyway",
+                "the router of {} has not switched after {} s; going on anyway",
                 busy.join(", "),
                 ctx.settings.retire_timeout().as_secs()
             ));

@@ -81,6 +81,9 @@ fn an_app_answers_at_its_host_on_the_router_across_releases() {
     let port = addr.rsplit_once(':').map(|(_, port)| port).expect("a port");
     let url = format!("http://{host}:{port}/");
     assert_eq!(pushed.assert_ok().url().as_deref(), Some(url.as_str()), "the push prints the app's address");
+    // Once the push says so, the router routes it: the first request answers.
+    let (status, body) = get_host(&addr, &host, "/").expect("an answer");
+    assert_eq!((status, body.trim()), (200, "hello from web"), "the first request after the first push");
     assert!(routed_body(&addr, &host, "hello from web"), "v1 through the router at {addr}");
     // The Host header may carry a port, and any case.
     let (status, _) = get_host(&addr, &format!("{}:80", host.to_uppercase()), "/").expect("an answer");
