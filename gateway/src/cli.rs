@@ -82,6 +82,9 @@ pub enum CliError {
 
 /// Runs the command line; answers the process's exit status.
 pub fn main(cli: Cli) -> ExitCode {
+    if !matches!(cli.command, Command::Watch(_)) {
+        owner_only_files();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
     let runtime = match runtime {
         Ok(runtime) => runtime,
@@ -172,6 +175,16 @@ async fn route_until_signalled(ctx: std::sync::Arc<Context>) -> Result<(), CliEr
     stop.cancel();
     let _ = routing.await;
     Ok(())
+}
+
+/// Makes every file and directory nap creates from here on its owner's
+/// alone (umask 077), from the moment it exists: repos, the store, logs,
+/// env files and the keys hold secrets, and a chmod after the fact leaves
+/// a window. Git and the hooks it runs inherit it. `nap watch` keeps the
+/// caller's umask: its templates say each file's mode, and the files are
+/// for other programs.
+fn owner_only_files() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
 }
 
 /// Says which settings `nap serve` has from flags or `NAP_*` variables

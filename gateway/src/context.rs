@@ -42,11 +42,27 @@ pub enum ContextError {
     Store(#[from] StoreError),
     #[error("cannot locate the nap binary: {0}")]
     Exe(#[source] std::io::Error),
+    #[error("cannot make the data directory {dir} its owner's alone: {source}")]
+    DataDir {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Makes the data directory (repos, the embedded store, logs) if need be,
+/// and its owner's alone (0700), also when an older nap made it 0755.
+fn owner_only_dir(dir: &std::path::Path) -> Result<(), ContextError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|source| ContextError::DataDir { dir: dir.display().to_string(), source })
 }
 
 impl Context {
     /// Opens the store the settings name; the data directory is made if need be.
     pub async fn open(settings: Settings) -> Result<Arc<Context>, ContextError> {
+        owner_only_dir(&settings.data_dir())?;
         let store = settings.open_store().await?;
         let exe = std::env::current_exe().map_err(ContextError::Exe)?;
         Ok(Arc::new(Context { settings, store, exe, known_keys: KnownKeys::default(), access_log: Arc::default() }))

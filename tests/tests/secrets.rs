@@ -1,5 +1,6 @@
 //! A config value is a secret: it reaches the app, and no log line and no
-//! `--json` output but `config APP --reveal`'s.
+//! `--json` output but `config APP --reveal`'s; and what nap keeps on disk
+//! is its owner's alone.
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -50,4 +51,32 @@ fn a_planted_secret_is_in_no_log_and_no_json() {
         let mode = std::fs::metadata(&hook_log).expect("hook log").permissions().mode();
         assert_eq!(mode & 0o077, 0, "{} is readable by others: {mode:o}", hook_log.display());
     }
+}
+
+#[test]
+fn what_nap_keeps_on_disk_is_its_owners_alone() {
+    let gateway = Gateway::start();
+    let admin = gateway.user("admin");
+    let app = unique("private");
+    AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master").assert_ok();
+    gateway.ssh(&admin, "nap", &["config", "set", &app, "TOKEN=x"]).assert_ok();
+    let data = gateway.data_dir();
+    let mode = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777).ok();
+    assert_eq!(mode(&data), Some(0o700), "the data directory");
+    assert_eq!(mode(&data.join("state.db")).map(|m| m & 0o077), Some(0), "the store");
+    // Everything under the repo, made by nap and by the git it ran.
+    let mut shared = Vec::new();
+    let mut dirs = vec![gateway.repo_path(&app)];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir").flatten() {
+            let path = entry.path();
+            if mode(&path).is_some_and(|m| m & 0o077 != 0) {
+                shared.push(format!("{} {:o}", path.display(), mode(&path).unwrap_or_default()));
+            }
+            if path.is_dir() {
+                dirs.push(path);
+            }
+        }
+    }
+    assert!(shared.is_empty(), "readable by others: {shared:#?}");
 }

@@ -80,7 +80,7 @@ pub fn install_pre_receive(repo: &Path, nap_exe: &Path) -> io::Result<()> {
     std::fs::create_dir_all(&hooks)?;
     let staged = hooks.join(format!(".pre-receive.{}", std::process::id()));
     std::fs::write(&staged, script)?;
-    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o700))?;
     std::fs::rename(&staged, &path)
 }
 
@@ -114,6 +114,6 @@ mod tests {
         let script = std::fs::read_to_string(repo.path().join("hooks/pre-receive")).unwrap();
         assert!(script.ends_with("exec '/opt/it'\\''s nap/nap' hook pre-receive\n"), "{script}");
         let mode = std::fs::metadata(repo.path().join("hooks/pre-receive")).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o755);
+        assert_eq!(mode & 0o777, 0o700);
     }
 }
