@@ -187,3 +187,36 @@ fn the_acl_verbs_change_what_a_key_may_use_and_the_suggested_fix_works() {
     gateway.nap(&["keys", "update", "admin", "--no-admin", "--apps", ""], "").assert_ok();
     gateway.ssh(&admin, "nap", &["keys"]).assert_failed_with("only admin keys may manage keys");
 }
+
+#[test]
+fn sftp_is_refused_at_once_and_a_clients_environment_is_ignored() {
+    let gateway = Gateway::start();
+    let alice = gateway.user("alice");
+    let started = std::time::Instant::now();
+    let sftp: nap_tests::Run = std::process::Command::new("timeout")
+        .args(["20", "sftp", "-b", "-", "-P", &gateway.port.to_string()])
+        .args(nap_tests::ssh_options(&alice.private))
+        .arg("nap@127.0.0.1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("sftp")
+        .into();
+    assert!(!sftp.ok() && sftp.code != Some(124), "sftp was not refused: {sftp:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "sftp took {:?}", started.elapsed());
+
+    let with_env: nap_tests::Run = std::process::Command::new("ssh")
+        .args(nap_tests::ssh_options(&alice.private))
+        .args([
+            "-o",
+            "SetEnv=NAP_STORE=etcd://127.0.0.1:1",
+            "-p",
+            &gateway.port.to_string(),
+            "nap@127.0.0.1",
+            "version",
+        ])
+        .output()
+        .expect("ssh")
+        .into();
+    with_env.assert_ok();
+    assert!(with_env.stdout.starts_with("nap "), "{with_env:?}");
+}

@@ -7,7 +7,7 @@ use russh::keys::HashAlg;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId};
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, info_span};
+use tracing::{Instrument, debug, info, info_span};
 
 use crate::caller::Caller;
 use crate::context::Context;
@@ -92,6 +92,27 @@ impl russh::server::Handler for Connection {
     /// `ssh host` with no command gets the help.
     async fn shell_request(&mut self, id: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
         self.start(id, String::new(), session)
+    }
+
+    /// Refused: a command's environment is nap's and its settings', never
+    /// the client's (`SendEnv`, `SetEnv`). The command still runs.
+    async fn env_request(
+        &mut self,
+        id: ChannelId,
+        name: &str,
+        _value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        debug!(variable = name, "refused a client's environment variable");
+        session.channel_failure(id)?;
+        Ok(())
+    }
+
+    /// Refused at once (`sftp`, `scp -s`): nap offers commands, not files.
+    async fn subsystem_request(&mut self, id: ChannelId, name: &str, session: &mut Session) -> Result<(), Self::Error> {
+        info!(subsystem = name, "refused a subsystem");
+        session.channel_failure(id)?;
+        Ok(())
     }
 
     /// Accepted so that `ssh -t` works; commands do not use a terminal.
