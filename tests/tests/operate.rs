@@ -318,3 +318,11 @@ fn every_command_answers_json_and_unknown_apps_get_one_line() {
         assert_eq!(run.stderr, "error: app nosuchapp does not exist\n", "{args:?}");
     }
 }
+
+#[test]
+fn what_the_host_does_is_recorded_as_the_host_not_as_a_key() {
+    let (gateway, _admin, app, _repo, _url) = deployed();
+    let set = json(&gateway.nap(&["config", "set", &app, "FROM_HOST=1", "--json"], ""));
+    let who = set["cause"]["key"].as_str().expect("a cause with a key").to_owned();
+    assert!(who.starts_with("host:") && who.len() > 5, "the host recorded as {who:?}");
+}
