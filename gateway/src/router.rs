@@ -18,12 +18,11 @@ pub mod tls;
 mod upstream;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::future::Future;
-use std::pin::Pin;
 
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;

@@ -183,7 +183,7 @@ impl Settings {
     /// /etc/nap/nap.toml if it exists), overridden by what `given` (flags
     /// and the environment, as clap read them) sets.
     pub fn load(given: &Settings) -> Result<Settings, SettingsError> {
-        let path = given.config.clone().or_else(|| Path::new(DEFAULT_CONFIG).exists().then(|| DEFAULT_CONFIG.into()));
+        let path = given.file();
         let file = match &path {
             Some(path) => Settings::read(path)?,
             None => Settings::default(),
@@ -195,6 +195,12 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The settings file these settings name: `--config`, else
+    /// /etc/nap/nap.toml if it exists.
+    fn file(&self) -> Option<PathBuf> {
+        self.config.clone().or_else(|| Path::new(DEFAULT_CONFIG).exists().then(|| DEFAULT_CONFIG.into()))
+    }
+
     /// The settings that `given` (flags and `NAP_*` variables) sets
     /// otherwise than the settings file does, by name. `nap serve` warns of
     /// them: OpenSSH's forced command (`nap ssh-command`) and `nap VERB` on
@@ -203,11 +209,10 @@ impl Settings {
     /// (which `keys authorized-keys` passes on), are not counted.
     pub fn beside_file(given: &Settings) -> Result<Vec<String>, SettingsError> {
         const SERVE_ONLY: [&str; 6] = ["config", "data_dir", "listen", "http_listen", "https_listen", "metrics_listen"];
-        let file =
-            match given.config.clone().or_else(|| Path::new(DEFAULT_CONFIG).exists().then(|| DEFAULT_CONFIG.into())) {
-                Some(path) => to_map(&Settings::read(&path)?)?,
-                None => serde_json::Map::new(),
-            };
+        let file = match given.file() {
+            Some(path) => to_map(&Settings::read(&path)?)?,
+            None => serde_json::Map::new(),
+        };
         Ok(to_map(given)?
             .into_iter()
             .filter(|(key, value)| {

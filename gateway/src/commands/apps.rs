@@ -125,9 +125,9 @@ async fn destroy(ctx: &Context, caller: &Caller, name: &str, force: bool) -> Res
     }
     let destroyed = crate::deploy::destroy(ctx, &app, caller.name()).await?;
     let containers = &destroyed.containers;
-    let (images, kept) = match &destroyed.images {
-        Ok(tags) => (format!("{} local image tag(s)", tags.len()), None),
-        Err(err) => ("no image".to_owned(), Some(err.to_string())),
+    let (images, tags, kept) = match &destroyed.images {
+        Ok(tags) => (format!("{} local image tag(s)", tags.len()), tags.as_slice(), None),
+        Err(err) => ("no image".to_owned(), &[][..], Some(err.to_string())),
     };
     let mut text = format!(
         "destroyed {app} (removed {} container(s), {images}, its repo and its state; the registry keeps its copies)",
@@ -137,7 +137,6 @@ async fn destroy(ctx: &Context, caller: &Caller, name: &str, force: bool) -> Res
         text.push_str("\nits local images stay: ");
         text.push_str(why);
     }
-    let tags = destroyed.images.as_ref().map_or(&[][..], Vec::as_slice);
     Ok(Reply::new(
         text,
         json!({ "name": app.as_str(), "destroyed": true, "containers": containers, "images": tags, "images_kept": kept }),

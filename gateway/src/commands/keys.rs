@@ -77,9 +77,7 @@ pub async fn run(ctx: &Context, caller: &Caller, args: KeysArgs, io: &mut Io) ->
     match args.command {
         None | Some(KeysCommand::List) => list(ctx).await,
         Some(KeysCommand::Add { name, admin, apps }) => {
-            for app in &apps {
-                AppName::parse(app)?;
-            }
+            let apps = app_names(apps)?;
             let mut text = String::new();
             (&mut io.stdin).take(MAX_KEY_INPUT).read_to_string(&mut text).await.map_err(keys::KeyError::ReadInput)?;
             let key = keys::parse_public_key(&text)?;
