@@ -9,6 +9,7 @@ use crate::caller::Caller;
 use crate::commands::{self, OutputArgs};
 use crate::context::{Context, ContextError, Io};
 use crate::hook::{HookError, HookInput};
+use crate::log_format::LineFormat;
 use crate::log_writer::{LogGuard, log_writer};
 use crate::settings::{Settings, SettingsError};
 
@@ -233,10 +234,15 @@ fn init_tracing(command: &Command, settings: &Settings) -> Option<LogGuard> {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match command {
         Command::Serve | Command::Router | Command::Watch(_) => {
+            // Colours on a terminal; elsewhere, the plain format made for speed.
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
             match log_writer(std::io::stderr()) {
+                Ok((writer, guard)) if ansi => {
+                    builder.with_writer(writer).init();
+                    return Some(guard);
+                }
                 Ok((writer, guard)) => {
-                    builder.with_ansi(ansi).with_writer(writer).init();
+                    builder.with_ansi(false).event_format(LineFormat).with_writer(writer).init();
                     return Some(guard);
                 }
                 // No thread to spare: each line is written where it is logged.

@@ -14,6 +14,7 @@ pub mod following;
 pub mod hook;
 pub mod keys;
 pub mod liveness;
+pub mod log_format;
 pub mod log_writer;
 pub mod remote;
 pub mod report;

@@ -10,6 +10,7 @@
 //! sends to.
 
 pub mod access;
+mod h1;
 mod metrics;
 pub mod presence;
 mod proxy;
@@ -24,7 +25,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -39,13 +40,9 @@ use crate::settings::Settings;
 pub use proxy::{Listeners, Peer, Proxy};
 pub use table::{RouteTable, wildcard_of};
 
-/// How long a client gets to send a request's headers (against slow-loris),
-/// and how long an idle keep-alive connection is kept.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client gets to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The most the router reads of a connection before a request's head is
-/// whole (hyper's read buffer); the proxy refuses large headers itself.
+/// The most an HTTP/2 request's headers may take.
 const MAX_HEAD: usize = 64 * 1024;
 /// How long the router waits after an accept error (out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -135,14 +132,14 @@ impl Router {
                 let _open = open;
                 let _ = stream.set_nodelay(true);
                 if !secure {
-                    serve(TokioIo::new(stream), proxy, Peer::new(peer, false), false, stop).await;
+                    h1::serve(stream, &proxy, &Peer::new(peer, false), &stop).await;
                     return;
                 }
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                    Ok(Ok(stream)) => {
-                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                        serve(TokioIo::new(stream), proxy, Peer::new(peer, true), h2, stop).await;
+                    Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                        serve_h2(TokioIo::new(stream), proxy, Peer::new(peer, true), stop).await;
                     }
+                    Ok(Ok(stream)) => h1::serve(stream, &proxy, &Peer::new(peer, true), &stop).await,
                     Ok(Err(err)) => debug!(%peer, error = %err, "router: TLS handshake failed"),
                     Err(_) => debug!(%peer, "router: TLS handshake timed out"),
                 }
@@ -178,11 +175,10 @@ async fn backoff(err: &std::io::Error) {
     tokio::time::sleep(ACCEPT_BACKOFF).await;
 }
 
-/// Serves one client connection, HTTP/1.1 (with upgrades), or HTTP/2 when
-/// TLS agreed on it (`h2`), until it ends; on `stop`, the request in flight
-/// finishes first. Plain HTTP is HTTP/1.1 only, as with nginx: no sniffing
-/// for HTTP/2's preface, which cost every connection its buffers.
-async fn serve<IO>(io: TokioIo<IO>, proxy: Arc<Proxy>, peer: Peer, h2: bool, stop: CancellationToken)
+/// Serves one HTTP/2 client connection (over TLS, by ALPN) through
+/// hyper, until it ends; on `stop`, the requests in flight finish first.
+/// HTTP/1.1 clients are served by [`h1`].
+async fn serve_h2<IO>(io: TokioIo<IO>, proxy: Arc<Proxy>, peer: Peer, stop: CancellationToken)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -192,26 +188,12 @@ where
         let (proxy, peer) = (Arc::clone(&proxy), Arc::clone(&peer));
         async move { Ok::<_, Infallible>(proxy.handle(req, &peer).await) }
     });
-    let served = if h2 {
-        let mut builder = http2::Builder::new(TokioExecutor::new());
-        builder.timer(TokioTimer::new()).max_header_list_size(u32::try_from(MAX_HEAD).unwrap_or(u32::MAX));
-        until_stopped(builder.serve_connection(io, service), http2::Connection::graceful_shutdown, &stop).await
-    } else {
-        let mut builder = http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(MAX_HEAD);
-        until_stopped(
-            builder.serve_connection(io, service).with_upgrades(),
-            http1::UpgradeableConnection::graceful_shutdown,
-            &stop,
-        )
-        .await
-    };
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder.timer(TokioTimer::new()).max_header_list_size(u32::try_from(MAX_HEAD).unwrap_or(u32::MAX));
+    let served =
+        until_stopped(builder.serve_connection(io, service), http2::Connection::graceful_shutdown, &stop).await;
     if let Err(err) = served {
-        if err.is_timeout() {
-            warn!(peer = %addr, "router: closed a connection that sent no complete request head within 10 s");
-        } else {
-            debug!(peer = %addr, error = %err, "router connection ended");
-        }
+        debug!(peer = %addr, error = %err, "router connection ended");
     }
 }
 

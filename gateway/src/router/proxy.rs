@@ -22,6 +22,7 @@ use nap_state::{Store, layout};
 use tracing::{debug, info};
 
 use super::access::{AccessLog, Dash, Entry, shown_path};
+use super::h1::Pool;
 use super::metrics::Metrics;
 use super::presence::{Inflight, InflightGuard};
 use super::table::RouteTable;
@@ -29,7 +30,7 @@ use super::upstream::{Checkin, Outgoing, UpstreamError, Upstreams};
 
 /// The most a request's headers may take; larger ones get 431.
 const MAX_HEADERS: usize = 32 * 1024;
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(super) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// Where ACME's HTTP-01 challenges ask.
 const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
@@ -73,8 +74,10 @@ pub struct Proxy {
     listeners: Listeners,
     /// `X-Forwarded-Port` for plain HTTP and for HTTPS, made once.
     forwarded_ports: [HeaderValue; 2],
-    observers: Observers,
+    pub(super) observers: Observers,
     upstreams: Arc<Upstreams>,
+    /// Connections to the instances for HTTP/1.1 clients ([`super::h1`]).
+    pub(super) pool: Arc<Pool>,
 }
 
 /// The client at the other end of a connection: what each of its requests
@@ -82,7 +85,7 @@ pub struct Proxy {
 pub struct Peer {
     pub addr: SocketAddr,
     /// Its IP, as `X-Forwarded-For` adds it.
-    ip: HeaderValue,
+    pub ip: HeaderValue,
     /// Whether it came over HTTPS.
     pub secure: bool,
 }
@@ -104,20 +107,72 @@ impl Proxy {
     ) -> Proxy {
         let upstreams = Arc::new(Upstreams::default());
         upstreams.keep_swept();
+        let pool = Arc::new(Pool::default());
+        pool.keep_swept();
         let https = listeners.https.unwrap_or(443);
         let forwarded_ports = [HeaderValue::from(listeners.http), HeaderValue::from(https)];
-        Proxy { table, inflight, store, listeners, forwarded_ports, observers, upstreams }
+        Proxy { table, inflight, store, listeners, forwarded_ports, observers, upstreams, pool }
+    }
+
+    pub(super) fn listeners(&self) -> &Listeners {
+        &self.listeners
+    }
+
+    /// `X-Forwarded-Port` for a client over plain HTTP or HTTPS.
+    pub(super) fn forwarded_port(&self, secure: bool) -> &HeaderValue {
+        &self.forwarded_ports[usize::from(secure)]
+    }
+
+    /// Where a request for `host` (`path` with its query) goes: an instance
+    /// picked and counted in flight, or the redirect to HTTPS; or why
+    /// nowhere. (An ACME challenge is answered before: [`Self::acme_challenge`].)
+    pub(super) fn route(
+        &self,
+        host: &str,
+        path: &str,
+        secure: bool,
+        exchange: &mut Exchange,
+    ) -> Result<Decision, Refusal> {
+        let routes = self.table.routes();
+        let route =
+            routes.get(host).ok_or_else(|| Refusal(StatusCode::NOT_FOUND, format!("no app answers at {host}")))?;
+        let app = Arc::clone(exchange.app.insert(Arc::clone(&route.app)));
+        if let Some(https) = self.listeners.https
+            && !secure
+            && route.force_https
+            && routes.cert(host).is_some()
+        {
+            let location =
+                if https == 443 { format!("https://{host}{path}") } else { format!("https://{host}:{https}{path}") };
+            return Ok(Decision::Redirect(location));
+        }
+        let (upstream, guard) = self.pick(host, &app)?;
+        exchange.upstream = Some(upstream);
+        Ok(Decision::Forward(upstream, guard))
+    }
+
+    /// An instance of `app`, at `host`, as the table has it now, counted in
+    /// flight from now until the guard goes: the release flow waits for
+    /// that before it retires the instance.
+    pub(super) fn pick(&self, host: &str, app: &str) -> Result<(SocketAddr, InflightGuard), Refusal> {
+        self.inflight
+            .pick(&self.table, host)
+            .ok_or_else(|| Refusal(StatusCode::SERVICE_UNAVAILABLE, format!("{app} has no instance serving")))
     }
 
     /// Routes one request from `peer`.
     pub async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
-        let mut exchange = Exchange::new(&req, self.observers.clone());
+        let sent_id = req.headers().get(X_REQUEST_ID).map(HeaderValue::as_bytes);
+        let mut exchange =
+            Exchange::new(req.method().clone(), req.uri().path(), request_id(sent_id), self.observers.clone());
         let head: usize = req.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
         if head > MAX_HEADERS {
-            return exchange.page(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "the request's headers are too large");
+            return exchange
+                .into_page(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "the request's headers are too large");
         }
-        let Some(host) = host_of(&req) else {
-            return exchange.page(StatusCode::BAD_REQUEST, "the request has no valid Host header");
+        let sent_host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host());
+        let Some(host) = host_of(sent_host) else {
+            return exchange.into_page(StatusCode::BAD_REQUEST, "the request has no valid Host header");
         };
         let forwarded = self.forward(req, peer, &host, &mut exchange).await;
         exchange.host = Some(host);
@@ -127,7 +182,7 @@ impl Proxy {
                 exchange.status = answer.status();
                 return answer;
             }
-            Err(Refusal(status, why)) => return exchange.page(status, &why),
+            Err(Refusal(status, why)) => return exchange.into_page(status, &why),
         };
         for name in &HOP_BY_HOP {
             answer.headers_mut().remove(name);
@@ -146,27 +201,20 @@ impl Proxy {
         host: &str,
         exchange: &mut Exchange,
     ) -> Result<Forwarded, Refusal> {
-        if let Some(answer) = self.acme_challenge(&req, exchange).await {
-            return Ok(Forwarded::Whole(answer));
+        let path = req.uri().path_and_query().map_or("/", PathAndQuery::as_str).to_owned();
+        if let Some(answer) = self.acme_challenge(&path).await {
+            exchange.status = StatusCode::OK;
+            exchange.bytes = answer.len() as u64;
+            let mut response = Response::new(full(Bytes::from(answer)));
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            return Ok(Forwarded::Whole(response));
         }
-        let routes = self.table.routes();
-        let route =
-            routes.get(host).ok_or_else(|| Refusal(StatusCode::NOT_FOUND, format!("no app answers at {host}")))?;
-        let app = Arc::clone(exchange.app.insert(Arc::clone(&route.app)));
-        if let Some(https) = self.listeners.https
-            && !peer.secure
-            && route.force_https
-            && routes.cert(host).is_some()
-        {
-            return Ok(Forwarded::Whole(redirect(host, https, &req)));
-        }
-        let unserved = || Refusal(StatusCode::SERVICE_UNAVAILABLE, format!("{app} has no instance serving"));
+        let (mut upstream, mut guard) = match self.route(host, &path, peer.secure, exchange)? {
+            Decision::Forward(upstream, guard) => (upstream, guard),
+            Decision::Redirect(location) => return Ok(Forwarded::Whole(redirect(&location))),
+        };
+        let app = exchange.app.clone().unwrap_or_else(|| Arc::from("-"));
         let invalid = || Refusal(StatusCode::BAD_REQUEST, "the request's path is not valid".to_owned());
-        // In flight from the pick until the answer's body is sent (or the
-        // tunnel closes): the release flow waits for that before it retires
-        // this instance.
-        let (mut upstream, mut guard) = self.inflight.pick(&self.table, host).ok_or_else(unserved)?;
-        exchange.upstream = Some(upstream);
         if !into_origin_form(req.uri_mut()) {
             return Err(invalid());
         }
@@ -188,7 +236,7 @@ impl Proxy {
         if let (Err(Failure::Refused(err)), Some((method, uri, headers))) = (&sent, again) {
             debug!(%app, %upstream, error = %err, "upstream refused; trying once more");
             drop(guard);
-            (upstream, guard) = self.inflight.pick(&self.table, host).ok_or_else(unserved)?;
+            (upstream, guard) = self.pick(host, &app)?;
             exchange.upstream = Some(upstream);
             let mut retry = Request::new(Either::Right(Empty::new()));
             *retry.method_mut() = method;
@@ -232,24 +280,33 @@ impl Proxy {
         }
     }
 
-    /// The answer to an ACME HTTP-01 challenge nap itself is meeting;
-    /// `None` for any other request, which is routed as usual.
-    async fn acme_challenge(&self, req: &Request<Incoming>, exchange: &mut Exchange) -> Option<Response<Body>> {
-        let token = req.uri().path().strip_prefix(ACME_CHALLENGE)?;
-        if token.is_empty() || !token.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    /// The answer to an ACME HTTP-01 challenge nap itself is meeting, at
+    /// `path`; `None` for any other request, which is routed as usual.
+    pub(super) async fn acme_challenge(&self, path: &str) -> Option<Vec<u8>> {
+        if !is_acme_challenge(path) {
             return None;
         }
-        let answer = self.store.get(&layout::acme_challenge(token)).await.ok()??;
-        exchange.status = StatusCode::OK;
-        exchange.bytes = answer.len() as u64;
-        let mut response = Response::new(full(Bytes::from(answer)));
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-        Some(response)
+        let token = path.strip_prefix(ACME_CHALLENGE)?;
+        self.store.get(&layout::acme_challenge(token)).await.ok()?
     }
 }
 
+/// Whether `path` is where ACME's HTTP-01 challenges ask (with a token).
+pub(super) fn is_acme_challenge(path: &str) -> bool {
+    path.strip_prefix(ACME_CHALLENGE).is_some_and(|token| {
+        !token.is_empty() && token.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    })
+}
+
+/// What the router does with a request ([`Proxy::decide`]).
+pub(super) enum Decision {
+    /// Forward it to this instance; the guard counts it in flight.
+    Forward(SocketAddr, InflightGuard),
+    /// 308 to this HTTPS address.
+    Redirect(String),
+}
+
 /// What became of a request the router could route.
-#[expect(clippy::large_enum_variant, reason = "made and moved once per request, never kept")]
 enum Forwarded {
     /// The app's answer, whose body is still to stream; the guard counts
     /// the request in flight until it has, and then the connection goes back.
@@ -259,7 +316,7 @@ enum Forwarded {
 }
 
 /// Why the router answers a request itself: the status and the reason, for its page.
-struct Refusal(StatusCode, String);
+pub(super) struct Refusal(pub StatusCode, pub String);
 
 /// Why an upstream gave no answer.
 enum Failure {
@@ -332,27 +389,29 @@ impl Drop for Relayed {
 
 /// One request as the access log tells it; the line is written when the
 /// answer's body is done (or the page is sent).
-struct Exchange {
+pub(super) struct Exchange {
     started: Instant,
     observers: Observers,
     method: Method,
-    uri: Uri,
-    id: HeaderValue,
-    host: Option<String>,
-    app: Option<Arc<str>>,
-    upstream: Option<SocketAddr>,
-    status: StatusCode,
-    bytes: u64,
+    /// The path as the line shows it (see [`shown_path`]), never the query.
+    path: Box<str>,
+    pub id: HeaderValue,
+    pub host: Option<String>,
+    pub app: Option<Arc<str>>,
+    pub upstream: Option<SocketAddr>,
+    pub status: StatusCode,
+    pub bytes: u64,
 }
 
 impl Exchange {
-    fn new(req: &Request<Incoming>, observers: Observers) -> Exchange {
+    pub fn new(method: Method, path: &str, id: HeaderValue, observers: Observers) -> Exchange {
+        let path = shown_path(path.split_once('?').map_or(path, |(path, _)| path)).into();
         Exchange {
             started: Instant::now(),
             observers,
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            id: request_id(req),
+            method,
+            path,
+            id,
             host: None,
             app: None,
             upstream: None,
@@ -362,24 +421,32 @@ impl Exchange {
     }
 
     /// A short plain page of nap's own: the status and why.
-    fn page(mut self, status: StatusCode, why: &str) -> Response<Body> {
-        let text = format!("{} {}\nnap: {why}\n", status.as_u16(), status.canonical_reason().unwrap_or_default());
+    fn into_page(mut self, status: StatusCode, why: &str) -> Response<Body> {
+        let text = page_text(status, why);
         self.status = status;
         self.bytes = text.len() as u64;
         let mut response = Response::new(full(Bytes::from(text)));
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PAGE_TYPE));
         headers.insert(X_REQUEST_ID, self.id.clone());
         response
     }
+}
+
+/// The type of the router's own pages.
+pub(super) const PAGE_TYPE: &str = "text/plain; charset=utf-8";
+
+/// The text of a page of the router's own: the status, and why.
+pub(super) fn page_text(status: StatusCode, why: &str) -> String {
+    format!("{} {}\nnap: {why}\n", status.as_u16(), status.canonical_reason().unwrap_or_default())
 }
 
 impl Drop for Exchange {
     fn drop(&mut self) {
         let elapsed = self.started.elapsed();
         let (status, bytes, ms) = (self.status.as_u16(), self.bytes, elapsed.as_millis());
-        let path = shown_path(self.uri.path());
+        let path = &*self.path;
         let request_id = String::from_utf8_lossy(self.id.as_bytes());
         let app = self.app.as_deref().unwrap_or("-");
         info!(
@@ -401,7 +468,7 @@ impl Drop for Exchange {
                 at: time::OffsetDateTime::now_utc(),
                 host: self.host.take().unwrap_or_default(),
                 method: self.method.clone(),
-                path: path.into(),
+                path: std::mem::take(&mut self.path),
                 status,
                 bytes,
                 ms,
@@ -413,13 +480,11 @@ impl Drop for Exchange {
     }
 }
 
-/// 308 to the same place over HTTPS.
-fn redirect(host: &str, port: u16, req: &Request<Incoming>) -> Response<Body> {
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let location = if port == 443 { format!("https://{host}{path}") } else { format!("https://{host}:{port}{path}") };
+/// 308 to `location`.
+fn redirect(location: &str) -> Response<Body> {
     let mut response = Response::new(empty());
     *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
-    if let Ok(location) = HeaderValue::from_str(&location) {
+    if let Ok(location) = HeaderValue::from_str(location) {
         response.headers_mut().insert(header::LOCATION, location);
     }
     response
@@ -460,10 +525,10 @@ fn upgrade_of(req: &Request<Incoming>) -> Option<HeaderValue> {
     asks.then(|| req.headers().get(header::UPGRADE).cloned()).flatten()
 }
 
-/// The host a request is for, lower-case and without its port; `None` if
-/// it is missing or not a host name.
-fn host_of(req: &Request<Incoming>) -> Option<String> {
-    let raw = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host())?;
+/// The host a request is for (`sent` in its `Host`), lower-case and
+/// without its port; `None` if it is missing or not a host name.
+pub(super) fn host_of(sent: Option<&str>) -> Option<String> {
+    let raw = sent?;
     let host = raw.rsplit_once(':').map_or(
         raw,
         |(host, port)| {
@@ -476,12 +541,12 @@ fn host_of(req: &Request<Incoming>) -> Option<String> {
     valid.then(|| host.to_ascii_lowercase())
 }
 
-/// The client's request id (printable, 128 bytes at most), or a new one:
-/// 32 hex digits.
-fn request_id(req: &Request<Incoming>) -> HeaderValue {
-    let sent = req.headers().get(X_REQUEST_ID).filter(|v| !v.is_empty() && v.len() <= 128 && v.to_str().is_ok());
-    if let Some(id) = sent {
-        return id.clone();
+/// The client's request id (`sent`: printable, 128 bytes at most), or a
+/// new one: 32 hex digits.
+pub(super) fn request_id(sent: Option<&[u8]>) -> HeaderValue {
+    let sent = sent.filter(|id| !id.is_empty() && id.len() <= 128).and_then(|id| HeaderValue::from_bytes(id).ok());
+    if let Some(id) = sent.filter(|id| id.to_str().is_ok()) {
+        return id;
     }
     let mut hex = [0u8; 32];
     let mut n = rand::random::<u128>();
