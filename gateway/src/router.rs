@@ -14,6 +14,7 @@ mod h1;
 mod metrics;
 pub mod presence;
 mod proxy;
+mod shutdown;
 mod table;
 pub mod tls;
 mod upstream;
@@ -114,6 +115,7 @@ impl Router {
         let observers = proxy::Observers { access: Arc::clone(&ctx.access_log), metrics: Arc::clone(&metrics) };
         let proxy = Arc::new(Proxy::new(table, inflight, ctx.store.clone(), listeners, observers));
         let connections = TaskTracker::new();
+        let shutdown = Arc::new(shutdown::Shutdown::default());
         loop {
             let (stream, peer, secure) = tokio::select! {
                 accepted = http.accept() => match accepted {
@@ -127,25 +129,27 @@ impl Router {
                 () = stop.cancelled() => break,
             };
             let (proxy, stop, tls) = (Arc::clone(&proxy), stop.clone(), tls.clone());
+            let signal = shutdown.register();
             let open = metrics.connection();
             connections.spawn(async move {
                 let _open = open;
                 let _ = stream.set_nodelay(true);
                 if !secure {
-                    h1::serve(stream, &proxy, &Peer::new(peer, false), &stop).await;
+                    h1::serve(stream, &proxy, &Peer::new(peer, false), signal).await;
                     return;
                 }
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
                     Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
                         serve_h2(TokioIo::new(stream), proxy, Peer::new(peer, true), stop).await;
                     }
-                    Ok(Ok(stream)) => h1::serve(stream, &proxy, &Peer::new(peer, true), &stop).await,
+                    Ok(Ok(stream)) => h1::serve(stream, &proxy, &Peer::new(peer, true), signal).await,
                     Ok(Err(err)) => debug!(%peer, error = %err, "router: TLS handshake failed"),
                     Err(_) => debug!(%peer, "router: TLS handshake timed out"),
                 }
             });
         }
         drop((http, https));
+        shutdown.stop();
         connections.close();
         connections.wait().await;
         following.abort();

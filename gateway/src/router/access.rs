@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hyper::Method;
@@ -82,12 +82,38 @@ pub struct Line {
 pub struct AccessLog {
     kept: Mutex<HashMap<Arc<str>, VecDeque<Arc<Entry>>>>,
     live: broadcast::Sender<Line>,
+    /// Followers now: with none, a line is not sent (asking the channel
+    /// takes its lock, on every request).
+    followers: Arc<AtomicUsize>,
     routing: AtomicBool,
 }
 
 impl Default for AccessLog {
     fn default() -> Self {
-        AccessLog { kept: Mutex::default(), live: broadcast::channel(1024).0, routing: AtomicBool::new(false) }
+        AccessLog {
+            kept: Mutex::default(),
+            live: broadcast::channel(1024).0,
+            followers: Arc::default(),
+            routing: AtomicBool::new(false),
+        }
+    }
+}
+
+/// New access-log entries, of every app, as they come.
+pub struct Follower {
+    live: broadcast::Receiver<Line>,
+    followers: Arc<AtomicUsize>,
+}
+
+impl Follower {
+    pub async fn recv(&mut self) -> Result<Line, broadcast::error::RecvError> {
+        self.live.recv().await
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.followers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -119,7 +145,7 @@ impl AccessLog {
             }
             lines.push_back(Arc::clone(&entry));
         }
-        if self.live.receiver_count() > 0 {
+        if self.followers.load(Ordering::Relaxed) > 0 {
             // A follower that went away in between is fine.
             let _ = self.live.send(Line { app: Arc::clone(app), entry });
         }
@@ -134,8 +160,9 @@ impl AccessLog {
     }
 
     /// Every entry from now on, of every app.
-    pub fn follow(&self) -> broadcast::Receiver<Line> {
-        self.live.subscribe()
+    pub fn follow(&self) -> Follower {
+        self.followers.fetch_add(1, Ordering::Relaxed);
+        Follower { live: self.live.subscribe(), followers: Arc::clone(&self.followers) }
     }
 }
 
@@ -175,7 +202,7 @@ mod tests {
         assert_eq!(tail.iter().map(|e| e.bytes).collect::<Vec<_>>(), [1003, 1004]);
         assert_eq!(log.tail("shop", None).len(), 1000);
         assert_eq!(log.tail("none", None).len(), 0);
-        let first = live.try_recv().expect("a live line");
+        let first = live.live.try_recv().expect("a live line");
         assert_eq!((&*first.app, first.entry.bytes), ("shop", 0));
     }
 

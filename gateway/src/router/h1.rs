@@ -25,7 +25,6 @@ use hyper::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{debug, info, warn};
 
 use self::codec::{Framing, HeadWriter, MAX_HEADER_COUNT, RequestHead, ResponseHead};
@@ -34,6 +33,7 @@ use super::presence::InflightGuard;
 use super::proxy::{
     Decision, Exchange, PAGE_TYPE, Peer, Proxy, Refusal, host_of, is_acme_challenge, page_text, request_id,
 };
+use super::shutdown::Registration;
 
 /// How long a client gets to send a request's head (against slow-loris),
 /// and how long an idle keep-alive connection is kept.
@@ -58,7 +58,7 @@ enum Next {
 
 /// Serves one HTTP/1.1 client connection until it ends; on `stop`, the
 /// request in flight finishes first.
-pub async fn serve<C>(client: C, proxy: &Proxy, peer: &Peer, stop: &CancellationToken)
+pub async fn serve<C>(client: C, proxy: &Proxy, peer: &Peer, stop: Registration)
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
@@ -69,13 +69,13 @@ where
         buf: BytesMut::with_capacity(4096),
         ubuf: BytesMut::new(),
         timer: Timer::new(),
-        stopped: Box::pin(stop.clone().cancelled_owned()),
+        stop,
     };
     let mut out = Vec::with_capacity(1024);
     let mut next = Next::KeepAlive;
     while next == Next::KeepAlive {
         out.clear();
-        next = conn.next(&mut out, stop).await;
+        next = conn.next(&mut out).await;
     }
     let _ = conn.client.shutdown().await;
     if next == Next::Linger {
@@ -97,8 +97,8 @@ struct Conn<'p, C> {
     /// What the app sent that is not relayed yet.
     ubuf: BytesMut,
     timer: Timer,
-    /// `stop`, made once: waiting for it costs nothing per request.
-    stopped: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Set when the router stops.
+    stop: Registration,
 }
 
 /// A request the router forwards, once its head is read.
@@ -154,7 +154,7 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
 {
     /// Reads and handles one request.
-    async fn next(&mut self, out: &mut Vec<u8>, stop: &CancellationToken) -> Next {
+    async fn next(&mut self, out: &mut Vec<u8>) -> Next {
         let deadline = Instant::now() + HEADER_READ_TIMEOUT;
         // An ACME challenge's answer, once looked up in the store.
         let mut challenge = Challenge::Unasked;
@@ -205,7 +205,7 @@ where
             let read = self.timer.within(deadline, async {
                 tokio::select! {
                     read = self.client.read_buf(&mut self.buf) => Some(read),
-                    () = self.stopped.as_mut(), if idle => None,
+                    () = self.stop.stopped(), if idle => None,
                 }
             });
             let read = match read.await {
@@ -234,7 +234,7 @@ where
             Plan::Forward(forward) => self.forward(*forward, out, &mut exchange).await,
         };
         drop(exchange);
-        if stop.is_cancelled() { Next::Close } else { next }
+        if self.stop.is_stopped() { Next::Close } else { next }
     }
 
     /// Decides what becomes of a request from its head, and writes what

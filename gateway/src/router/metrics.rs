@@ -40,7 +40,7 @@ pub struct Metrics {
     upstream_errors: Family<App, Counter>,
     connections: Gauge,
     /// Each app's series, looked up once: a request then only counts.
-    apps: RwLock<HashMap<Arc<str>, Arc<AppSeries>>>,
+    apps: RwLock<HashMap<Arc<str>, AppSeries>>,
 }
 
 /// One app's series in the families above (a series is shared, not copied).
@@ -73,37 +73,41 @@ impl Metrics {
         Arc::new(Metrics { registry, requests, latency, upstream_errors, connections, apps: RwLock::default() })
     }
 
-    fn series(&self, app: &str) -> Arc<AppSeries> {
+    /// Does `count` with `app`'s series: under the read lock, with no
+    /// count of references taken (the lock is shared by every request).
+    fn with_series<T>(&self, app: &str, count: impl FnOnce(&AppSeries) -> T) -> T {
         if let Some(series) = self.apps.read().unwrap_or_else(PoisonError::into_inner).get(app) {
-            return Arc::clone(series);
+            return count(series);
         }
         let mut apps = self.apps.write().unwrap_or_else(PoisonError::into_inner);
         let series = apps.entry(app.into()).or_insert_with(|| {
             let latency = self.latency.get_or_create(&App { app: app.to_owned() }).clone();
-            Arc::new(AppSeries { classes: Default::default(), latency, upstream_errors: OnceLock::new() })
+            AppSeries { classes: Default::default(), latency, upstream_errors: OnceLock::new() }
         });
-        Arc::clone(series)
+        count(series)
     }
 
     /// Counts one answered request of `app` (`-` when no app answers).
     pub fn request(&self, app: &str, status: u16, seconds: f64) {
-        let series = self.series(app);
         let class = usize::from(status / 100).clamp(1, 5);
-        series.classes[class - 1]
-            .get_or_init(|| {
-                let labels = Request { app: app.to_owned(), status: format!("{class}xx") };
-                self.requests.get_or_create(&labels).clone()
-            })
-            .inc();
-        series.latency.observe(seconds);
+        self.with_series(app, |series| {
+            series.classes[class - 1]
+                .get_or_init(|| {
+                    let labels = Request { app: app.to_owned(), status: format!("{class}xx") };
+                    self.requests.get_or_create(&labels).clone()
+                })
+                .inc();
+            series.latency.observe(seconds);
+        });
     }
 
     pub fn upstream_error(&self, app: &str) {
-        let series = self.series(app);
-        series
-            .upstream_errors
-            .get_or_init(|| self.upstream_errors.get_or_create(&App { app: app.to_owned() }).clone())
-            .inc();
+        self.with_series(app, |series| {
+            series
+                .upstream_errors
+                .get_or_init(|| self.upstream_errors.get_or_create(&App { app: app.to_owned() }).clone())
+                .inc();
+        });
     }
 
     /// Counts an open client connection until the guard goes.

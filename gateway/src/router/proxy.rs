@@ -74,7 +74,7 @@ pub struct Proxy {
     listeners: Listeners,
     /// `X-Forwarded-Port` for plain HTTP and for HTTPS, made once.
     forwarded_ports: [HeaderValue; 2],
-    pub(super) observers: Observers,
+    pub(super) observers: Arc<Observers>,
     upstreams: Arc<Upstreams>,
     /// Connections to the instances for HTTP/1.1 clients ([`super::h1`]).
     pub(super) pool: Arc<Pool>,
@@ -111,6 +111,7 @@ impl Proxy {
         pool.keep_swept();
         let https = listeners.https.unwrap_or(443);
         let forwarded_ports = [HeaderValue::from(listeners.http), HeaderValue::from(https)];
+        let observers = Arc::new(observers);
         Proxy { table, inflight, store, listeners, forwarded_ports, observers, upstreams, pool }
     }
 
@@ -391,7 +392,7 @@ impl Drop for Relayed {
 /// answer's body is done (or the page is sent).
 pub(super) struct Exchange {
     started: Instant,
-    observers: Observers,
+    observers: Arc<Observers>,
     method: Method,
     /// The path as the line shows it (see [`shown_path`]), never the query.
     path: Box<str>,
@@ -404,7 +405,7 @@ pub(super) struct Exchange {
 }
 
 impl Exchange {
-    pub fn new(method: Method, path: &str, id: HeaderValue, observers: Observers) -> Exchange {
+    pub fn new(method: Method, path: &str, id: HeaderValue, observers: Arc<Observers>) -> Exchange {
         let path = shown_path(path.split_once('?').map_or(path, |(path, _)| path)).into();
         Exchange {
             started: Instant::now(),
@@ -447,7 +448,8 @@ impl Drop for Exchange {
         let elapsed = self.started.elapsed();
         let (status, bytes, ms) = (self.status.as_u16(), self.bytes, elapsed.as_millis());
         let path = &*self.path;
-        let request_id = String::from_utf8_lossy(self.id.as_bytes());
+        // Ids are printable ASCII ([`request_id`]).
+        let request_id = self.id.to_str().unwrap_or("-");
         let app = self.app.as_deref().unwrap_or("-");
         info!(
             target: "nap::access",
