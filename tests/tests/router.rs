@@ -418,3 +418,105 @@ fn the_router_counts_requests_for_prometheus_and_keeps_each_apps_access_log() {
     // A nap process that routes nothing says so.
     gateway.nap(&["logs", &app, "--router"], "").assert_failed_with("error: no router runs in this nap process");
 }
+
+/// Reads from `stream` until what it read holds `until` (or it closes, or
+/// 10 s pass); everything read.
+fn read_answers(stream: &mut std::net::TcpStream, until: &str) -> String {
+    use std::io::Read;
+    stream.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let (mut got, deadline) = (Vec::new(), Instant::now() + Duration::from_secs(10));
+    let mut buf = [0u8; 65536];
+    while !String::from_utf8_lossy(&got).contains(until) && Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn http1_bodies_chunks_pipelines_and_ambiguous_lengths_go_through_as_they_should() {
+    use std::io::Write;
+    let (gateway, addr) = routed_gateway();
+    let admin = admin_of(&gateway);
+    let app = unique("bodies");
+    AppRepo::new(AppKind::Upstream).push(&gateway, &admin, &app, "master").assert_ok();
+    let host = format!("{app}.{DOMAIN}");
+    assert!(routed_body(&addr, &host, "hello from upstream"));
+
+    // A body with a length, and a chunked one, reach the app whole.
+    let (status, _, body) = raw(
+        &addr,
+        &format!("POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"),
+    )
+    .expect("an answer");
+    assert_eq!((status, body.as_str()), (200, "hello"));
+    let chunked = "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
+    let (status, head, body) = raw(
+        &addr,
+        &format!(
+            "POST /echo HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{chunked}"
+        ),
+    )
+    .expect("an answer");
+    assert_eq!((status, body.as_str()), (200, "hello world"), "{head}");
+
+    // A body of 4 MiB goes through in both directions, streamed.
+    let big = "y".repeat(4 << 20);
+    let (status, _, body) = raw(
+        &addr,
+        &format!(
+            "POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{big}",
+            big.len()
+        ),
+    )
+    .expect("an answer");
+    assert_eq!((status, body.len()), (200, big.len()));
+
+    // A chunked answer: relayed in chunks to HTTP/1.1, taken out of them for HTTP/1.0.
+    let (status, head, body) =
+        raw(&addr, &format!("GET /chunked?n=3 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"))
+            .expect("an answer");
+    assert_eq!(status, 200);
+    assert!(head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{head}");
+    assert!(body.contains("part 1\n") && body.ends_with("0\r\n\r\n"), "{body:?}");
+    let (status, head, body) =
+        raw(&addr, &format!("GET /chunked?n=3 HTTP/1.0\r\nHost: {host}\r\n\r\n")).expect("an answer");
+    assert_eq!((status, body.as_str()), (200, "part 1\npart 2\npart 3\n"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("transfer-encoding"), "{head}");
+
+    // Two requests in one write (pipelined) get two answers, in order.
+    let mut stream = nap_tests::connect(&addr).expect("connect");
+    let two = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\nGET /sleep?ms=1 HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    stream.write_all(two.as_bytes()).expect("write");
+    let answers = read_answers(&mut stream, "slept 1");
+    let first = answers.find("hello from upstream").expect("the first answer");
+    assert!(answers.find("slept 1").is_some_and(|second| second > first), "{answers}");
+
+    // Expect: 100-continue gets 100 from the router, then the body goes.
+    let mut stream = nap_tests::connect(&addr).expect("connect");
+    let head = format!("POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
+    stream.write_all(head.as_bytes()).expect("write");
+    assert!(read_answers(&mut stream, "100 Continue").starts_with("HTTP/1.1 100 Continue\r\n\r\n"));
+    stream.write_all(b"abc").expect("write");
+    assert!(read_answers(&mut stream, "abc").ends_with("\r\n\r\nabc"));
+
+    // Lengths the router and the app could read differently are refused (400),
+    // and the connection is not used again.
+    let smuggled = format!(
+        "POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /headers HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    );
+    let (status, head, body) = raw(&addr, &smuggled).expect("an answer");
+    assert_eq!(status, 400, "{head}\n{body}");
+    assert!(!body.contains("x-forwarded-for"), "the smuggled request reached the app: {body}");
+    let two_lengths =
+        format!("POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab");
+    assert_eq!(raw(&addr, &two_lengths).map(|(status, _, _)| status), Some(400));
+    let gzip = format!("POST /echo HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: gzip\r\n\r\n");
+    assert_eq!(raw(&addr, &gzip).map(|(status, _, _)| status), Some(501));
+    let (status, _, body) = raw(&addr, "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").expect("an answer");
+    assert_eq!(status, 400, "two hosts: {body}");
+    assert_eq!(get_host(&addr, &host, "/").map(|(status, _)| status), Some(200), "the router goes on serving");
+}

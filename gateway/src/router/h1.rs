@@ -70,12 +70,16 @@ where
         ubuf: BytesMut::new(),
         timer: Timer::new(),
         stop,
+        held: None,
     };
     let mut out = Vec::with_capacity(1024);
     let mut next = Next::KeepAlive;
     while next == Next::KeepAlive {
         out.clear();
         next = conn.next(&mut out).await;
+    }
+    if let Some((upstream, stream)) = conn.held.take() {
+        proxy.pool.put_back(upstream, stream);
     }
     let _ = conn.client.shutdown().await;
     if next == Next::Linger {
@@ -99,6 +103,8 @@ struct Conn<'p, C> {
     timer: Timer,
     /// Set when the router stops.
     stop: Registration,
+    /// The connection to an instance the last request used, for the next.
+    held: Option<(SocketAddr, TcpStream)>,
 }
 
 /// A request the router forwards, once its head is read.
@@ -441,7 +447,9 @@ where
     /// Sends the request (its head in `out`, its body from the client) to
     /// its instance, and waits for the answer's head, which is left in `ubuf`.
     async fn send(&mut self, forward: &mut Forward, out: &[u8]) -> Result<TcpStream, Failure> {
-        let lent = self.proxy.pool.get(forward.upstream).await.map_err(|err| Failure::Refused(err.to_string()))?;
+        let held = self.held.take();
+        let lent =
+            self.proxy.pool.get(forward.upstream, held).await.map_err(|err| Failure::Refused(err.to_string()))?;
         let mut stream = lent.stream;
         let refused = |err: std::io::Error| Failure::Refused(err.to_string());
         // The head, with what of the body has come already.
@@ -578,7 +586,7 @@ where
         }
         // Only a connection whose answer ended where it said goes back.
         if self.ubuf.is_empty() && !upstream_closes && framing.is_done() {
-            self.proxy.pool.put_back(forward.upstream, stream);
+            self.held = Some((forward.upstream, stream));
         }
         next
     }

@@ -7,7 +7,10 @@
 //! - `GET /download?bytes=N&chunk=C&delay_ms=D` streams N bytes of `x`;
 //! - `GET /sleep?ms=N` answers `slept N` after N ms;
 //! - `GET /ws` (a WebSocket upgrade) echoes text messages as `REPLY: MESSAGE`;
-//! - `GET /headers` answers the request headers, one `name: value` a line.
+//! - `GET /headers` answers the request headers, one `name: value` a line;
+//! - `GET /chunked?n=N` answers `part 1` to `part N` as N chunks, with no
+//!   Content-Length;
+//! - `POST /echo` answers the request's body;
 //! - `GET /hangup` closes the connection without an answer.
 //!
 //! On SIGTERM (or SIGINT) it stops accepting and lets the requests in flight

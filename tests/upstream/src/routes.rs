@@ -34,6 +34,9 @@ impl std::fmt::Display for Hangup {
 impl std::error::Error for Hangup {}
 
 pub async fn handle(request: Request<Incoming>, reply: Arc<str>) -> Result<Response<Body>, Hangup> {
+    if request.method() == Method::POST && request.uri().path() == "/echo" {
+        return Ok(echo(request).await);
+    }
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return Ok(text(StatusCode::NOT_FOUND, "not found\n"));
     }
@@ -41,6 +44,7 @@ pub async fn handle(request: Request<Incoming>, reply: Arc<str>) -> Result<Respo
     let response = match request.uri().path() {
         "/" => text(StatusCode::OK, format!("{reply}\n")),
         "/download" => download(query),
+        "/chunked" => chunked(query),
         "/sleep" => sleep(query).await,
         "/headers" => headers(&request),
         "/ws" => ws::upgrade(request, reply),
@@ -91,6 +95,30 @@ fn download(query: &str) -> Response<Body> {
     let mut response = Response::new(StreamBody::new(chunks).boxed());
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     response.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(total));
+    response
+}
+
+/// `POST /echo`: the request's body, whole (at most 16 MiB), with its length.
+async fn echo(request: Request<Incoming>) -> Response<Body> {
+    let limited = http_body_util::Limited::new(request.into_body(), MAX_CHUNK);
+    match limited.collect().await {
+        Ok(body) => text(StatusCode::OK, body.to_bytes()),
+        Err(error) => text(StatusCode::BAD_REQUEST, format!("{error}\n")),
+    }
+}
+
+/// `/chunked?n=N`: `part 1\n` to `part N\n`, as N chunks, with no
+/// Content-Length (so HTTP/1.1 sends them chunked).
+fn chunked(query: &str) -> Response<Body> {
+    let count: u32 = match param(query, "n") {
+        Ok(count) => count.unwrap_or(3),
+        Err(error) => return text(StatusCode::BAD_REQUEST, format!("{error}\n")),
+    };
+    let parts = futures_util::stream::iter(
+        (1..=count).map(|n| Ok::<_, Infallible>(Frame::data(Bytes::from(format!("part {n}\n"))))),
+    );
+    let mut response = Response::new(StreamBody::new(parts).boxed());
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     response
 }
 

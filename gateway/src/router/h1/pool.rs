@@ -1,7 +1,9 @@
 //! Open TCP connections to the apps' instances, kept between requests in
 //! a pool per instance address. A request takes the connection put back
 //! last (the most likely to be open still), or opens one; a connection goes
-//! back only when its answer was read to its end. One that the instance
+//! back only when its answer was read to its end (a client connection
+//! keeps the last one it used until its next request goes elsewhere, or it
+//! closes: most requests then take no lock). One that the instance
 //! closed while it idled is noticed before it is lent, from the readiness
 //! tokio already holds for it, with no system call.
 
@@ -48,8 +50,15 @@ pub struct Lent {
 }
 
 impl Pool {
-    /// An open connection to `addr`: an idle one, or a new one.
-    pub async fn get(&self, addr: SocketAddr) -> Result<Lent, ConnectError> {
+    /// An open connection to `addr`: `held` if it goes there (the one the
+    /// client's connection used last, kept out of the pool: no lock taken),
+    /// or an idle one, or a new one.
+    pub async fn get(&self, addr: SocketAddr, held: Option<(SocketAddr, TcpStream)>) -> Result<Lent, ConnectError> {
+        match held {
+            Some((to, stream)) if to == addr && !has_spoken(&stream) => return Ok(Lent { stream, pooled: true }),
+            Some((to, stream)) => self.put_back(to, stream),
+            None => {}
+        }
         if let Some(stream) = self.take(addr) {
             return Ok(Lent { stream, pooled: true });
         }
@@ -71,6 +80,9 @@ impl Pool {
 
     /// Keeps `stream`, whose last answer was read whole, for the next request to `addr`.
     pub fn put_back(&self, addr: SocketAddr, stream: TcpStream) {
+        if has_spoken(&stream) {
+            return;
+        }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let pool = idle.entry(addr).or_default();
         if pool.len() < MAX_IDLE {
