@@ -425,7 +425,7 @@ fn read_answers(stream: &mut std::net::TcpStream, until: &str) -> String {
     use std::io::Read;
     stream.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
     let (mut got, deadline) = (Vec::new(), Instant::now() + Duration::from_secs(10));
-    let mut buf = [0u8; 65536];
+    let mut buf = [0u8; 16384];
     while !String::from_utf8_lossy(&got).contains(until) && Instant::now() < deadline {
         match stream.read(&mut buf) {
             Ok(0) => break,
