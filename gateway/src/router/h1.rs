@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, info, warn};
 
-use self::codec::{Framing, HeadWriter, MAX_HEADER_COUNT, RequestHead, ResponseHead};
+use self::codec::{Framing, HeadWriter, RequestHead, ResponseHead};
 pub use self::pool::Pool;
 use super::presence::InflightGuard;
 use super::proxy::{
@@ -129,6 +129,7 @@ struct Forward {
 }
 
 /// A request's head, read.
+#[expect(clippy::large_enum_variant, reason = "made once per request and moved once, never kept")]
 enum Step {
     /// What becomes of it, and its access-log line.
     Planned(Plan, Exchange),
@@ -150,7 +151,7 @@ struct Refused(StatusCode, String);
 /// What becomes of a request, once its head is read.
 enum Plan {
     /// Forward it (the head for the app is written).
-    Forward(Box<Forward>),
+    Forward(Forward),
     /// Answer it with what is written, then keep the connection or close it.
     Answer(Next),
 }
@@ -237,7 +238,7 @@ where
                 }
                 next
             }
-            Plan::Forward(forward) => self.forward(*forward, out, &mut exchange).await,
+            Plan::Forward(forward) => self.forward(forward, out, &mut exchange).await,
         };
         drop(exchange);
         if self.stop.is_stopped() { Next::Close } else { next }
@@ -325,7 +326,7 @@ where
             expects_continue: head.expects_continue && head.minor == 1,
             again,
         };
-        Ok(Step::Planned(Plan::Forward(Box::new(forward)), exchange))
+        Ok(Step::Planned(Plan::Forward(forward), exchange))
     }
 
     /// The head the app gets: the client's, less the hop-by-hop headers,
@@ -502,7 +503,7 @@ where
             out.clear();
             // Parsed in a block with no wait in it (see `next`).
             let read = {
-                let mut storage = [httparse::EMPTY_HEADER; MAX_HEADER_COUNT];
+                let mut storage = codec::storage();
                 match codec::parse_response(&self.ubuf, &mut storage) {
                     Ok(Some(head)) if (100..200).contains(&head.code) && head.code != 101 => {
                         // An interim answer (103 Early Hints, say): relayed as it is; the real one follows.

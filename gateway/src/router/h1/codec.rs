@@ -314,12 +314,9 @@ pub fn head_end(buf: &[u8]) -> Option<usize> {
 }
 
 /// An answer's head, when `buf` holds a whole one; `Ok(None)` while it does not.
-pub fn parse_response<'b>(
-    buf: &'b [u8],
-    storage: &'b mut [httparse::Header<'b>; MAX_HEADER_COUNT],
-) -> Result<Option<ResponseHead<'b>>, HeadError> {
-    let mut res = httparse::Response::new(storage);
-    let len = match res.parse(buf) {
+pub fn parse_response<'b>(buf: &'b [u8], storage: &'b mut Storage<'b>) -> Result<Option<ResponseHead<'b>>, HeadError> {
+    let mut res = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, storage) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
@@ -418,7 +415,7 @@ impl HeadWriter<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Chunked, Framing, HeadError, MAX_HEADER_COUNT, parse_request, parse_response};
+    use super::{Chunked, Framing, HeadError, parse_request, parse_response};
 
     type Summary = (usize, Framing, bool, Option<String>);
 
@@ -489,17 +486,17 @@ mod tests {
 
     #[test]
     fn responses_say_where_they_end() {
-        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADER_COUNT];
+        let mut storage = super::storage();
         let text = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
         let head = parse_response(text, &mut storage).expect("valid").expect("whole");
         assert_eq!(
             (head.code, head.framing("GET"), head.framing("HEAD")),
             (200, Framing::Length(5), Framing::Length(0))
         );
-        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADER_COUNT];
+        let mut storage = super::storage();
         let head = parse_response(b"HTTP/1.1 200 OK\r\n\r\n", &mut storage).expect("valid").expect("whole");
         assert_eq!(head.framing("GET"), Framing::UntilClose);
-        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADER_COUNT];
+        let mut storage = super::storage();
         let text = b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n";
         let head = parse_response(text, &mut storage).expect("valid").expect("whole");
         assert_eq!(head.framing("GET"), Framing::Length(0));
