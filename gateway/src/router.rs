@@ -23,7 +23,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use hyper::server::conn::http2;
@@ -160,6 +160,22 @@ impl Router {
         announce_stop.cancel();
         let _ = announcing.await;
     }
+}
+
+/// Calls `tick` with `what` every `period` (the first after one period),
+/// until `what` is gone or the runtime ends.
+fn every<T: Send + Sync + 'static>(period: Duration, what: Weak<T>, tick: impl Fn(&T) + Send + 'static) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(period);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            match what.upgrade() {
+                Some(what) => tick(&what),
+                None => return,
+            }
+        }
+    });
 }
 
 async fn listen(addr: &str) -> Result<TcpListener, RouterError> {

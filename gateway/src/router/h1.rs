@@ -56,6 +56,20 @@ enum Next {
     Linger,
 }
 
+impl Next {
+    /// What a connection does after the router answered a request itself:
+    /// a request whose body is left unread must not leave it for the next.
+    fn after_answer(body: &Framing, close: bool) -> Next {
+        if !body.is_done() {
+            Next::Linger
+        } else if close {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        }
+    }
+}
+
 /// Serves one HTTP/1.1 client connection until it ends; on `stop`, the
 /// request in flight finishes first.
 pub async fn serve<C>(client: C, proxy: &Proxy, peer: &Peer, stop: Registration)
@@ -258,14 +272,7 @@ where
         let id = request_id(find("x-request-id"));
         let mut exchange = Exchange::new(method, origin.unwrap_or(head.target), id, self.proxy.observers.clone());
         let old_client = head.minor == 0;
-        // A request whose body is not read must not leave it for the next.
-        let answered = if !head.framing.is_done() {
-            Next::Linger
-        } else if head.close {
-            Next::Close
-        } else {
-            Next::KeepAlive
-        };
+        let answered = Next::after_answer(&head.framing, head.close);
         let refused = |status: StatusCode, why: &str, mut exchange: Exchange, out: &mut Vec<u8>| {
             page(out, status, why, &mut exchange, old_client, answered);
             Ok(Step::Planned(Plan::Answer(answered), exchange))
@@ -620,14 +627,7 @@ where
         forward: &Forward,
     ) -> Next {
         out.clear();
-        // The body may be unread: the connection cannot carry another request.
-        let next = if !forward.framing.is_done() {
-            Next::Linger
-        } else if forward.close {
-            Next::Close
-        } else {
-            Next::KeepAlive
-        };
+        let next = Next::after_answer(&forward.framing, forward.close);
         page(out, status, why, exchange, forward.old_client, next);
         if self.write(out).await.is_err() {
             return Next::Close;

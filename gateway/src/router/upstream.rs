@@ -147,20 +147,9 @@ impl Upstreams {
         idle.retain(|_, pool| !pool.is_empty());
     }
 
-    /// Sweeps every [`IDLE`] until the runtime ends.
-    pub fn keep_swept(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let upstreams = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(IDLE);
-            every.tick().await;
-            loop {
-                every.tick().await;
-                match upstreams.upgrade() {
-                    Some(upstreams) => upstreams.sweep(),
-                    None => return,
-                }
-            }
-        })
+    /// Sweeps every [`IDLE`] until the runtime ends, or the pool goes.
+    pub fn keep_swept(self: &Arc<Self>) {
+        super::every(IDLE, Arc::downgrade(self), Upstreams::sweep);
     }
 }
 

@@ -102,18 +102,7 @@ impl Pool {
 
     /// Sweeps every [`IDLE`] until the runtime ends, or the pool goes.
     pub fn keep_swept(self: &Arc<Self>) {
-        let pool = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(IDLE);
-            every.tick().await;
-            loop {
-                every.tick().await;
-                match pool.upgrade() {
-                    Some(pool) => pool.sweep(),
-                    None => return,
-                }
-            }
-        });
+        crate::router::every(IDLE, Arc::downgrade(self), Pool::sweep);
     }
 }
 
