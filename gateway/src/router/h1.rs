@@ -30,9 +30,7 @@ use tracing::{debug, info, warn};
 use self::codec::{Framing, HeadWriter, RequestHead, ResponseHead};
 pub use self::pool::Pool;
 use super::presence::InflightGuard;
-use super::proxy::{
-    Decision, Exchange, PAGE_TYPE, Peer, Proxy, Refusal, host_of, is_acme_challenge, page_text, request_id,
-};
+use super::proxy::{Decision, Exchange, PAGE_TYPE, Peer, Proxy, Refusal, acme_token, host_of, page_text, request_id};
 use super::shutdown::Registration;
 
 /// How long a client gets to send a request's head (against slow-loris),
@@ -188,7 +186,7 @@ where
                     match codec::parse_request(&self.buf, &mut storage) {
                         Ok(Some(head)) => Some((
                             head.len,
-                            self.plan(&head, out, std::mem::replace(&mut challenge, Challenge::Unasked)),
+                            Ok(self.plan(&head, out, std::mem::replace(&mut challenge, Challenge::Unasked))),
                         )),
                         Ok(None) if self.buf.len() > 2 * MAX_HEAD => Some((
                             0,
@@ -262,11 +260,12 @@ where
     /// goes out next to `out`: the head for the app, or the router's answer.
     /// An ACME challenge is looked up in the store first ([`Step::Challenge`]):
     /// `challenge` is what the store had.
-    fn plan(&self, head: &RequestHead<'_>, out: &mut Vec<u8>, challenge: Challenge) -> Result<Step, Refused> {
+    fn plan(&self, head: &RequestHead<'_>, out: &mut Vec<u8>, challenge: Challenge) -> Step {
         let find = |name: &str| head.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
         let (origin, absolute_host) = split_target(head.target);
-        if let Some(path) = origin.filter(|path| matches!(challenge, Challenge::Unasked) && is_acme_challenge(path)) {
-            return Ok(Step::Challenge(path.to_owned()));
+        if let Some(path) = origin.filter(|path| matches!(challenge, Challenge::Unasked) && acme_token(path).is_some())
+        {
+            return Step::Challenge(path.to_owned());
         }
         let method = Method::from_bytes(head.method.as_bytes()).unwrap_or_default();
         let id = request_id(find("x-request-id"));
@@ -275,7 +274,7 @@ where
         let answered = Next::after_answer(&head.framing, head.close);
         let refused = |status: StatusCode, why: &str, mut exchange: Exchange, out: &mut Vec<u8>| {
             page(out, status, why, &mut exchange, old_client, answered);
-            Ok(Step::Planned(Plan::Answer(answered), exchange))
+            Step::Planned(Plan::Answer(answered), exchange)
         };
         if head.len > MAX_HEAD {
             return refused(
@@ -302,7 +301,7 @@ where
             connection(&mut head, old_client, answered);
             head.end();
             out.extend_from_slice(&answer);
-            return Ok(Step::Planned(Plan::Answer(answered), exchange));
+            return Step::Planned(Plan::Answer(answered), exchange);
         }
         let (upstream, guard) = match self.proxy.route(&host, origin, self.peer.secure, &mut exchange) {
             Ok(Decision::Forward(upstream, guard)) => (upstream, guard),
@@ -314,7 +313,7 @@ where
                 head.header("content-length", b"0");
                 connection(&mut head, old_client, answered);
                 head.end();
-                return Ok(Step::Planned(Plan::Answer(answered), exchange));
+                return Step::Planned(Plan::Answer(answered), exchange);
             }
             Err(Refusal(status, why)) => return refused(status, &why, exchange, out),
         };
@@ -333,7 +332,7 @@ where
             expects_continue: head.expects_continue && head.minor == 1,
             again,
         };
-        Ok(Step::Planned(Plan::Forward(forward), exchange))
+        Step::Planned(Plan::Forward(forward), exchange)
     }
 
     /// The head the app gets: the client's, less the hop-by-hop headers,

@@ -30,7 +30,7 @@ use super::upstream::{Checkin, Outgoing, UpstreamError, Upstreams};
 
 /// The most a request's headers may take; larger ones get 431.
 const MAX_HEADERS: usize = 32 * 1024;
-pub(super) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// Where ACME's HTTP-01 challenges ask.
 const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
@@ -38,16 +38,18 @@ const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 /// What the router answers with: the app's answer, relayed, or a page of its own.
 pub type Body = Either<Relayed, Full<Bytes>>;
 
-/// Headers that belong to one connection and are never forwarded.
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    HeaderName::from_static("keep-alive"),
-];
+/// Headers that belong to one connection and are never forwarded, either
+/// way, by either of the router's paths. HTTP/2's through hyper drops
+/// `Transfer-Encoding` too (hyper frames bodies anew); HTTP/1.1's keeps it,
+/// as it relays chunks as they are, and drops `Proxy-Connection`
+/// ([`super::h1`]).
+pub(super) const HOP_BY_HOP: [&str; 6] =
+    ["connection", "keep-alive", "te", "trailer", "upgrade", "proxy-authorization"];
+
+/// What hyper's path drops: [`HOP_BY_HOP`] and `Transfer-Encoding`.
+fn hyper_hop_by_hop() -> impl Iterator<Item = &'static str> {
+    HOP_BY_HOP.into_iter().chain(["transfer-encoding"])
+}
 
 /// The router's own ports, for redirects and `X-Forwarded-Port`, and how
 /// long an upstream gets to answer with its headers before the client gets
@@ -185,7 +187,7 @@ impl Proxy {
             }
             Err(Refusal(status, why)) => return exchange.into_page(status, &why),
         };
-        for name in &HOP_BY_HOP {
+        for name in hyper_hop_by_hop() {
             answer.headers_mut().remove(name);
         }
         exchange.status = answer.status();
@@ -284,22 +286,18 @@ impl Proxy {
     /// The answer to an ACME HTTP-01 challenge nap itself is meeting, at
     /// `path`; `None` for any other request, which is routed as usual.
     pub(super) async fn acme_challenge(&self, path: &str) -> Option<Vec<u8>> {
-        if !is_acme_challenge(path) {
-            return None;
-        }
-        let token = path.strip_prefix(ACME_CHALLENGE)?;
+        let token = acme_token(path)?;
         self.store.get(&layout::acme_challenge(token)).await.ok()?
     }
 }
 
-/// Whether `path` is where ACME's HTTP-01 challenges ask (with a token).
-pub(super) fn is_acme_challenge(path: &str) -> bool {
-    path.strip_prefix(ACME_CHALLENGE).is_some_and(|token| {
-        !token.is_empty() && token.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    })
+/// The token of an ACME HTTP-01 challenge at `path`; `None` for any other path.
+pub(super) fn acme_token(path: &str) -> Option<&str> {
+    path.strip_prefix(ACME_CHALLENGE)
+        .filter(|token| !token.is_empty() && token.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
 }
 
-/// What the router does with a request ([`Proxy::decide`]).
+/// Where a request goes ([`Proxy::route`]).
 pub(super) enum Decision {
     /// Forward it to this instance; the guard counts it in flight.
     Forward(SocketAddr, InflightGuard),
@@ -579,7 +577,7 @@ impl Forwarding<'_> {
             Some(sent) => Some(sent.clone()),
             None => HeaderValue::from_str(self.host).ok(),
         };
-        for name in &HOP_BY_HOP {
+        for name in hyper_hop_by_hop() {
             headers.remove(name);
         }
         if let Some(protocol) = self.upgrade {

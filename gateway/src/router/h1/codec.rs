@@ -11,6 +11,8 @@
 use std::fmt;
 use std::mem::MaybeUninit;
 
+use crate::router::proxy::HOP_BY_HOP;
+
 /// The most headers a request or a response may have.
 pub const MAX_HEADER_COUNT: usize = 100;
 
@@ -382,13 +384,12 @@ pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|token| !token.is_empty())
 }
 
-/// Headers that belong to one connection, never forwarded either way.
-/// (`Transfer-Encoding` is, but the router relays chunked bodies as they
-/// are, so it keeps the header that says they are chunked.)
+/// Headers that belong to one connection, never forwarded either way: the
+/// router's list, and `Proxy-Connection`. (Not `Transfer-Encoding`: the
+/// router relays chunked bodies as they are, so it keeps the header that
+/// says they are chunked.)
 pub fn is_hop_by_hop(name: &str) -> bool {
-    const HOP_BY_HOP: [&str; 7] =
-        ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "proxy-authorization"];
-    HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop))
+    name.eq_ignore_ascii_case("proxy-connection") || HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop))
 }
 
 /// A head being written: `Name: value` lines, in a buffer.
