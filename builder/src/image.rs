@@ -36,6 +36,8 @@ pub enum BuildError {
     Push { image: String, message: String },
     #[error("pulling {image} failed: {message}")]
     Pull { image: String, message: String },
+    #[error("Docker did not say the ID of the image {image} it built")]
+    NoId { image: String },
     #[error("Docker daemon: {0}")]
     Docker(#[from] bollard::errors::Error),
     #[error(transparent)]
@@ -79,6 +81,10 @@ pub struct BuildRequest<'a> {
     pub commit: &'a str,
     /// Release number the image is tagged with.
     pub release: u32,
+    /// The ID of the image nap recorded for this commit's tree (see
+    /// [`tree_of`]), if any: reused when Docker still has it, instead of a
+    /// build. Never an image found by its labels, which any pusher can set.
+    pub reuse: Option<&'a str>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +95,8 @@ pub struct Image {
     pub commit_reference: String,
     /// TCP ports the Dockerfile exposes.
     pub exposed_ports: Vec<u16>,
+    /// The image's ID (`sha256:…`), to record for its tree.
+    pub id: String,
     /// True when an image of the same tree existed and no build ran.
     pub reused: bool,
 }
@@ -121,8 +129,7 @@ impl Builder {
         let git_err = |source| BuildError::Git { commit: req.commit.to_owned(), source };
         let (tree, dockerfile) = {
             let repo = open_repo(req.repo).map_err(git_err)?;
-            let commit = repo.revparse_single(req.commit).and_then(|o| o.peel_to_commit()).map_err(git_err)?;
-            let tree = commit.tree().map_err(git_err)?;
+            let tree = commit_tree(&repo, req.commit).map_err(git_err)?;
             let entry = tree
                 .get_name("Dockerfile")
                 .ok_or_else(|| BuildError::NoDockerfile { commit: short_commit(req.commit).to_owned() })?;
@@ -132,20 +139,21 @@ impl Builder {
             (tree.id(), String::from_utf8_lossy(blob.content()).into_owned())
         };
         let repository = self.repository(req.app);
+        let reference = format!("{repository}:v{}", req.release);
+        let (id, reused) = if let Some(id) = self.existing(req.reuse).await? {
+            progress(&format!("Reusing image {} built from the same tree; no rebuild", short_id(&id)));
+            self.tag(&id, &reference).await?;
+            (id, true)
+        } else {
+            self.run_build(req, tree, &reference, progress).await?;
+            (self.id_of(&reference).await?, false)
+        };
         let image = Image {
-            reference: format!("{repository}:v{}", req.release),
+            reference,
             commit_reference: format!("{repository}:git-{}", short_commit(req.commit)),
             exposed_ports: exposed_ports(&dockerfile),
-            reused: false,
-        };
-
-        let image = if let Some(id) = self.image_of_tree(req.app, &tree.to_string()).await? {
-            progress(&format!("Reusing image {} built from the same tree; no rebuild", short_id(&id)));
-            self.tag(&id, &image.reference).await?;
-            Image { reused: true, ..image }
-        } else {
-            self.run_build(req, tree, &image.reference, progress).await?;
-            image
+            id,
+            reused,
         };
         self.tag(&image.reference, &image.commit_reference).await?;
         if self.registry.is_some() {
@@ -194,10 +202,20 @@ impl Builder {
         Ok(removed)
     }
 
-    async fn image_of_tree(&self, app: &str, tree: &str) -> Result<Option<String>, BuildError> {
-        let filters = HashMap::from([("label", vec![format!("{LABEL_APP}={app}"), format!("{LABEL_TREE}={tree}")])]);
-        let images = self.docker.list_images(Some(ListImagesOptionsBuilder::new().filters(&filters).build())).await?;
-        Ok(images.into_iter().next().map(|image| image.id))
+    /// `id` when Docker still has that image.
+    async fn existing(&self, id: Option<&str>) -> Result<Option<String>, BuildError> {
+        let Some(id) = id else { return Ok(None) };
+        match self.docker.inspect_image(id).await {
+            Ok(_) => Ok(Some(id.to_owned())),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The ID of the local image `reference`.
+    async fn id_of(&self, reference: &str) -> Result<String, BuildError> {
+        let image = self.docker.inspect_image(reference).await?;
+        image.id.ok_or_else(|| BuildError::NoId { image: reference.to_owned() })
     }
 
     async fn run_build(
@@ -353,6 +371,18 @@ impl Builder {
         }
         Ok(())
     }
+}
+
+/// The ID of the tree of `commit` (full hex) in the bare repo `repo`: the
+/// key under which nap records the image built from it.
+pub fn tree_of(repo: &Path, commit: &str) -> Result<String, BuildError> {
+    let git_err = |source| BuildError::Git { commit: commit.to_owned(), source };
+    let repo = open_repo(repo).map_err(git_err)?;
+    Ok(commit_tree(&repo, commit).map_err(git_err)?.id().to_string())
+}
+
+fn commit_tree<'r>(repo: &'r git2::Repository, commit: &str) -> Result<git2::Tree<'r>, git2::Error> {
+    repo.revparse_single(commit)?.peel_to_commit()?.tree()
 }
 
 /// A commit's short form, as images' `git-SHORT` tags and nap's output show it.

@@ -11,4 +11,4 @@ mod freezer;
 mod image;
 
 pub use freezer::FreezeError;
-pub use image::{BuildError, BuildRequest, Builder, Image, Registry, short_commit};
+pub use image::{BuildError, BuildRequest, Builder, Image, Registry, short_commit, tree_of};

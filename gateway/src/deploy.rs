@@ -23,6 +23,9 @@ use crate::router::presence::Presence;
 
 /// The port apps listen on unless their Dockerfile exposes exactly one.
 pub const DEFAULT_PORT: u16 = 5000;
+/// How long a config change, rollback or restart waits for the deploy that
+/// holds the app's lock; a push is refused at once instead.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Why a deploy failed; printed before the push or command is refused.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +90,42 @@ pub enum Source {
     Push { commit: String, repo: PathBuf },
     /// An image nap built before, as an earlier release ran it.
     Image { commit: String, image: String, port: u16 },
+    /// The image of the release that serves when the lock is taken (a
+    /// config change: read under the lock, so a push that just ended is
+    /// not undone).
+    Current,
+}
+
+/// What a new release does to the app's config. Applied to the config as
+/// it is once the lock is taken, so that changes made side by side all
+/// land, one after the other.
+#[derive(Debug, Clone)]
+pub enum ConfigChange {
+    /// The config as it is (a push).
+    Keep,
+    Set(Vec<(String, String)>),
+    Unset(Vec<String>),
+    /// Another config whole (a rollback).
+    Replace(BTreeMap<String, String>),
+}
+
+impl ConfigChange {
+    fn apply(self, mut config: BTreeMap<String, String>) -> BTreeMap<String, String> {
+        match self {
+            ConfigChange::Keep => config,
+            ConfigChange::Set(pairs) => {
+                config.extend(pairs);
+                config
+            }
+            ConfigChange::Unset(keys) => {
+                for key in &keys {
+                    config.remove(key);
+                }
+                config
+            }
+            ConfigChange::Replace(config) => config,
+        }
+    }
 }
 
 /// One new release to make.
@@ -98,8 +137,8 @@ pub struct Deploy {
     pub cause: ReleaseCause,
     pub source: Source,
     /// The environment it runs with, stored as the app's config once it
-    /// serves; `None`: the app's config as it is.
-    pub config: Option<BTreeMap<String, String>>,
+    /// serves (unless kept as it is).
+    pub config: ConfigChange,
 }
 
 impl Deploy {
@@ -107,18 +146,20 @@ impl Deploy {
     fn what(&self) -> String {
         match &self.source {
             Source::Push { commit, .. } => format!("push of {}", short_commit(commit)),
-            Source::Image { .. } => self.cause.to_string(),
+            Source::Image { .. } | Source::Current => self.cause.to_string(),
         }
     }
 }
 
 /// The release flow. Answers the new current release, or why there is none.
 pub async fn deploy(ctx: &Context, plan: Deploy, report: &Reporter) -> Result<Release, DeployError> {
-    let _lock = app_lock(ctx, &plan.app, &plan.what(), &plan.who).await?;
+    // A push is refused at once while the app deploys; anything else waits.
+    let waits = (!matches!(plan.source, Source::Push { .. })).then_some(report);
+    let _lock = app_lock(ctx, &plan.app, &plan.what(), &plan.who, waits).await?;
     let store = &ctx.store;
     let app = plan.app.clone();
     let new_app = store.app(app.as_str()).await?.is_none();
-    let (who, keep_config) = (plan.who.clone(), plan.config.is_some());
+    let (who, keep_config) = (plan.who.clone(), !matches!(plan.config, ConfigChange::Keep));
     let result = release(ctx, plan, report).await;
     match &result {
         Ok(release) => {
@@ -145,13 +186,18 @@ async fn release(ctx: &Context, plan: Deploy, report: &Reporter) -> Result<Relea
     let Deploy { app, who, cause, source, config } = plan;
     let store = &ctx.store;
     fail_interrupted_releases(store, &app).await?;
-    let config = match config {
-        Some(config) => config,
-        None => store.config(app.as_str()).await?,
+    let config = config.apply(store.config(app.as_str()).await?);
+    let source = match source {
+        Source::Current => match store.current_release(app.as_str()).await? {
+            Some(current) => Source::Image { commit: current.commit, image: current.image, port: current.port },
+            None => return Err(DeployError::NothingRunning(app)),
+        },
+        source => source,
     };
     let (commit, image, port) = match &source {
         Source::Push { commit, .. } => (commit.clone(), String::new(), DEFAULT_PORT),
         Source::Image { commit, image, port } => (commit.clone(), image.clone(), *port),
+        Source::Current => return Err(DeployError::NothingRunning(app)),
     };
     let release = Release {
         version: store.next_release_version(app.as_str()).await?,
@@ -174,7 +220,9 @@ async fn release(ctx: &Context, plan: Deploy, report: &Reporter) -> Result<Relea
             release.version,
             short_commit(commit)
         )),
-        Source::Image { .. } => report.step(&format!("{app} v{}: {}", release.version, release.cause)),
+        Source::Image { .. } | Source::Current => {
+            report.step(&format!("{app} v{}: {}", release.version, release.cause));
+        }
     }
     // Before the build, so a runner that cannot work (no systemd on the bus,
     // no registry for Kubernetes) refuses the push without building.
@@ -194,7 +242,7 @@ async fn release(ctx: &Context, plan: Deploy, report: &Reporter) -> Result<Relea
             },
             Err(err) => return fail_release(store, &app, release, err).await,
         },
-        Source::Image { .. } => release,
+        Source::Image { .. } | Source::Current => release,
     };
     let release = start_release(ctx, &runner, &app, release, report).await?;
     if let Source::Push { .. } = source {
@@ -216,8 +264,13 @@ async fn build(
     let builder = Builder::new(ctx.docker().await?, ctx.settings.registry());
     report.step(&format!("Building {}:v{version}", builder.repository(app.as_str())));
     let detail = |line: &str| report.detail(line);
-    let request = BuildRequest { app: app.as_str(), repo, commit, release: version };
+    let tree = nap_builder::tree_of(repo, commit)?;
+    let recorded = ctx.store.tree_image(app.as_str(), &tree).await?;
+    let request = BuildRequest { app: app.as_str(), repo, commit, release: version, reuse: recorded.as_deref() };
     let image = builder.build(&request, &detail).await?;
+    if !image.reused {
+        ctx.store.record_tree_image(app.as_str(), &tree, &image.id).await?;
+    }
     if report.reader_gone() {
         return Err(DeployError::ClientGone);
     }
@@ -307,12 +360,27 @@ async fn switch(
     Ok(release)
 }
 
+/// Changes the app's config without a release (`--no-restart`, or an app
+/// that runs nothing yet), under the deploy lock; answers the new config.
+pub async fn change_config(
+    ctx: &Context,
+    app: &AppName,
+    change: ConfigChange,
+    who: &str,
+    report: &Reporter,
+) -> Result<BTreeMap<String, String>, DeployError> {
+    let _lock = app_lock(ctx, app, "config change", who, Some(report)).await?;
+    let config = change.apply(ctx.store.config(app.as_str()).await?);
+    ctx.store.save_config(app.as_str(), &config).await?;
+    Ok(config)
+}
+
 /// Restarts the serving release: on a host, a fresh instance of it starts
 /// beside the one serving, answers, takes over the routes, and the old one
 /// is drained and retired, as in a deploy; it is never restarted in place.
 /// On Kubernetes, the workload's own rolling restart does the same.
 pub async fn restart(ctx: &Context, app: &AppName, who: &str, report: &Reporter) -> Result<Release, DeployError> {
-    let _lock = app_lock(ctx, app, "restart", who).await?;
+    let _lock = app_lock(ctx, app, "restart", who, Some(report)).await?;
     let release =
         ctx.store.current_release(app.as_str()).await?.ok_or_else(|| DeployError::NothingRunning(app.clone()))?;
     let runner = ctx.runner().await?;
@@ -346,7 +414,7 @@ pub enum ImagesKept {
 }
 
 pub async fn destroy(ctx: &Context, app: &AppName, who: &str) -> Result<Destroyed, DeployError> {
-    let lock = app_lock(ctx, app, "destroy", who).await?;
+    let lock = app_lock(ctx, app, "destroy", who, None).await?;
     let runner = ctx.runner().await?;
     let containers = runner.retire_all_but(app.as_str(), None).await?;
     let images = match ctx.docker().await {
@@ -410,9 +478,37 @@ async fn switch_routers(ctx: &Context, routed: Option<&str>, previous: &[String]
     }
 }
 
-/// The app's deploy lock, for `what` by `who`.
-async fn app_lock(ctx: &Context, app: &AppName, what: &str, who: &str) -> Result<Lock, DeployError> {
-    Ok(ctx.lock(LockSubject::Deploy { app: app.as_str() }, what, who).await?)
+/// The app's deploy lock, for `what` by `who`: at once, or refused naming
+/// the holder; or, given a `waiting` report, after the deploy that holds it
+/// (for `LOCK_WAIT` at most), said there once.
+async fn app_lock(
+    ctx: &Context,
+    app: &AppName,
+    what: &str,
+    who: &str,
+    waiting: Option<&Reporter>,
+) -> Result<Lock, DeployError> {
+    const POLL: std::time::Duration = std::time::Duration::from_millis(200);
+    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+    let mut said = false;
+    loop {
+        match ctx.lock(LockSubject::Deploy { app: app.as_str() }, what, who).await {
+            Err(nap_state::LockError::Busy { holder, .. })
+                if let Some(report) = waiting
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                if !said {
+                    report.step(&format!("Waiting for {holder} to finish"));
+                    said = true;
+                }
+                if report.reader_gone() {
+                    return Err(DeployError::ClientGone);
+                }
+                tokio::time::sleep(POLL).await;
+            }
+            taken => return Ok(taken?),
+        }
+    }
 }
 
 /// What the store learns in the same transaction as a new current release:

@@ -122,7 +122,7 @@ async fn run(ctx: &Context, app: AppName, pusher: String, report: &Reporter) -> 
         cause: nap_state::ReleaseCause::Push { key: pusher.clone() },
         who: pusher,
         source: Source::Push { commit, repo },
-        config: None,
+        config: deploy::ConfigChange::Keep,
     };
     deploy::deploy(ctx, plan, report).instrument(span).await?;
     Ok(())

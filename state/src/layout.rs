@@ -39,6 +39,14 @@ pub fn app(app: &str) -> String {
     format!("{ROOT}/apps/{app}/")
 }
 
+/// `/nap/apps/APP/images/TREE`: the ID of the image nap built for `app` from
+/// the git tree `TREE`. A push of a tree built before reuses that image,
+/// and only when this key names it: labels on an image prove nothing, since
+/// any pusher can build an image with any labels.
+pub fn tree_image(app: &str, tree: &str) -> String {
+    format!("{ROOT}/apps/{app}/images/{tree}")
+}
+
 /// `/nap/apps/APP/releases/N`: one release, as JSON. N is zero-padded so that
 /// a prefix listing returns releases in order.
 pub fn release(app: &str, version: u32) -> String {

@@ -130,6 +130,17 @@ impl Store {
 
     /// The number the next release of `app` gets. Only meaningful under the
     /// app's deploy lock.
+    /// The ID of the image nap built for `app` from git tree `tree`, if any.
+    pub async fn tree_image(&self, app: &str, tree: &str) -> Result<Option<String>, StoreError> {
+        let value = self.get(&layout::tree_image(app, tree)).await?;
+        Ok(value.and_then(|id| String::from_utf8(id).ok()))
+    }
+
+    /// Records that nap built the image `id` for `app` from git tree `tree`.
+    pub async fn record_tree_image(&self, app: &str, tree: &str, id: &str) -> Result<(), StoreError> {
+        self.put(&layout::tree_image(app, tree), id.as_bytes()).await
+    }
+
     pub async fn next_release_version(&self, app: &str) -> Result<u32, StoreError> {
         let last = self.releases(app).await?.last().map_or(0, |r| r.version);
         Ok(last + 1)

@@ -131,3 +131,75 @@ fn killing_the_hook_mid_deploy_does_not_block_the_next_push() {
     // The killed push's release is recorded as interrupted, and its container is gone.
     assert_eq!(nap_tests::containers_of(&app).len(), 1, "{:?}", nap_tests::containers_of(&app));
 }
+
+/// Issue 14, item 8: two first pushes at once. The one that loses the
+/// deploy lock is refused, and must not take the repo away from the one
+/// that won: its ref is there afterwards and its release serves.
+#[test]
+fn two_first_pushes_at_once_leave_the_winners_ref() {
+    let gateway = Gateway::start();
+    let alice = gateway.user("alice");
+    let apps = [unique("first"), unique("first")];
+    let repos = [AppRepo::new(AppKind::Slow), AppRepo::new(AppKind::Slow)];
+    repos[1].commit("index.html", "the other one\n");
+    let pushes: Vec<_> = apps
+        .iter()
+        .flat_map(|app| repos.iter().map(move |repo| (app, repo)))
+        .map(|(app, repo)| (app, repo.head(), repo.spawn_push(&gateway, &alice, app, "master")))
+        .collect();
+    let mut won = Vec::new();
+    for (app, head, push) in pushes {
+        let run: Run = push.wait_with_output().expect("push").into();
+        if run.ok() {
+            won.push((app, head, run));
+        } else {
+            run.assert_failed_with("is already deploying");
+        }
+    }
+    for app in &apps {
+        let winners: Vec<_> = won.iter().filter(|(name, ..)| name == &app).collect();
+        let [(_, head, run)] = winners.as_slice() else { panic!("{} pushes to {app} won", winners.len()) };
+        assert_eq!(gateway.branch_sha(app, "master").as_ref(), Some(head), "{app}: the winner's ref is gone");
+        let body = if repos[0].head() == *head { "hello from slow" } else { "the other one" };
+        assert!(wait_for_body(&run.url().expect("url"), body, ANSWER));
+    }
+}
+
+/// Issue 14, item 9: config changes side by side all land. Each is read,
+/// changed and saved under the app's deploy lock (a change waits for the
+/// one before it), with a release or without (`--no-restart`).
+#[test]
+fn twenty_config_changes_at_once_all_land() {
+    let gateway = Gateway::start();
+    let alice = gateway.user("alice");
+    let app = unique("cfgrace");
+    let repo = AppRepo::new(AppKind::Web);
+    repo.push(&gateway, &alice, &app, "master").assert_ok();
+
+    let runs: Vec<(String, Run)> = std::thread::scope(|scope| {
+        let changes: Vec<_> = (0..20)
+            .map(|n| {
+                let (gateway, alice, app) = (&gateway, &alice, &app);
+                scope.spawn(move || {
+                    let pair = format!("KEY_{n}=value-{n}");
+                    let mut args = vec!["config", "set", app.as_str(), pair.as_str()];
+                    if n % 2 == 1 {
+                        args.push("--no-restart");
+                    }
+                    let run: Run = gateway.ssh_command(alice, "nap", &args).output().expect("ssh").into();
+                    (pair, run)
+                })
+            })
+            .collect();
+        changes.into_iter().map(|change| change.join().expect("a config change")).collect()
+    });
+    for (pair, run) in &runs {
+        assert!(run.ok(), "config set {pair}: {}", run.stderr);
+    }
+    let config = gateway.ssh(&alice, "nap", &["config", &app, "--reveal"]);
+    config.assert_ok();
+    let lines: Vec<&str> = config.stdout.lines().collect();
+    for (pair, _) in &runs {
+        assert!(lines.contains(&pair.as_str()), "{pair} was lost:\n{}", config.stdout);
+    }
+}

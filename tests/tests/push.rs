@@ -81,6 +81,54 @@ fn a_tree_that_was_already_built_is_not_rebuilt() {
     assert!(registry_tags(&app).contains(&"v2".to_owned()));
 }
 
+/// Issue 14, item 1: labels prove nothing. Anyone who can build (a key
+/// allowed only for another app) can make an image labelled `nap.app=APP`
+/// and `nap.tree=TREE` with APP's public tree; APP's push must build its own.
+#[test]
+fn an_image_labelled_as_another_apps_tree_is_never_reused() {
+    let gateway = Gateway::start();
+    let alice = gateway.user("alice");
+    let app = unique("planted");
+    let repo = AppRepo::new(AppKind::Web);
+    let tree = std::process::Command::new("git")
+        .current_dir(&repo.path)
+        .args(["rev-parse", "HEAD^{tree}"])
+        .output()
+        .expect("git rev-parse");
+    let tree = String::from_utf8(tree.stdout).expect("utf-8").trim().to_owned();
+    let context = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        "FROM nap/busybox\nCMD [\"sh\",\"-c\",\"mkdir /w && echo planted > /w/index.html && exec httpd -f -p $PORT -h /w\"]\n",
+    )
+    .expect("write Dockerfile");
+    gateway.cleanup().app(&app);
+    nap_tests::docker(&[
+        "build",
+        "-q",
+        "--label",
+        &format!("nap.app={app}"),
+        "--label",
+        &format!("nap.tree={tree}"),
+        "-t",
+        &format!("planted-{app}:latest"),
+        context.path().to_str().expect("utf-8 path"),
+    ])
+    .assert_ok();
+
+    let push = repo.push(&gateway, &alice, &app, "master");
+    push.assert_ok();
+    assert!(!push.stderr.contains("no rebuild"), "it reused the planted image:\n{}", push.stderr);
+    assert!(wait_for_body(&push.url().expect("url"), "hello from web", ANSWER));
+
+    // What nap built itself is still reused.
+    repo.commit_empty();
+    let again = repo.push(&gateway, &alice, &app, "master");
+    again.assert_ok();
+    assert!(again.stderr.contains("built from the same tree; no rebuild"), "{}", again.stderr);
+    assert!(wait_for_body(&again.url().expect("url"), "hello from web", ANSWER));
+}
+
 #[test]
 fn a_single_exposed_port_becomes_port() {
     let gateway = Gateway::start();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use nap::app_name::AppName;
 use nap::context::Context;
-use nap::deploy::{self, Deploy, DeployError, Source};
+use nap::deploy::{self, ConfigChange, Deploy, DeployError, Source};
 use nap::report::Reporter;
 use nap::settings::Settings;
 use nap_state::{ReleaseCause, ReleaseStatus, StoreSettings};
@@ -50,7 +50,7 @@ impl Flow {
             cause: ReleaseCause::Push { key: "tester".into() },
             // The work tree's git directory, as a bare repo is to the hook.
             source: Source::Push { commit: repo.head(), repo: repo.path.join(".git") },
-            config: None,
+            config: ConfigChange::Keep,
         }
     }
 
@@ -92,11 +92,10 @@ async fn a_push_then_a_config_change_each_become_current_and_retire_the_one_befo
     let store = &flow.ctx.store;
     assert!(store.app(flow.app.as_str()).await.expect("app").is_some(), "a first push makes the app");
 
-    let config = [("GREETING".to_owned(), "hello".to_owned())].into();
     let change = Deploy {
         cause: ReleaseCause::Config { key: "tester".into(), change: "set GREETING".into() },
-        source: Source::Image { commit: v1.commit.clone(), image: v1.image.clone(), port: v1.port },
-        config: Some(config),
+        source: Source::Current,
+        config: ConfigChange::Set(vec![("GREETING".to_owned(), "hello".to_owned())]),
         ..flow.push(&repo)
     };
     let (v2, output) = flow.deploy(change).await;

@@ -110,7 +110,9 @@ async fn create(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, Com
     if !ctx.store.create_app(&record).await? {
         return Err(AppsError::Exists(app).into());
     }
-    repos::open_or_create(&ctx.settings.repos_dir(), &app, &ctx.exe)
+    // Kept: an app made by `apps create` has its (empty) repo.
+    let settings = &ctx.settings;
+    repos::Hold::open(&settings.repos_dir(), &settings.locks_dir(), &app, &ctx.exe)
         .map_err(|source| AppsError::Repo { app: app.clone(), source })?;
     Ok(Reply::new(
         format!("created {app}; deploy it with: git push {}/{app} master", ctx.settings.git_remote()),

@@ -6,11 +6,11 @@ use clap::{Args, Subcommand};
 use nap_state::ReleaseCause;
 use serde_json::json;
 
-use super::{CommandError, MASK, Reply, existing_app};
+use super::{CommandError, MASK, Reply, existing_app, with_flow_reporter};
 use crate::app_name::AppName;
 use crate::caller::Caller;
 use crate::context::{Context, Io};
-use crate::deploy::{Deploy, Source};
+use crate::deploy::{ConfigChange, Deploy, Source, change_config};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -67,23 +67,18 @@ pub async fn run(ctx: &Context, caller: &Caller, args: ConfigArgs, io: &mut Io) 
         Some(ConfigCommand::Set { app, pairs, no_restart }) => {
             let app = existing_app(ctx, caller, &app).await?;
             let pairs = pairs.iter().map(|p| parse_pair(p)).collect::<Result<Vec<_>, _>>()?;
-            let mut config = ctx.store.config(app.as_str()).await?;
             let names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
             let change = format!("set {}", names.join(", "));
-            for (key, value) in &pairs {
-                config.insert(key.clone(), value.clone());
-            }
-            apply(ctx, caller, &app, config, change, no_restart, io).await
+            apply(ctx, caller, &app, ConfigChange::Set(pairs), change, no_restart, io).await
         }
         Some(ConfigCommand::Unset { app, keys, no_restart }) => {
             let app = existing_app(ctx, caller, &app).await?;
-            let mut config = ctx.store.config(app.as_str()).await?;
-            for key in &keys {
-                if config.remove(key).is_none() {
-                    return Err(ConfigError::NotSet { key: key.clone(), app }.into());
-                }
+            let config = ctx.store.config(app.as_str()).await?;
+            if let Some(key) = keys.iter().find(|key| !config.contains_key(*key)) {
+                return Err(ConfigError::NotSet { key: key.clone(), app }.into());
             }
-            apply(ctx, caller, &app, config, format!("unset {}", keys.join(", ")), no_restart, io).await
+            let change = format!("unset {}", keys.join(", "));
+            apply(ctx, caller, &app, ConfigChange::Unset(keys), change, no_restart, io).await
         }
         None => {
             let app = existing_app(ctx, caller, args.app.as_deref().unwrap_or_default()).await?;
@@ -100,31 +95,34 @@ pub async fn run(ctx: &Context, caller: &Caller, args: ConfigArgs, io: &mut Io) 
     }
 }
 
-/// Stores the new config, and unless `no_restart`, runs it as a new release
-/// of the serving image. The config is only stored once that release runs.
+/// Makes `config` (named `change`) the app's config, and unless
+/// `no_restart`, runs it as a new release of the serving image. The config
+/// is only stored once that release runs. Both under the app's deploy lock,
+/// so that changes side by side all land.
 async fn apply(
     ctx: &Context,
     caller: &Caller,
     app: &AppName,
-    config: BTreeMap<String, String>,
+    config: ConfigChange,
     change: String,
     no_restart: bool,
     io: &mut Io,
 ) -> Result<Reply, CommandError> {
-    let current = ctx.store.current_release(app.as_str()).await?;
-    let Some(current) = current.filter(|_| !no_restart) else {
-        ctx.store.save_config(app.as_str(), &config).await?;
+    let runs = ctx.store.current_release(app.as_str()).await?.is_some();
+    if no_restart || !runs {
+        let who = caller.name();
+        with_flow_reporter(io, |report| async move { change_config(ctx, app, config, who, &report).await }).await?;
         return Ok(Reply::new(
             format!("{app}: config {change}; it takes effect with the next release"),
             json!({ "name": app.as_str(), "change": change, "release": null }),
         ));
-    };
+    }
     let plan = Deploy {
         app: app.clone(),
         who: caller.name().to_owned(),
         cause: ReleaseCause::Config { key: caller.name().to_owned(), change: change.clone() },
-        source: Source::Image { commit: current.commit.clone(), image: current.image.clone(), port: current.port },
-        config: Some(config),
+        source: Source::Current,
+        config,
     };
     let release = super::deploy(ctx, plan, io).await?;
     Ok(Reply::new(

@@ -29,13 +29,15 @@ pub async fn receive_pack(ctx: &Arc<Context>, caller: &Caller, repo: &str, mut i
         Ok(app) => app,
         Err(err) => return fail(&mut io.stderr, &err.to_string()).await,
     };
-    let (repo, created) = match repos::open_or_create(&ctx.settings.repos_dir(), &app, &ctx.exe) {
-        Ok(found) => found,
+    let settings = &ctx.settings;
+    let hold = match repos::Hold::open(&settings.repos_dir(), &settings.locks_dir(), &app, &ctx.exe) {
+        Ok(hold) => hold,
         Err(err) => return fail(&mut io.stderr, &format!("cannot open the repo of {app}: {err}")).await,
     };
-    let status = run_git(ctx, caller, &app, "receive-pack", repo.clone(), io).await;
+    let status = run_git(ctx, caller, &app, "receive-pack", hold.repo.clone(), io).await;
     // A refused first push must not leave an empty repo behind.
-    if created && let Err(err) = repos::remove_if_empty(&repo) {
+    let repo = hold.repo.clone();
+    if let Err(err) = hold.close() {
         warn!(repo = %repo.display(), error = %err, "could not remove the empty repo of a refused first push");
     }
     status

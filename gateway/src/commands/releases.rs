@@ -11,7 +11,7 @@ use super::{CommandError, Reply, existing_app};
 use crate::app_name::AppName;
 use crate::caller::Caller;
 use crate::context::{Context, Io};
-use crate::deploy::{Deploy, Source};
+use crate::deploy::{ConfigChange, Deploy, Source};
 
 /// Why `rollback` cannot go where it was asked to.
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +95,7 @@ pub async fn rollback(
         who: caller.name().to_owned(),
         cause: ReleaseCause::Rollback { key: caller.name().to_owned(), to: target.version },
         source: Source::Image { commit: target.commit.clone(), image: target.image.clone(), port: target.port },
-        config: Some(target.config.clone()),
+        config: ConfigChange::Replace(target.config.clone()),
     };
     let release = super::deploy(ctx, plan, io).await?;
     // The summary stays the last line, ending with the URL, for scripts.
