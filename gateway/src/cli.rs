@@ -161,7 +161,7 @@ async fn run(cli: Cli, log: &mut Option<LogGuard>) -> Result<u32, CliError> {
 /// requests in flight finish.
 async fn route_until_signalled(ctx: std::sync::Arc<Context>) -> Result<(), CliError> {
     use tokio::signal::unix::{SignalKind, signal};
-    let router = crate::router::Router::bind(&ctx.settings).await?.ok_or(CliError::RouterOff)?;
+    let router = crate::router::Router::bind(&ctx.settings)?.ok_or(CliError::RouterOff)?;
     let stop = tokio_util::sync::CancellationToken::new();
     let routing = tokio::spawn(router.run(ctx, stop.clone()));
     let (Ok(mut terminate), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))

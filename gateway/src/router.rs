@@ -18,6 +18,7 @@ mod shutdown;
 mod table;
 pub mod tls;
 mod upstream;
+mod workers;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -33,7 +34,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::context::Context;
@@ -49,56 +49,80 @@ const MAX_HEAD: usize = 64 * 1024;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
-#[error("the router cannot listen on {addr}: {source}")]
-pub struct RouterError {
-    addr: String,
-    #[source]
-    source: std::io::Error,
+pub enum RouterError {
+    #[error("the router cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the router cannot start its threads: {0}")]
+    Threads(#[source] std::io::Error),
 }
 
-/// A router that listens: bound now, so a taken port fails at start.
+/// A router that listens: bound now, so a taken port fails at start, and
+/// with its threads ready.
 pub struct Router {
-    http: TcpListener,
-    https: Option<TcpListener>,
+    http: Option<SocketAddr>,
+    https: Option<SocketAddr>,
     metrics: Option<TcpListener>,
+    workers: workers::Workers,
     table: Arc<RouteTable>,
 }
 
+/// What every connection is served with, whichever thread accepted it.
+struct Serving {
+    proxy: Arc<Proxy>,
+    tls: TlsAcceptor,
+    metrics: Arc<metrics::Metrics>,
+    shutdown: Arc<shutdown::Shutdown>,
+    stop: CancellationToken,
+}
+
 impl Router {
-    /// Binds `http_listen` and `https_listen`; `None` when the router is off.
-    pub async fn bind(settings: &Settings) -> Result<Option<Router>, RouterError> {
+    /// Binds `http_listen` and `https_listen` and starts `router_threads`
+    /// threads to serve them; `None` when the router is off. Called within
+    /// the runtime that serves the metrics.
+    pub fn bind(settings: &Settings) -> Result<Option<Router>, RouterError> {
         let Some(http) = settings.http_listen() else { return Ok(None) };
-        let http = listen(&http).await?;
-        let https = match settings.https_listen() {
-            Some(addr) => Some(listen(&addr).await?),
-            None => None,
-        };
+        let http = listen(&http)?;
+        let https = settings.https_listen().map(|addr| listen(&addr)).transpose()?;
         let metrics = match settings.metrics_listen() {
-            Some(addr) => Some(listen(&addr).await?),
+            Some(addr) => {
+                let listener = listen(&addr)?;
+                Some(TcpListener::from_std(listener).map_err(|source| RouterError::Listen { addr, source })?)
+            }
             None => None,
         };
-        Ok(Some(Router { http, https, metrics, table: RouteTable::new(&settings.domain()) }))
+        let workers =
+            workers::Workers::new(settings.router_threads(), &http, https.as_ref()).map_err(RouterError::Threads)?;
+        Ok(Some(Router {
+            http: http.local_addr().ok(),
+            https: https.as_ref().and_then(|l| l.local_addr().ok()),
+            metrics,
+            workers,
+            table: RouteTable::new(&settings.domain()),
+        }))
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.http.local_addr().ok()
+        self.http
     }
 
     /// Routes until `stop`, following the store of `ctx`; then lets the
     /// requests in flight finish.
     pub async fn run(self, ctx: Arc<Context>, stop: CancellationToken) {
-        let Router { http, https, metrics: metrics_listener, table } = self;
+        let Router { http, https, metrics: metrics_listener, workers, table } = self;
         ctx.access_log.start();
         let metrics = metrics::Metrics::new();
         let serving_metrics =
             metrics_listener.map(|listener| tokio::spawn(metrics::serve(listener, Arc::clone(&metrics), stop.clone())));
-        let port = |listener: &TcpListener| listener.local_addr().map_or(0, |a| a.port());
         let listeners = Listeners {
-            http: port(&http),
-            https: https.as_ref().map(port),
+            http: http.map_or(0, |a| a.port()),
+            https: https.map(|a| a.port()),
             upstream_timeout: ctx.settings.upstream_timeout(),
         };
-        info!(http = ?http.local_addr().ok(), https = ?https.as_ref().and_then(|l| l.local_addr().ok()), "nap router listening");
+        info!(?http, ?https, threads = ctx.settings.router_threads(), "nap router listening");
         let inflight = Arc::new(presence::Inflight::default());
         let following = tokio::spawn({
             let (table, stop, ctx) = (Arc::clone(&table), stop.clone(), Arc::clone(&ctx));
@@ -114,44 +138,9 @@ impl Router {
         let tls = TlsAcceptor::from(tls::server_config(Arc::clone(&table)));
         let observers = proxy::Observers { access: Arc::clone(&ctx.access_log), metrics: Arc::clone(&metrics) };
         let proxy = Arc::new(Proxy::new(table, inflight, ctx.store.clone(), listeners, observers));
-        let connections = TaskTracker::new();
         let shutdown = Arc::new(shutdown::Shutdown::default());
-        loop {
-            let (stream, peer, secure) = tokio::select! {
-                accepted = http.accept() => match accepted {
-                    Ok((stream, peer)) => (stream, peer, false),
-                    Err(err) => { backoff(&err).await; continue; }
-                },
-                accepted = accept(https.as_ref()) => match accepted {
-                    Ok((stream, peer)) => (stream, peer, true),
-                    Err(err) => { backoff(&err).await; continue; }
-                },
-                () = stop.cancelled() => break,
-            };
-            let (proxy, stop, tls) = (Arc::clone(&proxy), stop.clone(), tls.clone());
-            let signal = shutdown.register();
-            let open = metrics.connection();
-            connections.spawn(async move {
-                let _open = open;
-                let _ = stream.set_nodelay(true);
-                if !secure {
-                    h1::serve(stream, &proxy, &Peer::new(peer, false), signal).await;
-                    return;
-                }
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                    Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
-                        serve_h2(TokioIo::new(stream), proxy, Peer::new(peer, true), stop).await;
-                    }
-                    Ok(Ok(stream)) => h1::serve(stream, &proxy, &Peer::new(peer, true), signal).await,
-                    Ok(Err(err)) => debug!(%peer, error = %err, "router: TLS handshake failed"),
-                    Err(_) => debug!(%peer, "router: TLS handshake timed out"),
-                }
-            });
-        }
-        drop((http, https));
-        shutdown.stop();
-        connections.close();
-        connections.wait().await;
+        let serving = Arc::new(Serving { proxy, tls, metrics, shutdown, stop });
+        workers.run(&serving).await;
         following.abort();
         if let Some(serving) = serving_metrics {
             serving.abort();
@@ -178,15 +167,37 @@ fn every<T: Send + Sync + 'static>(period: Duration, what: Weak<T>, tick: impl F
     });
 }
 
-async fn listen(addr: &str) -> Result<TcpListener, RouterError> {
-    TcpListener::bind(addr).await.map_err(|source| RouterError { addr: addr.to_owned(), source })
+/// A listening socket on `addr`, non-blocking, for any runtime to take.
+fn listen(addr: &str) -> Result<std::net::TcpListener, RouterError> {
+    let listener = std::net::TcpListener::bind(addr).and_then(|listener| {
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    });
+    listener.map_err(|source| RouterError::Listen { addr: addr.to_owned(), source })
 }
 
-/// The next connection on `listener`; never, without one.
-async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
-    match listener {
-        Some(listener) => listener.accept().await,
-        None => std::future::pending().await,
+/// Serves one accepted connection to its end: HTTP/1.1, or TLS and then
+/// HTTP/1.1 or HTTP/2 as the client's ALPN asks.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    secure: bool,
+    signal: shutdown::Registration,
+    serving: &Serving,
+) {
+    let _ = stream.set_nodelay(true);
+    let proxy = &serving.proxy;
+    if !secure {
+        h1::serve(stream, proxy, &Peer::new(peer, false), signal).await;
+        return;
+    }
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, serving.tls.accept(stream)).await {
+        Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
+            serve_h2(TokioIo::new(stream), Arc::clone(proxy), Peer::new(peer, true), serving.stop.clone()).await;
+        }
+        Ok(Ok(stream)) => h1::serve(stream, proxy, &Peer::new(peer, true), signal).await,
+        Ok(Err(err)) => debug!(%peer, error = %err, "router: TLS handshake failed"),
+        Err(_) => debug!(%peer, "router: TLS handshake timed out"),
     }
 }
 

@@ -55,7 +55,7 @@ pub async fn serve(ctx: Arc<Context>) -> Result<(), ServeError> {
     let grace = settings.shutdown_timeout();
     let host_key = load_or_create_host_key(&settings.host_key_path())?;
     // The HTTP router, in this process and runtime, unless `http_listen = "off"`.
-    let router = Router::bind(settings).await?;
+    let router = Router::bind(settings)?;
     let stop_routing = CancellationToken::new();
     let routing = router.map(|router| tokio::spawn(router.run(Arc::clone(&ctx), stop_routing.clone())));
     // Instances that die on this host leave the routes at once (not on Kubernetes).

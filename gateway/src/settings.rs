@@ -71,6 +71,9 @@ pub struct Settings {
     /// Seconds an app gets to answer a request's headers through the router before the client gets 504 [default: 60]
     #[arg(long, global = true, env = "NAP_UPSTREAM_TIMEOUT", value_name = "SECS")]
     pub upstream_timeout: Option<u64>,
+    /// Threads that serve the router's connections, each on its own, as nginx's workers [default: half the cores, at least 1]
+    #[arg(long, global = true, env = "NAP_ROUTER_THREADS", value_name = "N", hide = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub router_threads: Option<u16>,
     /// Where the router serves Prometheus metrics at /metrics, e.g. 127.0.0.1:9100, or `off` [default: off]
     #[arg(long, global = true, env = "NAP_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
@@ -329,6 +332,15 @@ impl Settings {
     pub fn metrics_listen(&self) -> Option<String> {
         self.http_listen()?;
         self.metrics_listen.clone().filter(|listen| listen != "off")
+    }
+
+    /// How many threads serve the router's connections: `router_threads`,
+    /// else half the cores (the apps it routes to mostly share the host).
+    pub fn router_threads(&self) -> usize {
+        self.router_threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1)),
+            usize::from,
+        )
     }
 
     pub fn upstream_timeout(&self) -> Duration {

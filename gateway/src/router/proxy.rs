@@ -73,6 +73,9 @@ pub struct Proxy {
     table: Arc<RouteTable>,
     inflight: Arc<Inflight>,
     store: Store,
+    /// The runtime the store's clients live on (the main one), which the
+    /// router's threads ask the store through.
+    control: tokio::runtime::Handle,
     listeners: Listeners,
     /// `X-Forwarded-Port` for plain HTTP and for HTTPS, made once.
     forwarded_ports: [HeaderValue; 2],
@@ -100,6 +103,7 @@ impl Peer {
 }
 
 impl Proxy {
+    /// Made on the runtime that runs the store's clients.
     pub fn new(
         table: Arc<RouteTable>,
         inflight: Arc<Inflight>,
@@ -114,7 +118,8 @@ impl Proxy {
         let https = listeners.https.unwrap_or(443);
         let forwarded_ports = [HeaderValue::from(listeners.http), HeaderValue::from(https)];
         let observers = Arc::new(observers);
-        Proxy { table, inflight, store, listeners, forwarded_ports, observers, upstreams, pool }
+        let control = tokio::runtime::Handle::current();
+        Proxy { table, inflight, store, control, listeners, forwarded_ports, observers, upstreams, pool }
     }
 
     pub(super) fn listeners(&self) -> &Listeners {
@@ -286,8 +291,8 @@ impl Proxy {
     /// The answer to an ACME HTTP-01 challenge nap itself is meeting, at
     /// `path`; `None` for any other request, which is routed as usual.
     pub(super) async fn acme_challenge(&self, path: &str) -> Option<Vec<u8>> {
-        let token = acme_token(path)?;
-        self.store.get(&layout::acme_challenge(token)).await.ok()?
+        let (store, key) = (self.store.clone(), layout::acme_challenge(acme_token(path)?));
+        self.control.spawn(async move { store.get(&key).await }).await.ok()?.ok()?
     }
 }
 

@@ -77,7 +77,9 @@ impl Embedded {
     }
 
     /// Runs one operation off the async runtime: SQLite may wait on another
-    /// process's lock, and that wait must not stall the gateway's tasks.
+    /// process's lock, and that wait must not stall the gateway's tasks. On
+    /// a single-threaded runtime (or none), which has no other worker to hand
+    /// its tasks to, it runs in place.
     #[expect(clippy::unused_async, reason = "async like every etcd call, so the store awaits either backend alike")]
     pub(super) async fn run<T, F>(&self, op: F) -> Result<T, StoreError>
     where
@@ -86,14 +88,20 @@ impl Embedded {
     {
         let conn = Arc::clone(&self.conn);
         let path = Arc::clone(&self.path);
-        tokio::task::block_in_place(move || {
+        let work = move || {
             let mut guard = conn.lock().map_err(|_| StoreError::Poisoned)?;
             op(&mut Db { conn: &mut guard }).map_err(|err| match err {
                 DbError::Sql(source) => StoreError::Embedded { path: path.display().to_string(), source },
                 DbError::LeaseNotFound(id) => StoreError::LeaseNotFound(id),
                 DbError::Compacted(revision) => StoreError::Compacted(revision),
             })
-        })
+        };
+        let flavor = tokio::runtime::Handle::try_current().map(|runtime| runtime.runtime_flavor());
+        if matches!(flavor, Ok(tokio::runtime::RuntimeFlavor::MultiThread)) {
+            tokio::task::block_in_place(work)
+        } else {
+            work()
+        }
     }
 }
 
