@@ -184,28 +184,140 @@ pub fn authorized_keys_line(nap_command: &str, key: &AuthorizedKey) -> String {
     format!("command=\"{nap_command} ssh-command --key {}\",restrict {} {}", key.name, key.public_key, key.name)
 }
 
-/// The allowed keys as last read from the store. When the store cannot be
-/// read (etcd is down), the gateway still knows who is connecting, so the
-/// command itself fails and says why, instead of a bare "Permission denied".
-/// Every successful read replaces the copy, and no command can run without
-/// the store, so a stale copy grants nothing.
+/// The allowed keys, as `nap serve` follows them: read from the store once,
+/// then kept true by the store's watch ([`KnownKeys::follow`]), so that a
+/// key offered at login costs no store read. A key the copy lacks (one
+/// added a moment ago, before the watch brings it, or a stranger's) costs
+/// one read of the store, shared by every lookup waiting for it, so that a
+/// flood of unknown keys makes one read at a time. While the watch is not
+/// known to be live (before it starts, after it fails, and in processes
+/// that do not follow: `ssh-command`, the host's CLI), every lookup reads
+/// the store, and every command's check fails closed when it cannot.
 #[derive(Default)]
-pub struct KnownKeys(std::sync::RwLock<Vec<AuthorizedKey>>);
+pub struct KnownKeys {
+    known: std::sync::RwLock<Known>,
+    /// Held by the one read of the store under way.
+    reading: tokio::sync::Mutex<()>,
+    /// How many such reads have ended.
+    reads: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct Known {
+    keys: Vec<AuthorizedKey>,
+    /// Whether `keys` follows the store's watch now.
+    followed: bool,
+}
+
+/// Why a key cannot go on being used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyCheckError {
+    #[error("the key {0:?} is no longer allowed in")]
+    Removed(String),
+    #[error("cannot check the key {name:?}: {source}")]
+    Store {
+        name: String,
+        #[source]
+        source: KeyError,
+    },
+}
 
 impl KnownKeys {
+    /// The allowed key whose key material is `key`, if any. When the store
+    /// cannot say, the last copy answers, so that the client learns why its
+    /// commands are refused ([`Self::recheck`] fails closed) rather than a
+    /// bare "Permission denied".
     pub async fn find(&self, store: &Store, key: &PublicKey) -> Option<AuthorizedKey> {
-        let keys = match list(store).await {
-            Ok(keys) => {
-                if let Ok(mut known) = self.0.write() {
-                    known.clone_from(&keys);
-                }
-                keys
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot read the keys; using the last copy");
-                self.0.read().map(|known| known.clone()).unwrap_or_default()
-            }
+        let found = |keys: &[AuthorizedKey]| keys.iter().find(|k| matches(k, key)).cloned();
+        if let Some(Some(known)) = self.followed(found) {
+            return Some(known);
+        }
+        if let Err(err) = self.read(store).await {
+            // Logged in from the last copy, only to say why: every command
+            // checks its key again first, and fails closed without the store.
+            tracing::warn!(error = %err, "cannot read the keys; the last copy logs in, and commands are refused");
+        }
+        self.look(found)
+    }
+
+    /// `key` as the store has it now, for each new command on a connection
+    /// that logged in with it: a removed key runs nothing more, and a key's
+    /// changed apps apply at once.
+    pub async fn recheck(&self, store: &Store, key: &AuthorizedKey) -> Result<AuthorizedKey, KeyCheckError> {
+        let same = |keys: &[AuthorizedKey]| {
+            keys.iter().find(|k| k.name == key.name && k.public_key == key.public_key).cloned()
         };
-        keys.into_iter().find(|k| matches(k, key))
+        let found = if let Some(found) = self.followed(same) {
+            found
+        } else {
+            self.read(store).await.map_err(|source| KeyCheckError::Store { name: key.name.clone(), source })?;
+            self.look(same)
+        };
+        found.ok_or_else(|| KeyCheckError::Removed(key.name.clone()))
+    }
+
+    /// Reads the keys from the store into the copy, or waits for a read
+    /// that began after this call (reads run one at a time, so the second
+    /// to end after the call began after it).
+    async fn read(&self, store: &Store) -> Result<(), KeyError> {
+        use std::sync::atomic::Ordering;
+        let asked = self.reads.load(Ordering::Acquire);
+        let _reading = self.reading.lock().await;
+        if self.reads.load(Ordering::Acquire) >= asked + 2 {
+            return Ok(());
+        }
+        let read = list(store).await;
+        self.reads.fetch_add(1, Ordering::AcqRel);
+        let keys = read?;
+        self.known.write().unwrap_or_else(std::sync::PoisonError::into_inner).keys = keys;
+        Ok(())
+    }
+
+    fn look<T>(&self, look: impl FnOnce(&[AuthorizedKey]) -> T) -> T {
+        look(&self.known.read().unwrap_or_else(std::sync::PoisonError::into_inner).keys)
+    }
+
+    /// `look` at the copy, if it follows the store.
+    fn followed<T>(&self, look: impl FnOnce(&[AuthorizedKey]) -> T) -> Option<T> {
+        let known = self.known.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        known.followed.then(|| look(&known.keys))
+    }
+
+    /// The keys as the watch brings them (`None`: the watch stopped).
+    fn set(&self, keys: Option<Vec<AuthorizedKey>>) {
+        let mut known = self.known.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match keys {
+            Some(keys) => *known = Known { keys, followed: true },
+            None => known.followed = false,
+        }
+    }
+
+    /// Keeps the copy true to the store until `stop`: its revision, the
+    /// keys, then the watch from that revision, again after a pause
+    /// whenever it fails.
+    pub async fn follow(&self, store: &Store, stop: &tokio_util::sync::CancellationToken) {
+        let failed = "keys: the store's watch failed; reading the keys again";
+        crate::following::until_stopped(stop, FOLLOW_RETRY, failed, || async {
+            let followed = self.follow_once(store).await;
+            self.set(None);
+            followed
+        })
+        .await;
+        self.set(None);
+    }
+
+    async fn follow_once(&self, store: &Store) -> Result<(), KeyError> {
+        use futures_util::StreamExt;
+        let revision = store.revision().await?;
+        let mut events = store.watch(&layout::ssh_keys(), revision + 1).await?;
+        self.set(Some(list(store).await?));
+        while let Some(batch) = events.next().await {
+            batch?;
+            self.set(Some(list(store).await?));
+        }
+        Ok(())
     }
 }
+
+/// How long the key watch waits before following the store again.
+const FOLLOW_RETRY: std::time::Duration = std::time::Duration::from_secs(1);

@@ -6,8 +6,10 @@
 
 mod channel;
 mod handler;
+mod startups;
 
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +23,10 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::context::Context;
 use crate::router::Router;
+use startups::{Startup, Startups};
+
+/// How long the gateway waits after an accept error (out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What keeps the gateway from starting.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +58,7 @@ pub enum ServeError {
 pub async fn serve(ctx: Arc<Context>) -> Result<(), ServeError> {
     let settings = &ctx.settings;
     let listen = settings.listen();
-    let grace = settings.shutdown_timeout();
+    let shutdown_grace = settings.shutdown_timeout();
     let host_key = load_or_create_host_key(&settings.host_key_path())?;
     // The HTTP router, in this process and runtime, unless `http_listen = "off"`.
     let router = Router::bind(settings)?;
@@ -62,6 +68,11 @@ pub async fn serve(ctx: Arc<Context>) -> Result<(), ServeError> {
     let following = (settings.runner != Some(nap_runner::RunnerKind::Kubernetes)).then(|| {
         let (ctx, stop) = (Arc::clone(&ctx), stop_routing.clone());
         tokio::spawn(crate::liveness::follow(ctx, stop))
+    });
+    // The keys allowed in, followed in the store, so a login reads nothing.
+    let following_keys = tokio::spawn({
+        let (ctx, stop) = (Arc::clone(&ctx), stop_routing.clone());
+        async move { ctx.known_keys.follow(&ctx.store, &stop).await }
     });
     // Certificates of apps with `letsencrypt on` are renewed from here.
     let renewing = routing.is_some().then(|| {
@@ -85,6 +96,9 @@ pub async fn serve(ctx: Arc<Context>) -> Result<(), ServeError> {
     // Only command tasks are tracked: shutdown waits for running pushes, not
     // for idle connections.
     let commands = TaskTracker::new();
+    let (total, per_source) = settings.max_startups();
+    let startups = Startups::new(total, per_source);
+    let grace = settings.login_grace_time();
     let mut terminate = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
     loop {
@@ -92,9 +106,15 @@ pub async fn serve(ctx: Arc<Context>) -> Result<(), ServeError> {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
-                    Err(err) => { warn!(error = %err, "accept failed"); continue; }
+                    // Out of file descriptors, say: a pause, not a spin.
+                    Err(err) => {
+                        warn!(error = %err, "accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
                 };
-                spawn_connection(Arc::clone(&ctx), Arc::clone(&config), commands.clone(), stream, peer);
+                let login = Login { startup: startups.admit(peer.ip()), grace };
+                spawn_connection(Arc::clone(&ctx), Arc::clone(&config), commands.clone(), stream, peer, login);
             }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
@@ -109,15 +129,27 @@ pub async fn serve(ctx: Arc<Context>) -> Result<(), ServeError> {
     if let Some(following) = following {
         following.abort();
     }
+    following_keys.abort();
     if let Some(routing) = routing {
-        let _ = tokio::time::timeout(grace, routing).await;
+        let _ = tokio::time::timeout(shutdown_grace, routing).await;
     }
     commands.close();
-    info!(running = commands.len(), grace_secs = grace.as_secs(), "shutting down; letting running commands finish");
-    if tokio::time::timeout(grace, commands.wait()).await.is_err() {
+    info!(
+        running = commands.len(),
+        grace_secs = shutdown_grace.as_secs(),
+        "shutting down; letting running commands finish"
+    );
+    if tokio::time::timeout(shutdown_grace, commands.wait()).await.is_err() {
         warn!(running = commands.len(), "shutdown grace period over; stopping anyway");
     }
     Ok(())
+}
+
+/// What a connection must do before it may stay: log in within `grace`,
+/// and not be cut to make room meanwhile.
+struct Login {
+    startup: Startup,
+    grace: Duration,
 }
 
 fn spawn_connection(
@@ -126,22 +158,47 @@ fn spawn_connection(
     commands: TaskTracker,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    login: Login,
 ) {
     let span = info_span!("connection", %peer);
     tokio::spawn(
         async move {
-            let handler = handler::Connection::new(ctx, commands);
-            match russh::server::run_stream(config, stream, handler).await {
-                Ok(session) => {
-                    if let Err(err) = session.await {
-                        info!(error = %err, "connection ended");
+            let (evicted, logged_in) = (login.startup.evicted.clone(), CancellationToken::new());
+            let handler = handler::Connection::new(ctx, commands, login.startup, logged_in.clone());
+            let cut = async {
+                tokio::select! {
+                    () = logged_in.cancelled() => std::future::pending().await,
+                    () = tokio::time::sleep(login.grace) => "did not log in within the login grace time",
+                    () = evicted.cancelled() => "cut to make room for newer connections that are not logged in",
+                }
+            };
+            // The session runs as a task of its own once the client's banner
+            // is in; shutting the socket down (through a second handle on
+            // it) ends it, whatever it waits for.
+            let socket = stream.as_fd().try_clone_to_owned().map(std::net::TcpStream::from);
+            tokio::select! {
+                () = serve_session(config, stream, handler) => {}
+                why = cut => {
+                    info!("connection closed: {why}");
+                    if let Ok(socket) = socket {
+                        let _ = socket.shutdown(std::net::Shutdown::Both);
                     }
                 }
-                Err(err) => info!(error = %err, "handshake failed"),
             }
         }
         .instrument(span),
     );
+}
+
+async fn serve_session(config: Arc<Config>, stream: tokio::net::TcpStream, handler: handler::Connection) {
+    match russh::server::run_stream(config, stream, handler).await {
+        Ok(session) => {
+            if let Err(err) = session.await {
+                info!(error = %err, "connection ended");
+            }
+        }
+        Err(err) => info!(error = %err, "handshake failed"),
+    }
 }
 
 /// The gateway's identity: generated on first start, then kept.

@@ -25,6 +25,9 @@ const DEFAULT_DOMAIN: &str = "localhost";
 const DEFAULT_CHECK_TIMEOUT: u64 = 30;
 const DEFAULT_SHUTDOWN_TIMEOUT: u64 = 60;
 const DEFAULT_RETIRE_TIMEOUT: u64 = 30;
+const DEFAULT_LOGIN_GRACE_TIME: u64 = 30;
+const DEFAULT_MAX_STARTUPS: u32 = 100;
+const DEFAULT_PER_SOURCE_MAX_STARTUPS: u32 = 30;
 const DEFAULT_UNIT_DIR: &str = "/etc/systemd/system";
 const DEFAULT_DOCKER_CLI: &str = "/usr/bin/docker";
 
@@ -92,6 +95,15 @@ pub struct Settings {
     /// Seconds the routers get to drain a replaced release before it is stopped [default: 30]
     #[arg(long, global = true, env = "NAP_RETIRE_TIMEOUT", value_name = "SECS")]
     pub retire_timeout: Option<u64>,
+    /// Seconds an SSH connection gets to log in before it is cut, as OpenSSH's LoginGraceTime [default: 30]
+    #[arg(long, global = true, env = "NAP_LOGIN_GRACE_TIME", value_name = "SECS", hide = true)]
+    pub login_grace_time: Option<u64>,
+    /// SSH connections not yet logged in, in all; one more cuts the oldest of them [default: 100]
+    #[arg(long, global = true, env = "NAP_MAX_STARTUPS", value_name = "N", hide = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_startups: Option<u32>,
+    /// SSH connections not yet logged in, per client address; one more cuts that address's oldest [default: 30]
+    #[arg(long, global = true, env = "NAP_PER_SOURCE_MAX_STARTUPS", value_name = "N", hide = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub per_source_max_startups: Option<u32>,
     /// Seconds that running pushes get to finish after SIGTERM (`nap serve`) [default: 60]
     #[arg(long, global = true, env = "NAP_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,
@@ -374,6 +386,19 @@ impl Settings {
 
     pub fn retire_timeout(&self) -> Duration {
         Duration::from_secs(self.retire_timeout.unwrap_or(DEFAULT_RETIRE_TIMEOUT))
+    }
+
+    pub fn login_grace_time(&self) -> Duration {
+        Duration::from_secs(self.login_grace_time.unwrap_or(DEFAULT_LOGIN_GRACE_TIME))
+    }
+
+    /// How many SSH connections may wait to log in: in all, and per client address.
+    pub fn max_startups(&self) -> (usize, usize) {
+        let limit = |value: Option<u32>, default| usize::try_from(value.unwrap_or(default)).unwrap_or(usize::MAX);
+        (
+            limit(self.max_startups, DEFAULT_MAX_STARTUPS),
+            limit(self.per_source_max_startups, DEFAULT_PER_SOURCE_MAX_STARTUPS),
+        )
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use nap_tests::{AppKind, AppRepo, Gateway, Key, etcd_endpoint, etcdctl, unique, wait_for_body};
+use nap_tests::{AppKind, AppRepo, Gateway, Key, Run, etcd_endpoint, etcdctl, unique, wait_for_body};
 
 #[test]
 fn a_push_keeps_its_state_in_etcd() {
@@ -58,8 +58,8 @@ fn when_etcd_dies_pushes_and_commands_fail_in_bounded_time_and_nothing_is_lost()
     repo.commit("index.html", "never deployed\n");
     let started = Instant::now();
     let push = repo.push(&gateway, &admin, &app, "master");
-    push.assert_failed_with(&endpoint);
-    push.assert_failed_with("pre-receive hook declined");
+    // Refused before git runs: without the store, no key can be checked.
+    push.assert_failed_with(&format!("error: cannot check the key \"admin\": {endpoint}"));
     assert!(started.elapsed() < Duration::from_secs(30), "the push took {:?}", started.elapsed());
     assert_eq!(gateway.branch_sha(&app, "master"), Some(good), "the ref moved");
     assert!(wait_for_body(&url, "hello from web", Duration::from_secs(5)), "the serving release stopped");
@@ -67,7 +67,24 @@ fn when_etcd_dies_pushes_and_commands_fail_in_bounded_time_and_nothing_is_lost()
     let started = Instant::now();
     let apps = gateway.ssh(&admin, "nap", &["apps"]);
     assert_eq!(apps.code, Some(1), "{apps:?}");
-    assert!(apps.stderr.starts_with(&format!("error: {endpoint}")), "{:?}", apps.stderr);
+    assert!(
+        apps.stderr.starts_with(&format!("error: cannot check the key \"admin\": {endpoint}")),
+        "{:?}",
+        apps.stderr
+    );
+    assert_eq!(apps.stderr.trim_end().lines().count(), 1, "{:?}", apps.stderr);
+    assert!(started.elapsed() < Duration::from_secs(30), "the command took {:?}", started.elapsed());
+
+    // Nor does a clone, which needs no store itself (fail closed).
+    let clone_dir = tempfile::tempdir().expect("temp dir");
+    let clone: Run = std::process::Command::new("git")
+        .env("GIT_SSH_COMMAND", admin.ssh_command())
+        .args(["clone", "-q", &gateway.remote(&app)])
+        .arg(clone_dir.path().join("app"))
+        .output()
+        .expect("git clone")
+        .into();
+    clone.assert_failed_with(&format!("cannot check the key \"admin\": {endpoint}"));
     assert!(started.elapsed() < Duration::from_secs(30), "the command took {:?}", started.elapsed());
 }
 

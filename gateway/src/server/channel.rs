@@ -19,6 +19,16 @@ const STDIN_BUFFER: usize = 256 * 1024;
 /// How long a finished command waits for the client to answer its close.
 const CLOSE_ANSWER: Duration = Duration::from_secs(10);
 
+/// Says on the channel why its command does not run, and ends it (exit
+/// status 1).
+pub async fn refuse(channel: Channel<Msg>, why: impl std::fmt::Display) {
+    let (_incoming, outgoing) = channel.split();
+    let _ = outgoing.make_writer_ext(Some(1)).write_all(format!("error: {why}\n").as_bytes()).await;
+    let _ = outgoing.exit_status(1).await;
+    let _ = outgoing.eof().await;
+    let _ = outgoing.close().await;
+}
+
 pub async fn serve_exec(ctx: Arc<Context>, caller: Caller, command: String, channel: Channel<Msg>) {
     let (mut incoming, outgoing) = channel.split();
     let client_gone = CancellationToken::new();

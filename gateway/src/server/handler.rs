@@ -6,9 +6,11 @@ use std::sync::Arc;
 use russh::keys::HashAlg;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span};
 
+use super::startups::Startup;
 use crate::caller::Caller;
 use crate::context::Context;
 use crate::keys::AuthorizedKey;
@@ -22,28 +24,42 @@ pub enum HandlerError {
 pub struct Connection {
     ctx: Arc<Context>,
     commands: TaskTracker,
+    /// Its place among the connections not logged in; gone once it is.
+    startup: Option<Startup>,
+    logged_in: CancellationToken,
     key: Option<AuthorizedKey>,
     /// Opened session channels waiting for their exec request.
     channels: HashMap<ChannelId, Channel<Msg>>,
 }
 
 impl Connection {
-    pub fn new(ctx: Arc<Context>, commands: TaskTracker) -> Self {
-        Connection { ctx, commands, key: None, channels: HashMap::new() }
+    pub fn new(ctx: Arc<Context>, commands: TaskTracker, startup: Startup, logged_in: CancellationToken) -> Self {
+        Connection { ctx, commands, startup: Some(startup), logged_in, key: None, channels: HashMap::new() }
     }
 
     async fn lookup(&self, key: &russh::keys::PublicKey) -> Option<AuthorizedKey> {
         self.ctx.known_keys.find(&self.ctx.store, key).await
     }
 
-    /// Hands the channel to its own task, which runs `command` and owns the channel from then on.
-    fn start(&mut self, id: ChannelId, command: String, session: &mut Session) -> Result<(), HandlerError> {
+    /// Hands the channel to its own task, which runs `command` and owns the
+    /// channel from then on; or, when the key that logged in is no longer
+    /// allowed (or the store cannot say), to one that says so.
+    async fn start(&mut self, id: ChannelId, command: String, session: &mut Session) -> Result<(), HandlerError> {
         let (Some(key), Some(channel)) = (self.key.clone(), self.channels.remove(&id)) else {
             session.channel_failure(id)?;
             return Ok(());
         };
         session.channel_success(id)?;
         let span = info_span!("command", key = %key.name, command = %crate::remote::shown(&command));
+        let key = match self.ctx.known_keys.recheck(&self.ctx.store, &key).await {
+            Ok(key) => key,
+            Err(err) => {
+                span.in_scope(|| info!(error = %err, "command refused"));
+                tokio::spawn(super::channel::refuse(channel, err).instrument(span));
+                return Ok(());
+            }
+        };
+        self.key = Some(key.clone());
         let ctx = Arc::clone(&self.ctx);
         self.commands.spawn(super::channel::serve_exec(ctx, Caller::Key(key), command, channel).instrument(span));
         Ok(())
@@ -67,6 +83,8 @@ impl russh::server::Handler for Connection {
             Some(found) => {
                 info!(key = %found.name, "authenticated");
                 self.key = Some(found);
+                self.startup = None;
+                self.logged_in.cancel();
                 Auth::Accept
             }
             None => Auth::reject(),
@@ -86,12 +104,12 @@ impl russh::server::Handler for Connection {
 
     async fn exec_request(&mut self, id: ChannelId, data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
         let command = String::from_utf8_lossy(data).into_owned();
-        self.start(id, command, session)
+        self.start(id, command, session).await
     }
 
     /// `ssh host` with no command gets the help.
     async fn shell_request(&mut self, id: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
-        self.start(id, String::new(), session)
+        self.start(id, String::new(), session).await
     }
 
     /// Refused: a command's environment is nap's and its settings', never
