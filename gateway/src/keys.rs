@@ -232,7 +232,7 @@ impl KnownKeys {
         if let Some(Some(known)) = self.followed(found) {
             return Some(known);
         }
-        if let Err(err) = self.read(store).await {
+        if let Err(err) = self.refresh(store).await {
             // Logged in from the last copy, only to say why: every command
             // checks its key again first, and fails closed without the store.
             tracing::warn!(error = %err, "cannot read the keys; the last copy logs in, and commands are refused");
@@ -250,7 +250,7 @@ impl KnownKeys {
         let found = if let Some(found) = self.followed(same) {
             found
         } else {
-            self.read(store).await.map_err(|source| KeyCheckError::Store { name: key.name.clone(), source })?;
+            self.refresh(store).await.map_err(|source| KeyCheckError::Store { name: key.name.clone(), source })?;
             self.look(same)
         };
         found.ok_or_else(|| KeyCheckError::Removed(key.name.clone()))
@@ -258,8 +258,10 @@ impl KnownKeys {
 
     /// Reads the keys from the store into the copy, or waits for a read
     /// that began after this call (reads run one at a time, so the second
-    /// to end after the call began after it).
-    async fn read(&self, store: &Store) -> Result<(), KeyError> {
+    /// to end after the call began after it). The keys commands call it
+    /// after each change, so that this gateway applies it before the watch
+    /// brings it.
+    pub async fn refresh(&self, store: &Store) -> Result<(), KeyError> {
         use std::sync::atomic::Ordering;
         let asked = self.reads.load(Ordering::Acquire);
         let _reading = self.reading.lock().await;

@@ -1,6 +1,6 @@
 //! Bad input gets one clear line and a non-zero exit, and changes nothing.
 
-use nap_tests::{AppKind, AppRepo, Gateway, Key, unique};
+use nap_tests::{AppKind, AppRepo, Gateway, Key, Run, unique};
 
 #[test]
 fn malformed_commands_get_one_line_and_a_non_zero_exit() {
@@ -84,7 +84,7 @@ fn an_unknown_key_is_refused_at_the_offer() {
     let stranger = Key::generate();
 
     let verbose = |key: &Key| {
-        let run: nap_tests::Run = std::process::Command::new("ssh")
+        let run: Run = std::process::Command::new("ssh")
             .args(["-v", "-i"])
             .arg(&key.private)
             .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
@@ -146,10 +146,12 @@ fn keys_are_managed_locally_with_clear_errors() {
         assert_eq!(run.stderr.trim_end().lines().count(), 1, "{args:?}: {:?}", run.stderr);
     }
 
-    // A removed key is refused from then on.
+    // A removed key is refused from then on: once the gateway's watch of
+    // the keys brings the change from this other process (at once, when
+    // the change is made over SSH).
     assert!(gateway.ssh(&key, "nap", &["version"]).ok());
     gateway.nap(&["keys", "remove", "alice"], "").assert_ok();
-    let refused = gateway.ssh(&key, "nap", &["version"]);
+    let refused = eventually(|| gateway.ssh(&key, "nap", &["version"]), |run| run.code == Some(255));
     assert_eq!(refused.code, Some(255), "{refused:?}");
 }
 
@@ -175,17 +177,18 @@ fn the_acl_verbs_change_what_a_key_may_use_and_the_suggested_fix_works() {
     gateway.ssh(&admin, "nap", &["keys", "revoke", "dev", &app]).assert_ok();
     gateway.ssh(&dev, "nap", &["releases", &app]).assert_failed_with("may not use app");
     gateway.nap(&["keys", "update", "dev", "--apps", &format!("{app},other")], "").assert_ok();
-    gateway.ssh(&dev, "nap", &["releases", &app]).assert_ok();
+    eventually(|| gateway.ssh(&dev, "nap", &["releases", &app]), Run::ok).assert_ok();
     let list = gateway.nap(&["keys", "list", "--json"], "");
     let keys: serde_json::Value = serde_json::from_str(&list.stdout).expect("json");
     let dev_key = keys.as_array().and_then(|keys| keys.iter().find(|k| k["name"] == "dev")).expect("dev");
     assert_eq!(dev_key["apps"], serde_json::json!([app, "other"]));
     gateway.ssh(&dev, "nap", &["keys"]).assert_failed_with("only admin keys may manage keys");
     gateway.nap(&["keys", "update", "dev", "--admin"], "").assert_ok();
-    gateway.ssh(&dev, "nap", &["keys"]).assert_ok();
+    eventually(|| gateway.ssh(&dev, "nap", &["keys"]), Run::ok).assert_ok();
     // Now two admins: either may stop being one.
     gateway.nap(&["keys", "update", "admin", "--no-admin", "--apps", ""], "").assert_ok();
-    gateway.ssh(&admin, "nap", &["keys"]).assert_failed_with("only admin keys may manage keys");
+    eventually(|| gateway.ssh(&admin, "nap", &["keys"]), |run| !run.ok())
+        .assert_failed_with("only admin keys may manage keys");
 }
 
 #[test]
@@ -193,7 +196,7 @@ fn sftp_is_refused_at_once_and_a_clients_environment_is_ignored() {
     let gateway = Gateway::start();
     let alice = gateway.user("alice");
     let started = std::time::Instant::now();
-    let sftp: nap_tests::Run = std::process::Command::new("timeout")
+    let sftp: Run = std::process::Command::new("timeout")
         .args(["20", "sftp", "-b", "-", "-P", &gateway.port.to_string()])
         .args(nap_tests::ssh_options(&alice.private))
         .arg("nap@127.0.0.1")
@@ -204,7 +207,7 @@ fn sftp_is_refused_at_once_and_a_clients_environment_is_ignored() {
     assert!(!sftp.ok() && sftp.code != Some(124), "sftp was not refused: {sftp:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "sftp took {:?}", started.elapsed());
 
-    let with_env: nap_tests::Run = std::process::Command::new("ssh")
+    let with_env: Run = std::process::Command::new("ssh")
         .args(nap_tests::ssh_options(&alice.private))
         .args([
             "-o",
@@ -219,4 +222,17 @@ fn sftp_is_refused_at_once_and_a_clients_environment_is_ignored() {
         .into();
     with_env.assert_ok();
     assert!(with_env.stdout.starts_with("nap "), "{with_env:?}");
+}
+
+/// `attempt` again until `done` says so, for 10 s at most: a key changed by
+/// `nap` on the host reaches the gateway through its watch of the store.
+fn eventually(attempt: impl Fn() -> Run, done: impl Fn(&Run) -> bool) -> Run {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let run = attempt();
+        if done(&run) || std::time::Instant::now() >= deadline {
+            return run;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

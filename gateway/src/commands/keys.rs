@@ -74,6 +74,16 @@ enum KeysCommand {
 
 pub async fn run(ctx: &Context, caller: &Caller, args: KeysArgs, io: &mut Io) -> Result<Reply, CommandError> {
     caller.check_admin("manage keys")?;
+    let changes = !matches!(args.command, None | Some(KeysCommand::List | KeysCommand::AuthorizedKeys));
+    let reply = keys_command(ctx, args, io).await;
+    // This gateway's logins see the change at once; others', by the watch.
+    if changes && reply.is_ok() {
+        let _ = ctx.known_keys.refresh(&ctx.store).await;
+    }
+    reply
+}
+
+async fn keys_command(ctx: &Context, args: KeysArgs, io: &mut Io) -> Result<Reply, CommandError> {
     match args.command {
         None | Some(KeysCommand::List) => list(ctx).await,
         Some(KeysCommand::Add { name, admin, apps }) => {
