@@ -31,6 +31,22 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses an invocation (`args`, the program's name first). In
+    /// forced-command mode (`ssh-command`, which OpenSSH runs for a client),
+    /// no `NAP_*` variable counts: the client may have set them (`SetEnv`,
+    /// where sshd's `AcceptEnv` lets it), so the settings are the flags of
+    /// the `authorized_keys` line and the settings file alone.
+    pub fn parse_invocation(args: Vec<std::ffi::OsString>) -> Result<Cli, clap::Error> {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        if args.iter().any(|arg| arg == "ssh-command") {
+            command = command.mut_args(|arg| arg.env(None));
+        }
+        let matches = command.try_get_matches_from(args)?;
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the SSH gateway that takes pushes and commands, and the HTTP router (see --listen, --http-listen)
@@ -230,7 +246,11 @@ async fn until_signalled(command: impl Future<Output = u32>) -> u32 {
 /// stderr: it goes to the client, so they log to `DATA/logs/nap.log`. Local
 /// commands log nothing unless NAP_LOG asks.
 fn init_tracing(command: &Command, settings: &Settings) -> Option<LogGuard> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NAP_LOG").unwrap_or_else(|_| "info".into());
+    // A forced command's environment may be its client's: NAP_LOG too.
+    let filter = match command {
+        Command::SshCommand { .. } | Command::Hook(_) => "info".into(),
+        _ => tracing_subscriber::EnvFilter::try_from_env("NAP_LOG").unwrap_or_else(|_| "info".into()),
+    };
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match command {
         Command::Serve | Command::Router | Command::Watch(_) => {

@@ -122,6 +122,35 @@ pub enum Operate {
     GitUploadPack { repo: String },
 }
 
+impl Operate {
+    /// Whether the command reads its standard input. Over SSH, the input of
+    /// a command that does not is read and dropped, so that the client's
+    /// going away is still seen however much it sends (`logs --follow`).
+    pub fn reads_input(&self) -> bool {
+        match self {
+            Operate::GitReceivePack { .. } | Operate::GitUploadPack { .. } | Operate::Import(_) => true,
+            Operate::Keys(args) => args.reads_input(),
+            Operate::Certs(args) => args.reads_input(),
+            Operate::Apps(_)
+            | Operate::Ps { .. }
+            | Operate::Logs { .. }
+            | Operate::Config(_)
+            | Operate::Releases { .. }
+            | Operate::Rollback { .. }
+            | Operate::Restart { .. }
+            | Operate::Manage(_)
+            | Operate::Commit { .. }
+            | Operate::Takeover { .. }
+            | Operate::Restore { .. }
+            | Operate::Rollout(_)
+            | Operate::Domains(_)
+            | Operate::Https { .. }
+            | Operate::Letsencrypt { .. }
+            | Operate::Version => false,
+        }
+    }
+}
+
 /// `--json`, which every command takes.
 #[derive(Debug, Clone, Copy, Default, Args)]
 pub struct OutputArgs {

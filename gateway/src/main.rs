@@ -2,10 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    match nap::cli::Cli::try_parse() {
+    match nap::cli::Cli::parse_invocation(std::env::args_os().collect()) {
         Ok(cli) => nap::cli::main(cli),
         // --help and --version, and a bare `nap`: what clap prints, status 0.
         Err(err)

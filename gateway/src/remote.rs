@@ -62,9 +62,30 @@ pub fn parse(command_line: &str, remote: &str) -> Result<Parsed, ParseError> {
     }
 }
 
+impl Parsed {
+    /// Whether running it reads standard input.
+    pub fn reads_input(&self) -> bool {
+        match self {
+            Parsed::Run(command, _) => command.reads_input(),
+            Parsed::Help(_) => false,
+        }
+    }
+}
+
 /// Parses and runs `command_line` for `caller`; answers the exit status.
-pub async fn route(ctx: &Arc<Context>, caller: &Caller, command_line: &str, mut io: Io) -> u32 {
-    match parse(command_line, &ctx.settings.git_remote()) {
+pub async fn route(ctx: &Arc<Context>, caller: &Caller, command_line: &str, io: Io) -> u32 {
+    run(ctx, caller, parse(command_line, &ctx.settings.git_remote()), command_line, io).await
+}
+
+/// Runs `parsed` (`command_line`, parsed) for `caller`; answers the exit status.
+pub async fn run(
+    ctx: &Arc<Context>,
+    caller: &Caller,
+    parsed: Result<Parsed, ParseError>,
+    command_line: &str,
+    mut io: Io,
+) -> u32 {
+    match parsed {
         Ok(Parsed::Run(command, output)) => commands::execute(ctx, caller, command, output, io).await,
         Ok(Parsed::Help(text)) => {
             use tokio::io::AsyncWriteExt;

@@ -188,6 +188,9 @@ pub fn register(tera: &mut tera::Tera, scope: &Scope) {
     tera.register_function("file_exists", |kwargs: Kwargs, _: &State| -> TeraResult<bool> {
         Ok(std::path::Path::new(kwargs.must_get::<&str>("path")?).exists())
     });
+    tera.register_function("shell_quote", |kwargs: Kwargs, _: &State| -> TeraResult<String> {
+        Ok(shell_quote(kwargs.must_get("value")?))
+    });
     tera.register_function("base64_encode", |kwargs: Kwargs, _: &State| -> TeraResult<String> {
         Ok(base64::engine::general_purpose::STANDARD.encode(kwargs.must_get::<&str>("value")?))
     });
@@ -284,6 +287,12 @@ fn lookup(name: &str, keep: fn(&IpAddr) -> bool) -> TeraResult<Vec<String>> {
     Ok(ips)
 }
 
+/// `value` as one POSIX shell word: in single quotes, each `'` written as
+/// `'\''`, so that nothing in it is expanded or ends the word.
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "'\\''"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,5 +305,17 @@ mod tests {
         assert_eq!(path_dir("/hosts/a/ip"), "/hosts/a");
         assert_eq!(path_dir("/ip"), "/");
         assert_eq!(path_dir("ip"), ".");
+    }
+
+    #[test]
+    fn shell_quote_makes_one_word_the_shell_reads_back_as_is() {
+        for value in ["plain", "x;id", "it's", "$(touch /tmp/x) `id` \"q\" \\ *", "", "a\nb"] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", shell_quote(value)))
+                .output()
+                .expect("sh");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), value);
+        }
     }
 }

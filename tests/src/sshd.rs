@@ -18,6 +18,11 @@ pub struct Sshd {
 impl Sshd {
     /// Starts sshd with `authorized_keys` as root's only keys.
     pub fn start(authorized_keys: &str) -> Sshd {
+        Sshd::start_with(authorized_keys, "")
+    }
+
+    /// Likewise, with more `sshd_config` lines.
+    pub fn start_with(authorized_keys: &str, extra_config: &str) -> Sshd {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = |name: &str| dir.path().join(name);
         let status = Command::new("ssh-keygen")
@@ -30,7 +35,8 @@ impl Sshd {
         let port = free_port();
         let config = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nStrictModes no\nPidFile {}\n\
-             UsePAM no\nPermitRootLogin forced-commands-only\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n",
+             UsePAM no\nPermitRootLogin forced-commands-only\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             {extra_config}",
             path("host_key").display(),
             path("authorized_keys").display(),
             path("sshd.pid").display(),

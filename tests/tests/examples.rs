@@ -156,6 +156,33 @@ fn k8s_deploy_turns_rollout_and_undo_keys_into_kubectl_and_clears_stale_undos_at
         nap(&["rollout", "set", "--project", "a/b", "--env", "dev", "--namespace", "n", "--app", "s1", "--image", "x"]);
     assert_eq!(bad.code, Some(1));
     assert!(bad.stderr.starts_with("error: invalid project \"a/b\""), "{bad:?}");
+    let bad = nap(&[
+        "rollout",
+        "set",
+        "--project",
+        &project,
+        "--env",
+        "dev",
+        "--namespace",
+        "n",
+        "--app",
+        "s1",
+        "--image",
+        "x;id",
+    ]);
+    assert_eq!(bad.code, Some(1));
+    assert!(bad.stderr.starts_with("error: invalid image \"x;id\""), "{bad:?}");
+
+    // A value written to the key by other means is still one word to the
+    // shell: the rendered script quotes every value.
+    let planted = dir.path().join("planted");
+    let hostile = format!("x;touch {}", planted.display());
+    let value = serde_json::json!({"k8sNamespace": "ns-demo-dev", "appParent": project, "appName": "s1", "imageLatest": hostile});
+    etcdctl(&["put", &format!("/k8s-deploy/{project}/rollout/dev"), &value.to_string()]).assert_ok();
+    wait_until("kubectl set image, again", Duration::from_secs(10), || cluster.calls_of(&["set", "image"]).len() == 2);
+    let call = cluster.calls_of(&["set", "image"]).remove(1);
+    assert_eq!(call.words(), ["set", "image", &format!("deployments/{project}-s1"), &format!("s1={hostile}")]);
+    assert!(!planted.exists(), "a value in the key ran as a command");
 }
 
 struct Nginx(PathBuf);

@@ -122,3 +122,83 @@ fn a_removed_key_runs_nothing_more_on_a_connection_opened_before() {
     assert_eq!(refused.code, Some(1), "the removed key still runs commands: {refused:?}");
     assert!(refused.stderr.contains("error: the key \"dev\" is no longer allowed in"), "{}", refused.stderr);
 }
+
+/// The README's claim: nap offers `mlkem768x25519-sha256`, the post-quantum
+/// hybrid key exchange (russh's default, first). A client that allows only
+/// it logs in and runs a command. (Debian 12's OpenSSH 9.2 client predates
+/// it and negotiates `curve25519-sha256`; OpenSSH 9.9 and later pick it.)
+#[test]
+fn a_client_that_allows_only_the_post_quantum_key_exchange_gets_in() {
+    use std::borrow::Cow;
+    use std::sync::Arc;
+
+    struct AnyHostKey;
+    impl russh::client::Handler for AnyHostKey {
+        type Error = russh::Error;
+        async fn check_server_key(&mut self, _: &russh::keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+            Ok(true)
+        }
+    }
+
+    let gateway = Gateway::start();
+    let alice = gateway.user("alice");
+    let key = russh::keys::load_secret_key(&alice.private, None).expect("the test key");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (output, status) = runtime.block_on(async {
+        let preferred =
+            russh::Preferred { kex: Cow::Borrowed(&[russh::kex::MLKEM768X25519_SHA256]), ..Default::default() };
+        let config = Arc::new(russh::client::Config { preferred, ..Default::default() });
+        let mut session =
+            russh::client::connect(config, ("127.0.0.1", gateway.port), AnyHostKey).await.expect("key exchange");
+        let key = russh::keys::PrivateKeyWithHashAlg::new(Arc::new(key), None);
+        let auth = session.authenticate_publickey("nap", key).await.expect("authentication");
+        assert!(auth.success(), "the key was refused");
+        let mut channel = session.channel_open_session().await.expect("a session channel");
+        channel.exec(true, "version").await.expect("exec");
+        let (mut output, mut status) = (Vec::new(), None);
+        while let Some(message) = channel.wait().await {
+            match message {
+                russh::ChannelMsg::Data { data } => output.extend_from_slice(&data),
+                russh::ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                _ => {}
+            }
+        }
+        (String::from_utf8_lossy(&output).into_owned(), status)
+    });
+    assert_eq!(status, Some(0), "{output}");
+    assert!(output.starts_with("nap "), "{output}");
+}
+
+/// Issue 14, item 11: a command that reads no input (`logs --follow`)
+/// still sees its client go, however much input the client sent first.
+#[test]
+fn input_to_a_command_that_reads_none_does_not_hide_the_clients_close() {
+    let gateway = Gateway::start();
+    let alice = gateway.user("alice");
+    let app = nap_tests::unique("unread");
+    nap_tests::AppRepo::new(nap_tests::AppKind::Web).push(&gateway, &alice, &app, "master").assert_ok();
+    let ended = || gateway.log().matches("command ended").count();
+    let before = ended();
+
+    let mut follow = gateway.ssh_command(&alice, "nap", &["logs", &app, "--follow"]).spawn().expect("ssh");
+    let mut input = follow.stdin.take().expect("stdin");
+    let feeding = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 64 * 1024];
+        // 1 MiB, as far as the gateway takes it; an error is the close.
+        for _ in 0..16 {
+            if input.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    follow.kill().expect("kill ssh");
+    let _ = follow.wait();
+    let _ = feeding.join();
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while ended() == before {
+        assert!(Instant::now() < deadline, "logs --follow still runs: the gateway did not see its client go");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

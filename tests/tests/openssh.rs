@@ -72,3 +72,24 @@ fn serve_says_which_flags_its_settings_file_lacks() {
     let lines = gateway.nap(&["keys", "authorized-keys"], "");
     assert!(lines.stdout.contains(&format!("--config {file} ")), "{lines:?}");
 }
+
+/// Issue 14, item 12: a client's environment does not reach nap's settings
+/// in forced-command mode, even where sshd accepts it (`AcceptEnv NAP_*`):
+/// the settings are the `authorized_keys` line's and the settings file's.
+#[test]
+fn a_clients_nap_variables_do_not_change_a_forced_commands_settings() {
+    let gateway = Gateway::start();
+    let alice = gateway.user("alice");
+    let lines = gateway.nap(&["keys", "authorized-keys"], "");
+    lines.assert_ok();
+    let sshd = Sshd::start_with(&lines.stdout, "AcceptEnv NAP_*\n");
+    let run: nap_tests::Run = std::process::Command::new("ssh")
+        .args(ssh_options(&alice.private))
+        .args(["-o", "SetEnv=NAP_STORE=etcd://127.0.0.1:1 NAP_CONFIG=/nonexistent NAP_LOG=trace"])
+        .args(["-p", &sshd.port.to_string(), "root@127.0.0.1", "apps"])
+        .output()
+        .expect("ssh")
+        .into();
+    run.assert_ok();
+    assert!(!run.stderr.contains("127.0.0.1:1"), "{run:?}");
+}

@@ -31,6 +31,13 @@ pub struct CertsArgs {
     command: Option<CertsCommand>,
 }
 
+impl CertsArgs {
+    /// `certs add` reads the PEM bundle from standard input.
+    pub fn reads_input(&self) -> bool {
+        matches!(self.command, Some(CertsCommand::Add { .. }))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum CertsCommand {
     /// Read a PEM certificate chain and its private key from standard input

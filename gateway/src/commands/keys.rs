@@ -23,6 +23,13 @@ pub struct KeysArgs {
     command: Option<KeysCommand>,
 }
 
+impl KeysArgs {
+    /// `keys add` reads the public key from standard input.
+    pub fn reads_input(&self) -> bool {
+        matches!(self.command, Some(KeysCommand::Add { .. }))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
     /// Allow a key in; the public key comes on standard input

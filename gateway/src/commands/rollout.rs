@@ -55,7 +55,7 @@ struct Target {
 pub enum RolloutError {
     #[error("invalid {what} {value:?}: use letters, digits, - _ .")]
     NotAWord { what: &'static str, value: String },
-    #[error("invalid image {0:?}")]
+    #[error("invalid image {0:?}: expected [HOST[:PORT]/]NAME[:TAG][@DIGEST], e.g. registry:5000/s1:e1234a5")]
     Image(String),
 }
 
@@ -79,7 +79,7 @@ pub async fn rollout(ctx: &Context, caller: &Caller, args: RolloutArgs) -> Resul
     let (key, value, text) = match args.command {
         RolloutCommand::Set { target, image } => {
             target.check()?;
-            if image.is_empty() || image.chars().any(char::is_whitespace) {
+            if !is_image_reference(&image) {
                 return Err(RolloutError::Image(image).into());
             }
             let request = Rollout {
@@ -104,4 +104,122 @@ pub async fn rollout(ctx: &Context, caller: &Caller, args: RolloutArgs) -> Resul
     };
     ctx.store.put(&key, value.to_string().as_bytes()).await?;
     Ok(Reply::new(format!("requested {text} at {key}"), json!({ "key": key, "value": value })))
+}
+
+/// Whether `reference` is an image reference as Docker's grammar has it
+/// (distribution's `reference` package): `[HOST[:PORT]/]PATH[:TAG][@DIGEST]`.
+/// What deploy hosts put into a `kubectl` command line is nothing else.
+fn is_image_reference(reference: &str) -> bool {
+    let (rest, digest) = match reference.split_once('@') {
+        Some((rest, digest)) => (rest, Some(digest)),
+        None => (reference, None),
+    };
+    // A tag follows the last ':' after the last '/' (a port comes before one).
+    let (name, tag) = match rest.rfind(':').filter(|&colon| !rest[colon..].contains('/')) {
+        Some(colon) => (&rest[..colon], Some(&rest[colon + 1..])),
+        None => (rest, None),
+    };
+    let mut components: Vec<&str> = name.split('/').collect();
+    let first = components[0];
+    let has_domain = components.len() > 1
+        && (first.contains(['.', ':']) || first == "localhost" || first.chars().any(|c| c.is_ascii_uppercase()));
+    if has_domain && !is_domain(components.remove(0)) {
+        return false;
+    }
+    components.iter().all(|c| is_path_component(c))
+        && tag.is_none_or(is_tag)
+        && digest.is_none_or(is_digest)
+        && reference.len() <= 255
+}
+
+/// `[a-z0-9]+` runs joined by `.`, `_`, `__` or runs of `-`.
+fn is_path_component(component: &str) -> bool {
+    let bytes = component.as_bytes();
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if !bytes.first().is_some_and(alnum) || !bytes.last().is_some_and(alnum) {
+        return false;
+    }
+    component
+        .split(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        .filter(|separator| !separator.is_empty())
+        .all(|separator| matches!(separator, "." | "_" | "__") || separator.chars().all(|c| c == '-'))
+}
+
+/// A host name (labels of letters, digits and inner `-`) or `[IPv6]`, with an optional port.
+fn is_domain(domain: &str) -> bool {
+    let (host, port) = match domain.rsplit_once(':').filter(|(host, _)| !host.ends_with(':')) {
+        Some((host, port)) if !host.starts_with('[') || host.ends_with(']') => (host, Some(port)),
+        _ => (domain, None),
+    };
+    let label = |label: &str| {
+        !label.is_empty()
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => host.split('.').all(label),
+    };
+    host_ok && port.is_none_or(|port| !port.is_empty() && port.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+fn is_tag(tag: &str) -> bool {
+    let mut chars = tag.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && tag.len() <= 128
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// `ALGORITHM:HEX`, the hex at least 32 digits.
+fn is_digest(digest: &str) -> bool {
+    digest.split_once(':').is_some_and(|(algorithm, hex)| {
+        algorithm.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && algorithm.chars().all(|c| c.is_ascii_alphanumeric() || "-_+.".contains(c))
+            && hex.len() >= 32
+            && hex.chars().all(|c| c.is_ascii_hexdigit())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_image_reference;
+
+    #[test]
+    fn image_references_follow_dockers_grammar() {
+        for good in [
+            "s1",
+            "registry:5000/s1:e1234a5",
+            "registry.example:5000/team/s1:v1.2-rc_3",
+            "localhost/app",
+            "docker.io/library/busybox:1.36",
+            "ghcr.io/a/b__c/d-e:latest",
+            "app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "[::1]:5000/app:1",
+        ] {
+            assert!(is_image_reference(good), "{good}");
+        }
+        for bad in [
+            "",
+            "x;id",
+            "a b",
+            "App",
+            "app:",
+            ":tag",
+            "app:-x",
+            "/app",
+            "app/",
+            "a//b",
+            "-a",
+            "a-",
+            "reg:port/app",
+            "app@sha256:abc",
+            "$(id)",
+            "a\nb",
+            "registry:5000/s1:e1;id",
+        ] {
+            assert!(!is_image_reference(bad), "{bad}");
+        }
+    }
 }

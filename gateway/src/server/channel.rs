@@ -33,13 +33,20 @@ pub async fn serve_exec(ctx: Arc<Context>, caller: Caller, command: String, chan
     let (mut incoming, outgoing) = channel.split();
     let client_gone = CancellationToken::new();
     let (stdin, mut stdin_tx) = tokio::io::simplex(STDIN_BUFFER);
+    let parsed = remote::parse(&command, &ctx.settings.git_remote());
+    // A command that reads no input never drains it: the pump, blocked on a
+    // full pipe, would stop seeing the client's close. Its input is dropped.
+    let reads_input = parsed.as_ref().is_ok_and(remote::Parsed::reads_input);
 
     // Client → command. EOF closes the command's input; a closed channel or
     // a dropped connection means the client is gone.
     let mut pump = tokio::spawn({
         let client_gone = client_gone.clone();
         async move {
-            let mut open = true;
+            let mut open = reads_input;
+            if !open {
+                let _ = stdin_tx.shutdown().await;
+            }
             loop {
                 match incoming.wait().await {
                     Some(ChannelMsg::Data { data }) if open => {
@@ -67,7 +74,8 @@ pub async fn serve_exec(ctx: Arc<Context>, caller: Caller, command: String, chan
         stderr: Box::new(outgoing.make_writer_ext(Some(1))),
         client_gone,
     };
-    let status = Box::pin(remote::route(&ctx, &caller, &command, io)).await;
+    let status = Box::pin(remote::run(&ctx, &caller, parsed, &command, io)).await;
+    tracing::info!(status, "command ended");
     // In this order, and only after all output was written: the client stops
     // reading once it has the exit status and EOF.
     let _ = outgoing.exit_status(status).await;
