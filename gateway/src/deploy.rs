@@ -492,22 +492,21 @@ async fn app_lock(
     let deadline = tokio::time::Instant::now() + LOCK_WAIT;
     let mut said = false;
     loop {
-        match ctx.lock(LockSubject::Deploy { app: app.as_str() }, what, who).await {
-            Err(nap_state::LockError::Busy { holder, .. })
-                if let Some(report) = waiting
-                    && tokio::time::Instant::now() < deadline =>
-            {
-                if !said {
-                    report.step(&format!("Waiting for {holder} to finish"));
-                    said = true;
-                }
-                if report.reader_gone() {
-                    return Err(DeployError::ClientGone);
-                }
-                tokio::time::sleep(POLL).await;
-            }
-            taken => return Ok(taken?),
+        let taken = ctx.lock(LockSubject::Deploy { app: app.as_str() }, what, who).await;
+        let (Err(nap_state::LockError::Busy { holder, .. }), Some(report)) = (&taken, waiting) else {
+            return Ok(taken?);
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(taken?);
         }
+        if !said {
+            report.step(&format!("Waiting for {holder} to finish"));
+            said = true;
+        }
+        if report.reader_gone() {
+            return Err(DeployError::ClientGone);
+        }
+        tokio::time::sleep(POLL).await;
     }
 }
 
