@@ -110,12 +110,38 @@ if ! docker image inspect nap/busybox:latest >/dev/null 2>&1; then
 fi
 
 
+# The Debian mirror this machine's apt uses for bookworm itself (not
+# -updates or -security), from deb822 .sources files or sources.list lines;
+# NAP_DEBIAN_MIRROR overrides it, deb.debian.org is the last resort.
+debian_mirror() {
+  if [ -n "${NAP_DEBIAN_MIRROR:-}" ]; then echo "$NAP_DEBIAN_MIRROR"; return; fi
+  local found
+  found=$(awk '
+    function stanza() {
+      if (!found && suites ~ /(^| )bookworm( |$)/ && uris != "") { print uris; found = 1; exit }
+      uris = ""; suites = ""
+    }
+    FNR == 1 && NR != 1 { stanza() }
+    /^[[:space:]]*$/ { stanza(); next }
+    /^URIs:/ { uris = $2 }
+    /^Suites:/ { $1 = ""; suites = $0 " " }
+    END { stanza() }
+  ' /etc/apt/sources.list.d/*.sources 2>/dev/null)
+  if [ -z "$found" ]; then
+    found=$(awk '$1 == "deb" { i = 2; if ($2 ~ /^\[/) { while ($i !~ /\]$/) i++; i++ } if ($(i + 1) == "bookworm") { print $i; exit } }' \
+      /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null)
+  fi
+  echo "${found:-http://deb.debian.org/debian}"
+}
+
 # A Debian image with systemd as PID 1, for the systemd runner's tests:
-# nothing can be pulled here, so it is made with debootstrap.
+# nothing can be pulled here, so it is made with debootstrap, from the
+# machine's own Debian mirror.
 if [ "$MODE" = tests ] && ! docker image inspect nap/systemd:bookworm >/dev/null 2>&1; then
-  echo "services: building the nap/systemd:bookworm image with debootstrap (about a minute)"
+  mirror=$(debian_mirror)
+  echo "services: building the nap/systemd:bookworm image with debootstrap from $mirror (about a minute)"
   root=$(mktemp -d)
-  debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus bookworm "$root" http://deb.debian.org/debian >"$STATE/debootstrap.log" 2>&1
+  debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus bookworm "$root" "$mirror" >"$STATE/debootstrap.log" 2>&1
   tar -C "$root" -c . | docker import - nap/systemd:bookworm >/dev/null
   rm -rf "$root"
 fi
