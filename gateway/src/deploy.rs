@@ -31,7 +31,7 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
     #[error(transparent)]
-    Busy(#[from] nap_state::LockError),
+    Lock(#[from] nap_state::LockError),
     #[error(transparent)]
     Store(#[from] nap_state::StoreError),
     #[error(transparent)]
@@ -155,12 +155,12 @@ impl Deploy {
 pub async fn deploy(ctx: &Context, plan: Deploy, report: &Reporter) -> Result<Release, DeployError> {
     // A push is refused at once while the app deploys; anything else waits.
     let waits = (!matches!(plan.source, Source::Push { .. })).then_some(report);
-    let _lock = app_lock(ctx, &plan.app, &plan.what(), &plan.who, waits).await?;
+    let lock = app_lock(ctx, &plan.app, &plan.what(), &plan.who, waits).await?;
     let store = &ctx.store;
     let app = plan.app.clone();
     let new_app = store.app(app.as_str()).await?.is_none();
     let (who, keep_config) = (plan.who.clone(), !matches!(plan.config, ConfigChange::Keep));
-    let result = release(ctx, plan, report).await;
+    let result = release(ctx, plan, &lock, report).await;
     match &result {
         Ok(release) => {
             if new_app {
@@ -182,7 +182,7 @@ pub async fn deploy(ctx: &Context, plan: Deploy, report: &Reporter) -> Result<Re
 }
 
 /// Open, build, start, promote, retire; under the lock.
-async fn release(ctx: &Context, plan: Deploy, report: &Reporter) -> Result<Release, DeployError> {
+async fn release(ctx: &Context, plan: Deploy, lock: &Lock, report: &Reporter) -> Result<Release, DeployError> {
     let Deploy { app, who, cause, source, config } = plan;
     let store = &ctx.store;
     fail_interrupted_releases(store, &app).await?;
@@ -244,7 +244,7 @@ async fn release(ctx: &Context, plan: Deploy, report: &Reporter) -> Result<Relea
         },
         Source::Image { .. } | Source::Current => release,
     };
-    let release = start_release(ctx, &runner, &app, release, report).await?;
+    let release = start_release(ctx, &runner, &app, release, lock, report).await?;
     if let Source::Push { .. } = source {
         report.step(&format!("{app} v{} is live", release.version));
         report.line("=====>", release.url.as_deref().unwrap_or_default());
@@ -283,11 +283,12 @@ async fn start_release(
     runner: &Runner,
     app: &AppName,
     release: Release,
+    lock: &Lock,
     report: &Reporter,
 ) -> Result<Release, DeployError> {
     report.step(&format!("Releasing v{} with PORT={}", release.version, release.port));
     match start(runner, app, &release, report).await {
-        Ok(running) => switch(ctx, runner, app, release, &running, report).await,
+        Ok(running) => switch(ctx, runner, app, release, &running, lock, report).await,
         Err(err) => fail_release(&ctx.store, app, release, err.into()).await,
     }
 }
@@ -319,6 +320,7 @@ async fn switch(
     app: &AppName,
     mut release: Release,
     running: &Running,
+    lock: &Lock,
     report: &Reporter,
 ) -> Result<Release, DeployError> {
     let store = &ctx.store;
@@ -332,8 +334,14 @@ async fn switch(
         _ => running.url.clone(),
     });
     let also = published_with(ctx, app, &release, running, report)?;
+    // Only while the lock is still this deploy's: one whose lease was lost
+    // (another host may hold the lock by now) makes nothing current.
+    let promoted = match lock.ensure_held().await {
+        Ok(()) => store.promote_release(app.as_str(), &release, also).await.map_err(DeployError::from),
+        Err(lost) => Err(DeployError::from(lost)),
+    };
     // Answers the instances that served until now, to drain.
-    let previous = match store.promote_release(app.as_str(), &release, also).await {
+    let previous = match promoted {
         Ok(previous) => previous,
         Err(err) => {
             // Unrecorded, the instance must not serve either: the app would
@@ -342,7 +350,7 @@ async fn switch(
             if let Err(discard) = runner.discard(app.as_str(), id).await {
                 report.problem(&format!("could not take v{} back: {discard}", release.version));
             }
-            return Err(err.into());
+            return Err(err);
         }
     };
     // Routed now, alone: each live router routes to it, and has drained the
@@ -380,7 +388,7 @@ pub async fn change_config(
 /// is drained and retired, as in a deploy; it is never restarted in place.
 /// On Kubernetes, the workload's own rolling restart does the same.
 pub async fn restart(ctx: &Context, app: &AppName, who: &str, report: &Reporter) -> Result<Release, DeployError> {
-    let _lock = app_lock(ctx, app, "restart", who, Some(report)).await?;
+    let lock = app_lock(ctx, app, "restart", who, Some(report)).await?;
     let release =
         ctx.store.current_release(app.as_str()).await?.ok_or_else(|| DeployError::NothingRunning(app.clone()))?;
     let runner = ctx.runner().await?;
@@ -392,7 +400,7 @@ pub async fn restart(ctx: &Context, app: &AppName, who: &str, report: &Reporter)
     let fresh = Release { restarts: release.restarts + 1, ..release };
     report.step(&format!("Starting v{} afresh", fresh.version));
     let running = start(&runner, app, &fresh, report).await.map_err(DeployError::Restart)?;
-    switch(ctx, &runner, app, fresh, &running, report).await
+    switch(ctx, &runner, app, fresh, &running, &lock, report).await
 }
 
 /// Removes everything the app runs, its repo and its state; answers what

@@ -80,6 +80,8 @@ pub enum LockError {
         #[source]
         source: std::io::Error,
     },
+    #[error("lost the {lock}: its lease ended, and another holder may have it; nothing was made current")]
+    Lost { lock: String },
     #[error("{lock}: {source}")]
     Store {
         lock: String,
@@ -130,6 +132,8 @@ struct SharedHolder {
 #[derive(Debug)]
 struct LeaseGuard {
     store: Store,
+    /// What it locks, as errors name it.
+    lock: String,
     lease: i64,
     renew: tokio::task::JoinHandle<()>,
 }
@@ -174,15 +178,18 @@ impl Lock {
                 let renew = tokio::spawn({
                     let store = store.clone();
                     async move {
+                        // A lease that is gone stays gone; a store that did not
+                        // answer may answer the next time, before the TTL.
                         loop {
                             tokio::time::sleep(LEASE_TTL / 3).await;
-                            if store.keep_lease_alive(lease).await.is_err() {
+                            if let Err(StoreError::LeaseNotFound(_)) = store.keep_lease_alive(lease).await {
                                 return;
                             }
                         }
                     }
                 });
-                return Ok(Lock { held: Held::Lease(LeaseGuard { store: store.clone(), lease, renew }) });
+                let guard = LeaseGuard { store: store.clone(), lock: subject.to_string(), lease, renew };
+                return Ok(Lock { held: Held::Lease(guard) });
             }
             let _ = store.revoke_lease(lease).await;
             let Some(current) = store.get_json::<SharedHolder>(&key).await.map_err(store_err)? else { continue };
@@ -207,6 +214,20 @@ impl Lock {
         REVOKES.close();
         let _ = tokio::time::timeout(limit, REVOKES.wait()).await;
         REVOKES.reopen();
+    }
+
+    /// Whether this holder still holds the lock, checked now: a shared
+    /// lock's lease is renewed on the spot, and one the store no longer has
+    /// (it expired while renewals failed, or was revoked) is lost. The
+    /// release flow asks before it makes anything current. A host-local
+    /// lock is held until dropped.
+    pub async fn ensure_held(&self) -> Result<(), LockError> {
+        let Held::Lease(guard) = &self.held else { return Ok(()) };
+        match guard.store.keep_lease_alive(guard.lease).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::LeaseNotFound(_)) => Err(LockError::Lost { lock: guard.lock.clone() }),
+            Err(source) => Err(LockError::Store { lock: guard.lock.clone(), source }),
+        }
     }
 
     /// Releases the lock of something that is gone for good (a destroyed

@@ -184,3 +184,41 @@ fn a_host_that_dies_holding_a_deploy_lock_frees_it_when_its_lease_expires() {
     };
     pushed.assert_ok();
 }
+
+/// Issue 14, item 7: a deploy whose lease on the deploy lock ends under it
+/// (revoked here, as when it expires while etcd does not answer, and
+/// another host may then take the lock) learns it before it makes anything
+/// current; the next deploy, from another host, goes through.
+#[test]
+fn a_deploy_that_lost_its_lock_makes_nothing_current() {
+    let etcd = PrivateEtcd::start();
+    let host_a = gateway_on(&etcd, "host-a", "");
+    let host_b = gateway_on(&etcd, "host-b", "");
+    let admin = admin_of(&host_a, "admin");
+    let app = unique("lostlock");
+    let repo = AppRepo::new(AppKind::Web);
+    let first = repo.push(&host_a, &admin, &app, "master");
+    first.assert_ok();
+
+    // v2 waits 3 s before it answers; meanwhile its lock's lease ends.
+    repo.become_kind(AppKind::Slow);
+    let slow = Running::new(repo.spawn_push(&host_a, &admin, &app, "master")).wait_for_line("Releasing v2");
+    let lock = etcd.etcdctl(&["get", "--print-value-only", &format!("/nap/locks/{app}")]);
+    let holder: serde_json::Value = serde_json::from_str(lock.assert_ok().stdout.trim()).expect("the lock's JSON");
+    let lease = holder["lease"].as_i64().expect("a lease");
+    etcd.etcdctl(&["lease", "revoke", &format!("{lease:x}")]).assert_ok();
+
+    let slow = slow.finish();
+    slow.assert_failed_with(&format!("lost the deploy lock of {app}"));
+    let current = || etcd.etcdctl(&["get", "--print-value-only", &format!("/nap/apps/{app}/current")]);
+    assert_eq!(current().stdout.trim(), "1", "the deploy that lost its lock made v2 current");
+    assert!(wait_for_body(&first.url().expect("url"), "hello from web", Duration::from_secs(5)), "v1 stopped");
+
+    // Host B takes the lock and deploys v3.
+    let other = AppRepo::new(AppKind::Web);
+    other.commit("index.html", "from host b\n");
+    let from_b = other.push(&host_b, &admin, &app, "+master");
+    from_b.assert_ok();
+    assert_eq!(current().stdout.trim(), "3");
+    assert!(wait_for_body(&from_b.url().expect("url"), "from host b", Duration::from_secs(10)));
+}

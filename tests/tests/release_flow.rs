@@ -153,7 +153,7 @@ async fn a_refused_first_push_leaves_no_app_and_a_held_lock_refuses_at_once() {
     first.unwrap_or_else(|err| panic!("first deploy: {err}\n{output}"));
     let (second, _) = second;
     match second {
-        Err(DeployError::Busy(err)) => assert!(err.to_string().contains("already deploying"), "{err}"),
+        Err(DeployError::Lock(err)) => assert!(err.to_string().contains("already deploying"), "{err}"),
         other => panic!("the second deploy should be refused while the first holds the lock: {other:?}"),
     }
 }

@@ -191,10 +191,15 @@ impl Etcd {
     }
 
     pub(super) async fn keep_lease_alive(&self, lease: i64) -> Result<(), StoreError> {
+        let not_found = |err: StoreError| match err {
+            StoreError::Etcd { source, .. } if lease_not_found(&source) => StoreError::LeaseNotFound(lease),
+            err => err,
+        };
         let mut client = self.client.clone();
-        let (mut keeper, mut responses) = bounded(&self.endpoints, client.lease_keep_alive(lease)).await?;
-        bounded(&self.endpoints, keeper.keep_alive()).await?;
-        match bounded(&self.endpoints, responses.message()).await? {
+        let (mut keeper, mut responses) =
+            bounded(&self.endpoints, client.lease_keep_alive(lease)).await.map_err(not_found)?;
+        bounded(&self.endpoints, keeper.keep_alive()).await.map_err(not_found)?;
+        match bounded(&self.endpoints, responses.message()).await.map_err(not_found)? {
             Some(response) if response.ttl() > 0 => Ok(()),
             _ => Err(StoreError::LeaseNotFound(lease)),
         }
