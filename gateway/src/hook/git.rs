@@ -78,10 +78,11 @@ pub fn install_pre_receive(repo: &Path, nap_exe: &Path) -> io::Result<()> {
         return Ok(());
     }
     std::fs::create_dir_all(&hooks)?;
-    let staged = hooks.join(format!(".pre-receive.{}", std::process::id()));
-    std::fs::write(&staged, script)?;
-    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o700))?;
-    std::fs::rename(&staged, &path)
+    // A name of its own: pushes side by side in one gateway share its pid.
+    let mut staged = tempfile::Builder::new().prefix(".pre-receive.").tempfile_in(&hooks)?;
+    io::Write::write_all(&mut staged, script.as_bytes())?;
+    std::fs::set_permissions(staged.path(), std::fs::Permissions::from_mode(0o700))?;
+    staged.persist(&path).map(drop).map_err(|err| err.error)
 }
 
 /// Quotes `word` for a POSIX shell: single quotes, with embedded ones escaped.
