@@ -136,12 +136,43 @@ pub struct Io {
 
 impl Io {
     /// This process's own standard streams (the local CLI, `ssh-command`).
+    /// The client is gone once the reader of standard output is.
     pub fn stdio() -> Io {
+        let client_gone = CancellationToken::new();
+        watch_stdout(client_gone.clone());
         Io {
             stdin: Box::new(tokio::io::stdin()),
             stdout: Box::new(tokio::io::stdout()),
             stderr: Box::new(tokio::io::stderr()),
-            client_gone: CancellationToken::new(),
+            client_gone,
         }
     }
+}
+
+/// Cancels `gone` once the reader of this process's standard output goes
+/// away: a pipe whose other end closed reports `POLLERR`, a terminal that
+/// hung up `POLLHUP`. Under `ssh-command` that is the SSH client leaving
+/// (sshd closes the pipes), which nothing else tells a command that writes
+/// nothing meanwhile (`logs --follow` of a quiet app). A thread of its own,
+/// blocked in poll(2) asking for no event but those.
+fn watch_stdout(gone: CancellationToken) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let watch = move || {
+        let stdout = std::io::stdout();
+        let mut fds = [PollFd::new(stdout.as_fd(), PollFlags::empty())];
+        let closed = PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL;
+        loop {
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) if fds[0].revents().is_some_and(|events| events.intersects(closed)) => {
+                    gone.cancel();
+                    return;
+                }
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return,
+            }
+        }
+    };
+    // Without a thread to spare, the client's going is seen at the next write.
+    let _ = std::thread::Builder::new().name("nap-stdout-watch".into()).spawn(watch);
 }

@@ -93,3 +93,44 @@ fn a_clients_nap_variables_do_not_change_a_forced_commands_settings() {
     run.assert_ok();
     assert!(!run.stderr.contains("127.0.0.1:1"), "{run:?}");
 }
+
+/// Issue 14, item 12: behind OpenSSH, a command that writes nothing for a
+/// while (`logs --follow` of a quiet app) still ends when its client goes.
+#[test]
+fn a_forced_command_ends_when_its_client_goes() {
+    let gateway = Gateway::start();
+    let alice = gateway.user("alice");
+    let app = unique("fcgone");
+    AppRepo::new(AppKind::Web).push(&gateway, &alice, &app, "master").assert_ok();
+    let lines = gateway.nap(&["keys", "authorized-keys"], "");
+    let sshd = Sshd::start(&lines.assert_ok().stdout);
+
+    let mut follow = std::process::Command::new("ssh")
+        .args(ssh_options(&alice.private))
+        .args(["-p", &sshd.port.to_string(), "root@127.0.0.1", "logs", &app, "--follow"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh");
+    // This gateway's forced commands name its data directory.
+    let data_dir = gateway.data_dir().display().to_string();
+    let running = || {
+        let found = std::process::Command::new("pgrep").args(["-f", &format!("{data_dir} ssh-command")]).output();
+        found.is_ok_and(|found| !found.stdout.is_empty())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !running() {
+        assert!(std::time::Instant::now() < deadline, "the forced command did not start:\n{}", sshd.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    follow.kill().expect("kill ssh");
+    let _ = follow.wait();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while running() {
+        assert!(std::time::Instant::now() < deadline, "logs --follow runs on after its client went");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
