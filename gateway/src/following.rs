@@ -1,5 +1,6 @@
-//! Following something that may fail (the store's watch, Docker's events):
-//! when it fails or ends, it is followed again after a pause, until stopped.
+//! Following something that may fail (the store's watch, Docker's events, a
+//! listener's accepts): when it fails or ends, it is followed again after a
+//! pause, until stopped.
 
 use std::fmt::Display;
 use std::time::Duration;
@@ -27,4 +28,14 @@ where
             () = stop.cancelled() => return,
         }
     }
+}
+
+/// How long a listener waits after a failed accept.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Logs a failed accept on `listener` and pauses before the next: out of
+/// file descriptors, say, accepting again at once would only spin.
+pub async fn accept_failed(listener: &str, err: &std::io::Error) {
+    warn!(error = %err, "{listener}: accept failed");
+    tokio::time::sleep(ACCEPT_PAUSE).await;
 }

@@ -34,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::context::Context;
 use crate::settings::Settings;
@@ -45,8 +45,6 @@ pub use table::{RouteTable, wildcard_of};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most an HTTP/2 request's headers may take.
 const MAX_HEAD: usize = 64 * 1024;
-/// How long the router waits after an accept error (out of file descriptors).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
@@ -199,11 +197,6 @@ async fn connection(
         Ok(Err(err)) => debug!(%peer, error = %err, "router: TLS handshake failed"),
         Err(_) => debug!(%peer, "router: TLS handshake timed out"),
     }
-}
-
-async fn backoff(err: &std::io::Error) {
-    warn!(error = %err, "router: accept failed");
-    tokio::time::sleep(ACCEPT_BACKOFF).await;
 }
 
 /// Serves one HTTP/2 client connection (over TLS, by ALPN) through

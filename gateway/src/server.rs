@@ -25,9 +25,6 @@ use crate::context::Context;
 use crate::router::Router;
 use startups::{Startup, Startups};
 
-/// How long the gateway waits after an accept error (out of file descriptors).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
 /// What keeps the gateway from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -106,10 +103,8 @@ pub async fn serve(ctx: Arc<Context>) -> Result<(), ServeError> {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
-                    // Out of file descriptors, say: a pause, not a spin.
                     Err(err) => {
-                        warn!(error = %err, "accept failed");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        crate::following::accept_failed("gateway", &err).await;
                         continue;
                     }
                 };

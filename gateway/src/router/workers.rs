@@ -81,11 +81,11 @@ async fn accept(http: TcpListener, https: Option<TcpListener>, serving: &Arc<Ser
         let (stream, peer, secure) = tokio::select! {
             accepted = http.accept() => match accepted {
                 Ok((stream, peer)) => (stream, peer, false),
-                Err(err) => { super::backoff(&err).await; continue; }
+                Err(err) => { crate::following::accept_failed("router", &err).await; continue; }
             },
             accepted = accept_on(https.as_ref()) => match accepted {
                 Ok((stream, peer)) => (stream, peer, true),
-                Err(err) => { super::backoff(&err).await; continue; }
+                Err(err) => { crate::following::accept_failed("router", &err).await; continue; }
             },
             () = serving.stop.cancelled() => break,
         };
