@@ -78,10 +78,6 @@ impl Units {
     }
 
     /// Replaces one template, e.g. with the one an app's repo ships.
-    pub fn replace(&mut self, name: &str, text: &str) -> Result<(), UnitError> {
-        self.tera.add_raw_template(name, text).map_err(|e| UnitError::new(name, &e))
-    }
-
     pub fn render(&self, name: &str, context: &tera::Context) -> Result<String, UnitError> {
         self.tera.render(name, context).map_err(|e| UnitError::new(name, &e))
     }

@@ -144,13 +144,25 @@ fn replication_controller(yaml: &str) -> k8s_openapi::api::core::v1::Replication
 fn commit_snapshots_nap_and_original_containers_records_their_ip_and_makes_takeover_rcs() {
     use nap_tests::{AppKind, AppRepo, REGISTRY, docker, registry_tags};
     let host_ip = "10.200.0.7";
-    let (gateway, root) = gateway_on_host(host_ip, &format!("registry = \"{REGISTRY}\"\n"));
+    // The admin's take-over template (units_dir) counts; the app repo's does not.
+    let units = tempfile::tempdir().expect("temp dir");
+    let builtin = include_str!("../../units/takeover-rc.yaml.tera");
+    let admins = builtin.replacen("    ip: \"{{ ip }}\"\n", "    ip: \"{{ ip }}\"\n    set-by: admin\n", 1);
+    std::fs::write(units.path().join("takeover-rc.yaml.tera"), admins).expect("write template");
+    let settings = format!("registry = \"{REGISTRY}\"\nunits_dir = \"{}\"\n", units.path().display());
+    let (gateway, root) = gateway_on_host(host_ip, &settings);
     let admin = Key::generate();
     gateway.nap(&["keys", "add", &unique("admin"), "--admin"], &admin.public_text()).assert_ok();
 
     // A nap app, and a container named by the original tool's convention.
     let app = unique("snap");
-    AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master").assert_ok();
+    let repo = AppRepo::new(AppKind::Web);
+    let pushers = builtin.replacen("    ip: \"{{ ip }}\"\n", "    ip: \"{{ ip }}\"\n    set-by: pusher\n", 1);
+    std::fs::create_dir_all(repo.path.join(".nap")).expect("mkdir .nap");
+    std::fs::write(repo.path.join(".nap/takeover-rc.yaml.tera"), pushers).expect("write template");
+    repo.git_with_input(&["add", ".nap"], b"").assert_ok();
+    repo.git_with_input(&["commit", "-q", "-m", "a template of the pusher's"], b"").assert_ok();
+    repo.push(&gateway, &admin, &app, "master").assert_ok();
     let number = app_number();
     let original = format!("k8s_{number}rc-mango-x1_{}", unique("pod"));
     gateway
@@ -204,6 +216,8 @@ fn commit_snapshots_nap_and_original_containers_records_their_ip_and_makes_takeo
         labels.as_ref().and_then(|l| l.get("ip")).cloned()
     };
     assert_eq!(ip_label(&rc.metadata.labels).as_deref(), Some(nap_ip.as_str()));
+    let set_by = rc.metadata.labels.as_ref().and_then(|l| l.get("set-by")).map(String::as_str);
+    assert_eq!(set_by, Some("admin"), "the template is the admin's, never the app repo's");
     let spec = rc.spec.expect("spec");
     assert_eq!(spec.replicas, Some(1));
     assert_eq!(

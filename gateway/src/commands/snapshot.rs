@@ -19,9 +19,6 @@ use super::{CommandError, Reply, with_reporter};
 use crate::caller::Caller;
 use crate::context::{Context, Io};
 
-/// Where an app's repo may ship its own take-over template.
-pub const REPO_TEMPLATE: &str = ".nap/takeover-rc.yaml.tera";
-
 /// One (app, component) this host must snapshot, from `import`.
 #[derive(Debug, Clone)]
 struct Wanted {
@@ -64,6 +61,12 @@ pub enum SnapshotError {
     },
     #[error(transparent)]
     Manifest(nap_runner::kubernetes::ManifestError),
+    #[error("rendering the take-over RC of {app} stopped: {source}")]
+    Rendering {
+        app: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
     #[error("no take-over manifests for {0}; run `commit {0}` first")]
     NoTakeovers(String),
     #[error("no IP recorded for {image} under {ours} or {}; was it made by commit?", commiter::ASSIGNER_IPS)]
@@ -152,7 +155,18 @@ async fn snapshot(
     if *state == 1 {
         builder.push(&image, progress).await.map_err(CommandError::Build)?;
     }
-    let manifest = render_takeover(ctx, app, component, &found.ip, &image, host_ip)?;
+    let takeover = Takeover {
+        app: app.clone(),
+        component: component.clone(),
+        ip: found.ip.clone(),
+        image: image.clone(),
+        node: ctx.settings.node_name.clone().unwrap_or_else(|| host_ip.to_owned()),
+    };
+    let units_dir = ctx.settings.units_dir.clone();
+    // Templates are files and tera is CPU: off the runtime's threads.
+    let manifest = tokio::task::spawn_blocking(move || takeover.render(units_dir.as_deref()))
+        .await
+        .map_err(|source| SnapshotError::Rendering { app: app.clone(), source })??;
     ctx.store
         .put_many(&[
             (commiter::image_ip(root, &image), found.ip.clone().into_bytes()),
@@ -162,41 +176,34 @@ async fn snapshot(
     Ok(image)
 }
 
-fn render_takeover(
-    ctx: &Context,
-    app: &str,
-    component: &str,
-    ip: &str,
-    image: &str,
-    host_ip: &str,
-) -> Result<String, CommandError> {
-    let err = |source| SnapshotError::Template { app: app.to_owned(), source };
-    let mut units = Units::load(ctx.settings.units_dir.as_deref()).map_err(err)?;
-    if let Some(template) = repo_template(ctx, app) {
-        units.replace(units::TAKEOVER_RC, &template).map_err(err)?;
-    }
-    let mut context = tera::Context::new();
-    context.insert("app", app);
-    context.insert("component", component);
-    context.insert("ip", ip);
-    context.insert("image", image);
-    context.insert("node", ctx.settings.node_name.as_deref().unwrap_or(host_ip));
-    let manifest = units.render(units::TAKEOVER_RC, &context).map_err(err)?;
-    // A template that Kubernetes would refuse is refused now, not at take-over time.
-    manifest::parse(&manifest, &format!("take-over RC of {app}/{component}")).map_err(SnapshotError::Manifest)?;
-    Ok(manifest)
+/// What a take-over RC is rendered from.
+struct Takeover {
+    app: String,
+    component: String,
+    ip: String,
+    image: String,
+    /// The node it is pinned to.
+    node: String,
 }
 
-/// The template an app's repo ships at [`REPO_TEMPLATE`] on its deployed branch.
-fn repo_template(ctx: &Context, app: &str) -> Option<String> {
-    let app = crate::app_name::AppName::parse(app).ok()?;
-    let repo = git2::Repository::open_bare(crate::repos::path(&ctx.settings.repos_dir(), &app)).ok()?;
-    let tree = ["refs/heads/master", "refs/heads/main"]
-        .iter()
-        .find_map(|r| repo.find_reference(r).ok()?.peel_to_tree().ok())?;
-    let entry = tree.get_path(std::path::Path::new(REPO_TEMPLATE)).ok()?;
-    let blob = repo.find_blob(entry.id()).ok()?;
-    String::from_utf8(blob.content().to_vec()).ok()
+impl Takeover {
+    /// Renders the take-over RC from the admin's template (`units_dir`),
+    /// else the built-in one; never from anything an app's pusher controls.
+    fn render(&self, units_dir: Option<&std::path::Path>) -> Result<String, SnapshotError> {
+        let Takeover { app, component, ip, image, node } = self;
+        let err = |source| SnapshotError::Template { app: app.clone(), source };
+        let units = Units::load(units_dir).map_err(err)?;
+        let mut context = tera::Context::new();
+        context.insert("app", app);
+        context.insert("component", component);
+        context.insert("ip", ip);
+        context.insert("image", image);
+        context.insert("node", node);
+        let manifest = units.render(units::TAKEOVER_RC, &context).map_err(err)?;
+        // A template that Kubernetes would refuse is refused now, not at take-over time.
+        manifest::parse(&manifest, &format!("take-over RC of {app}/{component}")).map_err(SnapshotError::Manifest)?;
+        Ok(manifest)
+    }
 }
 
 pub async fn takeover(ctx: &Context, caller: &Caller, app: &str) -> Result<Reply, CommandError> {
