@@ -11,6 +11,7 @@ pub mod commands;
 pub mod context;
 pub mod deploy;
 pub mod following;
+pub mod history;
 pub mod hook;
 pub mod keys;
 pub mod liveness;

@@ -71,6 +71,11 @@ pub async fn serve(ctx: Arc<Context>) -> Result<(), ServeError> {
         let (ctx, stop) = (Arc::clone(&ctx), stop_routing.clone());
         async move { ctx.known_keys.follow(&ctx.store, &stop).await }
     });
+    // Old values leave the store's history.
+    let compacting = tokio::spawn({
+        let (ctx, stop) = (Arc::clone(&ctx), stop_routing.clone());
+        async move { crate::history::compact(&ctx.store, ctx.settings.history_retention(), &stop).await }
+    });
     // Certificates of apps with `letsencrypt on` are renewed from here.
     let renewing = routing.is_some().then(|| {
         let (ctx, stop) = (Arc::clone(&ctx), stop_routing.clone());
@@ -125,6 +130,7 @@ pub async fn serve(ctx: Arc<Context>) -> Result<(), ServeError> {
         following.abort();
     }
     following_keys.abort();
+    compacting.abort();
     if let Some(routing) = routing {
         let _ = tokio::time::timeout(shutdown_grace, routing).await;
     }

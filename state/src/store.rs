@@ -245,6 +245,18 @@ impl Store {
     }
 
     /// The store's current revision: a watch from `revision() + 1` misses nothing after now.
+    /// Forgets the history of every key up to `revision`, so that values
+    /// written over or deleted before it (a config secret, a removed
+    /// certificate's key) can no longer be read back; watches from an older
+    /// revision get [`StoreError::Compacted`] and read afresh. Compacting
+    /// less far than before does nothing.
+    pub async fn compact(&self, revision: i64) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Embedded(db) => db.run(move |db: &mut embedded::Db<'_>| db.compact(revision)).await,
+            Backend::Etcd(etcd) => etcd.compact(revision).await,
+        }
+    }
+
     pub async fn revision(&self) -> Result<i64, StoreError> {
         match &self.backend {
             Backend::Embedded(db) => db.run(|db: &mut embedded::Db<'_>| db.revision()).await,

@@ -286,3 +286,25 @@ fn store_urls_are_checked() {
         assert!(EtcdOptions::from_url(bad).is_err(), "{bad}");
     }
 }
+
+/// Compaction is global, so it is not run on the shared etcd here; the
+/// end-to-end test `secrets.rs` compacts a private etcd.
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_forgets_the_history_and_a_watch_from_before_it_is_told() {
+    let b = embedded();
+    let s = &b.store;
+    let from = s.revision().await.unwrap() + 1;
+    s.put(&b.key("secret"), b"old").await.unwrap();
+    s.put(&b.key("secret"), b"new").await.unwrap();
+    let now = s.revision().await.unwrap();
+    s.compact(now).await.unwrap();
+    let mut watch = s.watch(&b.root, from).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), watch.next()).await.expect("an answer");
+    assert!(matches!(first, Some(Err(nap_state::StoreError::Compacted(r))) if r == now + 1), "{first:?}");
+    // From after it, the watch goes on as before; the value is the new one.
+    s.put(&b.key("secret"), b"newer").await.unwrap();
+    let mut watch = s.watch(&b.root, now + 1).await.unwrap();
+    let batch = next_batch(&mut watch).await;
+    assert!(matches!(&batch[0], WatchEvent::Put { value, .. } if value == b"newer"), "{batch:?}");
+    assert_eq!(s.get(&b.key("secret")).await.unwrap().as_deref(), Some(&b"newer"[..]));
+}

@@ -80,3 +80,56 @@ fn what_nap_keeps_on_disk_is_its_owners_alone() {
     }
     assert!(shared.is_empty(), "readable by others: {shared:#?}");
 }
+
+/// Whether `needle` is anywhere in the files of the embedded store.
+fn in_state_files(gateway: &Gateway, needle: &str) -> bool {
+    ["state.db", "state.db-wal"].iter().any(|file| {
+        let bytes = std::fs::read(gateway.data_dir().join(file)).unwrap_or_default();
+        bytes.windows(needle.len()).any(|window| window == needle.as_bytes())
+    })
+}
+
+/// Polls `done` for up to 15 s.
+fn eventually(done: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    false
+}
+
+#[test]
+fn a_replaced_secret_leaves_the_stores_history_and_files() {
+    let gateway = Gateway::start_with_settings("history_retention = 1\n");
+    let admin = gateway.user("admin");
+    let app = unique("history");
+    gateway.ssh(&admin, "nap", &["apps", "create", &app]).assert_ok();
+    let old = format!("old-secret-{}", unique("s"));
+    gateway.ssh(&admin, "nap", &["config", "set", &app, &format!("TOKEN={old}")]).assert_ok();
+    assert!(in_state_files(&gateway, &old), "the secret was never written where this test looks");
+    gateway.ssh(&admin, "nap", &["config", "set", &app, "TOKEN=new"]).assert_ok();
+    assert!(eventually(|| !in_state_files(&gateway, &old)), "the replaced secret is still in the store's files");
+}
+
+#[test]
+fn a_replaced_secret_leaves_etcds_history() {
+    let etcd = nap_tests::PrivateEtcd::start();
+    let gateway = Gateway::start_with_settings(&format!("store = \"{}\"\nhistory_retention = 1\n", etcd.url()));
+    let admin = gateway.user("admin");
+    let app = unique("history");
+    gateway.ssh(&admin, "nap", &["apps", "create", &app]).assert_ok();
+    gateway.ssh(&admin, "nap", &["config", "set", &app, "TOKEN=old-secret"]).assert_ok();
+    let key = format!("/nap/apps/{app}/config");
+    let written = etcd.etcdctl(&["get", &key, "--write-out=json"]);
+    let header: serde_json::Value = serde_json::from_str(&written.assert_ok().stdout).expect("JSON");
+    let revision = header["kvs"][0]["mod_revision"].as_i64().expect("mod_revision").to_string();
+    gateway.ssh(&admin, "nap", &["config", "set", &app, "TOKEN=new"]).assert_ok();
+    let compacted = || {
+        let old = etcd.etcdctl(&["get", &key, &format!("--rev={revision}")]);
+        !old.ok() && old.stderr.contains("compacted")
+    };
+    assert!(eventually(compacted), "etcd still has the old value at revision {revision}");
+}

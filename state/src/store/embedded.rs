@@ -51,6 +51,9 @@ impl Embedded {
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        // What is deleted is overwritten, so a removed secret is not left
+        // in the file's free pages.
+        conn.pragma_update(None, "secure_delete", "ON").map_err(err)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS kv (
                  key TEXT PRIMARY KEY NOT NULL,
@@ -70,7 +73,9 @@ impl Embedded {
                  key TEXT NOT NULL,
                  value BLOB
              );
-             CREATE INDEX IF NOT EXISTS events_by_revision ON events (revision);",
+             CREATE INDEX IF NOT EXISTS events_by_revision ON events (revision);
+             CREATE TABLE IF NOT EXISTS compacted (id INTEGER PRIMARY KEY CHECK (id = 0), revision INTEGER NOT NULL);
+             INSERT OR IGNORE INTO compacted (id, revision) VALUES (0, 0);",
         )
         .map_err(err)?;
         Ok(Embedded { conn: Arc::new(Mutex::new(conn)), path: Arc::new(path.to_owned()) })
@@ -158,6 +163,19 @@ impl Db<'_> {
         })();
         self.conn.execute_batch("COMMIT")?;
         read
+    }
+
+    /// Forgets the events up to `revision`, as etcd's compaction does, and
+    /// lets the WAL go, so that the values they held are gone from the files.
+    /// A watch from before gets `Compacted` and reads afresh.
+    pub(super) fn compact(&mut self, revision: i64) -> DbResult<()> {
+        let tx = self.write()?;
+        tx.execute("UPDATE compacted SET revision = max(revision, ?1) WHERE id = 0", [revision])?;
+        tx.execute("DELETE FROM events WHERE revision <= ?1", [revision])?;
+        tx.commit()?;
+        // As far as other processes' readers allow; the next time goes further.
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
     }
 
     pub(super) fn revision(&mut self) -> DbResult<i64> {
@@ -259,8 +277,11 @@ impl Db<'_> {
             tx.commit()?;
         }
         let current = self.revision()?;
-        if from > 0 && from <= current - EVENTS_KEPT {
-            return Err(DbError::Compacted(current - EVENTS_KEPT + 1));
+        let compacted: i64 =
+            self.conn.query_row("SELECT revision FROM compacted WHERE id = 0", [], |row| row.get(0))?;
+        let compacted = compacted.max(current - EVENTS_KEPT);
+        if from > 0 && from <= compacted {
+            return Err(DbError::Compacted(compacted + 1));
         }
         let mut stmt = self.conn.prepare_cached(
             "SELECT revision, key, value FROM events WHERE revision >= ?1 AND key LIKE ?2 ESCAPE '\\'

@@ -213,6 +213,18 @@ impl Etcd {
         }
     }
 
+    /// Compacts etcd's history up to `revision` (physically): older values
+    /// can no longer be read or watched.
+    pub(super) async fn compact(&self, revision: i64) -> Result<(), StoreError> {
+        let mut client = self.client.clone();
+        let options = etcd_client::CompactionOptions::new().with_physical();
+        match bounded(&self.endpoints, client.compact(revision, Some(options))).await {
+            // Someone compacted this far already.
+            Err(StoreError::Etcd { source, .. }) if source.to_string().contains("compacted") => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
     pub(super) async fn revision(&self) -> Result<i64, StoreError> {
         let mut client = self.client.clone();
         let response = bounded(&self.endpoints, client.get("/", Some(GetOptions::new().with_count_only()))).await?;
