@@ -1,7 +1,10 @@
-//! The build context: a commit's tree, streamed as a tar.
+//! The build context: a commit's tree, streamed as a tar. Files are read
+//! through one `git cat-file --batch`, which streams each blob: a big file
+//! is never in memory whole, however well it compresses.
 
-use std::io::{self, Write};
-use std::path::PathBuf;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -15,7 +18,7 @@ const CHUNK_SIZE: usize = 64 * 1024;
 
 /// Opens the repo the way git's hooks expect: during `pre-receive` the new
 /// objects sit in a quarantine directory that only git's environment names.
-pub(crate) fn open_repo(path: &std::path::Path) -> Result<Repository, git2::Error> {
+pub(crate) fn open_repo(path: &Path) -> Result<Repository, git2::Error> {
     if std::env::var_os("GIT_DIR").is_some() {
         Repository::open_ext(path, RepositoryOpenFlags::FROM_ENV, std::iter::empty::<&std::ffi::OsStr>())
     } else {
@@ -35,15 +38,44 @@ pub(crate) fn tar_stream(repo: PathBuf, tree: Oid) -> impl Stream<Item = Result<
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
 }
 
-fn write_tar(repo: &std::path::Path, tree: Oid, writer: ChunkWriter) -> io::Result<()> {
-    let repo = open_repo(repo).map_err(io::Error::other)?;
+/// The bytes of the files in `tree`, as its build context holds them, from
+/// the objects' headers: nothing is inflated.
+pub(crate) fn tree_size(repo: &Repository, tree: &git2::Tree<'_>) -> Result<u64, git2::Error> {
+    let odb = repo.odb()?;
+    let mut total = 0u64;
+    let mut failure = None;
+    tree.walk(TreeWalkMode::PreOrder, |_, entry| {
+        if entry.kind() != Some(ObjectType::Blob) {
+            return TreeWalkResult::Ok;
+        }
+        match odb.read_header(entry.id()) {
+            Ok((size, _)) => {
+                total = total.saturating_add(size as u64);
+                TreeWalkResult::Ok
+            }
+            Err(err) => {
+                failure = Some(err);
+                TreeWalkResult::Abort
+            }
+        }
+    })
+    .or_else(|err| if failure.is_some() { Ok(()) } else { Err(err) })?;
+    match failure {
+        Some(err) => Err(err),
+        None => Ok(total),
+    }
+}
+
+fn write_tar(repo_path: &Path, tree: Oid, writer: ChunkWriter) -> io::Result<()> {
+    let repo = open_repo(repo_path).map_err(io::Error::other)?;
     let tree = repo.find_tree(tree).map_err(io::Error::other)?;
+    let mut blobs = Blobs::open(repo_path)?;
     let mut archive = tar::Builder::new(writer);
     let mut failure = None;
     tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
         let Ok(name) = entry.name() else { return TreeWalkResult::Skip };
         let path = format!("{dir}{name}");
-        match append_entry(&repo, &mut archive, &path, entry) {
+        match append_entry(&mut blobs, &mut archive, &path, entry) {
             Ok(()) => TreeWalkResult::Ok,
             Err(err) => {
                 failure = Some(err);
@@ -60,7 +92,7 @@ fn write_tar(repo: &std::path::Path, tree: Oid, writer: ChunkWriter) -> io::Resu
 }
 
 fn append_entry(
-    repo: &Repository,
+    blobs: &mut Blobs,
     archive: &mut tar::Builder<ChunkWriter>,
     path: &str,
     entry: &git2::TreeEntry<'_>,
@@ -74,23 +106,82 @@ fn append_entry(
             header.set_size(0);
             archive.append_data(&mut header, format!("{path}/"), io::empty())
         }
-        Some(ObjectType::Blob) => {
-            let blob = repo.find_blob(entry.id()).map_err(io::Error::other)?;
-            if entry.filemode() == 0o120_000 {
-                let target = String::from_utf8_lossy(blob.content()).into_owned();
-                header.set_entry_type(tar::EntryType::Symlink);
-                header.set_mode(0o777);
-                header.set_size(0);
-                archive.append_link(&mut header, path, target)
-            } else {
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_mode(if entry.filemode() == 0o100_755 { 0o755 } else { 0o644 });
-                header.set_size(blob.size() as u64);
-                archive.append_data(&mut header, path, blob.content())
-            }
+        Some(ObjectType::Blob) if entry.filemode() == 0o120_000 => {
+            let mut target = Vec::new();
+            blobs.read(entry.id(), |_, content| content.take(MAX_LINK).read_to_end(&mut target))?;
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_mode(0o777);
+            header.set_size(0);
+            archive.append_link(&mut header, path, String::from_utf8_lossy(&target).as_ref())
         }
+        Some(ObjectType::Blob) => blobs.read(entry.id(), |size, content| {
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(if entry.filemode() == 0o100_755 { 0o755 } else { 0o644 });
+            header.set_size(size);
+            archive.append_data(&mut header, path, content)
+        }),
         // Submodules (commits) have no content in this repo.
         _ => Ok(()),
+    }
+}
+
+/// The longest symlink target read.
+const MAX_LINK: u64 = 4096;
+
+/// Blobs read one after the other from one `git cat-file --batch`, which
+/// streams each (git's own streaming of big blobs, loose or packed). In a
+/// `pre-receive` hook it inherits git's environment, so it also sees the
+/// pushed objects still in quarantine.
+struct Blobs {
+    child: Child,
+    input: Option<ChildStdin>,
+    output: BufReader<ChildStdout>,
+}
+
+impl Blobs {
+    fn open(repo: &Path) -> io::Result<Blobs> {
+        let mut child = Command::new("git")
+            .arg("--git-dir")
+            .arg(repo)
+            .args(["cat-file", "--batch"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let (Some(input), Some(output)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(io::Error::other("git cat-file's streams were not piped"));
+        };
+        Ok(Blobs { child, input: Some(input), output: BufReader::with_capacity(CHUNK_SIZE, output) })
+    }
+
+    /// Hands the content of blob `id`, and its size, to `use_it`.
+    fn read<T>(&mut self, id: Oid, use_it: impl FnOnce(u64, &mut dyn Read) -> io::Result<T>) -> io::Result<T> {
+        let input = self.input.as_mut().ok_or_else(|| io::Error::other("git cat-file was closed"))?;
+        writeln!(input, "{id}")?;
+        input.flush()?;
+        // `ID blob SIZE`, or `ID missing`.
+        let mut header = String::new();
+        self.output.read_line(&mut header)?;
+        let size = match header.split_whitespace().collect::<Vec<_>>().as_slice() {
+            [_, "blob", size] => size.parse::<u64>().map_err(io::Error::other)?,
+            _ => return Err(io::Error::other(format!("git cat-file cannot read blob {id}: {}", header.trim()))),
+        };
+        let mut content = (&mut self.output).take(size);
+        let used = use_it(size, &mut content)?;
+        // What `use_it` left, then the newline after the content.
+        io::copy(&mut content, &mut io::sink())?;
+        let mut newline = [0u8; 1];
+        self.output.read_exact(&mut newline)?;
+        Ok(used)
+    }
+}
+
+impl Drop for Blobs {
+    fn drop(&mut self) {
+        // Without input, git ends.
+        drop(self.input.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
+use std::time::Duration;
 
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
@@ -11,7 +12,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use tracing::info;
 
-use crate::context::{open_repo, tar_stream};
+use crate::context::{open_repo, tar_stream, tree_size};
 use crate::dockerfile::exposed_ports;
 use crate::freezer::{FreezeError, Frozen};
 
@@ -19,6 +20,8 @@ const LABEL_APP: &str = "nap.app";
 const LABEL_TREE: &str = "nap.tree";
 /// How many trailing build lines a failure report carries.
 const LOG_TAIL: usize = 15;
+/// The biggest Dockerfile nap reads.
+const MAX_DOCKERFILE: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -30,6 +33,12 @@ pub enum BuildError {
         #[source]
         source: git2::Error,
     },
+    #[error("the Dockerfile of {commit} is over 1 MiB")]
+    HugeDockerfile { commit: String },
+    #[error("the pushed files take {}, over the limit of {} (max_push_size)", mib(*size), mib(*limit))]
+    ContextTooLarge { size: u64, limit: u64 },
+    #[error("the build took longer than {} s (build_timeout) and was stopped", timeout.as_secs())]
+    Timeout { timeout: Duration },
     #[error("build failed: {message}")]
     Failed { message: String, log_tail: Vec<String> },
     #[error("pushing {image} to the registry failed: {message}")]
@@ -85,6 +94,10 @@ pub struct BuildRequest<'a> {
     /// [`tree_of`]), if any: reused when Docker still has it, instead of a
     /// build. Never an image found by its labels, which any pusher can set.
     pub reuse: Option<&'a str>,
+    /// The most bytes of files a build's context may hold.
+    pub max_context: u64,
+    /// How long the build may take.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -127,16 +140,18 @@ impl Builder {
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<Image, BuildError> {
         let git_err = |source| BuildError::Git { commit: req.commit.to_owned(), source };
-        let (tree, dockerfile) = {
+        let (tree, dockerfile, size) = {
             let repo = open_repo(req.repo).map_err(git_err)?;
             let tree = commit_tree(&repo, req.commit).map_err(git_err)?;
-            let entry = tree
-                .get_name("Dockerfile")
-                .ok_or_else(|| BuildError::NoDockerfile { commit: short_commit(req.commit).to_owned() })?;
-            let blob = repo
-                .find_blob(entry.id())
-                .map_err(|_| BuildError::NoDockerfile { commit: short_commit(req.commit).to_owned() })?;
-            (tree.id(), String::from_utf8_lossy(blob.content()).into_owned())
+            let commit = || short_commit(req.commit).to_owned();
+            let entry = tree.get_name("Dockerfile").ok_or_else(|| BuildError::NoDockerfile { commit: commit() })?;
+            let (length, _) = repo.odb().and_then(|odb| odb.read_header(entry.id())).map_err(git_err)?;
+            if length > MAX_DOCKERFILE {
+                return Err(BuildError::HugeDockerfile { commit: commit() });
+            }
+            let blob = repo.find_blob(entry.id()).map_err(|_| BuildError::NoDockerfile { commit: commit() })?;
+            let size = tree_size(&repo, &tree).map_err(git_err)?;
+            (tree.id(), String::from_utf8_lossy(blob.content()).into_owned(), size)
         };
         let repository = self.repository(req.app);
         let reference = format!("{repository}:v{}", req.release);
@@ -145,7 +160,13 @@ impl Builder {
             self.tag(&id, &reference).await?;
             (id, true)
         } else {
-            self.run_build(req, tree, &reference, progress).await?;
+            if size > req.max_context {
+                return Err(BuildError::ContextTooLarge { size, limit: req.max_context });
+            }
+            // Dropping the build hangs up on Docker, which stops it.
+            tokio::time::timeout(req.timeout, self.run_build(req, tree, &reference, progress))
+                .await
+                .map_err(|_| BuildError::Timeout { timeout: req.timeout })??;
             (self.id_of(&reference).await?, false)
         };
         let image = Image {
@@ -383,6 +404,13 @@ pub fn tree_of(repo: &Path, commit: &str) -> Result<String, BuildError> {
 
 fn commit_tree<'r>(repo: &'r git2::Repository, commit: &str) -> Result<git2::Tree<'r>, git2::Error> {
     repo.revparse_single(commit)?.peel_to_commit()?.tree()
+}
+
+/// `300.0 MiB`, for a size in a message.
+fn mib(bytes: u64) -> String {
+    #[allow(clippy::cast_precision_loss, reason = "one decimal is all that shows")]
+    let mib = bytes as f64 / (1024.0 * 1024.0);
+    format!("{mib:.1} MiB")
 }
 
 /// A commit's short form, as images' `git-SHORT` tags and nap's output show it.

@@ -12,6 +12,7 @@ mod domains;
 mod git;
 mod instances;
 mod keys;
+mod limits;
 mod releases;
 mod rollout;
 mod snapshot;
@@ -27,6 +28,7 @@ use crate::caller::{Caller, Forbidden};
 use crate::context::{Context, Io};
 use crate::deploy::DeployError;
 use crate::report::Reporter;
+use nap_state::ReleaseCause;
 
 #[derive(Debug, Subcommand)]
 pub enum Operate {
@@ -49,6 +51,8 @@ pub enum Operate {
     },
     /// Show, set or unset an app's environment
     Config(config::ConfigArgs),
+    /// Show, set or unset what an app's instances may use: memory, cpus, pids
+    Limits(limits::LimitsArgs),
     /// List an app's releases, newest first
     Releases { app: String },
     /// Run an earlier release's image and config again, as a new release
@@ -135,6 +139,7 @@ impl Operate {
             | Operate::Ps { .. }
             | Operate::Logs { .. }
             | Operate::Config(_)
+            | Operate::Limits(_)
             | Operate::Releases { .. }
             | Operate::Rollback { .. }
             | Operate::Restart { .. }
@@ -189,6 +194,8 @@ pub enum CommandError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
     #[error(transparent)]
+    Limits(#[from] limits::LimitsCommandError),
+    #[error(transparent)]
     Rollback(#[from] releases::RollbackError),
     #[error(transparent)]
     Rollout(#[from] rollout::RolloutError),
@@ -239,6 +246,7 @@ pub async fn execute(ctx: &Arc<Context>, caller: &Caller, command: Operate, outp
         Operate::Ps { app } => instances::ps(ctx, caller, &app).await,
         Operate::Restart { app } => instances::restart(ctx, caller, &app, &mut io).await,
         Operate::Config(args) => config::run(ctx, caller, args, &mut io).await,
+        Operate::Limits(args) => limits::run(ctx, caller, args, &mut io).await,
         Operate::Releases { app } => releases::list(ctx, caller, &app).await,
         Operate::Rollback { app, version } => releases::rollback(ctx, caller, &app, version.as_deref(), &mut io).await,
         Operate::Keys(args) => keys::run(ctx, caller, args, &mut io).await,
@@ -334,6 +342,61 @@ pub async fn deploy(
     io: &mut Io,
 ) -> Result<nap_state::Release, DeployError> {
     with_flow_reporter(io, |report| async move { crate::deploy::deploy(ctx, plan, &report).await }).await
+}
+
+/// What `config set/unset` and `limits set/unset` change.
+#[derive(Debug, Clone, Copy)]
+pub enum Changed {
+    Config,
+    Limits,
+}
+
+/// An app's config or limits changed by `caller`: `change` names what
+/// changed (`set A, B`). Unless `no_restart` (or the app runs nothing yet),
+/// it runs as a new release of the serving image, and the change is only
+/// stored once that release runs. Both under the app's deploy lock, so
+/// that changes side by side all land.
+pub struct AppChange {
+    pub changed: Changed,
+    pub change: String,
+    pub config: crate::deploy::ConfigChange,
+    pub limits: crate::deploy::LimitsChange,
+    pub no_restart: bool,
+}
+
+pub async fn change_app(
+    ctx: &Context,
+    caller: &Caller,
+    app: &AppName,
+    change: AppChange,
+    io: &mut Io,
+) -> Result<Reply, CommandError> {
+    let AppChange { changed, change, config, limits, no_restart } = change;
+    let key = caller.name().to_owned();
+    let (what, cause) = match changed {
+        Changed::Config => ("config", ReleaseCause::Config { key, change: change.clone() }),
+        Changed::Limits => ("limits", ReleaseCause::Limits { key, change: change.clone() }),
+    };
+    let runs = ctx.store.current_release(app.as_str()).await?.is_some();
+    if no_restart || !runs {
+        let who = caller.name();
+        with_flow_reporter(io, |report| async move {
+            crate::deploy::change_app(ctx, app, config, limits, who, &report).await
+        })
+        .await?;
+        return Ok(Reply::new(
+            format!("{app}: {what} {change}; it takes effect with the next release"),
+            serde_json::json!({ "name": app.as_str(), "change": change, "release": null }),
+        ));
+    }
+    let who = caller.name().to_owned();
+    let plan =
+        crate::deploy::Deploy { app: app.clone(), who, cause, source: crate::deploy::Source::Current, config, limits };
+    let release = Box::pin(deploy(ctx, plan, io)).await?;
+    Ok(Reply::new(
+        format!("{app} v{}: {what} {change}, live at {}", release.version, release.url.as_deref().unwrap_or("-")),
+        release_json(&release),
+    ))
 }
 
 async fn say<W: AsyncWrite + Unpin + ?Sized>(out: &mut W, text: &str) {

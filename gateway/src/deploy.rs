@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use nap_builder::{BuildRequest, Builder, short_commit};
-use nap_runner::{InstanceId, RunError, RunRequest, Runner, Running, Serving};
+use nap_runner::{InstanceId, Limits, RunError, RunRequest, Runner, Running, Serving};
 use nap_state::{AppRecord, Lock, LockSubject, Release, ReleaseCause, ReleaseStatus, Rollout, Store, layout};
 use time::OffsetDateTime;
 use tracing::info;
@@ -128,6 +128,38 @@ impl ConfigChange {
     }
 }
 
+/// A change to the app's limits, made once the lock is taken, as with
+/// [`ConfigChange`].
+#[derive(Debug, Clone)]
+pub enum LimitsChange {
+    /// The limits as they are.
+    Keep,
+    /// These limits set (the others as they are).
+    Set(Limits),
+    /// These limits removed.
+    Unset(Vec<String>),
+}
+
+impl LimitsChange {
+    fn apply(self, mut limits: Limits) -> Limits {
+        match self {
+            LimitsChange::Keep => {}
+            LimitsChange::Set(set) => {
+                limits.memory = set.memory.or(limits.memory);
+                limits.cpus = set.cpus.or(limits.cpus);
+                limits.pids = set.pids.or(limits.pids);
+            }
+            LimitsChange::Unset(names) => {
+                for name in &names {
+                    // Names were checked when the command was read.
+                    let _ = limits.unset(name);
+                }
+            }
+        }
+        limits
+    }
+}
+
 /// One new release to make.
 #[derive(Debug, Clone)]
 pub struct Deploy {
@@ -139,6 +171,9 @@ pub struct Deploy {
     /// The environment it runs with, stored as the app's config once it
     /// serves (unless kept as it is).
     pub config: ConfigChange,
+    /// What its instances may use, stored as the app's limits once it
+    /// serves (unless kept as they are).
+    pub limits: LimitsChange,
 }
 
 impl Deploy {
@@ -160,7 +195,9 @@ pub async fn deploy(ctx: &Context, plan: Deploy, report: &Reporter) -> Result<Re
     let app = plan.app.clone();
     let new_app = store.app(app.as_str()).await?.is_none();
     let (who, keep_config) = (plan.who.clone(), !matches!(plan.config, ConfigChange::Keep));
-    let result = release(ctx, plan, &lock, report).await;
+    let keep_limits = !matches!(plan.limits, LimitsChange::Keep);
+    let limits = plan.limits.clone().apply(store.limits(app.as_str()).await?);
+    let result = release(ctx, plan, limits, &lock, report).await;
     match &result {
         Ok(release) => {
             if new_app {
@@ -172,6 +209,9 @@ pub async fn deploy(ctx: &Context, plan: Deploy, report: &Reporter) -> Result<Re
             if keep_config {
                 store.save_config(app.as_str(), &release.config).await?;
             }
+            if keep_limits {
+                store.save_limits(app.as_str(), &limits).await?;
+            }
         }
         // A refused first push leaves nothing behind: the gateway removes
         // the repo, and the app's state goes here.
@@ -182,8 +222,14 @@ pub async fn deploy(ctx: &Context, plan: Deploy, report: &Reporter) -> Result<Re
 }
 
 /// Open, build, start, promote, retire; under the lock.
-async fn release(ctx: &Context, plan: Deploy, lock: &Lock, report: &Reporter) -> Result<Release, DeployError> {
-    let Deploy { app, who, cause, source, config } = plan;
+async fn release(
+    ctx: &Context,
+    plan: Deploy,
+    limits: Limits,
+    lock: &Lock,
+    report: &Reporter,
+) -> Result<Release, DeployError> {
+    let Deploy { app, who, cause, source, config, limits: _ } = plan;
     let store = &ctx.store;
     fail_interrupted_releases(store, &app).await?;
     let config = config.apply(store.config(app.as_str()).await?);
@@ -244,7 +290,7 @@ async fn release(ctx: &Context, plan: Deploy, lock: &Lock, report: &Reporter) ->
         },
         Source::Image { .. } | Source::Current => release,
     };
-    let release = start_release(ctx, &runner, &app, release, lock, report).await?;
+    let release = start_release(ctx, &runner, &app, release, limits, lock, report).await?;
     if let Source::Push { .. } = source {
         report.step(&format!("{app} v{} is live", release.version));
         report.line("=====>", release.url.as_deref().unwrap_or_default());
@@ -266,7 +312,15 @@ async fn build(
     let detail = |line: &str| report.detail(line);
     let tree = nap_builder::tree_of(repo, commit)?;
     let recorded = ctx.store.tree_image(app.as_str(), &tree).await?;
-    let request = BuildRequest { app: app.as_str(), repo, commit, release: version, reuse: recorded.as_deref() };
+    let request = BuildRequest {
+        app: app.as_str(),
+        repo,
+        commit,
+        release: version,
+        reuse: recorded.as_deref(),
+        max_context: ctx.settings.max_push_size(),
+        timeout: ctx.settings.build_timeout(),
+    };
     let image = builder.build(&request, &detail).await?;
     if !image.reused {
         ctx.store.record_tree_image(app.as_str(), &tree, &image.id).await?;
@@ -283,19 +337,26 @@ async fn start_release(
     runner: &Runner,
     app: &AppName,
     release: Release,
+    limits: Limits,
     lock: &Lock,
     report: &Reporter,
 ) -> Result<Release, DeployError> {
     report.step(&format!("Releasing v{} with PORT={}", release.version, release.port));
-    match start(runner, app, &release, report).await {
+    match start(runner, app, &release, limits, report).await {
         Ok(running) => switch(ctx, runner, app, release, &running, lock, report).await,
         Err(err) => fail_release(&ctx.store, app, release, err.into()).await,
     }
 }
 
-/// Starts `release`'s instance (start number `release.restarts`) and waits
-/// until it answers.
-async fn start(runner: &Runner, app: &AppName, release: &Release, report: &Reporter) -> Result<Running, RunError> {
+/// Starts `release`'s instance (start number `release.restarts`) with
+/// `limits`, and waits until it answers.
+async fn start(
+    runner: &Runner,
+    app: &AppName,
+    release: &Release,
+    limits: Limits,
+    report: &Reporter,
+) -> Result<Running, RunError> {
     let env: Vec<(String, String)> = release.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let request = RunRequest {
         app: app.as_str(),
@@ -303,6 +364,7 @@ async fn start(runner: &Runner, app: &AppName, release: &Release, report: &Repor
         image: &release.image,
         port: release.port,
         env: &env,
+        limits,
     };
     runner.start(&request, &|line: &str| report.detail(line)).await
 }
@@ -368,19 +430,26 @@ async fn switch(
     Ok(release)
 }
 
-/// Changes the app's config without a release (`--no-restart`, or an app
-/// that runs nothing yet), under the deploy lock; answers the new config.
-pub async fn change_config(
+/// Changes the app's config and limits without a release (`--no-restart`,
+/// or an app that runs nothing yet), under the deploy lock.
+pub async fn change_app(
     ctx: &Context,
     app: &AppName,
-    change: ConfigChange,
+    config: ConfigChange,
+    limits: LimitsChange,
     who: &str,
     report: &Reporter,
-) -> Result<BTreeMap<String, String>, DeployError> {
+) -> Result<(), DeployError> {
     let _lock = app_lock(ctx, app, "config change", who, Some(report)).await?;
-    let config = change.apply(ctx.store.config(app.as_str()).await?);
-    ctx.store.save_config(app.as_str(), &config).await?;
-    Ok(config)
+    if !matches!(config, ConfigChange::Keep) {
+        let config = config.apply(ctx.store.config(app.as_str()).await?);
+        ctx.store.save_config(app.as_str(), &config).await?;
+    }
+    if !matches!(limits, LimitsChange::Keep) {
+        let limits = limits.apply(ctx.store.limits(app.as_str()).await?);
+        ctx.store.save_limits(app.as_str(), &limits).await?;
+    }
+    Ok(())
 }
 
 /// Restarts the serving release: on a host, a fresh instance of it starts
@@ -399,7 +468,8 @@ pub async fn restart(ctx: &Context, app: &AppName, who: &str, report: &Reporter)
     }
     let fresh = Release { restarts: release.restarts + 1, ..release };
     report.step(&format!("Starting v{} afresh", fresh.version));
-    let running = start(&runner, app, &fresh, report).await.map_err(DeployError::Restart)?;
+    let limits = ctx.store.limits(app.as_str()).await?;
+    let running = start(&runner, app, &fresh, limits, report).await.map_err(DeployError::Restart)?;
     switch(ctx, &runner, app, fresh, &running, &lock, report).await
 }
 

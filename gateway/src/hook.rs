@@ -123,6 +123,7 @@ async fn run(ctx: &Context, app: AppName, pusher: String, report: &Reporter) -> 
         who: pusher,
         source: Source::Push { commit, repo },
         config: deploy::ConfigChange::Keep,
+        limits: deploy::LimitsChange::Keep,
     };
     deploy::deploy(ctx, plan, report).instrument(span).await?;
     Ok(())

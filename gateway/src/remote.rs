@@ -86,7 +86,7 @@ pub async fn run(
     mut io: Io,
 ) -> u32 {
     match parsed {
-        Ok(Parsed::Run(command, output)) => commands::execute(ctx, caller, command, output, io).await,
+        Ok(Parsed::Run(command, output)) => Box::pin(commands::execute(ctx, caller, command, output, io)).await,
         Ok(Parsed::Help(text)) => {
             use tokio::io::AsyncWriteExt;
             let _ = io.stdout.write_all(text.as_bytes()).await;

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nap_runner::{AppNetwork, KubernetesSettings, RunnerKind, SystemdSettings, WorkloadKind};
+use nap_runner::{AppNetwork, ByteSize, KubernetesSettings, RunnerKind, SystemdSettings, WorkloadKind};
 use nap_state::{Secret, StoreSettings};
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +28,9 @@ const DEFAULT_RETIRE_TIMEOUT: u64 = 30;
 const DEFAULT_LOGIN_GRACE_TIME: u64 = 30;
 const DEFAULT_MAX_STARTUPS: u32 = 100;
 const DEFAULT_PER_SOURCE_MAX_STARTUPS: u32 = 30;
+const DEFAULT_MAX_PUSH_SIZE: u64 = 1024 * 1024 * 1024;
+const DEFAULT_BUILD_TIMEOUT: u64 = 30 * 60;
+const DEFAULT_HISTORY_RETENTION: u64 = 5 * 60;
 const DEFAULT_UNIT_DIR: &str = "/etc/systemd/system";
 const DEFAULT_DOCKER_CLI: &str = "/usr/bin/docker";
 
@@ -104,6 +107,15 @@ pub struct Settings {
     /// SSH connections not yet logged in, per client address; one more cuts that address's oldest [default: 30]
     #[arg(long, global = true, env = "NAP_PER_SOURCE_MAX_STARTUPS", value_name = "N", hide = true, value_parser = clap::value_parser!(u32).range(1..))]
     pub per_source_max_startups: Option<u32>,
+    /// The most a push may send, and the most its files may take unpacked (512m, 1g) [default: 1g]
+    #[arg(long, global = true, env = "NAP_MAX_PUSH_SIZE", value_name = "SIZE", hide = true)]
+    pub max_push_size: Option<ByteSize>,
+    /// Seconds a push's image build may take before it is stopped and the push refused [default: 1800]
+    #[arg(long, global = true, env = "NAP_BUILD_TIMEOUT", value_name = "SECS", hide = true)]
+    pub build_timeout: Option<u64>,
+    /// Seconds of the store's history kept for watches; `nap serve` compacts what is older, old config values with it [default: 300]
+    #[arg(long, global = true, env = "NAP_HISTORY_RETENTION", value_name = "SECS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub history_retention: Option<u64>,
     /// Seconds that running pushes get to finish after SIGTERM (`nap serve`) [default: 60]
     #[arg(long, global = true, env = "NAP_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,
@@ -399,6 +411,18 @@ impl Settings {
             limit(self.max_startups, DEFAULT_MAX_STARTUPS),
             limit(self.per_source_max_startups, DEFAULT_PER_SOURCE_MAX_STARTUPS),
         )
+    }
+
+    pub fn max_push_size(&self) -> u64 {
+        self.max_push_size.map_or(DEFAULT_MAX_PUSH_SIZE, |size| size.0)
+    }
+
+    pub fn build_timeout(&self) -> Duration {
+        Duration::from_secs(self.build_timeout.unwrap_or(DEFAULT_BUILD_TIMEOUT))
+    }
+
+    pub fn history_retention(&self) -> Duration {
+        Duration::from_secs(self.history_retention.unwrap_or(DEFAULT_HISTORY_RETENTION))
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

@@ -100,6 +100,10 @@ impl DockerRunner {
                     maximum_retry_count: None,
                 }),
                 init: Some(true),
+                memory: req.limits.memory.and_then(|m| i64::try_from(m.0).ok()),
+                memory_swap: req.limits.memory.and_then(|m| i64::try_from(m.0).ok()),
+                nano_cpus: req.limits.cpus.map(|c| i64::from(c.millis()) * 1_000_000),
+                pids_limit: req.limits.pids.map(i64::from),
                 ..Default::default()
             }),
             networking_config: Some(self.network.at(ip)),

@@ -7,7 +7,7 @@
 pub(crate) mod kubectl;
 pub mod manifest;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -123,6 +123,8 @@ impl KubernetesRunner {
             .map(|(name, value)| HashMap::from([("name", name.as_str()), ("value", value.as_str())]))
             .collect();
         context.insert("env", &env);
+        let limits: BTreeMap<&str, String> = req.limits.kubernetes().into_iter().collect();
+        context.insert("limits", &limits);
         context.insert("replicas", &self.settings.replicas);
         context.insert("timeout", &self.settings.rollout_timeout.as_secs());
         context.insert("service_type", &self.settings.service_type);
@@ -406,13 +408,14 @@ mod tests {
         KubernetesRunner::new(settings, "example.test".into()).expect("built-in units load")
     }
 
-    fn render(kind: WorkloadKind, env: &[(String, String)]) -> Vec<Manifest> {
+    fn render(kind: WorkloadKind, env: &[(String, String)], limits: crate::Limits) -> Vec<Manifest> {
         let req = RunRequest {
             app: "shop",
             id: crate::InstanceId { release: 7, restarts: 0 },
             image: "registry:5000/shop:v7",
             port: 8080,
             env,
+            limits,
         };
         let yaml = runner(kind).render(&req).expect("renders");
         manifest::parse(&yaml, "test").expect("valid manifests")
@@ -422,7 +425,9 @@ mod tests {
     fn a_release_is_a_deployment_and_a_service_whatever_its_config_holds() {
         let tricky = "a \"quoted\" value: with\nnewlines, #hash and {{ braces }}";
         let env = [("GREETING".to_owned(), tricky.to_owned()), ("EMPTY".to_owned(), String::new())];
-        let manifests = render(WorkloadKind::Deployment, &env);
+        let mut limits = crate::Limits::default();
+        limits.set("memory=512m").and_then(|()| limits.set("cpus=1.5")).expect("limits");
+        let manifests = render(WorkloadKind::Deployment, &env, limits);
         let [Manifest::Deployment(deployment), Manifest::Service(service)] = manifests.as_slice() else {
             panic!("expected a Deployment and a Service: {manifests:?}");
         };
@@ -435,18 +440,23 @@ mod tests {
         let env: Vec<_> =
             container.env.iter().flatten().map(|v| (v.name.as_str(), v.value.as_deref().unwrap_or_default())).collect();
         assert_eq!(env, [("PORT", "8080"), ("GREETING", tricky), ("EMPTY", "")]);
+        let resources = container.resources.as_ref().and_then(|r| r.limits.as_ref()).expect("resources.limits");
+        let resources: Vec<_> = resources.iter().map(|(name, value)| (name.as_str(), value.0.as_str())).collect();
+        assert_eq!(resources, [("cpu", "1500m"), ("memory", "536870912")]);
         let selector = service.spec.as_ref().and_then(|s| s.selector.clone()).expect("selector");
         assert_eq!(selector.get(labels::APP).map(String::as_str), Some("shop"));
     }
 
     #[test]
     fn an_rc_release_selects_only_its_own_pods() {
-        let manifests = render(WorkloadKind::ReplicationController, &[]);
+        let manifests = render(WorkloadKind::ReplicationController, &[], crate::Limits::default());
         let [Manifest::ReplicationController(rc), Manifest::Service(_)] = manifests.as_slice() else {
             panic!("expected a ReplicationController and a Service: {manifests:?}");
         };
         assert_eq!(rc.metadata.name.as_deref(), Some("shop-v7"));
         let selector = rc.spec.as_ref().and_then(|s| s.selector.clone()).expect("selector");
         assert_eq!(selector.get(labels::RELEASE).map(String::as_str), Some("7"));
+        let pod = rc.spec.as_ref().and_then(|s| s.template.as_ref()).and_then(|t| t.spec.as_ref()).expect("pod");
+        assert!(pod.containers[0].resources.is_none(), "no limits set, no resources");
     }
 }

@@ -14,6 +14,7 @@ mod check;
 pub mod docker;
 mod error;
 pub mod kubernetes;
+mod limits;
 mod release;
 pub mod systemd;
 pub mod units;
@@ -28,6 +29,7 @@ pub use docker::network::AppNetwork;
 pub use docker::{DockerRunner, Lifecycle};
 pub use error::{KubernetesError, RunError, SystemdError, UnknownName};
 pub use kubernetes::{KubernetesRunner, KubernetesSettings, WorkloadKind};
+pub use limits::{ByteSize, Cpus, LIMIT_NAMES, Limits, LimitsError};
 pub use release::{Instance, InstanceId, Progress, RunRequest, Running, Serving};
 pub use systemd::{SystemdRunner, SystemdSettings};
 

@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 
+use crate::limits::Limits;
+
 /// Where a runner reports progress: one line at a time, to the client.
 pub type Progress<'a> = &'a (dyn Fn(&str) + Send + Sync);
 
@@ -54,6 +56,8 @@ pub struct RunRequest<'a> {
     pub port: u16,
     /// Environment besides `PORT`.
     pub env: &'a [(String, String)],
+    /// What the instance may use.
+    pub limits: Limits,
 }
 
 /// A release that answers.

@@ -110,6 +110,7 @@ impl SystemdRunner {
         context.insert("docker", &self.settings.docker_cli);
         context.insert("network", &self.docker.network().name);
         context.insert("ip", &ip.to_string());
+        context.insert("limits", &req.limits.docker_flags());
         Ok(self.units.render(units::SYSTEMD_SERVICE, &context)?)
     }
 

@@ -116,4 +116,13 @@ impl Store {
     pub async fn save_config(&self, app: &str, config: &BTreeMap<String, String>) -> Result<(), StoreError> {
         self.put_json(&layout::config(app), config).await
     }
+
+    /// The app's limits (the runner's `Limits`; the store only keeps them).
+    pub async fn limits<T: serde::de::DeserializeOwned + Default>(&self, app: &str) -> Result<T, StoreError> {
+        Ok(self.get_json(&layout::limits(app)).await?.unwrap_or_default())
+    }
+
+    pub async fn save_limits<T: Serialize>(&self, app: &str, limits: &T) -> Result<(), StoreError> {
+        self.put_json(&layout::limits(app), limits).await
+    }
 }

@@ -34,6 +34,11 @@ pub fn config(app: &str) -> String {
     format!("{ROOT}/apps/{app}/config")
 }
 
+/// `/nap/apps/APP/limits`: what the app's instances may use (`limits set`).
+pub fn limits(app: &str) -> String {
+    format!("{ROOT}/apps/{app}/limits")
+}
+
 /// `/nap/apps/APP/`: everything about one app.
 pub fn app(app: &str) -> String {
     format!("{ROOT}/apps/{app}/")

@@ -28,13 +28,18 @@ pub enum ReleaseCause {
     Config { key: String, change: String },
     /// `rollback` to release `to`.
     Rollback { key: String, to: u32 },
+    /// `limits set` / `limits unset`; `change` names what changed.
+    Limits { key: String, change: String },
 }
 
 impl ReleaseCause {
     /// Who caused the release: a key name, or `admin` for the host's own CLI.
     pub fn key(&self) -> &str {
         match self {
-            ReleaseCause::Push { key } | ReleaseCause::Config { key, .. } | ReleaseCause::Rollback { key, .. } => key,
+            ReleaseCause::Push { key }
+            | ReleaseCause::Config { key, .. }
+            | ReleaseCause::Rollback { key, .. }
+            | ReleaseCause::Limits { key, .. } => key,
         }
     }
 }
@@ -45,6 +50,7 @@ impl std::fmt::Display for ReleaseCause {
             ReleaseCause::Push { key } => write!(f, "push by {key}"),
             ReleaseCause::Config { key, change } => write!(f, "config {change} by {key}"),
             ReleaseCause::Rollback { key, to } => write!(f, "rollback to v{to} by {key}"),
+            ReleaseCause::Limits { key, change } => write!(f, "limits {change} by {key}"),
         }
     }
 }

@@ -21,6 +21,8 @@ pub enum AppKind {
     Deaf,
     /// Serves on port 8080 whatever `PORT` says.
     FixedPort,
+    /// Like `Web`, but its build sleeps two minutes.
+    SlowBuild,
     /// `nap-test-upstream` ([`test_upstream`]): keep-alive, WebSockets,
     /// long downloads, slow answers; `/` answers the committed file `reply`.
     Upstream,
@@ -37,6 +39,7 @@ impl AppKind {
             AppKind::Exits => "exits",
             AppKind::Deaf => "deaf",
             AppKind::FixedPort => "fixed-port",
+            AppKind::SlowBuild => "slow-build",
             AppKind::Upstream => "upstream",
         }
     }
@@ -110,6 +113,32 @@ impl AppRepo {
         let run: Run = self.git().args(["commit", "-q", "-m", "become another app"]).output().expect("git").into();
         run.assert_ok();
         self.head()
+    }
+
+    /// Commits `file` holding `bytes` zero bytes (made sparse, so only git
+    /// spends the time), and answers the commit.
+    pub fn commit_zeros(&self, file: &str, bytes: u64) -> String {
+        std::fs::File::create(self.path.join(file)).and_then(|f| f.set_len(bytes)).expect("write zeros");
+        for args in [&["add", file][..], &["commit", "-q", "-m", &format!("add {file}")]] {
+            let run: Run = self.git().args(args).output().expect("git").into();
+            run.assert_ok();
+        }
+        self.head()
+    }
+
+    /// Runs `git ARGS` in the repo, with `input` on its standard input.
+    pub fn git_with_input(&self, args: &[&str], input: &[u8]) -> Run {
+        use std::io::Write;
+        let mut child = self
+            .git()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("git");
+        child.stdin.take().expect("stdin").write_all(input).expect("write to git");
+        child.wait_with_output().expect("git").into()
     }
 
     /// A commit that changes nothing in the tree.

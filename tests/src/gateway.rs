@@ -27,6 +27,8 @@ pub struct Gateway {
     /// Whether the store is the etcd every test shares: then the keys of
     /// this test's apps and SSH keys are deleted by name when it drops.
     shared_etcd: bool,
+    /// `RLIMIT_DATA` of `nap serve` and all it runs (its hooks), if capped.
+    data_cap: Option<u64>,
     cleanup: Cleanup,
 }
 
@@ -61,15 +63,34 @@ impl Gateway {
         let shared = format!("etcd://{}", etcd_endpoint());
         let shared_etcd = extra.contains(&shared) || env.iter().any(|(_, value)| value.contains(&shared));
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut gateway = Gateway { dir, port: free_port(), child: None, env, shared_etcd, cleanup: Cleanup::new() };
+        let mut gateway =
+            Gateway { dir, port: free_port(), child: None, env, shared_etcd, data_cap: None, cleanup: Cleanup::new() };
+        gateway.spawn();
+        gateway
+    }
+
+    /// Starts `nap serve` (with extra `nap.toml` lines) under a memory cap:
+    /// it and everything it runs, pushes' hooks included, may map at most
+    /// `bytes` of data (`prlimit --data`).
+    pub fn start_capped(extra: &str, bytes: u64) -> Gateway {
+        let mut gateway = Self::start_with_settings(extra);
+        gateway.terminate();
+        gateway.data_cap = Some(bytes);
         gateway.spawn();
         gateway
     }
 
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("serve.log")).expect("serve log");
-        let child = self
-            .command()
+        let mut command = match self.data_cap {
+            Some(bytes) => {
+                let mut prlimit = Command::new("prlimit");
+                prlimit.arg(format!("--data={bytes}")).arg("--").arg(nap_bin());
+                self.settings_of(prlimit)
+            }
+            None => self.command(),
+        };
+        let child = command
             .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
@@ -86,7 +107,11 @@ impl Gateway {
 
     /// `nap` with this gateway's settings, for local admin commands.
     pub fn command(&self) -> Command {
-        let mut command = Command::new(nap_bin());
+        self.settings_of(Command::new(nap_bin()))
+    }
+
+    /// `command` (nap, or what runs it) with this gateway's settings.
+    fn settings_of(&self, mut command: Command) -> Command {
         command.arg("--config").arg(self.config_path());
         for var in ["NAP_CONFIG", "NAP_DATA_DIR", "NAP_REGISTRY", "NAP_PUBLIC_HOST", "NAP_CHECK_TIMEOUT", "NAP_LISTEN"]
         {

@@ -92,6 +92,14 @@ fn a_push_applies_a_checked_deployment_and_service_with_the_users_kubeconfig_and
     let Manifest::Deployment(v3) = &manifests[2][0] else { panic!("{manifests:?}") };
     assert_eq!(v3.metadata.labels.as_ref().and_then(|l| l.get("nap.release")).map(String::as_str), Some("3"));
     assert!(!format!("{:?}", v3.spec).contains("hi there"), "rollback to v1 runs v1's config");
+    // `limits set` is a release too, with the container's resources.
+    gateway.ssh(&admin, "nap", &["limits", "set", &app, "memory=256m", "cpus=0.5"]).assert_ok();
+    let manifests = applied(&cluster);
+    let Manifest::Deployment(v4) = &manifests[3][0] else { panic!("{manifests:?}") };
+    let pod = v4.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod spec");
+    let limits = pod.containers[0].resources.as_ref().and_then(|r| r.limits.clone()).expect("resources.limits");
+    let limits: Vec<_> = limits.iter().map(|(name, value)| (name.as_str(), value.0.as_str())).collect();
+    assert_eq!(limits, [("cpu", "500m"), ("memory", "268435456")]);
 
     let ps = gateway.ssh(&admin, "nap", &["ps", &app]);
     ps.assert_ok();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use nap::app_name::AppName;
 use nap::context::Context;
-use nap::deploy::{self, ConfigChange, Deploy, DeployError, Source};
+use nap::deploy::{self, ConfigChange, Deploy, DeployError, LimitsChange, Source};
 use nap::report::Reporter;
 use nap::settings::Settings;
 use nap_state::{ReleaseCause, ReleaseStatus, StoreSettings};
@@ -51,6 +51,7 @@ impl Flow {
             // The work tree's git directory, as a bare repo is to the hook.
             source: Source::Push { commit: repo.head(), repo: repo.path.join(".git") },
             config: ConfigChange::Keep,
+            limits: LimitsChange::Keep,
         }
     }
 

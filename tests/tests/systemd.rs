@@ -88,6 +88,14 @@ fn config_rollback_restart_and_destroy_under_systemd() {
     assert!(!host.unit_dir().join(format!("nap-{app}@4.service")).exists(), "the old unit is left");
     assert!(wait_for_body(restart["url"].as_str().expect("url"), "one", ANSWER));
 
+    // `limits set` runs v5 as a unit whose container has them.
+    gateway.ssh(&admin, "nap", &["limits", "set", &app, "memory=64m", "pids=64"]).assert_ok();
+    let unit = std::fs::read_to_string(host.unit_dir().join(format!("nap-{app}@5.service"))).expect("unit");
+    assert!(unit.contains("--memory=67108864 --memory-swap=67108864 --pids-limit=64 "), "{unit}");
+    let format = "{{.HostConfig.Memory}} {{.HostConfig.PidsLimit}}";
+    let inspect = nap_tests::docker(&["inspect", "--format", format, &format!("nap-{app}-v5")]);
+    assert_eq!(inspect.assert_ok().stdout.trim(), "67108864 64");
+
     gateway.ssh(&admin, "nap", &["apps", "destroy", &app, "--force"]).assert_ok();
     let leftovers: Vec<_> = std::fs::read_dir(host.unit_dir())
         .expect("unit dir")

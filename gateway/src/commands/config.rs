@@ -3,14 +3,13 @@
 use std::collections::BTreeMap;
 
 use clap::{Args, Subcommand};
-use nap_state::ReleaseCause;
 use serde_json::json;
 
-use super::{CommandError, MASK, Reply, existing_app, with_flow_reporter};
+use super::{AppChange, Changed, CommandError, MASK, Reply, existing_app};
 use crate::app_name::AppName;
 use crate::caller::Caller;
 use crate::context::{Context, Io};
-use crate::deploy::{ConfigChange, Deploy, Source, change_config};
+use crate::deploy::{ConfigChange, LimitsChange};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -69,7 +68,9 @@ pub async fn run(ctx: &Context, caller: &Caller, args: ConfigArgs, io: &mut Io) 
             let pairs = pairs.iter().map(|p| parse_pair(p)).collect::<Result<Vec<_>, _>>()?;
             let names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
             let change = format!("set {}", names.join(", "));
-            apply(ctx, caller, &app, ConfigChange::Set(pairs), change, no_restart, io).await
+            let config = ConfigChange::Set(pairs);
+            let change = AppChange { changed: Changed::Config, change, config, limits: LimitsChange::Keep, no_restart };
+            super::change_app(ctx, caller, &app, change, io).await
         }
         Some(ConfigCommand::Unset { app, keys, no_restart }) => {
             let app = existing_app(ctx, caller, &app).await?;
@@ -78,7 +79,9 @@ pub async fn run(ctx: &Context, caller: &Caller, args: ConfigArgs, io: &mut Io) 
                 return Err(ConfigError::NotSet { key: key.clone(), app }.into());
             }
             let change = format!("unset {}", keys.join(", "));
-            apply(ctx, caller, &app, ConfigChange::Unset(keys), change, no_restart, io).await
+            let config = ConfigChange::Unset(keys);
+            let change = AppChange { changed: Changed::Config, change, config, limits: LimitsChange::Keep, no_restart };
+            super::change_app(ctx, caller, &app, change, io).await
         }
         None => {
             let app = existing_app(ctx, caller, args.app.as_deref().unwrap_or_default()).await?;
@@ -93,42 +96,6 @@ pub async fn run(ctx: &Context, caller: &Caller, args: ConfigArgs, io: &mut Io) 
             Ok(Reply::new(text, json!(shown)))
         }
     }
-}
-
-/// Makes `config` (named `change`) the app's config, and unless
-/// `no_restart`, runs it as a new release of the serving image. The config
-/// is only stored once that release runs. Both under the app's deploy lock,
-/// so that changes side by side all land.
-async fn apply(
-    ctx: &Context,
-    caller: &Caller,
-    app: &AppName,
-    config: ConfigChange,
-    change: String,
-    no_restart: bool,
-    io: &mut Io,
-) -> Result<Reply, CommandError> {
-    let runs = ctx.store.current_release(app.as_str()).await?.is_some();
-    if no_restart || !runs {
-        let who = caller.name();
-        with_flow_reporter(io, |report| async move { change_config(ctx, app, config, who, &report).await }).await?;
-        return Ok(Reply::new(
-            format!("{app}: config {change}; it takes effect with the next release"),
-            json!({ "name": app.as_str(), "change": change, "release": null }),
-        ));
-    }
-    let plan = Deploy {
-        app: app.clone(),
-        who: caller.name().to_owned(),
-        cause: ReleaseCause::Config { key: caller.name().to_owned(), change: change.clone() },
-        source: Source::Current,
-        config,
-    };
-    let release = super::deploy(ctx, plan, io).await?;
-    Ok(Reply::new(
-        format!("{app} v{}: config {change}, live at {}", release.version, release.url.as_deref().unwrap_or("-")),
-        super::release_json(&release),
-    ))
 }
 
 /// `KEY=VALUE`, with a key an environment variable can have. `PORT` is nap's.

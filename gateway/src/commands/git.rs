@@ -73,7 +73,15 @@ async fn run_git(ctx: &Arc<Context>, caller: &Caller, app: &AppName, service: &s
     };
     let mut git = tokio::process::Command::new("git");
     if let Some(input) = &input {
-        git.env(hook::INPUT_VAR, &**input);
+        // A push is checked object by object and bounded in size; git
+        // refuses it with its own one-line reason. Files over 16 MiB are
+        // streamed, never inflated in memory whole: by git as it unpacks
+        // them, and (the setting reaches git's children) as the hook reads
+        // them for the build.
+        git.env(hook::INPUT_VAR, &**input)
+            .arg("-c")
+            .arg(format!("receive.maxInputSize={}", ctx.settings.max_push_size()))
+            .args(["-c", "receive.fsckObjects=true", "-c", "core.bigFileThreshold=16m"]);
     }
     let mut child = match git
         .arg(service)

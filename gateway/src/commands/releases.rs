@@ -96,6 +96,7 @@ pub async fn rollback(
         cause: ReleaseCause::Rollback { key: caller.name().to_owned(), to: target.version },
         source: Source::Image { commit: target.commit.clone(), image: target.image.clone(), port: target.port },
         config: ConfigChange::Replace(target.config.clone()),
+        limits: crate::deploy::LimitsChange::Keep,
     };
     let release = super::deploy(ctx, plan, io).await?;
     // The summary stays the last line, ending with the URL, for scripts.
