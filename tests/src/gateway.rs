@@ -55,9 +55,11 @@ impl Gateway {
                 let _ = writeln!(router, "{setting} = \"off\"");
             }
         }
+        // A test may put the data elsewhere (a small filesystem of its own).
+        let data_line =
+            if extra.contains("data_dir =") { String::new() } else { format!("data_dir = \"{}\"\n", data.display()) };
         let settings = format!(
-            "data_dir = \"{}\"\npublic_host = \"127.0.0.1\"\ncheck_timeout = 8\nshutdown_timeout = 30\n{router}{extra}",
-            data.display()
+            "{data_line}public_host = \"127.0.0.1\"\ncheck_timeout = 8\nshutdown_timeout = 30\n{router}{extra}"
         );
         std::fs::write(dir.path().join("nap.toml"), settings).expect("write nap.toml");
         let shared = format!("etcd://{}", etcd_endpoint());
@@ -317,7 +319,7 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-pub(crate) fn rev_parse(git_dir: &Path, rev: &str) -> Option<String> {
+pub fn rev_parse(git_dir: &Path, rev: &str) -> Option<String> {
     let out =
         Command::new("git").arg("--git-dir").arg(git_dir).args(["rev-parse", "--verify", "-q", rev]).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())

@@ -26,7 +26,7 @@ pub use app::{AppKind, AppRepo, test_upstream};
 pub use cleanup::Cleanup;
 pub use dockerhost::DockerHost;
 pub use etcd::{EtcdTls, PrivateEtcd};
-pub use gateway::Gateway;
+pub use gateway::{Gateway, rev_parse};
 pub use http::{KeepAlive, WsClient, connect, download, get, get_host, raw, wait_for_body};
 pub use key::{Key, ssh_options};
 pub use kubectl::{KubectlCall, StandInCluster, kubectl_words};

@@ -9,7 +9,7 @@ use tempfile::TempDir;
 use crate::free_port;
 
 pub struct AuthRegistry {
-    _dir: TempDir,
+    dir: TempDir,
     pub address: String,
     child: Child,
 }
@@ -34,20 +34,38 @@ impl AuthRegistry {
             htpasswd.display()
         );
         std::fs::write(dir.path().join("config.yml"), config).expect("registry config");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start docker-registry");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(&address).is_err() {
-            assert!(Instant::now() < deadline, "the registry did not listen on {address}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        AuthRegistry { _dir: dir, address, child }
+        let child = serve(&dir, &address);
+        AuthRegistry { dir, address, child }
     }
+
+    /// Stops the registry (`kill -9`), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the killed registry again, on its data and address.
+    pub fn start_again(&mut self) {
+        self.kill();
+        self.child = serve(&self.dir, &self.address);
+    }
+}
+
+/// Runs `docker-registry serve` with the config in `dir`; waits until it listens.
+fn serve(dir: &TempDir, address: &str) -> Child {
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(dir.path().join("config.yml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start docker-registry");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(address).is_err() {
+        assert!(Instant::now() < deadline, "the registry did not listen on {address}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
 }
 
 impl Drop for AuthRegistry {

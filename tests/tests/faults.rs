@@ -1,12 +1,17 @@
-//! Faults with the etcd store: etcd stops in the middle of a push and of a
-//! commit, comes back, and a host dies holding a deploy lock. Each test has
-//! an etcd of its own (`PrivateEtcd`), since it stops it.
+//! Faults, each ending with the previous release serving and no lock left:
+//! etcd stops in the middle of a push and of a commit, comes back, and a
+//! host dies holding a deploy lock (each with an etcd of its own,
+//! `PrivateEtcd`, since it stops it); the registry goes down mid-push; the
+//! data directory's disk fills up; `nap serve` is killed mid-deploy.
 
 use std::io::{BufRead, BufReader};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use nap_tests::{AppKind, AppRepo, Gateway, Key, PrivateEtcd, REGISTRY, Run, docker, unique, wait_for_body};
+use nap_tests::{
+    AppKind, AppRepo, AuthRegistry, Gateway, Key, PrivateEtcd, REGISTRY, Run, containers_of, docker, unique,
+    wait_for_body,
+};
 
 /// A running command whose stderr is read as it comes.
 struct Running {
@@ -91,7 +96,7 @@ fn etcd_stopping_in_the_middle_of_a_push_refuses_it_and_leaves_no_half_state() {
     assert_eq!(gateway.branch_sha(&app, "master"), Some(good.clone()), "the ref moved");
     assert!(wait_for_body(&url, "hello from web", Duration::from_secs(5)), "v1 stopped serving");
     assert_eq!(
-        nap_tests::containers_of(&app),
+        containers_of(&app),
         [format!("nap-{app}-v1")],
         "v2 answered, but unrecorded it must not run"
     );
@@ -221,4 +226,146 @@ fn a_deploy_that_lost_its_lock_makes_nothing_current() {
     from_b.assert_ok();
     assert_eq!(current().stdout.trim(), "3");
     assert!(wait_for_body(&from_b.url().expect("url"), "from host b", Duration::from_secs(10)));
+}
+
+/// v1 of a web app on `gateway`; its URL.
+fn serving_v1(gateway: &Gateway, admin: &Key, app: &str, repo: &AppRepo) -> String {
+    let first = repo.push(gateway, admin, app, "master");
+    first.assert_ok();
+    first.url().expect("url")
+}
+
+/// v1 still serves, alone, and no lock is left: a command that takes the
+/// app's lock runs at once.
+fn v1_serves_and_no_lock_is_left(gateway: &Gateway, admin: &Key, app: &str, url: &str) {
+    assert!(wait_for_body(url, "hello from web", Duration::from_secs(10)), "v1 stopped answering");
+    let started = Instant::now();
+    gateway.ssh(admin, "nap", &["config", "set", app, "AFTER=1", "--no-restart"]).assert_ok();
+    assert!(started.elapsed() < Duration::from_secs(5), "the config change waited for a lock");
+}
+
+#[test]
+fn the_registry_going_down_mid_push_refuses_it_and_the_next_push_works() {
+    let mut registry = AuthRegistry::start("pusher", "registry-secret");
+    let gateway = Gateway::start_with_settings(&format!(
+        "registry = \"{}\"\nregistry_username = \"pusher\"\nregistry_password = \"registry-secret\"\n",
+        registry.address
+    ));
+    let admin = gateway.user("admin");
+    let app = unique("regdown");
+    let repo = AppRepo::new(AppKind::Web);
+    let url = serving_v1(&gateway, &admin, &app, &repo);
+
+    repo.commit("index.html", "two\n");
+    let push = Running::new(repo.spawn_push(&gateway, &admin, &app, "master")).wait_for_line("Building");
+    registry.kill();
+    let refused = push.finish();
+    refused.assert_failed_with("to the registry failed");
+    refused.assert_failed_with(&format!("{app} keeps serving v1"));
+    v1_serves_and_no_lock_is_left(&gateway, &admin, &app, &url);
+    assert_eq!(containers_of(&app), vec![format!("nap-{app}-v1")]);
+
+    registry.start_again();
+    let again = repo.push(&gateway, &admin, &app, "master");
+    again.assert_ok();
+    assert!(again.stderr.contains("v3 is live"), "{}", again.stderr);
+}
+
+/// A small ext4 filesystem on a loop device, mounted at `path` until dropped.
+struct SmallDisk {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(megabytes: u64) -> SmallDisk {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (file, path) = (dir.path().join("disk.img"), dir.path().join("data"));
+        std::fs::File::create(&file).and_then(|f| f.set_len(megabytes << 20)).expect("disk image");
+        std::fs::create_dir(&path).expect("mount point");
+        let run = |program: &str, args: &[&std::ffi::OsStr]| {
+            let run: Run = std::process::Command::new(program).args(args).output().expect(program).into();
+            run.assert_ok();
+        };
+        run("mkfs.ext4", &["-q".as_ref(), "-F".as_ref(), "-m".as_ref(), "0".as_ref(), file.as_os_str()]);
+        run("mount", &["-o".as_ref(), "loop".as_ref(), file.as_os_str(), path.as_os_str()]);
+        SmallDisk { _dir: dir, path }
+    }
+
+    /// Fills what is left with one file; answers it.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.path.join("filler");
+        let mut file = std::fs::File::create(&filler).expect("filler");
+        // Down to the last byte, and on disk (ext4 allocates late).
+        for size in [1 << 20, 4096, 1] {
+            let chunk = vec![0x5a_u8; size];
+            while file.write_all(&chunk).and_then(|()| file.sync_data()).is_ok() {}
+        }
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn a_full_data_disk_refuses_the_push_and_loses_nothing() {
+    let disk = SmallDisk::mount(64);
+    let gateway =
+        Gateway::start_with_settings(&format!("registry = \"{REGISTRY}\"\ndata_dir = \"{}\"\n", disk.path.display()));
+    let admin = gateway.user("admin");
+    let app = unique("diskfull");
+    let repo = AppRepo::new(AppKind::Web);
+    let url = serving_v1(&gateway, &admin, &app, &repo);
+    let repo_dir = disk.path.join("repos").join(format!("{app}.git"));
+    let before = nap_tests::rev_parse(&repo_dir, "refs/heads/master");
+
+    let filler = disk.fill();
+    repo.commit("index.html", "two\n");
+    let refused = repo.push(&gateway, &admin, &app, "master");
+    assert!(!refused.ok(), "a push to a full disk went through: {refused:?}");
+    assert!(refused.stderr.contains("No space left on device"), "{}", refused.stderr);
+    assert_eq!(nap_tests::rev_parse(&repo_dir, "refs/heads/master"), before, "the ref moved");
+    assert!(wait_for_body(&url, "hello from web", Duration::from_secs(10)), "v1 stopped answering");
+    assert_eq!(containers_of(&app), vec![format!("nap-{app}-v1")]);
+
+    std::fs::remove_file(filler).expect("free the disk");
+    v1_serves_and_no_lock_is_left(&gateway, &admin, &app, &url);
+    let again = repo.push(&gateway, &admin, &app, "master");
+    again.assert_ok();
+    assert!(again.stderr.contains(" is live"), "{}", again.stderr);
+    drop(gateway);
+}
+
+#[test]
+fn nap_serve_killed_mid_deploy_then_restarted_fails_that_release_and_the_next_push_works() {
+    let mut gateway = Gateway::start();
+    let admin = gateway.user("admin");
+    let app = unique("killed");
+    let repo = AppRepo::new(AppKind::Web);
+    let url = serving_v1(&gateway, &admin, &app, &repo);
+
+    // v2 takes 3 s to answer: the host dies while it starts.
+    repo.become_kind(AppKind::Slow);
+    let push = Running::new(repo.spawn_push(&gateway, &admin, &app, "master")).wait_for_line("Waiting for");
+    gateway.kill_host();
+    let _ = push.finish();
+    gateway.restart();
+    v1_serves_and_no_lock_is_left(&gateway, &admin, &app, &url);
+
+    repo.become_kind(AppKind::Web);
+    repo.commit("index.html", "three\n");
+    let again = repo.push(&gateway, &admin, &app, "master");
+    again.assert_ok();
+    assert!(again.stderr.contains("v3 is live"), "{}", again.stderr);
+    let releases = gateway.ssh(&admin, "nap", &["releases", &app, "--json"]);
+    let releases: serde_json::Value = serde_json::from_str(&releases.assert_ok().stdout).expect("JSON");
+    let v2 = releases.as_array().and_then(|all| all.iter().find(|r| r["version"] == 2)).expect("v2").clone();
+    assert_eq!(v2["status"], "failed", "{v2}");
+    assert!(v2["error"].as_str().is_some_and(|e| e.contains("interrupted")), "{v2}");
+    assert_eq!(containers_of(&app), vec![format!("nap-{app}-v3")], "the killed deploy's instance is left");
 }
