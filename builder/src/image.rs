@@ -39,6 +39,8 @@ pub enum BuildError {
     ContextTooLarge { size: u64, limit: u64 },
     #[error("the build took longer than {} s (build_timeout) and was stopped", timeout.as_secs())]
     Timeout { timeout: Duration },
+    #[error("the build was cut off: the Docker daemon went away ({0})")]
+    CutOff(#[source] bollard::errors::Error),
     #[error("build failed: {message}")]
     Failed { message: String, log_tail: Vec<String> },
     #[error("pushing {image} to the registry failed: {message}")]
@@ -273,7 +275,7 @@ impl Builder {
                 Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
                     return Err(BuildError::Failed { message: one_line(&message), log_tail: tail.into() });
                 }
-                Err(err) => return Err(err.into()),
+                Err(err) => return Err(BuildError::CutOff(err)),
             };
             if let Some(detail) = info.error_detail.and_then(|d| d.message) {
                 return Err(BuildError::Failed { message: one_line(&detail), log_tail: tail.into() });

@@ -8,6 +8,7 @@
 
 mod app;
 mod cleanup;
+mod dockerd;
 mod dockerhost;
 mod etcd;
 mod gateway;
@@ -24,6 +25,7 @@ use std::process::Output;
 
 pub use app::{AppKind, AppRepo, test_upstream};
 pub use cleanup::Cleanup;
+pub use dockerd::Dockerd;
 pub use dockerhost::DockerHost;
 pub use etcd::{EtcdTls, PrivateEtcd};
 pub use gateway::{Gateway, rev_parse};

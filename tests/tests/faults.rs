@@ -1,15 +1,16 @@
 //! Faults, each ending with the previous release serving and no lock left:
 //! etcd stops in the middle of a push and of a commit, comes back, and a
 //! host dies holding a deploy lock (each with an etcd of its own,
-//! `PrivateEtcd`, since it stops it); the registry goes down mid-push; the
-//! data directory's disk fills up; `nap serve` is killed mid-deploy.
+//! `PrivateEtcd`, since it stops it); dockerd restarts mid-build (a dockerd
+//! of the test's own); the registry goes down mid-push; the data
+//! directory's disk fills up; `nap serve` is killed mid-deploy.
 
 use std::io::{BufRead, BufReader};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
 use nap_tests::{
-    AppKind, AppRepo, AuthRegistry, Gateway, Key, PrivateEtcd, REGISTRY, Run, containers_of, docker, unique,
+    AppKind, AppRepo, AuthRegistry, Dockerd, Gateway, Key, PrivateEtcd, REGISTRY, Run, containers_of, docker, unique,
     wait_for_body,
 };
 
@@ -95,11 +96,7 @@ fn etcd_stopping_in_the_middle_of_a_push_refuses_it_and_leaves_no_half_state() {
     push.assert_failed_with("pre-receive hook declined");
     assert_eq!(gateway.branch_sha(&app, "master"), Some(good.clone()), "the ref moved");
     assert!(wait_for_body(&url, "hello from web", Duration::from_secs(5)), "v1 stopped serving");
-    assert_eq!(
-        containers_of(&app),
-        [format!("nap-{app}-v1")],
-        "v2 answered, but unrecorded it must not run"
-    );
+    assert_eq!(containers_of(&app), [format!("nap-{app}-v1")], "v2 answered, but unrecorded it must not run");
 
     etcd.start_again();
     let current = etcd.etcdctl(&["get", "--print-value-only", &format!("/nap/apps/{app}/current")]);
@@ -368,4 +365,36 @@ fn nap_serve_killed_mid_deploy_then_restarted_fails_that_release_and_the_next_pu
     assert_eq!(v2["status"], "failed", "{v2}");
     assert!(v2["error"].as_str().is_some_and(|e| e.contains("interrupted")), "{v2}");
     assert_eq!(containers_of(&app), vec![format!("nap-{app}-v3")], "the killed deploy's instance is left");
+}
+
+#[test]
+fn dockerd_restarting_mid_build_refuses_the_push_and_the_next_push_works() {
+    let mut dockerd = Dockerd::start();
+    let docker_host = dockerd.docker_host();
+    let gateway = Gateway::start_with(
+        &format!("registry = \"{REGISTRY}\"\nnetwork = \"nap-faults\"\nnetwork_subnet = \"10.198.0.0/16\"\n"),
+        &[("DOCKER_HOST", &docker_host)],
+    );
+    let admin = gateway.user("admin");
+    let app = unique("dockerd");
+    let repo = AppRepo::new(AppKind::Web);
+    let url = serving_v1(&gateway, &admin, &app, &repo);
+
+    repo.become_kind(AppKind::SlowBuild);
+    let push = Running::new(repo.spawn_push(&gateway, &admin, &app, "master")).wait_for_line("building slowly");
+    dockerd.stop();
+    let refused = push.finish();
+    refused.assert_failed_with("remote:  !     the build was cut off: the Docker daemon went away (");
+    refused.assert_failed_with(&format!("{app} keeps serving v1"));
+    dockerd.start_again();
+    // dockerd brings v1 back (unless-stopped), at its address.
+    v1_serves_and_no_lock_is_left(&gateway, &admin, &app, &url);
+    let running = dockerd.docker(&["ps", "--format", "{{.Names}}", "--filter", &format!("label=nap.app={app}")]);
+    assert_eq!(running.assert_ok().stdout.trim(), format!("nap-{app}-v1"));
+
+    repo.become_kind(AppKind::Web);
+    repo.commit("index.html", "three\n");
+    let again = repo.push(&gateway, &admin, &app, "master");
+    again.assert_ok();
+    assert!(again.stderr.contains("v3 is live"), "{}", again.stderr);
 }

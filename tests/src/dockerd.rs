@@ -1,0 +1,121 @@
+//! A second real `dockerd` in this machine's own network namespace, with its
+//! own data-root, exec-root and socket, that a test may stop and start
+//! again without touching the dockerd every other test uses. It manages no
+//! iptables rules and no default bridge (the shared dockerd owns those);
+//! its containers' networks are plain bridges this host reaches directly.
+//! It gets `nap/busybox` from the shared daemon.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::Run;
+
+pub struct Dockerd {
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl Dockerd {
+    pub fn start() -> Dockerd {
+        // containerd's socket lives under the exec-root: keep the path short.
+        let dir = tempfile::Builder::new().prefix("ndk").tempdir_in("/tmp").expect("temp dir");
+        let mut dockerd = Dockerd { dir, child: None };
+        dockerd.start_again();
+        let mut save =
+            Command::new("docker").args(["save", "nap/busybox"]).stdout(Stdio::piped()).spawn().expect("docker save");
+        let load: Run = Command::new("docker")
+            .arg("--host")
+            .arg(dockerd.docker_host())
+            .args(["load", "-q"])
+            .stdin(save.stdout.take().expect("piped"))
+            .output()
+            .expect("docker load")
+            .into();
+        assert!(save.wait().is_ok_and(|status| status.success()), "docker save nap/busybox failed");
+        load.assert_ok();
+        dockerd
+    }
+
+    /// Starts the stopped dockerd again, on its data (waits until it answers).
+    pub fn start_again(&mut self) {
+        assert!(self.try_start(), "the second dockerd did not start:\n{}", self.log_tail());
+    }
+
+    /// Starts dockerd; whether it answers within a minute.
+    fn try_start(&mut self) -> bool {
+        let root = self.dir.path();
+        let log = std::fs::File::options().create(true).append(true).open(root.join("dockerd.log")).expect("log");
+        let child = Command::new("dockerd")
+            .arg(format!("--host={}", self.docker_host()))
+            .arg(format!("--data-root={}", root.join("data").display()))
+            .arg(format!("--exec-root={}", root.join("exec").display()))
+            .arg(format!("--pidfile={}", root.join("docker.pid").display()))
+            .args(["--iptables=false", "--ip-masq=false", "--bridge=none"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.docker(&["info"]).ok() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        true
+    }
+
+    /// Stops dockerd as `systemctl restart docker` would (SIGTERM, waiting).
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("a pid"));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("docker.sock")
+    }
+
+    /// `DOCKER_HOST` for a nap (or a docker CLI) that works on this dockerd.
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    /// `docker ARGS` against this dockerd.
+    pub fn docker(&self, args: &[&str]) -> Run {
+        Command::new("docker").arg("--host").arg(self.docker_host()).args(args).output().expect("run docker").into()
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // Its networks' bridges outlive a stopped dockerd: it removes them.
+        if self.child.is_some() || self.try_start() {
+            for id in self.docker(&["ps", "-aq"]).stdout.split_whitespace() {
+                self.docker(&["rm", "-f", id]);
+            }
+            for network in self.docker(&["network", "ls", "-q", "--filter", "type=custom"]).stdout.split_whitespace() {
+                self.docker(&["network", "rm", network]);
+            }
+        }
+        self.stop();
+        let _ = Command::new("umount").arg("-R").arg(self.dir.path().join("data")).output();
+        let _ = Command::new("umount").arg("-R").arg(self.dir.path().join("exec")).output();
+    }
+}
