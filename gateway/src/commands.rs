@@ -30,6 +30,8 @@ use crate::deploy::DeployError;
 use crate::report::Reporter;
 use nap_state::ReleaseCause;
 
+pub use commiter::{CommiterError, check_import};
+
 #[derive(Debug, Subcommand)]
 pub enum Operate {
     /// List apps with their current release and state; create or destroy one
@@ -200,7 +202,7 @@ pub enum CommandError {
     #[error(transparent)]
     Rollout(#[from] rollout::RolloutError),
     #[error(transparent)]
-    Commiter(#[from] commiter::CommiterError),
+    Commiter(#[from] CommiterError),
     #[error(transparent)]
     Snapshot(#[from] snapshot::SnapshotError),
     #[error(transparent)]

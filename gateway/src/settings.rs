@@ -190,7 +190,7 @@ pub enum SettingsError {
         source: std::io::Error,
     },
     /// One line: toml's own message spans several, with a drawing of the place.
-    #[error("settings file {}: line {line}: {}", path.display(), one_line(source.message()))]
+    #[error("settings file {}: line {line}: {}", path.display(), crate::usage::flat(source.message()))]
     Parse {
         path: PathBuf,
         line: usize,
@@ -478,11 +478,6 @@ impl Settings {
             units_dir: self.units_dir.clone(),
         }
     }
-}
-
-/// `text` on one line: errors a user sees are one line.
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn to_map(settings: &Settings) -> Result<serde_json::Map<String, serde_json::Value>, SettingsError> {

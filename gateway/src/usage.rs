@@ -1,5 +1,6 @@
-//! clap's refusals as one line, the same over SSH and on the host:
-//! `releases needs APP; usage: releases [--json] <APP>`.
+//! Refusals as one line, the same over SSH and on the host: clap's
+//! (`releases needs APP; usage: releases [--json] <APP>`), and any message
+//! that carries what a client sent ([`flat`]).
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 
@@ -27,6 +28,26 @@ pub fn one_line(err: &clap::Error, program: &str) -> String {
     }
 }
 
+/// `text` as one line a terminal shows as it is: runs of whitespace become
+/// one space, and other control characters (an escape sequence a client
+/// planted) are written escaped.
+pub fn flat(text: &str) -> String {
+    let mut flat = String::with_capacity(text.len());
+    for word in text.split_whitespace() {
+        if !flat.is_empty() {
+            flat.push(' ');
+        }
+        for c in word.chars() {
+            if c.is_control() {
+                flat.extend(c.escape_default());
+            } else {
+                flat.push(c);
+            }
+        }
+    }
+    flat
+}
+
 /// clap's first line, without its "error: " prefix.
 fn first_line(rendered: &str) -> String {
     let line = rendered.lines().next().unwrap_or("invalid command");
@@ -45,6 +66,12 @@ fn usage_line(usage: &str, program: &str) -> String {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn a_flat_message_is_one_line_a_terminal_shows_as_it_is() {
+        assert_eq!(flat("unknown field `-08 en\r\r?#\n  -`, expected"), "unknown field `-08 en ?# -`, expected");
+        assert_eq!(flat("a\u{1b}[31mred"), "a\\u{1b}[31mred");
+    }
 
     #[derive(Debug, Parser)]
     #[command(name = "nap")]

@@ -83,18 +83,29 @@ impl Resource {
     pub fn load(conf_path: &Path, template_dir: &Path) -> Result<Resource, ResourceError> {
         let config_err = |message: String| ResourceError::Config { path: conf_path.display().to_string(), message };
         let text = std::fs::read_to_string(conf_path).map_err(|e| config_err(e.to_string()))?;
-        let file: ConfFile = toml::from_str(&text).map_err(|e| config_err(e.to_string().trim().replace('\n', " ")))?;
-        let settings = file.template;
+        let settings = parse_conf(&text).map_err(config_err)?;
         let name = conf_path.file_stem().map_or_else(|| "resource".into(), |s| s.to_string_lossy().into_owned());
         let template_path = template_dir.join(&settings.src);
         let template = std::fs::read_to_string(&template_path)
             .map_err(|e| config_err(format!("template {}: {e}", template_path.display())))?;
+        Resource::new(name, settings, &template)
+    }
+
+    /// A resource from the texts of its conf.d file and its template (the
+    /// file `src` names), as [`Resource::load`] reads them.
+    pub fn from_texts(name: &str, conf: &str, template: &str) -> Result<Resource, ResourceError> {
+        let settings =
+            parse_conf(conf).map_err(|message| ResourceError::Config { path: format!("{name}.toml"), message })?;
+        Resource::new(name.to_owned(), settings, template)
+    }
+
+    fn new(name: String, settings: Settings, template: &str) -> Result<Resource, ResourceError> {
         let scope = Scope::new(&settings.prefix);
         let mut tera = tera::Tera::default();
         // Config files are not HTML: nothing is escaped.
         tera.autoescape_on(Vec::<&str>::new());
         functions::register(&mut tera, &scope);
-        tera.add_raw_template(&settings.src, &template).map_err(|e| ResourceError::Template {
+        tera.add_raw_template(&settings.src, template).map_err(|e| ResourceError::Template {
             resource: name.clone(),
             template: settings.src.clone(),
             message: flatten(&e),
@@ -135,6 +146,12 @@ impl Resource {
             message: flatten(&e),
         })
     }
+}
+
+/// A conf.d file's settings; the error on one line.
+fn parse_conf(text: &str) -> Result<Settings, String> {
+    let file: ConfFile = toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))?;
+    Ok(file.template)
 }
 
 /// A tera error and its causes on one line: tera's own message is only

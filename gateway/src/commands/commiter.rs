@@ -143,6 +143,12 @@ pub async fn import(ctx: &Context, caller: &Caller, args: ImportArgs, io: &mut I
     ))
 }
 
+/// Checks an import file as `import` does, without writing anything (the
+/// fuzz target's way in).
+pub fn check_import(text: &str) -> Result<(), CommiterError> {
+    parse_import(text).map(|_| ())
+}
+
 /// Parses and checks an import file; errors name the field and its line.
 fn parse_import(text: &str) -> Result<ImportFile, CommiterError> {
     let file: ImportFile = serde_yaml::from_str(text).map_err(|e| {
@@ -156,7 +162,7 @@ fn parse_import(text: &str) -> Result<ImportFile, CommiterError> {
         } else {
             format!(" at line {}", e.location().map_or(1, |l| l.line()))
         };
-        CommiterError::Import { message, place }
+        CommiterError::Import { message: crate::usage::flat(&message), place }
     })?;
     let at = |field: &str, value: &str| {
         let line = text.lines().position(|l| l.contains(value) && l.contains(field)).map_or(0, |n| n + 1);
