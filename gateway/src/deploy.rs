@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use nap_builder::{BuildRequest, Builder, short_commit};
-use nap_runner::{InstanceId, Limits, RunError, RunRequest, Runner, Running, Serving};
+use nap_runner::{InstanceId, LimitName, Limits, RunError, RunRequest, Runner, Running, Serving};
 use nap_state::{AppRecord, Lock, LockSubject, Release, ReleaseCause, ReleaseStatus, Rollout, Store, layout};
 use time::OffsetDateTime;
 use tracing::info;
@@ -137,26 +137,21 @@ pub enum LimitsChange {
     /// These limits set (the others as they are).
     Set(Limits),
     /// These limits removed.
-    Unset(Vec<String>),
+    Unset(Vec<LimitName>),
 }
 
 impl LimitsChange {
     fn apply(self, mut limits: Limits) -> Limits {
         match self {
-            LimitsChange::Keep => {}
-            LimitsChange::Set(set) => {
-                limits.memory = set.memory.or(limits.memory);
-                limits.cpus = set.cpus.or(limits.cpus);
-                limits.pids = set.pids.or(limits.pids);
-            }
+            LimitsChange::Keep => limits,
+            LimitsChange::Set(set) => limits.overlaid_with(set),
             LimitsChange::Unset(names) => {
-                for name in &names {
-                    // Names were checked when the command was read.
-                    let _ = limits.unset(name);
+                for name in names {
+                    limits.unset(name);
                 }
+                limits
             }
         }
-        limits
     }
 }
 
@@ -194,8 +189,9 @@ pub async fn deploy(ctx: &Context, plan: Deploy, report: &Reporter) -> Result<Re
     let store = &ctx.store;
     let app = plan.app.clone();
     let new_app = store.app(app.as_str()).await?.is_none();
-    let (who, keep_config) = (plan.who.clone(), !matches!(plan.config, ConfigChange::Keep));
-    let keep_limits = !matches!(plan.limits, LimitsChange::Keep);
+    // Changed config and limits are stored once the release serves.
+    let (who, store_config) = (plan.who.clone(), !matches!(plan.config, ConfigChange::Keep));
+    let store_limits = !matches!(plan.limits, LimitsChange::Keep);
     let limits = plan.limits.clone().apply(store.limits(app.as_str()).await?);
     let result = release(ctx, plan, limits, &lock, report).await;
     match &result {
@@ -206,10 +202,10 @@ pub async fn deploy(ctx: &Context, plan: Deploy, report: &Reporter) -> Result<Re
                 store.create_app(&record).await?;
             }
             // The next push runs with the configuration that serves now.
-            if keep_config {
+            if store_config {
                 store.save_config(app.as_str(), &release.config).await?;
             }
-            if keep_limits {
+            if store_limits {
                 store.save_limits(app.as_str(), &limits).await?;
             }
         }

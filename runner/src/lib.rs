@@ -29,7 +29,7 @@ pub use docker::network::AppNetwork;
 pub use docker::{DockerRunner, Lifecycle};
 pub use error::{KubernetesError, RunError, SystemdError, UnknownName};
 pub use kubernetes::{KubernetesRunner, KubernetesSettings, WorkloadKind};
-pub use limits::{ByteSize, Cpus, LIMIT_NAMES, Limits, LimitsError};
+pub use limits::{ByteSize, Cpus, LimitName, Limits, LimitsError};
 pub use release::{Instance, InstanceId, Progress, RunRequest, Running, Serving};
 pub use systemd::{SystemdRunner, SystemdSettings};
 

@@ -172,53 +172,83 @@ pub struct Limits {
     pub pids: Option<u32>,
 }
 
-/// The names `limits set` and `limits unset` take.
-pub const LIMIT_NAMES: [&str; 3] = ["memory", "cpus", "pids"];
+/// A limit's name, as `limits set` and `limits unset` take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitName {
+    Memory,
+    Cpus,
+    Pids,
+}
+
+impl FromStr for LimitName {
+    type Err = LimitsError;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "memory" => Ok(LimitName::Memory),
+            "cpus" => Ok(LimitName::Cpus),
+            "pids" => Ok(LimitName::Pids),
+            _ => Err(LimitsError::Unknown(name.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for LimitName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LimitName::Memory => "memory",
+            LimitName::Cpus => "cpus",
+            LimitName::Pids => "pids",
+        })
+    }
+}
 
 impl Limits {
     /// Sets one limit from `NAME=VALUE`.
     pub fn set(&mut self, pair: &str) -> Result<(), LimitsError> {
         let (name, value) = pair.split_once('=').ok_or_else(|| LimitsError::Malformed(pair.to_owned()))?;
-        match name {
-            "memory" => {
+        match name.parse()? {
+            LimitName::Memory => {
                 let memory: ByteSize = value.parse()?;
                 if memory.0 < MIN_MEMORY {
                     return Err(LimitsError::TooLittleMemory(memory));
                 }
                 self.memory = Some(memory);
             }
-            "cpus" => self.cpus = Some(value.parse()?),
-            "pids" => {
-                self.pids =
-                    Some(value.parse().ok().filter(|n| *n >= 1).ok_or_else(|| LimitsError::Pids(value.to_owned()))?);
+            LimitName::Cpus => self.cpus = Some(value.parse()?),
+            LimitName::Pids => {
+                let pids = value.parse().ok().filter(|n| *n >= 1);
+                self.pids = Some(pids.ok_or_else(|| LimitsError::Pids(value.to_owned()))?);
             }
-            _ => return Err(LimitsError::Unknown(name.to_owned())),
         }
         Ok(())
     }
 
     /// Removes the limit `name`.
-    pub fn unset(&mut self, name: &str) -> Result<(), LimitsError> {
+    pub fn unset(&mut self, name: LimitName) {
         match name {
-            "memory" => self.memory = None,
-            "cpus" => self.cpus = None,
-            "pids" => self.pids = None,
-            _ => return Err(LimitsError::Unknown(name.to_owned())),
+            LimitName::Memory => self.memory = None,
+            LimitName::Cpus => self.cpus = None,
+            LimitName::Pids => self.pids = None,
         }
-        Ok(())
     }
 
     /// Whether `name` is set.
-    pub fn has(&self, name: &str) -> bool {
+    pub fn has(&self, name: LimitName) -> bool {
         match name {
-            "memory" => self.memory.is_some(),
-            "cpus" => self.cpus.is_some(),
-            "pids" => self.pids.is_some(),
-            _ => false,
+            LimitName::Memory => self.memory.is_some(),
+            LimitName::Cpus => self.cpus.is_some(),
+            LimitName::Pids => self.pids.is_some(),
         }
     }
 
-    /// `NAME=VALUE` of each limit set, in [`LIMIT_NAMES`] order.
+    /// These limits with each one `set` has replaced.
+    #[must_use]
+    pub fn overlaid_with(self, set: Limits) -> Limits {
+        Limits { memory: set.memory.or(self.memory), cpus: set.cpus.or(self.cpus), pids: set.pids.or(self.pids) }
+    }
+
+    /// `NAME=VALUE` of each limit set: memory, cpus, pids.
     pub fn pairs(&self) -> Vec<(&'static str, String)> {
         let mut pairs = Vec::new();
         if let Some(memory) = self.memory {
@@ -265,7 +295,7 @@ impl Limits {
 
 #[cfg(test)]
 mod tests {
-    use super::{ByteSize, Cpus, Limits, LimitsError};
+    use super::{ByteSize, Cpus, LimitName, Limits, LimitsError};
 
     #[test]
     fn sizes_read_as_docker_writes_them() {
@@ -306,8 +336,8 @@ mod tests {
         let json = serde_json::to_string(&limits).unwrap();
         assert_eq!(json, r#"{"memory":"512m","cpus":"1.5","pids":256}"#);
         assert_eq!(serde_json::from_str::<Limits>(&json).unwrap(), limits);
-        limits.unset("cpus").unwrap();
-        assert!(!limits.has("cpus"));
+        limits.unset(LimitName::Cpus);
+        assert!(!limits.has(LimitName::Cpus));
         assert_eq!(limits.set("memory=1m"), Err(LimitsError::TooLittleMemory(ByteSize(1 << 20))));
         assert_eq!(limits.set("disk=1g"), Err(LimitsError::Unknown("disk".into())));
         assert_eq!(limits.set("pids=0"), Err(LimitsError::Pids("0".into())));

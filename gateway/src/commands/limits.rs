@@ -2,7 +2,7 @@
 //! `limits unset APP NAME ...`: what an app's instances may use.
 
 use clap::{Args, Subcommand};
-use nap_runner::{LIMIT_NAMES, Limits, LimitsError};
+use nap_runner::{LimitName, Limits, LimitsError};
 
 use super::{AppChange, Changed, CommandError, Reply, existing_app};
 use crate::caller::Caller;
@@ -50,7 +50,7 @@ pub enum LimitsCommandError {
     #[error(transparent)]
     Invalid(#[from] LimitsError),
     #[error("{name} is not limited for {app}")]
-    NotSet { name: String, app: String },
+    NotSet { name: LimitName, app: String },
 }
 
 pub async fn run(ctx: &Context, caller: &Caller, args: LimitsArgs, io: &mut Io) -> Result<Reply, CommandError> {
@@ -79,15 +79,15 @@ pub async fn run(ctx: &Context, caller: &Caller, args: LimitsArgs, io: &mut Io) 
             caller.check_admin("change limits")?;
             let app = existing_app(ctx, caller, &app).await?;
             let current: Limits = ctx.store.limits(app.as_str()).await?;
-            for name in &names {
-                if !LIMIT_NAMES.contains(&name.as_str()) {
-                    return Err(LimitsCommandError::from(LimitsError::Unknown(name.clone())).into());
-                }
-                if !current.has(name) {
-                    return Err(LimitsCommandError::NotSet { name: name.clone(), app: app.to_string() }.into());
-                }
+            let names: Vec<LimitName> = names
+                .iter()
+                .map(|name| name.parse())
+                .collect::<Result<_, LimitsError>>()
+                .map_err(LimitsCommandError::from)?;
+            if let Some(name) = names.iter().find(|name| !current.has(**name)) {
+                return Err(LimitsCommandError::NotSet { name: *name, app: app.to_string() }.into());
             }
-            let change = format!("unset {}", names.join(", "));
+            let change = format!("unset {}", names.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
             (app, LimitsChange::Unset(names), change, no_restart)
         }
     };
