@@ -5,7 +5,7 @@
 //! its containers' networks are plain bridges this host reaches directly.
 //! It gets `nap/busybox` from the shared daemon.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -71,15 +71,9 @@ impl Dockerd {
 
     /// Stops dockerd as `systemctl restart docker` would (SIGTERM, waiting).
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("a pid"));
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
+        if let Some(child) = self.child.take() {
+            terminate(child);
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -88,19 +82,49 @@ impl Dockerd {
 
     /// `DOCKER_HOST` for a nap (or a docker CLI) that works on this dockerd.
     pub fn docker_host(&self) -> String {
-        format!("unix://{}", self.socket().display())
+        docker_host(self.dir.path())
     }
 
     /// `docker ARGS` against this dockerd.
     pub fn docker(&self, args: &[&str]) -> Run {
-        Command::new("docker").arg("--host").arg(self.docker_host()).args(args).output().expect("run docker").into()
+        docker_at(self.dir.path(), args)
     }
 
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        log_tail(self.dir.path())
     }
+}
+
+// What the tests' own dockerds share: each keeps its socket (`docker.sock`)
+// and its log (`dockerd.log`) in a directory of its own.
+
+/// `DOCKER_HOST` of the dockerd whose directory is `dir`.
+pub(crate) fn docker_host(dir: &Path) -> String {
+    format!("unix://{}", dir.join("docker.sock").display())
+}
+
+/// `docker ARGS` against the dockerd whose directory is `dir`.
+pub(crate) fn docker_at(dir: &Path, args: &[&str]) -> Run {
+    Command::new("docker").arg("--host").arg(docker_host(dir)).args(args).output().expect("run docker").into()
+}
+
+/// The last 20 lines of the log of the dockerd whose directory is `dir`.
+pub(crate) fn log_tail(dir: &Path) -> String {
+    let log = std::fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// SIGTERM, up to 30 s for dockerd to stop its containers, then SIGKILL.
+pub(crate) fn terminate(mut child: Child) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("a pid"));
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 impl Drop for Dockerd {

@@ -82,12 +82,12 @@ impl DockerHost {
 
     /// `DOCKER_HOST` for a nap (or a docker CLI) that works on this host.
     pub fn docker_host(&self) -> String {
-        format!("unix://{}", self.socket().display())
+        crate::dockerd::docker_host(self.dir.path())
     }
 
     /// `docker ARGS` against this host.
     pub fn docker(&self, args: &[&str]) -> Run {
-        Command::new("docker").arg("--host").arg(self.docker_host()).args(args).output().expect("run docker").into()
+        crate::dockerd::docker_at(self.dir.path(), args)
     }
 
     /// `COMMAND` run inside this host's network namespace.
@@ -101,9 +101,7 @@ impl DockerHost {
     }
 
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        crate::dockerd::log_tail(self.dir.path())
     }
 }
 
@@ -113,17 +111,8 @@ impl Drop for DockerHost {
         for id in running.stdout.split_whitespace() {
             self.docker(&["rm", "-f", id]);
         }
-        if let Some(mut dockerd) = self.dockerd.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(i32::try_from(dockerd.id()).expect("a pid")),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while dockerd.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = dockerd.kill();
-            let _ = dockerd.wait();
+        if let Some(dockerd) = self.dockerd.take() {
+            crate::dockerd::terminate(dockerd);
         }
         let _ = Command::new("ip").args(["link", "del", &self.veth]).output();
         let _ = Command::new("ip").args(["netns", "del", &self.netns]).output();
