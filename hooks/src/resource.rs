@@ -151,7 +151,16 @@ impl Resource {
 /// A conf.d file's settings; the error on one line.
 fn parse_conf(text: &str) -> Result<Settings, String> {
     let file: ConfFile = toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))?;
-    Ok(file.template)
+    let settings = file.template;
+    // They name files, and errors and logs quote them.
+    if settings.src.contains(char::is_control) || settings.dest.to_string_lossy().contains(char::is_control) {
+        return Err(format!(
+            "src {:?} or dest {:?} holds a control character",
+            settings.src,
+            settings.dest.to_string_lossy()
+        ));
+    }
+    Ok(settings)
 }
 
 /// A tera error and its causes on one line: tera's own message is only
@@ -176,4 +185,18 @@ fn flatten(err: &tera::Error) -> String {
         })
         .collect::<Vec<_>>()
         .join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Resource;
+
+    #[test]
+    fn a_file_name_with_a_control_character_is_refused_in_one_line() {
+        let conf = "[template]\nsrc = \"nginx.conf.tera\\n\"\ndest = \"/tmp/nginx.conf\"\n";
+        let err = Resource::from_texts("nginx", conf, "").err().expect("refused");
+        let message = err.to_string();
+        assert!(!message.contains('\n') && message.contains("control character"), "{message}");
+        assert!(Resource::from_texts("nginx", &conf.replace("\\n", ""), "").is_ok());
+    }
 }
