@@ -1,9 +1,10 @@
 //! A second real `dockerd` in this machine's own network namespace, with its
 //! own data-root, exec-root and socket, that a test may stop and start
 //! again without touching the dockerd every other test uses. It manages no
-//! iptables rules and no default bridge (the shared dockerd owns those);
-//! its containers' networks are plain bridges this host reaches directly.
-//! It gets `nap/busybox` from the shared daemon.
+//! iptables rules (the shared dockerd owns those), and its default bridge
+//! is one of its own, made here: with `--bridge=none` dockerd would delete
+//! `docker0`, the shared one's. Its containers' networks are plain bridges
+//! this host reaches directly. It gets `nap/busybox` from the shared daemon.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,13 +17,25 @@ use crate::Run;
 pub struct Dockerd {
     dir: TempDir,
     child: Option<Child>,
+    /// Its default bridge, made before it starts and deleted after.
+    bridge: String,
 }
 
 impl Dockerd {
     pub fn start() -> Dockerd {
         // containerd's socket lives under the exec-root: keep the path short.
         let dir = tempfile::Builder::new().prefix("ndk").tempdir_in("/tmp").expect("temp dir");
-        let mut dockerd = Dockerd { dir, child: None };
+        let id = rand::random::<u32>() & 0xff_ffff;
+        let bridge = format!("ndk{id:06x}");
+        for args in [
+            vec!["link", "add", &bridge, "type", "bridge"],
+            vec!["addr", "add", &format!("10.197.{}.1/24", id % 250 + 1), "dev", &bridge],
+            vec!["link", "set", &bridge, "up"],
+        ] {
+            let run: Run = Command::new("ip").args(&args).output().expect("run ip").into();
+            run.assert_ok();
+        }
+        let mut dockerd = Dockerd { dir, child: None, bridge };
         dockerd.start_again();
         let mut save =
             Command::new("docker").args(["save", "nap/busybox"]).stdout(Stdio::piped()).spawn().expect("docker save");
@@ -53,7 +66,8 @@ impl Dockerd {
             .arg(format!("--data-root={}", root.join("data").display()))
             .arg(format!("--exec-root={}", root.join("exec").display()))
             .arg(format!("--pidfile={}", root.join("docker.pid").display()))
-            .args(["--iptables=false", "--ip-masq=false", "--bridge=none"])
+            .args(["--iptables=false", "--ip-masq=false"])
+            .arg(format!("--bridge={}", self.bridge))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -139,6 +153,7 @@ impl Drop for Dockerd {
             }
         }
         self.stop();
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
         let _ = Command::new("umount").arg("-R").arg(self.dir.path().join("data")).output();
         let _ = Command::new("umount").arg("-R").arg(self.dir.path().join("exec")).output();
     }
