@@ -10,6 +10,7 @@ use bollard::query_parameters::{
     BuildImageOptionsBuilder, BuilderVersion, ListImagesOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder,
 };
 use futures_util::StreamExt;
+use nap_runner::ByteSize;
 use tracing::info;
 
 use crate::context::{open_repo, tar_stream, tree_size};
@@ -35,8 +36,8 @@ pub enum BuildError {
     },
     #[error("the Dockerfile of {commit} is over 1 MiB")]
     HugeDockerfile { commit: String },
-    #[error("the pushed files take {}, over the limit of {} (max_push_size)", mib(*size), mib(*limit))]
-    ContextTooLarge { size: u64, limit: u64 },
+    #[error("the pushed files take {}, over the limit of {} (max_push_size)", size.human(), limit.human())]
+    ContextTooLarge { size: ByteSize, limit: ByteSize },
     #[error("the build took longer than {} s (build_timeout) and was stopped", timeout.as_secs())]
     Timeout { timeout: Duration },
     #[error("the build was cut off: the Docker daemon went away ({0})")]
@@ -163,7 +164,7 @@ impl Builder {
             (id, true)
         } else {
             if size > req.max_context {
-                return Err(BuildError::ContextTooLarge { size, limit: req.max_context });
+                return Err(BuildError::ContextTooLarge { size: ByteSize(size), limit: ByteSize(req.max_context) });
             }
             // Dropping the build hangs up on Docker, which stops it.
             tokio::time::timeout(req.timeout, self.run_build(req, tree, &reference, progress))
@@ -406,13 +407,6 @@ pub fn tree_of(repo: &Path, commit: &str) -> Result<String, BuildError> {
 
 fn commit_tree<'r>(repo: &'r git2::Repository, commit: &str) -> Result<git2::Tree<'r>, git2::Error> {
     repo.revparse_single(commit)?.peel_to_commit()?.tree()
-}
-
-/// `300.0 MiB`, for a size in a message.
-fn mib(bytes: u64) -> String {
-    #[allow(clippy::cast_precision_loss, reason = "one decimal is all that shows")]
-    let mib = bytes as f64 / (1024.0 * 1024.0);
-    format!("{mib:.1} MiB")
 }
 
 /// A commit's short form, as images' `git-SHORT` tags and nap's output show it.
