@@ -220,7 +220,7 @@ impl Etcd {
         let options = etcd_client::CompactionOptions::new().with_physical();
         match bounded(&self.endpoints, client.compact(revision, Some(options))).await {
             // Someone compacted this far already.
-            Err(StoreError::Etcd { source, .. }) if source.to_string().contains("compacted") => Ok(()),
+            Err(StoreError::Etcd { source, .. }) if already_compacted(&source) => Ok(()),
             other => other.map(|_| ()),
         }
     }
@@ -282,6 +282,11 @@ impl Etcd {
 /// Whether etcd answered that a lease does not exist (it expired or was revoked).
 fn lease_not_found(err: &etcd_client::Error) -> bool {
     err.to_string().contains("lease not found")
+}
+
+/// etcd's answer to a compaction at or before the last one.
+fn already_compacted(err: &etcd_client::Error) -> bool {
+    err.to_string().contains("required revision has been compacted")
 }
 
 /// Runs one etcd call within [`TIMEOUT`], naming the endpoints on failure.
