@@ -374,16 +374,16 @@ pub async fn change_app(
     io: &mut Io,
 ) -> Result<Reply, CommandError> {
     let AppChange { changed, change, config, limits, no_restart } = change;
-    let key = caller.name().to_owned();
+    let who = caller.name();
     let (what, cause) = match changed {
-        Changed::Config => ("config", ReleaseCause::Config { key, change: change.clone() }),
-        Changed::Limits => ("limits", ReleaseCause::Limits { key, change: change.clone() }),
+        Changed::Config => ("config", ReleaseCause::Config { key: who.to_owned(), change: change.clone() }),
+        Changed::Limits => ("limits", ReleaseCause::Limits { key: who.to_owned(), change: change.clone() }),
     };
     let runs = ctx.store.current_release(app.as_str()).await?.is_some();
     if no_restart || !runs {
-        let who = caller.name();
+        let doing = cause.action();
         with_flow_reporter(io, |report| async move {
-            crate::deploy::change_app(ctx, app, config, limits, who, &report).await
+            crate::deploy::change_app(ctx, app, config, limits, &doing, who, &report).await
         })
         .await?;
         return Ok(Reply::new(
@@ -391,9 +391,14 @@ pub async fn change_app(
             serde_json::json!({ "name": app.as_str(), "change": change, "release": null }),
         ));
     }
-    let who = caller.name().to_owned();
-    let plan =
-        crate::deploy::Deploy { app: app.clone(), who, cause, source: crate::deploy::Source::Current, config, limits };
+    let plan = crate::deploy::Deploy {
+        app: app.clone(),
+        who: who.to_owned(),
+        cause,
+        source: crate::deploy::Source::Current,
+        config,
+        limits,
+    };
     let release = Box::pin(deploy(ctx, plan, io)).await?;
     Ok(Reply::new(
         format!("{app} v{}: {what} {change}, live at {}", release.version, release.url.as_deref().unwrap_or("-")),

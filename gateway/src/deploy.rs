@@ -176,7 +176,7 @@ impl Deploy {
     fn what(&self) -> String {
         match &self.source {
             Source::Push { commit, .. } => format!("push of {}", short_commit(commit)),
-            Source::Image { .. } | Source::Current => self.cause.to_string(),
+            Source::Image { .. } | Source::Current => self.cause.action(),
         }
     }
 }
@@ -427,16 +427,18 @@ async fn switch(
 }
 
 /// Changes the app's config and limits without a release (`--no-restart`,
-/// or an app that runs nothing yet), under the deploy lock.
+/// or an app that runs nothing yet), under the deploy lock, which says
+/// what is going on (`config set A by alice`) and who does it.
 pub async fn change_app(
     ctx: &Context,
     app: &AppName,
     config: ConfigChange,
     limits: LimitsChange,
+    what: &str,
     who: &str,
     report: &Reporter,
 ) -> Result<(), DeployError> {
-    let _lock = app_lock(ctx, app, "config change", who, Some(report)).await?;
+    let _lock = app_lock(ctx, app, what, who, Some(report)).await?;
     if !matches!(config, ConfigChange::Keep) {
         let config = config.apply(ctx.store.config(app.as_str()).await?);
         ctx.store.save_config(app.as_str(), &config).await?;

@@ -42,16 +42,22 @@ impl ReleaseCause {
             | ReleaseCause::Limits { key, .. } => key,
         }
     }
+
+    /// What was done, without who: `config set A, B`, `rollback to v5`.
+    pub fn action(&self) -> String {
+        match self {
+            ReleaseCause::Push { .. } => "push".to_owned(),
+            ReleaseCause::Config { change, .. } => format!("config {change}"),
+            ReleaseCause::Rollback { to, .. } => format!("rollback to v{to}"),
+            ReleaseCause::Limits { change, .. } => format!("limits {change}"),
+        }
+    }
 }
 
+/// `config set A by alice`.
 impl std::fmt::Display for ReleaseCause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReleaseCause::Push { key } => write!(f, "push by {key}"),
-            ReleaseCause::Config { key, change } => write!(f, "config {change} by {key}"),
-            ReleaseCause::Rollback { key, to } => write!(f, "rollback to v{to} by {key}"),
-            ReleaseCause::Limits { key, change } => write!(f, "limits {change} by {key}"),
-        }
+        write!(f, "{} by {}", self.action(), self.key())
     }
 }
 

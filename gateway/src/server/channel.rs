@@ -74,7 +74,7 @@ pub async fn serve_exec(ctx: Arc<Context>, caller: Caller, command: String, chan
         stderr: Box::new(outgoing.make_writer_ext(Some(1))),
         client_gone,
     };
-    let status = Box::pin(remote::run(&ctx, &caller, parsed, &command, io)).await;
+    let status = remote::run(&ctx, &caller, parsed, &command, io).await;
     tracing::info!(status, "command ended");
     // In this order, and only after all output was written: the client stops
     // reading once it has the exit status and EOF.
