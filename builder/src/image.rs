@@ -36,6 +36,10 @@ pub enum BuildError {
     },
     #[error("the Dockerfile of {commit} is over 1 MiB")]
     HugeDockerfile { commit: String },
+    #[error("the {file} of {commit} is over {} KiB", limit / 1024)]
+    HugeFile { file: &'static str, commit: String, limit: usize },
+    #[error("the {file} of {commit} is not UTF-8 text")]
+    NotText { file: &'static str, commit: String },
     #[error("the pushed files take {}, over the limit of {} (max_push_size)", size.human(), limit.human())]
     ContextTooLarge { size: ByteSize, limit: ByteSize },
     #[error("the build took longer than {} s (build_timeout) and was stopped", timeout.as_secs())]
@@ -405,7 +409,7 @@ pub fn tree_of(repo: &Path, commit: &str) -> Result<String, BuildError> {
     Ok(commit_tree(&repo, commit).map_err(git_err)?.id().to_string())
 }
 
-fn commit_tree<'r>(repo: &'r git2::Repository, commit: &str) -> Result<git2::Tree<'r>, git2::Error> {
+pub(crate) fn commit_tree<'r>(repo: &'r git2::Repository, commit: &str) -> Result<git2::Tree<'r>, git2::Error> {
     repo.revparse_single(commit)?.peel_to_commit()?.tree()
 }
 

@@ -5,10 +5,12 @@
 //! never held in memory. Images carry labels naming the app and the tree, so a
 //! push of a tree that was already built reuses its image.
 
+mod app_files;
 mod context;
 mod dockerfile;
 mod freezer;
 mod image;
 
+pub use app_files::{AppFiles, app_files};
 pub use freezer::FreezeError;
 pub use image::{BuildError, BuildRequest, Builder, Image, Registry, short_commit, tree_of};

@@ -13,6 +13,7 @@ mod git;
 mod instances;
 mod keys;
 mod limits;
+mod one_off;
 mod releases;
 mod rollout;
 mod snapshot;
@@ -36,8 +37,8 @@ pub use commiter::{CommiterError, check_import};
 pub enum Operate {
     /// List apps with their current release and state; create or destroy one
     Apps(apps::AppsArgs),
-    /// Show each running instance of an app
-    Ps { app: String },
+    /// Show each instance of an app, or scale it (`ps scale APP web=2`)
+    Ps(instances::PsArgs),
     /// Show an app's output
     Logs {
         app: String,
@@ -67,6 +68,12 @@ pub enum Operate {
     },
     /// Restart an app's running release
     Restart { app: String },
+    /// Run a one-off command in a container of the app's current release (`ssh -t` for a terminal)
+    ///
+    /// The container has the app's config and limits; input, output and the
+    /// exit code come back over SSH, and it is removed when it ends or the
+    /// client goes. Example: run hello -- /app/migrate --status
+    Run(one_off::RunArgs),
     /// List, add, change or remove SSH keys (admin keys only)
     Keys(keys::KeysArgs),
     /// Store the commiter flow's cluster settings (admin keys only)
@@ -134,11 +141,13 @@ impl Operate {
     /// going away is still seen however much it sends (`logs --follow`).
     pub fn reads_input(&self) -> bool {
         match self {
-            Operate::GitReceivePack { .. } | Operate::GitUploadPack { .. } | Operate::Import(_) => true,
+            Operate::GitReceivePack { .. } | Operate::GitUploadPack { .. } | Operate::Import(_) | Operate::Run(_) => {
+                true
+            }
             Operate::Keys(args) => args.reads_input(),
             Operate::Certs(args) => args.reads_input(),
             Operate::Apps(_)
-            | Operate::Ps { .. }
+            | Operate::Ps(_)
             | Operate::Logs { .. }
             | Operate::Config(_)
             | Operate::Limits(_)
@@ -172,6 +181,9 @@ pub enum Reply {
     Answer { text: String, json: serde_json::Value },
     /// The command wrote its output as it went (`logs`).
     Streamed,
+    /// The command wrote its output as it went, and ends with this exit
+    /// status (`run`: the one-off's).
+    Exited(u32),
 }
 
 impl Reply {
@@ -191,6 +203,12 @@ pub enum CommandError {
     NothingRunning(AppName),
     #[error("no router runs in this nap process; `logs --router` reads the router of `nap serve`, over its SSH port")]
     NoRouterHere,
+    #[error(transparent)]
+    Scale(nap_runner::ScaleError),
+    #[error(transparent)]
+    OneOff(#[from] one_off::OneOffError),
+    #[error("{0} is scaled twice in one command")]
+    ScaleTwice(nap_runner::ProcessType),
     #[error(transparent)]
     Apps(#[from] apps::AppsError),
     #[error(transparent)]
@@ -245,12 +263,15 @@ pub async fn execute(ctx: &Arc<Context>, caller: &Caller, command: Operate, outp
             serde_json::json!({ "version": env!("CARGO_PKG_VERSION") }),
         )),
         Operate::Apps(args) => apps::run(ctx, caller, args, &mut io).await,
-        Operate::Ps { app } => instances::ps(ctx, caller, &app).await,
+        Operate::Ps(args) => instances::run(ctx, caller, args, &mut io).await,
         Operate::Restart { app } => instances::restart(ctx, caller, &app, &mut io).await,
+        Operate::Run(args) => one_off::run(ctx, caller, args, &mut io).await,
         Operate::Config(args) => config::run(ctx, caller, args, &mut io).await,
         Operate::Limits(args) => limits::run(ctx, caller, args, &mut io).await,
         Operate::Releases { app } => releases::list(ctx, caller, &app).await,
-        Operate::Rollback { app, version } => releases::rollback(ctx, caller, &app, version.as_deref(), &mut io).await,
+        Operate::Rollback { app, version } => {
+            Box::pin(releases::rollback(ctx, caller, &app, version.as_deref(), &mut io)).await
+        }
         Operate::Keys(args) => keys::run(ctx, caller, args, &mut io).await,
         Operate::Manage(args) => commiter::manage(ctx, caller, args).await,
         Operate::Rollout(args) => rollout::rollout(ctx, caller, args).await,
@@ -265,6 +286,7 @@ pub async fn execute(ctx: &Arc<Context>, caller: &Caller, command: Operate, outp
     };
     match result {
         Ok(Reply::Streamed) => 0,
+        Ok(Reply::Exited(status)) => status,
         Ok(Reply::Answer { text, json }) => {
             let text =
                 if output.json { serde_json::to_string_pretty(&json).unwrap_or_else(|_| "null".into()) } else { text };

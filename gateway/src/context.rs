@@ -132,6 +132,9 @@ pub struct Io {
     pub stdout: Output,
     pub stderr: Output,
     pub client_gone: CancellationToken,
+    /// The client's terminal (`ssh -t`): its size, columns by rows, as it
+    /// changes. `None`: plain streams.
+    pub terminal: Option<tokio::sync::watch::Receiver<(u16, u16)>>,
 }
 
 impl Io {
@@ -145,6 +148,7 @@ impl Io {
             stdout: Box::new(tokio::io::stdout()),
             stderr: Box::new(tokio::io::stderr()),
             client_gone,
+            terminal: None,
         }
     }
 }

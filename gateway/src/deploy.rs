@@ -3,14 +3,24 @@
 //! lock, record release vN as pending, build it (a push), start it, wait
 //! until it answers, make it current, then retire the previous one. If any
 //! step fails, the release is recorded as failed and the previous one goes
-//! on serving untouched. [`restart`] and [`destroy`] act on what serves, under
-//! the same lock. An app's deploy lock is taken here and nowhere else.
+//! on serving untouched. A release runs its Procfile's `release:` command
+//! first ([`release_phase`]), then every instance its formation asks for
+//! ([`processes`]), side by side. [`restart`], [`scale`] and [`destroy`] act
+//! on what serves, under the same lock. An app's deploy lock is taken here
+//! and nowhere else.
+
+pub(crate) mod processes;
+mod release_phase;
+mod scale;
+
+pub use scale::scale;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use nap_builder::{BuildRequest, Builder, short_commit};
-use nap_runner::{InstanceId, LimitName, Limits, RunError, RunRequest, Runner, Running, Serving};
+use nap_runner::{AppJson, AppJsonError, Formation, InstanceId, LimitName, Limits, Procfile, ProcfileError};
+use nap_runner::{RunError, Runner, Running, Serving};
 use nap_state::{AppRecord, Lock, LockSubject, Release, ReleaseCause, ReleaseStatus, Rollout, Store, layout};
 use time::OffsetDateTime;
 use tracing::info;
@@ -20,6 +30,7 @@ use crate::context::{Context, ContextError};
 use crate::report::Reporter;
 use crate::repos;
 use crate::router::presence::Presence;
+use processes::{Processes, env_of};
 
 /// The port apps listen on unless their Dockerfile exposes exactly one.
 pub const DEFAULT_PORT: u16 = 5000;
@@ -52,6 +63,18 @@ pub enum DeployError {
     },
     #[error("the client disconnected")]
     ClientGone,
+    #[error(transparent)]
+    Procfile(#[from] ProcfileError),
+    #[error(transparent)]
+    AppJson(#[from] AppJsonError),
+    #[error("the release phase exited with code {code}")]
+    ReleasePhase { code: i64, log_tail: Vec<String> },
+    #[error("the release phase took longer than {seconds} s (release_timeout) and was stopped")]
+    ReleasePhaseTimeout { seconds: u64 },
+    #[error("the release phase needs Docker on this host; the kubernetes runner does not run it yet")]
+    ReleasePhaseHere,
+    #[error(transparent)]
+    Scale(#[from] scale::ScaleRefused),
     /// A release that failed, with what keeps serving instead.
     #[error("{cause}")]
     Refused { app: AppName, cause: Box<DeployError>, serving: Option<Box<Release>> },
@@ -63,6 +86,7 @@ impl DeployError {
         match self {
             DeployError::Build(err) => err.log_tail(),
             DeployError::Run(err) | DeployError::Restart(err) => err.log_tail(),
+            DeployError::ReleasePhase { log_tail, .. } => log_tail,
             DeployError::Refused { cause, .. } => cause.log_tail(),
             _ => &[],
         }
@@ -88,8 +112,8 @@ impl DeployError {
 pub enum Source {
     /// A pushed commit, built from its tree in the app's repo.
     Push { commit: String, repo: PathBuf },
-    /// An image nap built before, as an earlier release ran it.
-    Image { commit: String, image: String, port: u16 },
+    /// What an earlier release ran: its image, port, Procfile and app.json.
+    Release(Box<Release>),
     /// The image of the release that serves when the lock is taken (a
     /// config change: read under the lock, so a push that just ended is
     /// not undone).
@@ -176,7 +200,7 @@ impl Deploy {
     fn what(&self) -> String {
         match &self.source {
             Source::Push { commit, .. } => format!("push of {}", short_commit(commit)),
-            Source::Image { .. } | Source::Current => self.cause.action(),
+            Source::Release(_) | Source::Current => self.cause.action(),
         }
     }
 }
@@ -231,20 +255,28 @@ async fn release(
     let config = config.apply(store.config(app.as_str()).await?);
     let source = match source {
         Source::Current => match store.current_release(app.as_str()).await? {
-            Some(current) => Source::Image { commit: current.commit, image: current.image, port: current.port },
+            Some(current) => Source::Release(Box::new(current)),
             None => return Err(DeployError::NothingRunning(app)),
         },
         source => source,
     };
-    let (commit, image, port) = match &source {
-        Source::Push { commit, .. } => (commit.clone(), String::new(), DEFAULT_PORT),
-        Source::Image { commit, image, port } => (commit.clone(), image.clone(), *port),
+    let (commit, image, port, procfile, app_json) = match &source {
+        Source::Push { commit, .. } => (commit.clone(), String::new(), DEFAULT_PORT, None, None),
+        Source::Release(earlier) => (
+            earlier.commit.clone(),
+            earlier.image.clone(),
+            earlier.port,
+            earlier.procfile.clone(),
+            earlier.app_json.clone(),
+        ),
         Source::Current => return Err(DeployError::NothingRunning(app)),
     };
     let release = Release {
         version: store.next_release_version(app.as_str()).await?,
         commit,
         image,
+        procfile,
+        app_json,
         created_at: OffsetDateTime::now_utc(),
         status: ReleaseStatus::Pending,
         cause,
@@ -262,10 +294,19 @@ async fn release(
             release.version,
             short_commit(commit)
         )),
-        Source::Image { .. } | Source::Current => {
+        Source::Release(_) | Source::Current => {
             report.step(&format!("{app} v{}: {}", release.version, release.cause));
         }
     }
+    // A push's Procfile and app.json, read before the build, so a malformed
+    // one refuses it at once.
+    let release = match &source {
+        Source::Push { commit, repo } => match pushed_files(repo, commit) {
+            Ok((procfile, app_json)) => Release { procfile, app_json, ..release },
+            Err(err) => return fail_release(store, &app, release, err).await,
+        },
+        Source::Release(_) | Source::Current => release,
+    };
     // Before the build, so a runner that cannot work (no systemd on the bus,
     // no registry for Kubernetes) refuses the push without building.
     let runner = match ctx.runner().await {
@@ -284,7 +325,7 @@ async fn release(
             },
             Err(err) => return fail_release(store, &app, release, err).await,
         },
-        Source::Image { .. } | Source::Current => release,
+        Source::Release(_) | Source::Current => release,
     };
     let release = start_release(ctx, &runner, &app, release, limits, lock, report).await?;
     if let Source::Push { .. } = source {
@@ -337,61 +378,68 @@ async fn start_release(
     lock: &Lock,
     report: &Reporter,
 ) -> Result<Release, DeployError> {
-    report.step(&format!("Releasing v{} with PORT={}", release.version, release.port));
-    match start(runner, app, &release, limits, report).await {
-        Ok(running) => switch(ctx, runner, app, release, &running, lock, report).await,
+    let processes = match Processes::of(&release) {
+        Ok(processes) => processes,
+        Err(err) => return fail_release(&ctx.store, app, release, err).await,
+    };
+    if let Some(command) = processes.procfile.release()
+        && let Err(err) = release_phase::run(ctx, runner, app, &release, &command, limits, report).await
+    {
+        return fail_release(&ctx.store, app, release, err).await;
+    }
+    let formation: Formation = ctx.store.formation(app.as_str()).await?;
+    match start(runner, app, &release, &processes, &formation, limits, report).await {
+        Ok(started) => switch(ctx, runner, app, release, &started, lock, report).await,
         Err(err) => fail_release(&ctx.store, app, release, err.into()).await,
     }
 }
 
-/// Starts `release`'s instance (start number `release.restarts`) with
-/// `limits`, and waits until it answers.
+/// Starts every instance of `release` (start number `release.restarts`)
+/// that `formation` asks for, with `limits`, and waits until each is ready.
 async fn start(
     runner: &Runner,
     app: &AppName,
     release: &Release,
+    processes: &Processes,
+    formation: &Formation,
     limits: Limits,
     report: &Reporter,
-) -> Result<Running, RunError> {
-    let env: Vec<(String, String)> = release.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let request = RunRequest {
-        app: app.as_str(),
-        id: instance_of(release),
-        image: &release.image,
-        port: release.port,
-        env: &env,
-        limits,
-    };
-    runner.start(&request, &|line: &str| report.detail(line)).await
+) -> Result<Vec<(InstanceId, Running)>, RunError> {
+    let counts = processes.counts(formation);
+    let said: Vec<String> = counts.iter().map(|(kind, count)| format!("{kind}={count}")).collect();
+    report.step(&format!("Releasing v{} with PORT={} ({})", release.version, release.port, said.join(" ")));
+    let env = env_of(release);
+    let requests: Vec<_> = processes
+        .instances(release, formation)
+        .into_iter()
+        .map(|id| processes.request(app.as_str(), release, &env, limits, id))
+        .collect();
+    runner.start_all(&requests, &|line: &str| report.detail(line)).await
 }
 
-/// Which start of its release `release` runs as.
-fn instance_of(release: &Release) -> InstanceId {
-    InstanceId { release: release.version, restarts: release.restarts }
-}
-
-/// Makes `release`, answering as `running`, the app's current release and
-/// its only routed instance; drains and retires what served before.
+/// Makes `release`, whose instances run as `started`, the app's current
+/// release, its `web` instances the only routed ones; drains and retires
+/// what served before.
 async fn switch(
     ctx: &Context,
     runner: &Runner,
     app: &AppName,
     mut release: Release,
-    running: &Running,
+    started: &[(InstanceId, Running)],
     lock: &Lock,
     report: &Reporter,
 ) -> Result<Release, DeployError> {
     let store = &ctx.store;
-    let id = instance_of(&release);
+    let web: Vec<&Running> = started.iter().filter(|(id, _)| id.process.is_web()).map(|(_, running)| running).collect();
     release.status = ReleaseStatus::Succeeded;
-    release.workload = Some(running.name.clone());
+    release.workload = web.first().copied().or(started.first().map(|(_, running)| running)).map(|r| r.name.clone());
     // Behind the router an app keeps one address, whatever release serves
     // it; a cluster's address is its Service's.
-    release.url = Some(match ctx.settings.app_url(app.as_str()) {
-        Some(url) if runner.kind() != nap_runner::RunnerKind::Kubernetes => url,
-        _ => running.url.clone(),
-    });
-    let also = published_with(ctx, app, &release, running, report)?;
+    release.url = match ctx.settings.app_url(app.as_str()) {
+        Some(url) if runner.kind() != nap_runner::RunnerKind::Kubernetes => Some(url),
+        _ => web.first().map(|running| running.url.clone()),
+    };
+    let also = published_with(ctx, app, &release, &web, report)?;
     // Only while the lock is still this deploy's: one whose lease was lost
     // (another host may hold the lock by now) makes nothing current.
     let promoted = match lock.ensure_held().await {
@@ -402,22 +450,28 @@ async fn switch(
     let previous = match promoted {
         Ok(previous) => previous,
         Err(err) => {
-            // Unrecorded, the instance must not serve either: the app would
+            // Unrecorded, the instances must not run either: the app would
             // run something its releases do not show.
             report.problem(&format!("could not record v{}, so it is taken back: {err}", release.version));
-            if let Err(discard) = runner.discard(app.as_str(), id).await {
-                report.problem(&format!("could not take v{} back: {discard}", release.version));
+            for (id, _) in started {
+                if let Err(discard) = runner.discard(app.as_str(), id).await {
+                    report.problem(&format!("could not take {} back: {discard}", id.name()));
+                }
             }
             return Err(err);
         }
     };
-    // Routed now, alone: each live router routes to it, and has drained the
-    // previous instance, before it is retired and the URL is said. (A
-    // cluster's Service is not behind nap's routers.)
-    let routed =
-        (runner.kind() != nap_runner::RunnerKind::Kubernetes).then(|| format!("{}:{}", running.host, running.port));
-    switch_routers(ctx, routed.as_deref(), &previous, report).await;
-    match runner.retire_all_but(app.as_str(), Some(id)).await {
+    // Routed now, alone: each live router routes to them, and has drained
+    // the previous instances, before they are retired and the URL is said.
+    // (A cluster's Service is not behind nap's routers.)
+    let routed: Vec<String> = if runner.kind() == nap_runner::RunnerKind::Kubernetes {
+        Vec::new()
+    } else {
+        web.iter().map(|running| format!("{}:{}", running.host, running.port)).collect()
+    };
+    switch_routers(ctx, &routed, &previous, report).await;
+    let keep: Vec<InstanceId> = started.iter().map(|(id, _)| id.clone()).collect();
+    match runner.retire_all_but(app.as_str(), &keep).await {
         Ok(retired) if !retired.is_empty() => report.step(&format!("Retired {}", retired.join(", "))),
         Ok(_) => {}
         Err(err) => report.problem(&format!("could not retire the previous release: {err}")),
@@ -467,8 +521,11 @@ pub async fn restart(ctx: &Context, app: &AppName, who: &str, report: &Reporter)
     let fresh = Release { restarts: release.restarts + 1, ..release };
     report.step(&format!("Starting v{} afresh", fresh.version));
     let limits = ctx.store.limits(app.as_str()).await?;
-    let running = start(&runner, app, &fresh, limits, report).await.map_err(DeployError::Restart)?;
-    switch(ctx, &runner, app, fresh, &running, &lock, report).await
+    let processes = Processes::of(&fresh)?;
+    let formation: Formation = ctx.store.formation(app.as_str()).await?;
+    let started =
+        start(&runner, app, &fresh, &processes, &formation, limits, report).await.map_err(DeployError::Restart)?;
+    switch(ctx, &runner, app, fresh, &started, &lock, report).await
 }
 
 /// Removes everything the app runs, its repo and its state; answers what
@@ -492,7 +549,7 @@ pub enum ImagesKept {
 pub async fn destroy(ctx: &Context, app: &AppName, who: &str) -> Result<Destroyed, DeployError> {
     let lock = app_lock(ctx, app, "destroy", who, None).await?;
     let runner = ctx.runner().await?;
-    let containers = runner.retire_all_but(app.as_str(), None).await?;
+    let containers = runner.retire_all_but(app.as_str(), &[]).await?;
     let images = match ctx.docker().await {
         Ok(docker) => {
             Builder::new(docker, ctx.settings.registry()).remove_images(app.as_str()).await.map_err(ImagesKept::from)
@@ -509,14 +566,14 @@ pub async fn destroy(ctx: &Context, app: &AppName, who: &str) -> Result<Destroye
     Ok(Destroyed { containers, images })
 }
 
-/// Waits until every live router routes to `routed` (the new instance's
-/// address) and no longer sends requests to `previous` (the addresses of
+/// Waits until every live router routes to `routed` (the new instances'
+/// addresses) and no longer sends requests to `previous` (the addresses of
 /// the instances just unpublished): each has applied the switch and its
 /// requests to them have finished. At most `retire_timeout`; a router that
 /// died stops counting when its lease expires.
-async fn switch_routers(ctx: &Context, routed: Option<&str>, previous: &[String], report: &Reporter) {
+async fn switch_routers(ctx: &Context, routed: &[String], previous: &[String], report: &Reporter) {
     const POLL: std::time::Duration = std::time::Duration::from_millis(25);
-    if previous.is_empty() && routed.is_none() {
+    if previous.is_empty() && routed.is_empty() {
         return;
     }
     let deadline = tokio::time::Instant::now() + ctx.settings.retire_timeout();
@@ -530,7 +587,7 @@ async fn switch_routers(ctx: &Context, routed: Option<&str>, previous: &[String]
             }
         };
         let behind = |router: &Presence| {
-            routed.is_some_and(|address| !router.upstreams.contains(address))
+            routed.iter().any(|address| !router.upstreams.contains(address))
                 || previous.iter().any(|address| router.upstreams.contains(address))
         };
         let busy: Vec<String> = routers.into_iter().filter(behind).map(|router| router.host).collect();
@@ -538,7 +595,8 @@ async fn switch_routers(ctx: &Context, routed: Option<&str>, previous: &[String]
             return;
         }
         if !said {
-            let what = if previous.is_empty() { "Routing the new release" } else { "Draining the previous release" };
+            let what =
+                if previous.is_empty() { "Routing the new instances" } else { "Draining the previous instances" };
             report.detail(&format!("{what} on the router of {}", busy.join(", ")));
             said = true;
         }
@@ -587,16 +645,20 @@ async fn app_lock(
 }
 
 /// What the store learns in the same transaction as a new current release:
-/// where it serves, and (with `publish_rollout`) the rollout request for it.
+/// where its `web` instances serve, the check routers keep making of them,
+/// and (with `publish_rollout`) the rollout request for it.
 fn published_with(
     ctx: &Context,
     app: &AppName,
     release: &Release,
-    running: &Running,
+    web: &[&Running],
     report: &Reporter,
 ) -> Result<nap_state::Pairs, DeployError> {
-    let endpoint = Endpoint::of(running);
-    let mut writes = endpoint.keys(app.as_str(), release.version);
+    let mut writes: nap_state::Pairs =
+        web.iter().flat_map(|running| Endpoint::of(running).keys(app.as_str(), release.version)).collect();
+    let check = AppJson::of(release.app_json.as_deref())?.web_check().cloned();
+    writes
+        .push((layout::healthcheck(app.as_str()), serde_json::to_vec(&check).map_err(nap_state::StoreError::Encode)?));
     if let Some(target) = &ctx.settings.publish_rollout {
         let rollout = Rollout {
             k8s_namespace: ctx.settings.k8s_namespace.clone().unwrap_or_else(|| "default".into()),
@@ -609,6 +671,14 @@ fn published_with(
         writes.push((key, serde_json::to_vec(&rollout).map_err(nap_state::StoreError::Encode)?));
     }
     Ok(writes)
+}
+
+/// The Procfile and app.json of a pushed commit, checked.
+fn pushed_files(repo: &std::path::Path, commit: &str) -> Result<(Option<String>, Option<String>), DeployError> {
+    let files = nap_builder::app_files(repo, commit)?;
+    Procfile::of(files.procfile.as_deref())?;
+    AppJson::of(files.app_json.as_deref())?;
+    Ok((files.procfile, files.app_json))
 }
 
 /// Records `release` as failed and answers the refusal to report.
@@ -650,7 +720,7 @@ pub(crate) struct Endpoint {
 impl Endpoint {
     /// A container's address on nap's network (docker and systemd
     /// runners), or a cluster's Service.
-    fn of(running: &Running) -> Endpoint {
+    pub fn of(running: &Running) -> Endpoint {
         Endpoint { id: running.name.replace('/', "-"), ip: running.host.clone(), port: running.port }
     }
 

@@ -11,6 +11,7 @@
 
 pub mod access;
 mod h1;
+mod health;
 mod metrics;
 pub mod presence;
 mod proxy;
@@ -121,7 +122,12 @@ impl Router {
             upstream_timeout: ctx.settings.upstream_timeout(),
         };
         info!(?http, ?https, threads = ctx.settings.router_threads(), "nap router listening");
-        let inflight = Arc::new(presence::Inflight::default());
+        let health = Arc::new(health::Health::default());
+        let inflight = Arc::new(presence::Inflight::new(Arc::clone(&health)));
+        let checking = tokio::spawn({
+            let (table, stop) = (Arc::clone(&table), stop.clone());
+            async move { health.follow(&table, stop).await }
+        });
         let following = tokio::spawn({
             let (table, stop, ctx) = (Arc::clone(&table), stop.clone(), Arc::clone(&ctx));
             async move { table.follow(&ctx.store, stop).await }
@@ -140,6 +146,7 @@ impl Router {
         let serving = Arc::new(Serving { proxy, tls, metrics, shutdown, stop });
         workers.run(&serving).await;
         following.abort();
+        checking.abort();
         if let Some(serving) = serving_metrics {
             serving.abort();
         }

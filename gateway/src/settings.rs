@@ -29,6 +29,7 @@ const DEFAULT_LOGIN_GRACE_TIME: u64 = 30;
 const DEFAULT_MAX_STARTUPS: u32 = 100;
 const DEFAULT_PER_SOURCE_MAX_STARTUPS: u32 = 30;
 const DEFAULT_MAX_PUSH_SIZE: u64 = 1024 * 1024 * 1024;
+const DEFAULT_RELEASE_TIMEOUT: u64 = 3600;
 const DEFAULT_BUILD_TIMEOUT: u64 = 30 * 60;
 const DEFAULT_HISTORY_RETENTION: u64 = 5 * 60;
 const DEFAULT_UNIT_DIR: &str = "/etc/systemd/system";
@@ -113,6 +114,9 @@ pub struct Settings {
     /// Seconds a push's image build may take before it is stopped and the push refused [default: 1800]
     #[arg(long, global = true, env = "NAP_BUILD_TIMEOUT", value_name = "SECS", hide = true)]
     pub build_timeout: Option<u64>,
+    /// Seconds a release phase (the Procfile's `release:` command) may take before it is stopped and the release refused [default: 3600]
+    #[arg(long, global = true, env = "NAP_RELEASE_TIMEOUT", value_name = "SECS", hide = true)]
+    pub release_timeout: Option<u64>,
     /// Seconds of the store's history kept for watches; `nap serve` compacts what is older, old config values with it [default: 300]
     #[arg(long, global = true, env = "NAP_HISTORY_RETENTION", value_name = "SECS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub history_retention: Option<u64>,
@@ -419,6 +423,10 @@ impl Settings {
 
     pub fn build_timeout(&self) -> Duration {
         Duration::from_secs(self.build_timeout.unwrap_or(DEFAULT_BUILD_TIMEOUT))
+    }
+
+    pub fn release_timeout(&self) -> Duration {
+        Duration::from_secs(self.release_timeout.unwrap_or(DEFAULT_RELEASE_TIMEOUT))
     }
 
     pub fn history_retention(&self) -> Duration {

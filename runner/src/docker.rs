@@ -1,4 +1,5 @@
-//! The Docker runner: one container per release, named `nap-APP-vN`.
+//! The Docker runner: one container per instance, named
+//! `nap-APP-vN-TYPE.I` (see [`InstanceId::container`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -15,12 +16,13 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use tracing::{info, warn};
 
-use crate::check::until_answering;
+use crate::check::{until_answering, until_healthy};
 use crate::error::RunError;
 use crate::labels;
 use crate::release::{Instance, InstanceId, Progress, RunRequest, Running};
 
 pub mod network;
+pub mod one_off;
 pub mod sockets;
 use network::AppNetwork;
 
@@ -29,7 +31,11 @@ const LOG_TAIL: usize = 15;
 const ADDRESS_ATTEMPTS: u32 = 3;
 /// How long a retired release gets to stop before it is killed.
 const STOP_GRACE_SECS: i32 = 10;
+/// How long an instance of a type without traffic must keep running to
+/// count as started.
+pub(crate) const START_WINDOW: Duration = Duration::from_secs(2);
 
+#[derive(Clone)]
 pub struct DockerRunner {
     pub(crate) docker: Docker,
     network: AppNetwork,
@@ -46,17 +52,19 @@ impl DockerRunner {
         &self.network
     }
 
-    /// Starts the release and waits until it answers on nap's network. It
-    /// publishes no host port: routers reach it at its address there. On
-    /// failure the new container is removed and whatever ran before is
-    /// untouched.
+    /// Starts the instance and waits until it is ready: a `web` instance
+    /// until it answers on nap's network, another until it has run for the
+    /// start window. It publishes no host port: routers reach it at its
+    /// address there. On failure the new container is removed and whatever
+    /// ran before is untouched.
     pub async fn start(&self, req: &RunRequest<'_>, progress: Progress<'_>) -> Result<Running, RunError> {
         let name = req.id.container(req.app);
         self.ensure_network().await?;
         // A push killed between create and record can leave a container of the
         // same name; it never served, so it goes.
         self.remove(&name).await?;
-        let mut env = vec![format!("PORT={}", req.port)];
+        let web = req.id.process.is_web();
+        let mut env: Vec<String> = web.then(|| format!("PORT={}", req.port)).into_iter().collect();
         env.extend(req.env.iter().map(|(k, v)| format!("{k}={v}")));
         progress(&format!("Starting {name}"));
         let mut attempt = 0;
@@ -69,13 +77,18 @@ impl DockerRunner {
                     self.remove(&name).await?;
                 }
                 Err(err) => break Err(err.into()),
-                Ok(()) => break self.wait_until_answering(&name, req.port, progress).await,
+                Ok(()) if !web => break self.wait_until_settled(&name, progress).await,
+                Ok(()) => {
+                    break self
+                        .wait_until_ready(req, &name, progress)
+                        .await
+                        .map(|a| Running::container(name.clone(), a));
+                }
             }
         };
         match started {
-            Ok(address) => {
-                let running = Running::container(name, address);
-                info!(container = %running.name, url = %running.url, "release answering");
+            Ok(running) => {
+                info!(container = %running.name, url = %running.url, "instance ready");
                 Ok(running)
             }
             Err(err) => {
@@ -90,8 +103,10 @@ impl DockerRunner {
     async fn create(&self, req: &RunRequest<'_>, name: &str, ip: Ipv4Addr, env: Vec<String>) -> Result<(), RunError> {
         let body = ContainerCreateBody {
             image: Some(req.image.to_owned()),
+            cmd: req.command.clone(),
             env: Some(env),
-            exposed_ports: Some(vec![format!("{}/tcp", req.port)]),
+            exposed_ports: req.id.process.is_web().then(|| vec![format!("{}/tcp", req.port)]),
+            hostname: Some(req.id.name().replace('.', "-")),
             labels: Some(labels::of(req)),
             host_config: Some(HostConfig {
                 network_mode: Some(self.network.name.clone()),
@@ -112,6 +127,38 @@ impl DockerRunner {
         let options = CreateContainerOptionsBuilder::new().name(name).build();
         self.docker.create_container(Some(options), body).await?;
         Ok(())
+    }
+
+    /// Waits until a `web` instance is ready: by the app's health check,
+    /// or else until it answers HTTP on `PORT` at all.
+    pub(crate) async fn wait_until_ready(
+        &self,
+        req: &RunRequest<'_>,
+        name: &str,
+        progress: Progress<'_>,
+    ) -> Result<SocketAddr, RunError> {
+        let Some(check) = req.check else { return self.wait_until_answering(name, req.port, progress).await };
+        progress(&format!("Checking {name}: {}", check.describe()));
+        match until_healthy(check, req.app, || self.address(name, req.port)).await? {
+            Ok(address) => Ok(address),
+            Err(failed) => Err(RunError::Unhealthy {
+                container: name.to_owned(),
+                attempts: check.attempts(),
+                failed,
+                log_tail: self.log_tail(name).await,
+            }),
+        }
+    }
+
+    /// Waits out the start window of an instance that takes no traffic: it
+    /// is started if it still runs then.
+    pub(crate) async fn wait_until_settled(&self, name: &str, progress: Progress<'_>) -> Result<Running, RunError> {
+        progress(&format!("Waiting {} s for {name} to keep running", START_WINDOW.as_secs()));
+        tokio::time::sleep(START_WINDOW).await;
+        match self.address(name, 0).await? {
+            Some(address) => Ok(Running::unrouted(name.to_owned(), address.ip())),
+            None => Err(RunError::NoAddress { container: name.to_owned(), network: self.network.name.clone() }),
+        }
     }
 
     /// Polls until the container answers HTTP on `port` at its address on
@@ -193,27 +240,30 @@ impl DockerRunner {
         lines.split_off(skip)
     }
 
-    /// Stops and removes every container of `app` but `keep`: the previous
-    /// release (or start of this one) once the new one answers, and
-    /// leftovers of interrupted pushes. With `keep` `None`, all of them.
-    pub async fn retire_all_but(&self, app: &str, keep: Option<InstanceId>) -> Result<Vec<String>, RunError> {
+    /// Stops and removes every container of `app` but those of `keep`: the
+    /// previous release (or start of this one) once the new one answers,
+    /// instances scaled away, and leftovers of interrupted pushes. With
+    /// `keep` empty, all of them. They stop side by side.
+    pub async fn retire_all_but(&self, app: &str, keep: &[InstanceId]) -> Result<Vec<String>, RunError> {
         let filters = HashMap::from([("label", vec![format!("{}={app}", labels::APP)])]);
         let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
-        let mut retired = Vec::new();
+        let mut names = Vec::new();
         for container in self.docker.list_containers(Some(options)).await? {
             let Some(name) = container.names.and_then(|n| n.into_iter().next()) else { continue };
-            let name = name.trim_start_matches('/').to_owned();
-            if keep.is_some() && container.labels.as_ref().and_then(labels::instance) == keep {
+            let id = container.labels.as_ref().and_then(labels::instance);
+            if id.is_some_and(|id| keep.contains(&id)) {
                 continue;
             }
+            names.push(name.trim_start_matches('/').to_owned());
+        }
+        let retire = |name: String| async move {
             let stop = StopContainerOptionsBuilder::new().t(STOP_GRACE_SECS).build();
             if let Err(err) = self.docker.stop_container(&name, Some(stop)).await {
                 warn!(container = %name, error = %err, "stop failed; removing anyway");
             }
-            self.remove(&name).await?;
-            retired.push(name);
-        }
-        Ok(retired)
+            self.remove(&name).await.map(|()| name)
+        };
+        futures_util::future::join_all(names.into_iter().map(retire)).await.into_iter().collect()
     }
 
     /// Removes a container if it exists.
@@ -231,6 +281,8 @@ impl DockerRunner {
 pub struct Lifecycle {
     pub app: String,
     pub container: String,
+    /// The instance it runs, as its labels say.
+    pub instance: Option<InstanceId>,
     /// `true` when it (re)started, `false` when it died.
     pub started: bool,
 }
@@ -253,14 +305,16 @@ impl DockerRunner {
                 _ => return None,
             };
             let mut attributes = event.actor?.attributes?;
+            let instance = labels::instance(&attributes);
             let (app, container) = (attributes.remove(labels::APP)?, attributes.remove("name")?);
-            Some(Ok(Lifecycle { app, container, started }))
+            Some(Ok(Lifecycle { app, container, instance, started }))
         })
     }
 
-    /// Where container `name` answers now: its address on nap's network and
-    /// the port its label names; `None` unless it runs.
-    pub async fn running_address(&self, name: &str) -> Result<Option<SocketAddr>, RunError> {
+    /// Which `web` instance container `name` runs, and where it answers
+    /// now: its address on nap's network and the port its label names;
+    /// `None` unless it runs.
+    pub async fn running_address(&self, name: &str) -> Result<Option<(InstanceId, SocketAddr)>, RunError> {
         let inspect =
             match self.docker.inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>).await
             {
@@ -268,12 +322,32 @@ impl DockerRunner {
                 Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return Ok(None),
                 Err(err) => return Err(err.into()),
             };
-        let port = inspect.config.and_then(|c| c.labels?.get(labels::PORT)?.parse::<u16>().ok());
-        let Some(port) = port else { return Ok(None) };
+        let labels = inspect.config.and_then(|c| c.labels).unwrap_or_default();
+        let port = labels.get(labels::PORT).and_then(|port| port.parse::<u16>().ok());
+        let (Some(id), Some(port)) = (labels::instance(&labels), port) else { return Ok(None) };
         match self.address(name, port).await {
-            Ok(address) => Ok(address),
+            Ok(address) => Ok(address.map(|address| (id, address))),
             Err(RunError::Exited { .. } | RunError::NoAddress { .. }) => Ok(None),
             Err(err) => Err(err),
+        }
+    }
+
+    /// Whether container `name` exists.
+    pub async fn exists(&self, name: &str) -> Result<bool, RunError> {
+        match self.docker.inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>).await {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Starts a stopped instance again, as it was (same name, same
+    /// address); answers `false` when it is gone or already runs.
+    pub async fn start_again(&self, name: &str) -> Result<bool, RunError> {
+        match self.docker.start_container(name, None::<bollard::query_parameters::StartContainerOptions>).await {
+            Ok(()) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304 | 404, .. }) => Ok(false),
+            Err(err) => Err(err.into()),
         }
     }
 
@@ -293,16 +367,18 @@ impl DockerRunner {
                 continue;
             };
             let name = name.trim_start_matches('/').to_owned();
+            // Docker counts the starts of its restart policy: the crashes.
+            let inspect = self
+                .docker
+                .inspect_container(&name, None::<bollard::query_parameters::InspectContainerOptions>)
+                .await
+                .ok();
+            let crashes = inspect.as_ref().and_then(|i| i.restart_count).map_or(0, |n| u32::try_from(n).unwrap_or(0));
             let started_at = match container.state.as_ref().map(ToString::to_string).as_deref() {
-                Some("running") => self
-                    .docker
-                    .inspect_container(&name, None::<bollard::query_parameters::InspectContainerOptions>)
-                    .await
-                    .ok()
-                    .and_then(|i| i.state?.started_at),
+                Some("running") => inspect.and_then(|i| i.state?.started_at),
                 _ => None,
             };
-            let id = labels::instance(&labels).unwrap_or(InstanceId { release: 0, restarts: 0 });
+            let id = labels::instance(&labels).unwrap_or_else(|| InstanceId::web(0, 0));
             let ip = container
                 .network_settings
                 .and_then(|settings| settings.networks?.remove(&self.network.name)?.ip_address)
@@ -311,6 +387,9 @@ impl DockerRunner {
             by_app.entry(app.clone()).or_default().push(Instance {
                 release: id.release,
                 restarts: id.restarts,
+                process: id.process,
+                index: id.index,
+                crashes,
                 state: container.state.map_or_else(|| "unknown".into(), |s| s.to_string()),
                 started_at,
                 address: ip.zip(port).map(|(ip, port)| format!("{ip}:{port}")),

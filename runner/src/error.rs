@@ -18,6 +18,14 @@ pub enum RunError {
         /// Where it listens (TCP), where that can be seen.
         listening: Option<Vec<crate::docker::sockets::Listener>>,
     },
+    #[error("{container} failed its health check {attempts} times: {failed}")]
+    Unhealthy {
+        container: String,
+        attempts: u32,
+        #[source]
+        failed: crate::check::CheckFailed,
+        log_tail: Vec<String>,
+    },
     #[error("{container} has no address on network {network}")]
     NoAddress { container: String, network: String },
     #[error("no free address left on network {network}")]
@@ -42,6 +50,7 @@ impl RunError {
         match self {
             RunError::Exited { log_tail, .. }
             | RunError::CheckTimeout { log_tail, .. }
+            | RunError::Unhealthy { log_tail, .. }
             | RunError::UnitFailed { log_tail, .. }
             | RunError::Kubernetes(KubernetesError::NotReady { log_tail, .. }) => log_tail,
             _ => &[],
@@ -83,6 +92,10 @@ pub enum KubernetesError {
     Unit(#[from] UnitError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    #[error(
+        "on Kubernetes nap runs one web workload per app (its replicas are the k8s_replicas setting); process types besides web and ps scale are not run there yet"
+    )]
+    Formation,
     #[error("{workload} did not become ready: {reason}")]
     NotReady {
         workload: String,

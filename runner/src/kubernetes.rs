@@ -324,7 +324,7 @@ impl KubernetesRunner {
             .map_err(|reason| RunError::from(KubernetesError::NotReady { workload, reason, log_tail: Vec::new() }))
     }
 
-    /// The pods nap runs, by app.
+    /// The pods nap runs, by app; each numbered within its app and type.
     pub async fn instances(&self, app: Option<&str>) -> Result<HashMap<String, Vec<Instance>>, RunError> {
         let selector = match app {
             Some(app) => format!("--selector={}={app}", labels::APP),
@@ -341,6 +341,12 @@ impl KubernetesRunner {
                 state: pod_state(&pod),
                 started_at: pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0.to_string()),
                 restarts: 0,
+                process: labels
+                    .get(labels::PROCESS)
+                    .and_then(|kind| crate::ProcessType::parse(kind).ok())
+                    .unwrap_or_else(crate::ProcessType::web),
+                index: 0,
+                crashes: pod_restarts(&pod),
                 address: None,
             });
         }
@@ -375,6 +381,12 @@ struct Items<T> {
 }
 
 /// A pod's state as `ps` shows it: why a container waits, else the phase.
+/// How many times the pod's containers were started again.
+fn pod_restarts(pod: &Pod) -> u32 {
+    let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
+    statuses.into_iter().flatten().map(|c| u32::try_from(c.restart_count).unwrap_or(0)).sum()
+}
+
 fn pod_state(pod: &Pod) -> String {
     match waiting(pod) {
         Some(waiting) => waiting.reason.clone().unwrap_or_else(|| "waiting".into()),
@@ -411,8 +423,10 @@ mod tests {
     fn render(kind: WorkloadKind, env: &[(String, String)], limits: crate::Limits) -> Vec<Manifest> {
         let req = RunRequest {
             app: "shop",
-            id: crate::InstanceId { release: 7, restarts: 0 },
+            id: crate::InstanceId::web(7, 0),
             image: "registry:5000/shop:v7",
+            command: None,
+            check: None,
             port: 8080,
             env,
             limits,

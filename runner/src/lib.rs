@@ -10,11 +10,13 @@
 //! ([`check`]), or, on Kubernetes, after its pods are ready.
 //! The templates they render are in [`units`].
 
+pub mod app_json;
 mod check;
 pub mod docker;
 mod error;
 pub mod kubernetes;
 mod limits;
+pub mod process;
 mod release;
 pub mod systemd;
 pub mod units;
@@ -25,11 +27,14 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
+pub use app_json::{AppJson, AppJsonError};
+pub use check::{CheckFailed, HealthCheck};
 pub use docker::network::AppNetwork;
 pub use docker::{DockerRunner, Lifecycle};
 pub use error::{KubernetesError, RunError, SystemdError, UnknownName};
 pub use kubernetes::{KubernetesRunner, KubernetesSettings, WorkloadKind};
 pub use limits::{ByteSize, Cpus, LimitName, Limits, LimitsError};
+pub use process::{Formation, ProcessType, Procfile, ProcfileError, Scale, ScaleError};
 pub use release::{Instance, InstanceId, Progress, RunRequest, Running, Serving};
 pub use systemd::{SystemdRunner, SystemdSettings};
 
@@ -43,24 +48,38 @@ pub mod labels {
     pub const RELEASE: &str = "nap.release";
     /// Which start of the release (absent: the first).
     pub const RESTARTS: &str = "nap.restarts";
-    /// The port the app listens on inside the container.
+    /// Its process type (absent: `web`).
+    pub const PROCESS: &str = "nap.process";
+    /// Its number within its type (absent: 1).
+    pub const INDEX: &str = "nap.index";
+    /// The port a `web` instance listens on inside the container.
     pub const PORT: &str = "nap.port";
 
     /// The labels of the container that runs `req`.
     pub fn of(req: &RunRequest<'_>) -> HashMap<String, String> {
-        HashMap::from([
+        let mut labels = HashMap::from([
             (APP.to_owned(), req.app.to_owned()),
             (RELEASE.to_owned(), req.id.release.to_string()),
             (RESTARTS.to_owned(), req.id.restarts.to_string()),
-            (PORT.to_owned(), req.port.to_string()),
-        ])
+            (PROCESS.to_owned(), req.id.process.to_string()),
+            (INDEX.to_owned(), req.id.index.to_string()),
+        ]);
+        if req.id.process.is_web() {
+            labels.insert(PORT.to_owned(), req.port.to_string());
+        }
+        labels
     }
 
     /// Which instance a container's labels say it runs.
     pub fn instance<S: std::hash::BuildHasher>(labels: &HashMap<String, String, S>) -> Option<InstanceId> {
         let release = labels.get(RELEASE)?.parse().ok()?;
         let restarts = labels.get(RESTARTS).map_or(Some(0), |r| r.parse().ok())?;
-        Some(InstanceId { release, restarts })
+        let process = match labels.get(PROCESS) {
+            Some(kind) => crate::ProcessType::parse(kind).ok()?,
+            None => crate::ProcessType::web(),
+        };
+        let index = labels.get(INDEX).map_or(Some(1), |i| i.parse().ok())?;
+        Some(InstanceId { release, restarts, process, index })
     }
 }
 
@@ -125,6 +144,16 @@ impl Runner {
         Ok(Runner::Systemd(Box::new(runner)))
     }
 
+    /// The Docker runner that runs one-off containers (the release phase,
+    /// `run`): this host's; none on Kubernetes.
+    pub fn one_offs(&self) -> Option<&DockerRunner> {
+        match self {
+            Runner::Docker(docker) => Some(docker),
+            Runner::Systemd(systemd) => Some(systemd.docker()),
+            Runner::Kubernetes(_) => None,
+        }
+    }
+
     pub fn kind(&self) -> RunnerKind {
         match self {
             Runner::Docker(_) => RunnerKind::Docker,
@@ -159,6 +188,43 @@ impl Runner {
         }
     }
 
+    /// Starts every instance of `reqs` side by side and waits until each
+    /// is ready. All of them are, or none is left running: the error is the
+    /// first failure's. On Kubernetes the workload runs `web` alone, with
+    /// the `k8s_replicas` setting's count.
+    pub async fn start_all(
+        &self,
+        reqs: &[RunRequest<'_>],
+        progress: Progress<'_>,
+    ) -> Result<Vec<(InstanceId, Running)>, RunError> {
+        if let Runner::Kubernetes(cluster) = self {
+            let mut web = reqs.iter().filter(|req| req.id.process.is_web());
+            let (Some(first), None) = (web.next(), web.next()) else {
+                return Err(KubernetesError::Formation.into());
+            };
+            if reqs.len() > 1 {
+                return Err(KubernetesError::Formation.into());
+            }
+            return Ok(vec![(first.id.clone(), cluster.start(first, progress).await?)]);
+        }
+        let started = futures_util::future::join_all(reqs.iter().map(|req| self.start(req, progress))).await;
+        let mut running = Vec::new();
+        let mut failure = None;
+        for (req, result) in reqs.iter().zip(started) {
+            match result {
+                Ok(instance) => running.push((req.id.clone(), instance)),
+                Err(err) => failure = failure.or(Some(err)),
+            }
+        }
+        let Some(err) = failure else { return Ok(running) };
+        for (id, _) in &running {
+            if let Err(cleanup) = self.discard(reqs[0].app, id).await {
+                tracing::warn!(instance = %id.name(), error = %cleanup, "could not take back a started instance");
+            }
+        }
+        Err(err)
+    }
+
     pub async fn start(&self, req: &RunRequest<'_>, progress: Progress<'_>) -> Result<Running, RunError> {
         match self {
             Runner::Docker(docker) => docker.start(req, progress).await,
@@ -169,7 +235,7 @@ impl Runner {
 
     /// Takes back instance `id` of `app` that was started but must not
     /// serve (its record could not be kept), leaving the previous one serving.
-    pub async fn discard(&self, app: &str, id: InstanceId) -> Result<(), RunError> {
+    pub async fn discard(&self, app: &str, id: &InstanceId) -> Result<(), RunError> {
         match self {
             Runner::Docker(docker) => docker.remove(&id.container(app)).await,
             Runner::Systemd(systemd) => systemd.remove_instance(app, id).await,
@@ -177,12 +243,13 @@ impl Runner {
         }
     }
 
-    /// Retires every instance of `app` but `keep` (all of them with `None`).
-    pub async fn retire_all_but(&self, app: &str, keep: Option<InstanceId>) -> Result<Vec<String>, RunError> {
+    /// Retires every instance of `app` but those in `keep` (all of them
+    /// when it is empty).
+    pub async fn retire_all_but(&self, app: &str, keep: &[InstanceId]) -> Result<Vec<String>, RunError> {
         match self {
             Runner::Docker(docker) => docker.retire_all_but(app, keep).await,
             Runner::Systemd(systemd) => systemd.retire_all_but(app, keep).await,
-            Runner::Kubernetes(kubernetes) => kubernetes.retire_all_but(app, keep.map(|id| id.release)).await,
+            Runner::Kubernetes(kubernetes) => kubernetes.retire_all_but(app, keep.first().map(|id| id.release)).await,
         }
     }
 }

@@ -3,57 +3,94 @@
 
 use std::net::SocketAddr;
 
+use crate::check::HealthCheck;
 use crate::limits::Limits;
+use crate::process::ProcessType;
 
 /// Where a runner reports progress: one line at a time, to the client.
 pub type Progress<'a> = &'a (dyn Fn(&str) + Send + Sync);
 
-/// One start of one release. A deploy starts release N as `restarts: 0`;
-/// each `restart` starts the same release afresh as the next, beside the
-/// one serving, which is drained and retired once the new one answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One instance of one release: instance `index` of process type
+/// `process`, in start number `restarts` of the release. A deploy starts
+/// release N as `restarts: 0`; each `restart` starts the same release
+/// afresh as the next, beside the one serving, which is drained and retired
+/// once the new one answers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InstanceId {
     pub release: u32,
     pub restarts: u32,
+    pub process: ProcessType,
+    /// From 1.
+    pub index: u32,
 }
 
 impl InstanceId {
-    /// The container that runs it: `nap-APP-vN`, then `nap-APP-vN.K` for
-    /// its Kth restart.
-    pub fn container(self, app: &str) -> String {
-        format!("nap-{app}-v{}", self.suffix())
+    /// The first `web` instance of start `restarts` of `release`.
+    pub fn web(release: u32, restarts: u32) -> InstanceId {
+        InstanceId { release, restarts, process: ProcessType::web(), index: 1 }
     }
 
-    /// The systemd unit that runs it: `nap-APP@N.service`, then
-    /// `nap-APP@N.K.service`.
-    pub fn unit(self, app: &str) -> String {
-        format!("nap-{app}@{}.service", self.suffix())
+    /// `web.1`: the instance within its release, as `ps` and logs name it.
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.process, self.index)
     }
 
-    /// Reads the `N` or `N.K` of a unit's instance name back.
+    /// The container that runs it: `nap-APP-vN-web.1`, then
+    /// `nap-APP-vN.K-web.1` for the Kth restart of the release.
+    pub fn container(&self, app: &str) -> String {
+        format!("nap-{app}-v{}-{}", self.start(), self.name())
+    }
+
+    /// The systemd unit that runs it: `nap-APP@N.web.1.service`, then
+    /// `nap-APP@N.K.web.1.service`.
+    pub fn unit(&self, app: &str) -> String {
+        format!("nap-{app}@{}.{}.service", self.start(), self.name())
+    }
+
+    /// Reads a unit's instance name back: `N.TYPE.I` or `N.K.TYPE.I` (and
+    /// the `N` or `N.K` of units from before process types, as `web.1`).
     pub fn parse_suffix(text: &str) -> Option<InstanceId> {
-        let (release, restarts) = match text.split_once('.') {
-            Some((release, restarts)) => (release.parse().ok()?, restarts.parse().ok()?),
-            None => (text.parse().ok()?, 0),
+        let parts: Vec<&str> = text.split('.').collect();
+        let number = |text: &str| text.parse::<u32>().ok();
+        let (release, restarts, process, index) = match parts.as_slice() {
+            [release] => (number(release)?, 0, ProcessType::web(), 1),
+            [release, restarts] => (number(release)?, number(restarts)?, ProcessType::web(), 1),
+            [release, kind, index] => (number(release)?, 0, ProcessType::parse(kind).ok()?, number(index)?),
+            [release, restarts, kind, index] => {
+                (number(release)?, number(restarts)?, ProcessType::parse(kind).ok()?, number(index)?)
+            }
+            _ => return None,
         };
-        Some(InstanceId { release, restarts })
+        Some(InstanceId { release, restarts, process, index })
     }
 
-    fn suffix(self) -> String {
+    /// `N`, or `N.K` after K restarts.
+    fn start(&self) -> String {
         match self.restarts {
             0 => self.release.to_string(),
             restarts => format!("{}.{restarts}", self.release),
         }
     }
+
+    /// Whether it belongs to the same start of the same release as `other`.
+    pub fn same_start(&self, other: &InstanceId) -> bool {
+        (self.release, self.restarts) == (other.release, other.restarts)
+    }
 }
 
-/// What to run: one release of an app.
+/// What to run: one instance of a release of an app.
 pub struct RunRequest<'a> {
     pub app: &'a str,
     pub id: InstanceId,
     pub image: &'a str,
-    /// The port the app listens on inside the container; it gets it as `PORT`.
+    /// What it runs (the Procfile's words); `None`: the image's command.
+    pub command: Option<Vec<String>>,
+    /// The port a `web` instance listens on inside the container; it gets
+    /// it as `PORT`. Other types get no port.
     pub port: u16,
+    /// When a `web` instance is ready (app.json); `None`: when it answers
+    /// HTTP on `PORT` at all.
+    pub check: Option<&'a HealthCheck>,
     /// Environment besides `PORT`.
     pub env: &'a [(String, String)],
     /// What the instance may use.
@@ -78,6 +115,11 @@ impl Running {
     pub(crate) fn container(name: String, address: SocketAddr) -> Running {
         Running { name, host: address.ip().to_string(), port: address.port(), url: format!("http://{address}/") }
     }
+
+    /// A container of a type that takes no traffic, running at `ip`.
+    pub(crate) fn unrouted(name: String, ip: std::net::IpAddr) -> Running {
+        Running { name, host: ip.to_string(), port: 0, url: String::new() }
+    }
 }
 
 /// One running (or stopped) release of an app, as `ps` shows it.
@@ -88,6 +130,12 @@ pub struct Instance {
     pub release: u32,
     /// Which start of the release it is (see [`InstanceId`]).
     pub restarts: u32,
+    /// Its process type.
+    pub process: ProcessType,
+    /// Its number within its type, from 1.
+    pub index: u32,
+    /// How many times it crashed and was started again in place.
+    pub crashes: u32,
     /// Docker's state: running, restarting, exited, ...
     pub state: String,
     /// When the container last started (RFC 3339), if it runs.
@@ -98,7 +146,7 @@ pub struct Instance {
 
 impl Instance {
     pub fn id(&self) -> InstanceId {
-        InstanceId { release: self.release, restarts: self.restarts }
+        InstanceId { release: self.release, restarts: self.restarts, process: self.process.clone(), index: self.index }
     }
 }
 
@@ -111,18 +159,25 @@ pub struct Serving<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::InstanceId;
+    use super::{InstanceId, ProcessType};
 
     #[test]
     fn names_of_an_instance() {
-        let first = InstanceId { release: 7, restarts: 0 };
-        let again = InstanceId { release: 7, restarts: 2 };
-        assert_eq!(first.container("hello"), "nap-hello-v7");
-        assert_eq!(again.container("hello"), "nap-hello-v7.2");
-        assert_eq!(first.unit("hello"), "nap-hello@7.service");
-        assert_eq!(again.unit("hello"), "nap-hello@7.2.service");
-        assert_eq!(InstanceId::parse_suffix("7.2"), Some(again));
-        assert_eq!(InstanceId::parse_suffix("7"), Some(first));
+        let first = InstanceId::web(7, 0);
+        let again = InstanceId { index: 3, ..InstanceId::web(7, 2) };
+        let worker = InstanceId { process: ProcessType::parse("worker").unwrap(), ..InstanceId::web(7, 0) };
+        assert_eq!(first.container("hello"), "nap-hello-v7-web.1");
+        assert_eq!(again.container("hello"), "nap-hello-v7.2-web.3");
+        assert_eq!(worker.container("hello"), "nap-hello-v7-worker.1");
+        assert_eq!(first.unit("hello"), "nap-hello@7.web.1.service");
+        assert_eq!(again.unit("hello"), "nap-hello@7.2.web.3.service");
+        for id in [&first, &again, &worker] {
+            let suffix = id.unit("a").trim_start_matches("nap-a@").trim_end_matches(".service").to_owned();
+            assert_eq!(InstanceId::parse_suffix(&suffix).as_ref(), Some(id));
+        }
+        assert_eq!(InstanceId::parse_suffix("7"), Some(first), "a unit from before process types");
+        assert_eq!(InstanceId::parse_suffix("7.2"), Some(InstanceId::web(7, 2)));
         assert_eq!(InstanceId::parse_suffix("7.x"), None);
+        assert_eq!(InstanceId::parse_suffix("7.Web.1"), None);
     }
 }

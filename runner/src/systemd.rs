@@ -85,11 +85,11 @@ impl SystemdRunner {
         &self.docker
     }
 
-    fn unit_path(&self, app: &str, id: InstanceId) -> PathBuf {
+    fn unit_path(&self, app: &str, id: &InstanceId) -> PathBuf {
         self.settings.unit_dir.join(id.unit(app))
     }
 
-    fn env_path(&self, app: &str, id: InstanceId) -> PathBuf {
+    fn env_path(&self, app: &str, id: &InstanceId) -> PathBuf {
         self.settings.env_dir.join(format!("{}.env", id.container(app).trim_start_matches("nap-")))
     }
 
@@ -103,10 +103,14 @@ impl SystemdRunner {
         context.insert("image", req.image);
         context.insert("container", &req.id.container(req.app));
         context.insert("port", &req.port);
+        context.insert("process", req.id.process.as_str());
+        context.insert("hostname", &req.id.name().replace('.', "-"));
+        let command: Vec<String> = req.command.iter().flatten().map(|word| exec_word(word)).collect();
+        context.insert("command", &command);
         let mut labels: Vec<String> = labels::of(req).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
         labels.sort();
         context.insert("labels", &labels);
-        context.insert("env_file", &self.env_path(req.app, req.id).display().to_string());
+        context.insert("env_file", &self.env_path(req.app, &req.id).display().to_string());
         context.insert("docker", &self.settings.docker_cli);
         context.insert("network", &self.docker.network().name);
         context.insert("ip", &ip.to_string());
@@ -122,32 +126,41 @@ impl SystemdRunner {
         let container = req.id.container(req.app);
         self.docker.ensure_network().await?;
         self.docker.remove(&container).await?;
-        let mut env = BTreeMap::from([("PORT".to_owned(), req.port.to_string())]);
+        let mut env = BTreeMap::new();
+        if req.id.process.is_web() {
+            env.insert("PORT".to_owned(), req.port.to_string());
+        }
         env.extend(req.env.iter().cloned());
         let env_text = env.iter().fold(String::new(), |mut text, (k, v)| {
             let _ = writeln!(text, "{k}={v}");
             text
         });
         // The environment may hold secrets; the unit does not.
-        write_file(&self.env_path(req.app, req.id), &env_text, 0o600)?;
+        write_file(&self.env_path(req.app, &req.id), &env_text, 0o600)?;
         let ip = self.docker.free_address().await?;
-        write_file(&self.unit_path(req.app, req.id), &self.render_unit(req, ip)?, 0o644)?;
+        write_file(&self.unit_path(req.app, &req.id), &self.render_unit(req, ip)?, 0o644)?;
         progress(&format!("Starting {unit}"));
         let started = async {
             self.manager.reload().await.map_err(SystemdError::from)?;
             self.manager.enable_unit_files(vec![unit.clone()], false, true).await.map_err(SystemdError::from)?;
             self.run_job(&unit, |m, u| Box::pin(m.start_unit(u, "replace".into()))).await?;
-            self.wait_until_answering(&unit, &container, req.port, progress).await
+            if !req.id.process.is_web() {
+                return self.docker.wait_until_settled(&container, progress).await;
+            }
+            let address = match req.check {
+                Some(_) => self.docker.wait_until_ready(req, &container, progress).await?,
+                None => self.wait_until_answering(&unit, &container, req.port, progress).await?,
+            };
+            Ok(Running::container(container.clone(), address))
         }
         .await;
         match started {
-            Ok(address) => {
-                let running = Running::container(container, address);
-                info!(%unit, url = %running.url, "release answering");
+            Ok(running) => {
+                info!(%unit, url = %running.url, "instance ready");
                 Ok(running)
             }
             Err(err) => {
-                if let Err(cleanup) = self.remove_instance(req.app, req.id).await {
+                if let Err(cleanup) = self.remove_instance(req.app, &req.id).await {
                     warn!(%unit, error = %cleanup, "could not remove the failed release's unit");
                 }
                 Err(err)
@@ -232,11 +245,11 @@ impl SystemdRunner {
 
     /// Stops, disables and removes the units of every instance of `app` but
     /// `keep`, and their containers.
-    pub async fn retire_all_but(&self, app: &str, keep: Option<InstanceId>) -> Result<Vec<String>, RunError> {
+    pub async fn retire_all_but(&self, app: &str, keep: &[InstanceId]) -> Result<Vec<String>, RunError> {
         let mut retired = Vec::new();
         for id in self.instances_on_disk(app)? {
-            if Some(id) != keep {
-                self.remove_instance(app, id).await?;
+            if !keep.contains(&id) {
+                self.remove_instance(app, &id).await?;
                 retired.push(id.unit(app));
             }
         }
@@ -260,11 +273,11 @@ impl SystemdRunner {
             .filter_map(|e| e.file_name().into_string().ok())
             .filter_map(|name| InstanceId::parse_suffix(name.strip_prefix(&prefix)?.strip_suffix(".service")?))
             .collect();
-        instances.sort_unstable_by_key(|id| (id.release, id.restarts));
+        instances.sort_unstable();
         Ok(instances)
     }
 
-    pub(crate) async fn remove_instance(&self, app: &str, id: InstanceId) -> Result<(), RunError> {
+    pub(crate) async fn remove_instance(&self, app: &str, id: &InstanceId) -> Result<(), RunError> {
         let unit = id.unit(app);
         if let Err(err) = self.run_job(&unit, |m, u| Box::pin(m.stop_unit(u, "replace".into()))).await {
             warn!(%unit, error = %err, "stopping the unit failed; removing it anyway");
@@ -281,6 +294,26 @@ impl SystemdRunner {
         self.manager.reload().await.map_err(SystemdError::from)?;
         self.docker.remove(&id.container(app)).await
     }
+}
+
+/// One word of a command as systemd's `ExecStart=` reads it: quoted, with
+/// its specifiers (`%`) and variables (`$`) kept literal.
+fn exec_word(word: &str) -> String {
+    let mut quoted = String::from("\"");
+    for c in word.chars() {
+        match c {
+            '"' | '\\' => {
+                quoted.push('\\');
+                quoted.push(c);
+            }
+            '%' => quoted.push_str("%%"),
+            '$' => quoted.push_str("$$"),
+            '\n' => quoted.push_str("\\n"),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
 }
 
 /// Writes a file with `mode`, atomically: systemd never reads half a unit.

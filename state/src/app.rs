@@ -125,4 +125,35 @@ impl Store {
     pub async fn save_limits<T: Serialize>(&self, app: &str, limits: &T) -> Result<(), StoreError> {
         self.put_json(&layout::limits(app), limits).await
     }
+
+    /// Counts one more crash of the app's instance `container`; answers
+    /// the count.
+    pub async fn count_crash(&self, app: &str, container: &str) -> Result<u32, StoreError> {
+        let key = layout::crash_count(app, container);
+        let count = self.get_json::<u32>(&key).await?.unwrap_or(0).saturating_add(1);
+        self.put_json(&key, &count).await?;
+        Ok(count)
+    }
+
+    /// How many times each instance of the app crashed, by container.
+    pub async fn crashes(&self, app: &str) -> Result<std::collections::HashMap<String, u32>, StoreError> {
+        let prefix = layout::crashes(app);
+        let pairs = self.list(&prefix).await?;
+        Ok(pairs
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let container = key.strip_prefix(&prefix)?.to_owned();
+                Some((container, serde_json::from_slice(&value).ok()?))
+            })
+            .collect())
+    }
+
+    /// The app's formation (the runner's `Formation`; the store only keeps it).
+    pub async fn formation<T: serde::de::DeserializeOwned + Default>(&self, app: &str) -> Result<T, StoreError> {
+        Ok(self.get_json(&layout::formation(app)).await?.unwrap_or_default())
+    }
+
+    pub async fn save_formation<T: Serialize>(&self, app: &str, formation: &T) -> Result<(), StoreError> {
+        self.put_json(&layout::formation(app), formation).await
+    }
 }

@@ -39,6 +39,34 @@ pub fn limits(app: &str) -> String {
     format!("{ROOT}/apps/{app}/limits")
 }
 
+/// `/nap/apps/APP/formation`: how many instances of each process type run
+/// (`ps scale`), as `{"web": 2, "worker": 1}`.
+pub fn formation(app: &str) -> String {
+    format!("{ROOT}/apps/{app}/formation")
+}
+
+/// `/nap/apps/APP/crashes/`: how many times each instance of the app
+/// stopped without nap asking, by container (`ps` shows it as RESTARTS).
+pub fn crashes(app: &str) -> String {
+    format!("{ROOT}/apps/{app}/crashes/")
+}
+
+/// `/nap/apps/APP/crashes/CONTAINER`.
+pub fn crash_count(app: &str, container: &str) -> String {
+    format!("{ROOT}/apps/{app}/crashes/{container}")
+}
+
+/// `/nap/apps/APP/healthcheck`: the check routers keep making of the app's
+/// `web` instances (from its app.json), published with each release.
+pub fn healthcheck(app: &str) -> String {
+    format!("{ROOT}/apps/{app}/healthcheck")
+}
+
+/// The app whose health check `key` is.
+pub fn parse_app_healthcheck(key: &str) -> Option<&str> {
+    key.strip_prefix(ROOT)?.strip_prefix("/apps/")?.strip_suffix("/healthcheck").filter(|app| !app.contains('/'))
+}
+
 /// `/nap/apps/APP/`: everything about one app.
 pub fn app(app: &str) -> String {
     format!("{ROOT}/apps/{app}/")

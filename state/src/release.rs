@@ -92,6 +92,12 @@ pub struct Release {
     /// Why the release failed, for `Failed` releases.
     #[serde(default)]
     pub error: Option<String>,
+    /// The release's `Procfile` and `app.json` as pushed (the runner reads
+    /// them); none: `web` runs the image's own command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub procfile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_json: Option<String>,
 }
 
 /// The address (`IP:PORT`) of each instance whose keys are among `pairs`,
@@ -214,6 +220,8 @@ mod tests {
             restarts: 0,
             url: None,
             error: None,
+            procfile: None,
+            app_json: None,
         }
     }
 

@@ -23,6 +23,10 @@ pub enum AppKind {
     FixedPort,
     /// Like `Web`, but its build sleeps two minutes.
     SlowBuild,
+    /// A Procfile app: `web` (`/cgi-bin/host` answers its host name),
+    /// `worker` and a `release` phase; app.json runs one worker and checks
+    /// `/health`.
+    Procfile,
     /// `nap-test-upstream` ([`test_upstream`]): keep-alive, WebSockets,
     /// long downloads, slow answers; `/` answers the committed file `reply`.
     Upstream,
@@ -40,6 +44,7 @@ impl AppKind {
             AppKind::Deaf => "deaf",
             AppKind::FixedPort => "fixed-port",
             AppKind::SlowBuild => "slow-build",
+            AppKind::Procfile => "procfile",
             AppKind::Upstream => "upstream",
         }
     }

@@ -109,8 +109,9 @@ impl Drop for Cleanup {
         let labels: Vec<String> = owned.apps.iter().map(|app| format!("label=nap.app={app}")).collect();
         // Containers first: they hold their images.
         let mut containers = owned.containers;
-        for label in &labels {
-            containers.extend(docker_lines(&["ps", "-a", "--format", "{{.Names}}", "--filter", label]));
+        let one_offs = owned.apps.iter().map(|app| format!("label=nap.one-off={app}"));
+        for label in labels.iter().cloned().chain(one_offs) {
+            containers.extend(docker_lines(&["ps", "-a", "--format", "{{.Names}}", "--filter", &label]));
         }
         if !containers.is_empty() {
             quietly(Command::new("docker").args(["rm", "-f"]).args(containers));

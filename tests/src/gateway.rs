@@ -170,9 +170,15 @@ impl Gateway {
 
     /// The `ssh` command for `COMMAND`, with piped streams, not yet started.
     pub fn ssh_command(&self, key: &Key, user: &str, command: &[&str]) -> Command {
+        self.ssh_command_with(key, user, &[], command)
+    }
+
+    /// [`Self::ssh_command`] with more options for the client (`-tt`).
+    pub fn ssh_command_with(&self, key: &Key, user: &str, options: &[&str], command: &[&str]) -> Command {
         self.track_writes(command);
         let mut ssh = Command::new("ssh");
         ssh.args(ssh_options(&key.private))
+            .args(options)
             .args(["-p", &self.port.to_string(), &format!("{user}@127.0.0.1")])
             .args(command)
             .stdin(Stdio::piped())

@@ -118,6 +118,12 @@ pub fn containers_of(app: &str) -> Vec<String> {
     run.stdout.lines().map(str::to_owned).collect()
 }
 
+/// Names of the one-off containers (`run`, the release phase) of `app`.
+pub fn one_offs_of(app: &str) -> Vec<String> {
+    let run = docker(&["ps", "-a", "--filter", &format!("label=nap.one-off={app}"), "--format", "{{.Names}}"]);
+    run.stdout.lines().map(str::to_owned).collect()
+}
+
 /// Removes every container of `app` at once, as a lost host would.
 pub fn remove_app_containers(app: &str) {
     for name in containers_of(app) {

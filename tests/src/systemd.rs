@@ -130,9 +130,12 @@ impl Drop for SystemdHost {
         let units = self.systemctl(&["list-units", "--all", "--plain", "--no-legend", "nap-*@*.service"]);
         docker(&["rm", "-f", &self.name]);
         for unit in units.stdout.lines().filter_map(|line| line.split_whitespace().next()) {
-            // nap-APP@N.service runs container nap-APP-vN.
-            if let Some((app, release)) = unit.strip_suffix(".service").and_then(|u| u.split_once('@')) {
-                docker(&["rm", "-f", &format!("{app}-v{release}")]);
+            // nap-APP@N.web.1.service runs container nap-APP-vN-web.1.
+            let instance = unit.strip_suffix(".service").and_then(|u| u.split_once('@'));
+            if let Some((app, id)) =
+                instance.and_then(|(app, id)| Some((app, nap_runner::InstanceId::parse_suffix(id)?)))
+            {
+                docker(&["rm", "-f", &id.container(app.trim_start_matches("nap-"))]);
             }
         }
     }

@@ -33,7 +33,7 @@ fn serving(extra: &str) -> (Gateway, Key, String, AppRepo, String) {
 fn refused_and_v1_serves(gateway: &Gateway, admin: &Key, app: &str, url: &str, push: &Run, reason: &str) {
     push.assert_failed_with(reason);
     assert!(wait_for_body(url, "hello from web", ANSWER), "v1 stopped answering");
-    assert_eq!(containers_of(app), vec![format!("nap-{app}-v1")], "a refused push left a container");
+    assert_eq!(containers_of(app), vec![format!("nap-{app}-v1-web.1")], "a refused push left a container");
     // No lock is left: the next command that takes it runs.
     gateway.ssh(admin, "nap", &["config", "set", app, "AFTER=1", "--no-restart"]).assert_ok();
 }

@@ -266,7 +266,7 @@ fn restore_starts_a_snapshot_with_its_recorded_ip_and_refuses_a_taken_one() {
 
     // While the original runs, its IP is taken.
     let taken = gateway.ssh(&admin, "nap", &["restore", &image]);
-    taken.assert_failed_with(&format!("error: {ip} is taken by nap-{app}-v1"));
+    taken.assert_failed_with(&format!("error: {ip} is taken by nap-{app}-v1-web.1"));
 
     // The host is lost: the container and its local image are gone. The
     // snapshot comes back from the registry, at the same address.

@@ -212,7 +212,7 @@ fn nginx_routes_to_the_instances_nap_publishes_and_follows_a_new_release() {
     repo.push(&gateway, &admin, &app, "master").assert_ok();
     let instances = etcd.etcdctl(&["get", "--prefix", &format!("/nap/apps/{app}/instances/")]);
     let lines: Vec<&str> = instances.stdout.lines().collect();
-    assert_eq!(lines[0], format!("/nap/apps/{app}/instances/nap-{app}-v1/ip"), "{lines:?}");
+    assert_eq!(lines[0], format!("/nap/apps/{app}/instances/nap-{app}-v1-web.1/ip"), "{lines:?}");
     // The container's own address on nap's network: no host port is published.
     assert!(lines[1].starts_with("172.31."), "{lines:?}");
 
@@ -271,9 +271,12 @@ fn nginx_routes_to_the_instances_nap_publishes_and_follows_a_new_release() {
     wait_until("v2 through nginx", Duration::from_secs(15), || through_nginx().contains("v2 through nginx"));
     let rendered = std::fs::read_to_string(&conf).expect("nginx.conf");
     assert!(
-        rendered.contains(&format!("# nap-{app}-v2, v2")) && !rendered.contains(&format!("nap-{app}-v1")),
+        rendered.contains(&format!("# nap-{app}-v2-web.1, v2")) && !rendered.contains(&format!("nap-{app}-v1-web.1")),
         "{rendered}"
     );
     let left = etcd.etcdctl(&["get", "--prefix", "--keys-only", &format!("/nap/apps/{app}/instances/")]);
-    assert!(left.stdout.lines().filter(|l| !l.is_empty()).all(|k| k.contains(&format!("nap-{app}-v2/"))), "{left:?}");
+    assert!(
+        left.stdout.lines().filter(|l| !l.is_empty()).all(|k| k.contains(&format!("nap-{app}-v2-web.1/"))),
+        "{left:?}"
+    );
 }

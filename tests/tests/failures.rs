@@ -29,7 +29,7 @@ fn refused_over_a_good_release(kind: AppKind, reason: &str, log_line: Option<&st
 
     assert_eq!(gateway.branch_sha(&app, "master"), Some(good_sha), "the ref moved");
     assert!(wait_for_body(&url, "hello from web", ANSWER), "v1 stopped answering");
-    assert_eq!(containers_of(&app), vec![format!("nap-{app}-v1")], "a failed release left a container");
+    assert_eq!(containers_of(&app), vec![format!("nap-{app}-v1-web.1")], "a failed release left a container");
 
     // The next good push still works, and takes the next number.
     repo.become_kind(AppKind::Web);

@@ -96,7 +96,7 @@ fn etcd_stopping_in_the_middle_of_a_push_refuses_it_and_leaves_no_half_state() {
     push.assert_failed_with("pre-receive hook declined");
     assert_eq!(gateway.branch_sha(&app, "master"), Some(good.clone()), "the ref moved");
     assert!(wait_for_body(&url, "hello from web", Duration::from_secs(5)), "v1 stopped serving");
-    assert_eq!(containers_of(&app), [format!("nap-{app}-v1")], "v2 answered, but unrecorded it must not run");
+    assert_eq!(containers_of(&app), [format!("nap-{app}-v1-web.1")], "v2 answered, but unrecorded it must not run");
 
     etcd.start_again();
     let current = etcd.etcdctl(&["get", "--print-value-only", &format!("/nap/apps/{app}/current")]);
@@ -125,7 +125,7 @@ fn etcd_stopping_in_the_middle_of_a_commit_leaves_each_containers_keys_whole() {
     let app = unique("etcdcommit");
     gateway.cleanup().images(format!("{REGISTRY}/{app}-web-*"));
     AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master").assert_ok();
-    let container = format!("nap-{app}-v1");
+    let container = format!("nap-{app}-v1-web.1");
     // A layer worth pushing, so the commit is still pushing when etcd goes.
     docker(&["exec", &container, "dd", "if=/dev/urandom", "of=/www/blob", "bs=1M", "count=40"]).assert_ok();
     let import = format!("App: {app}\nComponent: web\nRepository: {REGISTRY}\nIps:\n  - Ip: 10.200.0.9\n");
@@ -260,7 +260,7 @@ fn the_registry_going_down_mid_push_refuses_it_and_the_next_push_works() {
     refused.assert_failed_with("to the registry failed");
     refused.assert_failed_with(&format!("{app} keeps serving v1"));
     v1_serves_and_no_lock_is_left(&gateway, &admin, &app, &url);
-    assert_eq!(containers_of(&app), vec![format!("nap-{app}-v1")]);
+    assert_eq!(containers_of(&app), vec![format!("nap-{app}-v1-web.1")]);
 
     registry.start_again();
     let again = repo.push(&gateway, &admin, &app, "master");
@@ -328,7 +328,7 @@ fn a_full_data_disk_refuses_the_push_and_loses_nothing() {
     assert!(refused.stderr.contains("No space left on device"), "{}", refused.stderr);
     assert_eq!(nap_tests::rev_parse(&repo_dir, "refs/heads/master"), before, "the ref moved");
     assert!(wait_for_body(&url, "hello from web", Duration::from_secs(10)), "v1 stopped answering");
-    assert_eq!(containers_of(&app), vec![format!("nap-{app}-v1")]);
+    assert_eq!(containers_of(&app), vec![format!("nap-{app}-v1-web.1")]);
 
     std::fs::remove_file(filler).expect("free the disk");
     v1_serves_and_no_lock_is_left(&gateway, &admin, &app, &url);
@@ -364,7 +364,7 @@ fn nap_serve_killed_mid_deploy_then_restarted_fails_that_release_and_the_next_pu
     let v2 = releases.as_array().and_then(|all| all.iter().find(|r| r["version"] == 2)).expect("v2").clone();
     assert_eq!(v2["status"], "failed", "{v2}");
     assert!(v2["error"].as_str().is_some_and(|e| e.contains("interrupted")), "{v2}");
-    assert_eq!(containers_of(&app), vec![format!("nap-{app}-v3")], "the killed deploy's instance is left");
+    assert_eq!(containers_of(&app), vec![format!("nap-{app}-v3-web.1")], "the killed deploy's instance is left");
 }
 
 #[test]
@@ -394,7 +394,7 @@ fn dockerd_restarting_mid_build_refuses_the_push_and_the_next_push_works() {
     // dockerd brings v1 back (unless-stopped), at its address.
     v1_serves_and_no_lock_is_left(&gateway, &admin, &app, &url);
     let running = dockerd.docker(&["ps", "--format", "{{.Names}}", "--filter", &format!("label=nap.app={app}")]);
-    assert_eq!(running.assert_ok().stdout.trim(), format!("nap-{app}-v1"));
+    assert_eq!(running.assert_ok().stdout.trim(), format!("nap-{app}-v1-web.1"));
 
     repo.become_kind(AppKind::Web);
     repo.commit("index.html", "three\n");

@@ -26,7 +26,7 @@ fn a_container_committed_on_one_host_is_restored_on_another_with_its_files_and_i
     let app = unique("migrate");
     host_a.cleanup().images(format!("{REGISTRY}/{app}-web-*"));
     AppRepo::new(AppKind::Web).push(&host_a, &admin, &app, "master").assert_ok();
-    let container = format!("nap-{app}-v1");
+    let container = format!("nap-{app}-v1-web.1");
     docker(&["exec", &container, "sh", "-c", "echo written on host A > /www/state.txt"]).assert_ok();
     let import = format!("App: {app}\nComponent: web\nRepository: {REGISTRY}\nIps:\n  - Ip: 10.200.1.1\n");
     host_a.ssh_with_input(&admin, "nap", &["import", "--commit", "1"], &import).assert_ok();

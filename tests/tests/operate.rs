@@ -73,7 +73,7 @@ fn config_set_reaches_the_app_as_a_new_release_and_unset_removes_it() {
     assert!(set.stderr.contains("Releasing v2"), "progress goes to stderr: {}", set.stderr);
     let url = set.stdout.split("live at ").nth(1).expect("url").trim().to_owned();
     assert!(wait_for_body(&format!("{url}cgi-bin/env"), "GREETING=hello there", ANSWER));
-    assert_eq!(containers_of(&app), vec![format!("nap-{app}-v2")]);
+    assert_eq!(containers_of(&app), vec![format!("nap-{app}-v2-web.1")]);
 
     let masked = gateway.ssh(&admin, "nap", &["config", &app]);
     masked.assert_ok();
@@ -85,7 +85,7 @@ fn config_set_reaches_the_app_as_a_new_release_and_unset_removes_it() {
     let quiet = gateway.ssh(&admin, "nap", &["config", "set", &app, "LATER=1", "--no-restart"]);
     quiet.assert_ok();
     assert!(quiet.stdout.contains("takes effect with the next release"), "{}", quiet.stdout);
-    assert_eq!(containers_of(&app), vec![format!("nap-{app}-v2")]);
+    assert_eq!(containers_of(&app), vec![format!("nap-{app}-v2-web.1")]);
 
     let unset = json(&gateway.ssh(&admin, "nap", &["config", "unset", &app, "GREETING", "--json"]));
     assert_eq!(unset["version"], 3);
@@ -159,7 +159,7 @@ fn ps_logs_and_restart() {
     let instance = &ps[0];
     assert_eq!(instance["release"], 1);
     assert_eq!(instance["state"], "running");
-    assert_eq!(instance["container"], format!("nap-{app}-v1"));
+    assert_eq!(instance["container"], format!("nap-{app}-v1-web.1"));
     assert_eq!(instance["url"], url.as_str());
     assert!(gateway.ssh(&admin, "nap", &["ps", &app]).stdout.contains("running"));
 
@@ -172,14 +172,14 @@ fn ps_logs_and_restart() {
     // never restarts in place.
     let restart = json(&gateway.ssh(&admin, "nap", &["restart", &app, "--json"]));
     assert_eq!(restart["release"], 1);
-    assert_eq!(restart["container"], format!("nap-{app}-v1.1"));
+    assert_eq!(restart["container"], format!("nap-{app}-v1.1-web.1"));
     let exists = |name: &str| docker(&["inspect", name]).code == Some(0);
-    assert!(!exists(&format!("nap-{app}-v1")), "the old instance is retired");
+    assert!(!exists(&format!("nap-{app}-v1-web.1")), "the old instance is retired");
     let url = restart["url"].as_str().expect("the fresh instance's url");
     assert!(wait_for_body(url, "hello from web", ANSWER));
     let ps = json(&gateway.ssh(&admin, "nap", &["ps", &app, "--json"]));
     assert_eq!(ps.as_array().map(Vec::len), Some(1), "{ps}");
-    assert_eq!(ps[0]["container"], format!("nap-{app}-v1.1"));
+    assert_eq!(ps[0]["container"], format!("nap-{app}-v1.1-web.1"));
 }
 
 /// Open file descriptors of a process: a leaked Docker log request or task

@@ -25,10 +25,14 @@ fn first_push_builds_tags_pushes_runs_and_prints_the_url() {
     let url = push.url().expect("the push prints the app's URL");
     // No host port is published: with the router off, the URL is the
     // container's own address on nap's network.
-    let ip =
-        nap_tests::docker(&["inspect", "-f", "{{.NetworkSettings.Networks.nap.IPAddress}}", &format!("nap-{app}-v1")]);
+    let ip = nap_tests::docker(&[
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.Networks.nap.IPAddress}}",
+        &format!("nap-{app}-v1-web.1"),
+    ]);
     assert_eq!(url, format!("http://{}:5000/", ip.stdout.trim()));
-    let ports = nap_tests::docker(&["port", &format!("nap-{app}-v1")]);
+    let ports = nap_tests::docker(&["port", &format!("nap-{app}-v1-web.1")]);
     assert!(ports.stdout.trim().is_empty(), "a host port is published: {ports:?}");
     assert!(wait_for_body(&url, "hello from web", ANSWER), "{url} does not answer");
 
@@ -39,8 +43,9 @@ fn first_push_builds_tags_pushes_runs_and_prints_the_url() {
     assert!(tags.contains(&"v1".to_owned()), "{tags:?}");
     assert!(tags.contains(&format!("git-{}", &repo.head()[..7])), "{tags:?}");
     // One container, readable name, restart policy unless-stopped.
-    assert_eq!(containers_of(&app), vec![format!("nap-{app}-v1")]);
-    let policy = nap_tests::docker(&["inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", &format!("nap-{app}-v1")]);
+    assert_eq!(containers_of(&app), vec![format!("nap-{app}-v1-web.1")]);
+    let policy =
+        nap_tests::docker(&["inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", &format!("nap-{app}-v1-web.1")]);
     assert_eq!(policy.stdout.trim(), "unless-stopped");
 }
 
@@ -57,10 +62,10 @@ fn next_push_replaces_the_release_and_retires_the_old_container() {
     repo.commit("index.html", "second version\n");
     let second = repo.push(&gateway, &alice, &app, "master");
     second.assert_ok();
-    assert!(second.stderr.contains(&format!("Retired nap-{app}-v1")), "{}", second.stderr);
+    assert!(second.stderr.contains(&format!("Retired nap-{app}-v1-web.1")), "{}", second.stderr);
     let url = second.url().expect("url");
     assert!(wait_for_body(&url, "second version", ANSWER));
-    assert_eq!(containers_of(&app), vec![format!("nap-{app}-v2")]);
+    assert_eq!(containers_of(&app), vec![format!("nap-{app}-v2-web.1")]);
     assert!(old_url == url || get(&old_url).is_none(), "the old release still answers at {old_url}");
 }
 

@@ -211,7 +211,7 @@ fn a_long_download_and_a_websocket_outlive_the_deploy_that_replaces_them() {
     repo.commit("reply", "v2\n");
     let pushed = repo.push(&gateway, &admin, &app, "master");
     pushed.assert_ok();
-    assert!(pushed.stderr.contains("Draining the previous release"), "{}", pushed.stderr);
+    assert!(pushed.stderr.contains("Draining the previous instances"), "{}", pushed.stderr);
 
     // New connections reach v2; the old WebSocket is still on v1 until retire_timeout.
     assert!(routed_body(&addr, &host, "v2"));
@@ -288,7 +288,7 @@ fn failures_get_their_status_and_log_line_and_the_router_keeps_serving() {
 
     // An instance that dies leaves the routes at once (503, not a wait on a
     // dead address), and comes back at the same address when it starts again.
-    let container = format!("nap-{stuck}-v1");
+    let container = format!("nap-{stuck}-v1-web.1");
     nap_tests::docker(&["stop", "--time", "1", &container]).assert_ok();
     // (A request that raced the unpublishing may still wait out the 4 s timeout.)
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -296,8 +296,8 @@ fn failures_get_their_status_and_log_line_and_the_router_keeps_serving() {
         assert!(Instant::now() < deadline, "a dead instance is still routed:\n{}", gateway.log());
         std::thread::sleep(Duration::from_millis(50));
     }
-    let log = gateway.log_until(|log| log.contains("the serving instance died; unpublished"));
-    assert!(log.contains("the serving instance died; unpublished"), "{log}");
+    let log = gateway.log_until(|log| log.contains("a routed instance died; unpublished"));
+    assert!(log.contains("a routed instance died; unpublished"), "{log}");
     nap_tests::docker(&["start", &container]).assert_ok();
     assert!(routed_body(&addr, &stuck_host, "hello from upstream"), "the instance came back");
     healthy();

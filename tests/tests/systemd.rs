@@ -26,26 +26,26 @@ fn a_push_becomes_an_enabled_unit_that_systemctl_controls_and_a_reboot_brings_ba
 
     let first = repo.push(&gateway, &admin, &app, "master");
     first.assert_ok();
-    assert!(first.stderr.contains(&format!("Starting nap-{app}@1.service")), "{}", first.stderr);
-    let status = host.systemctl(&["status", &format!("nap-{app}@1")]);
+    assert!(first.stderr.contains(&format!("Starting nap-{app}@1.web.1.service")), "{}", first.stderr);
+    let status = host.systemctl(&["status", &format!("nap-{app}@1.web.1")]);
     assert!(status.stdout.contains("Active: active (running)"), "{status:?}");
     assert!(status.stdout.contains("enabled;"), "{status:?}");
 
     repo.commit("index.html", "second\n");
     let second = repo.push(&gateway, &admin, &app, "master");
     second.assert_ok();
-    assert!(second.stderr.contains(&format!("Retired nap-{app}@1.service")), "{}", second.stderr);
+    assert!(second.stderr.contains(&format!("Retired nap-{app}@1.web.1.service")), "{}", second.stderr);
     let url = second.url().expect("url");
     assert!(wait_for_body(&url, "second", ANSWER));
-    assert!(!host.unit_dir().join(format!("nap-{app}@1.service")).exists(), "the old unit file is left");
+    assert!(!host.unit_dir().join(format!("nap-{app}@1.web.1.service")).exists(), "the old unit file is left");
     let units = host.systemctl(&["list-units", "--all", "--plain", "--no-legend", &format!("nap-{app}@*")]);
     assert_eq!(units.stdout.lines().count(), 1, "{units:?}");
-    assert!(units.stdout.contains(&format!("nap-{app}@2.service")), "{units:?}");
+    assert!(units.stdout.contains(&format!("nap-{app}@2.web.1.service")), "{units:?}");
 
     // systemctl restart, as an admin would.
-    let container = format!("nap-{app}-v2");
+    let container = format!("nap-{app}-v2-web.1");
     let before = started_at(&container);
-    host.systemctl(&["restart", &format!("nap-{app}@2")]).assert_ok();
+    host.systemctl(&["restart", &format!("nap-{app}@2.web.1")]).assert_ok();
     assert!(wait_for_body(&url, "second", ANSWER));
     assert_ne!(started_at(&container), before, "systemctl restart did not restart the app");
 
@@ -72,7 +72,7 @@ fn config_rollback_restart_and_destroy_under_systemd() {
     set.assert_ok();
     let url = set.stdout.split("live at ").nth(1).expect("url").trim().to_owned();
     assert!(wait_for_body(&format!("{url}cgi-bin/env"), "GREETING=from-systemd", ANSWER));
-    assert!(host.systemctl(&["is-active", &format!("nap-{app}@3")]).stdout.starts_with("active"));
+    assert!(host.systemctl(&["is-active", &format!("nap-{app}@3.web.1")]).stdout.starts_with("active"));
 
     let back = gateway.ssh(&admin, "nap", &["rollback", &app, "v1"]);
     back.assert_ok();
@@ -83,17 +83,17 @@ fn config_rollback_restart_and_destroy_under_systemd() {
     let restart = gateway.ssh(&admin, "nap", &["restart", &app, "--json"]);
     restart.assert_ok();
     let restart: serde_json::Value = serde_json::from_str(&restart.stdout).expect("json");
-    assert_eq!(restart["container"], format!("nap-{app}-v4.1"));
-    assert!(host.systemctl(&["is-active", &format!("nap-{app}@4.1")]).stdout.starts_with("active"));
-    assert!(!host.unit_dir().join(format!("nap-{app}@4.service")).exists(), "the old unit is left");
+    assert_eq!(restart["container"], format!("nap-{app}-v4.1-web.1"));
+    assert!(host.systemctl(&["is-active", &format!("nap-{app}@4.1.web.1")]).stdout.starts_with("active"));
+    assert!(!host.unit_dir().join(format!("nap-{app}@4.web.1.service")).exists(), "the old unit is left");
     assert!(wait_for_body(restart["url"].as_str().expect("url"), "one", ANSWER));
 
     // `limits set` runs v5 as a unit whose container has them.
     gateway.ssh(&admin, "nap", &["limits", "set", &app, "memory=64m", "pids=64"]).assert_ok();
-    let unit = std::fs::read_to_string(host.unit_dir().join(format!("nap-{app}@5.service"))).expect("unit");
+    let unit = std::fs::read_to_string(host.unit_dir().join(format!("nap-{app}@5.web.1.service"))).expect("unit");
     assert!(unit.contains("--memory=67108864 --memory-swap=67108864 --pids-limit=64 "), "{unit}");
     let format = "{{.HostConfig.Memory}} {{.HostConfig.PidsLimit}}";
-    let inspect = nap_tests::docker(&["inspect", "--format", format, &format!("nap-{app}-v5")]);
+    let inspect = nap_tests::docker(&["inspect", "--format", format, &format!("nap-{app}-v5-web.1")]);
     assert_eq!(inspect.assert_ok().stdout.trim(), "67108864 64");
 
     gateway.ssh(&admin, "nap", &["apps", "destroy", &app, "--force"]).assert_ok();
@@ -127,12 +127,12 @@ fn a_unit_that_fails_to_start_is_refused_with_its_state_and_log_and_the_old_one_
     repo.become_kind(AppKind::Exits);
     let bad = repo.push(&gateway, &admin, &app, "master");
     bad.assert_failed_with("pre-receive hook declined");
-    bad.assert_failed_with(&format!("nap-{app}@2.service is "));
+    bad.assert_failed_with(&format!("nap-{app}@2.web.1.service is "));
     bad.assert_failed_with("crashing on purpose");
     bad.assert_failed_with(&format!("{app} keeps serving v1 at {url}"));
     assert!(wait_for_body(&url, "hello from web", ANSWER));
-    assert!(!host.unit_dir().join(format!("nap-{app}@2.service")).exists(), "the failed unit is left");
-    assert!(host.systemctl(&["is-active", &format!("nap-{app}@1")]).stdout.starts_with("active"));
+    assert!(!host.unit_dir().join(format!("nap-{app}@2.web.1.service")).exists(), "the failed unit is left");
+    assert!(host.systemctl(&["is-active", &format!("nap-{app}@1.web.1")]).stdout.starts_with("active"));
 }
 
 #[test]
@@ -154,13 +154,13 @@ fn the_runner_defaults_to_systemd_when_it_is_on_the_bus_and_to_docker_otherwise(
     let app = unique("detect");
     let run = admin_push(&detected, &app);
     run.assert_ok();
-    assert!(run.stderr.contains(&format!("Starting nap-{app}@1.service")), "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("Starting nap-{app}@1.web.1.service")), "{}", run.stderr);
 
     let nobody = "system_bus = \"unix:path=/nonexistent/bus\"\n";
     let app = unique("nobus");
     let run = admin_push(nobody, &app);
     run.assert_ok();
-    assert!(run.stderr.contains(&format!("Starting nap-{app}-v1")), "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("Starting nap-{app}-v1-web.1")), "{}", run.stderr);
 
     let app = unique("badbus");
     let run = admin_push(&format!("runner = \"systemd\"\n{nobody}"), &app);
@@ -182,9 +182,9 @@ fn the_unit_template_can_be_overridden_from_a_directory() {
     let admin = gateway.user("admin");
     let app = unique("custom");
     AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master").assert_ok();
-    let shown = host.systemctl(&["show", "-p", "Description", &format!("nap-{app}@1")]);
+    let shown = host.systemctl(&["show", "-p", "Description", &format!("nap-{app}@1.web.1")]);
     assert!(shown.stdout.starts_with("Description=our custom nap app"), "{shown:?}");
     let ps = gateway.ssh(&admin, "nap", &["ps", &app, "--json"]);
     ps.assert_ok();
-    assert!(ps.stdout.contains(&format!("\"unit\": \"nap-{app}@1.service\"")), "{}", ps.stdout);
+    assert!(ps.stdout.contains(&format!("\"unit\": \"nap-{app}@1.web.1.service\"")), "{}", ps.stdout);
 }

@@ -59,7 +59,7 @@ pub async fn upload_pack(ctx: &Arc<Context>, caller: &Caller, repo: &str, mut io
 /// its own: if the client goes away, the whole group (git and the deploy hook
 /// under it) is killed, which also frees the app's deploy lock.
 async fn run_git(ctx: &Arc<Context>, caller: &Caller, app: &AppName, service: &str, repo: PathBuf, io: Io) -> u32 {
-    let Io { mut stdin, mut stdout, mut stderr, client_gone } = io;
+    let Io { mut stdin, mut stdout, mut stderr, client_gone, .. } = io;
     // A push's pre-receive hook runs with exactly these settings; the file
     // goes when git is done. A fetch runs no hook and needs none.
     let input = if service == "receive-pack" {

@@ -1,9 +1,11 @@
-//! `ps`, `logs` and `restart`: the app's running instances.
+//! `ps`, `ps scale`, `logs` and `restart`: the app's running instances.
 
 use std::fmt::Write as _;
 
+use clap::{Args, Subcommand};
 use futures_util::StreamExt;
-use nap_runner::RunnerKind;
+use futures_util::stream::BoxStream;
+use nap_runner::{RunnerKind, Scale};
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -14,11 +16,47 @@ use crate::caller::Caller;
 use crate::context::{Context, Io};
 use crate::deploy;
 
-pub async fn ps(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, CommandError> {
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct PsArgs {
+    /// The app whose instances to show
+    #[arg(required = true)]
+    app: Option<String>,
+    #[command(subcommand)]
+    command: Option<PsCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+enum PsCommand {
+    /// Set how many instances of each process type run, e.g. web=2 worker=1
+    ///
+    /// No new release is made: instances start or stop beside the serving
+    /// ones, and the counts hold for later releases. By default one web
+    /// instance runs, and none of the other types.
+    Scale {
+        app: String,
+        #[arg(required = true, value_name = "TYPE=COUNT")]
+        counts: Vec<String>,
+    },
+}
+
+pub async fn run(ctx: &Context, caller: &Caller, args: PsArgs, io: &mut Io) -> Result<Reply, CommandError> {
+    match args.command {
+        None => ps(ctx, caller, args.app.as_deref().unwrap_or_default()).await,
+        Some(PsCommand::Scale { app, counts }) => scale(ctx, caller, &app, &counts, io).await,
+    }
+}
+
+async fn ps(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, CommandError> {
     let app = existing_app(ctx, caller, name).await?;
     let runner = ctx.runner().await?;
     let mut instances = runner.instances(Some(app.as_str())).await?.remove(app.as_str()).unwrap_or_default();
-    instances.sort_by_key(|i| i.release);
+    instances.sort_by_key(nap_runner::Instance::id);
+    // Crashes nap counted (liveness), or Docker's restarts, whichever saw more.
+    let counted = ctx.store.crashes(app.as_str()).await?;
+    for instance in &mut instances {
+        instance.crashes = instance.crashes.max(counted.get(&instance.name).copied().unwrap_or(0));
+    }
     let now = OffsetDateTime::now_utc();
     let systemd = runner.kind() == RunnerKind::Systemd;
     let what = match runner.kind() {
@@ -26,9 +64,12 @@ pub async fn ps(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, Com
         RunnerKind::Kubernetes => "POD",
         RunnerKind::Docker => "CONTAINER",
     };
-    // Behind the router every instance serves the app's one address.
+    // Behind the router every web instance serves the app's one address.
     let app_url = ctx.settings.app_url(app.as_str()).filter(|_| runner.kind() != RunnerKind::Kubernetes);
-    let mut text = format!("{:<8} {:<40} {:<12} {:<10} {}\n", "RELEASE", what, "STATE", "UPTIME", "URL");
+    let mut text = format!(
+        "{:<12} {:<8} {:<12} {:<9} {:<10} {:<40} {}\n",
+        "INSTANCE", "RELEASE", "STATE", "RESTARTS", "UPTIME", "URL", what
+    );
     let mut rows = Vec::new();
     for instance in &instances {
         let uptime = instance
@@ -36,23 +77,32 @@ pub async fn ps(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, Com
             .as_deref()
             .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
             .map(|started| (now - started).whole_seconds().max(0));
-        let direct = instance.address.as_ref().map(|address| format!("http://{address}/"));
-        let url = app_url.clone().filter(|_| instance.address.is_some()).or(direct);
+        let web = instance.process.is_web();
+        let direct = instance.address.as_ref().filter(|_| web).map(|address| format!("http://{address}/"));
+        let url = app_url.clone().filter(|_| web && instance.address.is_some()).or(direct);
         let unit = systemd.then(|| instance.id().unit(app.as_str()));
+        let name =
+            if runner.kind() == RunnerKind::Kubernetes { instance.process.to_string() } else { instance.id().name() };
         let _ = writeln!(
             text,
-            "{:<8} {:<40} {:<12} {:<10} {}",
+            "{:<12} {:<8} {:<12} {:<9} {:<10} {:<40} {}",
+            name,
             format!("v{}", instance.release),
-            unit.as_deref().unwrap_or(&instance.name),
             instance.state,
-            uptime.map_or_else(|| "-".into(), human_duration),
-            url.as_deref().unwrap_or("-")
+            instance.crashes,
+            uptime.map_or_else(|| "-".into(), |s| format!("up {}", human_duration(s))),
+            url.as_deref().unwrap_or("-"),
+            unit.as_deref().unwrap_or(&instance.name),
         );
         rows.push(json!({
+            "instance": name,
+            "type": instance.process,
+            "index": instance.index,
             "release": instance.release,
             "container": instance.name,
             "unit": unit,
             "state": instance.state,
+            "restarts": instance.crashes,
             "uptime_seconds": uptime,
             "address": instance.address,
             "url": url,
@@ -64,8 +114,36 @@ pub async fn ps(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, Com
     Ok(Reply::new(text, json!(rows)))
 }
 
-/// Streams the current release's output. With `follow` it runs until the
-/// client goes away; dropping the Docker log stream then closes its request.
+/// `ps scale APP web=2 worker=1`.
+async fn scale(
+    ctx: &Context,
+    caller: &Caller,
+    name: &str,
+    counts: &[String],
+    io: &mut Io,
+) -> Result<Reply, CommandError> {
+    let app = existing_app(ctx, caller, name).await?;
+    let mut changes: Vec<Scale> = Vec::new();
+    for count in counts {
+        let change: Scale = count.parse().map_err(CommandError::Scale)?;
+        if changes.iter().any(|c| c.kind == change.kind) {
+            return Err(CommandError::ScaleTwice(change.kind));
+        }
+        changes.push(change);
+    }
+    let who = caller.name();
+    let counts =
+        with_flow_reporter(io, |report| async move { deploy::scale(ctx, &app, &changes, who, &report).await }).await?;
+    let said: Vec<String> = counts.iter().map(|(kind, count)| format!("{kind}={count}")).collect();
+    let json: serde_json::Map<String, serde_json::Value> =
+        counts.iter().map(|(kind, count)| (kind.to_string(), json!(count))).collect();
+    Ok(Reply::new(format!("scaled {name}: {}", said.join(" ")), json!({ "name": name, "formation": json })))
+}
+
+/// Streams the output of the app's instances, interleaved, each line
+/// prefixed with its instance as Heroku does (`app[web.1]: ...`): the last
+/// `tail` lines of each, then with `follow` whatever comes until the client
+/// goes away; dropping the Docker log streams then closes their requests.
 pub async fn logs(
     ctx: &Context,
     caller: &Caller,
@@ -75,11 +153,26 @@ pub async fn logs(
     io: &mut Io,
 ) -> Result<Reply, CommandError> {
     let app = existing_app(ctx, caller, name).await?;
-    let Some(container) = ctx.store.current_release(app.as_str()).await?.and_then(|r| r.workload) else {
+    let Some(current) = ctx.store.current_release(app.as_str()).await? else {
         return Err(CommandError::NothingRunning(app));
     };
     let runner = ctx.runner().await?;
-    let mut stream = runner.logs(app.as_str(), &container, tail, follow);
+    let streams = if runner.kind() == RunnerKind::Kubernetes {
+        vec![runner.logs(app.as_str(), "", tail, follow)]
+    } else {
+        let serving = nap_runner::InstanceId::web(current.version, current.restarts);
+        let mut instances = runner.instances(Some(app.as_str())).await?.remove(app.as_str()).unwrap_or_default();
+        instances.retain(|instance| instance.id().same_start(&serving));
+        instances.sort_by_key(nap_runner::Instance::id);
+        instances
+            .iter()
+            .map(|instance| {
+                let prefix = format!("app[{}]: ", instance.id().name());
+                prefixed(runner.logs(app.as_str(), &instance.name, tail, follow), prefix)
+            })
+            .collect()
+    };
+    let mut stream = futures_util::stream::select_all(streams);
     loop {
         let chunk = tokio::select! {
             chunk = stream.next() => chunk,
@@ -92,6 +185,37 @@ pub async fn logs(
         }
     }
     Ok(Reply::Streamed)
+}
+
+/// An instance's output as whole lines, each starting with `prefix`.
+fn prefixed(
+    output: BoxStream<'static, Result<bytes::Bytes, nap_runner::RunError>>,
+    prefix: String,
+) -> BoxStream<'static, Result<bytes::Bytes, nap_runner::RunError>> {
+    let lines = crate::report::Lines::default();
+    futures_util::stream::unfold((output, lines, prefix, false), |(mut output, mut lines, prefix, done)| async move {
+        if done {
+            return None;
+        }
+        let text = |lines: Vec<String>| {
+            lines.into_iter().fold(String::new(), |mut text, line| {
+                let _ = writeln!(text, "{prefix}{line}");
+                text
+            })
+        };
+        match output.next().await {
+            Some(Ok(chunk)) => {
+                let block = text(lines.push(&chunk));
+                Some((Ok(bytes::Bytes::from(block)), (output, lines, prefix, false)))
+            }
+            Some(Err(err)) => Some((Err(err), (output, lines, prefix, true))),
+            None => {
+                let block = text(lines.rest().into_iter().collect());
+                Some((Ok(bytes::Bytes::from(block)), (output, crate::report::Lines::default(), prefix, true)))
+            }
+        }
+    })
+    .boxed()
 }
 
 /// Streams the router's access-log lines of the app: the last `tail` (all

@@ -94,7 +94,7 @@ pub async fn rollback(
         app: app.clone(),
         who: caller.name().to_owned(),
         cause: ReleaseCause::Rollback { key: caller.name().to_owned(), to: target.version },
-        source: Source::Image { commit: target.commit.clone(), image: target.image.clone(), port: target.port },
+        source: Source::Release(Box::new(target.clone())),
         config: ConfigChange::Replace(target.config.clone()),
         limits: crate::deploy::LimitsChange::Keep,
     };

@@ -422,12 +422,13 @@ where
                 Ok(stream) => break stream,
                 Err(Failure::Client) => return Next::Close,
                 Err(Failure::Refused(why)) if forward.again => {
-                    // Sent once more, to the instance the table names now: a
-                    // switch may have just retired the one picked, or a
-                    // pooled connection closed as it was lent.
+                    // Sent once more, to another instance where there is one:
+                    // a switch may have just retired the one picked, it may
+                    // have just died, or a pooled connection closed as it
+                    // was lent.
                     debug!(%app, upstream = %forward.upstream, error = %why, "upstream refused; trying once more");
                     forward.again = false;
-                    match self.proxy.pick(&forward.host, &app) {
+                    match self.proxy.pick(&forward.host, &app, Some(forward.upstream)) {
                         Ok((upstream, guard)) => {
                             (forward.upstream, forward.guard) = (upstream, guard);
                             exchange.upstream = Some(upstream);

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::health::Health;
 use super::table::RouteTable;
 
 /// How long a router's key outlives the router.
@@ -32,13 +33,18 @@ pub struct Presence {
 }
 
 /// Requests in flight, by upstream.
-#[derive(Default)]
 pub struct Inflight {
     counts: Mutex<HashMap<SocketAddr, usize>>,
     drained: Notify,
+    /// What the router's own checks say of each instance.
+    health: Arc<Health>,
 }
 
 impl Inflight {
+    pub fn new(health: Arc<Health>) -> Inflight {
+        Inflight { counts: Mutex::default(), drained: Notify::new(), health }
+    }
+
     fn counts(&self) -> MutexGuard<'_, HashMap<SocketAddr, usize>> {
         self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -52,9 +58,18 @@ impl Inflight {
     /// router last told the store about, and is counted in what it tells,
     /// or it picks from the newer table. Nothing slips between a switch and
     /// the drain.
-    pub fn pick(self: &Arc<Self>, table: &RouteTable, host: &str) -> Option<(SocketAddr, InflightGuard)> {
+    ///
+    /// It picks the instance with the fewest requests in flight that passes
+    /// the router's checks, and not `avoid`.
+    pub fn pick(
+        self: &Arc<Self>,
+        table: &RouteTable,
+        host: &str,
+        avoid: Option<SocketAddr>,
+    ) -> Option<(SocketAddr, InflightGuard)> {
         let mut counts = self.counts();
-        let upstream = table.routes().get(host)?.pick()?;
+        let load = |upstream| counts.get(&upstream).copied().unwrap_or(0);
+        let upstream = table.routes().get(host)?.pick(load, |upstream| self.health.is_up(upstream), avoid)?;
         *counts.entry(upstream).or_default() += 1;
         Some((upstream, InflightGuard { inflight: Arc::clone(self), upstream }))
     }

@@ -154,17 +154,23 @@ impl Proxy {
                 if https == 443 { format!("https://{host}{path}") } else { format!("https://{host}:{https}{path}") };
             return Ok(Decision::Redirect(location));
         }
-        let (upstream, guard) = self.pick(host, &app)?;
+        let (upstream, guard) = self.pick(host, &app, None)?;
         exchange.upstream = Some(upstream);
         Ok(Decision::Forward(upstream, guard))
     }
 
-    /// An instance of `app`, at `host`, as the table has it now, counted in
-    /// flight from now until the guard goes: the release flow waits for
-    /// that before it retires the instance.
-    pub(super) fn pick(&self, host: &str, app: &str) -> Result<(SocketAddr, InflightGuard), Refusal> {
+    /// An instance of `app`, at `host`, as the table has it now (not
+    /// `avoid`, which just refused), counted in flight from now until the
+    /// guard goes: the release flow waits for that before it retires the
+    /// instance.
+    pub(super) fn pick(
+        &self,
+        host: &str,
+        app: &str,
+        avoid: Option<SocketAddr>,
+    ) -> Result<(SocketAddr, InflightGuard), Refusal> {
         self.inflight
-            .pick(&self.table, host)
+            .pick(&self.table, host, avoid)
             .ok_or_else(|| Refusal(StatusCode::SERVICE_UNAVAILABLE, format!("{app} has no instance serving")))
     }
 
@@ -234,8 +240,9 @@ impl Proxy {
         let forwarding = Forwarding { peer, host, port, id: &exchange.id, upgrade: upgrade.as_ref() };
         forwarding.apply(req.headers_mut());
         // A bodiless GET, HEAD or OPTIONS that failed before any answer is
-        // sent once more, to the instance the table names then: a switch may
-        // have just retired the one picked, or a pooled connection closed.
+        // sent once more, to another instance where there is one: a switch
+        // may have just retired the one picked, it may have just died, or a
+        // pooled connection closed.
         let again = (matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
             && req.body().is_end_stream()
             && upgrade.is_none())
@@ -244,7 +251,7 @@ impl Proxy {
         if let (Err(Failure::Refused(err)), Some((method, uri, headers))) = (&sent, again) {
             debug!(%app, %upstream, error = %err, "upstream refused; trying once more");
             drop(guard);
-            (upstream, guard) = self.pick(host, &app)?;
+            (upstream, guard) = self.pick(host, &app, Some(upstream))?;
             exchange.upstream = Some(upstream);
             let mut retry = Request::new(Either::Right(Empty::new()));
             *retry.method_mut() = method;

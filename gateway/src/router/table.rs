@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures_util::StreamExt;
+use nap_runner::HealthCheck;
 use nap_state::Certificate;
 use nap_state::{Store, StoreError, WatchEvent, instance_addresses, layout};
 use rustls::sign::CertifiedKey;
@@ -32,14 +33,36 @@ pub struct Route {
     /// Plain HTTP gets 308 to HTTPS where the host has a certificate
     /// (`https APP force`).
     pub force_https: bool,
+    /// The check the router keeps making of its instances (app.json's);
+    /// `None`: any HTTP answer.
+    pub check: Option<Arc<HealthCheck>>,
     next: AtomicUsize,
 }
 
 impl Route {
-    /// The next instance, in turn; `None` when none serves.
-    pub fn pick(&self) -> Option<SocketAddr> {
+    /// The instance with the fewest requests outstanding (`load`), among
+    /// those that pass their checks (`up`) and are not `avoid` (one that
+    /// just refused a request); ties are taken in turn. Fails open: when
+    /// every instance fails its check, one of them still gets the request.
+    /// `None` when none serves.
+    pub fn pick(
+        &self,
+        load: impl Fn(SocketAddr) -> usize,
+        up: impl Fn(SocketAddr) -> bool,
+        avoid: Option<SocketAddr>,
+    ) -> Option<SocketAddr> {
         let count = self.upstreams.len();
-        (count > 0).then(|| self.upstreams[self.next.fetch_add(1, Ordering::Relaxed) % count])
+        if count == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let in_turn = (0..count).map(|i| self.upstreams[(start + i) % count]);
+        let others = || in_turn.clone().filter(|upstream| Some(*upstream) != avoid);
+        others()
+            .filter(|upstream| up(*upstream))
+            .min_by_key(|upstream| load(*upstream))
+            .or_else(|| others().min_by_key(|upstream| load(*upstream)))
+            .or_else(|| in_turn.clone().next())
     }
 }
 
@@ -49,6 +72,7 @@ impl Route {
 pub struct Routes {
     by_host: HashMap<String, Arc<Route>>,
     certs: HashMap<String, Arc<CertifiedKey>>,
+    domain: String,
 }
 
 impl Routes {
@@ -72,10 +96,18 @@ impl Routes {
             .filter(|(_, value)| value.as_slice() == b"force")
             .filter_map(|(key, _)| layout::parse_app_https(key))
             .collect();
+        let checks: HashMap<&str, Arc<HealthCheck>> = keys
+            .iter()
+            .filter_map(|(key, value)| Some((layout::parse_app_healthcheck(key)?, value)))
+            .filter_map(|(app, value)| {
+                Some((app, Arc::new(serde_json::from_slice::<Option<HealthCheck>>(value).ok()??)))
+            })
+            .collect();
         let mut by_host = HashMap::new();
         for (app, upstreams) in upstreams {
             let force_https = forced.contains(&app);
-            let route = Arc::new(Route { app: app.into(), upstreams, force_https, next: AtomicUsize::new(0) });
+            let check = checks.get(app).cloned();
+            let route = Arc::new(Route { app: app.into(), upstreams, force_https, check, next: AtomicUsize::new(0) });
             for host in hosts.remove(app).unwrap_or_default() {
                 by_host.insert(host, Arc::clone(&route));
             }
@@ -98,7 +130,7 @@ impl Routes {
                 Err(err) => warn!(%app, %host, error = %err, "route table: a stored certificate is not usable"),
             }
         }
-        Routes { by_host, certs }
+        Routes { by_host, certs, domain: domain.to_owned() }
     }
 
     /// The certificate for server name `host`: its own, else its wildcard's.
@@ -114,6 +146,17 @@ impl Routes {
     /// Every instance the table routes to.
     pub fn upstreams(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.by_host.values().flat_map(|route| route.upstreams.iter().copied())
+    }
+
+    /// Every instance once, with the host it is checked as (`APP.DOMAIN`)
+    /// and its app's check.
+    pub fn checked(&self) -> impl Iterator<Item = (SocketAddr, String, Option<&Arc<HealthCheck>>)> + '_ {
+        let mut seen = std::collections::HashSet::new();
+        self.by_host.values().flat_map(move |route| {
+            let host = format!("{}.{}", route.app, self.domain);
+            let fresh: Vec<SocketAddr> = route.upstreams.iter().copied().filter(|u| seen.insert(*u)).collect();
+            fresh.into_iter().map(move |upstream| (upstream, host.clone(), route.check.as_ref()))
+        })
     }
 }
 
@@ -175,7 +218,8 @@ impl RouteTable {
                     || layout::parse_app_record(&key).is_some()
                     || layout::parse_app_domain(&key).is_some()
                     || layout::parse_app_cert(&key).is_some()
-                    || layout::parse_app_https(&key).is_some();
+                    || layout::parse_app_https(&key).is_some()
+                    || layout::parse_app_healthcheck(&key).is_some();
             }
             if changed {
                 self.swap(&keys);
@@ -214,8 +258,19 @@ mod tests {
         keys.insert(layout::app_record("fresh"), b"{}".to_vec());
         let routes = Routes::from_keys(&keys, "apps.example.com");
         let shop = routes.get("shop.apps.example.com").expect("shop's route");
-        let picked: Vec<_> = (0..3).filter_map(|_| shop.pick()).map(|a| a.port()).collect();
-        assert_eq!(picked, [4001, 4002, 4001]);
+        let idle = |_| 0;
+        let up = |_| true;
+        let picked: Vec<_> = (0..3).filter_map(|_| shop.pick(idle, up, None)).map(|a| a.port()).collect();
+        assert_eq!(picked, [4001, 4002, 4001], "idle instances in turn");
+        let busy_first = |a: SocketAddr| usize::from(a.port() == 4001);
+        let picked: Vec<_> = (0..3).filter_map(|_| shop.pick(busy_first, up, None)).map(|a| a.port()).collect();
+        assert_eq!(picked, [4002, 4002, 4002], "the fewest requests outstanding");
+        let first_down = |a: SocketAddr| a.port() != 4001;
+        assert_eq!(shop.pick(idle, first_down, None).map(|a| a.port()), Some(4002), "a failing instance is left out");
+        assert!(shop.pick(idle, |_| false, None).is_some(), "all failing: fail open");
+        let avoided =
+            (0..4).filter_map(|_| shop.pick(idle, up, "10.0.0.7:4002".parse().ok())).all(|a| a.port() == 4001);
+        assert!(avoided, "a retry goes to another instance");
         let half = routes.get("half.apps.example.com").expect("an app whose instance has no port yet");
         assert_eq!(half.upstreams.len(), 0);
         let fresh = routes.get("fresh.apps.example.com").expect("an app with no instance at all: 503, not 404");
@@ -231,7 +286,7 @@ mod tests {
         assert!(routes.get("a.b.shop.test").is_none(), "a wildcard covers one label");
         assert_eq!(routes.get("idle.test").map(|r| r.upstreams.len()), Some(0), "a host with no instance: 503");
         let half = routes.get("half.apps.example.com").expect("still there");
-        assert_eq!(half.pick(), None, "no instance to route to: the router answers 503");
+        assert_eq!(half.pick(|_| 0, |_| true, None), None, "no instance to route to: the router answers 503");
         assert!(routes.get("shop.localhost").is_none());
     }
 }

@@ -29,9 +29,22 @@ pub async fn refuse(channel: Channel<Msg>, why: impl std::fmt::Display) {
     let _ = outgoing.close().await;
 }
 
-pub async fn serve_exec(ctx: Arc<Context>, caller: Caller, command: String, channel: Channel<Msg>) {
+pub async fn serve_exec(
+    ctx: Arc<Context>,
+    caller: Caller,
+    command: String,
+    channel: Channel<Msg>,
+    terminal: Option<(u16, u16)>,
+) {
     let (mut incoming, outgoing) = channel.split();
     let client_gone = CancellationToken::new();
+    let (resized, terminal) = match terminal {
+        Some(size) => {
+            let (resized, watched) = tokio::sync::watch::channel(size);
+            (Some(resized), Some(watched))
+        }
+        None => (None, None),
+    };
     let (stdin, mut stdin_tx) = tokio::io::simplex(STDIN_BUFFER);
     let parsed = remote::parse(&command, &ctx.settings.git_remote());
     // A command that reads no input never drains it: the pump, blocked on a
@@ -58,6 +71,11 @@ pub async fn serve_exec(ctx: Arc<Context>, caller: Caller, command: String, chan
                         let _ = stdin_tx.shutdown().await;
                         open = false;
                     }
+                    Some(ChannelMsg::WindowChange { col_width, row_height, .. }) => {
+                        if let Some(resized) = &resized {
+                            let _ = resized.send(super::handler::terminal_size(col_width, row_height));
+                        }
+                    }
                     Some(ChannelMsg::Close) | None => {
                         client_gone.cancel();
                         return;
@@ -73,6 +91,7 @@ pub async fn serve_exec(ctx: Arc<Context>, caller: Caller, command: String, chan
         stdout: Box::new(outgoing.make_writer()),
         stderr: Box::new(outgoing.make_writer_ext(Some(1))),
         client_gone,
+        terminal,
     };
     let status = remote::run(&ctx, &caller, parsed, &command, io).await;
     tracing::info!(status, "command ended");

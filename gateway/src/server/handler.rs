@@ -30,11 +30,21 @@ pub struct Connection {
     key: Option<AuthorizedKey>,
     /// Opened session channels waiting for their exec request.
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// The terminal size (columns, rows) each channel's pty request asked for.
+    terminals: HashMap<ChannelId, (u16, u16)>,
 }
 
 impl Connection {
     pub fn new(ctx: Arc<Context>, commands: TaskTracker, startup: Startup, logged_in: CancellationToken) -> Self {
-        Connection { ctx, commands, startup: Some(startup), logged_in, key: None, channels: HashMap::new() }
+        Connection {
+            ctx,
+            commands,
+            startup: Some(startup),
+            logged_in,
+            key: None,
+            channels: HashMap::new(),
+            terminals: HashMap::new(),
+        }
     }
 
     async fn lookup(&self, key: &russh::keys::PublicKey) -> Option<AuthorizedKey> {
@@ -61,7 +71,9 @@ impl Connection {
         };
         self.key = Some(key.clone());
         let ctx = Arc::clone(&self.ctx);
-        self.commands.spawn(super::channel::serve_exec(ctx, Caller::Key(key), command, channel).instrument(span));
+        let terminal = self.terminals.remove(&id);
+        let exec = super::channel::serve_exec(ctx, Caller::Key(key), command, channel, terminal);
+        self.commands.spawn(exec.instrument(span));
         Ok(())
     }
 }
@@ -133,20 +145,30 @@ impl russh::server::Handler for Connection {
         Ok(())
     }
 
-    /// Accepted so that `ssh -t` works; commands do not use a terminal.
+    /// Accepted so that `ssh -t` works; `run` gives its container a
+    /// terminal of this size, and other commands do not use one.
     #[allow(clippy::too_many_arguments)]
     async fn pty_request(
         &mut self,
         id: ChannelId,
         _term: &str,
-        _col_width: u32,
-        _row_height: u32,
+        col_width: u32,
+        row_height: u32,
         _pix_width: u32,
         _pix_height: u32,
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.channels.contains_key(&id) {
+            self.terminals.insert(id, terminal_size(col_width, row_height));
+        }
         session.channel_success(id)?;
         Ok(())
     }
+}
+
+/// A terminal's size as the client says it, within what a terminal can be.
+pub fn terminal_size(columns: u32, rows: u32) -> (u16, u16) {
+    let clamp = |n: u32| u16::try_from(n.clamp(1, 10_000)).unwrap_or(80);
+    (clamp(columns), clamp(rows))
 }

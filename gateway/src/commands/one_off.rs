@@ -1,0 +1,151 @@
+//! `run APP [--type T] -- CMD ARGS...`: a one-off container of the app's
+//! current release, with the app's config as it is now, attached to the SSH channel: input,
+//! output and (with `ssh -t`) a terminal that follows the client's size.
+//! Its exit code is the command's exit status. It is removed when it ends,
+//! and when the client goes.
+
+use bollard::container::LogOutput;
+use clap::Args;
+use futures_util::StreamExt;
+use nap_runner::ProcessType;
+use nap_runner::docker::one_off::OneOff;
+use tokio::io::AsyncWriteExt;
+
+use super::{CommandError, Reply, existing_app};
+use crate::caller::Caller;
+use crate::context::{Context, Io};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The app whose current release runs the command
+    app: String,
+    /// Run this Procfile type's command (with no CMD), and name the
+    /// container after it
+    #[arg(long = "type", value_name = "TYPE")]
+    kind: Option<String>,
+    /// The command and its arguments, as words: never through a shell,
+    /// unless you run one (`-- sh -c '...'`)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OneOffError {
+    #[error("run needs a command: run APP -- CMD ARGS..., or run APP --type TYPE")]
+    NoCommand,
+    #[error(transparent)]
+    Type(#[from] nap_runner::process::InvalidProcessType),
+    #[error("{kind} is not a process type of {app}")]
+    UnknownType { app: String, kind: ProcessType },
+    #[error("{kind} runs the image's own command; give a command: run APP -- CMD")]
+    ImageCommand { kind: ProcessType },
+    #[error("run needs Docker on this host; the kubernetes runner does not run one-off containers yet")]
+    NotHere,
+}
+
+pub async fn run(ctx: &Context, caller: &Caller, args: RunArgs, io: &mut Io) -> Result<Reply, CommandError> {
+    let app = existing_app(ctx, caller, &args.app).await?;
+    let release =
+        ctx.store.current_release(app.as_str()).await?.ok_or_else(|| CommandError::NothingRunning(app.clone()))?;
+    let kind = args.kind.as_deref().map(ProcessType::parse).transpose().map_err(OneOffError::from)?;
+    let command = match (&kind, args.command.is_empty()) {
+        (_, false) => args.command,
+        (None, true) => return Err(OneOffError::NoCommand.into()),
+        (Some(kind), true) => {
+            let procfile =
+                nap_runner::Procfile::of(release.procfile.as_deref()).map_err(crate::deploy::DeployError::from)?;
+            if !procfile.declares(kind) {
+                return Err(OneOffError::UnknownType { app: app.to_string(), kind: kind.clone() }.into());
+            }
+            procfile.argv(kind.as_str()).ok_or_else(|| OneOffError::ImageCommand { kind: kind.clone() })?
+        }
+    };
+    let runner = ctx.runner().await?;
+    let docker = runner.one_offs().ok_or(OneOffError::NotHere)?;
+    // The app's config as it is now (`config set --no-restart` included).
+    let config = ctx.store.config(app.as_str()).await?;
+    let env: Vec<(String, String)> = config.into_iter().collect();
+    let terminal = io.terminal.as_ref().map(|size| *size.borrow());
+    let job = OneOff {
+        app: app.as_str(),
+        release: release.version,
+        image: &release.image,
+        command: &command,
+        env: &env,
+        limits: ctx.store.limits(app.as_str()).await?,
+        what: match &kind {
+            Some(kind) => format!("run-{kind}.{}", rand::random_range(1000..10000)),
+            None => format!("run.{}", rand::random_range(1000..10000)),
+        },
+        tty: terminal,
+        stdin: true,
+    };
+    let attached = docker.start_one_off(&job).await?;
+    let name = attached.name.clone();
+    tracing::info!(container = %name, "one-off started");
+    let ended = attach(docker, attached, io).await;
+    docker.discard_one_off(&name).await;
+    let Some(code) = ended else {
+        tracing::info!(container = %name, "the client went; one-off removed");
+        return Ok(Reply::Exited(255));
+    };
+    tracing::info!(container = %name, code, "one-off ended");
+    Ok(Reply::Exited(u32::try_from(code).ok().filter(|c| *c <= 255).unwrap_or(255)))
+}
+
+/// Joins the one-off to the client until it ends; its exit code, or `None`
+/// when the client went first.
+async fn attach(
+    docker: &nap_runner::DockerRunner,
+    attached: nap_runner::docker::one_off::Attached,
+    io: &mut Io,
+) -> Option<i64> {
+    let nap_runner::docker::one_off::Attached { name, mut output, mut input } = attached;
+    // Client → container, until the client's EOF, which closes its input.
+    let mut stdin = std::mem::replace(&mut io.stdin, Box::new(tokio::io::empty()));
+    let feed = async move {
+        let _ = tokio::io::copy(&mut stdin, &mut input).await;
+        let _ = input.shutdown().await;
+        std::future::pending::<()>().await;
+    };
+    let mut terminal = io.terminal.clone();
+    let resize = async {
+        let Some(size) = terminal.as_mut() else { return std::future::pending::<()>().await };
+        while size.changed().await.is_ok() {
+            let (columns, rows) = *size.borrow_and_update();
+            docker.resize(&name, columns, rows).await;
+        }
+        std::future::pending::<()>().await;
+    };
+    let (stdout, stderr) = (&mut io.stdout, &mut io.stderr);
+    let relay = async {
+        while let Some(Ok(chunk)) = output.next().await {
+            let written = match chunk {
+                LogOutput::StdErr { message } => stderr.write_all(&message).await.and(stderr.flush().await),
+                LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                    stdout.write_all(&message).await.and(stdout.flush().await)
+                }
+                LogOutput::StdIn { .. } => Ok(()),
+            };
+            if written.is_err() {
+                return false;
+            }
+        }
+        true
+    };
+    let client_gone = io.client_gone.clone();
+    tokio::select! {
+        relayed = relay => {
+            if !relayed {
+                return None;
+            }
+        }
+        () = feed => {}
+        () = resize => {}
+        () = client_gone.cancelled() => return None,
+    }
+    tokio::select! {
+        code = docker.exit_code(&name) => code.ok(),
+        () = client_gone.cancelled() => None,
+    }
+}

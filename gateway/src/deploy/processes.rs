@@ -1,0 +1,68 @@
+//! What a release runs: its process types and their commands (its
+//! Procfile), how many instances of each (the app's formation over its
+//! app.json's) and when a `web` instance is ready (its app.json's check).
+
+use nap_runner::{AppJson, Formation, InstanceId, Limits, Procfile, RunRequest};
+use nap_state::Release;
+
+use super::DeployError;
+
+/// A release's Procfile and app.json, read.
+pub struct Processes {
+    pub procfile: Procfile,
+    pub app_json: AppJson,
+}
+
+impl Processes {
+    /// Reads the files the release keeps; a push refuses them first, so an
+    /// error here means a record from elsewhere.
+    pub fn of(release: &Release) -> Result<Processes, DeployError> {
+        Ok(Processes {
+            procfile: Procfile::of(release.procfile.as_deref())?,
+            app_json: AppJson::of(release.app_json.as_deref())?,
+        })
+    }
+
+    /// How many instances of each type run: `formation` (from `ps scale`)
+    /// where it says, else app.json's, else one `web` and none of the rest.
+    pub fn counts(&self, formation: &Formation) -> Vec<(nap_runner::ProcessType, u32)> {
+        formation.over(&self.app_json.formation).of(&self.procfile)
+    }
+
+    /// Every instance of `release` that `formation` asks for, in order.
+    pub fn instances(&self, release: &Release, formation: &Formation) -> Vec<InstanceId> {
+        let (version, restarts) = (release.version, release.restarts);
+        self.counts(formation)
+            .into_iter()
+            .flat_map(|(process, count)| {
+                (1..=count).map(move |index| InstanceId { release: version, restarts, process: process.clone(), index })
+            })
+            .collect()
+    }
+
+    /// What the runner is asked to start for instance `id`.
+    pub fn request<'a>(
+        &'a self,
+        app: &'a str,
+        release: &'a Release,
+        env: &'a [(String, String)],
+        limits: Limits,
+        id: InstanceId,
+    ) -> RunRequest<'a> {
+        RunRequest {
+            app,
+            command: self.procfile.argv(id.process.as_str()),
+            check: if id.process.is_web() { self.app_json.web_check() } else { None },
+            id,
+            image: &release.image,
+            port: release.port,
+            env,
+            limits,
+        }
+    }
+}
+
+/// A release's environment as instances get it (besides `PORT`).
+pub fn env_of(release: &Release) -> Vec<(String, String)> {
+    release.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
