@@ -165,7 +165,7 @@ pub(crate) async fn answers_http(addr: SocketAddr) -> bool {
 }
 
 /// How often a starting release is checked.
-const CHECK_INTERVAL: Duration = Duration::from_millis(200);
+const CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The start check every runner on a host uses: polls until the app answers
 /// HTTP at the address `probe` finds (the container's on nap's network;

@@ -188,3 +188,29 @@ fn the_unit_template_can_be_overridden_from_a_directory() {
     ps.assert_ok();
     assert!(ps.stdout.contains(&format!("\"unit\": \"nap-{app}@1.web.1.service\"")), "{}", ps.stdout);
 }
+
+#[test]
+fn a_procfile_app_runs_a_unit_per_instance_and_scales_them() {
+    let host = SystemdHost::start();
+    let gateway = gateway_on(&host);
+    let admin = gateway.user("admin");
+    let app = unique("units");
+    let repo = AppRepo::new(AppKind::Procfile);
+    let pushed = repo.push(&gateway, &admin, &app, "master");
+    pushed.assert_ok();
+    assert!(pushed.stderr.contains("migrated 3 tables"), "the release phase: {}", pushed.stderr);
+    let active = |unit: &str| host.systemctl(&["is-active", unit]).stdout.starts_with("active");
+    assert!(active(&format!("nap-{app}@1.web.1")) && active(&format!("nap-{app}@1.worker.1")));
+    // The worker's unit runs the Procfile's words, quoted for systemd.
+    let unit = std::fs::read_to_string(host.unit_dir().join(format!("nap-{app}@1.worker.1.service"))).expect("unit");
+    assert!(unit.contains("\"sh\" \"-c\" \"while true; do echo working on $${QUEUE:-default}"), "{unit}");
+
+    gateway.ssh(&admin, "nap", &["ps", "scale", &app, "web=2", "worker=0"]).assert_ok();
+    assert!(active(&format!("nap-{app}@1.web.2")), "a unit for web.2");
+    assert!(!host.unit_dir().join(format!("nap-{app}@1.worker.1.service")).exists(), "the worker's unit is left");
+    let ps = gateway.ssh(&admin, "nap", &["ps", &app]);
+    assert!(ps.assert_ok().stdout.contains(&format!("nap-{app}@1.web.2.service")), "{}", ps.stdout);
+    let mut names = containers_of(&app);
+    names.sort();
+    assert_eq!(names, [format!("nap-{app}-v1-web.1"), format!("nap-{app}-v1-web.2")]);
+}

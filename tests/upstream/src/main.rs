@@ -6,6 +6,7 @@
 //!   content of `/reply`, else `hello from upstream` (each trimmed);
 //! - `GET /download?bytes=N&chunk=C&delay_ms=D` streams N bytes of `x`;
 //! - `GET /sleep?ms=N` answers `slept N` after N ms;
+//! - `GET /burn?ms=N` keeps a CPU busy for N ms, then answers `burned N`;
 //! - `GET /ws` (a WebSocket upgrade) echoes text messages as `REPLY: MESSAGE`;
 //! - `GET /headers` answers the request headers, one `name: value` a line;
 //! - `GET /chunked?n=N` answers `part 1` to `part N` as N chunks, with no

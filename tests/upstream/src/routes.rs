@@ -46,6 +46,7 @@ pub async fn handle(request: Request<Incoming>, reply: Arc<str>) -> Result<Respo
         "/download" => download(query),
         "/chunked" => chunked(query),
         "/sleep" => sleep(query).await,
+        "/burn" => burn(query),
         "/headers" => headers(&request),
         "/ws" => ws::upgrade(request, reply),
         "/hangup" => return Err(Hangup),
@@ -129,6 +130,24 @@ async fn sleep(query: &str) -> Response<Body> {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             text(StatusCode::OK, format!("slept {ms}\n"))
         }
+        Ok(None) => text(StatusCode::BAD_REQUEST, "ms=N is missing\n"),
+        Err(error) => text(StatusCode::BAD_REQUEST, format!("{error}\n")),
+    }
+}
+
+/// `/burn?ms=N`: keeps a CPU busy for N ms (at most a second), then
+/// answers `burned N`: a CPU-bound request.
+fn burn(query: &str) -> Response<Body> {
+    match param::<u64>(query, "ms") {
+        Ok(Some(ms)) if ms <= 1000 => {
+            let until = std::time::Instant::now() + Duration::from_millis(ms);
+            let mut spins: u64 = 0;
+            while std::time::Instant::now() < until {
+                spins = std::hint::black_box(spins.wrapping_add(1));
+            }
+            text(StatusCode::OK, format!("burned {ms}\n"))
+        }
+        Ok(Some(_)) => text(StatusCode::BAD_REQUEST, "ms must be at most 1000\n"),
         Ok(None) => text(StatusCode::BAD_REQUEST, "ms=N is missing\n"),
         Err(error) => text(StatusCode::BAD_REQUEST, format!("{error}\n")),
     }
