@@ -23,7 +23,7 @@ log() { printf '\n== %s\n' "$*" >&2; }
 setup_bench() { # NAME: the services, a release build of nap; sets NAP, REV, TAG, T (a temporary directory) and PIDS
   "$ROOT/scripts/services.sh" --for-tests >&2
   (cd "$ROOT" && cargo build --release -q -p nap) >&2
-  NAP=$ROOT/target/release/nap
+  NAP=$(cd "${CARGO_TARGET_DIR:-$ROOT/target}" && pwd)/release/nap
   REV=$(git -C "$ROOT" rev-parse --short HEAD)
   TAG=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
   T=$(mktemp -d "/tmp/nap-bench-$1.XXXXXX")

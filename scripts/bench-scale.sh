@@ -59,11 +59,12 @@ WEB=bench-scale-$TAG
 push "$T/web" "$WEB"
 IMAGE=nap/$WEB:v1
 NETWORK=$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}' "nap-$WEB-v1-web.1")
+printf '#!/usr/bin/env bash\ndocker ps -aq --filter label=nap-bench-scale=%s | xargs -r docker rm -f >/dev/null\n' "$TAG" >"$T/clean.sh"
+chmod +x "$T/clean.sh"
 cat >"$T/ten.sh" <<SH
 #!/usr/bin/env bash
 # Ten containers of the image at once on nap's network, each polled until it answers HTTP.
 set -euo pipefail
-docker ps -aq --filter label=nap-bench-scale=$TAG | xargs -r docker rm -f >/dev/null
 for i in \$(seq 10); do
   docker run -d --label nap-bench-scale=$TAG --network $NETWORK -e PORT=5000 $IMAGE >$T/ten.\$i &
 done
@@ -78,7 +79,7 @@ chmod +x "$T/ten.sh"
 hyperfine -N --runs "$RUNS" --export-json "$T/a.json" \
   --prepare "$SSH -p $PORT nap@127.0.0.1 ps scale $WEB web=1" -n "ps scale web=1 -> web=10 (nap, docker runner)" \
   "$SSH -p $PORT nap@127.0.0.1 ps scale $WEB web=10" \
-  --prepare "docker ps -aq --filter label=nap-bench-scale=$TAG | xargs -r docker rm -f" -n "10 docker runs at once + polling (baseline)" \
+  --prepare "$T/clean.sh" -n "10 docker runs at once + polling (baseline)" \
   "$T/ten.sh" >&2
 
 log "B: requests/s through the router to 1 and 4 instances of a CPU-bound upstream"

@@ -159,14 +159,27 @@ async fn run(cli: Cli, log: &mut Option<LogGuard>) -> Result<u32, CliError> {
         Command::SshCommand { key } => {
             let key = crate::keys::get(&ctx.store, &key).await?;
             let command = std::env::var("SSH_ORIGINAL_COMMAND").unwrap_or_default();
-            until_signalled(Box::pin(crate::remote::route(&ctx, &Caller::Key(key), &command, Io::stdio()))).await
+            until_signalled(Box::pin(crate::remote::route(
+                &ctx,
+                &Caller::Key(key),
+                &command,
+                Io::stdio_with_terminal(),
+            )))
+            .await
         }
         Command::Hook(HookCommand::PreReceive) => match hook {
             Some(HookInput { app, key, .. }) => crate::hook::pre_receive(&ctx, app, key).await.unsigned_abs(),
             None => 1,
         },
         Command::Operate(command) => {
-            until_signalled(Box::pin(commands::execute(&ctx, &Caller::Host, command, cli.output, Io::stdio()))).await
+            until_signalled(Box::pin(commands::execute(
+                &ctx,
+                &Caller::Host,
+                command,
+                cli.output,
+                Io::stdio_with_terminal(),
+            )))
+            .await
         }
         Command::Watch(_) => 0,
     };

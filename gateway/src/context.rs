@@ -135,6 +135,9 @@ pub struct Io {
     /// The client's terminal (`ssh -t`): its size, columns by rows, as it
     /// changes. `None`: plain streams.
     pub terminal: Option<tokio::sync::watch::Receiver<(u16, u16)>>,
+    /// Whether that terminal is this process's own (behind OpenSSH, or on
+    /// the host), which `run` puts in raw mode while it runs.
+    pub own_terminal: bool,
 }
 
 impl Io {
@@ -149,7 +152,15 @@ impl Io {
             stderr: Box::new(tokio::io::stderr()),
             client_gone,
             terminal: None,
+            own_terminal: false,
         }
+    }
+
+    /// [`Io::stdio`], with this process's terminal, if it has one, for the
+    /// commands that use one (`run`).
+    pub fn stdio_with_terminal() -> Io {
+        let terminal = crate::terminal::size();
+        Io { own_terminal: terminal.is_some(), terminal, ..Io::stdio() }
     }
 }
 

@@ -181,7 +181,9 @@ fn matches(known: &AuthorizedKey, key: &PublicKey) -> bool {
 /// `nap_command` is the `nap ... ` prefix (binary and settings flags).
 pub fn authorized_keys_line(nap_command: &str, key: &AuthorizedKey) -> String {
     // Key names are restricted to characters that need no quoting here.
-    format!("command=\"{nap_command} ssh-command --key {}\",restrict {} {}", key.name, key.public_key, key.name)
+    // `restrict` takes everything away; `pty` gives back the terminal that
+    // `ssh -t ... run APP -- sh` asks for.
+    format!("command=\"{nap_command} ssh-command --key {}\",restrict,pty {} {}", key.name, key.public_key, key.name)
 }
 
 /// The allowed keys, as `nap serve` follows them: read from the store once,

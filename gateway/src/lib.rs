@@ -23,4 +23,5 @@ pub mod repos;
 pub mod router;
 pub mod server;
 pub mod settings;
+pub mod terminal;
 pub mod usage;

@@ -109,17 +109,11 @@ impl DockerRunner {
             hostname: Some(req.id.name().replace('.', "-")),
             labels: Some(labels::of(req)),
             host_config: Some(HostConfig {
-                network_mode: Some(self.network.name.clone()),
                 restart_policy: Some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                     maximum_retry_count: None,
                 }),
-                init: Some(true),
-                memory: req.limits.memory.and_then(|m| i64::try_from(m.0).ok()),
-                memory_swap: req.limits.memory.and_then(|m| i64::try_from(m.0).ok()),
-                nano_cpus: req.limits.cpus.map(|c| i64::from(c.millis()) * 1_000_000),
-                pids_limit: req.limits.pids.map(i64::from),
-                ..Default::default()
+                ..self.host_config(req.limits)
             }),
             networking_config: Some(self.network.at(ip)),
             ..Default::default()
@@ -127,6 +121,20 @@ impl DockerRunner {
         let options = CreateContainerOptionsBuilder::new().name(name).build();
         self.docker.create_container(Some(options), body).await?;
         Ok(())
+    }
+
+    /// What every container nap runs gets: nap's network, an init, and
+    /// the app's limits.
+    pub(crate) fn host_config(&self, limits: crate::Limits) -> HostConfig {
+        HostConfig {
+            network_mode: Some(self.network.name.clone()),
+            init: Some(true),
+            memory: limits.memory.and_then(|m| i64::try_from(m.0).ok()),
+            memory_swap: limits.memory.and_then(|m| i64::try_from(m.0).ok()),
+            nano_cpus: limits.cpus.map(|c| i64::from(c.millis()) * 1_000_000),
+            pids_limit: limits.pids.map(i64::from),
+            ..Default::default()
+        }
     }
 
     /// Waits until a `web` instance is ready: by the app's health check,

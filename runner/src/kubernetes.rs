@@ -117,6 +117,7 @@ impl KubernetesRunner {
         context.insert("release", &req.id.release);
         context.insert("image", req.image);
         context.insert("port", &req.port);
+        context.insert("command", &req.command.clone().unwrap_or_default());
         let env: Vec<HashMap<&str, &str>> = req
             .env
             .iter()
@@ -421,11 +422,12 @@ mod tests {
     }
 
     fn render(kind: WorkloadKind, env: &[(String, String)], limits: crate::Limits) -> Vec<Manifest> {
+        let command = ["sh", "-c", "exec server --port \"$PORT\" # {{ x }}"].map(str::to_owned).to_vec();
         let req = RunRequest {
             app: "shop",
             id: crate::InstanceId::web(7, 0),
             image: "registry:5000/shop:v7",
-            command: None,
+            command: (kind == WorkloadKind::Deployment).then_some(command),
             check: None,
             port: 8080,
             env,
@@ -451,6 +453,8 @@ mod tests {
         let pod = spec.template.spec.as_ref().expect("pod spec");
         let container = &pod.containers[0];
         assert_eq!(container.image.as_deref(), Some("registry:5000/shop:v7"));
+        let args = container.args.clone().expect("the Procfile's web command");
+        assert_eq!(args, ["sh", "-c", "exec server --port \"$PORT\" # {{ x }}"]);
         let env: Vec<_> =
             container.env.iter().flatten().map(|v| (v.name.as_str(), v.value.as_deref().unwrap_or_default())).collect();
         assert_eq!(env, [("PORT", "8080"), ("GREETING", tricky), ("EMPTY", "")]);
@@ -472,5 +476,6 @@ mod tests {
         assert_eq!(selector.get(labels::RELEASE).map(String::as_str), Some("7"));
         let pod = rc.spec.as_ref().and_then(|s| s.template.as_ref()).and_then(|t| t.spec.as_ref()).expect("pod");
         assert!(pod.containers[0].resources.is_none(), "no limits set, no resources");
+        assert!(pod.containers[0].args.is_none(), "no Procfile, the image's command");
     }
 }

@@ -13,7 +13,7 @@ fn a_forced_command_takes_the_same_push() {
     lines.assert_ok();
     let line = lines.stdout.lines().next().expect("one line per key").to_owned();
     assert!(
-        line.starts_with("command=\"") && line.contains(" ssh-command --key alice\",restrict ssh-ed25519 "),
+        line.starts_with("command=\"") && line.contains(" ssh-command --key alice\",restrict,pty ssh-ed25519 "),
         "{line}"
     );
     let sshd = Sshd::start(&lines.stdout);
@@ -133,4 +133,33 @@ fn a_forced_command_ends_when_its_client_goes() {
         assert!(std::time::Instant::now() < deadline, "logs --follow runs on after its client went");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `run` behind OpenSSH: sshd's pty (`ssh -tt`, allowed by the `pty` after
+/// `restrict`) gives the container a terminal.
+#[test]
+fn run_behind_a_forced_command_gets_a_terminal() {
+    let gateway = Gateway::start();
+    let alice = gateway.user("alice");
+    let sshd = Sshd::start(&gateway.nap(&["keys", "authorized-keys"], "").stdout);
+    let app = unique("openrun");
+    AppRepo::new(AppKind::Web).push_to(&alice, &sshd.remote(&app), "master").assert_ok();
+    let ssh = |tty: &[&str], command: &[&str]| -> nap_tests::Run {
+        std::process::Command::new("ssh")
+            .args(ssh_options(&alice.private))
+            .args(tty)
+            .args(["-p", &sshd.port.to_string(), "root@127.0.0.1"])
+            .args(command)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("ssh")
+            .into()
+    };
+    let plain = ssh(&[], &["run", &app, "--", "sh", "-c", "'echo plain; exit 7'"]);
+    assert_eq!((plain.code, plain.stdout.as_str()), (Some(7), "plain\n"), "{plain:?}");
+    // (The size cannot be read back here: this machine's kernel answers
+    // TIOCGWINSZ on a container's pty with ECHILD, even under `docker run -t`.)
+    let tty = ssh(&["-tt"], &["run", &app, "--", "tty"]);
+    assert!(tty.stdout.contains("/dev/pts/"), "{tty:?}\n{}", sshd.log());
+    assert!(nap_tests::one_offs_of(&app).is_empty());
 }

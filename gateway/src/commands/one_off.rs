@@ -83,7 +83,11 @@ pub async fn run(ctx: &Context, caller: &Caller, args: RunArgs, io: &mut Io) -> 
     let attached = docker.start_one_off(&job).await?;
     let name = attached.name.clone();
     tracing::info!(container = %name, "one-off started");
+    // Behind OpenSSH the pty is this process's: keys go to the container
+    // as typed, and only its terminal echoes them.
+    let raw = if io.own_terminal && terminal.is_some() { crate::terminal::RawMode::enter() } else { None };
     let ended = attach(docker, attached, io).await;
+    drop(raw);
     docker.discard_one_off(&name).await;
     let Some(code) = ended else {
         tracing::info!(container = %name, "the client went; one-off removed");

@@ -73,7 +73,7 @@ pub async fn serve_exec(
                     }
                     Some(ChannelMsg::WindowChange { col_width, row_height, .. }) => {
                         if let Some(resized) = &resized {
-                            let _ = resized.send(super::handler::terminal_size(col_width, row_height));
+                            let _ = resized.send(crate::terminal::terminal_size(col_width, row_height));
                         }
                     }
                     Some(ChannelMsg::Close) | None => {
@@ -92,6 +92,7 @@ pub async fn serve_exec(
         stderr: Box::new(outgoing.make_writer_ext(Some(1))),
         client_gone,
         terminal,
+        own_terminal: false,
     };
     let status = remote::run(&ctx, &caller, parsed, &command, io).await;
     tracing::info!(status, "command ended");

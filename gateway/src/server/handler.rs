@@ -160,15 +160,9 @@ impl russh::server::Handler for Connection {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         if self.channels.contains_key(&id) {
-            self.terminals.insert(id, terminal_size(col_width, row_height));
+            self.terminals.insert(id, crate::terminal::terminal_size(col_width, row_height));
         }
         session.channel_success(id)?;
         Ok(())
     }
-}
-
-/// A terminal's size as the client says it, within what a terminal can be.
-pub fn terminal_size(columns: u32, rows: u32) -> (u16, u16) {
-    let clamp = |n: u32| u16::try_from(n.clamp(1, 10_000)).unwrap_or(80);
-    (clamp(columns), clamp(rows))
 }

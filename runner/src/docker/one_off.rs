@@ -7,7 +7,7 @@
 use std::pin::Pin;
 
 use bollard::container::LogOutput;
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ResizeContainerTTYOptionsBuilder,
     WaitContainerOptionsBuilder,
@@ -69,15 +69,7 @@ impl DockerRunner {
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             labels: Some([(LABEL.to_owned(), job.app.to_owned())].into()),
-            host_config: Some(HostConfig {
-                network_mode: Some(self.network.name.clone()),
-                init: Some(true),
-                memory: job.limits.memory.and_then(|m| i64::try_from(m.0).ok()),
-                memory_swap: job.limits.memory.and_then(|m| i64::try_from(m.0).ok()),
-                nano_cpus: job.limits.cpus.map(|c| i64::from(c.millis()) * 1_000_000),
-                pids_limit: job.limits.pids.map(i64::from),
-                ..Default::default()
-            }),
+            host_config: Some(self.host_config(job.limits)),
             networking_config: Some(self.network.at(self.free_address().await?)),
             ..Default::default()
         };
