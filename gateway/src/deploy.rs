@@ -379,7 +379,7 @@ async fn start_release(
     report: &Reporter,
 ) -> Result<Release, DeployError> {
     let processes = match Processes::of(&release) {
-        Ok(processes) => processes,
+        Ok(processes) => processes.on(runner),
         Err(err) => return fail_release(&ctx.store, app, release, err).await,
     };
     if let Some(command) = processes.procfile.release()
@@ -521,7 +521,7 @@ pub async fn restart(ctx: &Context, app: &AppName, who: &str, report: &Reporter)
     let fresh = Release { restarts: release.restarts + 1, ..release };
     report.step(&format!("Starting v{} afresh", fresh.version));
     let limits = ctx.store.limits(app.as_str()).await?;
-    let processes = Processes::of(&fresh)?;
+    let processes = Processes::of(&fresh)?.on(&runner);
     let formation: Formation = ctx.store.formation(app.as_str()).await?;
     let started =
         start(&runner, app, &fresh, &processes, &formation, limits, report).await.map_err(DeployError::Restart)?;

@@ -92,10 +92,10 @@ pub enum KubernetesError {
     Unit(#[from] UnitError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
-    #[error(
-        "on Kubernetes nap runs one web workload per app (its replicas are the k8s_replicas setting); process types besides web and ps scale are not run there yet"
-    )]
+    #[error("with k8s_kind = \"rc\" nap runs web alone; process types besides web need the Deployment kind")]
     Formation,
+    #[error("on Kubernetes an app runs at least one web pod: its Service needs a workload (scale web to 1 or more)")]
+    NoWeb,
     #[error("{workload} did not become ready: {reason}")]
     NotReady {
         workload: String,

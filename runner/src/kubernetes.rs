@@ -23,6 +23,15 @@ use crate::release::{Instance, Progress, RunRequest, Running, Serving};
 use crate::units::{self, Units};
 
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// The label of the pods of a process type besides web: the app they are
+/// of. Not `nap.app`, so that the web workload's and the Service's
+/// selectors never take them.
+const PROCESS_OF: &str = "nap.process-of";
+
+/// `deployment/APP-TYPE`: what runs process type TYPE of an app, besides web.
+fn process_workload(app: &str, kind: &str) -> String {
+    format!("deployment/{app}-{kind}")
+}
 /// Lines of the failed pods' output shown with a failed rollout.
 const LOG_TAIL: &str = "15";
 
@@ -110,8 +119,35 @@ impl KubernetesRunner {
         }
     }
 
-    /// The release's manifests as one YAML stream, checked against the schema.
+    /// The release's manifests as one YAML stream, checked against the
+    /// schema: its web workload, with `k8s_replicas` pods, and the Service.
     pub fn render(&self, req: &RunRequest<'_>) -> Result<String, KubernetesError> {
+        self.render_formation(req, self.settings.replicas, &[])
+    }
+
+    /// The release's manifests: its web workload with `replicas` pods, the
+    /// Service, and a Deployment of each of `others` (a request of each
+    /// other process type, and its count).
+    pub fn render_formation(
+        &self,
+        req: &RunRequest<'_>,
+        replicas: u32,
+        others: &[(&RunRequest<'_>, u32)],
+    ) -> Result<String, KubernetesError> {
+        let mut yaml = self.render_web(req, replicas)?;
+        for (other, count) in others {
+            let mut context = Self::context(other);
+            context.insert("process", other.id.process.as_str());
+            context.insert("replicas", count);
+            context.insert("timeout", &self.settings.rollout_timeout.as_secs());
+            yaml = format!("{}\n---\n{}", yaml.trim_end(), self.units.render(units::K8S_PROCESS, &context)?);
+        }
+        manifest::parse(&yaml, &format!("release v{} of {}", req.id.release, req.app))?;
+        Ok(yaml)
+    }
+
+    /// What every Kubernetes template of a request gets.
+    fn context(req: &RunRequest<'_>) -> tera::Context {
         let mut context = tera::Context::new();
         context.insert("app", req.app);
         context.insert("release", &req.id.release);
@@ -126,20 +162,24 @@ impl KubernetesRunner {
         context.insert("env", &env);
         let limits: BTreeMap<&str, String> = req.limits.kubernetes().into_iter().collect();
         context.insert("limits", &limits);
-        context.insert("replicas", &self.settings.replicas);
+        context
+    }
+
+    /// The web workload and the Service, unchecked.
+    fn render_web(&self, req: &RunRequest<'_>, replicas: u32) -> Result<String, KubernetesError> {
+        let mut context = Self::context(req);
+        context.insert("replicas", &replicas);
         context.insert("timeout", &self.settings.rollout_timeout.as_secs());
         context.insert("service_type", &self.settings.service_type);
         let workload = match self.settings.kind {
             WorkloadKind::Deployment => units::K8S_DEPLOYMENT,
             WorkloadKind::ReplicationController => units::K8S_REPLICATION_CONTROLLER,
         };
-        let yaml = format!(
+        Ok(format!(
             "{}\n---\n{}",
             self.units.render(workload, &context)?.trim_end(),
             self.units.render(units::K8S_SERVICE, &context)?
-        );
-        manifest::parse(&yaml, &format!("release v{} of {}", req.id.release, req.app))?;
-        Ok(yaml)
+        ))
     }
 
     fn namespace_shown(&self) -> String {
@@ -152,7 +192,25 @@ impl KubernetesRunner {
     /// Applies the release and waits until it is ready. If it does not
     /// become ready, the cluster goes back to the previous release.
     pub async fn start(&self, req: &RunRequest<'_>, progress: Progress<'_>) -> Result<Running, RunError> {
-        let yaml = self.render(req)?;
+        self.start_formation(req, self.settings.replicas, &[], progress).await
+    }
+
+    /// Applies the release's web workload with `replicas` pods and a
+    /// Deployment `APP-TYPE` of each of `others` (a request of each other
+    /// process type running, and its count), waits until all are ready,
+    /// then deletes the app's Deployments of the types no longer running.
+    /// If one does not become ready, every one goes back as it was.
+    pub async fn start_formation(
+        &self,
+        req: &RunRequest<'_>,
+        replicas: u32,
+        others: &[(&RunRequest<'_>, u32)],
+        progress: Progress<'_>,
+    ) -> Result<Running, RunError> {
+        if !others.is_empty() && self.settings.kind == WorkloadKind::ReplicationController {
+            return Err(KubernetesError::Formation.into());
+        }
+        let yaml = self.render_formation(req, replicas, others)?;
         let workload = self.workload(req.app, req.id.release);
         progress(&format!("Applying {workload} and service/{} in {}", req.app, self.namespace_shown()));
         let applied = self
@@ -165,27 +223,79 @@ impl KubernetesRunner {
             WorkloadKind::Deployment => created("deployment.apps/"),
             WorkloadKind::ReplicationController => created("service/"),
         };
-        if let Err(reason) = self.wait_ready(req.app, req.id.release, progress).await {
+        let processes: Vec<(String, bool)> = others
+            .iter()
+            .map(|(other, _)| {
+                let name = process_workload(req.app, other.id.process.as_str());
+                let fresh = created(&format!("deployment.apps/{} ", &name["deployment/".len()..]));
+                (name, fresh)
+            })
+            .collect();
+        let mut ready = self.wait_ready(req.app, req.id.release, progress).await;
+        for (name, _) in &processes {
+            if ready.is_ok() {
+                ready = self.rollout_status(name, progress).await;
+            }
+        }
+        if let Err(reason) = ready {
             let log_tail = self.diagnose(req.app, req.id.release).await;
             self.undo(req.app, req.id.release, first, progress).await;
+            for (name, fresh) in &processes {
+                let undo: Vec<&str> =
+                    if *fresh { vec!["delete", name, "--ignore-not-found"] } else { vec!["rollout", "undo", name] };
+                if let Err(err) = self.kubectl.run(&undo, None).await {
+                    progress(&format!("could not undo {name}: {err}"));
+                }
+            }
             return Err(KubernetesError::NotReady { workload, reason, log_tail }.into());
+        }
+        let running: Vec<&str> = others.iter().map(|(other, _)| other.id.process.as_str()).collect();
+        for retired in self.retire_processes(req.app, &running).await? {
+            progress(&format!("Deleted {retired}, no longer in the formation"));
         }
         let (port, url) = self.address(req.app).await?;
         info!(%workload, %url, "release ready");
         Ok(Running { name: workload, host: url_host(&url), port, url })
     }
 
+    /// Waits for a Deployment's rollout, within `k8s_timeout`.
+    async fn rollout_status(&self, workload: &str, progress: Progress<'_>) -> Result<(), KubectlError> {
+        let limit = self.settings.rollout_timeout;
+        let timeout = format!("--timeout={}s", limit.as_secs());
+        let status = ["rollout", "status", workload, timeout.as_str()];
+        self.kubectl.run_for(&status, None, limit + Duration::from_secs(10), progress).await.map(|_| ())
+    }
+
+    /// Deletes the app's process Deployments (besides web) of the types
+    /// not in `running`; answers what it deleted.
+    async fn retire_processes(&self, app: &str, running: &[&str]) -> Result<Vec<String>, RunError> {
+        let selector = format!("--selector={PROCESS_OF}={app}");
+        let found: Items<k8s_openapi::api::apps::v1::Deployment> =
+            self.kubectl.get(&["deployments", &selector]).await.map_err(KubernetesError::from)?;
+        let mut retired = Vec::new();
+        for deployment in found.items {
+            let labels = deployment.metadata.labels.unwrap_or_default();
+            let kind = labels.get(labels::PROCESS).map(String::as_str).unwrap_or_default();
+            let Some(name) = deployment.metadata.name else { continue };
+            if running.contains(&kind) {
+                continue;
+            }
+            let workload = format!("deployment/{name}");
+            self.kubectl
+                .run(&["delete", &workload, "--ignore-not-found"], None)
+                .await
+                .map_err(KubernetesError::from)?;
+            retired.push(workload);
+        }
+        Ok(retired)
+    }
+
     /// Waits until the release's pods are ready; the error is why not.
     async fn wait_ready(&self, app: &str, release: u32, progress: Progress<'_>) -> Result<(), KubectlError> {
         let limit = self.settings.rollout_timeout;
         match self.settings.kind {
-            WorkloadKind::Deployment => {
-                let timeout = format!("--timeout={}s", limit.as_secs());
-                let workload = self.workload(app, release);
-                // kubectl's own deadline comes first; ours only guards a hung kubectl.
-                let status = ["rollout", "status", workload.as_str(), timeout.as_str()];
-                self.kubectl.run_for(&status, None, limit + Duration::from_secs(10), progress).await.map(|_| ())
-            }
+            // kubectl's own deadline comes first; ours only guards a hung kubectl.
+            WorkloadKind::Deployment => self.rollout_status(&self.workload(app, release), progress).await,
             WorkloadKind::ReplicationController => self.wait_rc_ready(app, release, limit, progress).await,
         }
     }
@@ -305,7 +415,12 @@ impl KubernetesRunner {
         let mut full = vec!["delete", "--ignore-not-found", "--output=name"];
         full.extend(args.iter().map(String::as_str));
         let deleted = self.kubectl.run(&full, None).await.map_err(KubernetesError::from)?;
-        Ok(deleted.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+        let mut deleted: Vec<String> =
+            deleted.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+        if keep.is_none() {
+            deleted.extend(self.retire_processes(app, &[]).await?);
+        }
+        Ok(deleted)
     }
 
     /// Restarts the release's pods and waits until they are ready again.
@@ -327,15 +442,19 @@ impl KubernetesRunner {
 
     /// The pods nap runs, by app; each numbered within its app and type.
     pub async fn instances(&self, app: Option<&str>) -> Result<HashMap<String, Vec<Instance>>, RunError> {
-        let selector = match app {
-            Some(app) => format!("--selector={}={app}", labels::APP),
-            None => format!("--selector={}", labels::APP),
-        };
-        let pods: Items<Pod> = self.kubectl.get(&["pods", &selector]).await.map_err(KubernetesError::from)?;
+        let mut pods = Vec::new();
+        for label in [labels::APP, PROCESS_OF] {
+            let selector = match app {
+                Some(app) => format!("--selector={label}={app}"),
+                None => format!("--selector={label}"),
+            };
+            let found: Items<Pod> = self.kubectl.get(&["pods", &selector]).await.map_err(KubernetesError::from)?;
+            pods.extend(found.items);
+        }
         let mut by_app: HashMap<String, Vec<Instance>> = HashMap::new();
-        for pod in pods.items {
+        for pod in pods {
             let labels = pod.metadata.labels.clone().unwrap_or_default();
-            let Some(app) = labels.get(labels::APP) else { continue };
+            let Some(app) = labels.get(labels::APP).or_else(|| labels.get(PROCESS_OF)) else { continue };
             by_app.entry(app.clone()).or_default().push(Instance {
                 name: pod.metadata.name.clone().unwrap_or_default(),
                 release: labels.get(labels::RELEASE).and_then(|r| r.parse().ok()).unwrap_or_default(),
@@ -381,13 +500,13 @@ struct Items<T> {
     items: Vec<T>,
 }
 
-/// A pod's state as `ps` shows it: why a container waits, else the phase.
 /// How many times the pod's containers were started again.
 fn pod_restarts(pod: &Pod) -> u32 {
     let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
     statuses.into_iter().flatten().map(|c| u32::try_from(c.restart_count).unwrap_or(0)).sum()
 }
 
+/// A pod's state as `ps` shows it: why a container waits, else the phase.
 fn pod_state(pod: &Pod) -> String {
     match waiting(pod) {
         Some(waiting) => waiting.reason.clone().unwrap_or_else(|| "waiting".into()),

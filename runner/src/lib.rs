@@ -154,6 +154,16 @@ impl Runner {
         }
     }
 
+    /// The formation this runner runs when neither `ps scale` nor app.json
+    /// says: on Kubernetes, `k8s_replicas` web pods.
+    pub fn default_formation(&self) -> Formation {
+        let mut formation = Formation::default();
+        if let Runner::Kubernetes(cluster) = self {
+            formation.set(ProcessType::web(), cluster.settings().replicas);
+        }
+        formation
+    }
+
     pub fn kind(&self) -> RunnerKind {
         match self {
             Runner::Docker(_) => RunnerKind::Docker,
@@ -190,22 +200,28 @@ impl Runner {
 
     /// Starts every instance of `reqs` side by side and waits until each
     /// is ready. All of them are, or none is left running: the error is the
-    /// first failure's. On Kubernetes the workload runs `web` alone, with
-    /// the `k8s_replicas` setting's count.
+    /// first failure's. On Kubernetes each type is a workload with as many
+    /// replicas as it has requests, and the answer is the web workload's.
     pub async fn start_all(
         &self,
         reqs: &[RunRequest<'_>],
         progress: Progress<'_>,
     ) -> Result<Vec<(InstanceId, Running)>, RunError> {
         if let Runner::Kubernetes(cluster) = self {
-            let mut web = reqs.iter().filter(|req| req.id.process.is_web());
-            let (Some(first), None) = (web.next(), web.next()) else {
-                return Err(KubernetesError::Formation.into());
-            };
-            if reqs.len() > 1 {
-                return Err(KubernetesError::Formation.into());
+            // A workload per type, with as many replicas as it has requests.
+            let mut types: Vec<(&RunRequest<'_>, u32)> = Vec::new();
+            for req in reqs {
+                match types.iter_mut().find(|(first, _)| first.id.process == req.id.process) {
+                    Some((_, count)) => *count += 1,
+                    None => types.push((req, 1)),
+                }
             }
-            return Ok(vec![(first.id.clone(), cluster.start(first, progress).await?)]);
+            let Some(at) = types.iter().position(|(req, _)| req.id.process.is_web()) else {
+                return Err(KubernetesError::NoWeb.into());
+            };
+            let (web, replicas) = types.remove(at);
+            let running = cluster.start_formation(web, replicas, &types, progress).await?;
+            return Ok(vec![(web.id.clone(), running)]);
         }
         let started = futures_util::future::join_all(reqs.iter().map(|req| self.start(req, progress))).await;
         let mut running = Vec::new();

@@ -13,6 +13,8 @@ pub const K8S_DEPLOYMENT: &str = "k8s-deployment.yaml.tera";
 pub const K8S_REPLICATION_CONTROLLER: &str = "k8s-rc.yaml.tera";
 /// The pod template both Kubernetes workloads include.
 pub const K8S_POD: &str = "k8s-pod.yaml.tera";
+/// The Kubernetes runner's Deployment of a process type besides web.
+pub const K8S_PROCESS: &str = "k8s-process.yaml.tera";
 /// The Kubernetes runner's Service in front of the app.
 pub const K8S_SERVICE: &str = "k8s-service.yaml.tera";
 /// The commiter flow's take-over ReplicationController.
@@ -24,6 +26,7 @@ const BUILTIN: &[(&str, &str)] = &[
     (K8S_REPLICATION_CONTROLLER, include_str!("../../units/k8s-rc.yaml.tera")),
     (K8S_POD, include_str!("../../units/k8s-pod.yaml.tera")),
     (K8S_SERVICE, include_str!("../../units/k8s-service.yaml.tera")),
+    (K8S_PROCESS, include_str!("../../units/k8s-process.yaml.tera")),
     (TAKEOVER_RC, include_str!("../../units/takeover-rc.yaml.tera")),
 ];
 

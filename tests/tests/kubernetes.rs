@@ -230,3 +230,53 @@ fn a_push_deploys_to_the_real_cluster_in_kubeconfig() {
     assert!(ps.assert_ok().stdout.contains("running"), "{ps:?}");
     gateway.ssh(&admin, "nap", &["apps", "destroy", &app, "--force"]).assert_ok();
 }
+
+/// Process types on Kubernetes: web is the app's Deployment (with the
+/// Procfile's command as its args, and as many replicas as the formation
+/// says), every other running type a Deployment APP-TYPE whose pods the
+/// Service never selects; `ps scale` applies the new counts and deletes the
+/// Deployment of a type scaled to 0.
+#[test]
+fn process_types_are_deployments_that_ps_scale_changes() {
+    let cluster = StandInCluster::new();
+    let (gateway, admin) = gateway(&cluster, "");
+    let app = unique("kprocs");
+    let repo = AppRepo::new(AppKind::Procfile);
+    // The release phase needs Docker on the host; on a cluster it is refused.
+    let refused = repo.push(&gateway, &admin, &app, "master");
+    assert!(refused.stderr.contains("the release phase needs Docker on this host"), "{refused:?}");
+    repo.commit("Procfile", "web: sh -c \"exec httpd -f -p $PORT -h /www\"\nworker: sh -c \"sleep 600\"\n");
+    repo.push(&gateway, &admin, &app, "master").assert_ok();
+
+    let deployment = |name: &str| -> Deployment {
+        serde_json::from_value(cluster.object("Deployment", name).unwrap_or_else(|| panic!("no deployment {name}")))
+            .expect("a Deployment")
+    };
+    let web = deployment(&app);
+    let pod = web.spec.as_ref().and_then(|s| s.template.spec.clone()).expect("pod");
+    assert_eq!(
+        pod.containers[0].args.as_deref(),
+        Some(&["sh".to_owned(), "-c".into(), "exec httpd -f -p $PORT -h /www".into()][..])
+    );
+    let worker = deployment(&format!("{app}-worker"));
+    let spec = worker.spec.as_ref().expect("spec");
+    assert_eq!(spec.replicas, Some(1), "app.json's formation runs one worker");
+    let labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).expect("labels");
+    assert_eq!(labels.get("nap.process-of"), Some(&app));
+    assert_eq!(labels.get("nap.app"), None, "the Service must not select a worker");
+    let container = &spec.template.spec.as_ref().expect("pod").containers[0];
+    assert!(container.ports.is_none() && !container.env.iter().flatten().any(|v| v.name == "PORT"), "{container:?}");
+    for call in applied(&cluster) {
+        assert!(!call.is_empty(), "every apply is checked against the schema");
+    }
+    let ps = gateway.ssh(&admin, "nap", &["ps", &app]);
+    assert!(ps.assert_ok().stdout.lines().any(|l| l.starts_with("worker")), "{}", ps.stdout);
+
+    gateway.ssh(&admin, "nap", &["ps", "scale", &app, "web=3", "worker=0"]).assert_ok();
+    assert_eq!(deployment(&app).spec.and_then(|s| s.replicas), Some(3));
+    assert!(cluster.object("Deployment", &format!("{app}-worker")).is_none(), "worker=0 deletes its Deployment");
+    gateway
+        .ssh(&admin, "nap", &["ps", "scale", &app, "web=0"])
+        .assert_failed_with("error: start failed: on Kubernetes an app runs at least one web pod");
+    assert_eq!(deployment(&app).spec.and_then(|s| s.replicas), Some(3), "a refused scale changes nothing");
+}

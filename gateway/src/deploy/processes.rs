@@ -11,6 +11,8 @@ use super::DeployError;
 pub struct Processes {
     pub procfile: Procfile,
     pub app_json: AppJson,
+    /// The runner's own counts, under app.json's (Kubernetes: `k8s_replicas`).
+    pub defaults: Formation,
 }
 
 impl Processes {
@@ -20,13 +22,20 @@ impl Processes {
         Ok(Processes {
             procfile: Procfile::of(release.procfile.as_deref())?,
             app_json: AppJson::of(release.app_json.as_deref())?,
+            defaults: Formation::default(),
         })
     }
 
+    /// With `runner`'s default counts.
+    pub fn on(self, runner: &nap_runner::Runner) -> Processes {
+        Processes { defaults: runner.default_formation(), ..self }
+    }
+
     /// How many instances of each type run: `formation` (from `ps scale`)
-    /// where it says, else app.json's, else one `web` and none of the rest.
+    /// where it says, else app.json's, else the runner's, else one `web`
+    /// and none of the rest.
     pub fn counts(&self, formation: &Formation) -> Vec<(nap_runner::ProcessType, u32)> {
-        formation.over(&self.app_json.formation).of(&self.procfile)
+        formation.over(&self.app_json.formation.over(&self.defaults)).of(&self.procfile)
     }
 
     /// Every instance of `release` that `formation` asks for, in order.

@@ -31,9 +31,14 @@ pub async fn scale(
     let store = &ctx.store;
     let mut formation: Formation = store.formation(app.as_str()).await?;
     let current = store.current_release(app.as_str()).await?;
+    let runner = ctx.runner().await?;
     let processes = match &current {
-        Some(release) => Processes::of(release)?,
-        None => Processes { procfile: Procfile::default(), app_json: nap_runner::AppJson::default() },
+        Some(release) => Processes::of(release)?.on(&runner),
+        None => Processes {
+            procfile: Procfile::default(),
+            app_json: nap_runner::AppJson::default(),
+            defaults: runner.default_formation(),
+        },
     };
     for change in changes {
         if !processes.procfile.declares(&change.kind) {
@@ -55,11 +60,19 @@ pub async fn scale(
         store.save_formation(app.as_str(), &formation).await?;
         return Ok(counts);
     };
-    let runner = ctx.runner().await?;
-    if runner.kind() == nap_runner::RunnerKind::Kubernetes {
-        return Err(DeployError::Run(nap_runner::KubernetesError::Formation.into()));
-    }
     let wanted = processes.instances(&release, &formation);
+    let env = env_of(&release);
+    let limits = store.limits(app.as_str()).await?;
+    if runner.kind() == nap_runner::RunnerKind::Kubernetes {
+        // The cluster scales: the release's workloads applied again with the
+        // new replicas (the same pods stay), those of types gone deleted.
+        let requests: Vec<_> =
+            wanted.iter().map(|id| processes.request(app.as_str(), &release, &env, limits, id.clone())).collect();
+        runner.start_all(&requests, &|line: &str| report.detail(line)).await.map_err(DeployError::Run)?;
+        lock.ensure_held().await?;
+        store.save_formation(app.as_str(), &formation).await?;
+        return Ok(counts);
+    }
     let running: Vec<nap_runner::Instance> = runner
         .instances(Some(app.as_str()))
         .await?
@@ -71,8 +84,6 @@ pub async fn scale(
     let to_start: Vec<InstanceId> =
         wanted.iter().filter(|id| !running.iter().any(|instance| instance.id() == **id)).cloned().collect();
     let to_stop: Vec<&nap_runner::Instance> = running.iter().filter(|i| !wanted.contains(&i.id())).collect();
-    let env = env_of(&release);
-    let limits = store.limits(app.as_str()).await?;
     let requests: Vec<_> =
         to_start.into_iter().map(|id| processes.request(app.as_str(), &release, &env, limits, id)).collect();
     if !requests.is_empty() {

@@ -47,6 +47,7 @@ fn main() {
         ["set", "image", workload, _assignment] => println!("deployment.apps/{} image updated", name_of(workload)),
         ["rollout", "restart", workload] => println!("deployment.apps/{} restarted", name_of(workload)),
         ["get", "pods", ..] => stand_in.pods(&selector(&args)),
+        ["get", "deployments", ..] => stand_in.list("Deployment", &selector(&args)),
         ["get", kind, name] => stand_in.get(kind, name),
         ["delete", targets @ ..] => stand_in.delete(targets, flag("selector").or_else(|| selector_arg(&args))),
         ["logs", ..] => println!("[pod/stand-in/app] hello from the stand-in kubectl"),
@@ -139,6 +140,17 @@ impl StandIn {
             found.push((kind, name, own, object));
         }
         found
+    }
+
+    /// `get KINDs --selector S`: the objects of a kind whose own labels match.
+    fn list(&self, kind: &str, selector: &str) {
+        let items: Vec<Value> = self
+            .objects()
+            .into_iter()
+            .filter(|(k, _, labels, _)| k == kind && matches(selector, labels))
+            .map(|(_, _, _, object)| object)
+            .collect();
+        println!("{}", json!({ "apiVersion": "v1", "kind": "List", "metadata": {}, "items": items }));
     }
 
     fn pods(&self, selector: &str) {
