@@ -71,8 +71,6 @@ pub enum DeployError {
     ReleasePhase { code: i64, log_tail: Vec<String> },
     #[error("the release phase took longer than {seconds} s (release_timeout) and was stopped")]
     ReleasePhaseTimeout { seconds: u64 },
-    #[error("the release phase needs Docker on this host; the kubernetes runner does not run it yet")]
-    ReleasePhaseHere,
     #[error(transparent)]
     Scale(#[from] scale::ScaleRefused),
     /// A release that failed, with what keeps serving instead.

@@ -258,6 +258,132 @@ impl KubernetesRunner {
         Ok(Running { name: workload, host: url_host(&url), port, url })
     }
 
+    /// Runs a release phase as a pod `APP-vN-release` and answers its exit
+    /// code (`None`: it did not end within `timeout`, which is also the
+    /// pod's own deadline): applied, its output followed (each line to
+    /// `output`) once it runs, waited for until it ends, then deleted,
+    /// whatever happened.
+    pub async fn release_phase(
+        &self,
+        job: &crate::OneOff<'_>,
+        timeout: Duration,
+        output: Progress<'_>,
+    ) -> Result<Option<i64>, RunError> {
+        let (name, yaml) = self.one_off_pod(job, timeout).await?;
+        let pod = format!("pod/{name}");
+        let deadline = Instant::now() + timeout;
+        let ran = async {
+            self.kubectl.run(&["apply", "--filename=-"], Some(&yaml)).await?;
+            self.wait_for_pod(&name, deadline, false).await?;
+            let logs = ["logs", "--follow", pod.as_str()];
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.kubectl.run_for(&logs, None, left, output).await?;
+            self.wait_for_pod(&name, deadline, true).await
+        }
+        .await;
+        self.discard_one_off(&name).await;
+        match ran {
+            Ok(code) => Ok(Some(code.unwrap_or(-1))),
+            Err(KubectlError::Timeout { .. }) => Ok(None),
+            Err(err) => Err(KubernetesError::from(err).into()),
+        }
+    }
+
+    /// The one-off pod `APP-vN-WHAT` of `job` (its name and manifest,
+    /// checked), once a leftover of the same name is gone.
+    async fn one_off_pod(&self, job: &crate::OneOff<'_>, timeout: Duration) -> Result<(String, String), RunError> {
+        let name = format!("{}-v{}-{}", job.app, job.release, job.what.replace('.', "-"));
+        let mut context = tera::Context::new();
+        context.insert("name", &name);
+        context.insert("app", job.app);
+        context.insert("release", &job.release);
+        context.insert("image", job.image);
+        context.insert("command", job.command);
+        context.insert("stdin", &job.stdin);
+        let env: Vec<HashMap<&str, &str>> =
+            job.env.iter().map(|(k, v)| HashMap::from([("name", k.as_str()), ("value", v.as_str())])).collect();
+        context.insert("env", &env);
+        let limits: BTreeMap<&str, String> = job.limits.kubernetes().into_iter().collect();
+        context.insert("limits", &limits);
+        context.insert("timeout", &timeout.as_secs());
+        let yaml = self.units.render(units::K8S_ONE_OFF, &context).map_err(KubernetesError::from)?;
+        manifest::parse(&yaml, &format!("one-off pod {name}")).map_err(KubernetesError::from)?;
+        // A pod of the same name can only be a leftover of this one.
+        self.discard_one_off(&name).await;
+        Ok((name, yaml))
+    }
+
+    /// Starts `job` (`run`) as a pod and attaches to it: `kubectl attach -i`
+    /// once it runs (or `kubectl logs`, when it ended first), its standard
+    /// streams piped. The pod may run for `timeout` at most.
+    pub async fn start_one_off(
+        &self,
+        job: &crate::OneOff<'_>,
+        timeout: Duration,
+    ) -> Result<(String, tokio::process::Child), RunError> {
+        let (name, yaml) = self.one_off_pod(job, timeout).await?;
+        let started = async {
+            self.kubectl.run(&["apply", "--filename=-"], Some(&yaml)).await?;
+            let ended = self.wait_for_pod(&name, Instant::now() + self.settings.rollout_timeout, false).await?;
+            let pod = format!("pod/{name}");
+            match ended {
+                None => self.kubectl.attached(&["attach", "-i", pod.as_str()]),
+                Some(_) => self.kubectl.attached(&["logs", pod.as_str()]),
+            }
+        }
+        .await;
+        match started {
+            Ok(child) => Ok((name, child)),
+            Err(err) => {
+                self.discard_one_off(&name).await;
+                Err(KubernetesError::from(err).into())
+            }
+        }
+    }
+
+    /// Waits until one-off pod `name` has ended; its exit code.
+    pub async fn one_off_exit(&self, name: &str) -> Result<i64, RunError> {
+        let deadline = Instant::now() + self.settings.rollout_timeout;
+        let code = self.wait_for_pod(name, deadline, true).await.map_err(KubernetesError::from)?;
+        Ok(code.unwrap_or(-1))
+    }
+
+    /// Deletes one-off pod `name`, without waiting for it to go.
+    pub async fn discard_one_off(&self, name: &str) {
+        let pod = format!("pod/{name}");
+        if let Err(err) = self.kubectl.run(&["delete", &pod, "--ignore-not-found", "--wait=false"], None).await {
+            warn!(%pod, error = %err, "could not delete a one-off pod");
+        }
+    }
+
+    /// Polls pod `name` until it runs (or has ended), or with `ended` until
+    /// it has ended; then answers its container's exit code, if it ended.
+    async fn wait_for_pod(&self, name: &str, deadline: Instant, ended: bool) -> Result<Option<i64>, KubectlError> {
+        loop {
+            let pod: Pod = self.kubectl.get(&["pod", name]).await?;
+            let status = pod.status.unwrap_or_default();
+            let exit = status
+                .container_statuses
+                .iter()
+                .flatten()
+                .find_map(|c| c.state.as_ref()?.terminated.as_ref())
+                .map(|terminated| i64::from(terminated.exit_code));
+            let phase = status.phase.unwrap_or_default();
+            match phase.as_str() {
+                "Succeeded" | "Failed" => return Ok(exit.or(Some(i64::from(phase == "Failed")))),
+                "Running" if !ended => return Ok(None),
+                _ => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(KubectlError::Timeout {
+                    verb: format!("wait for pod/{name}"),
+                    seconds: self.settings.rollout_timeout.as_secs(),
+                });
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
     /// Waits for a Deployment's rollout, within `k8s_timeout`.
     async fn rollout_status(&self, workload: &str, progress: Progress<'_>) -> Result<(), KubectlError> {
         let limit = self.settings.rollout_timeout;

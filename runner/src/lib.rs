@@ -35,7 +35,7 @@ pub use error::{KubernetesError, RunError, SystemdError, UnknownName};
 pub use kubernetes::{KubernetesRunner, KubernetesSettings, WorkloadKind};
 pub use limits::{ByteSize, Cpus, LimitName, Limits, LimitsError};
 pub use process::{Formation, ProcessType, Procfile, ProcfileError, Scale, ScaleError};
-pub use release::{Instance, InstanceId, Progress, RunRequest, Running, Serving};
+pub use release::{Instance, InstanceId, OneOff, Progress, RunRequest, Running, Serving};
 pub use systemd::{SystemdRunner, SystemdSettings};
 
 /// Docker labels nap puts on what it runs, so it can find its own containers.

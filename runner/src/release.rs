@@ -97,6 +97,24 @@ pub struct RunRequest<'a> {
     pub limits: Limits,
 }
 
+/// What a one-off container (or, on Kubernetes, pod) runs: the release
+/// phase, or `run`.
+pub struct OneOff<'a> {
+    pub app: &'a str,
+    pub release: u32,
+    pub image: &'a str,
+    /// The words it runs; never through a shell.
+    pub command: &'a [String],
+    pub env: &'a [(String, String)],
+    pub limits: Limits,
+    /// `release`, or `run.N`: its name is `nap-APP-vN-WHAT`.
+    pub what: String,
+    /// A terminal of this many columns and rows, or plain streams.
+    pub tty: Option<(u16, u16)>,
+    /// Whether input goes to it.
+    pub stdin: bool,
+}
+
 /// A release that answers.
 #[derive(Debug, Clone)]
 pub struct Running {

@@ -229,7 +229,22 @@ impl SystemdRunner {
                     log_tail: self.docker.log_tail(container).await,
                 });
             }
-            self.docker.address(container, port).await
+            match self.docker.address(container, port).await {
+                // The container ended before systemd saw it: say the unit's
+                // state once systemd has (within a couple of seconds).
+                Err(RunError::Exited { log_tail, .. }) => {
+                    let mut state = self.unit_state(unit).await;
+                    for _ in 0..20 {
+                        if !state.starts_with("active") {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        state = self.unit_state(unit).await;
+                    }
+                    Err(RunError::UnitFailed { unit: unit.to_owned(), state, log_tail })
+                }
+                other => other,
+            }
         };
         match until_answering(self.check_timeout, probe).await? {
             Some(address) => Ok(address),

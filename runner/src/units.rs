@@ -15,6 +15,8 @@ pub const K8S_REPLICATION_CONTROLLER: &str = "k8s-rc.yaml.tera";
 pub const K8S_POD: &str = "k8s-pod.yaml.tera";
 /// The Kubernetes runner's Deployment of a process type besides web.
 pub const K8S_PROCESS: &str = "k8s-process.yaml.tera";
+/// The Kubernetes runner's one-off pod: a release phase, or `run`.
+pub const K8S_ONE_OFF: &str = "k8s-one-off.yaml.tera";
 /// The Kubernetes runner's Service in front of the app.
 pub const K8S_SERVICE: &str = "k8s-service.yaml.tera";
 /// The commiter flow's take-over ReplicationController.
@@ -27,6 +29,7 @@ const BUILTIN: &[(&str, &str)] = &[
     (K8S_POD, include_str!("../../units/k8s-pod.yaml.tera")),
     (K8S_SERVICE, include_str!("../../units/k8s-service.yaml.tera")),
     (K8S_PROCESS, include_str!("../../units/k8s-process.yaml.tera")),
+    (K8S_ONE_OFF, include_str!("../../units/k8s-one-off.yaml.tera")),
     (TAKEOVER_RC, include_str!("../../units/takeover-rc.yaml.tera")),
 ];
 

@@ -105,6 +105,11 @@ impl StandInCluster {
     }
 
     /// From now on, rollouts do not become ready (or do again).
+    /// The exit code the stand-in's pods (release phases) end with.
+    pub fn set_pod_exit(&self, code: i32) {
+        std::fs::write(self.dir.path().join("pod-exit"), code.to_string()).expect("write pod-exit");
+    }
+
     pub fn set_not_ready(&self, not_ready: bool) {
         let flag = self.dir.path().join("not-ready");
         if not_ready {

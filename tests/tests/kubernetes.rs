@@ -242,11 +242,39 @@ fn process_types_are_deployments_that_ps_scale_changes() {
     let (gateway, admin) = gateway(&cluster, "");
     let app = unique("kprocs");
     let repo = AppRepo::new(AppKind::Procfile);
-    // The release phase needs Docker on the host; on a cluster it is refused.
+    // The release phase is a pod of the new image, run to its end and
+    // deleted, before the workloads are applied.
+    cluster.set_pod_exit(3);
     let refused = repo.push(&gateway, &admin, &app, "master");
-    assert!(refused.stderr.contains("the release phase needs Docker on this host"), "{refused:?}");
-    repo.commit("Procfile", "web: sh -c \"exec httpd -f -p $PORT -h /www\"\nworker: sh -c \"sleep 600\"\n");
-    repo.push(&gateway, &admin, &app, "master").assert_ok();
+    assert!(refused.stderr.contains("the release phase exited with code 3"), "{refused:?}");
+    assert!(cluster.object("Deployment", &app).is_none(), "nothing applied after a failed release phase");
+    cluster.set_pod_exit(0);
+    repo.commit(
+        "Procfile",
+        "web: sh -c \"exec httpd -f -p $PORT -h /www\"\nworker: sh -c \"sleep 600\"\nrelease: /app/migrate --all\n",
+    );
+    let pushed = repo.push(&gateway, &admin, &app, "master");
+    assert!(pushed.assert_ok().stderr.contains("Release phase: /app/migrate --all"), "{pushed:?}");
+    assert!(pushed.stderr.contains("hello from the stand-in kubectl"), "the pod's output: {pushed:?}");
+    // The refused first push left nothing: this is v1 again.
+    let pod_name = format!("{app}-v1-release");
+    assert!(cluster.object("Pod", &pod_name).is_none(), "the release phase's pod is deleted");
+    let pod = applied(&cluster)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| match m {
+            Manifest::Pod(pod) if pod.metadata.name.as_deref() == Some(pod_name.as_str()) => Some(pod),
+            _ => None,
+        })
+        .next_back()
+        .expect("the release phase's pod, checked against the schema");
+    let spec = pod.spec.as_ref().expect("pod spec");
+    assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(spec.containers[0].args.as_deref(), Some(&["/app/migrate".to_owned(), "--all".into()][..]));
+    let applies = cluster.calls_of(&["apply"]);
+    let pod_at = applies.iter().rposition(|c| c.stdin.contains("kind: Pod") && c.stdin.contains(&pod_name));
+    let web_at = applies.iter().position(|c| c.stdin.contains("kind: Deployment"));
+    assert!(pod_at < web_at && pod_at.is_some(), "the pod runs before the workloads are applied");
 
     let deployment = |name: &str| -> Deployment {
         serde_json::from_value(cluster.object("Deployment", name).unwrap_or_else(|| panic!("no deployment {name}")))
@@ -271,6 +299,27 @@ fn process_types_are_deployments_that_ps_scale_changes() {
     }
     let ps = gateway.ssh(&admin, "nap", &["ps", &app]);
     assert!(ps.assert_ok().stdout.lines().any(|l| l.starts_with("worker")), "{}", ps.stdout);
+
+    // `run`: a pod of the release with input attached (`kubectl attach -i`),
+    // its exit code the command's, deleted afterwards.
+    cluster.set_pod_exit(5);
+    let ran = gateway.ssh_with_input(&admin, "nap", &["run", &app, "--", "cat"], "hello cluster\n");
+    assert_eq!((ran.code, ran.stdout.as_str()), (Some(5), "hello cluster\n"), "{ran:?}");
+    cluster.set_pod_exit(0);
+    let attach = cluster.calls_of(&["attach"]).pop().expect("kubectl attach");
+    let pod_name = attach.words()[2].trim_start_matches("pod/").to_owned();
+    assert!(pod_name.starts_with(&format!("{app}-v1-run-")), "{pod_name}");
+    assert!(cluster.object("Pod", &pod_name).is_none(), "the one-off pod is deleted");
+    let one_off = applied(&cluster)
+        .into_iter()
+        .flatten()
+        .find_map(|m| match m {
+            Manifest::Pod(pod) if pod.metadata.name.as_deref() == Some(pod_name.as_str()) => Some(pod),
+            _ => None,
+        })
+        .expect("the run's pod, checked against the schema");
+    let container = &one_off.spec.as_ref().expect("spec").containers[0];
+    assert_eq!((container.stdin, container.args.as_deref()), (Some(true), Some(&["cat".to_owned()][..])));
 
     gateway.ssh(&admin, "nap", &["ps", "scale", &app, "web=3", "worker=0"]).assert_ok();
     assert_eq!(deployment(&app).spec.and_then(|s| s.replicas), Some(3));

@@ -7,9 +7,8 @@
 use bollard::container::LogOutput;
 use clap::Args;
 use futures_util::StreamExt;
-use nap_runner::ProcessType;
-use nap_runner::docker::one_off::OneOff;
-use tokio::io::AsyncWriteExt;
+use nap_runner::{DockerRunner, KubernetesRunner, OneOff, ProcessType, Runner};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{CommandError, Reply, existing_app};
 use crate::caller::Caller;
@@ -39,8 +38,6 @@ pub enum OneOffError {
     UnknownType { app: String, kind: ProcessType },
     #[error("{kind} runs the image's own command; give a command: run APP -- CMD")]
     ImageCommand { kind: ProcessType },
-    #[error("run needs Docker on this host; the kubernetes runner does not run one-off containers yet")]
-    NotHere,
 }
 
 pub async fn run(ctx: &Context, caller: &Caller, args: RunArgs, io: &mut Io) -> Result<Reply, CommandError> {
@@ -61,7 +58,6 @@ pub async fn run(ctx: &Context, caller: &Caller, args: RunArgs, io: &mut Io) -> 
         }
     };
     let runner = ctx.runner().await?;
-    let docker = runner.one_offs().ok_or(OneOffError::NotHere)?;
     // The app's config as it is now (`config set --no-restart` included).
     let config = ctx.store.config(app.as_str()).await?;
     let env: Vec<(String, String)> = config.into_iter().collect();
@@ -80,30 +76,92 @@ pub async fn run(ctx: &Context, caller: &Caller, args: RunArgs, io: &mut Io) -> 
         tty: terminal,
         stdin: true,
     };
-    let attached = docker.start_one_off(&job).await?;
+    let ended = match &runner {
+        Runner::Docker(docker) => in_container(docker, &job, io).await?,
+        Runner::Systemd(systemd) => in_container(systemd.docker(), &job, io).await?,
+        Runner::Kubernetes(cluster) => in_pod(cluster, &job, ctx.settings.release_timeout(), io).await?,
+    };
+    let Some(code) = ended else {
+        tracing::info!("the client went; the one-off is removed");
+        return Ok(Reply::Exited(255));
+    };
+    tracing::info!(code, "one-off ended");
+    Ok(Reply::Exited(u32::try_from(code).ok().filter(|c| *c <= 255).unwrap_or(255)))
+}
+
+/// Runs `job` in a container on this host's Docker, attached to the
+/// client; its exit code, or `None` when the client went first.
+async fn in_container(docker: &DockerRunner, job: &OneOff<'_>, io: &mut Io) -> Result<Option<i64>, CommandError> {
+    let attached = docker.start_one_off(job).await?;
     let name = attached.name.clone();
     tracing::info!(container = %name, "one-off started");
     // Behind OpenSSH the pty is this process's: keys go to the container
     // as typed, and only its terminal echoes them.
-    let raw = if io.own_terminal && terminal.is_some() { crate::terminal::RawMode::enter() } else { None };
+    let raw = if io.own_terminal && job.tty.is_some() { crate::terminal::RawMode::enter() } else { None };
     let ended = attach(docker, attached, io).await;
     drop(raw);
     docker.discard_one_off(&name).await;
-    let Some(code) = ended else {
-        tracing::info!(container = %name, "the client went; one-off removed");
-        return Ok(Reply::Exited(255));
+    Ok(ended)
+}
+
+/// Runs `job` as a pod on the cluster, with `kubectl attach -i` relaying
+/// input and output (no terminal there); its exit code, or `None` when the
+/// client went first. The pod may run for `release_timeout` at most.
+async fn in_pod(
+    cluster: &KubernetesRunner,
+    job: &OneOff<'_>,
+    timeout: std::time::Duration,
+    io: &mut Io,
+) -> Result<Option<i64>, CommandError> {
+    let (name, mut attach) = cluster.start_one_off(job, timeout).await?;
+    tracing::info!(pod = %name, "one-off started");
+    let (Some(mut input), Some(mut output), Some(mut errors)) =
+        (attach.stdin.take(), attach.stdout.take(), attach.stderr.take())
+    else {
+        cluster.discard_one_off(&name).await;
+        return Ok(Some(-1));
     };
-    tracing::info!(container = %name, code, "one-off ended");
-    Ok(Reply::Exited(u32::try_from(code).ok().filter(|c| *c <= 255).unwrap_or(255)))
+    let mut stdin = std::mem::replace(&mut io.stdin, Box::new(tokio::io::empty()));
+    let feed = async move {
+        let _ = tokio::io::copy(&mut stdin, &mut input).await;
+        drop(input);
+        std::future::pending::<()>().await;
+    };
+    let (stdout, stderr) = (&mut io.stdout, &mut io.stderr);
+    let relay = async {
+        let (out, err) = tokio::join!(relay(&mut output, stdout), relay(&mut errors, stderr));
+        out && err
+    };
+    let client_gone = io.client_gone.clone();
+    let relayed = tokio::select! {
+        relayed = relay => relayed,
+        () = feed => false,
+        () = client_gone.cancelled() => false,
+    };
+    let _ = attach.kill().await;
+    let code = if relayed { Some(cluster.one_off_exit(&name).await?) } else { None };
+    cluster.discard_one_off(&name).await;
+    Ok(code)
+}
+
+/// Copies `from` to `to` as it comes; `false` when `to` went away.
+async fn relay(from: &mut (impl tokio::io::AsyncRead + Unpin), to: &mut crate::context::Output) -> bool {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return true,
+            Ok(n) => {
+                if to.write_all(&buffer[..n]).await.is_err() || to.flush().await.is_err() {
+                    return false;
+                }
+            }
+        }
+    }
 }
 
 /// Joins the one-off to the client until it ends; its exit code, or `None`
 /// when the client went first.
-async fn attach(
-    docker: &nap_runner::DockerRunner,
-    attached: nap_runner::docker::one_off::Attached,
-    io: &mut Io,
-) -> Option<i64> {
+async fn attach(docker: &DockerRunner, attached: nap_runner::docker::one_off::Attached, io: &mut Io) -> Option<i64> {
     let nap_runner::docker::one_off::Attached { name, mut output, mut input } = attached;
     // Client → container, until the client's EOF, which closes its input.
     let mut stdin = std::mem::replace(&mut io.stdin, Box::new(tokio::io::empty()));

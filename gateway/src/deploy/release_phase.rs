@@ -1,14 +1,13 @@
 //! The release phase: the Procfile's `release:` command, run once per new
 //! release, before any of its instances start, in a one-off container of
-//! its image with its config (Heroku's). Its output goes to the client as
+//! its image with its config (Heroku's), or on Kubernetes in a pod. Its output goes to the client as
 //! it comes; a non-zero exit, or one that takes over `release_timeout`,
 //! refuses the release, and what served keeps serving.
 
 use std::collections::VecDeque;
 
 use futures_util::StreamExt;
-use nap_runner::docker::one_off::OneOff;
-use nap_runner::{Limits, Runner};
+use nap_runner::{Limits, OneOff, Runner};
 use nap_state::Release;
 
 use super::DeployError;
@@ -32,7 +31,6 @@ pub async fn run(
 ) -> Result<(), DeployError> {
     let shown = shlex::try_join(command.iter().map(String::as_str)).unwrap_or_else(|_| command.join(" "));
     report.step(&format!("Release phase: {shown}"));
-    let Some(docker) = runner.one_offs() else { return Err(DeployError::ReleasePhaseHere) };
     let env = env_of(release);
     let job = OneOff {
         app: app.as_str(),
@@ -45,34 +43,61 @@ pub async fn run(
         tty: None,
         stdin: false,
     };
-    let attached = docker.start_one_off(&job).await?;
     let timeout = ctx.settings.release_timeout();
-    let mut tail = VecDeque::with_capacity(TAIL);
+    let tail = std::sync::Mutex::new(VecDeque::with_capacity(TAIL));
+    let ran = match runner {
+        Runner::Kubernetes(cluster) => {
+            let output = |line: &str| say(report, &tail, line.to_owned());
+            cluster.release_phase(&job, timeout, &output).await?
+        }
+        Runner::Docker(docker) => in_container(docker, &job, timeout, report, &tail).await?,
+        Runner::Systemd(systemd) => in_container(systemd.docker(), &job, timeout, report, &tail).await?,
+    };
+    let log_tail = tail.into_inner().map(Vec::from).unwrap_or_default();
+    match ran {
+        None => Err(DeployError::ReleasePhaseTimeout { seconds: timeout.as_secs() }),
+        Some(0) => Ok(()),
+        Some(code) => Err(DeployError::ReleasePhase { code, log_tail }),
+    }
+}
+
+/// The release phase in a one-off container on this host's Docker; its
+/// exit code, or `None` when it took over `timeout`.
+async fn in_container(
+    docker: &nap_runner::DockerRunner,
+    job: &OneOff<'_>,
+    timeout: std::time::Duration,
+    report: &Reporter,
+    tail: &Tail,
+) -> Result<Option<i64>, DeployError> {
+    let attached = docker.start_one_off(job).await?;
     let ran = tokio::time::timeout(timeout, async {
         let mut output = attached.output;
         let mut lines = crate::report::Lines::default();
         while let Some(chunk) = output.next().await {
             for line in lines.push(&chunk?.into_bytes()) {
-                say(report, &mut tail, line);
+                say(report, tail, line);
             }
         }
         if let Some(line) = lines.rest() {
-            say(report, &mut tail, line);
+            say(report, tail, line);
         }
         docker.exit_code(&attached.name).await
     })
     .await;
     docker.discard_one_off(&attached.name).await;
     match ran {
-        Err(_) => Err(DeployError::ReleasePhaseTimeout { seconds: timeout.as_secs() }),
-        Ok(Err(err)) => Err(err.into()),
-        Ok(Ok(0)) => Ok(()),
-        Ok(Ok(code)) => Err(DeployError::ReleasePhase { code, log_tail: tail.into() }),
+        Err(_) => Ok(None),
+        Ok(code) => Ok(Some(code?)),
     }
 }
 
-fn say(report: &Reporter, tail: &mut VecDeque<String>, line: String) {
+/// The last lines of a release phase's output.
+type Tail = std::sync::Mutex<VecDeque<String>>;
+
+fn say(report: &Reporter, tail: &Tail, line: String) {
     report.detail(&line);
+    let mut tail = tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if tail.len() == TAIL {
         tail.pop_front();
     }

@@ -19,28 +19,11 @@ use tracing::warn;
 
 use super::DockerRunner;
 use crate::error::RunError;
-use crate::limits::Limits;
+pub use crate::release::OneOff;
 
 /// Labels a one-off container with its app; not `nap.app`, which marks
 /// instances.
 pub const LABEL: &str = "nap.one-off";
-
-/// What a one-off container runs.
-pub struct OneOff<'a> {
-    pub app: &'a str,
-    pub release: u32,
-    pub image: &'a str,
-    /// The words it runs; never through a shell.
-    pub command: &'a [String],
-    pub env: &'a [(String, String)],
-    pub limits: Limits,
-    /// `release`, or `run.N`: its name is `nap-APP-vN-WHAT`.
-    pub what: String,
-    /// A terminal of this many columns and rows, or plain streams.
-    pub tty: Option<(u16, u16)>,
-    /// Whether input goes to it.
-    pub stdin: bool,
-}
 
 /// A one-off container that runs, attached.
 pub struct Attached {

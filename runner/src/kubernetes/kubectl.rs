@@ -154,6 +154,14 @@ impl Kubectl {
         serde_json::from_str(&text).map_err(|source| KubectlError::Output { verb: verb(&full), source })
     }
 
+    /// `kubectl ARGS` started with its standard streams piped (`attach -i`),
+    /// killed when dropped.
+    pub fn attached(&self, args: &[&str]) -> Result<tokio::process::Child, KubectlError> {
+        let mut command = self.command(args);
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        self.spawn(&mut command)
+    }
+
     /// The output of `kubectl ARGS` as it is written, until it ends or the
     /// stream is dropped (which kills kubectl).
     pub fn stream(&self, args: &[&str]) -> impl Stream<Item = Result<bytes::Bytes, KubectlError>> + use<> {

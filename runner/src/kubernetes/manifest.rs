@@ -4,7 +4,7 @@
 //! it only after part of the release was applied.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, ReplicationController, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, ReplicationController, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -39,6 +39,8 @@ pub enum Manifest {
     Service(Box<Service>),
     Ingress(Box<Ingress>),
     ConfigMap(Box<ConfigMap>),
+    /// The release phase's one-off pod.
+    Pod(Box<Pod>),
 }
 
 /// Parses every YAML document in `yaml` (named `source_name` in errors) and
@@ -61,6 +63,7 @@ pub fn parse(yaml: &str, source_name: &str) -> Result<Vec<Manifest>, ManifestErr
             "Service" => Manifest::Service(checked(&value, source_name, &kind)?),
             "Ingress" => Manifest::Ingress(checked(&value, source_name, &kind)?),
             "ConfigMap" => Manifest::ConfigMap(checked(&value, source_name, &kind)?),
+            "Pod" => Manifest::Pod(checked(&value, source_name, &kind)?),
             _ => return Err(ManifestError::UnknownKind { source_name: source_name.into(), kind }),
         };
         manifests.push(manifest);
@@ -119,6 +122,7 @@ impl Manifest {
             Manifest::Service(_) => "Service",
             Manifest::Ingress(_) => "Ingress",
             Manifest::ConfigMap(_) => "ConfigMap",
+            Manifest::Pod(_) => "Pod",
         }
     }
 
@@ -129,6 +133,7 @@ impl Manifest {
             Manifest::Service(m) => &m.metadata,
             Manifest::Ingress(m) => &m.metadata,
             Manifest::ConfigMap(m) => &m.metadata,
+            Manifest::Pod(m) => &m.metadata,
         };
         metadata.name.as_deref()
     }
@@ -162,8 +167,8 @@ mod tests {
     fn a_wrong_type_or_kind_is_refused() {
         let wrong = RC.replace("replicas: 1", "replicas: one");
         assert!(matches!(parse(&wrong, "rc.yaml"), Err(ManifestError::Schema { .. })));
-        let pod = RC.replace("kind: ReplicationController", "kind: Pod");
-        assert!(matches!(parse(&pod, "rc.yaml"), Err(ManifestError::UnknownKind { .. })));
+        let secret = RC.replace("kind: ReplicationController", "kind: Secret");
+        assert!(matches!(parse(&secret, "rc.yaml"), Err(ManifestError::UnknownKind { .. })));
         let version = RC.replace("apiVersion: v1", "apiVersion: apps/v1");
         assert!(matches!(parse(&version, "rc.yaml"), Err(ManifestError::Schema { .. })));
     }

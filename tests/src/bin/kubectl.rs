@@ -4,7 +4,10 @@
 //! what is applied as JSON files under `$NAP_TEST_KUBECTL_DIR/objects/`,
 //! appends every call (arguments and stdin) to `$NAP_TEST_KUBECTL_DIR/calls.jsonl`,
 //! and answers the few verbs nap uses the way kubectl 1.3x does. A file
-//! `$NAP_TEST_KUBECTL_DIR/not-ready` makes rollouts fail. Real-cluster tests
+//! `$NAP_TEST_KUBECTL_DIR/not-ready` makes rollouts fail; a pod (the release
+//! phase's) runs nothing and ends at once, with the exit code in the file
+//! `$NAP_TEST_KUBECTL_DIR/pod-exit` (0 without it), but one with input
+//! (`run`) runs until `attach -i`, which echoes its input. Real-cluster tests
 //! use the real kubectl instead (they run when KUBECONFIG is set).
 
 use std::collections::BTreeMap;
@@ -51,6 +54,11 @@ fn main() {
         ["get", kind, name] => stand_in.get(kind, name),
         ["delete", targets @ ..] => stand_in.delete(targets, flag("selector").or_else(|| selector_arg(&args))),
         ["logs", ..] => println!("[pod/stand-in/app] hello from the stand-in kubectl"),
+        // The pod's command is not run: its input comes back as its output.
+        ["attach", "-i", pod] => {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::stdout());
+            let _ = std::fs::write(dir.join(format!("attached.{}", name_of(pod))), "");
+        }
         _ => fail(&format!("the stand-in kubectl does not know {args:?}")),
     }
 }
@@ -105,6 +113,7 @@ impl StandIn {
             "service" | "svc" => "Service",
             "replicationcontroller" | "rc" => "ReplicationController",
             "deployment" => "Deployment",
+            "pod" | "pods" => "Pod",
             other => fail(&format!("the stand-in kubectl does not get {other}")),
         };
         let path = self.path(kind, name);
@@ -114,6 +123,29 @@ impl StandIn {
         object["metadata"]["namespace"] = json!("default");
         match kind {
             "Service" => object["spec"]["ports"][0]["nodePort"] = json!(30080),
+            // A pod with input runs until something attached to it.
+            "Pod"
+                if object["spec"]["containers"][0]["stdin"] == json!(true)
+                    && !self.dir.join(format!("attached.{name}")).exists() =>
+            {
+                object["status"] = json!({
+                    "phase": "Running",
+                    "containerStatuses": [{ "name": "one-off", "image": "", "imageID": "", "ready": true,
+                        "restartCount": 0, "state": { "running": { "startedAt": "2026-11-23T00:00:00Z" } } }],
+                });
+            }
+            "Pod" => {
+                let code: i64 = std::fs::read_to_string(self.dir.join("pod-exit"))
+                    .ok()
+                    .and_then(|text| text.trim().parse().ok())
+                    .unwrap_or(0);
+                let terminated = json!({ "exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" } });
+                object["status"] = json!({
+                    "phase": if code == 0 { "Succeeded" } else { "Failed" },
+                    "containerStatuses": [{ "name": "release", "image": "", "imageID": "", "ready": false,
+                        "restartCount": 0, "state": { "terminated": terminated } }],
+                });
+            }
             "ReplicationController" => {
                 let wanted = object["spec"]["replicas"].clone();
                 object["status"] =
