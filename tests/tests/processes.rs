@@ -328,12 +328,40 @@ fn run_streams_input_output_and_the_exit_code_and_leaves_nothing_behind() {
     }
 
     // Another app's key may not.
-    let other = gateway.user_for(&unique("other"), &["someotherapp"]);
-    gateway.ssh(&other, "nap", &["run", &app, "--", "true"]).assert_failed_with("error: ");
+    let name = unique("other");
+    let other = gateway.user_for(&name, &["someotherapp"]);
+    let refused = gateway.ssh(&other, "nap", &["run", &app, "--", "true"]);
+    refused.assert_failed_with(&format!("error: key {name} may not use app {app}"));
+    assert!(one_offs_of(&app).is_empty(), "a refused run starts nothing");
     let mut stdin_probe = gateway.ssh_command(&admin, "nap", &["run", &app]).spawn().expect("ssh");
     let _ = stdin_probe.stdin.take().map(|mut s| s.write_all(b""));
     let mut refused = String::new();
     let _ = stdin_probe.stderr.take().map(|mut e| e.read_to_string(&mut refused));
     let _ = stdin_probe.wait();
     assert!(refused.contains("run needs a command"), "{refused}");
+}
+
+#[test]
+fn a_release_phase_over_release_timeout_is_stopped_and_the_release_refused() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let gateway = Gateway::start_with_settings(&format!(
+        "registry = \"{}\"\nhttp_listen = \"{addr}\"\ndomain = \"{DOMAIN}\"\nrelease_timeout = 2\n",
+        nap_tests::REGISTRY
+    ));
+    let admin = gateway.user("admin");
+    let app = unique("slowrel");
+    let repo = AppRepo::new(AppKind::Procfile);
+    repo.push(&gateway, &admin, &app, "master").assert_ok();
+    repo.commit("Procfile", &format!("{PROCFILE}release: sh -c \"echo migrating forever; sleep 60\"\n"));
+    let started = Instant::now();
+    let refused = repo.push(&gateway, &admin, &app, "master");
+    assert!(!refused.ok(), "{refused:?}");
+    assert!(
+        refused.stderr.contains("the release phase took longer than 2 s (release_timeout) and was stopped"),
+        "{}",
+        refused.stderr
+    );
+    assert!(started.elapsed() < Duration::from_secs(40), "not waited out: {:?}", started.elapsed());
+    assert!(one_offs_of(&app).is_empty(), "the release phase's container is left: {:?}", one_offs_of(&app));
+    assert_eq!(hostnames(&addr, &app, 3), BTreeSet::from(["web-1".to_owned()]), "v1 still serves");
 }
