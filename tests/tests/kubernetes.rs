@@ -34,6 +34,15 @@ fn applied(cluster: &StandInCluster) -> Vec<Vec<Manifest>> {
         .collect()
 }
 
+/// The last pod named `name` the stand-in was given, checked against the schema.
+fn applied_pod(cluster: &StandInCluster, name: &str) -> Box<k8s_openapi::api::core::v1::Pod> {
+    let mut pods = applied(cluster).into_iter().flatten().filter_map(|manifest| match manifest {
+        Manifest::Pod(pod) if pod.metadata.name.as_deref() == Some(name) => Some(pod),
+        _ => None,
+    });
+    pods.next_back().unwrap_or_else(|| panic!("no pod {name} was applied"))
+}
+
 fn image_of(deployment: &Deployment) -> String {
     let pod = deployment.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod spec");
     pod.containers[0].image.clone().expect("image")
@@ -259,15 +268,7 @@ fn process_types_are_deployments_that_ps_scale_changes() {
     // The refused first push left nothing: this is v1 again.
     let pod_name = format!("{app}-v1-release");
     assert!(cluster.object("Pod", &pod_name).is_none(), "the release phase's pod is deleted");
-    let pod = applied(&cluster)
-        .into_iter()
-        .flatten()
-        .filter_map(|m| match m {
-            Manifest::Pod(pod) if pod.metadata.name.as_deref() == Some(pod_name.as_str()) => Some(pod),
-            _ => None,
-        })
-        .next_back()
-        .expect("the release phase's pod, checked against the schema");
+    let pod = applied_pod(&cluster, &pod_name);
     let spec = pod.spec.as_ref().expect("pod spec");
     assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
     assert_eq!(spec.containers[0].args.as_deref(), Some(&["/app/migrate".to_owned(), "--all".into()][..]));
@@ -310,14 +311,7 @@ fn process_types_are_deployments_that_ps_scale_changes() {
     let pod_name = attach.words()[2].trim_start_matches("pod/").to_owned();
     assert!(pod_name.starts_with(&format!("{app}-v1-run-")), "{pod_name}");
     assert!(cluster.object("Pod", &pod_name).is_none(), "the one-off pod is deleted");
-    let one_off = applied(&cluster)
-        .into_iter()
-        .flatten()
-        .find_map(|m| match m {
-            Manifest::Pod(pod) if pod.metadata.name.as_deref() == Some(pod_name.as_str()) => Some(pod),
-            _ => None,
-        })
-        .expect("the run's pod, checked against the schema");
+    let one_off = applied_pod(&cluster, &pod_name);
     let container = &one_off.spec.as_ref().expect("spec").containers[0];
     assert_eq!((container.stdin, container.args.as_deref()), (Some(true), Some(&["cat".to_owned()][..])));
 
