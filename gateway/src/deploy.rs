@@ -674,8 +674,8 @@ fn published_with(
 /// The Procfile and app.json of a pushed commit, checked.
 fn pushed_files(repo: &std::path::Path, commit: &str) -> Result<(Option<String>, Option<String>), DeployError> {
     let files = nap_builder::app_files(repo, commit)?;
-    Procfile::of(files.procfile.as_deref())?;
-    AppJson::of(files.app_json.as_deref())?;
+    let procfile = Procfile::of(files.procfile.as_deref())?;
+    AppJson::of(files.app_json.as_deref())?.check_against(&procfile)?;
     Ok((files.procfile, files.app_json))
 }
 

@@ -18,6 +18,8 @@ pub enum AppJsonError {
     Quantity { kind: ProcessType, quantity: u32 },
     #[error("app.json: healthchecks.{kind}: a check needs a path starting with '/'")]
     Path { kind: ProcessType },
+    #[error("app.json: formation.{kind}: the Procfile has no {kind}")]
+    NotInProcfile { kind: ProcessType },
 }
 
 /// What nap takes from an app.json.
@@ -64,6 +66,14 @@ impl AppJson {
     /// An app.json's text, or none.
     pub fn of(text: Option<&str>) -> Result<AppJson, AppJsonError> {
         text.map_or_else(|| Ok(AppJson::default()), AppJson::parse)
+    }
+
+    /// Refuses a formation that counts a type `procfile` does not run.
+    pub fn check_against(&self, procfile: &crate::Procfile) -> Result<(), AppJsonError> {
+        match self.formation.kinds().find(|kind| !procfile.declares(kind)) {
+            Some(kind) => Err(AppJsonError::NotInProcfile { kind: kind.clone() }),
+            None => Ok(()),
+        }
     }
 
     /// The check that says a `web` instance is ready: the first with a path

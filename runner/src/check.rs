@@ -56,7 +56,10 @@ impl HealthCheck {
     pub fn describe(&self) -> String {
         let content = self.content.as_ref().map(|c| format!(" for {c:?}")).unwrap_or_default();
         let path = self.path.as_deref().unwrap_or("/");
-        format!("GET {path}{content}, {} attempts {} s apart", self.attempts(), self.wait().as_secs())
+        match self.attempts() {
+            1 => format!("GET {path}{content}, once"),
+            attempts => format!("GET {path}{content}, {attempts} attempts {} s apart", self.wait().as_secs()),
+        }
     }
 
     pub fn timeout(&self) -> Duration {

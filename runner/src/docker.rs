@@ -423,6 +423,30 @@ impl DockerRunner {
     }
 }
 
+impl DockerRunner {
+    /// The container's output with Docker's timestamp (RFC 3339, UTC) at
+    /// the start of each line: the last `tail` lines since `since` (unix
+    /// seconds), then (with `follow`) whatever it writes until the stream
+    /// is dropped.
+    pub fn timed_logs(
+        &self,
+        container: &str,
+        tail: Option<u64>,
+        follow: bool,
+        since: Option<i64>,
+    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, RunError>> + use<> {
+        let tail = tail.map_or_else(|| "all".to_owned(), |n| n.to_string());
+        let mut options =
+            LogsOptionsBuilder::new().stdout(true).stderr(true).follow(follow).timestamps(true).tail(&tail);
+        if let Some(since) = since.and_then(|since| i32::try_from(since).ok()) {
+            options = options.since(since);
+        }
+        self.docker
+            .logs(container, Some(options.build()))
+            .map(|item| item.map(bollard::container::LogOutput::into_bytes).map_err(RunError::from))
+    }
+}
+
 fn is_address_taken(err: &bollard::errors::Error) -> bool {
     matches!(err, bollard::errors::Error::DockerResponseServerError { message, .. }
         if message.contains("already in use") || message.contains("already allocated"))

@@ -144,9 +144,9 @@ impl Runner {
         Ok(Runner::Systemd(Box::new(runner)))
     }
 
-    /// The Docker runner that runs one-off containers (the release phase,
-    /// `run`): this host's; none on Kubernetes.
-    pub fn one_offs(&self) -> Option<&DockerRunner> {
+    /// This host's Docker runner, which runs the instances of the docker
+    /// and systemd runners; none on Kubernetes.
+    pub fn host_docker(&self) -> Option<&DockerRunner> {
         match self {
             Runner::Docker(docker) => Some(docker),
             Runner::Systemd(systemd) => Some(systemd.docker()),

@@ -181,6 +181,11 @@ impl Formation {
         self.0.contains_key(kind)
     }
 
+    /// The types it sets a count for.
+    pub fn kinds(&self) -> impl Iterator<Item = &ProcessType> {
+        self.0.keys()
+    }
+
     /// This formation where it sets a count, else `defaults`'s (app.json's).
     #[must_use]
     pub fn over(&self, defaults: &Formation) -> Formation {

@@ -124,6 +124,25 @@ fn the_release_phase_runs_first_then_web_and_worker_and_a_failing_one_changes_no
         std::thread::sleep(Duration::from_millis(300));
     }
 
+    // In time order: what Docker timestamped, merged (a prefix of it, as
+    // the worker goes on writing).
+    let shown = gateway.ssh(&admin, "nap", &["logs", &app]).stdout;
+    let mut timed = Vec::new();
+    for (name, container) in [("web.1", format!("nap-{app}-v1-web.1")), ("worker.1", format!("nap-{app}-v1-worker.1"))]
+    {
+        let logs = docker(&["logs", "-t", &container]);
+        for line in logs.stdout.lines().chain(logs.stderr.lines()) {
+            let (at, text) = line.split_once(' ').unwrap_or((line, ""));
+            // RFC 3339 with its fraction padded to nanoseconds sorts as text.
+            let (whole, fraction) = at.trim_end_matches('Z').split_once('.').unwrap_or((at, "0"));
+            timed.push((format!("{whole}.{fraction:0<9}"), format!("app[{name}]: {text}")));
+        }
+    }
+    timed.sort();
+    let expected: Vec<&str> = timed.iter().map(|(_, line)| line.as_str()).collect();
+    let shown: Vec<&str> = shown.lines().collect();
+    assert!(shown.len() > 3 && expected.starts_with(&shown), "not in time order:\n{shown:#?}\n{expected:#?}");
+
     // A release phase that fails refuses the push, and v1 goes on.
     repo.commit("Procfile", &format!("{PROCFILE}release: sh -c \"echo migration failed >&2; exit 3\"\n"));
     let failed = repo.push(&gateway, &admin, &app, "master");
@@ -171,7 +190,7 @@ fn ps_scale_spreads_requests_and_drains_without_a_failed_request() {
     // Malformed counts and unknown types: one line each, and nothing changes.
     for (args, error) in [
         (vec!["clock=1"], format!("error: clock is not a process type of {app}: its Procfile has web, worker")),
-        (vec!["release=1"], format!("error: release is not a process type of {app}")),
+        (vec!["release=1"], format!("error: release is {app}'s release phase, run once per release")),
         (vec!["web=-1"], "error: invalid count \"-1\" for web".to_owned()),
         (vec!["web=100000"], "error: invalid count \"100000\" for web".to_owned()),
         (vec!["web"], "error: expected TYPE=COUNT, got \"web\"".to_owned()),
@@ -266,6 +285,11 @@ fn malformed_procfiles_and_app_json_refuse_the_push_in_one_line() {
             " !     app.json: formation.web.quantity is 1000",
         ),
         ("app.json", "{\"healthchecks\": ", " !     app.json: "),
+        (
+            "app.json",
+            "{\"formation\": {\"clock\": {\"quantity\": 1}}}",
+            " !     app.json: formation.clock: the Procfile has no clock",
+        ),
     ] {
         let good = std::fs::read_to_string(repo.path.join(file)).expect(file);
         repo.commit(file, text);

@@ -140,10 +140,11 @@ async fn scale(
     Ok(Reply::new(format!("scaled {name}: {}", said.join(" ")), json!({ "name": name, "formation": json })))
 }
 
-/// Streams the output of the app's instances, interleaved, each line
-/// prefixed with its instance as Heroku does (`app[web.1]: ...`): the last
-/// `tail` lines of each, then with `follow` whatever comes until the client
-/// goes away; dropping the Docker log streams then closes their requests.
+/// Streams the output of the app's instances, each line prefixed with its
+/// instance as Heroku does (`app[web.1]: ...`): the last `tail` lines of
+/// each, merged in time order, then with `follow` whatever comes, as it
+/// comes, until the client goes away; dropping the Docker log streams then
+/// closes their requests.
 pub async fn logs(
     ctx: &Context,
     caller: &Caller,
@@ -157,61 +158,120 @@ pub async fn logs(
         return Err(CommandError::NothingRunning(app));
     };
     let runner = ctx.runner().await?;
-    let streams = if runner.kind() == RunnerKind::Kubernetes {
-        vec![runner.logs(app.as_str(), "", tail, follow)]
-    } else {
-        let serving = nap_runner::InstanceId::web(current.version, current.restarts);
-        let mut instances = runner.instances(Some(app.as_str())).await?.remove(app.as_str()).unwrap_or_default();
-        instances.retain(|instance| instance.id().same_start(&serving));
-        instances.sort_by_key(nap_runner::Instance::id);
-        instances
-            .iter()
-            .map(|instance| {
-                let prefix = format!("app[{}]: ", instance.id().name());
-                prefixed(runner.logs(app.as_str(), &instance.name, tail, follow), prefix)
-            })
-            .collect()
+    let Some(docker) = runner.host_docker() else {
+        let stream = runner.logs(app.as_str(), "", tail, follow);
+        write_all(stream, io).await?;
+        return Ok(Reply::Streamed);
     };
-    let mut stream = futures_util::stream::select_all(streams);
-    loop {
-        let chunk = tokio::select! {
-            chunk = stream.next() => chunk,
-            () = io.client_gone.cancelled() => break,
-        };
-        let Some(chunk) = chunk else { break };
-        let chunk = chunk?;
-        if io.stdout.write_all(&chunk).await.is_err() || io.stdout.flush().await.is_err() {
-            break;
+    let serving = nap_runner::InstanceId::web(current.version, current.restarts);
+    let mut instances = runner.instances(Some(app.as_str())).await?.remove(app.as_str()).unwrap_or_default();
+    instances.retain(|instance| instance.id().same_start(&serving));
+    instances.sort_by_key(nap_runner::Instance::id);
+    // What each instance wrote so far, merged by Docker's timestamps.
+    let mut backlog = Vec::new();
+    let mut seen = Vec::with_capacity(instances.len());
+    for instance in &instances {
+        let mut stream = docker.timed_logs(&instance.name, tail, false, None);
+        let mut lines = crate::report::Lines::default();
+        let mut last = None;
+        while let Some(chunk) = stream.next().await {
+            for line in lines.push(&chunk?) {
+                let timed = Timed::read(&line);
+                last = timed.at.or(last);
+                backlog.push((timed.at, instance.id().name(), timed.text.to_owned()));
+            }
         }
+        seen.push(last);
     }
+    backlog.sort_by_key(|(at, _, _)| *at);
+    let mut text = String::new();
+    for (_, who, line) in &backlog {
+        let _ = writeln!(text, "app[{who}]: {line}");
+    }
+    if io.stdout.write_all(text.as_bytes()).await.is_err() || io.stdout.flush().await.is_err() || !follow {
+        return Ok(Reply::Streamed);
+    }
+    // Then as it comes, from where each left off.
+    let live = instances.iter().zip(seen).map(|(instance, last)| {
+        let since = last.map(OffsetDateTime::unix_timestamp);
+        let stream = docker.timed_logs(&instance.name, None, true, since);
+        prefixed(stream, format!("app[{}]: ", instance.id().name()), last)
+    });
+    write_all(futures_util::stream::select_all(live).boxed(), io).await?;
     Ok(Reply::Streamed)
 }
 
-/// An instance's output as whole lines, each starting with `prefix`.
+/// Writes `stream` to the client until it ends or the client goes.
+async fn write_all(
+    mut stream: BoxStream<'static, Result<bytes::Bytes, nap_runner::RunError>>,
+    io: &mut Io,
+) -> Result<(), CommandError> {
+    loop {
+        let chunk = tokio::select! {
+            chunk = stream.next() => chunk,
+            () = io.client_gone.cancelled() => return Ok(()),
+        };
+        let Some(chunk) = chunk else { return Ok(()) };
+        let chunk = chunk?;
+        if io.stdout.write_all(&chunk).await.is_err() || io.stdout.flush().await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// A line as Docker's `timestamps` gives it: `2026-11-30T13:00:00.1234Z text`.
+struct Timed<'a> {
+    at: Option<OffsetDateTime>,
+    text: &'a str,
+}
+
+impl<'a> Timed<'a> {
+    fn read(line: &'a str) -> Timed<'a> {
+        match line.split_once(' ') {
+            Some((at, text)) => match OffsetDateTime::parse(at, &Rfc3339) {
+                Ok(at) => Timed { at: Some(at), text },
+                Err(_) => Timed { at: None, text: line },
+            },
+            None => Timed { at: OffsetDateTime::parse(line, &Rfc3339).ok(), text: "" },
+        }
+    }
+}
+
+/// An instance's timestamped output as whole lines, each starting with
+/// `prefix` instead of its timestamp; lines from before `after` (already
+/// shown) are dropped.
 fn prefixed(
-    output: BoxStream<'static, Result<bytes::Bytes, nap_runner::RunError>>,
+    output: impl futures_util::Stream<Item = Result<bytes::Bytes, nap_runner::RunError>> + Send + 'static,
     prefix: String,
+    after: Option<OffsetDateTime>,
 ) -> BoxStream<'static, Result<bytes::Bytes, nap_runner::RunError>> {
     let lines = crate::report::Lines::default();
-    futures_util::stream::unfold((output, lines, prefix, false), |(mut output, mut lines, prefix, done)| async move {
-        if done {
-            return None;
-        }
-        let text = |lines: Vec<String>| {
-            lines.into_iter().fold(String::new(), |mut text, line| {
-                let _ = writeln!(text, "{prefix}{line}");
-                text
-            })
-        };
-        match output.next().await {
-            Some(Ok(chunk)) => {
-                let block = text(lines.push(&chunk));
-                Some((Ok(bytes::Bytes::from(block)), (output, lines, prefix, false)))
+    let output = output.boxed();
+    futures_util::stream::unfold((output, lines, false), move |(mut output, mut lines, done)| {
+        let prefix = prefix.clone();
+        async move {
+            if done {
+                return None;
             }
-            Some(Err(err)) => Some((Err(err), (output, lines, prefix, true))),
-            None => {
-                let block = text(lines.rest().into_iter().collect());
-                Some((Ok(bytes::Bytes::from(block)), (output, crate::report::Lines::default(), prefix, true)))
+            let text = |lines: Vec<String>| {
+                lines.iter().map(|line| Timed::read(line)).filter(|timed| timed.at > after || timed.at.is_none()).fold(
+                    String::new(),
+                    |mut text, timed| {
+                        let _ = writeln!(text, "{prefix}{}", timed.text);
+                        text
+                    },
+                )
+            };
+            match output.next().await {
+                Some(Ok(chunk)) => {
+                    let block = text(lines.push(&chunk));
+                    Some((Ok(bytes::Bytes::from(block)), (output, lines, false)))
+                }
+                Some(Err(err)) => Some((Err(err), (output, lines, true))),
+                None => {
+                    let block = text(lines.rest().into_iter().collect());
+                    Some((Ok(bytes::Bytes::from(block)), (output, crate::report::Lines::default(), true)))
+                }
             }
         }
     })

@@ -18,12 +18,12 @@ use crate::context::{Context, Io};
 pub struct RunArgs {
     /// The app whose current release runs the command
     app: String,
-    /// Run this Procfile type's command (with no CMD), and name the
-    /// container after it
+    /// Run this Procfile type's command (with no CMD; `release` too), and
+    /// name the container after it
     #[arg(long = "type", value_name = "TYPE")]
     kind: Option<String>,
     /// The command and its arguments, as words: never through a shell,
-    /// unless you run one (`-- sh -c '...'`)
+    /// unless you run one (over ssh: -- sh -c "'echo $X'")
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
     command: Vec<String>,
 }
@@ -51,7 +51,7 @@ pub async fn run(ctx: &Context, caller: &Caller, args: RunArgs, io: &mut Io) -> 
         (Some(kind), true) => {
             let procfile =
                 nap_runner::Procfile::of(release.procfile.as_deref()).map_err(crate::deploy::DeployError::from)?;
-            if !procfile.declares(kind) {
+            if !procfile.declares(kind) && procfile.command_line(kind.as_str()).is_none() {
                 return Err(OneOffError::UnknownType { app: app.to_string(), kind: kind.clone() }.into());
             }
             procfile.argv(kind.as_str()).ok_or_else(|| OneOffError::ImageCommand { kind: kind.clone() })?

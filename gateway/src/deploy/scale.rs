@@ -16,6 +16,12 @@ use crate::report::Reporter;
 pub enum ScaleRefused {
     #[error("{kind} is not a process type of {app}: its Procfile has {known}")]
     UnknownType { app: AppName, kind: ProcessType, known: String },
+    #[error("release is {app}'s release phase, run once per release; it has no instances to scale")]
+    ReleasePhase { app: AppName },
+    #[error(
+        "{app} has no release yet, so its Procfile is not known: only web can be scaled before the first push ({kind} was asked)"
+    )]
+    NoRelease { app: AppName, kind: ProcessType },
 }
 
 /// Scales `app` as `changes` say; answers each type's count now.
@@ -41,17 +47,19 @@ pub async fn scale(
         },
     };
     for change in changes {
-        if !processes.procfile.declares(&change.kind) {
+        let refused = if change.kind.as_str() == ProcessType::RELEASE {
+            ScaleRefused::ReleasePhase { app: app.clone() }
+        } else if current.is_none() && !change.kind.is_web() {
+            ScaleRefused::NoRelease { app: app.clone(), kind: change.kind.clone() }
+        } else if !processes.procfile.declares(&change.kind) {
             let known: Vec<String> = processes.procfile.types().iter().map(ToString::to_string).collect();
-            let refused =
-                ScaleRefused::UnknownType { app: app.clone(), kind: change.kind.clone(), known: known.join(", ") };
-            return Err(refused.into());
-        }
+            ScaleRefused::UnknownType { app: app.clone(), kind: change.kind.clone(), known: known.join(", ") }
+        } else {
+            continue;
+        };
+        return Err(refused.into());
     }
-    // The counts app.json declares hold until `ps scale` sets its own.
-    for (kind, count) in processes.counts(&formation) {
-        formation.set(kind, count);
-    }
+    // A type `ps scale` never set keeps app.json's count (or the default).
     for change in changes {
         formation.set(change.kind.clone(), change.count);
     }

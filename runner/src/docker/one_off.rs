@@ -52,7 +52,11 @@ impl DockerRunner {
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             labels: Some([(LABEL.to_owned(), job.app.to_owned())].into()),
-            host_config: Some(self.host_config(job.limits)),
+            // The terminal starts at the client's size, before the command runs.
+            host_config: Some(bollard::models::HostConfig {
+                console_size: job.tty.map(|(columns, rows)| vec![usize::from(rows), usize::from(columns)]),
+                ..self.host_config(job.limits)
+            }),
             networking_config: Some(self.network.at(self.free_address().await?)),
             ..Default::default()
         };
