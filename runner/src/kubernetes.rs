@@ -28,6 +28,16 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// selectors never take them.
 const PROCESS_OF: &str = "nap.process-of";
 
+/// The app's config as a list of `{name, value}` (`env`) and its limits as
+/// Kubernetes names them (`limits`), for a template.
+fn insert_env_and_limits(context: &mut tera::Context, env: &[(String, String)], limits: crate::Limits) {
+    let env: Vec<HashMap<&str, &str>> =
+        env.iter().map(|(name, value)| HashMap::from([("name", name.as_str()), ("value", value.as_str())])).collect();
+    context.insert("env", &env);
+    let limits: BTreeMap<&str, String> = limits.kubernetes().into_iter().collect();
+    context.insert("limits", &limits);
+}
+
 /// `deployment/APP-TYPE`: what runs process type TYPE of an app, besides web.
 fn process_workload(app: &str, kind: &str) -> String {
     format!("deployment/{app}-{kind}")
@@ -154,14 +164,7 @@ impl KubernetesRunner {
         context.insert("image", req.image);
         context.insert("port", &req.port);
         context.insert("command", &req.command.clone().unwrap_or_default());
-        let env: Vec<HashMap<&str, &str>> = req
-            .env
-            .iter()
-            .map(|(name, value)| HashMap::from([("name", name.as_str()), ("value", value.as_str())]))
-            .collect();
-        context.insert("env", &env);
-        let limits: BTreeMap<&str, String> = req.limits.kubernetes().into_iter().collect();
-        context.insert("limits", &limits);
+        insert_env_and_limits(&mut context, req.env, req.limits);
         context
     }
 
@@ -300,11 +303,7 @@ impl KubernetesRunner {
         context.insert("image", job.image);
         context.insert("command", job.command);
         context.insert("stdin", &job.stdin);
-        let env: Vec<HashMap<&str, &str>> =
-            job.env.iter().map(|(k, v)| HashMap::from([("name", k.as_str()), ("value", v.as_str())])).collect();
-        context.insert("env", &env);
-        let limits: BTreeMap<&str, String> = job.limits.kubernetes().into_iter().collect();
-        context.insert("limits", &limits);
+        insert_env_and_limits(&mut context, job.env, job.limits);
         context.insert("timeout", &timeout.as_secs());
         let yaml = self.units.render(units::K8S_ONE_OFF, &context).map_err(KubernetesError::from)?;
         manifest::parse(&yaml, &format!("one-off pod {name}")).map_err(KubernetesError::from)?;
