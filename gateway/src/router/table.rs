@@ -52,8 +52,11 @@ impl Route {
         avoid: Option<SocketAddr>,
     ) -> Option<SocketAddr> {
         let count = self.upstreams.len();
-        if count == 0 {
-            return None;
+        match count {
+            0 => return None,
+            // Alone, it gets the request whatever its load and checks say.
+            1 => return Some(self.upstreams[0]),
+            _ => {}
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let in_turn = (0..count).map(|i| self.upstreams[(start + i) % count]);
