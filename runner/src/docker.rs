@@ -406,21 +406,6 @@ impl DockerRunner {
         }
         Ok(by_app)
     }
-
-    /// The container's output: the last `tail` lines, then (with `follow`)
-    /// whatever it writes until the stream is dropped.
-    pub fn logs(
-        &self,
-        container: &str,
-        tail: Option<u64>,
-        follow: bool,
-    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, RunError>> + use<> {
-        let tail = tail.map_or_else(|| "all".to_owned(), |n| n.to_string());
-        let options = LogsOptionsBuilder::new().stdout(true).stderr(true).follow(follow).tail(&tail).build();
-        self.docker
-            .logs(container, Some(options))
-            .map(|item| item.map(bollard::container::LogOutput::into_bytes).map_err(RunError::from))
-    }
 }
 
 impl DockerRunner {

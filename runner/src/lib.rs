@@ -24,9 +24,6 @@ pub mod units;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use futures_util::stream::BoxStream;
-
 pub use app_json::{AppJson, AppJsonError};
 pub use check::{CheckFailed, HealthCheck};
 pub use docker::network::AppNetwork;
@@ -178,23 +175,6 @@ impl Runner {
             Runner::Docker(docker) => docker.instances(app).await,
             Runner::Systemd(systemd) => systemd.docker().instances(app).await,
             Runner::Kubernetes(kubernetes) => kubernetes.instances(app).await,
-        }
-    }
-
-    /// The output of `app`'s release running as `container`: the last
-    /// `tail` lines, then (with `follow`) whatever comes until the stream
-    /// is dropped.
-    pub fn logs(
-        &self,
-        app: &str,
-        container: &str,
-        tail: Option<u64>,
-        follow: bool,
-    ) -> BoxStream<'static, Result<bytes::Bytes, RunError>> {
-        match self {
-            Runner::Docker(docker) => docker.logs(container, tail, follow).boxed(),
-            Runner::Systemd(systemd) => systemd.docker().logs(container, tail, follow).boxed(),
-            Runner::Kubernetes(kubernetes) => kubernetes.logs(app, tail, follow).boxed(),
         }
     }
 

@@ -177,10 +177,6 @@ impl Formation {
         self.0.insert(kind, count);
     }
 
-    pub fn is_set(&self, kind: &ProcessType) -> bool {
-        self.0.contains_key(kind)
-    }
-
     /// The types it sets a count for.
     pub fn kinds(&self) -> impl Iterator<Item = &ProcessType> {
         self.0.keys()

@@ -158,10 +158,13 @@ pub async fn logs(
         return Err(CommandError::NothingRunning(app));
     };
     let runner = ctx.runner().await?;
-    let Some(docker) = runner.host_docker() else {
-        let stream = runner.logs(app.as_str(), "", tail, follow);
-        write_all(stream, io).await?;
-        return Ok(Reply::Streamed);
+    let docker = match &runner {
+        nap_runner::Runner::Kubernetes(cluster) => {
+            write_all(cluster.logs(app.as_str(), tail, follow).boxed(), io).await?;
+            return Ok(Reply::Streamed);
+        }
+        nap_runner::Runner::Docker(docker) => docker,
+        nap_runner::Runner::Systemd(systemd) => systemd.docker(),
     };
     let serving = nap_runner::InstanceId::web(current.version, current.restarts);
     let mut instances = runner.instances(Some(app.as_str())).await?.remove(app.as_str()).unwrap_or_default();
