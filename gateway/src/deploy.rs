@@ -19,7 +19,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use nap_builder::{BuildRequest, Builder, short_commit};
-use nap_runner::{AppJson, AppJsonError, Formation, InstanceId, LimitName, Limits, Procfile, ProcfileError};
+use nap_runner::{
+    AppJson, AppJsonError, Formation, HealthCheck, InstanceId, LimitName, Limits, Procfile, ProcfileError,
+};
 use nap_runner::{RunError, Runner, Running, Serving};
 use nap_state::{AppRecord, Lock, LockSubject, Release, ReleaseCause, ReleaseStatus, Rollout, Store, layout};
 use time::OffsetDateTime;
@@ -392,6 +394,13 @@ async fn start_release(
     }
 }
 
+/// A release's instances, ready, and the check routers keep making of its
+/// `web` ones (app.json's, read once with the rest of it).
+struct Started {
+    instances: Vec<(InstanceId, Running)>,
+    check: Option<HealthCheck>,
+}
+
 /// Starts every instance of `release` (start number `release.restarts`)
 /// that `formation` asks for, with `limits`, and waits until each is ready.
 async fn start(
@@ -402,7 +411,7 @@ async fn start(
     formation: &Formation,
     limits: Limits,
     report: &Reporter,
-) -> Result<Vec<(InstanceId, Running)>, RunError> {
+) -> Result<Started, RunError> {
     let counts = processes.counts(formation);
     let said: Vec<String> = counts.iter().map(|(kind, count)| format!("{kind}={count}")).collect();
     report.step(&format!("Releasing v{} with PORT={} ({})", release.version, release.port, said.join(" ")));
@@ -412,7 +421,8 @@ async fn start(
         .into_iter()
         .map(|id| processes.request(app.as_str(), release, &env, limits, id))
         .collect();
-    runner.start_all(&requests, &|line: &str| report.detail(line)).await
+    let instances = runner.start_all(&requests, &|line: &str| report.detail(line)).await?;
+    Ok(Started { instances, check: processes.app_json.web_check().cloned() })
 }
 
 /// Makes `release`, whose instances run as `started`, the app's current
@@ -423,11 +433,12 @@ async fn switch(
     runner: &Runner,
     app: &AppName,
     mut release: Release,
-    started: &[(InstanceId, Running)],
+    started: &Started,
     lock: &Lock,
     report: &Reporter,
 ) -> Result<Release, DeployError> {
-    let store = &ctx.store;
+    let (store, check) = (&ctx.store, started.check.as_ref());
+    let started = started.instances.as_slice();
     let web: Vec<&Running> = started.iter().filter(|(id, _)| id.process.is_web()).map(|(_, running)| running).collect();
     release.status = ReleaseStatus::Succeeded;
     release.workload = web.first().copied().or(started.first().map(|(_, running)| running)).map(|r| r.name.clone());
@@ -437,7 +448,7 @@ async fn switch(
         Some(url) if runner.kind() != nap_runner::RunnerKind::Kubernetes => Some(url),
         _ => web.first().map(|running| running.url.clone()),
     };
-    let also = published_with(ctx, app, &release, &web, report)?;
+    let also = published_with(ctx, app, &release, &web, check, report)?;
     // Only while the lock is still this deploy's: one whose lease was lost
     // (another host may hold the lock by now) makes nothing current.
     let promoted = match lock.ensure_held().await {
@@ -650,11 +661,11 @@ fn published_with(
     app: &AppName,
     release: &Release,
     web: &[&Running],
+    check: Option<&HealthCheck>,
     report: &Reporter,
 ) -> Result<nap_state::Pairs, DeployError> {
     let mut writes: nap_state::Pairs =
         web.iter().flat_map(|running| Endpoint::of(running).keys(app.as_str(), release.version)).collect();
-    let check = AppJson::of(release.app_json.as_deref())?.web_check().cloned();
     writes
         .push((layout::healthcheck(app.as_str()), serde_json::to_vec(&check).map_err(nap_state::StoreError::Encode)?));
     if let Some(target) = &ctx.settings.publish_rollout {

@@ -98,7 +98,7 @@ pub async fn rollback(
         config: ConfigChange::Replace(target.config.clone()),
         limits: crate::deploy::LimitsChange::Keep,
     };
-    let release = super::deploy(ctx, plan, io).await?;
+    let release = Box::pin(super::deploy(ctx, plan, io)).await?;
     // The summary stays the last line, ending with the URL, for scripts.
     let mut text = String::new();
     for change in &changes {
