@@ -125,11 +125,21 @@ echo "the container answers at $UPSTREAM_ADDR" >&2
 # a line per request by default. The issue's pool is `keepalive 64`; with
 # 256 client connections nginx then opens and closes an upstream connection
 # for most requests, so a pool as large as the load (keepalive 256) is
-# measured beside it.
-nginx_conf() { # WORKERS KEEPALIVE PORT DIR [log]
+# measured beside it. With `fwd`, nginx also sets the headers nap's router
+# sets on every request it forwards (X-Forwarded-For/-Proto/-Host/-Port and
+# X-Request-Id, the client's or a new one), so that both do the same work.
+nginx_conf() { # WORKERS KEEPALIVE PORT DIR [log|""] [fwd]
   mkdir -p "$4"
-  local access="access_log off;"
+  local access="access_log off;" map="" fwd=""
   [ "${5:-}" != log ] || access="access_log $4/access.log combined buffer=64k flush=1s;"
+  if [ "${6:-}" = fwd ]; then
+    map="map \$http_x_request_id \$nap_request_id { default \$http_x_request_id; \"\" \$request_id; }"
+    fwd="proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+      proxy_set_header X-Forwarded-Port \$server_port;
+      proxy_set_header X-Request-Id \$nap_request_id;"
+  fi
   cat >"$4/nginx.conf" <<CONF
 worker_processes $1;
 daemon off;
@@ -138,6 +148,7 @@ error_log $4/error.log;
 events { worker_connections 4096; }
 http {
   $access
+  $map
   upstream app { server $UPSTREAM_ADDR; keepalive $2; }
   server {
     listen 127.0.0.1:$3;
@@ -146,16 +157,17 @@ http {
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Host \$host;
+      $fwd
     }
   }
 }
 CONF
 }
 declare -A NGINX_PORT NGINX_PID
-for variant in 1:64 auto:64 1:256 auto:256 1:256:log; do
-  IFS=: read -r workers pool access <<<"$variant"
+for variant in 1:64 auto:64 1:256 auto:256 1:256:log 1:256::fwd 1:256:log:fwd; do
+  IFS=: read -r workers pool access fwd <<<"$variant"
   NGINX_PORT[$variant]=$(free_port)
-  nginx_conf "$workers" "$pool" "${NGINX_PORT[$variant]}" "$T/nginx-${variant//:/-}" "$access"
+  nginx_conf "$workers" "$pool" "${NGINX_PORT[$variant]}" "$T/nginx-${variant//:/-}" "$access" "$fwd"
   nginx -c "$T/nginx-${variant//:/-}/nginx.conf" 2>>"$T/nginx-${variant//:/-}/error.log" &
   NGINX_PID[$variant]=$!
   PIDS+=($!)
@@ -228,10 +240,11 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 log "throughput: $RUNS runs of (a) direct, (b) nginx, (c) nap serve's router and nap router alone, interleaved"
 for r in $(seq "$RUNS"); do
   measure direct "http://$UPSTREAM_ADDR/"
-  for variant in 1:256 auto:256 1:256:log; do
+  for variant in 1:256 auto:256 1:256:log 1:256::fwd 1:256:log:fwd; do
     measure "nginx-${variant//:/-}" "http://127.0.0.1:${NGINX_PORT[$variant]}/" $(nginx_pids "$variant")
   done
   : >"$T/nginx-1-256-log/access.log"
+  : >"$T/nginx-1-256-log-fwd/access.log"
   measure router "$ROUTER_URL" "$NAP_PID"
   measure alone "http://127.0.0.1:$ALONE_PORT/" "$ALONE_PID"
 done
@@ -382,6 +395,8 @@ labels = {
     "nginx-1-256": "(b) nginx, worker_processes 1, keepalive 256 (a pool as large as the load)",
     "nginx-auto-256": "(b) nginx, worker_processes auto (2), keepalive 256",
     "nginx-1-256-log": "(b) nginx, worker_processes 1, keepalive 256, access log on (`buffer=64k flush=1s`)",
+    "nginx-1-256--fwd": "(b) nginx, worker_processes 1, keepalive 256, setting the router's forwarding headers",
+    "nginx-1-256-log-fwd": "(b) nginx, worker_processes 1, keepalive 256, access log on, setting the router's forwarding headers (**like for like**)",
     "router": "(c) nap serve's router, default log level: an access line per request (**headline**)",
     "routerquiet": "(c) nap serve's router, access log off (`NAP_LOG=info,nap::access=warn`)",
     "alone": "(c) `nap router` alone, default log level",
@@ -407,12 +422,18 @@ for name, label in labels.items():
 print()
 r, q, a, d = t["router"], t["routerquiet"], t["alone"], t["direct"]
 b, b256, blog = t["nginx-1-64"], t["nginx-1-256"], t["nginx-1-256-log"]
+fwd, fwdlog = t["nginx-1-256--fwd"], t["nginx-1-256-log-fwd"]
 print("| target | nap serve's router against nginx (worker_processes 1) | result |")
 print("|---|---|---|")
-# Like for like: both logging a line per request, and both silent; then the
-# router logging against nginx silent, the strictest reading.
-pairs = (("both log each request, keepalive 256", r, blog, True), ("neither logs, keepalive 256", q, b256, True),
-         ("router logs, nginx does not, keepalive 256", r, b256, False), ("keepalive 64, the issue's, router logs", r, b, False))
+# Like for like: both doing the same work per request (the forwarding
+# headers the issue asks of the router, and a log line each, or no log),
+# judged; then nginx doing less than the router, reported.
+pairs = (("both log each request and set the forwarding headers, keepalive 256", r, fwdlog, True),
+         ("neither logs, both set the forwarding headers, keepalive 256", q, fwd, True),
+         ("both log, nginx sets no forwarding header, keepalive 256", r, blog, False),
+         ("neither logs, nginx sets no forwarding header, keepalive 256", q, b256, False),
+         ("router logs, nginx neither logs nor sets a header, keepalive 256", r, b256, False),
+         ("keepalive 64, the issue's, router logs", r, b, False))
 for what, router, nginx, judged in pairs:
     print(f"| router requests/s ≥ nginx's ({what}) | {router['rps'] / nginx['rps']:.2f} × nginx ({router['rps']:,.0f} against {nginx['rps']:,.0f}) "
           f"| {verdict(router['rps'] >= nginx['rps']) if judged else 'reported'} |")
