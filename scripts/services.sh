@@ -145,6 +145,18 @@ if [ "$MODE" = tests ] && ! docker image inspect nap/systemd:bookworm >/dev/null
   tar -C "$root" -c . | docker import - nap/systemd:bookworm >/dev/null
   rm -rf "$root"
 fi
+# The swarm tests' overlay network is VXLAN between the nodes' namespaces,
+# and their bridge needs iptables: say so here, not in a test's timeout.
+if [ "$MODE" = tests ]; then
+  probe="napvx$$"
+  if ! ip link add "$probe" type vxlan id 4242 dstport 4789 dev lo >/dev/null 2>&1; then
+    echo "services: this kernel cannot make VXLAN links (modprobe vxlan); the swarm tests (tests/tests/swarm.rs) need them" >&2
+    exit 1
+  fi
+  ip link del "$probe" >/dev/null 2>&1 || true
+  command -v iptables >/dev/null ||
+    { echo "services: iptables is missing; the swarm tests need it for their bridge" >&2; exit 1; }
+fi
 images="nap/busybox"
 if [ "$MODE" = tests ]; then images="nap/busybox and nap/systemd:bookworm"; fi
 echo "services: dockerd, the registry (127.0.0.1:5000), etcd (127.0.0.1:2379) and $images are ready"

@@ -14,6 +14,7 @@ mod instances;
 mod keys;
 mod limits;
 mod one_off;
+mod placement;
 mod releases;
 mod rollout;
 mod snapshot;
@@ -56,6 +57,8 @@ pub enum Operate {
     Config(config::ConfigArgs),
     /// Show, set or unset what an app's instances may use: memory, cpus, pids
     Limits(limits::LimitsArgs),
+    /// Show or set where the swarm runner may place an app's tasks (node.labels.zone==a)
+    Placement(placement::PlacementArgs),
     /// List an app's releases, newest first
     Releases { app: String },
     /// Run an earlier release's image and config again, as a new release
@@ -151,6 +154,7 @@ impl Operate {
             | Operate::Logs { .. }
             | Operate::Config(_)
             | Operate::Limits(_)
+            | Operate::Placement(_)
             | Operate::Releases { .. }
             | Operate::Rollback { .. }
             | Operate::Restart { .. }
@@ -216,6 +220,8 @@ pub enum CommandError {
     #[error(transparent)]
     Limits(#[from] limits::LimitsCommandError),
     #[error(transparent)]
+    Placement(#[from] nap_runner::swarm::ConstraintError),
+    #[error(transparent)]
     Rollback(#[from] releases::RollbackError),
     #[error(transparent)]
     Rollout(#[from] rollout::RolloutError),
@@ -268,6 +274,7 @@ pub async fn execute(ctx: &Arc<Context>, caller: &Caller, command: Operate, outp
         Operate::Run(args) => one_off::run(ctx, caller, args, &mut io).await,
         Operate::Config(args) => config::run(ctx, caller, args, &mut io).await,
         Operate::Limits(args) => limits::run(ctx, caller, args, &mut io).await,
+        Operate::Placement(args) => placement::run(ctx, caller, args, &mut io).await,
         Operate::Releases { app } => releases::list(ctx, caller, &app).await,
         Operate::Rollback { app, version } => {
             Box::pin(releases::rollback(ctx, caller, &app, version.as_deref(), &mut io)).await
@@ -365,7 +372,7 @@ pub async fn deploy(
     plan: crate::deploy::Deploy,
     io: &mut Io,
 ) -> Result<nap_state::Release, DeployError> {
-    with_flow_reporter(io, |report| async move { crate::deploy::deploy(ctx, plan, &report).await }).await
+    with_flow_reporter(io, |report| async move { Box::pin(crate::deploy::deploy(ctx, plan, &report)).await }).await
 }
 
 /// What `config set/unset` and `limits set/unset` change.

@@ -36,6 +36,8 @@ pub enum ContextError {
     DockerUnreachable(#[source] bollard::errors::Error),
     #[error("the kubernetes runner needs a registry the cluster can pull from: set `registry` in nap.toml")]
     NoRegistry,
+    #[error("the swarm runner needs a registry every node can pull from: set `registry` in nap.toml")]
+    NoSwarmRegistry,
     #[error(transparent)]
     Runner(#[from] RunError),
     #[error(transparent)]
@@ -63,7 +65,7 @@ impl Context {
     /// Opens the store the settings name; the data directory is made if need be.
     pub async fn open(settings: Settings) -> Result<Arc<Context>, ContextError> {
         owner_only_dir(&settings.data_dir())?;
-        let store = settings.open_store().await?;
+        let store = Box::pin(settings.open_store()).await?;
         let exe = std::env::current_exe().map_err(ContextError::Exe)?;
         Ok(Arc::new(Context { settings, store, exe, known_keys: KnownKeys::default(), access_log: Arc::default() }))
     }
@@ -101,6 +103,13 @@ impl Context {
                 return Err(ContextError::NoRegistry);
             }
             return Ok(Runner::kubernetes(settings.kubernetes(), settings.public_host())?);
+        }
+        if settings.runner == Some(RunnerKind::Swarm) {
+            // Every node pulls the release's image from the registry.
+            if settings.registry().is_none() {
+                return Err(ContextError::NoSwarmRegistry);
+            }
+            return Ok(Box::pin(Runner::swarm(settings.swarm())).await?);
         }
         Ok(Runner::select(
             settings.runner,

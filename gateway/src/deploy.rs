@@ -378,8 +378,8 @@ async fn start_release(
     lock: &Lock,
     report: &Reporter,
 ) -> Result<Release, DeployError> {
-    let processes = match Processes::of(&release) {
-        Ok(processes) => processes.on(runner),
+    let processes = match Processes::of_app(&ctx.store, app.as_str(), &release, runner).await {
+        Ok(processes) => processes,
         Err(err) => return fail_release(&ctx.store, app, release, err).await,
     };
     if let Some(command) = processes.procfile.release()
@@ -530,7 +530,7 @@ pub async fn restart(ctx: &Context, app: &AppName, who: &str, report: &Reporter)
     let fresh = Release { restarts: release.restarts + 1, ..release };
     report.step(&format!("Starting v{} afresh", fresh.version));
     let limits = ctx.store.limits(app.as_str()).await?;
-    let processes = Processes::of(&fresh)?.on(&runner);
+    let processes = Processes::of_app(&ctx.store, app.as_str(), &fresh, &runner).await?;
     let formation: Formation = ctx.store.formation(app.as_str()).await?;
     let started =
         start(&runner, app, &fresh, &processes, &formation, limits, report).await.map_err(DeployError::Restart)?;

@@ -23,5 +23,6 @@ pub mod repos;
 pub mod router;
 pub mod server;
 pub mod settings;
+pub mod swarm_tasks;
 pub mod terminal;
 pub mod usage;

@@ -61,11 +61,15 @@ pub async fn serve(ctx: Arc<Context>) -> Result<(), ServeError> {
     let router = Router::bind(settings)?;
     let stop_routing = CancellationToken::new();
     let routing = router.map(|router| tokio::spawn(router.run(Arc::clone(&ctx), stop_routing.clone())));
-    // Instances that die on this host leave the routes at once (not on Kubernetes).
-    let following = (settings.runner != Some(nap_runner::RunnerKind::Kubernetes)).then(|| {
-        let (ctx, stop) = (Arc::clone(&ctx), stop_routing.clone());
-        tokio::spawn(crate::liveness::follow(ctx, stop))
-    });
+    // Instances that die on this host leave the routes at once; on a swarm
+    // the routes follow the task list (not on Kubernetes: its Service does).
+    let following = match settings.runner {
+        Some(nap_runner::RunnerKind::Kubernetes) => None,
+        Some(nap_runner::RunnerKind::Swarm) => {
+            Some(tokio::spawn(crate::swarm_tasks::follow(Arc::clone(&ctx), stop_routing.clone())))
+        }
+        _ => Some(tokio::spawn(crate::liveness::follow(Arc::clone(&ctx), stop_routing.clone()))),
+    };
     // The keys allowed in, followed in the store, so a login reads nothing.
     let following_keys = tokio::spawn({
         let (ctx, stop) = (Arc::clone(&ctx), stop_routing.clone());

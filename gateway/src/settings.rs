@@ -123,7 +123,7 @@ pub struct Settings {
     /// Seconds that running pushes get to finish after SIGTERM (`nap serve`) [default: 60]
     #[arg(long, global = true, env = "NAP_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,
-    /// How releases run: docker, systemd or kubernetes [default: systemd if the system bus has it, else docker]
+    /// How releases run: docker, systemd, kubernetes or swarm [default: systemd if the system bus has it, else docker]
     #[arg(long, global = true, env = "NAP_RUNNER", value_name = "RUNNER")]
     pub runner: Option<RunnerKind>,
     /// D-Bus address of the system bus, e.g. unix:path=/run/dbus/system_bus_socket [default: the system's]
@@ -180,6 +180,21 @@ pub struct Settings {
     /// Kubernetes runner: seconds a rollout may take before it is undone [default: 300]
     #[arg(long, global = true, env = "NAP_K8S_TIMEOUT", value_name = "SECS", hide = true)]
     pub k8s_timeout: Option<u64>,
+    /// Swarm runner: a manager's Engine API, unix:///PATH or tcp://HOST:PORT [default: unix:///var/run/docker.sock]
+    #[arg(long, global = true, env = "NAP_SWARM_HOST", value_name = "URL")]
+    pub swarm_host: Option<String>,
+    /// Swarm runner: a directory with ca.pem, cert.pem and key.pem for a tcp:// swarm_host over TLS (as DOCKER_CERT_PATH)
+    #[arg(long, global = true, env = "NAP_SWARM_CERT_PATH", value_name = "DIR")]
+    pub swarm_cert_path: Option<PathBuf>,
+    /// Swarm runner: the overlay network every app's tasks join [default: nap-swarm]
+    #[arg(long, global = true, env = "NAP_SWARM_NETWORK", value_name = "NAME", hide = true)]
+    pub swarm_network: Option<String>,
+    /// Swarm runner: seconds the swarm watches each updated task for a failure before the next [default: 5]
+    #[arg(long, global = true, env = "NAP_SWARM_MONITOR", value_name = "SECS", hide = true)]
+    pub swarm_monitor: Option<u64>,
+    /// Swarm runner: seconds a rollout may take before nap rolls it back [default: 300]
+    #[arg(long, global = true, env = "NAP_SWARM_TIMEOUT", value_name = "SECS", hide = true)]
+    pub swarm_timeout: Option<u64>,
     /// Announce each new release as the CI/CD rollout key /k8s-deploy/PROJECT/rollout/ENV
     #[arg(long, global = true, env = "NAP_PUBLISH_ROLLOUT", value_name = "PROJECT/ENV", hide = true)]
     pub publish_rollout: Option<RolloutTarget>,
@@ -484,6 +499,22 @@ impl Settings {
             replicas: self.k8s_replicas.unwrap_or(defaults.replicas),
             rollout_timeout: self.k8s_timeout.map_or(defaults.rollout_timeout, Duration::from_secs),
             units_dir: self.units_dir.clone(),
+        }
+    }
+}
+
+impl Settings {
+    pub fn swarm(&self) -> nap_runner::SwarmSettings {
+        nap_runner::SwarmSettings {
+            host: self.swarm_host.clone().unwrap_or_else(|| "unix:///var/run/docker.sock".into()),
+            cert_path: self.swarm_cert_path.clone(),
+            network: self.swarm_network.clone().unwrap_or_else(|| "nap-swarm".into()),
+            rollout: nap_runner::swarm::Rollout {
+                monitor: Duration::from_secs(self.swarm_monitor.unwrap_or(5)),
+                stop_grace: self.retire_timeout().min(Duration::from_secs(30)),
+            },
+            timeout: Duration::from_secs(self.swarm_timeout.unwrap_or(300)),
+            check_timeout: self.check_timeout(),
         }
     }
 }

@@ -36,12 +36,20 @@ pub enum RunError {
     Systemd(#[from] SystemdError),
     #[error(transparent)]
     Kubernetes(#[from] KubernetesError),
+    #[error(transparent)]
+    Swarm(Box<SwarmError>),
     #[error("{ip} is taken by {holder} on nap's network; remove it first, or restore on another host")]
     AddressTaken { ip: std::net::Ipv4Addr, holder: String },
     #[error("{ip} is outside network {network} ({subnet})")]
     AddressOutside { ip: std::net::Ipv4Addr, network: String, subnet: String },
     #[error("Docker daemon: {0}")]
     Docker(#[from] bollard::errors::Error),
+}
+
+impl From<SwarmError> for RunError {
+    fn from(err: SwarmError) -> RunError {
+        RunError::Swarm(Box::new(err))
+    }
 }
 
 impl RunError {
@@ -53,6 +61,12 @@ impl RunError {
             | RunError::Unhealthy { log_tail, .. }
             | RunError::UnitFailed { log_tail, .. }
             | RunError::Kubernetes(KubernetesError::NotReady { log_tail, .. }) => log_tail,
+            RunError::Swarm(swarm) => match &**swarm {
+                SwarmError::RolledBack { log_tail, .. }
+                | SwarmError::TaskFailed { log_tail, .. }
+                | SwarmError::NotAnswering { log_tail, .. } => log_tail,
+                _ => &[],
+            },
             _ => &[],
         }
     }
@@ -103,6 +117,38 @@ pub enum KubernetesError {
         reason: KubectlError,
         log_tail: Vec<String>,
     },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmError {
+    #[error("swarm manager {host}: {source}")]
+    Connect {
+        host: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("{0} is not a swarm manager: point swarm_host at a manager's Engine API (docker swarm init makes one)")]
+    NotManager(String),
+    #[error("swarm_host {0:?}: use unix:///PATH or tcp://HOST:PORT")]
+    BadHost(String),
+    #[error("node {node} could not pull {image}: {reason}")]
+    Pull { node: String, image: String, reason: String },
+    #[error("no node may run {service}: {reason} (see `placement`)")]
+    Unplaceable { service: String, reason: String },
+    #[error("{task} failed on node {node}: {reason}")]
+    TaskFailed { service: String, task: String, node: String, reason: String, log_tail: Vec<String> },
+    #[error("the swarm rolled {service} back ({reason}): {why}")]
+    RolledBack { service: String, reason: String, why: String, log_tail: Vec<String> },
+    #[error("{service} did not converge within {seconds} s: {running} of {replicas} tasks run v{release} ({states})")]
+    Timeout { service: String, seconds: u64, running: usize, replicas: u32, release: u32, states: String },
+    #[error("{service}: task {task} has no published port")]
+    NoPort { service: String, task: String },
+    #[error("{task} does not answer at {address}: {why}")]
+    NotAnswering { task: String, address: std::net::SocketAddr, why: String, log_tail: Vec<String> },
+    #[error("{0} is not available on the swarm runner yet")]
+    Unsupported(&'static str),
+    #[error("Docker swarm: {0}")]
+    Api(#[from] bollard::errors::Error),
 }
 
 /// A setting's value that names none of the known choices.

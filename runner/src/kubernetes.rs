@@ -676,6 +676,7 @@ mod tests {
             port: 8080,
             env,
             limits,
+            placement: &[],
         };
         let yaml = runner(kind).render(&req).expect("renders");
         manifest::parse(&yaml, "test").expect("valid manifests")

@@ -4,7 +4,9 @@
 //! - [`docker`] runs each release as a container through the Docker API;
 //! - [`systemd`] runs each release as a systemd unit (`nap-APP@N.service`)
 //!   started over D-Bus, whose `ExecStart` runs the container;
-//! - [`kubernetes`] applies each release to a cluster with `kubectl`.
+//! - [`kubernetes`] applies each release to a cluster with `kubectl`;
+//! - [`swarm`] runs each process type as a Docker Swarm service, updated
+//!   to each release through a manager's Engine API.
 //!
 //! A release only replaces the previous one after it answers on its port
 //! ([`check`]), or, on Kubernetes, after its pods are ready.
@@ -18,6 +20,7 @@ pub mod kubernetes;
 mod limits;
 pub mod process;
 mod release;
+pub mod swarm;
 pub mod systemd;
 pub mod units;
 
@@ -28,11 +31,12 @@ pub use app_json::{AppJson, AppJsonError};
 pub use check::{CheckFailed, HealthCheck};
 pub use docker::network::AppNetwork;
 pub use docker::{DockerRunner, Lifecycle};
-pub use error::{KubernetesError, RunError, SystemdError, UnknownName};
+pub use error::{KubernetesError, RunError, SwarmError, SystemdError, UnknownName};
 pub use kubernetes::{KubernetesRunner, KubernetesSettings, WorkloadKind};
 pub use limits::{ByteSize, Cpus, LimitName, Limits, LimitsError};
 pub use process::{Formation, ProcessType, Procfile, ProcfileError, Scale, ScaleError};
 pub use release::{Instance, InstanceId, OneOff, Progress, RunRequest, Running, Serving};
+pub use swarm::{SwarmRunner, SwarmSettings};
 pub use systemd::{SystemdRunner, SystemdSettings};
 
 /// Docker labels nap puts on what it runs, so it can find its own containers.
@@ -87,12 +91,13 @@ pub enum RunnerKind {
     Docker,
     Systemd,
     Kubernetes,
+    Swarm,
 }
 
 impl std::str::FromStr for RunnerKind {
     type Err = UnknownName;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        UnknownName::parse(text, "runner", "docker, systemd or kubernetes")
+        UnknownName::parse(text, "runner", "docker, systemd, kubernetes or swarm")
     }
 }
 
@@ -100,6 +105,7 @@ pub enum Runner {
     Docker(DockerRunner),
     Systemd(Box<SystemdRunner>),
     Kubernetes(Box<KubernetesRunner>),
+    Swarm(Box<SwarmRunner>),
 }
 
 impl Runner {
@@ -108,9 +114,15 @@ impl Runner {
         Ok(Runner::Kubernetes(Box::new(KubernetesRunner::new(settings, public_host)?)))
     }
 
+    /// The swarm runner, on the manager `settings.host` names.
+    pub async fn swarm(settings: SwarmSettings) -> Result<Runner, RunError> {
+        Ok(Runner::Swarm(Box::new(SwarmRunner::connect(settings).await?)))
+    }
+
     /// Picks the runner: `kind` if given, else systemd when the system bus
-    /// has `org.freedesktop.systemd1`, else Docker. Kubernetes is never
-    /// guessed; [`Runner::kubernetes`] makes it without a Docker daemon.
+    /// has `org.freedesktop.systemd1`, else Docker. Kubernetes and Swarm are
+    /// never guessed; [`Runner::kubernetes`] and [`Runner::swarm`] make them
+    /// without this host's Docker daemon.
     pub async fn select(
         kind: Option<RunnerKind>,
         docker: DockerRunner,
@@ -122,6 +134,7 @@ impl Runner {
         let bus = match kind {
             Some(RunnerKind::Docker) => return Ok(Runner::Docker(docker)),
             Some(RunnerKind::Kubernetes) => return Runner::kubernetes(kubernetes.clone(), public_host),
+            Some(RunnerKind::Swarm) => return Err(SwarmError::Unsupported("choosing the swarm runner here").into()),
             Some(RunnerKind::Systemd) => {
                 let bus = systemd::connect_bus(systemd.bus_address.as_deref()).await?;
                 if !systemd::systemd_on_bus(&bus).await {
@@ -142,12 +155,12 @@ impl Runner {
     }
 
     /// This host's Docker runner, which runs the instances of the docker
-    /// and systemd runners; none on Kubernetes.
+    /// and systemd runners; none on Kubernetes or a swarm.
     pub fn host_docker(&self) -> Option<&DockerRunner> {
         match self {
             Runner::Docker(docker) => Some(docker),
             Runner::Systemd(systemd) => Some(systemd.docker()),
-            Runner::Kubernetes(_) => None,
+            Runner::Kubernetes(_) | Runner::Swarm(_) => None,
         }
     }
 
@@ -166,6 +179,7 @@ impl Runner {
             Runner::Docker(_) => RunnerKind::Docker,
             Runner::Systemd(_) => RunnerKind::Systemd,
             Runner::Kubernetes(_) => RunnerKind::Kubernetes,
+            Runner::Swarm(_) => RunnerKind::Swarm,
         }
     }
 
@@ -175,6 +189,7 @@ impl Runner {
             Runner::Docker(docker) => docker.instances(app).await,
             Runner::Systemd(systemd) => systemd.docker().instances(app).await,
             Runner::Kubernetes(kubernetes) => kubernetes.instances(app).await,
+            Runner::Swarm(swarm) => swarm.instances(app).await,
         }
     }
 
@@ -187,6 +202,11 @@ impl Runner {
         reqs: &[RunRequest<'_>],
         progress: Progress<'_>,
     ) -> Result<Vec<(InstanceId, Running)>, RunError> {
+        if let Runner::Swarm(swarm) = self {
+            let placement = reqs.first().map_or(&[][..], |req| req.placement);
+            // Boxed: a rollout's future is large, and every release flow holds this one.
+            return Box::pin(swarm.start_formation(reqs, placement, progress)).await;
+        }
         if let Runner::Kubernetes(cluster) = self {
             // A workload per type, with as many replicas as it has requests.
             let mut types: Vec<(&RunRequest<'_>, u32)> = Vec::new();
@@ -226,6 +246,17 @@ impl Runner {
             Runner::Docker(docker) => docker.start(req, progress).await,
             Runner::Systemd(systemd) => systemd.start(req, progress).await,
             Runner::Kubernetes(kubernetes) => kubernetes.start(req, progress).await,
+            Runner::Swarm(swarm) => {
+                let started =
+                    Box::pin(swarm.start_formation(std::slice::from_ref(req), req.placement, progress)).await?;
+                started.into_iter().next().map(|(_, running)| running).ok_or_else(|| {
+                    SwarmError::NoPort {
+                        service: swarm::service_name(req.app, req.id.process.as_str()),
+                        task: req.id.name(),
+                    }
+                    .into()
+                })
+            }
         }
     }
 
@@ -236,6 +267,10 @@ impl Runner {
             Runner::Docker(docker) => docker.remove(&id.container(app)).await,
             Runner::Systemd(systemd) => systemd.remove_instance(app, id).await,
             Runner::Kubernetes(kubernetes) => kubernetes.discard(app, id.release).await,
+            Runner::Swarm(swarm) => {
+                swarm.roll_back(app, &id.process).await;
+                Ok(())
+            }
         }
     }
 
@@ -246,6 +281,12 @@ impl Runner {
             Runner::Docker(docker) => docker.retire_all_but(app, keep).await,
             Runner::Systemd(systemd) => systemd.retire_all_but(app, keep).await,
             Runner::Kubernetes(kubernetes) => kubernetes.retire_all_but(app, keep.first().map(|id| id.release)).await,
+            // The swarm retired the previous release's tasks as it rolled
+            // the new one out; what goes is the services of types not kept.
+            Runner::Swarm(swarm) => {
+                let kept: Vec<ProcessType> = keep.iter().map(|id| id.process.clone()).collect();
+                Ok(swarm.remove_services(app, &kept).await?)
+            }
         }
     }
 }

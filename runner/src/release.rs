@@ -95,6 +95,9 @@ pub struct RunRequest<'a> {
     pub env: &'a [(String, String)],
     /// What the instance may use.
     pub limits: Limits,
+    /// Where it may run: swarm placement constraints (other runners run
+    /// on their one host or cluster, and ignore them).
+    pub placement: &'a [String],
 }
 
 /// What a one-off container (or, on Kubernetes, pod) runs: the release

@@ -156,4 +156,14 @@ impl Store {
     pub async fn save_formation<T: Serialize>(&self, app: &str, formation: &T) -> Result<(), StoreError> {
         self.put_json(&layout::formation(app), formation).await
     }
+
+    /// The app's placement constraints (the swarm runner's; the store only
+    /// keeps them).
+    pub async fn placement<T: serde::de::DeserializeOwned + Default>(&self, app: &str) -> Result<T, StoreError> {
+        Ok(self.get_json(&layout::placement(app)).await?.unwrap_or_default())
+    }
+
+    pub async fn save_placement<T: Serialize>(&self, app: &str, placement: &T) -> Result<(), StoreError> {
+        self.put_json(&layout::placement(app), placement).await
+    }
 }

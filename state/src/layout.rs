@@ -45,6 +45,12 @@ pub fn formation(app: &str) -> String {
     format!("{ROOT}/apps/{app}/formation")
 }
 
+/// `/nap/apps/APP/placement`: where the swarm runner may place the app's
+/// tasks (`placement APP`), as a JSON list of constraints.
+pub fn placement(app: &str) -> String {
+    format!("{ROOT}/apps/{app}/placement")
+}
+
 /// `/nap/apps/APP/crashes/`: how many times each instance of the app
 /// stopped without nap asking, by container (`ps` shows it as RESTARTS).
 pub fn crashes(app: &str) -> String {

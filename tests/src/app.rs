@@ -95,9 +95,11 @@ impl AppRepo {
         git
     }
 
-    /// Writes `file` and commits it.
+    /// Writes `file` (new or not) and commits it.
     pub fn commit(&self, file: &str, content: &str) -> String {
         std::fs::write(self.path.join(file), content).expect("write file");
+        let run: Run = self.git().args(["add", "--", file]).output().expect("git").into();
+        run.assert_ok();
         let run: Run =
             self.git().args(["commit", "-q", "-am", &format!("change {file}")]).output().expect("git").into();
         run.assert_ok();

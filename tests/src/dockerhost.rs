@@ -124,7 +124,7 @@ impl Drop for DockerHost {
 /// Listens on 127.0.0.1:`port` inside `netns` and forwards each connection
 /// to `target` in this process's namespace: the registry's address is then
 /// the same on both hosts, as the images' names say.
-fn forward_into_netns(netns: &str, port: u16, target: &'static str) {
+pub(crate) fn forward_into_netns(netns: &str, port: u16, target: &'static str) {
     let path = format!("/run/netns/{netns}");
     // setns changes only the calling thread's namespace, and a socket stays
     // in the namespace it was made in: bind on a thread that moves, then

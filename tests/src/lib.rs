@@ -17,6 +17,7 @@ mod key;
 mod kubectl;
 mod registry;
 mod sshd;
+mod swarm;
 pub mod systemd;
 pub mod tls;
 
@@ -34,6 +35,7 @@ pub use key::{Key, ssh_options};
 pub use kubectl::{KubectlCall, StandInCluster, kubectl_words};
 pub use registry::AuthRegistry;
 pub use sshd::Sshd;
+pub use swarm::{Swarm, SwarmNode};
 pub use systemd::SystemdHost;
 
 /// The registry the services script runs.

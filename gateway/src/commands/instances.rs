@@ -62,6 +62,7 @@ async fn ps(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, Command
     let what = match runner.kind() {
         RunnerKind::Systemd => "UNIT",
         RunnerKind::Kubernetes => "POD",
+        RunnerKind::Swarm => "TASK",
         RunnerKind::Docker => "CONTAINER",
     };
     // Behind the router every web instance serves the app's one address.
@@ -158,13 +159,14 @@ pub async fn logs(
         return Err(CommandError::NothingRunning(app));
     };
     let runner = ctx.runner().await?;
-    let docker = match &runner {
+    let output = match &runner {
         nap_runner::Runner::Kubernetes(cluster) => {
             write_all(cluster.logs(app.as_str(), tail, follow).boxed(), io).await?;
             return Ok(Reply::Streamed);
         }
-        nap_runner::Runner::Docker(docker) => docker,
-        nap_runner::Runner::Systemd(systemd) => systemd.docker(),
+        nap_runner::Runner::Docker(docker) => Output::Docker(docker),
+        nap_runner::Runner::Systemd(systemd) => Output::Docker(systemd.docker()),
+        nap_runner::Runner::Swarm(swarm) => Output::Swarm(swarm),
     };
     let serving = nap_runner::InstanceId::web(current.version, current.restarts);
     let mut instances = runner.instances(Some(app.as_str())).await?.remove(app.as_str()).unwrap_or_default();
@@ -174,7 +176,7 @@ pub async fn logs(
     let mut backlog = Vec::new();
     let mut seen = Vec::with_capacity(instances.len());
     for instance in &instances {
-        let mut stream = docker.timed_logs(&instance.name, tail, false, None);
+        let mut stream = output.of(instance, tail, false, None);
         let mut lines = crate::report::Lines::default();
         let mut last = None;
         while let Some(chunk) = stream.next().await {
@@ -197,11 +199,38 @@ pub async fn logs(
     // Then as it comes, from where each left off.
     let live = instances.iter().zip(seen).map(|(instance, last)| {
         let since = last.map(OffsetDateTime::unix_timestamp);
-        let stream = docker.timed_logs(&instance.name, None, true, since);
+        let stream = output.of(instance, None, true, since);
         prefixed(stream, format!("app[{}]: ", instance.id().name()), last)
     });
     write_all(futures_util::stream::select_all(live).boxed(), io).await?;
     Ok(Reply::Streamed)
+}
+
+/// Where an instance's output is read: its container on this host, or its
+/// task through the swarm's manager.
+enum Output<'a> {
+    Docker(&'a nap_runner::DockerRunner),
+    Swarm(&'a nap_runner::SwarmRunner),
+}
+
+impl Output<'_> {
+    /// `instance`'s output with Docker's timestamps.
+    fn of(
+        &self,
+        instance: &nap_runner::Instance,
+        tail: Option<u64>,
+        follow: bool,
+        since: Option<i64>,
+    ) -> BoxStream<'static, Result<bytes::Bytes, nap_runner::RunError>> {
+        match self {
+            Output::Docker(docker) => docker.timed_logs(&instance.name, tail, follow, since).boxed(),
+            Output::Swarm(swarm) => {
+                // `nap-APP-TYPE.SLOT.TASK`: the task is the last part.
+                let task = instance.name.rsplit('.').next().unwrap_or_default();
+                swarm.timed_logs(task, tail, follow, since).boxed()
+            }
+        }
+    }
 }
 
 /// Writes `stream` to the client until it ends or the client goes.

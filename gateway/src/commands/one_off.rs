@@ -80,6 +80,7 @@ pub async fn run(ctx: &Context, caller: &Caller, args: RunArgs, io: &mut Io) -> 
         Runner::Docker(docker) => in_container(docker, &job, io).await?,
         Runner::Systemd(systemd) => in_container(systemd.docker(), &job, io).await?,
         Runner::Kubernetes(cluster) => in_pod(cluster, &job, ctx.settings.release_timeout(), io).await?,
+        Runner::Swarm(_) => return Err(nap_runner::RunError::from(nap_runner::SwarmError::Unsupported("`run`")).into()),
     };
     let Some(code) = ended else {
         tracing::info!("the client went; the one-off is removed");

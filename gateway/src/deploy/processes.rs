@@ -13,6 +13,8 @@ pub struct Processes {
     pub app_json: AppJson,
     /// The runner's own counts, under app.json's (Kubernetes: `k8s_replicas`).
     pub defaults: Formation,
+    /// Where the swarm may place the app's tasks (`placement APP`).
+    pub placement: Vec<String>,
 }
 
 impl Processes {
@@ -23,6 +25,22 @@ impl Processes {
             procfile: Procfile::of(release.procfile.as_deref())?,
             app_json: AppJson::of(release.app_json.as_deref())?,
             defaults: Formation::default(),
+            placement: Vec::new(),
+        })
+    }
+
+    /// What `release` of `app` runs on `runner`: its files, the runner's
+    /// default counts and the app's placement.
+    pub async fn of_app(
+        store: &nap_state::Store,
+        app: &str,
+        release: &Release,
+        runner: &nap_runner::Runner,
+    ) -> Result<Processes, DeployError> {
+        let placement: Vec<nap_runner::swarm::Constraint> = store.placement(app).await?;
+        Ok(Processes {
+            placement: placement.into_iter().map(String::from).collect(),
+            ..Processes::of(release)?.on(runner)
         })
     }
 
@@ -67,6 +85,7 @@ impl Processes {
             port: release.port,
             env,
             limits,
+            placement: &self.placement,
         }
     }
 }

@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 
 use futures_util::StreamExt;
+use nap_runner::SwarmError;
 use nap_runner::{Limits, OneOff, Runner};
 use nap_state::Release;
 
@@ -52,6 +53,7 @@ pub async fn run(
         }
         Runner::Docker(docker) => in_container(docker, &job, timeout, report, &tail).await?,
         Runner::Systemd(systemd) => in_container(systemd.docker(), &job, timeout, report, &tail).await?,
+        Runner::Swarm(_) => return Err(nap_runner::RunError::from(SwarmError::Unsupported("the release phase")).into()),
     };
     let log_tail = tail.into_inner().map(Vec::from).unwrap_or_default();
     match ran {

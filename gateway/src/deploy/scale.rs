@@ -39,11 +39,12 @@ pub async fn scale(
     let current = store.current_release(app.as_str()).await?;
     let runner = ctx.runner().await?;
     let processes = match &current {
-        Some(release) => Processes::of(release)?.on(&runner),
+        Some(release) => Processes::of_app(store, app.as_str(), release, &runner).await?,
         None => Processes {
             procfile: Procfile::default(),
             app_json: nap_runner::AppJson::default(),
             defaults: runner.default_formation(),
+            placement: Vec::new(),
         },
     };
     for change in changes {
@@ -71,7 +72,7 @@ pub async fn scale(
     let wanted = processes.instances(&release, &formation);
     let env = env_of(&release);
     let limits = store.limits(app.as_str()).await?;
-    if runner.kind() == nap_runner::RunnerKind::Kubernetes {
+    if matches!(runner.kind(), nap_runner::RunnerKind::Kubernetes | nap_runner::RunnerKind::Swarm) {
         // The cluster scales: the release's workloads applied again with the
         // new replicas (the same pods stay), those of types gone deleted.
         let requests: Vec<_> =

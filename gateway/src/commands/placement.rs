@@ -1,0 +1,59 @@
+//! `placement APP`: where the swarm runner may place an app's tasks.
+//! `placement APP CONSTRAINT...` sets the constraints (the swarm's own
+//! syntax, `node.labels.zone==a`, checked and then passed on verbatim) and
+//! `placement APP --clear` removes them (admin keys only, as with limits:
+//! where an app runs is the operator's call); either rolls the app's
+//! running release over to them at once, start-first, as `restart` does.
+
+use clap::Args;
+use nap_runner::swarm::Constraint;
+use serde_json::json;
+
+use super::{CommandError, Reply, existing_app, with_flow_reporter};
+use crate::caller::Caller;
+use crate::context::{Context, Io};
+use crate::deploy;
+
+#[derive(Debug, Args)]
+pub struct PlacementArgs {
+    app: String,
+    /// Constraints to set (admin keys only), each ATTRIBUTE==VALUE or ATTRIBUTE!=VALUE: node.labels.KEY, node.id, node.role, engine.labels.KEY
+    constraints: Vec<String>,
+    /// Remove every constraint: tasks may run on any node (admin keys only)
+    #[arg(long, conflicts_with = "constraints")]
+    clear: bool,
+}
+
+pub async fn run(ctx: &Context, caller: &Caller, args: PlacementArgs, io: &mut Io) -> Result<Reply, CommandError> {
+    let app = existing_app(ctx, caller, &args.app).await?;
+    if args.constraints.is_empty() && !args.clear {
+        let placement: Vec<Constraint> = ctx.store.placement(app.as_str()).await?;
+        let text = if placement.is_empty() {
+            format!("{app} may run on any node")
+        } else {
+            placement.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+        };
+        return Ok(Reply::new(text, json!({ "app": app.as_str(), "placement": placement })));
+    }
+    caller.check_admin("change placement")?;
+    let placement =
+        args.constraints.iter().map(|text| Constraint::parse(text)).collect::<Result<Vec<Constraint>, _>>()?;
+    ctx.store.save_placement(app.as_str(), &placement).await?;
+    let said = if placement.is_empty() {
+        format!("{app} may run on any node")
+    } else {
+        format!("{app} runs where {}", placement.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and "))
+    };
+    let applies = ctx.settings.runner == Some(nap_runner::RunnerKind::Swarm)
+        && ctx.store.current_release(app.as_str()).await?.is_some();
+    let note = if applies {
+        let who = caller.name();
+        with_flow_reporter(io, |report| async move { deploy::restart(ctx, &app, who, &report).await }).await?;
+        ""
+    } else if ctx.settings.runner == Some(nap_runner::RunnerKind::Swarm) {
+        " (from its first release)"
+    } else {
+        " (only the swarm runner places tasks; this one ignores it)"
+    };
+    Ok(Reply::new(format!("{said}{note}"), json!({ "app": args.app, "placement": placement })))
+}

@@ -1,0 +1,238 @@
+//! A real Docker Swarm of three nodes on this machine: three `dockerd`s,
+//! each in a network namespace of its own (so each has its own addresses,
+//! bridges and iptables, as another machine would), joined by one Linux
+//! bridge in this namespace. The first node is the manager, the others
+//! workers. Every node reaches the test registry at 127.0.0.1:5000 (a
+//! forwarder in its namespace), as the images' names say, and loopback
+//! registries need no `--insecure-registry`. The host reaches every node's
+//! address on the bridge, which is how nap's router reaches the tasks'
+//! host-mode ports.
+//!
+//! This host's FORWARD policy is DROP with bridge netfilter on, so frames
+//! between the nodes need a FORWARD accept rule for the bridge: it is added
+//! first and removed when the swarm drops. The overlay network needs the
+//! kernel's `vxlan` module (`scripts/services.sh` checks it).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::Run;
+use crate::dockerhost::forward_into_netns;
+
+/// One node: a dockerd in namespace `netns`, at `address` on the bridge.
+pub struct SwarmNode {
+    dir: TempDir,
+    pub netns: String,
+    veth: String,
+    pub address: String,
+    /// Its swarm node ID, once it joined.
+    pub id: String,
+    cgroup: String,
+    dockerd: Option<Child>,
+}
+
+pub struct Swarm {
+    bridge: String,
+    pub nodes: Vec<SwarmNode>,
+}
+
+fn ip(args: &[&str]) -> Run {
+    let run: Run = Command::new("ip").args(args).output().expect("run ip").into();
+    run.assert_ok();
+    run
+}
+
+fn iptables(op: &str, bridge: &str) -> Run {
+    Command::new("iptables")
+        .args([op, "FORWARD"])
+        .args(if op == "-I" { &["1"][..] } else { &[][..] })
+        .args(["-i", bridge, "-o", bridge, "-j", "ACCEPT"])
+        .output()
+        .expect("run iptables")
+        .into()
+}
+
+impl Swarm {
+    /// Three nodes, in one swarm, each answering; the first is the manager.
+    pub fn start() -> Swarm {
+        Self::start_with(3)
+    }
+
+    pub fn start_with(count: usize) -> Swarm {
+        let id = rand::random::<u32>() & 0xff_ffff;
+        let bridge = format!("nsw{id:06x}");
+        let subnet = format!("10.233.{}", id % 250 + 1);
+        ip(&["link", "add", &bridge, "type", "bridge"]);
+        let mut swarm = Swarm { bridge: bridge.clone(), nodes: Vec::new() };
+        ip(&["addr", "add", &format!("{subnet}.1/24"), "dev", &bridge]);
+        ip(&["link", "set", &bridge, "up"]);
+        iptables("-I", &bridge).assert_ok();
+        for n in 1..=count {
+            swarm.nodes.push(SwarmNode::start(&bridge, &format!("{id:06x}{n}"), &format!("{subnet}.{}", n + 1)));
+        }
+        let manager = &swarm.nodes[0];
+        let init = manager.docker(&[
+            "swarm",
+            "init",
+            "--advertise-addr",
+            &manager.address,
+            "--listen-addr",
+            &format!("{}:2377", manager.address),
+        ]);
+        init.assert_ok();
+        let token = manager.docker(&["swarm", "join-token", "-q", "worker"]);
+        token.assert_ok();
+        let (token, join) = (token.stdout.trim().to_owned(), format!("{}:2377", manager.address));
+        for node in &swarm.nodes[1..] {
+            node.docker(&["swarm", "join", "--token", &token, "--advertise-addr", &node.address, &join]).assert_ok();
+        }
+        for node in &mut swarm.nodes {
+            let info = node.docker(&["info", "--format", "{{.Swarm.NodeID}}"]);
+            info.assert_ok();
+            info.stdout.trim().clone_into(&mut node.id);
+        }
+        // Every node is Ready before a test schedules on it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = swarm.manager().docker(&["node", "ls", "--format", "{{.Status}}"]);
+            if ready.stdout.lines().filter(|status| *status == "Ready").count() == count {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the swarm's nodes are not ready:\n{}", ready.stdout);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        swarm
+    }
+
+    pub fn manager(&self) -> &SwarmNode {
+        &self.nodes[0]
+    }
+
+    /// `swarm_host` for nap: the manager's socket.
+    pub fn manager_host(&self) -> String {
+        self.manager().docker_host()
+    }
+
+    /// The node whose swarm ID is `id`.
+    pub fn node(&self, id: &str) -> Option<&SwarmNode> {
+        self.nodes.iter().find(|node| node.id == id)
+    }
+
+    /// `docker ARGS` against the manager.
+    pub fn docker(&self, args: &[&str]) -> Run {
+        self.manager().docker(args)
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        // Services first, while the manager answers: their tasks go with them.
+        let services = self.docker(&["service", "ls", "-q"]);
+        for service in services.stdout.split_whitespace() {
+            self.docker(&["service", "rm", service]);
+        }
+        for node in self.nodes.iter_mut().rev() {
+            node.stop();
+            node.remove();
+        }
+        let _ = iptables("-D", &self.bridge);
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
+    }
+}
+
+impl SwarmNode {
+    fn start(bridge: &str, id: &str, address: &str) -> SwarmNode {
+        let (netns, veth, peer) = (format!("nap-swarm-{id}"), format!("nsv{id}a"), format!("nsv{id}b"));
+        ip(&["netns", "add", &netns]);
+        // containerd's socket lives under the exec-root: keep the path short.
+        let dir = tempfile::Builder::new().prefix("nsw").tempdir_in("/tmp").expect("temp dir");
+        let gateway = address.rsplit_once('.').map(|(subnet, _)| format!("{subnet}.1")).expect("an IPv4 address");
+        let mut node = SwarmNode {
+            dir,
+            netns: netns.clone(),
+            veth: veth.clone(),
+            address: address.to_owned(),
+            id: String::new(),
+            cgroup: format!("/nap-swarm-{id}"),
+            dockerd: None,
+        };
+        ip(&["link", "add", &veth, "type", "veth", "peer", "name", &peer]);
+        ip(&["link", "set", &peer, "netns", &netns]);
+        ip(&["link", "set", &veth, "master", bridge]);
+        ip(&["link", "set", &veth, "up"]);
+        for args in [
+            vec!["addr", "add", &format!("{address}/24"), "dev", &peer],
+            vec!["link", "set", &peer, "up"],
+            vec!["link", "set", "lo", "up"],
+            vec!["route", "add", "default", "via", &gateway],
+        ] {
+            ip(&[&["netns", "exec", &netns, "ip"][..], &args[..]].concat());
+        }
+        forward_into_netns(&netns, 5000, "127.0.0.1:5000");
+        node.start_again();
+        node
+    }
+
+    /// Starts this node's dockerd (again, after [`SwarmNode::stop`]) and
+    /// waits until it answers.
+    pub fn start_again(&mut self) {
+        let root = self.dir.path();
+        let log = std::fs::File::options().create(true).append(true).open(root.join("dockerd.log")).expect("log");
+        // nsenter, not `ip netns exec`: that remounts /sys, and dockerd
+        // needs the cgroup mounts under it.
+        let dockerd = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.netns))
+            .arg("dockerd")
+            .arg(format!("--host=unix://{}", self.socket().display()))
+            .arg(format!("--data-root={}", root.join("data").display()))
+            .arg(format!("--exec-root={}", root.join("exec").display()))
+            .arg(format!("--pidfile={}", root.join("docker.pid").display()))
+            .arg(format!("--cgroup-parent={}", self.cgroup))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start a swarm node's dockerd");
+        self.dockerd = Some(dockerd);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.docker(&["info"]).ok() {
+            assert!(Instant::now() < deadline, "a swarm node's dockerd did not start:\n{}", self.log_tail());
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Stops this node's dockerd (its containers stop with it), as a node
+    /// that goes down.
+    pub fn stop(&mut self) {
+        if let Some(dockerd) = self.dockerd.take() {
+            crate::dockerd::terminate(dockerd);
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("docker.sock")
+    }
+
+    pub fn docker_host(&self) -> String {
+        crate::dockerd::docker_host(self.dir.path())
+    }
+
+    /// `docker ARGS` against this node.
+    pub fn docker(&self, args: &[&str]) -> Run {
+        crate::dockerd::docker_at(self.dir.path(), args)
+    }
+
+    fn log_tail(&self) -> String {
+        crate::dockerd::log_tail(self.dir.path())
+    }
+
+    fn remove(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.veth]).output();
+        let _ = Command::new("ip").args(["netns", "del", &self.netns]).output();
+        let _ = Command::new("umount").arg("-R").arg(self.dir.path().join("data")).output();
+        let _ = Command::new("umount").arg("-R").arg(self.dir.path().join("exec")).output();
+        let _ = Command::new("rmdir").arg(format!("/sys/fs/cgroup{}", self.cgroup)).output();
+    }
+}
