@@ -6,8 +6,9 @@
 //! - `bench-swarm RUNS`: RUNS rounds, each (A) `git push` of a new commit
 //!   (built, pushed, rolled out by nap) timed from the push until all three
 //!   replicas answer the new reply, then (B) the same image rolled out by
-//!   hand from the previous one: `docker service update --detach --image`
-//!   on the manager, timed until all three replicas answer; then (C) a
+//!   hand from the previous one, after the nodes dropped it (so they pull
+//!   it, as in A): `docker service update --detach --image` on the
+//!   manager, timed until all three replicas answer; then (C) a
 //!   worker that runs a task is stopped under a polling load through the
 //!   router: the time until the swarm runs three tasks elsewhere, the time
 //!   of the last request the router sent to the lost node, and the failed
@@ -68,10 +69,25 @@ fn rollouts(
         let body = format!("bench v{round}");
         repo.commit("reply", &body);
         let push_started = Instant::now();
-        let push = repo.spawn_push(gateway, admin, app, "master");
+        let mut push = repo.spawn_push(gateway, admin, app, "master");
+        // Each of the push's lines with when it came, to see where the time goes.
+        let stderr = push.stderr.take().expect("piped");
+        let lines = std::thread::spawn(move || {
+            use std::io::BufRead;
+            let timed: Vec<String> = std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+                .map(|line| format!("{:6.2} s {}", push_started.elapsed().as_secs_f64(), line.trim_end()))
+                .collect();
+            timed
+        });
         let answered = replicas.until_all_answer(swarm, &body, push_started);
-        let output = push.wait_with_output().expect("push");
-        assert!(output.status.success(), "push {round} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+        let status = push.wait().expect("push");
+        let timed = lines.join().expect("push output");
+        assert!(status.success(), "push {round} failed:\n{}", timed.join("\n"));
+        for line in timed.iter().filter(|line| !line.contains("--->") && !line.contains("Step ")) {
+            eprintln!("  {line}");
+        }
         pushed.push(answered);
         let image = image_of(swarm, service);
         eprintln!("round {round}: nap push {answered:?} ({image})");
@@ -81,6 +97,12 @@ fn rollouts(
         let back = format!("bench v{}", round - 1);
         replicas.until_all_answer(swarm, &back, Instant::now());
         replicas.until_converged(swarm);
+        // As for nap's rollout, the nodes have the previous image, not this
+        // one: they pull it as part of the rollout.
+        for node in &swarm.nodes {
+            node.docker(&["container", "prune", "--force"]);
+            node.docker(&["image", "rm", &image]);
+        }
         let hand_started = Instant::now();
         swarm.docker(&["service", "update", "--detach", "--image", &image, service]).assert_ok();
         let answered = replicas.until_all_answer(swarm, &body, hand_started);
@@ -200,7 +222,7 @@ fn report(swarm: &Swarm, runs: usize, started: Instant, pushed: &[Duration], by_
         each(pushed)
     );
     println!(
-        "| (B) the same image rolled out by hand: `docker service update --detach --image` plus polling, until all 3 replicas answer it | {:.2} s | {} |",
+        "| (B) the same image rolled out by hand from the previous one, the nodes pulling it as in (A): `docker service update --detach --image` plus polling, until all 3 replicas answer it | {:.2} s | {} |",
         hand.as_secs_f64(),
         each(by_hand)
     );
