@@ -515,6 +515,15 @@ impl Settings {
             },
             timeout: Duration::from_secs(self.swarm_timeout.unwrap_or(300)),
             check_timeout: self.check_timeout(),
+            registry_auth: self.registry().and_then(|registry| {
+                let username = registry.username?;
+                Some(nap_runner::swarm::RegistryAuth(bollard::auth::DockerCredentials {
+                    username: Some(username),
+                    password: registry.password,
+                    serveraddress: Some(registry.address),
+                    ..Default::default()
+                }))
+            }),
         }
     }
 }

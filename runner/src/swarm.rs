@@ -37,8 +37,9 @@ use crate::labels;
 use crate::process::ProcessType;
 use crate::release::{Instance, InstanceId, Progress, RunRequest, Running};
 
-/// How often a rollout is looked at.
-const POLL: Duration = Duration::from_millis(250);
+/// How often a rollout is looked at: each look is three calls to the
+/// manager, which has the rollout itself to run.
+const POLL: Duration = Duration::from_millis(500);
 /// Lines of a failed task's output shown with the error.
 const LOG_TAIL: &str = "15";
 
@@ -58,6 +59,19 @@ pub struct SwarmSettings {
     pub timeout: Duration,
     /// How long a new web task has to answer nap's own check.
     pub check_timeout: Duration,
+    /// The registry's credentials, sent with each service update so that
+    /// every node can pull (the CLI's `--with-registry-auth`).
+    pub registry_auth: Option<RegistryAuth>,
+}
+
+/// Registry credentials; never printed.
+#[derive(Clone)]
+pub struct RegistryAuth(pub bollard::auth::DockerCredentials);
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RegistryAuth(********)")
+    }
 }
 
 pub struct SwarmRunner {
@@ -132,6 +146,10 @@ impl SwarmRunner {
         &self.settings
     }
 
+    fn credentials(&self) -> Option<bollard::auth::DockerCredentials> {
+        self.settings.registry_auth.as_ref().map(|auth| auth.0.clone())
+    }
+
     /// The overlay network, made the first time (attachable, so that a
     /// one-off container could join it).
     async fn ensure_network(&self) -> Result<(), SwarmError> {
@@ -157,9 +175,10 @@ impl SwarmRunner {
 
     /// Runs `reqs` (the instances of one start of one release, every type)
     /// as the app's services, one per type with as many replicas as it has
-    /// requests, placed by `constraints`; waits until every task runs the
-    /// release and its web tasks answer. Answers every task (web ones at their node and port). A service
-    /// that does not converge is rolled back (or, new, removed), and the
+    /// requests, placed by `constraints`, the types side by side; waits
+    /// until every task runs the release and its web tasks answer. Answers
+    /// every task (web ones at their node and port). When a service does
+    /// not converge, every one goes back (a new one is removed) and the
     /// error says why.
     pub async fn start_formation(
         &self,
@@ -176,11 +195,27 @@ impl SwarmRunner {
                 None => types.push((req, 1)),
             }
         }
-        let mut started = Vec::new();
-        for (req, replicas) in &types {
+        let rollouts = types.iter().map(|(req, replicas)| {
             let spec = spec::service(req, *replicas, &self.settings.network, constraints, self.settings.rollout);
-            started.extend(self.roll_out(spec, req, *replicas, progress).await?);
+            self.roll_out(spec, req, *replicas, progress)
+        });
+        let rolled = futures_util::future::join_all(rollouts).await;
+        let mut started = Vec::new();
+        let mut failure = None;
+        for (req, result) in types.iter().map(|(req, _)| req).zip(rolled) {
+            match result {
+                Ok(tasks) => started.push((req, tasks)),
+                Err(err) => failure = failure.or(Some(err)),
+            }
         }
+        if let Some(err) = failure {
+            // What did converge goes back too: the release runs whole or not at all.
+            for (req, (_, created)) in &started {
+                self.take_back(&service_name(req.app, req.id.process.as_str()), *created).await;
+            }
+            return Err(err);
+        }
+        let started = started.into_iter().flat_map(|(_, (tasks, _))| tasks);
         // Types the formation no longer runs.
         let kept: Vec<ProcessType> = types.iter().map(|(req, _)| req.id.process.clone()).collect();
         for gone in self.remove_services(first.app, &kept).await? {
@@ -198,14 +233,16 @@ impl SwarmRunner {
             .collect())
     }
 
-    /// Creates or updates one service and waits until it converged.
+    /// Creates or updates one service and waits until it converged;
+    /// answers its tasks and whether it was created. A service that does
+    /// not converge goes back first.
     async fn roll_out(
         &self,
         spec: ServiceSpec,
         req: &RunRequest<'_>,
         replicas: u32,
         progress: Progress<'_>,
-    ) -> Result<Vec<SwarmTask>, RunError> {
+    ) -> Result<(Vec<SwarmTask>, bool), RunError> {
         let name = spec.name.clone().unwrap_or_default();
         let created = match self.docker.inspect_service(&name, None::<InspectServiceOptions>).await {
             Ok(current) => {
@@ -215,12 +252,12 @@ impl SwarmRunner {
                     ..UpdateServiceOptions::default()
                 };
                 progress(&format!("Updating service {name} to v{} ({replicas} tasks, start-first)", req.id.release));
-                self.docker.update_service(&name, spec, options, None).await.map_err(SwarmError::from)?;
+                self.docker.update_service(&name, spec, options, self.credentials()).await.map_err(SwarmError::from)?;
                 false
             }
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
                 progress(&format!("Creating service {name} ({replicas} tasks)"));
-                self.docker.create_service(spec, None).await.map_err(SwarmError::from)?;
+                self.docker.create_service(spec, self.credentials()).await.map_err(SwarmError::from)?;
                 true
             }
             Err(err) => return Err(SwarmError::from(err).into()),
@@ -232,7 +269,7 @@ impl SwarmRunner {
         if outcome.is_err() {
             self.take_back(&name, created).await;
         }
-        outcome
+        outcome.map(|tasks| (tasks, created))
     }
 
     /// After a failed rollout: a new service goes; an updated one goes
@@ -255,7 +292,8 @@ impl SwarmRunner {
             rollback: Some("previous".into()),
             ..UpdateServiceOptions::default()
         };
-        if let Err(err) = self.docker.update_service(name, current.spec.unwrap_or_default(), options, None).await {
+        let spec = current.spec.unwrap_or_default();
+        if let Err(err) = self.docker.update_service(name, spec, options, self.credentials()).await {
             warn!(service = name, error = %err, "could not roll a failed update back");
         } else {
             info!(service = name, "rolled a failed update back");

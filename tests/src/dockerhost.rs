@@ -124,7 +124,8 @@ impl Drop for DockerHost {
 /// Listens on 127.0.0.1:`port` inside `netns` and forwards each connection
 /// to `target` in this process's namespace: the registry's address is then
 /// the same on both hosts, as the images' names say.
-pub(crate) fn forward_into_netns(netns: &str, port: u16, target: &'static str) {
+pub(crate) fn forward_into_netns(netns: &str, port: u16, target: &str) {
+    let target = target.to_owned();
     let path = format!("/run/netns/{netns}");
     // setns changes only the calling thread's namespace, and a socket stays
     // in the namespace it was made in: bind on a thread that moves, then
@@ -138,7 +139,7 @@ pub(crate) fn forward_into_netns(netns: &str, port: u16, target: &'static str) {
     .expect("bind thread");
     std::thread::spawn(move || {
         for inbound in listener.incoming().map_while(Result::ok) {
-            let Ok(outbound) = TcpStream::connect(target) else { continue };
+            let Ok(outbound) = TcpStream::connect(&target) else { continue };
             let (Ok(mut inbound_read), Ok(mut outbound_read)) = (inbound.try_clone(), outbound.try_clone()) else {
                 continue;
             };

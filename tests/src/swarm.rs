@@ -31,6 +31,9 @@ pub struct SwarmNode {
     /// Its swarm node ID, once it joined.
     pub id: String,
     cgroup: String,
+    /// With TLS: the directory of `ca.pem`, `server-cert.pem` and
+    /// `server-key.pem`; the node then also listens on `ADDRESS:2376`.
+    tls: Option<PathBuf>,
     dockerd: Option<Child>,
 }
 
@@ -62,6 +65,17 @@ impl Swarm {
     }
 
     pub fn start_with(count: usize) -> Swarm {
+        Self::start_nodes(count, false)
+    }
+
+    /// Three nodes, the manager also listening with TLS (`tcp://ADDRESS:2376`,
+    /// client certificates required); [`Swarm::client_certs`] is what a
+    /// client needs.
+    pub fn start_tls() -> Swarm {
+        Self::start_nodes(3, true)
+    }
+
+    fn start_nodes(count: usize, tls: bool) -> Swarm {
         let id = rand::random::<u32>() & 0xff_ffff;
         let bridge = format!("nsw{id:06x}");
         let subnet = format!("10.233.{}", id % 250 + 1);
@@ -71,7 +85,8 @@ impl Swarm {
         ip(&["link", "set", &bridge, "up"]);
         iptables("-I", &bridge).assert_ok();
         for n in 1..=count {
-            swarm.nodes.push(SwarmNode::start(&bridge, &format!("{id:06x}{n}"), &format!("{subnet}.{}", n + 1)));
+            let address = format!("{subnet}.{}", n + 1);
+            swarm.nodes.push(SwarmNode::start(&bridge, &format!("{id:06x}{n}"), &address, tls && n == 1));
         }
         let manager = &swarm.nodes[0];
         let init = manager.docker(&[
@@ -111,6 +126,15 @@ impl Swarm {
         &self.nodes[0]
     }
 
+    /// The manager's TLS address, `tcp://ADDRESS:2376`, and the directory
+    /// with `ca.pem`, `cert.pem` and `key.pem` a client presents (as
+    /// `DOCKER_CERT_PATH`); `None` without TLS.
+    pub fn client_certs(&self) -> Option<(String, PathBuf)> {
+        let manager = self.manager();
+        let dir = manager.tls.clone()?;
+        Some((format!("tcp://{}:2376", manager.address), dir.join("client")))
+    }
+
     /// `swarm_host` for nap: the manager's socket.
     pub fn manager_host(&self) -> String {
         self.manager().docker_host()
@@ -119,6 +143,14 @@ impl Swarm {
     /// The node whose swarm ID is `id`.
     pub fn node(&self, id: &str) -> Option<&SwarmNode> {
         self.nodes.iter().find(|node| node.id == id)
+    }
+
+    /// Makes 127.0.0.1:`port` inside every node reach 127.0.0.1:`port`
+    /// here (a registry of a test's own).
+    pub fn forward(&self, port: u16) {
+        for node in &self.nodes {
+            forward_into_netns(&node.netns, port, &format!("127.0.0.1:{port}"));
+        }
     }
 
     /// `docker ARGS` against the manager.
@@ -144,7 +176,7 @@ impl Drop for Swarm {
 }
 
 impl SwarmNode {
-    fn start(bridge: &str, id: &str, address: &str) -> SwarmNode {
+    fn start(bridge: &str, id: &str, address: &str, tls: bool) -> SwarmNode {
         let (netns, veth, peer) = (format!("nap-swarm-{id}"), format!("nsv{id}a"), format!("nsv{id}b"));
         ip(&["netns", "add", &netns]);
         // containerd's socket lives under the exec-root: keep the path short.
@@ -157,8 +189,12 @@ impl SwarmNode {
             address: address.to_owned(),
             id: String::new(),
             cgroup: format!("/nap-swarm-{id}"),
+            tls: None,
             dockerd: None,
         };
+        if tls {
+            node.tls = Some(make_certs(node.dir.path(), address));
+        }
         ip(&["link", "add", &veth, "type", "veth", "peer", "name", &peer]);
         ip(&["link", "set", &peer, "netns", &netns]);
         ip(&["link", "set", &veth, "master", bridge]);
@@ -191,6 +227,15 @@ impl SwarmNode {
             .arg(format!("--exec-root={}", root.join("exec").display()))
             .arg(format!("--pidfile={}", root.join("docker.pid").display()))
             .arg(format!("--cgroup-parent={}", self.cgroup))
+            .args(self.tls.iter().flat_map(|dir| {
+                [
+                    format!("--host=tcp://{}:2376", self.address),
+                    "--tlsverify".to_owned(),
+                    format!("--tlscacert={}", dir.join("ca.pem").display()),
+                    format!("--tlscert={}", dir.join("server-cert.pem").display()),
+                    format!("--tlskey={}", dir.join("server-key.pem").display()),
+                ]
+            }))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -235,4 +280,54 @@ impl SwarmNode {
         let _ = Command::new("umount").arg("-R").arg(self.dir.path().join("exec")).output();
         let _ = Command::new("rmdir").arg(format!("/sys/fs/cgroup{}", self.cgroup)).output();
     }
+}
+
+/// A CA, a server certificate for `address` and a client certificate (in
+/// `client/`, as `ca.pem`, `cert.pem`, `key.pem`), made by the real
+/// `openssl` in `DIR/tls`; answers that directory.
+fn make_certs(dir: &std::path::Path, address: &str) -> PathBuf {
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(tls.join("client")).expect("tls dir");
+    let openssl = |args: &[&str]| {
+        let run: Run = Command::new("openssl").args(args).current_dir(&tls).output().expect("openssl").into();
+        run.assert_ok();
+    };
+    let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &key[..],
+            &["-keyout", "ca-key.pem", "-out", "ca.pem", "-days", "2", "-subj", "/CN=nap-test-ca"][..],
+        ]
+        .concat(),
+    );
+    std::fs::write(tls.join("server.ext"), format!("subjectAltName=IP:{address}\nextendedKeyUsage=serverAuth\n"))
+        .expect("ext");
+    std::fs::write(tls.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
+    for (name, subject, ext, out) in [
+        ("server", "/CN=manager", "server.ext", "server-cert.pem"),
+        ("client/key", "/CN=nap", "client.ext", "client/cert.pem"),
+    ] {
+        let (keyfile, csr) = (format!("{name}-key.pem").replace("key-key", "key"), format!("{name}.csr"));
+        openssl(&[&["req"][..], &key[..], &["-keyout", &keyfile, "-out", &csr, "-subj", subject][..]].concat());
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-out",
+            out,
+            "-days",
+            "2",
+            "-extfile",
+            ext,
+        ]);
+    }
+    std::fs::copy(tls.join("ca.pem"), tls.join("client/ca.pem")).expect("copy the CA");
+    tls
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use nap_tests::{AppKind, AppRepo, Gateway, Key, Run, Swarm, free_port, get_host, unique};
+use nap_tests::{AppKind, AppRepo, AuthRegistry, Gateway, Key, Run, Swarm, free_port, get_host, unique};
 
 const DOMAIN: &str = "swarm.test";
 
@@ -180,6 +180,18 @@ fn a_push_runs_web_on_several_nodes_behind_the_router_scales_and_is_destroyed() 
 
     let logs = rig.ssh(&["logs", &rig.app]);
     logs.assert_ok();
+    assert!(logs.stdout.contains("app[web.1]: "), "{}", logs.stdout);
+
+    // config set, rollback and restart roll the service like a push.
+    rig.ssh(&["config", "set", &rig.app, "REPLY=swarm-config"]).assert_ok();
+    assert_eq!(rig.bodies(10), BTreeSet::from(["200 swarm-config".to_owned()]));
+    rig.ssh(&["rollback", &rig.app]).assert_ok();
+    assert_eq!(rig.bodies(10), BTreeSet::from(["200 swarm v1".to_owned()]));
+    let before = rig.ssh(&["ps", &rig.app, "--json"]).stdout;
+    rig.ssh(&["restart", &rig.app]).assert_ok();
+    let after = rig.ssh(&["ps", &rig.app, "--json"]).stdout;
+    assert_ne!(before, after, "restart starts a fresh task");
+    assert_eq!(rig.bodies(10), BTreeSet::from(["200 swarm v1".to_owned()]));
 
     rig.ssh(&["apps", "destroy", &rig.app, "--force"]).assert_ok();
     let services = rig.swarm.docker(&["service", "ls", "--filter", &format!("label=nap.app={}", rig.app), "-q"]);
@@ -315,4 +327,60 @@ fn a_swarm_host_that_is_no_manager_or_not_there_refuses_the_push_in_one_line() {
         assert!(refusals.iter().any(|line| line.contains(said)), "{host}: {}", push.stderr);
         assert!(gateway.ssh(&admin, "nap", &["apps"]).stdout.lines().all(|line| !line.contains(&app)));
     }
+}
+
+#[test]
+fn nodes_pull_from_a_registry_that_wants_a_password_with_the_credentials_nap_sends() {
+    let registry = AuthRegistry::start("deployer", "s3cret-pull");
+    let swarm = Swarm::start();
+    let port: u16 = registry.address.rsplit(':').next().and_then(|port| port.parse().ok()).expect("a port");
+    swarm.forward(port);
+    let gateway = Gateway::start_with_settings(&format!(
+        "registry = \"{}\"\nregistry_username = \"deployer\"\nregistry_password = \"s3cret-pull\"\n\
+         runner = \"swarm\"\nswarm_host = \"{}\"\nswarm_monitor = 1\n",
+        registry.address,
+        swarm.manager_host()
+    ));
+    let admin = gateway.user("admin");
+    let app = unique("swarm-auth");
+    let repo = AppRepo::new(AppKind::Upstream);
+    repo.commit("app.json", r#"{"formation": {"web": {"quantity": 2}}}"#);
+    let push = repo.push(&gateway, &admin, &app, "master");
+    push.assert_ok();
+    assert!(!push.stderr.contains("s3cret-pull"), "the password is never shown");
+    let ps = gateway.ssh(&admin, "nap", &["ps", &app, "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&ps.stdout).expect("ps --json");
+    let running = rows.as_array().map_or(0, |rows| rows.iter().filter(|row| row["state"] == "running").count());
+    assert_eq!(running, 2, "{}", ps.stdout);
+    assert!(!gateway.log().contains("s3cret-pull"), "the password is never logged");
+}
+
+#[test]
+fn a_manager_over_tcp_with_tls_runs_the_release() {
+    let swarm = Swarm::start_tls();
+    let (host, certs) = swarm.client_certs().expect("TLS");
+    let gateway = Gateway::start_with_settings(&format!(
+        "registry = \"{}\"\nrunner = \"swarm\"\nswarm_host = \"{host}\"\nswarm_cert_path = \"{}\"\nswarm_monitor = 1\n",
+        nap_tests::REGISTRY,
+        certs.display()
+    ));
+    let admin = gateway.user("admin");
+    let app = unique("swarm-tls");
+    let repo = AppRepo::new(AppKind::Upstream);
+    repo.push(&gateway, &admin, &app, "master").assert_ok();
+    let services =
+        swarm.docker(&["service", "ls", "--filter", &format!("label=nap.app={app}"), "--format", "{{.Name}}"]);
+    assert_eq!(services.stdout.trim(), format!("nap-{app}-web"));
+
+    // Without the client certificate the manager refuses, in one line.
+    let plain = Gateway::start_with_settings(&format!(
+        "registry = \"{}\"\nrunner = \"swarm\"\nswarm_host = \"{host}\"\n",
+        nap_tests::REGISTRY
+    ));
+    let admin = plain.user("admin");
+    let push = AppRepo::new(AppKind::Upstream).push(&plain, &admin, &unique("swarm-notls"), "master");
+    assert!(!push.ok());
+    let refusal: Vec<&str> = push.stderr.lines().filter(|line| line.contains(" !  ")).collect();
+    eprintln!("{}", refusal.join("\n"));
+    assert!(refusal.iter().any(|line| line.contains(&format!("swarm manager {host}"))), "{}", push.stderr);
 }
