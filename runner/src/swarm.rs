@@ -77,7 +77,13 @@ impl std::fmt::Debug for RegistryAuth {
 pub struct SwarmRunner {
     docker: Docker,
     settings: SwarmSettings,
+    /// The nodes' addresses, as last read, and when.
+    nodes: tokio::sync::Mutex<(Option<Instant>, HashMap<String, IpAddr>)>,
 }
+
+/// How long the nodes' addresses are taken as read (a task on a node not
+/// among them reads them again at once).
+const NODES_FOR: Duration = Duration::from_secs(5);
 
 /// One task of one of nap's services, as nap reads it.
 #[derive(Debug, Clone)]
@@ -139,7 +145,7 @@ impl SwarmRunner {
         if !info.swarm.and_then(|swarm| swarm.control_available).unwrap_or(false) {
             return Err(SwarmError::NotManager(host));
         }
-        Ok(SwarmRunner { docker, settings })
+        Ok(SwarmRunner { docker, settings, nodes: tokio::sync::Mutex::default() })
     }
 
     pub fn settings(&self) -> &SwarmSettings {
@@ -484,8 +490,14 @@ impl SwarmRunner {
     async fn tasks_where(&self, filter: &str, value: &str) -> Result<Vec<SwarmTask>, SwarmError> {
         let filters = HashMap::from([(filter.to_owned(), vec![value.to_owned()])]);
         let tasks = self.docker.list_tasks(Some(ListTasksOptions { filters: Some(filters) })).await?;
-        let nodes = self.node_addresses().await?;
-        Ok(tasks.iter().filter_map(|task| read_task(task, &nodes)).collect())
+        let mut nodes = self.nodes.lock().await;
+        let known = |nodes: &HashMap<String, IpAddr>| {
+            tasks.iter().filter_map(|task| task.node_id.as_ref()).all(|node| nodes.contains_key(node))
+        };
+        if nodes.0.is_none_or(|read| read.elapsed() >= NODES_FOR) || !known(&nodes.1) {
+            *nodes = (Some(Instant::now()), self.node_addresses().await?);
+        }
+        Ok(tasks.iter().filter_map(|task| read_task(task, &nodes.1)).collect())
     }
 
     /// Every task of `app`'s services (every app's, for `None`).
