@@ -384,3 +384,24 @@ fn a_manager_over_tcp_with_tls_runs_the_release() {
     eprintln!("{}", refusal.join("\n"));
     assert!(refusal.iter().any(|line| line.contains(&format!("swarm manager {host}"))), "{}", push.stderr);
 }
+
+#[test]
+fn a_release_phase_is_refused_on_the_swarm_in_one_line_and_leaves_nothing() {
+    let swarm = Swarm::start_with(1);
+    let gateway = Gateway::start_with_settings(&format!(
+        "registry = \"{}\"\nrunner = \"swarm\"\nswarm_host = \"{}\"\n",
+        nap_tests::REGISTRY,
+        swarm.manager_host()
+    ));
+    let admin = gateway.user("admin");
+    let app = unique("swarm-release");
+    let push = AppRepo::new(AppKind::Procfile).push(&gateway, &admin, &app, "master");
+    assert!(!push.ok());
+    assert!(
+        push.stderr.contains("the release phase is not available on the swarm runner yet"),
+        "{}",
+        push.stderr
+    );
+    let services = swarm.docker(&["service", "ls", "-q"]);
+    assert_eq!(services.stdout.trim(), "", "no service is left");
+}
