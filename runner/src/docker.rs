@@ -420,16 +420,26 @@ impl DockerRunner {
         follow: bool,
         since: Option<i64>,
     ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, RunError>> + use<> {
-        let tail = tail.map_or_else(|| "all".to_owned(), |n| n.to_string());
-        let mut options =
-            LogsOptionsBuilder::new().stdout(true).stderr(true).follow(follow).timestamps(true).tail(&tail);
-        if let Some(since) = since.and_then(|since| i32::try_from(since).ok()) {
-            options = options.since(since);
-        }
         self.docker
-            .logs(container, Some(options.build()))
+            .logs(container, Some(timed_logs_options(tail, follow, since)))
             .map(|item| item.map(bollard::container::LogOutput::into_bytes).map_err(RunError::from))
     }
+}
+
+/// Docker's log options for output with timestamps: the last `tail` lines
+/// (all of them for `None`), since `since` (Unix seconds), and with
+/// `follow` what comes after. A container's and a swarm task's alike.
+pub(crate) fn timed_logs_options(
+    tail: Option<u64>,
+    follow: bool,
+    since: Option<i64>,
+) -> bollard::query_parameters::LogsOptions {
+    let tail = tail.map_or_else(|| "all".to_owned(), |n| n.to_string());
+    let mut options = LogsOptionsBuilder::new().stdout(true).stderr(true).follow(follow).timestamps(true).tail(&tail);
+    if let Some(since) = since.and_then(|since| i32::try_from(since).ok()) {
+        options = options.since(since);
+    }
+    options.build()
 }
 
 fn is_address_taken(err: &bollard::errors::Error) -> bool {

@@ -456,14 +456,8 @@ impl SwarmRunner {
         follow: bool,
         since: Option<i64>,
     ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, RunError>> + use<> {
-        let tail = tail.map_or_else(|| "all".to_owned(), |n| n.to_string());
-        let mut options =
-            LogsOptionsBuilder::new().stdout(true).stderr(true).follow(follow).timestamps(true).tail(&tail);
-        if let Some(since) = since.and_then(|since| i32::try_from(since).ok()) {
-            options = options.since(since);
-        }
         self.docker
-            .task_logs(task, Some(options.build()))
+            .task_logs(task, Some(crate::docker::timed_logs_options(tail, follow, since)))
             .map(|item| item.map(bollard::container::LogOutput::into_bytes).map_err(|err| SwarmError::from(err).into()))
     }
 

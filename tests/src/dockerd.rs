@@ -122,6 +122,32 @@ pub(crate) fn docker_at(dir: &Path, args: &[&str]) -> Run {
     Command::new("docker").arg("--host").arg(docker_host(dir)).args(args).output().expect("run docker").into()
 }
 
+/// Starts a dockerd in network namespace `netns` (as another machine's),
+/// keeping its socket, data, exec-root, pid file and log in `dir`, with
+/// `extra` flags; waits until it answers. nsenter, not `ip netns exec`:
+/// that remounts /sys, and dockerd needs the cgroup mounts under it.
+pub(crate) fn start_in_netns(netns: &str, dir: &Path, extra: &[String]) -> Child {
+    let log = std::fs::File::options().create(true).append(true).open(dir.join("dockerd.log")).expect("dockerd log");
+    let dockerd = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{netns}"))
+        .arg("dockerd")
+        .arg(format!("--host=unix://{}", dir.join("docker.sock").display()))
+        .arg(format!("--data-root={}", dir.join("data").display()))
+        .arg(format!("--exec-root={}", dir.join("exec").display()))
+        .arg(format!("--pidfile={}", dir.join("docker.pid").display()))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start dockerd in a network namespace");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !docker_at(dir, &["info"]).ok() {
+        assert!(Instant::now() < deadline, "the dockerd in {netns} did not start:\n{}", log_tail(dir));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    dockerd
+}
+
 /// The last 20 lines of the log of the dockerd whose directory is `dir`.
 pub(crate) fn log_tail(dir: &Path) -> String {
     let log = std::fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default();

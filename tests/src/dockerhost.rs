@@ -8,8 +8,7 @@
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 
 use tempfile::TempDir;
 
@@ -52,27 +51,7 @@ impl DockerHost {
         }
         forward_into_netns(&netns, 5000, "127.0.0.1:5000");
 
-        let root = host.dir.path();
-        let log = std::fs::File::create(root.join("dockerd.log")).expect("dockerd log");
-        // nsenter, not `ip netns exec`: that remounts /sys, and dockerd
-        // needs the cgroup mounts under it.
-        let dockerd = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{netns}"))
-            .arg("dockerd")
-            .arg(format!("--host=unix://{}", host.socket().display()))
-            .arg(format!("--data-root={}", root.join("data").display()))
-            .arg(format!("--exec-root={}", root.join("exec").display()))
-            .arg(format!("--pidfile={}", root.join("docker.pid").display()))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start the second dockerd");
-        host.dockerd = Some(dockerd);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !host.docker(&["info"]).ok() {
-            assert!(Instant::now() < deadline, "the second dockerd did not start:\n{}", host.log_tail());
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        host.dockerd = Some(crate::dockerd::start_in_netns(&netns, host.dir.path(), &[]));
         host
     }
 
@@ -98,10 +77,6 @@ impl DockerHost {
             .output()
             .expect("nsenter")
             .into()
-    }
-
-    fn log_tail(&self) -> String {
-        crate::dockerd::log_tail(self.dir.path())
     }
 }
 

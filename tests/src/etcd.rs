@@ -1,7 +1,6 @@
 //! A private, real `etcd` on free loopback ports, for tests that stop it.
 
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,14 +18,8 @@ pub struct PrivateEtcd {
 
 /// The PEM files of an etcd that wants TLS: a CA, and a client certificate
 /// and key signed by it.
-#[derive(Debug, Clone)]
-pub struct EtcdTls {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-}
+/// etcd's certificates: a CA, the server's for 127.0.0.1 and a client's.
+pub type EtcdTls = crate::tls::MutualTls;
 
 impl PrivateEtcd {
     pub fn start() -> PrivateEtcd {
@@ -40,7 +33,7 @@ impl PrivateEtcd {
     /// (made here with the `openssl` CLI).
     pub fn start_tls() -> PrivateEtcd {
         let dir = tempfile::tempdir().expect("temp dir");
-        let tls = make_certificates(dir.path());
+        let tls = crate::tls::mutual_tls(dir.path(), "127.0.0.1");
         let mut etcd =
             PrivateEtcd { dir, client_port: free_port(), peer_port: free_port(), child: None, tls: Some(tls) };
         etcd.start_again();
@@ -112,58 +105,6 @@ impl PrivateEtcd {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
-fn make_certificates(dir: &Path) -> EtcdTls {
-    let path = |name: &str| dir.join(name);
-    let openssl = |args: &[&str]| {
-        let run: crate::Run = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl").into();
-        run.assert_ok();
-    };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=nap test CA"],
-        ]
-        .concat(),
-    );
-    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
-        let (key, csr, pem, ext) =
-            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
-        std::fs::write(
-            path(&ext),
-            format!("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage={usage}\nsubjectAltName=IP:127.0.0.1\n"),
-        )
-        .expect("write extensions");
-        openssl(&[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={name}")]].concat());
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-        ]);
-    }
-    EtcdTls {
-        ca: path("ca.pem"),
-        cert: path("client.pem"),
-        key: path("client.key"),
-        server_cert: path("server.pem"),
-        server_key: path("server.key"),
     }
 }
 

@@ -14,7 +14,7 @@
 //! kernel's `vxlan` module (`scripts/services.sh` checks it).
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -215,37 +215,17 @@ impl SwarmNode {
     /// Starts this node's dockerd (again, after [`SwarmNode::stop`]) and
     /// waits until it answers.
     pub fn start_again(&mut self) {
-        let root = self.dir.path();
-        let log = std::fs::File::options().create(true).append(true).open(root.join("dockerd.log")).expect("log");
-        // nsenter, not `ip netns exec`: that remounts /sys, and dockerd
-        // needs the cgroup mounts under it.
-        let dockerd = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.netns))
-            .arg("dockerd")
-            .arg(format!("--host=unix://{}", self.socket().display()))
-            .arg(format!("--data-root={}", root.join("data").display()))
-            .arg(format!("--exec-root={}", root.join("exec").display()))
-            .arg(format!("--pidfile={}", root.join("docker.pid").display()))
-            .arg(format!("--cgroup-parent={}", self.cgroup))
-            .args(self.tls.iter().flat_map(|dir| {
-                [
-                    format!("--host=tcp://{}:2376", self.address),
-                    "--tlsverify".to_owned(),
-                    format!("--tlscacert={}", dir.join("ca.pem").display()),
-                    format!("--tlscert={}", dir.join("server-cert.pem").display()),
-                    format!("--tlskey={}", dir.join("server-key.pem").display()),
-                ]
-            }))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start a swarm node's dockerd");
-        self.dockerd = Some(dockerd);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !self.docker(&["info"]).ok() {
-            assert!(Instant::now() < deadline, "a swarm node's dockerd did not start:\n{}", self.log_tail());
-            std::thread::sleep(Duration::from_millis(250));
+        let mut extra = vec![format!("--cgroup-parent={}", self.cgroup)];
+        if let Some(dir) = &self.tls {
+            extra.extend([
+                format!("--host=tcp://{}:2376", self.address),
+                "--tlsverify".to_owned(),
+                format!("--tlscacert={}", dir.join("ca.pem").display()),
+                format!("--tlscert={}", dir.join("server-cert.pem").display()),
+                format!("--tlskey={}", dir.join("server-key.pem").display()),
+            ]);
         }
+        self.dockerd = Some(crate::dockerd::start_in_netns(&self.netns, self.dir.path(), &extra));
     }
 
     /// Stops this node's dockerd (its containers stop with it), as a node
@@ -269,10 +249,6 @@ impl SwarmNode {
         crate::dockerd::docker_at(self.dir.path(), args)
     }
 
-    fn log_tail(&self) -> String {
-        crate::dockerd::log_tail(self.dir.path())
-    }
-
     fn remove(&mut self) {
         let _ = Command::new("ip").args(["link", "del", &self.veth]).output();
         let _ = Command::new("ip").args(["netns", "del", &self.netns]).output();
@@ -282,52 +258,17 @@ impl SwarmNode {
     }
 }
 
-/// A CA, a server certificate for `address` and a client certificate (in
-/// `client/`, as `ca.pem`, `cert.pem`, `key.pem`), made by the real
-/// `openssl` in `DIR/tls`; answers that directory.
+/// A CA, a server certificate for `address` and a client certificate, in
+/// `DIR/tls`, the client's also as `client/` holds them for a Docker client
+/// (`ca.pem`, `cert.pem`, `key.pem`); answers `DIR/tls`.
 fn make_certs(dir: &std::path::Path, address: &str) -> PathBuf {
     let tls = dir.join("tls");
     std::fs::create_dir_all(tls.join("client")).expect("tls dir");
-    let openssl = |args: &[&str]| {
-        let run: Run = Command::new("openssl").args(args).current_dir(&tls).output().expect("openssl").into();
-        run.assert_ok();
-    };
-    let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &key[..],
-            &["-keyout", "ca-key.pem", "-out", "ca.pem", "-days", "2", "-subj", "/CN=nap-test-ca"][..],
-        ]
-        .concat(),
-    );
-    std::fs::write(tls.join("server.ext"), format!("subjectAltName=IP:{address}\nextendedKeyUsage=serverAuth\n"))
-        .expect("ext");
-    std::fs::write(tls.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
-    for (name, subject, ext, out) in [
-        ("server", "/CN=manager", "server.ext", "server-cert.pem"),
-        ("client/key", "/CN=nap", "client.ext", "client/cert.pem"),
-    ] {
-        let (keyfile, csr) = (format!("{name}-key.pem").replace("key-key", "key"), format!("{name}.csr"));
-        openssl(&[&["req"][..], &key[..], &["-keyout", &keyfile, "-out", &csr, "-subj", subject][..]].concat());
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca-key.pem",
-            "-CAcreateserial",
-            "-out",
-            out,
-            "-days",
-            "2",
-            "-extfile",
-            ext,
-        ]);
+    let certs = crate::tls::mutual_tls(&tls, address);
+    for (from, to) in [(&certs.ca, "ca.pem"), (&certs.cert, "cert.pem"), (&certs.key, "key.pem")] {
+        std::fs::copy(from, tls.join("client").join(to)).expect("copy a certificate");
     }
-    std::fs::copy(tls.join("ca.pem"), tls.join("client/ca.pem")).expect("copy the CA");
+    std::fs::copy(&certs.server_cert, tls.join("server-cert.pem")).expect("copy the server's certificate");
+    std::fs::copy(&certs.server_key, tls.join("server-key.pem")).expect("copy the server's key");
     tls
 }

@@ -198,3 +198,66 @@ impl Drop for Pebble {
         }
     }
 }
+
+/// Certificates for TLS with client certificates, made by the real
+/// `openssl`: a CA, a server certificate for `ip` and a client certificate.
+#[derive(Debug, Clone)]
+pub struct MutualTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+/// A CA, a server certificate for `ip` and a client certificate, in `dir`.
+pub fn mutual_tls(dir: &Path, ip: &str) -> MutualTls {
+    let path = |name: &str| dir.join(name);
+    let openssl = |args: &[&str]| {
+        let run: Run = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl").into();
+        run.assert_ok();
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=nap test CA"],
+        ]
+        .concat(),
+    );
+    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+        let (key, csr, pem, ext) =
+            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+        std::fs::write(
+            path(&ext),
+            format!("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage={usage}\nsubjectAltName=IP:{ip}\n"),
+        )
+        .expect("write extensions");
+        openssl(&[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={name}")]].concat());
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+    }
+    MutualTls {
+        ca: path("ca.pem"),
+        cert: path("client.pem"),
+        key: path("client.key"),
+        server_cert: path("server.pem"),
+        server_key: path("server.key"),
+    }
+}

@@ -397,11 +397,7 @@ fn a_release_phase_is_refused_on_the_swarm_in_one_line_and_leaves_nothing() {
     let app = unique("swarm-release");
     let push = AppRepo::new(AppKind::Procfile).push(&gateway, &admin, &app, "master");
     assert!(!push.ok());
-    assert!(
-        push.stderr.contains("the release phase is not available on the swarm runner yet"),
-        "{}",
-        push.stderr
-    );
+    assert!(push.stderr.contains("the release phase is not available on the swarm runner yet"), "{}", push.stderr);
     let services = swarm.docker(&["service", "ls", "-q"]);
     assert_eq!(services.stdout.trim(), "", "no service is left");
 }
