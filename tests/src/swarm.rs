@@ -236,10 +236,7 @@ impl SwarmNode {
         }
     }
 
-    pub fn socket(&self) -> PathBuf {
-        self.dir.path().join("docker.sock")
-    }
-
+    /// `DOCKER_HOST` for this node.
     pub fn docker_host(&self) -> String {
         crate::dockerd::docker_host(self.dir.path())
     }
