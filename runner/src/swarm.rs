@@ -105,6 +105,8 @@ pub struct SwarmTask {
     pub err: Option<String>,
     /// What the swarm says it is doing with it (`pulling image`, ...).
     pub message: Option<String>,
+    /// When the swarm made it.
+    pub created: Option<time::OffsetDateTime>,
 }
 
 /// A web task the router may route to.
@@ -325,10 +327,15 @@ impl SwarmRunner {
             let service =
                 self.docker.inspect_service(name, None::<InspectServiceOptions>).await.map_err(SwarmError::from)?;
             let status = service.update_status.unwrap_or_default();
+            // The spec this rollout made: tasks from before it (an earlier
+            // attempt of the same start that failed) are not its to judge.
+            let since = service.updated_at.as_deref().and_then(rfc3339);
             let tasks = self.tasks_where("service", name).await?;
             // A node that cannot pull, or a task that fails: said at once on
             // a new service; an update's failure is the swarm's to roll back.
-            let failed = tasks.iter().find(|task| ours(task) && task.err.is_some() && !task.running);
+            let failed = tasks.iter().find(|task| {
+                ours(task) && task.err.is_some() && !task.running && task.created.zip(since).is_none_or(|(t, s)| t >= s)
+            });
             if let Some(task) = failed
                 && (created || is_lasting(task.err.as_deref().unwrap_or_default()))
             {
@@ -587,6 +594,10 @@ fn states<'a>(tasks: impl Iterator<Item = &'a SwarmTask>) -> String {
     if said.is_empty() { "none started".into() } else { said.join(", ") }
 }
 
+fn rfc3339(text: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+}
+
 /// Whether a task's error says its node could not get the image.
 fn is_pull_error(err: &str) -> bool {
     err.contains("No such image") || err.contains("pull access denied") || err.contains("manifest unknown")
@@ -637,5 +648,6 @@ fn read_task(task: &Task, nodes: &HashMap<String, IpAddr>) -> Option<SwarmTask> 
         since: status.timestamp.clone(),
         err: status.err.filter(|err| !err.is_empty()),
         message: status.message.filter(|message| !message.is_empty()),
+        created: task.created_at.as_deref().and_then(rfc3339),
     })
 }

@@ -288,6 +288,13 @@ fn placement_pins_tasks_and_a_node_that_cannot_pull_is_named() {
     let shown = rig.ssh(&["placement", &rig.app]);
     assert_eq!(shown.stdout.trim(), "node.labels.zone==a");
     assert_eq!(rig.bodies(10), BTreeSet::from(["200 swarm v1".to_owned()]));
+    // Constraints no node meets are refused, and the previous ones stay.
+    let nowhere = rig.ssh(&["placement", &rig.app, "node.labels.zone==nowhere"]);
+    assert!(!nowhere.ok());
+    assert!(nowhere.stderr.contains("no node may run"), "{}", nowhere.stderr);
+    assert_eq!(rig.ssh(&["placement", &rig.app]).stdout.trim(), "node.labels.zone==a");
+    assert_eq!(rig.bodies(10), BTreeSet::from(["200 swarm v1".to_owned()]));
+    rig.ssh(&["placement", &rig.app, "node.labels.zone==a"]).assert_ok();
 
     // The zone=a node loses the registry: v2 cannot be pulled there.
     let netns = rig.swarm.nodes[1].netns.clone();

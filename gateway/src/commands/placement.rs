@@ -4,6 +4,7 @@
 //! `placement APP --clear` removes them (admin keys only, as with limits:
 //! where an app runs is the operator's call); either rolls the app's
 //! running release over to them at once, start-first, as `restart` does.
+//! Constraints no node meets are refused, and the previous ones stay.
 
 use clap::Args;
 use nap_runner::swarm::Constraint;
@@ -38,6 +39,7 @@ pub async fn run(ctx: &Context, caller: &Caller, args: PlacementArgs, io: &mut I
     caller.check_admin("change placement")?;
     let placement =
         args.constraints.iter().map(|text| Constraint::parse(text)).collect::<Result<Vec<Constraint>, _>>()?;
+    let before: Vec<Constraint> = ctx.store.placement(app.as_str()).await?;
     ctx.store.save_placement(app.as_str(), &placement).await?;
     let said = if placement.is_empty() {
         format!("{app} may run on any node")
@@ -48,7 +50,13 @@ pub async fn run(ctx: &Context, caller: &Caller, args: PlacementArgs, io: &mut I
         && ctx.store.current_release(app.as_str()).await?.is_some();
     let note = if applies {
         let who = caller.name();
-        with_flow_reporter(io, |report| async move { deploy::restart(ctx, &app, who, &report).await }).await?;
+        let restarted =
+            with_flow_reporter(io, |report| async move { deploy::restart(ctx, &app, who, &report).await }).await;
+        if let Err(err) = restarted {
+            // The swarm went back to the previous placement: so does the store.
+            ctx.store.save_placement(args.app.as_str(), &before).await?;
+            return Err(err.into());
+        }
         ""
     } else if ctx.settings.runner == Some(nap_runner::RunnerKind::Swarm) {
         " (from its first release)"
