@@ -408,3 +408,38 @@ fn a_release_phase_is_refused_on_the_swarm_in_one_line_and_leaves_nothing() {
     let services = swarm.docker(&["service", "ls", "-q"]);
     assert_eq!(services.stdout.trim(), "", "no service is left");
 }
+
+#[test]
+fn each_process_type_is_a_service_of_its_own_and_a_type_scaled_to_zero_goes() {
+    let rig = rig(1);
+    rig.repo.commit(
+        "Procfile",
+        "web: /bin/nap-test-upstream\nworker: sh -c \"while true; do echo working; sleep 1; done\"\n",
+    );
+    rig.repo.commit(
+        "app.json",
+        r#"{"formation": {"web": {"quantity": 1}, "worker": {"quantity": 2}}, "healthchecks": {"web": [{"type": "startup", "path": "/", "attempts": 20, "wait": 1}]}}"#,
+    );
+    rig.push().assert_ok();
+    let services = |rig: &Rig| {
+        let run = rig.swarm.docker(&[
+            "service",
+            "ls",
+            "--filter",
+            &format!("label=nap.app={}", rig.app),
+            "--format",
+            "{{.Name}} {{.Replicas}}",
+        ]);
+        run.assert_ok();
+        let mut lines: Vec<String> = run.stdout.lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    };
+    let app = &rig.app;
+    assert_eq!(services(&rig), [format!("nap-{app}-web 1/1"), format!("nap-{app}-worker 2/2")]);
+    assert_eq!(rig.bodies(5), BTreeSet::from(["200 swarm v1".to_owned()]));
+    let ps = rig.ssh(&["ps", app]);
+    assert!(ps.stdout.contains("worker.2 "), "{}", ps.stdout);
+    rig.ssh(&["ps", "scale", app, "worker=0"]).assert_ok();
+    assert_eq!(services(&rig), [format!("nap-{app}-web 1/1")]);
+}
