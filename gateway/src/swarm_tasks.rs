@@ -40,10 +40,9 @@ enum FollowError {
     Store(#[from] StoreError),
 }
 
-/// An app's published web instances: name → (address, release).
-type Published = BTreeMap<String, (String, u32)>;
-/// An instance's keys as read: its `ip`, `port` and `release`.
-type Fields = (Option<String>, Option<String>, Option<u32>);
+/// An app's published web instances: name → address. A name is its task's,
+/// so it keeps its release: the address alone says whether it changed.
+type Published = BTreeMap<String, String>;
 
 /// Follows the swarm's tasks until `stop`.
 pub async fn follow(ctx: Arc<Context>, stop: CancellationToken) {
@@ -62,15 +61,17 @@ async fn follow_once(ctx: &Context) -> Result<(), FollowError> {
             read_at = Some(Instant::now());
         }
         let mut wanted: BTreeMap<String, Published> = BTreeMap::new();
+        let mut releases: BTreeMap<String, u32> = BTreeMap::new();
         for task in routed {
-            wanted.entry(task.app).or_default().insert(task.name, (task.address.to_string(), task.release));
+            releases.insert(task.name.clone(), task.release);
+            wanted.entry(task.app).or_default().insert(task.name, task.address.to_string());
         }
         let apps: BTreeSet<String> = published.keys().chain(wanted.keys()).cloned().collect();
         for app in apps {
             let want = wanted.remove(&app).unwrap_or_default();
             let have = published.get(&app).cloned().unwrap_or_default();
             if want != have {
-                publish(ctx, &app, &have, &want).await?;
+                publish(ctx, &app, &have, &want, &releases).await?;
             }
             if want.is_empty() {
                 published.remove(&app);
@@ -89,22 +90,10 @@ async fn read_published(ctx: &Context, routed: &[RoutedTask]) -> Result<BTreeMap
     let mut published = BTreeMap::new();
     for app in apps {
         let pairs = ctx.store.list(&layout::instances(&app)).await?;
-        let mut fields: BTreeMap<String, Fields> = BTreeMap::new();
-        for (key, value) in &pairs {
-            let Some((_, id, field)) = layout::parse_instance_field(key) else { continue };
-            let value = String::from_utf8_lossy(value).trim().to_owned();
-            let entry = fields.entry(id.to_owned()).or_default();
-            match field {
-                "ip" => entry.0 = Some(value),
-                "port" => entry.1 = Some(value),
-                "release" => entry.2 = value.parse().ok(),
-                _ => {}
-            }
-        }
-        let instances: Published = fields
-            .into_iter()
-            .filter_map(|(id, (ip, port, release))| Some((id, (format!("{}:{}", ip?, port?), release.unwrap_or(0)))))
-            .collect();
+        let addresses =
+            nap_state::instance_addresses(pairs.iter().map(|(key, value)| (key.as_str(), value.as_slice())));
+        let instances: Published =
+            addresses.into_iter().filter_map(|((_, id), address)| Some((id.to_owned(), address?))).collect();
         if !instances.is_empty() {
             published.insert(app, instances);
         }
@@ -112,16 +101,23 @@ async fn read_published(ctx: &Context, routed: &[RoutedTask]) -> Result<BTreeMap
     Ok(published)
 }
 
-/// Writes `want` over `have` for `app`, in one transaction.
-async fn publish(ctx: &Context, app: &str, have: &Published, want: &Published) -> Result<(), FollowError> {
+/// Writes `want` over `have` for `app`, in one transaction; `releases`
+/// says each wanted task's release.
+async fn publish(
+    ctx: &Context,
+    app: &str,
+    have: &Published,
+    want: &Published,
+    releases: &BTreeMap<String, u32>,
+) -> Result<(), FollowError> {
     let mut writes = Vec::new();
-    for (name, (address, release)) in want {
-        if have.get(name) == Some(&(address.clone(), *release)) {
+    for (name, address) in want {
+        if have.get(name) == Some(address) {
             continue;
         }
         let Ok(address) = address.parse::<std::net::SocketAddr>() else { continue };
         let endpoint = Endpoint { id: name.clone(), ip: address.ip().to_string(), port: address.port() };
-        writes.extend(endpoint.keys(app, *release));
+        writes.extend(endpoint.keys(app, releases.get(name).copied().unwrap_or_default()));
     }
     let gone: Vec<&String> = have.keys().filter(|name| !want.contains_key(*name)).collect();
     let deletes: Vec<String> = gone.iter().flat_map(|name| Endpoint::fields(app, name)).collect();
