@@ -9,7 +9,8 @@
 #   (c) through nap's router in `nap serve`, at nap's default log level (one
 #       access line per request) and with the access log off, and through
 #       `nap router` alone.
-# Each: wrk -t2 -c256 for 10 s after a 2 s warm-up, N runs interleaved, medians
+# Each: wrk -t2 -c256 for 10 s after a 2 s warm-up, N runs interleaved (odd runs
+# in one order, even runs in the reverse), medians
 # of requests/s, p50 and p99, the proxy's CPU time per request and its peak
 # RSS sampled every 50 ms.
 # Then 20 deploys of the app (pushes alternating with `config set`) under a
@@ -24,12 +25,12 @@
 # directory removed on exit, with the app's containers; needs root, wrk and
 # nginx (Debian). It starts no shared service: dockerd, the registry on
 # 127.0.0.1:5000 and the nap/busybox image must be up (scripts/services.sh --for-tests).
-# Honours CARGO_TARGET_DIR. Takes about 10 minutes with the default 3 runs.
+# Honours CARGO_TARGET_DIR. Takes about 16 minutes with the default 5 runs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$ROOT/scripts/bench-lib.sh"
-parse_args 3 "$@"
+parse_args 5 "$@"
 case $RUNS in ''|*[!0-9]*|0) echo "bench-router: --runs needs a positive number" >&2; exit 2 ;; esac
 [ "$(id -u)" = 0 ] || { echo "bench-router: run as root (docker, nginx)" >&2; exit 1; }
 for tool in wrk nginx etcd etcdctl docker git ssh ssh-keygen curl python3; do
@@ -237,16 +238,24 @@ sleep 1
 IDLE_SERVE_KB=$(rss_kb "$NAP_PID")
 IDLE_ALONE_KB=$(rss_kb "$ALONE_PID")
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+measure_target() { # direct | nginx:VARIANT | router | alone
+  case $1 in
+    direct) measure direct "http://$UPSTREAM_ADDR/" ;;
+    nginx:*) local variant=${1#nginx:}
+      measure "nginx-${variant//:/-}" "http://127.0.0.1:${NGINX_PORT[$variant]}/" $(nginx_pids "$variant")
+      [ ! -f "$T/nginx-${variant//:/-}/access.log" ] || : >"$T/nginx-${variant//:/-}/access.log" ;;
+    router) measure router "$ROUTER_URL" "$NAP_PID" ;;
+    alone) measure alone "http://127.0.0.1:$ALONE_PORT/" "$ALONE_PID" ;;
+  esac
+}
+# Odd runs in this order, even runs in the reverse one: a drift of the
+# machine's speed during the runs (other guests on its host, say) then
+# weighs on every target alike, whatever its place in the order.
+ORDER=(direct nginx:1:256 nginx:auto:256 nginx:1:256:log nginx:1:256::fwd nginx:1:256:log:fwd router alone)
 log "throughput: $RUNS runs of (a) direct, (b) nginx, (c) nap serve's router and nap router alone, interleaved"
 for r in $(seq "$RUNS"); do
-  measure direct "http://$UPSTREAM_ADDR/"
-  for variant in 1:256 auto:256 1:256:log 1:256::fwd 1:256:log:fwd; do
-    measure "nginx-${variant//:/-}" "http://127.0.0.1:${NGINX_PORT[$variant]}/" $(nginx_pids "$variant")
-  done
-  : >"$T/nginx-1-256-log/access.log"
-  : >"$T/nginx-1-256-log-fwd/access.log"
-  measure router "$ROUTER_URL" "$NAP_PID"
-  measure alone "http://127.0.0.1:$ALONE_PORT/" "$ALONE_PID"
+  if [ $((r % 2)) = 1 ]; then targets=("${ORDER[@]}"); else targets=(); for t in "${ORDER[@]}"; do targets=("$t" "${targets[@]}"); done; fi
+  for t in "${targets[@]}"; do measure_target "$t"; done
 done
 stop_pid "$ALONE_PID"
 
@@ -384,6 +393,7 @@ def target(name):
         if k in rs[0]:
             out[k] = statistics.median(x[k] for x in rs)
     out["errors"] = sum(x["errors"] for x in rs)
+    out["runs"] = [x["rps"] for x in rs]
     if "rss" in rs[0]:
         out["rss_max"], out["hwm"] = max(x["rss"] for x in rs), max(x["hwm"] for x in rs)
     return out
@@ -406,7 +416,7 @@ verdict = lambda ok: "pass" if ok else "**FAIL**"
 print(f"Measured with `scripts/bench-router.sh` on the release build of {e['REV']}, {e['DATE_UTC']}, runtime {e['ELAPSED']} s; "
       f"{e['MACHINE']}; {e['VERSIONS']}. Load average {e['LOAD_START']} before the throughput runs, {e['LOAD_END']} after.\n")
 print(f"Throughput: `wrk -t2 -c256 -d10s --latency` after a 2 s warm-up, medians of {n} runs; the targets interleaved "
-      "run by run, except the router without access log, measured after them (nap serve restarted), and nginx with "
+      "run by run (odd runs in one order, even runs in the reverse one), except the router without access log, measured after them (nap serve restarted), and nginx with "
       "keepalive 64, measured last (the connections it closes leave sockets in TIME_WAIT that would starve the runs after it of ports). "
       "The proxy's CPU is its user + system time over the run per request; its RSS is the summed VmRSS of its "
       "processes (nginx: master and workers; nap: the one process, which for `nap serve` holds the SSH gateway too) "
@@ -435,7 +445,11 @@ pairs = (("both log each request and set the forwarding headers, keepalive 256",
          ("router logs, nginx neither logs nor sets a header, keepalive 256", r, b256, False),
          ("keepalive 64, the issue's, router logs", r, b, False))
 for what, router, nginx, judged in pairs:
-    print(f"| router requests/s ≥ nginx's ({what}) | {router['rps'] / nginx['rps']:.2f} × nginx ({router['rps']:,.0f} against {nginx['rps']:,.0f}) "
+    # Runs of the router and nginx in one run of the loop are minutes apart at most (the
+    # quiet router's are not: it runs after a restart, so its run by run is not given).
+    paired = ", ".join(f"{x / y:.2f}" for x, y in zip(router["runs"], nginx["runs"])) if router is not q else ""
+    by_run = f"; run by run {paired}" if paired else ""
+    print(f"| router requests/s ≥ nginx's ({what}) | {router['rps'] / nginx['rps']:.2f} × nginx ({router['rps']:,.0f} against {nginx['rps']:,.0f}{by_run}) "
           f"| {verdict(router['rps'] >= nginx['rps']) if judged else 'reported'} |")
 for what, router, nginx, judged in pairs:
     print(f"| router p99 ≤ nginx p99 + 1 ms ({what}) | {router['p99'] - nginx['p99']:+.2f} ms ({router['p99']:.2f} against {nginx['p99']:.2f}) "
