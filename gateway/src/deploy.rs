@@ -519,6 +519,36 @@ pub async fn change_app(
 /// On Kubernetes, the workload's own rolling restart does the same.
 pub async fn restart(ctx: &Context, app: &AppName, who: &str, report: &Reporter) -> Result<Release, DeployError> {
     let lock = app_lock(ctx, app, "restart", who, Some(report)).await?;
+    restart_locked(ctx, app, &lock, report).await
+}
+
+/// Sets where the swarm runner places the app's tasks (`placement`), and
+/// rolls the serving release over to it as [`restart`] does, under the
+/// app's lock: a push meanwhile waits, and cannot start by constraints
+/// that are then taken back. When `rolls` and the rollout fails, the
+/// swarm is back on the previous constraints, and so is the store.
+pub async fn place<T>(
+    ctx: &Context,
+    app: &AppName,
+    placement: &T,
+    rolls: bool,
+    who: &str,
+    report: &Reporter,
+) -> Result<(), DeployError>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Default,
+{
+    let lock = app_lock(ctx, app, "placement", who, Some(report)).await?;
+    let before: T = ctx.store.placement(app.as_str()).await?;
+    ctx.store.save_placement(app.as_str(), placement).await?;
+    if rolls && let Err(err) = restart_locked(ctx, app, &lock, report).await {
+        ctx.store.save_placement(app.as_str(), &before).await?;
+        return Err(err);
+    }
+    Ok(())
+}
+
+async fn restart_locked(ctx: &Context, app: &AppName, lock: &Lock, report: &Reporter) -> Result<Release, DeployError> {
     let release =
         ctx.store.current_release(app.as_str()).await?.ok_or_else(|| DeployError::NothingRunning(app.clone()))?;
     let runner = ctx.runner().await?;
@@ -534,13 +564,13 @@ pub async fn restart(ctx: &Context, app: &AppName, who: &str, report: &Reporter)
     let formation: Formation = ctx.store.formation(app.as_str()).await?;
     let started =
         start(&runner, app, &fresh, &processes, &formation, limits, report).await.map_err(DeployError::Restart)?;
-    switch(ctx, &runner, app, fresh, &started, &lock, report).await
+    switch(ctx, &runner, app, fresh, &started, lock, report).await
 }
 
-/// Removes everything the app runs, its repo and its state; answers what
-/// was retired.
 /// What `apps destroy` removed.
 pub struct Destroyed {
+    /// The runner that ran the app.
+    pub runner: nap_runner::RunnerKind,
     pub containers: Vec<String>,
     /// The local image tags; `Err` says why they stay (the app is gone anyway).
     pub images: Result<Vec<String>, ImagesKept>,
@@ -555,6 +585,8 @@ pub enum ImagesKept {
     Remove(#[from] nap_builder::BuildError),
 }
 
+/// Removes everything the app runs, its repo and its state; answers what
+/// was retired.
 pub async fn destroy(ctx: &Context, app: &AppName, who: &str) -> Result<Destroyed, DeployError> {
     let lock = app_lock(ctx, app, "destroy", who, None).await?;
     let runner = ctx.runner().await?;
@@ -572,7 +604,7 @@ pub async fn destroy(ctx: &Context, app: &AppName, who: &str) -> Result<Destroye
     ctx.store.destroy_app(app.as_str()).await?;
     // The app is gone, and its lock's key with it.
     lock.forget();
-    Ok(Destroyed { containers, images })
+    Ok(Destroyed { runner: runner.kind(), containers, images })
 }
 
 /// Waits until every live router routes to `routed` (the new instances'

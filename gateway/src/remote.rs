@@ -102,11 +102,15 @@ pub async fn run(
 
 /// A command line as logs may show it: every `KEY=VALUE` word's value
 /// masked (`config set hello TOKEN=***`), since values are config secrets.
+/// `placement`'s constraints (`node.labels.zone==a`) are no secret, and
+/// are shown whole.
 pub fn shown(command_line: &str) -> String {
     let Some(words) = shlex::split(command_line) else { return "(a malformed command)".to_owned() };
+    let placement = words.first().is_some_and(|verb| verb == "placement");
     let masked: Vec<String> = words
         .iter()
         .map(|word| match word.split_once('=') {
+            _ if placement && (word.contains("==") || word.contains("!=")) => word.clone(),
             Some((key, _)) => format!("{key}=***"),
             None => word.clone(),
         })
@@ -166,6 +170,10 @@ mod tests {
         );
         assert_eq!(shown("git-receive-pack 'hello'"), "git-receive-pack hello");
         assert_eq!(shown("config set 'hel"), "(a malformed command)");
+        assert_eq!(
+            shown("placement shop node.labels.zone==a node.role!=manager TOKEN=x"),
+            "placement shop 'node.labels.zone==a' 'node.role!=manager' 'TOKEN=***'"
+        );
     }
 
     #[test]

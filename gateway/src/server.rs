@@ -98,7 +98,9 @@ pub async fn serve(ctx: Arc<Context>) -> Result<(), ServeError> {
     let listener =
         TcpListener::bind(&listen).await.map_err(|source| ServeError::Listen { addr: listen.clone(), source })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Listen { addr: listen.clone(), source })?;
-    info!(%addr, data_dir = %settings.data_dir().display(), "nap gateway listening");
+    // Unset, the runner is chosen per command: systemd when it is on the bus, else docker.
+    let runner = settings.runner.map_or("systemd if on the bus, else docker", nap_runner::RunnerKind::name);
+    info!(%addr, data_dir = %settings.data_dir().display(), %runner, "nap gateway listening");
     // Only command tasks are tracked: shutdown waits for running pushes, not
     // for idle connections.
     let commands = TaskTracker::new();

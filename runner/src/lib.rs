@@ -94,6 +94,30 @@ pub enum RunnerKind {
     Swarm,
 }
 
+impl RunnerKind {
+    /// The runner's name, as the `runner` setting spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunnerKind::Docker => "docker",
+            RunnerKind::Systemd => "systemd",
+            RunnerKind::Kubernetes => "kubernetes",
+            RunnerKind::Swarm => "swarm",
+        }
+    }
+
+    /// What one of an app's running parts is called on this runner, for
+    /// messages such as `apps destroy`'s: `container`, `unit`, `object`
+    /// or `service`.
+    pub fn part(self) -> &'static str {
+        match self {
+            RunnerKind::Docker => "container",
+            RunnerKind::Systemd => "unit",
+            RunnerKind::Kubernetes => "object",
+            RunnerKind::Swarm => "service",
+        }
+    }
+}
+
 impl std::str::FromStr for RunnerKind {
     type Err = UnknownName;
     fn from_str(text: &str) -> Result<Self, Self::Err> {

@@ -54,6 +54,7 @@ fn apps_lists_creates_and_destroys_leaving_nothing_behind() {
     let destroyed = gateway.ssh(&admin, "nap", &["apps", "destroy", &app, "--force"]);
     destroyed.assert_ok();
     assert!(destroyed.stdout.contains("2 local image tag(s)"), "v1 and git-SHORT: {destroyed:?}");
+    assert!(destroyed.stdout.contains("removed 1 container(s)"), "{destroyed:?}");
     assert!(containers_of(&app).is_empty(), "containers left: {:?}", containers_of(&app));
     assert_eq!(images(&app).trim(), "", "images left");
     assert!(!gateway.repo_path(&app).exists(), "repo left");

@@ -193,7 +193,9 @@ fn a_push_runs_web_on_several_nodes_behind_the_router_scales_and_is_destroyed() 
     assert_ne!(before, after, "restart starts a fresh task");
     assert_eq!(rig.bodies(10), BTreeSet::from(["200 swarm v1".to_owned()]));
 
-    rig.ssh(&["apps", "destroy", &rig.app, "--force"]).assert_ok();
+    let destroyed = rig.ssh(&["apps", "destroy", &rig.app, "--force"]);
+    destroyed.assert_ok();
+    assert!(destroyed.stdout.contains("removed 1 service(s)"), "{destroyed:?}");
     let services = rig.swarm.docker(&["service", "ls", "--filter", &format!("label=nap.app={}", rig.app), "-q"]);
     services.assert_ok();
     assert_eq!(services.stdout.trim(), "", "no service is left");
@@ -287,6 +289,11 @@ fn placement_pins_tasks_and_a_node_that_cannot_pull_is_named() {
     assert!(nodes.iter().all(|node| *node == worker), "every task runs on the zone=a node: {nodes:?}");
     let shown = rig.ssh(&["placement", &rig.app]);
     assert_eq!(shown.stdout.trim(), "node.labels.zone==a");
+    // The log names the constraints (no secret), where `config set` values are masked.
+    let said = format!("command=placement {} 'node.labels.zone==a'", rig.app);
+    let log = rig.gateway.log_until(|log| log.contains(&said));
+    assert!(log.contains(&said), "{log}");
+    assert!(log.contains("runner=swarm"), "the start-up line names the runner");
     assert_eq!(rig.bodies(10), BTreeSet::from(["200 swarm v1".to_owned()]));
     // Constraints no node meets are refused, and the previous ones stay.
     let nowhere = rig.ssh(&["placement", &rig.app, "node.labels.zone==nowhere"]);

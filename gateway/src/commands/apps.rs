@@ -131,8 +131,9 @@ async fn destroy(ctx: &Context, caller: &Caller, name: &str, force: bool) -> Res
         Ok(tags) => (format!("{} local image tag(s)", tags.len()), tags.as_slice(), None),
         Err(err) => ("no image".to_owned(), &[][..], Some(err.to_string())),
     };
+    let part = destroyed.runner.part();
     let mut text = format!(
-        "destroyed {app} (removed {} container(s), {images}, its repo and its state; the registry keeps its copies)",
+        "destroyed {app} (removed {} {part}(s), {images}, its repo and its state; the registry keeps its copies)",
         containers.len()
     );
     if let Some(why) = &kept {

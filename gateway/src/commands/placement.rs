@@ -39,26 +39,22 @@ pub async fn run(ctx: &Context, caller: &Caller, args: PlacementArgs, io: &mut I
     caller.check_admin("change placement")?;
     let placement =
         args.constraints.iter().map(|text| Constraint::parse(text)).collect::<Result<Vec<Constraint>, _>>()?;
-    let before: Vec<Constraint> = ctx.store.placement(app.as_str()).await?;
-    ctx.store.save_placement(app.as_str(), &placement).await?;
     let said = if placement.is_empty() {
         format!("{app} may run on any node")
     } else {
         format!("{app} runs where {}", placement.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and "))
     };
-    let applies = ctx.settings.runner == Some(nap_runner::RunnerKind::Swarm)
-        && ctx.store.current_release(app.as_str()).await?.is_some();
-    let note = if applies {
-        let who = caller.name();
-        let restarted =
-            with_flow_reporter(io, |report| async move { deploy::restart(ctx, &app, who, &report).await }).await;
-        if let Err(err) = restarted {
-            // The swarm went back to the previous placement: so does the store.
-            ctx.store.save_placement(args.app.as_str(), &before).await?;
-            return Err(err.into());
-        }
+    let swarm = ctx.settings.runner == Some(nap_runner::RunnerKind::Swarm);
+    let rolls = swarm && ctx.store.current_release(app.as_str()).await?.is_some();
+    let who = caller.name();
+    with_flow_reporter(io, |report| {
+        let (app, placement) = (&app, &placement);
+        async move { deploy::place(ctx, app, placement, rolls, who, &report).await }
+    })
+    .await?;
+    let note = if rolls {
         ""
-    } else if ctx.settings.runner == Some(nap_runner::RunnerKind::Swarm) {
+    } else if swarm {
         " (from its first release)"
     } else {
         " (only the swarm runner places tasks; this one ignores it)"
