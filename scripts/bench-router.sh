@@ -12,7 +12,8 @@
 # Each: wrk -t2 -c256 for 10 s after a 2 s warm-up, N runs interleaved (odd runs
 # in one order, even runs in the reverse), medians
 # of requests/s, p50 and p99, the proxy's CPU time per request and its peak
-# RSS sampled every 50 ms.
+# RSS sampled every 50 ms. Then nginx (logging, forwarding headers) and nap
+# serve's router side by side: each under a wrk -t1 -c128 of its own, at once.
 # Then 20 deploys of the app (pushes alternating with `config set`) under a
 # 50-connection wrk load through the router, counting every failed request
 # (status >= 300, socket errors, timeouts), beside the same 20 deploys routed
@@ -259,6 +260,30 @@ for r in $(seq "$RUNS"); do
 done
 stop_pid "$ALONE_PID"
 
+# Side by side: nginx (like for like: logging, setting the forwarding
+# headers) and nap serve's router, each under a wrk of its own, at once.
+# Both meet the same machine at every moment, so a drift of its speed
+# cannot favour either; each round, the other one's wrk starts first.
+log "side by side: $RUNS runs of nginx (like for like) and nap serve's router at once, wrk -t1 -c128 each"
+NGINX_LIKE="http://127.0.0.1:${NGINX_PORT[1:256:log:fwd]}/"
+both() { # SECONDS SUFFIX: both loads at once, the router's file runs/both-router-SUFFIX.txt, nginx's runs/both-nginx-SUFFIX.txt
+  local first=router second=nginx
+  [ $((r % 2)) = 1 ] || { first=nginx; second=router; }
+  wrk -t1 -c128 -d"$1"s --latency -H "Host: $HOST" "$(both_url $first)" >"$T/runs/both-$first-$2.txt" &
+  local load=$!
+  wrk -t1 -c128 -d"$1"s --latency -H "Host: $HOST" "$(both_url $second)" >"$T/runs/both-$second-$2.txt"
+  wait "$load"
+}
+both_url() { if [ "$1" = router ]; then echo "$ROUTER_URL"; else echo "$NGINX_LIKE"; fi; }
+for r in $(seq "$RUNS"); do
+  both 2 warm
+  both 10 "$r"
+  echo "side by side run $r: router $(grep -E 'Requests/sec' "$T/runs/both-router-$r.txt"), nginx $(grep -E 'Requests/sec' "$T/runs/both-nginx-$r.txt")" >&2
+  : >"$T/nap.log"
+  : >"$T/nginx-1-256-log-fwd/access.log"
+  sleep 1
+done
+
 log "throughput: $RUNS runs of (c) with the access log off (NAP_LOG=info,nap::access=warn)"
 stop_nap
 start_nap NAP_LOG=info,nap::access=warn
@@ -454,6 +479,11 @@ for what, router, nginx, judged in pairs:
 for what, router, nginx, judged in pairs:
     print(f"| router p99 ≤ nginx p99 + 1 ms ({what}) | {router['p99'] - nginx['p99']:+.2f} ms ({router['p99']:.2f} against {nginx['p99']:.2f}) "
           f"| {verdict(router['p99'] <= nginx['p99'] + 1) if judged else 'reported'} |")
+both_router = [wrk(f"{runs}/both-router-{r}.txt")["rps"] for r in range(1, n + 1)]
+both_nginx = [wrk(f"{runs}/both-nginx-{r}.txt")["rps"] for r in range(1, n + 1)]
+br, bn = statistics.median(both_router), statistics.median(both_nginx)
+print(f"| router requests/s ≥ nginx's, side by side (both loads at once, 128 connections each; both log and set the forwarding headers) "
+      f"| {br / bn:.2f} × nginx ({br:,.0f} against {bn:,.0f}; run by run {', '.join(f'{x / y:.2f}' for x, y in zip(both_router, both_nginx))}) | reported |")
 print(f"| router RSS ≤ 32 MiB at 256 open connections (highest peak) | nap serve {r['rss_max']:.1f} MiB "
       f"({r['rss_max'] / 32:.0%} of 32 MiB); access log off {q['rss_max']:.1f} MiB; `nap router` alone {a['rss_max']:.1f} MiB "
       f"| {verdict(r['rss_max'] <= 32)} |")
