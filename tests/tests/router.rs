@@ -360,6 +360,12 @@ fn custom_hosts_and_wildcards_route_to_one_app_each() {
     assert!(routed_body(&addr, &www, "hello from web"), "an exact host");
     assert!(routed_body(&addr, &format!("eu.{app}.example"), "hello from web"), "a wildcard host");
     assert_eq!(get_host(&addr, &format!("a.b.{app}.example"), "/").map(|(status, _)| status), Some(404));
+    // A fully qualified host (a trailing dot) is the same host.
+    assert!(routed_body(&addr, &format!("{www}."), "hello from web"), "a trailing dot");
+    // An absolute target names the host, whatever Host says (RFC 9112 3.2.2).
+    let request = format!("GET http://{www}/ HTTP/1.1\r\nHost: nobody.nap.test\r\nConnection: close\r\n\r\n");
+    let (status, _, body) = raw(&addr, &request).expect("an answer");
+    assert_eq!((status, body.trim()), (200, "hello from web"), "absolute form");
 
     let listed: serde_json::Value =
         serde_json::from_str(&gateway.ssh(&admin, "nap", &["domains", &app, "--json"]).assert_ok().stdout)
@@ -398,8 +404,12 @@ fn the_router_counts_requests_for_prometheus_and_keeps_each_apps_access_log() {
         get_host(&addr, &host, path).expect("an answer");
     }
 
-    let (status, body) = nap_tests::get(&format!("http://{metrics}/metrics")).expect("metrics");
+    let (status, head, body) =
+        raw(&metrics, &format!("GET /metrics HTTP/1.1\r\nHost: {metrics}\r\nConnection: close\r\n\r\n"))
+            .expect("metrics");
     assert_eq!(status, 200);
+    assert!(head.to_ascii_lowercase().contains("content-type: application/openmetrics-text"), "{head}");
+    assert!(body.trim_end().ends_with("# EOF"), "OpenMetrics text");
     for expected in [
         format!("nap_router_requests_total{{app=\"{app}\",status=\"2xx\"}}"),
         format!("nap_router_requests_total{{app=\"{app}\",status=\"4xx\"}}"),

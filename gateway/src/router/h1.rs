@@ -287,7 +287,8 @@ where
         let Some(origin) = origin else {
             return refused(StatusCode::BAD_REQUEST, "the request's path is not valid", exchange, out);
         };
-        let host = if head.hosts { None } else { host_of(head.host.or(absolute_host)) };
+        // An absolute target's host names the host, whatever `Host` says (RFC 9112 3.2.2).
+        let host = if head.hosts { None } else { host_of(absolute_host.or(head.host)) };
         let Some(host) = host else {
             return refused(StatusCode::BAD_REQUEST, "the request has no valid Host header", exchange, out);
         };
@@ -317,7 +318,7 @@ where
             }
             Err(Refusal(status, why)) => return refused(status, &why, exchange, out),
         };
-        self.write_request_head(head, origin, &host, &exchange.id, out);
+        self.write_request_head(head, origin, &host, absolute_host.is_some(), &exchange.id, out);
         let again =
             matches!(head.method, "GET" | "HEAD" | "OPTIONS") && head.framing.is_done() && head.upgrade.is_none();
         let forward = Forward {
@@ -338,12 +339,14 @@ where
     /// The head the app gets: the client's, less the hop-by-hop headers,
     /// with what the app should know of the client: `X-Forwarded-For/
     /// -Proto/-Host/-Port` and `X-Request-Id`. The app is asked in
-    /// HTTP/1.1, whatever the client spoke.
+    /// HTTP/1.1, whatever the client spoke, in origin form: the host of an
+    /// absolute target (`absolute`) becomes the `Host` it gets.
     fn write_request_head(
         &self,
         head: &RequestHead<'_>,
         origin: &str,
         host: &str,
+        absolute: bool,
         id: &HeaderValue,
         out: &mut Vec<u8>,
     ) {
@@ -362,6 +365,7 @@ where
                 }
                 chain.extend_from_slice(header.value);
             } else if !(codec::is_hop_by_hop(name)
+                || absolute && name.eq_ignore_ascii_case("host")
                 || name.eq_ignore_ascii_case("expect")
                 || name.eq_ignore_ascii_case("x-request-id")
                 || name.eq_ignore_ascii_case("x-forwarded-proto")
@@ -375,7 +379,7 @@ where
             writer.header("connection", b"upgrade");
             writer.header("upgrade", protocol);
         }
-        if head.host.is_none() {
+        if absolute || head.host.is_none() {
             writer.header("host", host.as_bytes());
         }
         let ip = self.peer.ip.as_bytes();

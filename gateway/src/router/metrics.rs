@@ -157,7 +157,8 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: Cancellat
                     };
                     response.headers_mut().insert(
                         header::CONTENT_TYPE,
-                        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                        // prometheus-client writes OpenMetrics text (`# EOF` at the end).
+                        header::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
                     );
                     Ok::<_, Infallible>(response)
                 }

@@ -184,7 +184,9 @@ impl Proxy {
             return exchange
                 .into_page(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "the request's headers are too large");
         }
-        let sent_host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host());
+        // The target's own authority (HTTP/2's `:authority`, an absolute
+        // URL) names the host before any `Host` header (RFC 9112 3.2.2).
+        let sent_host = req.uri().host().or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
         let Some(host) = host_of(sent_host) else {
             return exchange.into_page(StatusCode::BAD_REQUEST, "the request has no valid Host header");
         };
@@ -547,6 +549,8 @@ pub(super) fn host_of(sent: Option<&str>) -> Option<String> {
             if port.chars().all(|c| c.is_ascii_digit()) { host } else { raw }
         },
     );
+    // `www.example.com.` (fully qualified) is `www.example.com`.
+    let host = host.strip_suffix('.').unwrap_or(host);
     let valid = !host.is_empty()
         && host.len() <= 253
         && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');

@@ -233,7 +233,7 @@ impl RouteTable {
 
     fn swap(&self, keys: &BTreeMap<String, Vec<u8>>) {
         let routes = Routes::from_keys(keys, &self.domain);
-        info!(apps = routes.by_host.len(), "route table swapped");
+        info!(hosts = routes.by_host.len(), "route table swapped");
         self.current.store(Arc::new(routes));
         self.swapped.notify_one();
     }
