@@ -523,29 +523,31 @@ pub async fn restart(ctx: &Context, app: &AppName, who: &str, report: &Reporter)
 }
 
 /// Sets where the swarm runner places the app's tasks (`placement`), and
-/// rolls the serving release over to it as [`restart`] does, under the
-/// app's lock: a push meanwhile waits, and cannot start by constraints
-/// that are then taken back. When `rolls` and the rollout fails, the
-/// swarm is back on the previous constraints, and so is the store.
+/// on the swarm rolls the serving release over to it as [`restart`] does,
+/// under the app's lock: a push meanwhile waits, and cannot start by
+/// constraints that are then taken back. Answers whether a release was
+/// rolled over; when that fails, the swarm is back on the previous
+/// constraints, and so is the store.
 pub async fn place<T>(
     ctx: &Context,
     app: &AppName,
     placement: &T,
-    rolls: bool,
     who: &str,
     report: &Reporter,
-) -> Result<(), DeployError>
+) -> Result<bool, DeployError>
 where
     T: serde::Serialize + serde::de::DeserializeOwned + Default,
 {
     let lock = app_lock(ctx, app, "placement", who, Some(report)).await?;
+    let rolls = ctx.settings.runner == Some(nap_runner::RunnerKind::Swarm)
+        && ctx.store.current_release(app.as_str()).await?.is_some();
     let before: T = ctx.store.placement(app.as_str()).await?;
     ctx.store.save_placement(app.as_str(), placement).await?;
     if rolls && let Err(err) = restart_locked(ctx, app, &lock, report).await {
         ctx.store.save_placement(app.as_str(), &before).await?;
         return Err(err);
     }
-    Ok(())
+    Ok(rolls)
 }
 
 async fn restart_locked(ctx: &Context, app: &AppName, lock: &Lock, report: &Reporter) -> Result<Release, DeployError> {

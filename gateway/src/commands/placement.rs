@@ -44,17 +44,15 @@ pub async fn run(ctx: &Context, caller: &Caller, args: PlacementArgs, io: &mut I
     } else {
         format!("{app} runs where {}", placement.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and "))
     };
-    let swarm = ctx.settings.runner == Some(nap_runner::RunnerKind::Swarm);
-    let rolls = swarm && ctx.store.current_release(app.as_str()).await?.is_some();
     let who = caller.name();
-    with_flow_reporter(io, |report| {
+    let rolled = with_flow_reporter(io, |report| {
         let (app, placement) = (&app, &placement);
-        async move { deploy::place(ctx, app, placement, rolls, who, &report).await }
+        async move { deploy::place(ctx, app, placement, who, &report).await }
     })
     .await?;
-    let note = if rolls {
+    let note = if rolled {
         ""
-    } else if swarm {
+    } else if ctx.settings.runner == Some(nap_runner::RunnerKind::Swarm) {
         " (from its first release)"
     } else {
         " (only the swarm runner places tasks; this one ignores it)"
