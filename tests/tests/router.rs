@@ -380,6 +380,9 @@ fn custom_hosts_and_wildcards_route_to_one_app_each() {
         .ssh(&admin, "nap", &["domains", "add", &other, &www])
         .assert_failed_with(&format!("error: {www} belongs to app {app}; remove it there first"));
     gateway.ssh(&admin, "nap", &["domains", "add", &app, "bad_host.test"]).assert_failed_with("error: invalid host");
+    gateway
+        .ssh(&admin, "nap", &["domains", "add", &app, "192.0.2.7"])
+        .assert_failed_with("error: 192.0.2.7 is an IP address: the router routes by name");
 
     gateway.ssh(&admin, "nap", &["domains", "remove", &app, &www]).assert_ok();
     let deadline = Instant::now() + Duration::from_secs(10);

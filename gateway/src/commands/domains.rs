@@ -34,6 +34,8 @@ enum DomainsCommand {
 pub enum DomainError {
     #[error("invalid host {0:?}: use a DNS name like www.example.com, or *.example.com")]
     Invalid(String),
+    #[error("{0} is an IP address: the router routes by name; use a DNS name like www.example.com")]
+    Address(String),
     #[error("{host} belongs to app {owner}; remove it there first")]
     Taken { host: String, owner: String },
     #[error("{app} has no host {host}")]
@@ -75,8 +77,18 @@ pub async fn run(ctx: &Context, caller: &Caller, args: DomainsArgs) -> Result<Re
 }
 
 /// A host name as the router matches it: lower case, DNS labels, and at
-/// most a leading `*.` label.
+/// most a leading `*.` label. An IP address is no name: every request to
+/// that address would land on one app, and no ACME server certifies it.
 fn parse_host(text: &str) -> Result<String, DomainError> {
+    if text.parse::<std::net::IpAddr>().is_ok()
+        || text
+            .trim_end_matches('.')
+            .rsplit('.')
+            .next()
+            .is_some_and(|top| !top.is_empty() && top.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Err(DomainError::Address(text.to_owned()));
+    }
     let host = text.trim_end_matches('.').to_ascii_lowercase();
     let name = host.strip_prefix("*.").unwrap_or(&host);
     let label = |l: &str| {
@@ -98,6 +110,9 @@ mod tests {
     fn hosts_are_dns_names_or_one_label_wildcards() {
         assert_eq!(parse_host("WWW.Example.com.").ok().as_deref(), Some("www.example.com"));
         assert_eq!(parse_host("*.example.com").ok().as_deref(), Some("*.example.com"));
+        for address in ["10.0.0.1", "10.0.0.1.", "::1", "*.0.0.1"] {
+            assert!(matches!(parse_host(address), Err(super::DomainError::Address(_))), "{address}");
+        }
         for bad in ["", "localhost", "*.com.", "a..b", "-a.com", "a_b.com", "*.*.example.com", "a b.com", "a.com/x"] {
             assert!(parse_host(bad).is_err(), "{bad}");
         }
