@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use nap_tests::{AppKind, AppRepo, Gateway, Key, Run, containers_of, docker, free_port, get_host, one_offs_of, unique};
+use nap_tests::{
+    AppKind, AppRepo, Gateway, Key, Run, containers_of, docker, free_port, get_host, one_offs_of, raw, unique,
+};
 
 const DOMAIN: &str = "nap.test";
 /// The fixture's Procfile, with the release phase given.
@@ -53,21 +55,35 @@ fn hostnames(addr: &str, app: &str, tries: usize) -> BTreeSet<String> {
 }
 
 /// Polls `/` of `app` on the router until `stop`; answers every answer that
-/// was not 200 "hello from procfile", and how many requests were made.
+/// was not 200 "hello from procfile", and how many requests were made. An
+/// answer cut short (its body shorter than its Content-Length) starts with
+/// "cut: ".
 fn poller(addr: &str, app: &str, stop: &Arc<AtomicBool>) -> std::thread::JoinHandle<(Vec<String>, usize)> {
     let (addr, host, stop) = (addr.to_owned(), format!("{app}.{DOMAIN}"), Arc::clone(stop));
+    let request = format!("GET / HTTP/1.0\r\nHost: {host}\r\n\r\n");
     std::thread::spawn(move || {
         let (mut failures, mut total) = (Vec::new(), 0);
         let deadline = Instant::now() + Duration::from_secs(180);
         while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
             total += 1;
-            match get_host(&addr, &host, "/") {
-                Some((200, body)) if body.trim() == "hello from procfile" => {}
+            match raw(&addr, &request) {
+                Some((200, _, body)) if body.trim() == "hello from procfile" => {}
+                Some((status, head, body)) if content_length(&head).is_some_and(|length| body.len() < length) => {
+                    failures.push(format!("cut: {status} {body:?}"));
+                }
                 other => failures.push(format!("{other:?}")),
             }
             std::thread::sleep(Duration::from_millis(5));
         }
         (failures, total)
+    })
+}
+
+/// The Content-Length an answer's head gives.
+fn content_length(head: &str) -> Option<usize> {
+    head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
     })
 }
 
@@ -214,7 +230,7 @@ fn ps_scale_spreads_requests_and_drains_without_a_failed_request() {
 }
 
 #[test]
-fn a_killed_instance_costs_no_failed_request_and_comes_back_with_its_restart_counted() {
+fn a_killed_instance_costs_at_most_the_answer_it_was_writing_and_comes_back_counted() {
     let (gateway, admin, addr, app, _repo) = pushed();
     gateway.ssh(&admin, "nap", &["ps", "scale", &app, "web=2"]).assert_ok();
     let stop = Arc::new(AtomicBool::new(false));
@@ -235,7 +251,17 @@ fn a_killed_instance_costs_no_failed_request_and_comes_back_with_its_restart_cou
     }
     stop.store(true, Ordering::Relaxed);
     let (failures, total) = load.join().expect("poller");
-    assert!(failures.is_empty(), "{} of {total} GETs failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    // SIGKILL may cut short the one answer the victim was writing (the poller
+    // asks one at a time): no proxy can mend an answer already begun, and the
+    // router ends it with the connection, so the client knows. Nothing else
+    // may fail: a request the victim had not answered goes to web.1.
+    let (cut, failed): (Vec<&String>, Vec<&String>) = failures.iter().partition(|f| f.starts_with("cut: "));
+    assert!(
+        failed.is_empty() && cut.len() <= 1,
+        "{} of {total} GETs failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
     let text = gateway.ssh(&admin, "nap", &["ps", &app]);
     let line = text.stdout.lines().find(|l| l.starts_with("web.2")).unwrap_or_default().to_owned();
     assert!(line.split_whitespace().nth(3).is_some_and(|n| n != "0"), "RESTARTS is counted: {}", text.stdout);
