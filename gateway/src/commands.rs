@@ -18,6 +18,7 @@ mod placement;
 mod releases;
 mod rollout;
 mod snapshot;
+mod table;
 
 use std::sync::Arc;
 

@@ -1,12 +1,11 @@
 //! `apps`, `apps create APP`, `apps destroy APP --force`.
 
-use std::fmt::Write as _;
-
 use clap::{Args, Subcommand};
 use nap_state::AppRecord;
 use serde_json::json;
 use time::OffsetDateTime;
 
+use super::table::Table;
 use super::{CommandError, Reply, existing_app};
 use crate::app_name::AppName;
 use crate::caller::Caller;
@@ -69,7 +68,7 @@ async fn list(ctx: &Context, caller: &Caller) -> Result<Reply, CommandError> {
         Ok(runner) => runner.instances(None).await.unwrap_or_default(),
         Err(_) => std::collections::HashMap::default(),
     };
-    let mut text = format!("{:<24} {:<8} {:<12} {}\n", "APP", "RELEASE", "STATE", "URL");
+    let mut table = Table::new(&["APP", "RELEASE", "STATE", "URL"]);
     let mut rows = Vec::new();
     for app in &apps {
         let current = app.current.as_ref();
@@ -83,7 +82,7 @@ async fn list(ctx: &Context, caller: &Caller) -> Result<Reply, CommandError> {
         };
         let release = current.map_or_else(|| "-".to_owned(), |r| format!("v{}", r.version));
         let url = current.and_then(|r| r.url.clone()).unwrap_or_else(|| "-".into());
-        let _ = writeln!(text, "{:<24} {:<8} {:<12} {}", app.record.name, release, state, url);
+        table.row(&[&app.record.name, &release, &state, &url]);
         rows.push(json!({
             "name": app.record.name,
             "created_at": app.record.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
@@ -93,9 +92,11 @@ async fn list(ctx: &Context, caller: &Caller) -> Result<Reply, CommandError> {
             "url": current.and_then(|r| r.url.clone()),
         }));
     }
-    if apps.is_empty() {
-        text = "no apps yet; create one with `apps create APP` or by pushing to it".into();
-    }
+    let text = if apps.is_empty() {
+        "no apps yet; create one with `apps create APP` or by pushing to it".into()
+    } else {
+        table.into_text()
+    };
     Ok(Reply::new(text, json!(rows)))
 }
 

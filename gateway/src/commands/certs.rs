@@ -11,6 +11,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use tokio::io::AsyncReadExt;
 
+use super::table::Table;
 use super::{CommandError, Reply, existing_app, with_reporter};
 use crate::app_name::AppName;
 use crate::caller::Caller;
@@ -138,7 +139,7 @@ async fn add(ctx: &Context, app: &AppName, io: &mut Io) -> Result<Reply, Command
 async fn list(ctx: &Context, app: &AppName) -> Result<Reply, CommandError> {
     let prefix = layout::app_certs(app.as_str());
     let mut rows = Vec::new();
-    let mut text = format!("{:<40} {:<12} {:<32} {}\n", "HOST", "SOURCE", "ISSUER", "EXPIRES");
+    let mut table = Table::new(&["HOST", "SOURCE", "ISSUER", "EXPIRES"]);
     let now = OffsetDateTime::now_utc();
     for (key, value) in ctx.store.list(&prefix).await? {
         let host = key[prefix.len()..].to_owned();
@@ -148,7 +149,7 @@ async fn list(ctx: &Context, app: &AppName) -> Result<Reply, CommandError> {
             CertSource::Letsencrypt => "letsencrypt",
         };
         let days = (cert.not_after - now).whole_days();
-        let _ = writeln!(text, "{host:<40} {source:<12} {:<32} {} ({days} days)", cert.issuer, cert.not_after.date());
+        table.row(&[&host, source, &cert.issuer, &format!("{} ({days} days)", cert.not_after.date())]);
         rows.push(json!({
             "host": host,
             "source": source,
@@ -157,9 +158,11 @@ async fn list(ctx: &Context, app: &AppName) -> Result<Reply, CommandError> {
             "not_after": rfc3339(cert.not_after),
         }));
     }
-    if rows.is_empty() {
-        text = format!("{app} has no certificates; add one with: certs add {app} < fullchain-and-key.pem\n");
-    }
+    let mut text = if rows.is_empty() {
+        format!("{app} has no certificates; add one with: certs add {app} < fullchain-and-key.pem\n")
+    } else {
+        table.into_text()
+    };
     let acme = ctx.store.get_json::<AcmeState>(&layout::app_letsencrypt(app.as_str())).await?;
     if let Some(acme) = &acme {
         let _ = write!(text, "letsencrypt: {}", if acme.enabled { "on" } else { "off" });

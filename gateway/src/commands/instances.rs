@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::io::AsyncWriteExt;
 
+use super::table::Table;
 use super::{CommandError, Reply, existing_app, with_flow_reporter};
 use crate::caller::Caller;
 use crate::context::{Context, Io};
@@ -67,10 +68,7 @@ async fn ps(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, Command
     };
     // Behind the router every web instance serves the app's one address.
     let app_url = ctx.settings.app_url(app.as_str()).filter(|_| runner.kind() != RunnerKind::Kubernetes);
-    let mut text = format!(
-        "{:<12} {:<8} {:<12} {:<9} {:<10} {:<40} {}\n",
-        "INSTANCE", "RELEASE", "STATE", "RESTARTS", "UPTIME", "URL", what
-    );
+    let mut table = Table::new(&["INSTANCE", "RELEASE", "STATE", "RESTARTS", "UPTIME", "URL", what]);
     let mut rows = Vec::new();
     for instance in &instances {
         let uptime = instance
@@ -84,17 +82,15 @@ async fn ps(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, Command
         let unit = systemd.then(|| instance.id().unit(app.as_str()));
         let name =
             if runner.kind() == RunnerKind::Kubernetes { instance.process.to_string() } else { instance.id().name() };
-        let _ = writeln!(
-            text,
-            "{:<12} {:<8} {:<12} {:<9} {:<10} {:<40} {}",
-            name,
-            format!("v{}", instance.release),
-            instance.state,
-            instance.crashes,
-            uptime.map_or_else(|| "-".into(), |s| format!("up {}", human_duration(s))),
+        table.row(&[
+            &name,
+            &format!("v{}", instance.release),
+            &instance.state,
+            &instance.crashes.to_string(),
+            &uptime.map_or_else(|| "-".into(), |s| format!("up {}", human_duration(s))),
             url.as_deref().unwrap_or("-"),
             unit.as_deref().unwrap_or(&instance.name),
-        );
+        ]);
         rows.push(json!({
             "instance": name,
             "type": instance.process,
@@ -109,9 +105,7 @@ async fn ps(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, Command
             "url": url,
         }));
     }
-    if instances.is_empty() {
-        text = format!("{app} has no running instances");
-    }
+    let text = if instances.is_empty() { format!("{app} has no running instances") } else { table.into_text() };
     Ok(Reply::new(text, json!(rows)))
 }
 

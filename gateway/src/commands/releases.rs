@@ -7,6 +7,7 @@ use nap_builder::short_commit;
 use nap_state::{ReleaseCause, ReleaseStatus};
 use time::format_description::well_known::Rfc3339;
 
+use super::table::Table;
 use super::{CommandError, Reply, existing_app};
 use crate::app_name::AppName;
 use crate::caller::Caller;
@@ -33,24 +34,20 @@ pub async fn list(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, C
     let mut releases = ctx.store.releases(app.as_str()).await?;
     releases.reverse();
     let current = ctx.store.current_release(app.as_str()).await?.map(|r| r.version);
-    let mut text =
-        format!("{:<8} {:<10} {:<20} {:<8} {:<40} {}\n", "RELEASE", "STATUS", "CREATED", "COMMIT", "IMAGE", "CAUSE");
+    let mut table = Table::new(&["RELEASE", "STATUS", "CREATED", "COMMIT", "IMAGE", "CAUSE"]);
     for release in &releases {
         let marker = if Some(release.version) == current { "*" } else { "" };
-        let _ = writeln!(
-            text,
-            "{:<8} {:<10} {:<20} {:<8} {:<40} {}",
-            format!("v{}{marker}", release.version),
+        let created = release.created_at.format(&Rfc3339).unwrap_or_default();
+        table.row(&[
+            &format!("v{}{marker}", release.version),
             status_name(release.status),
-            release.created_at.format(&Rfc3339).unwrap_or_default().get(..19).unwrap_or_default(),
+            created.get(..19).unwrap_or_default(),
             short_commit(&release.commit),
-            release.image,
-            release.cause,
-        );
+            &release.image,
+            &release.cause.to_string(),
+        ]);
     }
-    if releases.is_empty() {
-        text = format!("{app} has no releases yet");
-    }
+    let text = if releases.is_empty() { format!("{app} has no releases yet") } else { table.into_text() };
     Ok(Reply::new(text, serde_json::Value::Array(releases.iter().map(super::release_json).collect())))
 }
 
