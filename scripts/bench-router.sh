@@ -186,12 +186,15 @@ wait_port "$ALONE_PORT"
 
 # Peak of the summed VmRSS (kB) of some processes, sampled every 50 ms until SIGTERM.
 cat >"$T/sampler.py" <<'PY'
-import signal, sys, time
+import os, signal, sys, time
 out, pids = sys.argv[1], sys.argv[2:]
 peak = samples = 0
 def stop(*_):
-    open(out, "w").write(f"{peak} {samples}\n")
-    sys.exit(0)
+    with open(out, "w") as f:
+        f.write(f"{peak} {samples}\n")
+    # Not sys.exit: once its SystemExit was lost after the peak was written,
+    # and the script waited on the sampler for minutes. os._exit cannot be.
+    os._exit(0)
 signal.signal(signal.SIGTERM, stop)
 def rss(pid):
     try:
