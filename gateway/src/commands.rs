@@ -208,6 +208,10 @@ pub enum CommandError {
     NothingRunning(AppName),
     #[error("no router runs in this nap process; `logs --router` reads the router of `nap serve`, over its SSH port")]
     NoRouterHere,
+    #[error(
+        "logs streams lines as they come and has no --json; the router's lines have a fixed format (see the README)"
+    )]
+    LogsAreLines,
     #[error(transparent)]
     Scale(nap_runner::ScaleError),
     #[error(transparent)]
@@ -259,6 +263,7 @@ pub async fn execute(ctx: &Arc<Context>, caller: &Caller, command: Operate, outp
     let result = match command {
         Operate::GitReceivePack { repo } => return git::receive_pack(ctx, caller, &repo, io).await,
         Operate::GitUploadPack { repo } => return git::upload_pack(ctx, caller, &repo, io).await,
+        Operate::Logs { .. } if output.json => Err(CommandError::LogsAreLines),
         Operate::Logs { app, tail, follow, router: false } => {
             instances::logs(ctx, caller, &app, tail, follow, &mut io).await
         }

@@ -168,6 +168,9 @@ fn ps_logs_and_restart() {
     let logs = gateway.ssh(&admin, "nap", &["logs", &app, "--tail", "50"]);
     logs.assert_ok();
     assert!(logs.stdout.contains("starting web on 5000"), "{logs:?}");
+    gateway
+        .ssh(&admin, "nap", &["logs", &app, "--json"])
+        .assert_failed_with("error: logs streams lines as they come and has no --json");
 
     // A restart starts a fresh instance of v1 and retires the old one; it
     // never restarts in place.

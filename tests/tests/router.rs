@@ -99,6 +99,8 @@ fn an_app_answers_at_its_host_on_the_router_across_releases() {
         assert_eq!(answer["url"].as_str(), Some(url.as_str()), "{command:?} keeps the address");
     }
     assert!(routed_body(&addr, &host, "hello from web"), "the rollback to v1 serves at the same address");
+    let restarted = gateway.ssh(&admin, "nap", &["restart", &app]);
+    assert!(restarted.assert_ok().stdout.trim_end().ends_with(&format!("live at {url}")), "{}", restarted.stdout);
 
     // A host nap does not know, and a request with no host at all.
     let (status, head, body) =

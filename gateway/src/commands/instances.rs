@@ -359,7 +359,11 @@ pub async fn restart(ctx: &Context, caller: &Caller, name: &str, io: &mut Io) ->
             .await?;
     let container = release.workload.clone().unwrap_or_default();
     Ok(Reply::new(
-        format!("restarted {name} v{} ({container})", release.version),
+        format!(
+            "restarted {name} v{} ({container}), live at {}",
+            release.version,
+            release.url.as_deref().unwrap_or("-")
+        ),
         json!({ "name": name, "release": release.version, "container": container, "url": release.url }),
     ))
 }
