@@ -123,6 +123,10 @@ fn keys_are_managed_locally_with_clear_errors() {
     let keys: serde_json::Value = serde_json::from_str(&list.stdout).expect("json");
     assert_eq!(keys[0]["name"], "alice");
     assert_eq!(keys[0]["admin"], true);
+    let text = gateway.nap(&["keys", "list"], "").assert_ok().stdout.clone();
+    let rows: Vec<Vec<&str>> = text.lines().map(|line| line.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["NAME", "FINGERPRINT", "MAY", "USE"], "{text}");
+    assert!(rows[1][0] == "alice" && rows[1][1].starts_with("SHA256:") && rows[1][2] == "admin", "{text}");
 
     let cases: &[(&[&str], String, &str)] = &[
         (&["keys", "add", "bob"], "ssh-ed25519 not-base64 x\n".into(), "error: not an OpenSSH public key"),

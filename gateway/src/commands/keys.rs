@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
+use super::table::Table;
 use super::{CommandError, Reply};
 use crate::app_name::AppName;
 use crate::caller::Caller;
@@ -153,13 +154,12 @@ async fn list(ctx: &Context) -> Result<Reply, CommandError> {
     let text = if all.is_empty() {
         "no keys; add one with: nap keys add NAME < KEY.pub".to_owned()
     } else {
-        all.iter()
-            .map(|key| {
-                let scope = if key.admin { "admin".to_owned() } else { apps_text(&key.apps) };
-                format!("{:<20} {}  {scope}", key.name, key.fingerprint)
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        let mut table = Table::new(&["NAME", "FINGERPRINT", "MAY USE"]);
+        for key in &all {
+            let scope = if key.admin { "admin".to_owned() } else { apps_text(&key.apps) };
+            table.row(&[&key.name, &key.fingerprint, &scope]);
+        }
+        table.into_text()
     };
     Ok(Reply::new(text, serde_json::to_value(&all).unwrap_or_default()))
 }
