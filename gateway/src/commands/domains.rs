@@ -80,16 +80,11 @@ pub async fn run(ctx: &Context, caller: &Caller, args: DomainsArgs) -> Result<Re
 /// most a leading `*.` label. An IP address is no name: every request to
 /// that address would land on one app, and no ACME server certifies it.
 fn parse_host(text: &str) -> Result<String, DomainError> {
-    if text.parse::<std::net::IpAddr>().is_ok()
-        || text
-            .trim_end_matches('.')
-            .rsplit('.')
-            .next()
-            .is_some_and(|top| !top.is_empty() && top.chars().all(|c| c.is_ascii_digit()))
-    {
+    let host = text.trim_end_matches('.').to_ascii_lowercase();
+    let top = host.rsplit('.').next().unwrap_or_default();
+    if text.parse::<std::net::IpAddr>().is_ok() || (!top.is_empty() && top.chars().all(|c| c.is_ascii_digit())) {
         return Err(DomainError::Address(text.to_owned()));
     }
-    let host = text.trim_end_matches('.').to_ascii_lowercase();
     let name = host.strip_prefix("*.").unwrap_or(&host);
     let label = |l: &str| {
         !l.is_empty()

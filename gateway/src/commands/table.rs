@@ -1,6 +1,6 @@
-//! The text tables commands print (`apps`, `ps`, `releases`, `certs`): each
-//! column as wide as its widest cell, three spaces apart, as `docker ps`
-//! prints them; the last column is not padded.
+//! The text tables commands print (`apps`, `ps`, `releases`, `certs`,
+//! `keys list`): each column as wide as its widest cell, three spaces
+//! apart, as `docker ps` prints them; the last column is not padded.
 
 use std::io::Write as _;
 
