@@ -25,13 +25,11 @@ impl Dockerd {
     pub fn start() -> Dockerd {
         // containerd's socket lives under the exec-root: keep the path short.
         let dir = tempfile::Builder::new().prefix("ndk").tempdir_in("/tmp").expect("temp dir");
-        let id = rand::random::<u32>() & 0xff_ffff;
-        let bridge = format!("ndk{id:06x}");
-        for args in [
-            vec!["link", "add", &bridge, "type", "bridge"],
-            vec!["addr", "add", &format!("10.197.{}.1/24", id % 250 + 1), "dev", &bridge],
-            vec!["link", "set", &bridge, "up"],
-        ] {
+        let octet = crate::subnet::claim(|octet| vec![format!("ndk{octet}"), "type".into(), "bridge".into()]);
+        let bridge = format!("ndk{octet}");
+        for args in
+            [vec!["addr", "add", &format!("10.197.{octet}.1/24"), "dev", &bridge], vec!["link", "set", &bridge, "up"]]
+        {
             let run: Run = Command::new("ip").args(&args).output().expect("run ip").into();
             run.assert_ok();
         }

@@ -31,13 +31,14 @@ fn ip(args: &[&str]) -> Run {
 impl DockerHost {
     pub fn start() -> DockerHost {
         let id = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
-        let (netns, veth, peer) = (format!("nap-host-{id}"), format!("nh{id}a"), format!("nh{id}b"));
-        let subnet = rand::random::<u8>() % 250 + 1;
+        let subnet = crate::subnet::claim(|octet| {
+            [&format!("nh{octet}a"), "type", "veth", "peer", "name", &format!("nh{octet}b")].map(str::to_owned).to_vec()
+        });
+        let (netns, veth, peer) = (format!("nap-host-{id}"), format!("nh{subnet}a"), format!("nh{subnet}b"));
         let (outer, inner) = (format!("10.232.{subnet}.1"), format!("10.232.{subnet}.2"));
         ip(&["netns", "add", &netns]);
         let dir = tempfile::Builder::new().prefix("nap-host").tempdir().expect("temp dir");
         let mut host = DockerHost { dir, netns: netns.clone(), veth: veth.clone(), dockerd: None };
-        ip(&["link", "add", &veth, "type", "veth", "peer", "name", &peer]);
         ip(&["link", "set", &peer, "netns", &netns]);
         ip(&["addr", "add", &format!("{outer}/30"), "dev", &veth]);
         ip(&["link", "set", &veth, "up"]);

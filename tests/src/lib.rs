@@ -17,6 +17,7 @@ mod key;
 mod kubectl;
 mod registry;
 mod sshd;
+mod subnet;
 mod swarm;
 pub mod systemd;
 pub mod tls;

@@ -77,9 +77,8 @@ impl Swarm {
 
     fn start_nodes(count: usize, tls: bool) -> Swarm {
         let id = rand::random::<u32>() & 0xff_ffff;
-        let bridge = format!("nsw{id:06x}");
-        let subnet = format!("10.233.{}", id % 250 + 1);
-        ip(&["link", "add", &bridge, "type", "bridge"]);
+        let octet = crate::subnet::claim(|octet| vec![format!("nsw{octet}"), "type".into(), "bridge".into()]);
+        let (bridge, subnet) = (format!("nsw{octet}"), format!("10.233.{octet}"));
         let mut swarm = Swarm { bridge: bridge.clone(), nodes: Vec::new() };
         ip(&["addr", "add", &format!("{subnet}.1/24"), "dev", &bridge]);
         ip(&["link", "set", &bridge, "up"]);
