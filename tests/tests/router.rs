@@ -262,8 +262,10 @@ fn failures_get_their_status_and_log_line_and_the_router_keeps_serving() {
     assert!(body.lines().any(|l| l.starts_with("x-request-id: ") && l.len() == 14 + 32), "a new request id:\n{body}");
 
     // A malformed Host.
-    let (status, _, body) = ask("bad_host!", "/");
-    assert_eq!(status, 400, "{body}");
+    for bad in ["bad_host!", "a..b"] {
+        let (status, _, body) = ask(bad, "/");
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
     logged(400, "a malformed host");
     // An app with a host but no instance.
     let idle = unique("idle");

@@ -551,8 +551,10 @@ pub(super) fn host_of(sent: Option<&str>) -> Option<String> {
     );
     // `www.example.com.` (fully qualified) is `www.example.com`.
     let host = host.strip_suffix('.').unwrap_or(host);
-    let valid = !host.is_empty()
-        && host.len() <= 253
+    // Labels of letters, digits and `-`, none empty (`a..b` is no host, as
+    // nginx says too).
+    let valid = host.len() <= 253
+        && host.split('.').all(|label| !label.is_empty())
         && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
     valid.then(|| host.to_ascii_lowercase())
 }
@@ -623,5 +625,25 @@ impl Forwarding<'_> {
         }
         headers.insert(HeaderName::from_static("x-forwarded-port"), self.port.clone());
         headers.insert(X_REQUEST_ID, self.id.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn a_host_is_lower_case_without_its_port_or_last_dot() {
+        assert_eq!(host_of(Some("Hello.Example.com:8080")).as_deref(), Some("hello.example.com"));
+        assert_eq!(host_of(Some("hello.localhost.")).as_deref(), Some("hello.localhost"));
+        assert_eq!(host_of(Some("10.0.0.1")).as_deref(), Some("10.0.0.1"));
+    }
+
+    #[test]
+    fn a_missing_empty_or_malformed_host_is_none() {
+        for sent in ["", ".", ":80", "a..b", ".example.com", "bad_host!", "[::1]:80", "a b", "x:y:z"] {
+            assert_eq!(host_of(Some(sent)), None, "{sent:?}");
+        }
+        assert_eq!(host_of(None), None);
     }
 }
