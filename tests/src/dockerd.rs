@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::Run;
+use crate::subnet::ip;
 
 pub struct Dockerd {
     dir: TempDir,
@@ -27,12 +28,8 @@ impl Dockerd {
         let dir = tempfile::Builder::new().prefix("ndk").tempdir_in("/tmp").expect("temp dir");
         let octet = crate::subnet::claim(|octet| vec![format!("ndk{octet}"), "type".into(), "bridge".into()]);
         let bridge = format!("ndk{octet}");
-        for args in
-            [vec!["addr", "add", &format!("10.197.{octet}.1/24"), "dev", &bridge], vec!["link", "set", &bridge, "up"]]
-        {
-            let run: Run = Command::new("ip").args(&args).output().expect("run ip").into();
-            run.assert_ok();
-        }
+        ip(&["addr", "add", &format!("10.197.{octet}.1/24"), "dev", &bridge]);
+        ip(&["link", "set", &bridge, "up"]);
         let mut dockerd = Dockerd { dir, child: None, bridge };
         dockerd.start_again();
         let mut save =

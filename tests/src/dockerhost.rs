@@ -13,6 +13,7 @@ use std::process::{Child, Command};
 use tempfile::TempDir;
 
 use crate::Run;
+use crate::subnet::ip;
 
 pub struct DockerHost {
     dir: TempDir,
@@ -20,12 +21,6 @@ pub struct DockerHost {
     pub netns: String,
     veth: String,
     dockerd: Option<Child>,
-}
-
-fn ip(args: &[&str]) -> Run {
-    let run: Run = Command::new("ip").args(args).output().expect("run ip").into();
-    run.assert_ok();
-    run
 }
 
 impl DockerHost {

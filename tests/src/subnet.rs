@@ -4,11 +4,23 @@
 //! "not answer"). So the subnet is claimed with the link that carries it:
 //! the link's name holds the subnet's octet, and the kernel refuses a second
 //! link of one name. A link a crashed test left keeps its subnet taken, as
-//! its route does.
+//! its route does. [`ip`] is how every harness runs `ip`.
 
 use std::process::Command;
 
 use crate::Run;
+
+/// `ip ARGS`, which must succeed.
+#[track_caller]
+pub(crate) fn ip(args: &[&str]) -> Run {
+    let run = run_ip(args);
+    run.assert_ok();
+    run
+}
+
+fn run_ip(args: &[&str]) -> Run {
+    Command::new("ip").args(args).output().expect("run ip").into()
+}
 
 /// The octet N of a free `PREFIX.N.0/24`, with the link made: `ip link add`
 /// runs with the words `link(N)` gives (the link's name first, made from N)
@@ -18,7 +30,9 @@ pub(crate) fn claim(link: impl Fn(u8) -> Vec<String>) -> u8 {
     for step in 0..250u16 {
         let octet = u8::try_from((start + step) % 250 + 1).expect("below 251");
         let words = link(octet);
-        let run: Run = Command::new("ip").args(["link", "add"]).args(&words).output().expect("run ip").into();
+        let mut args = vec!["link", "add"];
+        args.extend(words.iter().map(String::as_str));
+        let run = run_ip(&args);
         if run.ok() {
             return octet;
         }

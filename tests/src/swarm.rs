@@ -21,6 +21,7 @@ use tempfile::TempDir;
 
 use crate::Run;
 use crate::dockerhost::forward_into_netns;
+use crate::subnet::ip;
 
 /// One node: a dockerd in namespace `netns`, at `address` on the bridge.
 pub struct SwarmNode {
@@ -40,12 +41,6 @@ pub struct SwarmNode {
 pub struct Swarm {
     bridge: String,
     pub nodes: Vec<SwarmNode>,
-}
-
-fn ip(args: &[&str]) -> Run {
-    let run: Run = Command::new("ip").args(args).output().expect("run ip").into();
-    run.assert_ok();
-    run
 }
 
 fn iptables(op: &str, bridge: &str) -> Run {
