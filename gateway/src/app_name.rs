@@ -10,7 +10,21 @@ pub struct AppName(String);
 #[error("invalid app name {0:?}: use 1-63 lower-case letters, digits and '-', starting with a letter")]
 pub struct InvalidAppName(pub String);
 
+/// A name an existing app may have, but a new one may not: nap makes
+/// preview hosts as `BRANCH--APP.DOMAIN` (see `hosts.rs`), and `APP.DOMAIN`
+/// must be a DNS name.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "app name {0:?} cannot be used for a new app: it may not hold \"--\" (nap keeps it for preview hosts) or end with '-'"
+)]
+pub struct ReservedAppName(pub String);
+
 impl AppName {
+    /// Whether a new app may take this name.
+    pub fn check_new(&self) -> Result<(), ReservedAppName> {
+        if self.0.contains("--") || self.0.ends_with('-') { Err(ReservedAppName(self.0.clone())) } else { Ok(()) }
+    }
+
     pub fn parse(name: &str) -> Result<AppName, InvalidAppName> {
         let mut chars = name.chars();
         let valid = name.len() <= 63
@@ -61,6 +75,14 @@ mod tests {
         }
         for bad in ["", "1app", "-app", "Hello", "app_x", "../x", "a;rm -rf /", "a b", "'a'", &"a".repeat(64)] {
             assert!(AppName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_new_app_keeps_clear_of_preview_hosts() {
+        assert!(AppName::parse("my-app").unwrap().check_new().is_ok());
+        for name in ["pr-1--shop", "a--", "shop-"] {
+            assert!(AppName::parse(name).unwrap().check_new().is_err(), "{name}");
         }
     }
 

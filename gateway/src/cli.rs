@@ -93,6 +93,8 @@ pub enum CliError {
     Watch(#[from] nap_hooks::command::CommandError),
     #[error(transparent)]
     Router(#[from] crate::router::RouterError),
+    #[error(transparent)]
+    Command(#[from] crate::remote::ParseError),
     #[error("the router is off (http_listen = \"off\"); give it an address with --http-listen ADDR")]
     RouterOff,
 }
@@ -158,17 +160,16 @@ async fn run(cli: Cli, log: &mut Option<LogGuard>) -> Result<u32, CliError> {
         }
         Command::SshCommand { key } => {
             let key = crate::keys::get(&ctx.store, &key).await?;
-            let command = std::env::var("SSH_ORIGINAL_COMMAND").unwrap_or_default();
-            until_signalled(Box::pin(crate::remote::route(
-                &ctx,
-                &Caller::Key(key),
-                &command,
-                Io::stdio_with_terminal(),
-            )))
-            .await
+            // Not UTF-8: refused, as `nap serve` refuses it.
+            let sent = std::env::var_os("SSH_ORIGINAL_COMMAND").unwrap_or_default();
+            let command = crate::remote::command_text(sent.as_encoded_bytes())?;
+            until_signalled(Box::pin(crate::remote::route(&ctx, &Caller::Key(key), command, Io::stdio_with_terminal())))
+                .await
         }
         Command::Hook(HookCommand::PreReceive) => match hook {
-            Some(HookInput { app, key, .. }) => crate::hook::pre_receive(&ctx, app, key).await.unsigned_abs(),
+            Some(HookInput { app, key, gateway, .. }) => {
+                crate::hook::pre_receive(&ctx, app, key, gateway).await.unsigned_abs()
+            }
             None => 1,
         },
         Command::Operate(command) => {

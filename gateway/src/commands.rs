@@ -26,7 +26,7 @@ use clap::{Args, Subcommand};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tracing::info;
 
-use crate::app_name::{AppName, InvalidAppName};
+use crate::app_name::{AppName, InvalidAppName, ReservedAppName};
 use crate::caller::{Caller, Forbidden};
 use crate::context::{Context, Io};
 use crate::deploy::DeployError;
@@ -202,6 +202,8 @@ impl Reply {
 pub enum CommandError {
     #[error(transparent)]
     AppName(#[from] InvalidAppName),
+    #[error(transparent)]
+    NewAppName(#[from] ReservedAppName),
     #[error("app {0} does not exist")]
     NoSuchApp(AppName),
     #[error("{0} has no release running yet")]

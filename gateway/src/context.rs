@@ -71,10 +71,13 @@ impl Context {
     }
 
     /// Every host `app` answers at on the router: its own (`APP.DOMAIN`),
-    /// then its domains (exact or wildcard).
+    /// then its domains (exact or wildcard), less any that nap keeps for
+    /// another app, as the route table leaves them out.
     pub async fn app_hosts(&self, app: &str) -> Result<Vec<String>, StoreError> {
+        let domain = self.settings.domain();
         let mut hosts = vec![self.settings.app_host(app)];
-        hosts.extend(self.store.domains(app).await?);
+        let domains = self.store.domains(app).await?;
+        hosts.extend(domains.into_iter().filter(|host| crate::hosts::check_reserved(host, &domain, app, true).is_ok()));
         Ok(hosts)
     }
 

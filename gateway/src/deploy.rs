@@ -29,6 +29,7 @@ use tracing::info;
 
 use crate::app_name::AppName;
 use crate::context::{Context, ContextError};
+use crate::lifeline::Lifeline;
 use crate::report::Reporter;
 use crate::repos;
 use crate::router::presence::Presence;
@@ -65,6 +66,8 @@ pub enum DeployError {
     },
     #[error("the client disconnected")]
     ClientGone,
+    #[error("the gateway that ran this push is gone, and the pusher was told it failed; nothing of it is made current")]
+    GatewayGone,
     #[error(transparent)]
     Procfile(#[from] ProcfileError),
     #[error(transparent)]
@@ -110,8 +113,10 @@ impl DeployError {
 /// What a new release runs.
 #[derive(Debug, Clone)]
 pub enum Source {
-    /// A pushed commit, built from its tree in the app's repo.
-    Push { commit: String, repo: PathBuf },
+    /// A pushed commit, built from its tree in the app's repo; `gateway` is
+    /// the process the pusher waits on, which must still live when the
+    /// release is made current.
+    Push { commit: String, repo: PathBuf, gateway: Option<Lifeline> },
     /// What an earlier release ran: its image, port, Procfile and app.json.
     Release(Box<Release>),
     /// The image of the release that serves when the lock is taken (a
@@ -250,6 +255,13 @@ async fn release(
     report: &Reporter,
 ) -> Result<Release, DeployError> {
     let Deploy { app, who, cause, source, config, limits: _ } = plan;
+    let hold = Hold {
+        lock,
+        gateway: match &source {
+            Source::Push { gateway, .. } => *gateway,
+            Source::Release(_) | Source::Current => None,
+        },
+    };
     let store = &ctx.store;
     fail_interrupted_releases(store, &app).await?;
     let config = config.apply(store.config(app.as_str()).await?);
@@ -301,7 +313,7 @@ async fn release(
     // A push's Procfile and app.json, read before the build, so a malformed
     // one refuses it at once.
     let release = match &source {
-        Source::Push { commit, repo } => match pushed_files(repo, commit) {
+        Source::Push { commit, repo, .. } => match pushed_files(repo, commit) {
             Ok((procfile, app_json)) => Release { procfile, app_json, ..release },
             Err(err) => return fail_release(store, &app, release, err).await,
         },
@@ -314,7 +326,7 @@ async fn release(
         Err(err) => return fail_release(store, &app, release, err.into()).await,
     };
     let release = match &source {
-        Source::Push { commit, repo } => match build(ctx, &app, commit, repo, release.version, report).await {
+        Source::Push { commit, repo, .. } => match build(ctx, &app, commit, repo, release.version, report).await {
             Ok(image) => Release {
                 image: image.reference,
                 port: match image.exposed_ports.as_slice() {
@@ -327,7 +339,7 @@ async fn release(
         },
         Source::Release(_) | Source::Current => release,
     };
-    let release = start_release(ctx, &runner, &app, release, limits, lock, report).await?;
+    let release = start_release(ctx, &runner, &app, release, limits, &hold, report).await?;
     if let Source::Push { .. } = source {
         report.step(&format!("{app} v{} is live", release.version));
         report.line("=====>", release.url.as_deref().unwrap_or_default());
@@ -375,7 +387,7 @@ async fn start_release(
     app: &AppName,
     release: Release,
     limits: Limits,
-    lock: &Lock,
+    hold: &Hold<'_>,
     report: &Reporter,
 ) -> Result<Release, DeployError> {
     let processes = match Processes::of_app(&ctx.store, app.as_str(), &release, runner).await {
@@ -389,8 +401,28 @@ async fn start_release(
     }
     let formation: Formation = ctx.store.formation(app.as_str()).await?;
     match start(runner, app, &release, &processes, &formation, limits, report).await {
-        Ok(started) => switch(ctx, runner, app, release, &started, lock, report).await,
+        Ok(started) => switch(ctx, runner, app, release, &started, hold, report).await,
         Err(err) => fail_release(&ctx.store, app, release, err.into()).await,
+    }
+}
+
+/// What a deploy must still have when it makes a release current.
+struct Hold<'a> {
+    /// The app's lock: one whose lease was lost (another host may hold the
+    /// lock by now) makes nothing current.
+    lock: &'a Lock,
+    /// A push's gateway: once it is gone, its pusher was told the push
+    /// failed, so nothing of it may serve.
+    gateway: Option<Lifeline>,
+}
+
+impl Hold<'_> {
+    async fn ensure(&self) -> Result<(), DeployError> {
+        self.lock.ensure_held().await?;
+        match self.gateway {
+            Some(gateway) if !gateway.is_alive() => Err(DeployError::GatewayGone),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -434,7 +466,7 @@ async fn switch(
     app: &AppName,
     mut release: Release,
     started: &Started,
-    lock: &Lock,
+    hold: &Hold<'_>,
     report: &Reporter,
 ) -> Result<Release, DeployError> {
     let (store, check) = (&ctx.store, started.check.as_ref());
@@ -449,11 +481,9 @@ async fn switch(
         _ => web.first().map(|running| running.url.clone()),
     };
     let also = published_with(ctx, app, &release, &web, check, report)?;
-    // Only while the lock is still this deploy's: one whose lease was lost
-    // (another host may hold the lock by now) makes nothing current.
-    let promoted = match lock.ensure_held().await {
+    let promoted = match hold.ensure().await {
         Ok(()) => store.promote_release(app.as_str(), &release, also).await.map_err(DeployError::from),
-        Err(lost) => Err(DeployError::from(lost)),
+        Err(lost) => Err(lost),
     };
     // Answers the instances that served until now, to drain.
     let previous = match promoted {
@@ -466,6 +496,11 @@ async fn switch(
                 if let Err(discard) = runner.discard(app.as_str(), id).await {
                     report.problem(&format!("could not take {} back: {discard}", id.name()));
                 }
+            }
+            // A push whose gateway is gone still holds the lock: its release is
+            // its own to record. (One that lost the lock leaves it to the holder.)
+            if matches!(err, DeployError::GatewayGone) {
+                return fail_release(store, app, release, err).await;
             }
             return Err(err);
         }
@@ -566,7 +601,7 @@ async fn restart_locked(ctx: &Context, app: &AppName, lock: &Lock, report: &Repo
     let formation: Formation = ctx.store.formation(app.as_str()).await?;
     let started =
         start(&runner, app, &fresh, &processes, &formation, limits, report).await.map_err(DeployError::Restart)?;
-    switch(ctx, &runner, app, fresh, &started, lock, report).await
+    switch(ctx, &runner, app, fresh, &started, &Hold { lock, gateway: None }, report).await
 }
 
 /// What `apps destroy` removed.

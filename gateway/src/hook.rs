@@ -17,6 +17,7 @@ use tracing::{Instrument, error, info_span};
 use crate::app_name::AppName;
 use crate::context::Context;
 use crate::deploy::{self, Deploy, DeployError, Source};
+use crate::lifeline::Lifeline;
 use crate::report::Reporter;
 use crate::settings::Settings;
 use git::RefUpdate;
@@ -33,6 +34,8 @@ pub struct HookInput {
     pub settings: Settings,
     pub app: AppName,
     pub key: String,
+    /// The process that runs git for the pusher.
+    pub gateway: Option<Lifeline>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,9 +87,9 @@ impl HookInput {
 }
 
 /// Entry point; answers the hook's exit status.
-pub async fn pre_receive(ctx: &Context, app: AppName, pusher: String) -> i32 {
+pub async fn pre_receive(ctx: &Context, app: AppName, pusher: String, gateway: Option<Lifeline>) -> i32 {
     let (report, writer) = Reporter::spawn(tokio::io::stderr());
-    let result = run(ctx, app, pusher, &report).await;
+    let result = run(ctx, app, pusher, gateway, &report).await;
     if let Err(err) = &result {
         error!(error = %err, "deploy failed");
         report.problem(&err.to_string());
@@ -99,7 +102,13 @@ pub async fn pre_receive(ctx: &Context, app: AppName, pusher: String) -> i32 {
     i32::from(result.is_err())
 }
 
-async fn run(ctx: &Context, app: AppName, pusher: String, report: &Reporter) -> Result<(), HookError> {
+async fn run(
+    ctx: &Context,
+    app: AppName,
+    pusher: String,
+    gateway: Option<Lifeline>,
+    report: &Reporter,
+) -> Result<(), HookError> {
     let mut input = String::new();
     std::io::stdin().read_to_string(&mut input).map_err(HookError::ReadUpdates)?;
     let updates = git::parse_ref_updates(&input)?;
@@ -121,10 +130,10 @@ async fn run(ctx: &Context, app: AppName, pusher: String, report: &Reporter) -> 
         app,
         cause: nap_state::ReleaseCause::Push { key: pusher.clone() },
         who: pusher,
-        source: Source::Push { commit, repo },
+        source: Source::Push { commit, repo, gateway },
         config: deploy::ConfigChange::Keep,
         limits: deploy::LimitsChange::Keep,
     };
-    deploy::deploy(ctx, plan, report).instrument(span).await?;
+    Box::pin(deploy::deploy(ctx, plan, report).instrument(span)).await?;
     Ok(())
 }

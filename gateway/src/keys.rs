@@ -9,7 +9,7 @@ use nap_state::{Store, StoreError, layout};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("invalid key name {0:?}: use 1-64 letters, digits, '.', '_', '@' or '-'")]
+    #[error("invalid key name {0:?}: use 1-64 letters, digits, '.', '_', '@' or '-', not starting with '-'")]
     InvalidName(String),
     #[error("not an OpenSSH public key ({0}); expected a line like 'ssh-ed25519 AAAA... you@host'")]
     Malformed(String),
@@ -61,6 +61,14 @@ fn check_name(name: &str) -> Result<(), KeyError> {
     if valid { Ok(()) } else { Err(KeyError::InvalidName(name.to_owned())) }
 }
 
+/// A new key's name: as [`check_name`], and not starting with `-`, which
+/// would read as a flag on the command lines that name it (`keys remove
+/// NAME`, the forced command). Keys added before keep working.
+fn check_new_name(name: &str) -> Result<(), KeyError> {
+    check_name(name)?;
+    if name.starts_with('-') { Err(KeyError::InvalidName(name.to_owned())) } else { Ok(()) }
+}
+
 /// Parses the first key line of an OpenSSH `.pub` file.
 pub fn parse_public_key(text: &str) -> Result<PublicKey, KeyError> {
     let line = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).ok_or(KeyError::Empty)?;
@@ -74,7 +82,7 @@ pub async fn add(
     admin: bool,
     apps: Vec<String>,
 ) -> Result<AuthorizedKey, KeyError> {
-    check_name(name)?;
+    check_new_name(name)?;
     if let Some(existing) = find(store, key).await? {
         return Err(KeyError::KeyTaken(existing.name));
     }
@@ -163,8 +171,13 @@ impl Change {
     }
 }
 
+/// Removes the key `name`; refused for the last admin key, as [`update`]
+/// refuses to make it an app key: nobody could manage keys then.
 pub async fn remove(store: &Store, name: &str) -> Result<(), KeyError> {
-    check_name(name)?;
+    let record = get(store, name).await?;
+    if record.admin && !list(store).await?.iter().any(|other| other.admin && other.name != name) {
+        return Err(KeyError::LastAdmin(name.to_owned()));
+    }
     if store.delete(&layout::ssh_key(name)).await? { Ok(()) } else { Err(KeyError::Unknown(name.to_owned())) }
 }
 
@@ -183,7 +196,8 @@ pub fn authorized_keys_line(nap_command: &str, key: &AuthorizedKey) -> String {
     // Key names are restricted to characters that need no quoting here.
     // `restrict` takes everything away; `pty` gives back the terminal that
     // `ssh -t ... run APP -- sh` asks for.
-    format!("command=\"{nap_command} ssh-command --key {}\",restrict,pty {} {}", key.name, key.public_key, key.name)
+    // `--key=NAME`, so that no name reads as a flag.
+    format!("command=\"{nap_command} ssh-command --key={}\",restrict,pty {} {}", key.name, key.public_key, key.name)
 }
 
 /// The allowed keys, as `nap serve` follows them: read from the store once,

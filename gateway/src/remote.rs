@@ -35,11 +35,19 @@ pub enum Parsed {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
+    #[error("malformed command: it is not UTF-8 text")]
+    NotText,
     #[error("malformed command: unbalanced quotes or a stray backslash")]
     Quoting,
     /// clap's refusal, in one line with the verb's usage.
     #[error("{}", crate::usage::one_line(.0, "ssh HOST"))]
     Usage(Box<clap::Error>),
+}
+
+/// A command line as a client sent it, as text: refused unless it is
+/// UTF-8, so that no config value is changed on its way in.
+pub fn command_text(sent: &[u8]) -> Result<&str, ParseError> {
+    std::str::from_utf8(sent).map_err(|_| ParseError::NotText)
 }
 
 /// Parses `command_line`; `remote` (`ssh://USER@HOST:PORT`) is where the
@@ -101,17 +109,23 @@ pub async fn run(
 }
 
 /// A command line as logs may show it: every `KEY=VALUE` word's value
-/// masked (`config set hello TOKEN=***`), since values are config secrets.
-/// `placement`'s constraints (`node.labels.zone==a`) are no secret, and
-/// are shown whole.
+/// masked (`config set hello TOKEN=***`), since values are config secrets,
+/// and every word after the first of them, which may be the rest of a
+/// value split at an unquoted space (`PW=a b`). `placement`'s constraints
+/// (`node.labels.zone==a`) are no secret, and are shown whole.
 pub fn shown(command_line: &str) -> String {
     let Some(words) = shlex::split(command_line) else { return "(a malformed command)".to_owned() };
     let placement = words.first().is_some_and(|verb| verb == "placement");
+    let mut values = false;
     let masked: Vec<String> = words
         .iter()
         .map(|word| match word.split_once('=') {
             _ if placement && (word.contains("==") || word.contains("!=")) => word.clone(),
-            Some((key, _)) => format!("{key}=***"),
+            Some((key, _)) => {
+                values = true;
+                format!("{key}=***")
+            }
+            None if values => "***".to_owned(),
             None => word.clone(),
         })
         .collect();
@@ -167,6 +181,10 @@ mod tests {
         assert_eq!(
             shown("config set hello 'TOKEN=s3cret value' B=2 --no-restart"),
             "config set hello 'TOKEN=***' 'B=***' --no-restart"
+        );
+        assert_eq!(
+            shown("config set hello PW=x other-part-SECRET --no-restart"),
+            "config set hello 'PW=***' '***' '***'"
         );
         assert_eq!(shown("git-receive-pack 'hello'"), "git-receive-pack hello");
         assert_eq!(shown("config set 'hel"), "(a malformed command)");

@@ -38,9 +38,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::context::Context;
-use crate::settings::Settings;
+use crate::settings::{Settings, TrustedProxies};
 pub use proxy::{Listeners, Peer, Proxy};
-pub use table::{RouteTable, wildcard_of};
+pub use table::RouteTable;
 
 /// How long a client gets to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,6 +76,8 @@ struct Serving {
     metrics: Arc<metrics::Metrics>,
     shutdown: Arc<shutdown::Shutdown>,
     stop: CancellationToken,
+    /// The proxies whose word on their clients is kept (`trusted_proxies`).
+    trusted_proxies: TrustedProxies,
 }
 
 impl Router {
@@ -143,7 +145,8 @@ impl Router {
         let observers = proxy::Observers { access: Arc::clone(&ctx.access_log), metrics: Arc::clone(&metrics) };
         let proxy = Arc::new(Proxy::new(table, inflight, ctx.store.clone(), listeners, observers));
         let shutdown = Arc::new(shutdown::Shutdown::default());
-        let serving = Arc::new(Serving { proxy, tls, metrics, shutdown, stop });
+        let trusted_proxies = ctx.settings.trusted_proxies.clone().unwrap_or_default();
+        let serving = Arc::new(Serving { proxy, tls, metrics, shutdown, stop, trusted_proxies });
         workers.run(&serving).await;
         following.abort();
         checking.abort();
@@ -192,15 +195,21 @@ async fn connection(
 ) {
     let _ = stream.set_nodelay(true);
     let proxy = &serving.proxy;
+    let trusted = serving.trusted_proxies.contains(peer.ip());
     if !secure {
-        h1::serve(stream, proxy, &Peer::new(peer, false), signal).await;
+        h1::serve(stream, proxy, &Peer::new(peer, false, trusted), signal).await;
         return;
     }
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, serving.tls.accept(stream)).await {
-        Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
-            serve_h2(TokioIo::new(stream), Arc::clone(proxy), Peer::new(peer, true), serving.stop.clone()).await;
+        Ok(Ok(stream)) => {
+            let session = stream.get_ref().1;
+            let client = Peer::new(peer, true, trusted).with_server_name(session.server_name());
+            if session.alpn_protocol() == Some(b"h2") {
+                serve_h2(TokioIo::new(stream), Arc::clone(proxy), client, serving.stop.clone()).await;
+            } else {
+                h1::serve(stream, proxy, &client, signal).await;
+            }
         }
-        Ok(Ok(stream)) => h1::serve(stream, proxy, &Peer::new(peer, true), signal).await,
         Ok(Err(err)) => debug!(%peer, error = %err, "router: TLS handshake failed"),
         Err(_) => debug!(%peer, "router: TLS handshake timed out"),
     }

@@ -84,6 +84,9 @@ pub struct Settings {
     /// Where the router serves Prometheus metrics at /metrics, e.g. 127.0.0.1:9100, or `off` [default: off]
     #[arg(long, global = true, env = "NAP_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// Proxies in front of the router whose X-Forwarded-For, Forwarded and X-Real-IP are kept, as addresses or CIDRs, comma-separated [default: none: the router sets X-Forwarded-For to the client's address and drops the others]
+    #[arg(long, global = true, env = "NAP_TRUSTED_PROXIES", value_name = "CIDR,...", hide = true)]
+    pub trusted_proxies: Option<TrustedProxies>,
     /// The contact e-mail of nap's ACME account (`letsencrypt`)
     #[arg(long, global = true, env = "NAP_ACME_EMAIL", value_name = "EMAIL")]
     pub acme_email: Option<String>,
@@ -532,6 +535,48 @@ fn to_map(settings: &Settings) -> Result<serde_json::Map<String, serde_json::Val
     match serde_json::to_value(settings).map_err(SettingsError::Merge)? {
         serde_json::Value::Object(map) => Ok(map),
         _ => Ok(serde_json::Map::new()),
+    }
+}
+
+/// The proxies in front of the router that it believes about the client
+/// (`trusted_proxies`): addresses or networks, written `10.0.0.0/8,192.0.2.7`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+#[derive(Debug, thiserror::Error)]
+#[error("trusted_proxies: {0:?} is not an IP address or a CIDR network like 10.0.0.0/8")]
+pub struct InvalidTrustedProxy(String);
+
+impl TrustedProxies {
+    /// Whether `ip` is one of them.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+}
+
+impl std::str::FromStr for TrustedProxies {
+    type Err = InvalidTrustedProxy;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let one = |word: &str| {
+            word.parse::<ipnet::IpNet>()
+                .or_else(|_| word.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| InvalidTrustedProxy(word.to_owned()))
+        };
+        text.split(',').map(str::trim).filter(|word| !word.is_empty()).map(one).collect::<Result<_, _>>().map(Self)
+    }
+}
+
+impl TryFrom<String> for TrustedProxies {
+    type Error = InvalidTrustedProxy;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl From<TrustedProxies> for String {
+    fn from(proxies: TrustedProxies) -> String {
+        proxies.0.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
     }
 }
 

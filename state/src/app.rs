@@ -86,11 +86,16 @@ impl Store {
         Ok(self.list(&prefix).await?.into_iter().map(|(key, _)| key[prefix.len()..].to_owned()).collect())
     }
 
+    /// The app that claimed `host` (`domains add`), if any.
+    pub async fn domain_owner(&self, host: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.get(&layout::domain_claim(host)).await?.map(|owner| String::from_utf8_lossy(&owner).into_owned()))
+    }
+
     /// Claims `host` for `app`; answers the app that holds it if another does.
     pub async fn add_domain(&self, app: &str, host: &str) -> Result<Option<String>, StoreError> {
         let claim = layout::domain_claim(host);
         if !self.compare_and_swap(&claim, None, app.as_bytes()).await? {
-            let owner = self.get(&claim).await?.map(|owner| String::from_utf8_lossy(&owner).into_owned());
+            let owner = self.domain_owner(host).await?;
             if owner.as_deref() != Some(app) {
                 return Ok(Some(owner.unwrap_or_default()));
             }

@@ -300,6 +300,14 @@ impl Gateway {
         let _ = child.wait();
     }
 
+    /// SIGKILLs `nap serve` alone, as `kill -9 PID` does: what it runs (a
+    /// push's git and its hook) goes on, orphaned.
+    pub fn kill_serve(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     pub fn restart(&mut self) {
         self.terminate();
         self.spawn();

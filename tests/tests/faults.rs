@@ -368,6 +368,38 @@ fn nap_serve_killed_mid_deploy_then_restarted_fails_that_release_and_the_next_pu
 }
 
 #[test]
+fn nap_serve_killed_alone_mid_deploy_leaves_its_orphaned_hook_nothing_to_make_current() {
+    let mut gateway = Gateway::start();
+    let admin = gateway.user("admin");
+    let app = unique("orphan");
+    let repo = AppRepo::new(AppKind::Web);
+    let url = serving_v1(&gateway, &admin, &app, &repo);
+
+    // v2 takes 3 s to answer: `nap serve` alone is killed meanwhile, and the
+    // pusher is told the push failed; git and its hook go on without it.
+    repo.become_kind(AppKind::Slow);
+    let push = Running::new(repo.spawn_push(&gateway, &admin, &app, "master")).wait_for_line("Waiting for");
+    gateway.kill_serve();
+    let told = push.finish();
+    assert_ne!(told.code, Some(0), "{told:?}");
+    let v2 = || {
+        let releases = gateway.nap(&["releases", &app, "--json"], "");
+        let releases: serde_json::Value = serde_json::from_str(&releases.assert_ok().stdout).expect("JSON");
+        releases.as_array().and_then(|all| all.iter().find(|r| r["version"] == 2)).cloned().expect("v2")
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while v2()["status"] == "pending" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let v2 = v2();
+    assert_eq!(v2["status"], "failed", "the orphaned hook made v2 current: {v2}");
+    assert!(v2["error"].as_str().is_some_and(|e| e.contains("gateway that ran this push is gone")), "{v2}");
+    gateway.restart();
+    v1_serves_and_no_lock_is_left(&gateway, &admin, &app, &url);
+    assert_eq!(containers_of(&app), vec![format!("nap-{app}-v1-web.1")], "v2's instance is left");
+}
+
+#[test]
 fn dockerd_restarting_mid_build_refuses_the_push_and_the_next_push_works() {
     let mut dockerd = Dockerd::start();
     let docker_host = dockerd.docker_host();

@@ -13,7 +13,7 @@ fn a_forced_command_takes_the_same_push() {
     lines.assert_ok();
     let line = lines.stdout.lines().next().expect("one line per key").to_owned();
     assert!(
-        line.starts_with("command=\"") && line.contains(" ssh-command --key alice\",restrict,pty ssh-ed25519 "),
+        line.starts_with("command=\"") && line.contains(" ssh-command --key=alice\",restrict,pty ssh-ed25519 "),
         "{line}"
     );
     let sshd = Sshd::start(&lines.stdout);

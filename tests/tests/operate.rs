@@ -97,7 +97,10 @@ fn config_set_reaches_the_app_as_a_new_release_and_unset_removes_it() {
 
     // Bad input changes nothing.
     for (args, error) in [
-        (vec!["config", "set", &app, "NOEQUALS"], "error: malformed config pair \"NOEQUALS\": expected KEY=VALUE"),
+        (
+            vec!["config", "set", &app, "NOEQUALS"],
+            "error: malformed config pair (the 1st given): expected KEY=VALUE; quote a value that holds spaces",
+        ),
         (vec!["config", "set", &app, "1BAD=x"], "error: invalid config key \"1BAD\""),
         (vec!["config", "set", &app, "PORT=1"], "error: PORT is set by nap"),
         (vec!["config", "unset", &app, "NOPE"], "error: NOPE is not set for"),

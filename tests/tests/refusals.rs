@@ -142,6 +142,9 @@ fn keys_are_managed_locally_with_clear_errors() {
         (&["keys", "grant", "carol", "shop"], String::new(), "error: no key named \"carol\""),
         (&["keys", "grant", "alice", "Shop"], String::new(), "error: invalid app name \"Shop\""),
         (&["keys", "update", "alice", "--no-admin"], String::new(), "error: \"alice\" is the only admin key"),
+        (&["keys", "remove", "alice"], String::new(), "error: \"alice\" is the only admin key"),
+        (&["keys", "add", "--", "--help"], Key::generate().public_text(), "error: invalid key name \"--help\""),
+        (&["keys", "add", "--", "-x"], Key::generate().public_text(), "error: invalid key name \"-x\""),
     ];
     for (args, stdin, expected) in cases {
         let run = gateway.nap(args, stdin);
@@ -154,6 +157,7 @@ fn keys_are_managed_locally_with_clear_errors() {
     // the keys brings the change from this other process (at once, when
     // the change is made over SSH).
     assert!(gateway.ssh(&key, "nap", &["version"]).ok());
+    gateway.nap(&["keys", "add", "root", "--admin"], &Key::generate().public_text()).assert_ok();
     gateway.nap(&["keys", "remove", "alice"], "").assert_ok();
     let refused = eventually(|| gateway.ssh(&key, "nap", &["version"]), |run| run.code == Some(255));
     assert_eq!(refused.code, Some(255), "{refused:?}");

@@ -103,6 +103,7 @@ async fn list(ctx: &Context, caller: &Caller) -> Result<Reply, CommandError> {
 async fn create(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, CommandError> {
     let app = AppName::parse(name)?;
     caller.check_app(&app)?;
+    app.check_new()?;
     let record = AppRecord {
         name: app.to_string(),
         created_at: OffsetDateTime::now_utc(),

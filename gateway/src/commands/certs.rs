@@ -16,8 +16,8 @@ use super::{CommandError, Reply, existing_app, with_reporter};
 use crate::app_name::AppName;
 use crate::caller::Caller;
 use crate::context::{Context, Io};
+use crate::hosts::{self, Reserved, wildcard_of};
 use crate::router::tls::{Bundle, CertError, split_pem};
-use crate::router::wildcard_of;
 
 /// The most `certs add` reads: a chain of a few certificates and a key.
 const MAX_PEM_INPUT: u64 = 1024 * 1024;
@@ -73,6 +73,8 @@ pub enum CertsError {
         "the certificate covers {covers}, none of which {app} answers at ({hosts}); add the host with: domains add {app} HOST"
     )]
     NotForApp { app: String, covers: String, hosts: String },
+    #[error("the certificate is for {host}, which is app {owner}'s, not {app}'s")]
+    OtherApps { app: String, host: String, owner: String },
     #[error("{app} has no certificate for {host}")]
     NotThere { app: String, host: String },
     #[error(transparent)]
@@ -114,6 +116,9 @@ async fn add(ctx: &Context, app: &AppName, io: &mut Io) -> Result<Reply, Command
     let hosts = ctx.app_hosts(app.as_str()).await?;
     let served: Vec<String> = hosts.iter().filter(|host| covers(&bundle.names, host)).cloned().collect();
     if served.is_empty() {
+        if let Some((host, owner)) = owner_of_any(ctx, app, &bundle.names).await? {
+            return Err(CertsError::OtherApps { app: app.to_string(), host, owner }.into());
+        }
         return Err(CertsError::NotForApp {
             app: app.to_string(),
             covers: bundle.names.join(", "),
@@ -134,6 +139,27 @@ async fn add(ctx: &Context, app: &AppName, io: &mut Io) -> Result<Reply, Command
         ),
         json!({ "app": app.as_str(), "hosts": served, "issuer": record.issuer, "not_after": rfc3339(record.not_after) }),
     ))
+}
+
+/// The first of `names` that another app than `app` has or is kept for,
+/// with that app.
+async fn owner_of_any(
+    ctx: &Context,
+    app: &AppName,
+    names: &[String],
+) -> Result<Option<(String, String)>, CommandError> {
+    let domain = ctx.settings.domain();
+    for name in names {
+        let owner = match hosts::reserved(name, &domain) {
+            Reserved::ForApp(owner) => Some(owner.to_owned()),
+            Reserved::ForAdmins => None,
+            Reserved::No => ctx.store.domain_owner(name).await?,
+        };
+        if let Some(owner) = owner.filter(|owner| owner != app.as_str()) {
+            return Ok(Some((name.clone(), owner)));
+        }
+    }
+    Ok(None)
 }
 
 async fn list(ctx: &Context, app: &AppName) -> Result<Reply, CommandError> {

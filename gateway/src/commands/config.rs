@@ -51,8 +51,10 @@ enum ConfigCommand {
 pub enum ConfigError {
     #[error("{key} is not set for {app}")]
     NotSet { key: String, app: AppName },
-    #[error("malformed config pair {0:?}: expected KEY=VALUE")]
-    Malformed(String),
+    /// Which pair it was goes by position: the word may be part of a value
+    /// split at a space, and errors are logged.
+    #[error("malformed config pair (the {0} given): expected KEY=VALUE; quote a value that holds spaces")]
+    Malformed(Ordinal),
     #[error("invalid config key {0:?}: use letters, digits and '_', not starting with a digit")]
     InvalidKey(String),
     #[error("the value of {0} must be one line")]
@@ -65,7 +67,7 @@ pub async fn run(ctx: &Context, caller: &Caller, args: ConfigArgs, io: &mut Io) 
     match args.command {
         Some(ConfigCommand::Set { app, pairs, no_restart }) => {
             let app = existing_app(ctx, caller, &app).await?;
-            let pairs = pairs.iter().map(|p| parse_pair(p)).collect::<Result<Vec<_>, _>>()?;
+            let pairs = pairs.iter().enumerate().map(|(i, p)| parse_pair(i, p)).collect::<Result<Vec<_>, _>>()?;
             let names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
             let change = format!("set {}", names.join(", "));
             let config = ConfigChange::Set(pairs);
@@ -98,9 +100,26 @@ pub async fn run(ctx: &Context, caller: &Caller, args: ConfigArgs, io: &mut Io) 
     }
 }
 
+/// A position, as English says it: 1st, 2nd, 3rd, 4th.
+#[derive(Debug, Clone, Copy)]
+pub struct Ordinal(usize);
+
+impl std::fmt::Display for Ordinal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let suffix = match (self.0 % 10, self.0 % 100) {
+            (_, 11..=13) => "th",
+            (1, _) => "st",
+            (2, _) => "nd",
+            (3, _) => "rd",
+            _ => "th",
+        };
+        write!(f, "{}{suffix}", self.0)
+    }
+}
+
 /// `KEY=VALUE`, with a key an environment variable can have. `PORT` is nap's.
-fn parse_pair(pair: &str) -> Result<(String, String), ConfigError> {
-    let malformed = || ConfigError::Malformed(pair.to_owned());
+fn parse_pair(index: usize, pair: &str) -> Result<(String, String), ConfigError> {
+    let malformed = || ConfigError::Malformed(Ordinal(index + 1));
     let (key, value) = pair.split_once('=').ok_or_else(malformed)?;
     let mut chars = key.chars();
     let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
@@ -123,10 +142,10 @@ mod tests {
 
     #[test]
     fn pairs_need_a_name_an_equals_sign_and_no_port() {
-        assert_eq!(parse_pair("GREETING=hi=there").unwrap(), ("GREETING".into(), "hi=there".into()));
-        assert_eq!(parse_pair("EMPTY=").unwrap(), ("EMPTY".into(), String::new()));
+        assert_eq!(parse_pair(0, "GREETING=hi=there").unwrap(), ("GREETING".into(), "hi=there".into()));
+        assert_eq!(parse_pair(0, "EMPTY=").unwrap(), ("EMPTY".into(), String::new()));
         for bad in ["NOEQUALS", "=x", "1A=x", "A-B=x", "PORT=1", "A=two\nlines"] {
-            assert!(parse_pair(bad).is_err(), "{bad}");
+            assert!(parse_pair(0, bad).is_err(), "{bad}");
         }
     }
 }

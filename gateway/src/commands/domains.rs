@@ -7,8 +7,10 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::{CommandError, Reply, existing_app};
+use crate::app_name::AppName;
 use crate::caller::Caller;
 use crate::context::Context;
+use crate::hosts::{self, HostName, HostTaken, InvalidHost};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -29,15 +31,15 @@ enum DomainsCommand {
     Remove { app: String, host: String },
 }
 
-/// A host the router cannot take for an app.
+/// A host the router cannot take for an app, or let go of.
 #[derive(Debug, thiserror::Error)]
 pub enum DomainError {
-    #[error("invalid host {0:?}: use a DNS name like www.example.com, or *.example.com")]
-    Invalid(String),
-    #[error("{0} is an IP address: the router routes by name; use a DNS name like www.example.com")]
-    Address(String),
-    #[error("{host} belongs to app {owner}; remove it there first")]
-    Taken { host: String, owner: String },
+    #[error(transparent)]
+    Invalid(#[from] InvalidHost),
+    #[error(transparent)]
+    Taken(#[from] HostTaken),
+    #[error("{host} is {app}'s own host already")]
+    Own { app: String, host: String },
     #[error("{app} has no host {host}")]
     NotThere { app: String, host: String },
 }
@@ -46,26 +48,35 @@ pub async fn run(ctx: &Context, caller: &Caller, args: DomainsArgs) -> Result<Re
     match args.command {
         Some(DomainsCommand::Add { app, host }) => {
             let app = existing_app(ctx, caller, &app).await?;
-            let host = parse_host(&host)?;
-            if let Some(owner) = ctx.store.add_domain(app.as_str(), &host).await? {
-                return Err(DomainError::Taken { host, owner }.into());
-            }
-            Ok(Reply::new(format!("{app} answers at {host} too"), json!({ "app": app.as_str(), "host": host })))
+            let host = HostName::parse(&host).map_err(DomainError::from)?;
+            claim(ctx, caller, &app, &host).await?;
+            Ok(Reply::new(
+                format!("{app} answers at {host} too"),
+                json!({ "app": app.as_str(), "host": host.as_str() }),
+            ))
         }
         Some(DomainsCommand::Remove { app, host }) => {
             let app = existing_app(ctx, caller, &app).await?;
-            let host = parse_host(&host)?;
-            if !ctx.store.remove_domain(app.as_str(), &host).await? {
-                return Err(DomainError::NotThere { app: app.to_string(), host }.into());
+            let host = HostName::parse(&host).map_err(DomainError::from)?;
+            if !ctx.store.remove_domain(app.as_str(), host.as_str()).await? {
+                return Err(DomainError::NotThere { app: app.to_string(), host: host.to_string() }.into());
             }
-            Ok(Reply::new(format!("{app} no longer answers at {host}"), json!({ "app": app.as_str(), "host": host })))
+            Ok(Reply::new(
+                format!("{app} no longer answers at {host}"),
+                json!({ "app": app.as_str(), "host": host.as_str() }),
+            ))
         }
         None => {
             let app = existing_app(ctx, caller, args.app.as_deref().unwrap_or_default()).await?;
             let own = ctx.settings.app_url(app.as_str()).map(|_| ctx.settings.app_host(app.as_str()));
             let domains = ctx.store.domains(app.as_str()).await?;
+            let domain = ctx.settings.domain();
             let mut lines: Vec<String> = own.iter().map(|host| format!("{host} (nap's)")).collect();
-            lines.extend(domains.iter().cloned());
+            // A host claimed before nap kept names for their apps is not routed.
+            lines.extend(domains.iter().map(|host| match hosts::check_reserved(host, &domain, app.as_str(), true) {
+                Ok(()) => host.clone(),
+                Err(why) => format!("{host} (not routed: {why})"),
+            }));
             let text = if lines.is_empty() {
                 format!("{app} has no hosts; add one with: domains add {app} HOST")
             } else {
@@ -76,40 +87,24 @@ pub async fn run(ctx: &Context, caller: &Caller, args: DomainsArgs) -> Result<Re
     }
 }
 
-/// A host name as the router matches it: lower case, DNS labels, and at
-/// most a leading `*.` label. An IP address is no name: every request to
-/// that address would land on one app, and no ACME server certifies it.
-fn parse_host(text: &str) -> Result<String, DomainError> {
-    let host = text.trim_end_matches('.').to_ascii_lowercase();
-    let top = host.rsplit('.').next().unwrap_or_default();
-    if text.parse::<std::net::IpAddr>().is_ok() || (!top.is_empty() && top.chars().all(|c| c.is_ascii_digit())) {
-        return Err(DomainError::Address(text.to_owned()));
+/// Claims `host` for `app`: refused when nap keeps it for another app (or
+/// for admins), when another app holds it, or when it is under another
+/// app's wildcard.
+async fn claim(ctx: &Context, caller: &Caller, app: &AppName, host: &HostName) -> Result<(), CommandError> {
+    let domain = ctx.settings.domain();
+    if host.as_str() == ctx.settings.app_host(app.as_str()) {
+        return Err(DomainError::Own { app: app.to_string(), host: host.to_string() }.into());
     }
-    let name = host.strip_prefix("*.").unwrap_or(&host);
-    let label = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    let valid = host.len() <= 253 && name.contains('.') && name.split('.').all(label);
-    if valid { Ok(host) } else { Err(DomainError::Invalid(text.to_owned())) }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_host;
-
-    #[test]
-    fn hosts_are_dns_names_or_one_label_wildcards() {
-        assert_eq!(parse_host("WWW.Example.com.").ok().as_deref(), Some("www.example.com"));
-        assert_eq!(parse_host("*.example.com").ok().as_deref(), Some("*.example.com"));
-        for address in ["10.0.0.1", "10.0.0.1.", "::1", "*.0.0.1"] {
-            assert!(matches!(parse_host(address), Err(super::DomainError::Address(_))), "{address}");
-        }
-        for bad in ["", "localhost", "*.com.", "a..b", "-a.com", "a_b.com", "*.*.example.com", "a b.com", "a.com/x"] {
-            assert!(parse_host(bad).is_err(), "{bad}");
-        }
+    hosts::check_reserved(host.as_str(), &domain, app.as_str(), caller.is_admin()).map_err(DomainError::from)?;
+    if !host.is_wildcard()
+        && let Some(wildcard) = hosts::wildcard_of(host.as_str())
+        && let Some(owner) = ctx.store.domain_owner(&wildcard).await?
+        && owner != app.as_str()
+    {
+        return Err(DomainError::from(HostTaken::UnderWildcard { host: host.to_string(), wildcard, owner }).into());
     }
+    if let Some(owner) = ctx.store.add_domain(app.as_str(), host.as_str()).await? {
+        return Err(DomainError::from(HostTaken::Claimed { host: host.to_string(), owner }).into());
+    }
+    Ok(())
 }

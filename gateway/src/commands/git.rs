@@ -15,6 +15,7 @@ use crate::app_name::AppName;
 use crate::caller::Caller;
 use crate::context::{Context, Io};
 use crate::hook::{self, HookInput};
+use crate::lifeline::Lifeline;
 use crate::repos;
 
 /// The app a repo path names, if the caller may use it.
@@ -29,6 +30,16 @@ pub async fn receive_pack(ctx: &Arc<Context>, caller: &Caller, repo: &str, mut i
         Ok(app) => app,
         Err(err) => return fail(&mut io.stderr, &err.to_string()).await,
     };
+    // A first push makes the app: its name must suit a new app.
+    match ctx.store.app(app.as_str()).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            if let Err(err) = app.check_new() {
+                return fail(&mut io.stderr, &err.to_string()).await;
+            }
+        }
+        Err(err) => return fail(&mut io.stderr, &err.to_string()).await,
+    }
     let settings = &ctx.settings;
     let hold = match repos::Hold::open(&settings.repos_dir(), &settings.locks_dir(), &app, &ctx.exe) {
         Ok(hold) => hold,
@@ -63,7 +74,12 @@ async fn run_git(ctx: &Arc<Context>, caller: &Caller, app: &AppName, service: &s
     // A push's pre-receive hook runs with exactly these settings; the file
     // goes when git is done. A fetch runs no hook and needs none.
     let input = if service == "receive-pack" {
-        let input = HookInput { settings: ctx.settings.clone(), app: app.clone(), key: caller.name().to_owned() };
+        let input = HookInput {
+            settings: ctx.settings.clone(),
+            app: app.clone(),
+            key: caller.name().to_owned(),
+            gateway: Lifeline::this_process(),
+        };
         match input.write(&ctx.settings.data_dir().join("run")) {
             Ok(path) => Some(path),
             Err(err) => return fail(&mut stderr, &err.to_string()).await,

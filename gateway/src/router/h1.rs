@@ -30,7 +30,10 @@ use tracing::{debug, info, warn};
 use self::codec::{Framing, HeadWriter, RequestHead, ResponseHead};
 pub use self::pool::Pool;
 use super::presence::InflightGuard;
-use super::proxy::{Decision, Exchange, PAGE_TYPE, Peer, Proxy, Refusal, acme_token, host_of, page_text, request_id};
+use super::proxy::{
+    CLIENT_SAID_FORWARDED, Decision, Exchange, PAGE_TYPE, Peer, Proxy, Refusal, acme_token, host_of, page_text,
+    request_id,
+};
 use super::shutdown::Registration;
 
 /// How long a client gets to send a request's head (against slow-loris),
@@ -304,7 +307,7 @@ where
             out.extend_from_slice(&answer);
             return Step::Planned(Plan::Answer(answered), exchange);
         }
-        let (upstream, guard) = match self.proxy.route(&host, origin, self.peer.secure, &mut exchange) {
+        let (upstream, guard) = match self.proxy.route(&host, origin, self.peer, &mut exchange) {
             Ok(Decision::Forward(upstream, guard)) => (upstream, guard),
             Ok(Decision::Redirect(location)) => {
                 exchange.status = StatusCode::PERMANENT_REDIRECT;
@@ -358,7 +361,14 @@ where
         let mut writer = HeadWriter(out);
         for header in head.headers {
             let name = header.name;
+            let trusted = self.peer.trusted;
+            if !trusted && CLIENT_SAID_FORWARDED.iter().any(|said| name.eq_ignore_ascii_case(said)) {
+                continue;
+            }
             if name.eq_ignore_ascii_case("x-forwarded-for") {
+                if !trusted {
+                    continue;
+                }
                 let chain = forwarded_for.get_or_insert_with(Vec::new);
                 if !chain.is_empty() {
                     chain.extend_from_slice(b", ");

@@ -93,14 +93,32 @@ pub struct Peer {
     pub ip: HeaderValue,
     /// Whether it came over HTTPS.
     pub secure: bool,
+    /// The host its TLS handshake named (SNI): its requests may only go to
+    /// hosts the certificate served for it covers.
+    pub server_name: Option<Box<str>>,
+    /// A proxy of `trusted_proxies`: what it says of its own client
+    /// (`X-Forwarded-For`, `Forwarded`, `X-Real-IP`) reaches the app.
+    pub trusted: bool,
 }
 
 impl Peer {
-    pub fn new(addr: SocketAddr, secure: bool) -> Peer {
+    pub fn new(addr: SocketAddr, secure: bool, trusted: bool) -> Peer {
         let ip = HeaderValue::from_str(&addr.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("-"));
-        Peer { addr, ip, secure }
+        Peer { addr, ip, secure, server_name: None, trusted }
+    }
+
+    /// Over TLS, the host the handshake named.
+    #[must_use]
+    pub fn with_server_name(mut self, name: Option<&str>) -> Peer {
+        self.server_name = name.map(|name| name.to_ascii_lowercase().into());
+        self
     }
 }
+
+/// Headers a client may send about where a request came from, which the
+/// app gets only from a trusted proxy; `X-Forwarded-For` is set anew
+/// instead.
+pub(super) const CLIENT_SAID_FORWARDED: [&str; 2] = ["forwarded", "x-real-ip"];
 
 impl Proxy {
     /// Made on the runtime that runs the store's clients.
@@ -138,15 +156,28 @@ impl Proxy {
         &self,
         host: &str,
         path: &str,
-        secure: bool,
+        peer: &Peer,
         exchange: &mut Exchange,
     ) -> Result<Decision, Refusal> {
         let routes = self.table.routes();
         let route =
             routes.get(host).ok_or_else(|| Refusal(StatusCode::NOT_FOUND, format!("no app answers at {host}")))?;
         let app = Arc::clone(exchange.app.insert(Arc::clone(&route.app)));
+        // Over TLS, only to a host the connection's certificate covers: the
+        // one the router serves for the handshake's name serves this host too.
+        if let Some(name) = peer.server_name.as_deref()
+            && name != host
+        {
+            let leaf = |host: &str| routes.cert(host).and_then(|cert| cert.cert.first());
+            if leaf(name).is_none() || leaf(name) != leaf(host) {
+                return Err(Refusal(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    format!("this TLS connection is for {name}, whose certificate does not cover {host}"),
+                ));
+            }
+        }
         if let Some(https) = self.listeners.https
-            && !secure
+            && !peer.secure
             && route.force_https
             && routes.cert(host).is_some()
         {
@@ -185,9 +216,17 @@ impl Proxy {
                 .into_page(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "the request's headers are too large");
         }
         // The target's own authority (HTTP/2's `:authority`, an absolute
-        // URL) names the host before any `Host` header (RFC 9112 3.2.2).
-        let sent_host = req.uri().host().or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
-        let Some(host) = host_of(sent_host) else {
+        // URL) names the host before any `Host` header (RFC 9112 3.2.2);
+        // both, naming two hosts, would route by one and tell the app the
+        // other: refused (RFC 9113 8.3.1).
+        let sent_host = req.headers().get(header::HOST).map(|h| h.to_str().ok());
+        let authority = req.uri().authority().map(hyper::http::uri::Authority::as_str);
+        if let (Some(authority), Some(sent)) = (authority, sent_host)
+            && host_of(Some(authority)) != sent.and_then(|sent| host_of(Some(sent)))
+        {
+            return exchange.into_page(StatusCode::MISDIRECTED_REQUEST, "the request's :authority and Host differ");
+        }
+        let Some(host) = host_of(req.uri().host().or(sent_host.flatten())) else {
             return exchange.into_page(StatusCode::BAD_REQUEST, "the request has no valid Host header");
         };
         let forwarded = self.forward(req, peer, &host, &mut exchange).await;
@@ -225,7 +264,7 @@ impl Proxy {
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
             return Ok(Forwarded::Whole(response));
         }
-        let (mut upstream, mut guard) = match self.route(host, &path, peer.secure, exchange)? {
+        let (mut upstream, mut guard) = match self.route(host, &path, peer, exchange)? {
             Decision::Forward(upstream, guard) => (upstream, guard),
             Decision::Redirect(location) => return Ok(Forwarded::Whole(redirect(&location))),
         };
@@ -607,7 +646,12 @@ impl Forwarding<'_> {
         {
             headers.insert(header::HOST, host.clone());
         }
-        let chain = match headers.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        if !self.peer.trusted {
+            for name in CLIENT_SAID_FORWARDED {
+                headers.remove(name);
+            }
+        }
+        let chain = match headers.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes).filter(|_| self.peer.trusted) {
             Some(before) => {
                 let mut chain = Vec::with_capacity(before.len() + 2 + self.peer.ip.len());
                 chain.extend_from_slice(before);

@@ -17,9 +17,10 @@ use nap_state::Certificate;
 use nap_state::{Store, StoreError, WatchEvent, instance_addresses, layout};
 use rustls::sign::CertifiedKey;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::tls;
+use crate::hosts::{self, wildcard_of};
 
 /// How long the router waits before it reads the store again after the
 /// store failed it.
@@ -74,7 +75,8 @@ impl Route {
 #[derive(Debug, Default)]
 pub struct Routes {
     by_host: HashMap<String, Arc<Route>>,
-    certs: HashMap<String, Arc<CertifiedKey>>,
+    /// Certificates by host, with the app each is of.
+    certs: HashMap<String, (Arc<str>, Arc<CertifiedKey>)>,
     domain: String,
 }
 
@@ -106,15 +108,30 @@ impl Routes {
                 Some((app, Arc::new(serde_json::from_slice::<Option<HealthCheck>>(value).ok()??)))
             })
             .collect();
+        // Each app at its own host first: nap keeps `APP.DOMAIN` for `APP`.
         let mut by_host = HashMap::new();
+        let mut listed: BTreeMap<String, Vec<Arc<Route>>> = BTreeMap::new();
         for (app, upstreams) in upstreams {
             let force_https = forced.contains(&app);
             let check = checks.get(app).cloned();
             let route = Arc::new(Route { app: app.into(), upstreams, force_https, check, next: AtomicUsize::new(0) });
             for host in hosts.remove(app).unwrap_or_default() {
-                by_host.insert(host, Arc::clone(&route));
+                match hosts::check_reserved(&host, domain, app, true) {
+                    Ok(()) => listed.entry(host).or_default().push(Arc::clone(&route)),
+                    Err(why) => debug!(%app, %host, %why, "route table: a host this app may not have is left out"),
+                }
             }
             by_host.insert(format!("{app}.{domain}"), route);
+        }
+        // Then the hosts apps claimed: each to its one app. Claims make two
+        // impossible; should the store still list two, the host goes to
+        // neither, whatever their names.
+        for (host, mut routes) in listed {
+            if routes.len() == 1 && !by_host.contains_key(&host) {
+                by_host.insert(host, routes.remove(0));
+            } else {
+                warn!(%host, apps = routes.len(), "route table: a host more than one app lists is left out");
+            }
         }
         // A certificate serves only a host that routes to its own app.
         let mut certs = HashMap::new();
@@ -128,7 +145,7 @@ impl Routes {
                 .and_then(|cert| tls::certified_key(&cert).map_err(|err| err.to_string()));
             match read {
                 Ok(certified) => {
-                    certs.insert(host.to_owned(), certified);
+                    certs.insert(host.to_owned(), (Arc::from(app), certified));
                 }
                 Err(err) => warn!(%app, %host, error = %err, "route table: a stored certificate is not usable"),
             }
@@ -136,9 +153,14 @@ impl Routes {
         Routes { by_host, certs, domain: domain.to_owned() }
     }
 
-    /// The certificate for server name `host`: its own, else its wildcard's.
+    /// The certificate for server name `host`: its own, else its
+    /// wildcard's where `host` routes to the wildcard's app.
     pub fn cert(&self, host: &str) -> Option<&Arc<CertifiedKey>> {
-        self.certs.get(host).or_else(|| self.certs.get(&wildcard_of(host)?))
+        if let Some((_, cert)) = self.certs.get(host) {
+            return Some(cert);
+        }
+        let (app, cert) = self.certs.get(&wildcard_of(host)?)?;
+        self.get(host).is_some_and(|route| route.app == *app).then_some(cert)
     }
 
     /// The route of `host`: its own, else its wildcard's.
@@ -161,13 +183,6 @@ impl Routes {
             fresh.into_iter().map(move |upstream| (upstream, host.clone(), route.check.as_ref()))
         })
     }
-}
-
-/// The wildcard that covers `host`: `*.example.com` for `www.example.com`,
-/// one label deep. The one rule for routes and certificates alike.
-pub fn wildcard_of(host: &str) -> Option<String> {
-    let (_, parent) = host.split_once('.')?;
-    Some(format!("*.{parent}"))
 }
 
 /// The table the router reads, swapped whole on every change.
@@ -291,5 +306,29 @@ mod tests {
         let half = routes.get("half.apps.example.com").expect("still there");
         assert_eq!(half.pick(|_| 0, |_| true, None), None, "no instance to route to: the router answers 503");
         assert!(routes.get("shop.localhost").is_none());
+    }
+
+    #[test]
+    fn a_host_goes_to_the_app_it_belongs_to_whatever_the_names() {
+        let mut keys = BTreeMap::new();
+        for app in ["sec-b", "sec-z", "aaa", "zzz"] {
+            keys.insert(layout::app_record(app), b"{}".to_vec());
+        }
+        // Claimed before nap kept names for their apps: sec-z on sec-b's own
+        // host and on a name kept for an app not made yet.
+        keys.insert(layout::app_domain("sec-z", "sec-b.localhost"), Vec::new());
+        keys.insert(layout::app_domain("sec-z", "later.localhost"), Vec::new());
+        keys.insert(layout::app_domain("aaa", "www.sec-b.localhost"), Vec::new());
+        keys.insert(layout::app_domain("sec-b", "pr-1--sec-b.localhost"), Vec::new());
+        // Two apps that list one host (claims forbid it): neither gets it.
+        keys.insert(layout::app_domain("aaa", "both.test"), Vec::new());
+        keys.insert(layout::app_domain("zzz", "both.test"), Vec::new());
+        let routes = Routes::from_keys(&keys, "localhost");
+        let app_at = |host: &str| routes.get(host).map(|route| route.app.to_string());
+        assert_eq!(app_at("sec-b.localhost").as_deref(), Some("sec-b"));
+        assert_eq!(app_at("pr-1--sec-b.localhost").as_deref(), Some("sec-b"));
+        assert_eq!(app_at("later.localhost"), None, "kept for the app 'later'");
+        assert_eq!(app_at("www.sec-b.localhost"), None, "below sec-b's own host: sec-b's");
+        assert_eq!(app_at("both.test"), None);
     }
 }

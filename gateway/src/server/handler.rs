@@ -14,6 +14,7 @@ use super::startups::Startup;
 use crate::caller::Caller;
 use crate::context::Context;
 use crate::keys::AuthorizedKey;
+use crate::remote::ParseError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
@@ -54,12 +55,26 @@ impl Connection {
     /// Hands the channel to its own task, which runs `command` and owns the
     /// channel from then on; or, when the key that logged in is no longer
     /// allowed (or the store cannot say), to one that says so.
-    async fn start(&mut self, id: ChannelId, command: String, session: &mut Session) -> Result<(), HandlerError> {
+    async fn start(
+        &mut self,
+        id: ChannelId,
+        command: Result<String, ParseError>,
+        session: &mut Session,
+    ) -> Result<(), HandlerError> {
         let (Some(key), Some(channel)) = (self.key.clone(), self.channels.remove(&id)) else {
             session.channel_failure(id)?;
             return Ok(());
         };
         session.channel_success(id)?;
+        let command = match command {
+            Ok(command) => command,
+            Err(err) => {
+                let span = info_span!("command", key = %key.name);
+                span.in_scope(|| info!(error = %err, "command refused"));
+                tokio::spawn(super::channel::refuse(channel, err).instrument(span));
+                return Ok(());
+            }
+        };
         let span = info_span!("command", key = %key.name, command = %crate::remote::shown(&command));
         let key = match self.ctx.known_keys.recheck(&self.ctx.store, &key).await {
             Ok(key) => key,
@@ -115,13 +130,13 @@ impl russh::server::Handler for Connection {
     }
 
     async fn exec_request(&mut self, id: ChannelId, data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
-        let command = String::from_utf8_lossy(data).into_owned();
+        let command = crate::remote::command_text(data).map(str::to_owned);
         self.start(id, command, session).await
     }
 
     /// `ssh host` with no command gets the help.
     async fn shell_request(&mut self, id: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
-        self.start(id, String::new(), session).await
+        self.start(id, Ok(String::new()), session).await
     }
 
     /// Refused: a command's environment is nap's and its settings', never
