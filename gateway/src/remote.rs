@@ -180,7 +180,7 @@ mod tests {
     fn logs_show_no_config_value() {
         assert_eq!(
             shown("config set hello 'TOKEN=s3cret value' B=2 --no-restart"),
-            "config set hello 'TOKEN=***' 'B=***' --no-restart"
+            "config set hello 'TOKEN=***' 'B=***' '***'"
         );
         assert_eq!(
             shown("config set hello PW=x other-part-SECRET --no-restart"),

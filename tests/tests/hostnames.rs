@@ -235,10 +235,8 @@ fn h2_status(addr: &str, host: &str, host_header: &str) -> u16 {
         let tls = connector.connect(name, tcp).await.expect("TLS handshake");
         let (mut client, connection) = h2::client::handshake(tls).await.expect("HTTP/2 handshake");
         tokio::spawn(connection);
-        let request = http::Request::get(format!("https://{host}/"))
-            .header("host", host_header)
-            .body(())
-            .expect("a request");
+        let request =
+            http::Request::get(format!("https://{host}/")).header("host", host_header).body(()).expect("a request");
         let (answer, _) = client.send_request(request, true).expect("send");
         answer.await.expect("an answer").status().as_u16()
     })

@@ -32,6 +32,11 @@ fn a_planted_secret_is_in_no_log_and_no_json() {
     let refused = gateway.ssh(&admin, "nap", &["config", "sett", &app, &pair]);
     assert_eq!(refused.code, Some(1), "{refused:?}");
     outputs.push(("a refused command".to_owned(), refused));
+    // A value split by an unquoted space: its second part shows nowhere.
+    let split = gateway.ssh(&admin, "nap", &["config", "set", &app, "PW=x", &format!("other-part-{secret}")]);
+    assert_eq!(split.code, Some(1), "{split:?}");
+    assert!(split.stderr.contains("malformed config pair (the 2nd given)"), "{split:?}");
+    outputs.push(("a value split by a space".to_owned(), split));
     for (command, run) in &outputs {
         assert!(!run.stdout.contains(&secret) && !run.stderr.contains(&secret), "{command} showed the secret: {run:?}");
     }
@@ -51,6 +56,22 @@ fn a_planted_secret_is_in_no_log_and_no_json() {
         let mode = std::fs::metadata(&hook_log).expect("hook log").permissions().mode();
         assert_eq!(mode & 0o077, 0, "{} is readable by others: {mode:o}", hook_log.display());
     }
+}
+
+#[test]
+fn a_config_value_that_is_not_utf8_is_refused_not_changed() {
+    use std::os::unix::ffi::OsStrExt;
+    let gateway = Gateway::start();
+    let admin = gateway.user("admin");
+    let app = unique("bytes");
+    gateway.ssh(&admin, "nap", &["apps", "create", &app]).assert_ok();
+    let mut ssh = gateway.ssh_command(&admin, "nap", &["config", "set", &app]);
+    ssh.arg(std::ffi::OsStr::from_bytes(b"BAD=\xffvalue"));
+    let run: Run = ssh.output().expect("run ssh").into();
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert_eq!(run.stderr.trim_end(), "error: malformed command: it is not UTF-8 text", "{run:?}");
+    let config = gateway.ssh(&admin, "nap", &["config", &app, "--json"]);
+    assert!(!config.assert_ok().stdout.contains("BAD"), "{config:?}");
 }
 
 #[test]
