@@ -49,7 +49,7 @@ impl Flow {
             who: "tester".into(),
             cause: ReleaseCause::Push { key: "tester".into() },
             // The work tree's git directory, as a bare repo is to the hook.
-            source: Source::Push { commit: repo.head(), repo: repo.path.join(".git") },
+            source: Source::Push { commit: repo.head(), repo: repo.path.join(".git"), gateway: None },
             config: ConfigChange::Keep,
             limits: LimitsChange::Keep,
         }
