@@ -222,7 +222,7 @@ pub async fn deploy(ctx: &Context, plan: Deploy, report: &Reporter) -> Result<Re
     let (who, store_config) = (plan.who.clone(), !matches!(plan.config, ConfigChange::Keep));
     let store_limits = !matches!(plan.limits, LimitsChange::Keep);
     let limits = plan.limits.clone().apply(store.limits(app.as_str()).await?);
-    let result = release(ctx, plan, limits, &lock, report).await;
+    let result = Box::pin(release(ctx, plan, limits, &lock, report)).await;
     match &result {
         Ok(release) => {
             if new_app {
