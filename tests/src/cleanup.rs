@@ -76,8 +76,8 @@ impl Cleanup {
         self
     }
 
-    /// Removes the containers nap ran for `app` (label `nap.app`) and the
-    /// images it built for it.
+    /// Removes the containers nap ran for `app` (label `nap.app`), its
+    /// network (`nap-APP`) and the images it built for it.
     pub fn app(&self, app: &str) -> &Self {
         self.owned().apps.insert(app.to_owned());
         self
@@ -115,6 +115,11 @@ impl Drop for Cleanup {
         }
         if !containers.is_empty() {
             quietly(Command::new("docker").args(["rm", "-f"]).args(containers));
+        }
+        // Then each app's own network, which they were on.
+        let networks: Vec<String> = owned.apps.iter().map(|app| format!("nap-{app}")).collect();
+        if !networks.is_empty() {
+            quietly(Command::new("docker").args(["network", "rm"]).args(networks));
         }
         // Never delete an image while a build may read its siblings: a
         // classic build looks for its cache among the children of its last

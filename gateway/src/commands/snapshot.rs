@@ -242,15 +242,17 @@ pub async fn restore(
     let name = name.unwrap_or(&default_name).to_owned();
     let docker = ctx.docker().await?;
     let builder = Builder::new(docker, ctx.settings.registry());
-    // Snapshots are containers on this host, whatever runs the releases.
+    // Snapshots are containers on this host, whatever runs the releases,
+    // on the network whose subnet holds their address: their app's.
     let runner = ctx.docker_runner().await?;
-    let container = name.as_str();
+    let network = crate::networks::holding(ctx, ip).await.map_err(crate::deploy::DeployError::from)?;
+    let (container, network) = (name.as_str(), &network);
     with_reporter(io, |report| async move {
         report.step(&format!("Pulling {image}"));
         builder.pull(image, &|line| report.detail(line)).await.map_err(CommandError::Build)?;
         report.step(&format!("Starting {container} at {ip}"));
         let labels = HashMap::from([("nap.restored-from".to_owned(), image.to_owned())]);
-        runner.run_at(container, image, ip, labels).await?;
+        runner.run_at(container, image, ip, labels, network).await?;
         Ok::<_, CommandError>(())
     })
     .await?;
