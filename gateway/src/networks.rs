@@ -96,19 +96,6 @@ fn overlap(a: Ipv4Net, b: Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
-/// The network that holds `ip` for a restored snapshot: the app network
-/// whose claimed subnet holds it, else the shared one, where every app ran
-/// before each had its own.
-pub async fn holding(ctx: &Context, ip: std::net::Ipv4Addr) -> Result<AppNetwork, NetworkError> {
-    for (subnet, app) in ctx.store.subnet_claims().await? {
-        let network = AppNetwork::of_app(&app, Some(subnet));
-        if network.contains(ip) {
-            return Ok(network);
-        }
-    }
-    Ok(ctx.settings.network())
-}
-
 /// Removes `app`'s network from `runner` once nothing of it runs (`apps
 /// destroy`, or a refused first push); its subnet claim goes with the
 /// app's state. A failure is logged: the app is gone anyway.

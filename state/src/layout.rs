@@ -283,6 +283,12 @@ pub mod commiter {
         format!("{root}/ips/")
     }
 
+    /// `ROOT/networks/IMAGE`: the network a snapshot image's IP is on (its
+    /// app's: name, subnet and app, as JSON), which `restore` joins.
+    pub fn image_network(root: &str, image: &str) -> String {
+        format!("{root}/networks/{image}")
+    }
+
     /// `/assigner/ips/IMAGE`: where the original tool's IP assigner kept an
     /// image's IP; `restore` reads it when nap recorded none. Not nap's key,
     /// so it is outside the root.

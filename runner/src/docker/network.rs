@@ -37,7 +37,7 @@ pub const SHARED: &str = "apps";
 
 /// A network releases run on: its name, its subnet (`ADDRESS/BITS`), and
 /// the app it is of.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AppNetwork {
     pub name: String,
     /// `None`: whoever makes the network picks it (a swarm, a cluster).
@@ -298,6 +298,34 @@ impl DockerRunner {
             return Err(err.into());
         }
         Ok(())
+    }
+
+    /// The network container `name` runs on, as this host's Docker has it
+    /// (its subnet, and the app whose it is); `None` when the container or
+    /// its network is gone.
+    pub async fn network_of_container(&self, name: &str) -> Result<Option<AppNetwork>, RunError> {
+        let inspect =
+            match self.docker.inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>).await
+            {
+                Ok(inspect) => inspect,
+                Err(err) if is_not_found(&err) => return Ok(None),
+                Err(err) => return Err(err.into()),
+            };
+        let container_labels = inspect.config.and_then(|config| config.labels).unwrap_or_default();
+        let name = self.network_of(&container_labels).to_owned();
+        let found = match self.docker.inspect_network(&name, None::<InspectNetworkOptions>).await {
+            Ok(found) => found,
+            Err(err) if is_not_found(&err) => return Ok(None),
+            Err(err) => return Err(err.into()),
+        };
+        let subnet = found
+            .ipam
+            .and_then(|ipam| ipam.config)
+            .into_iter()
+            .flatten()
+            .find_map(|config| config.subnet.filter(|subnet| subnet.parse::<Ipv4Net>().is_ok()));
+        let app = found.labels.unwrap_or_default().remove(labels::APP);
+        Ok(Some(AppNetwork { name, subnet, app }))
     }
 
     /// The network a container of nap's runs on, by its labels: the one
