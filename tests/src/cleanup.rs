@@ -24,6 +24,9 @@ struct Owned {
     etcd_prefixes: BTreeSet<String>,
     /// Single keys in the shared etcd.
     etcd_keys: BTreeSet<String>,
+    /// Apps whose subnet claims (`/nap/subnets/*` naming them) go from the
+    /// shared etcd.
+    subnet_claims: BTreeSet<String>,
     /// Apps whose containers (label `nap.app`) and images go.
     apps: BTreeSet<String>,
     containers: BTreeSet<String>,
@@ -73,6 +76,13 @@ impl Cleanup {
     /// Deletes one key from the shared etcd.
     pub fn etcd_key(&self, key: impl Into<String>) -> &Self {
         self.owned().etcd_keys.insert(key.into());
+        self
+    }
+
+    /// Deletes the subnet claims of `app`'s network from the shared etcd:
+    /// the keys under `/nap/subnets/` whose value names it.
+    pub fn subnet_claims(&self, app: &str) -> &Self {
+        self.owned().subnet_claims.insert(app.to_owned());
         self
     }
 
@@ -149,6 +159,23 @@ impl Drop for Cleanup {
         }
         for key in &owned.etcd_keys {
             etcdctl(&["del", key]);
+        }
+        if !owned.subnet_claims.is_empty() {
+            let listed = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &endpoint, "get", "--prefix", nap_state::layout::subnet_claims().as_str()])
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output();
+            let listed = listed.map(|out| String::from_utf8_lossy(&out.stdout).into_owned()).unwrap_or_default();
+            let lines: Vec<&str> = listed.lines().collect();
+            for pair in lines.chunks(2) {
+                if let [key, app] = pair
+                    && owned.subnet_claims.contains(*app)
+                {
+                    etcdctl(&["del", key]);
+                }
+            }
         }
         for command in owned.commands {
             if let Some((program, args)) = command.split_first() {
