@@ -661,6 +661,21 @@ mod tests {
     }
 
     #[test]
+    fn app_subnets_default_off_the_shared_network_and_a_prefix_must_fit() {
+        let (pool, prefix) = Settings::default().app_subnets().expect("the defaults fit");
+        assert_eq!((pool.to_string().as_str(), prefix), ("10.112.0.0/12", 24));
+        let shared = Settings::default().network().net().expect("the shared subnet");
+        assert!(!pool.contains(&shared.network()) && !shared.contains(&pool.network()));
+        let set = Settings::read(file("app_subnets = \"10.9.0.0/16\"\napp_subnet_prefix = 26\n").path()).expect("read");
+        assert_eq!(set.app_subnets().expect("fits").1, 26);
+        let bad = Settings::read(file("app_subnets = \"10.9.0\"\n").path()).expect_err("not a subnet").to_string();
+        assert!(bad.contains("line 1: ") && !bad.contains('\n'), "{bad}");
+        let wide = Settings { app_subnet_prefix: Some(8), ..Settings::default() };
+        let err = Settings::load(&Settings { config: Some(file("").path().into()), ..wide }).expect_err("too wide");
+        assert_eq!(err.to_string(), "app_subnet_prefix 8 does not fit app_subnets 10.112.0.0/12: use 12 to 30");
+    }
+
+    #[test]
     fn an_app_url_is_its_host_on_the_router_with_the_port_unless_80() {
         let on = |listen: &str| Settings { http_listen: Some(listen.into()), ..Settings::default() };
         assert_eq!(on("0.0.0.0:80").app_url("hello").as_deref(), Some("http://hello.localhost/"));

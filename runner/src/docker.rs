@@ -268,12 +268,14 @@ impl DockerRunner {
         let filters = HashMap::from([("label", vec![format!("{}={app}", labels::APP)])]);
         let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
         let mut names = Vec::new();
+        let mut off_the_shared_network = false;
         for container in self.docker.list_containers(Some(options)).await? {
             let Some(name) = container.names.and_then(|n| n.into_iter().next()) else { continue };
             let id = container.labels.as_ref().and_then(labels::instance);
             if id.is_some_and(|id| keep.contains(&id)) {
                 continue;
             }
+            off_the_shared_network |= container.labels.as_ref().is_some_and(|l| !l.contains_key(labels::NETWORK));
             names.push(name.trim_start_matches('/').to_owned());
         }
         let retire = |name: String| async move {
@@ -284,8 +286,11 @@ impl DockerRunner {
             self.remove(&name).await.map(|()| name)
         };
         let retired = futures_util::future::join_all(names.into_iter().map(retire)).await.into_iter().collect();
-        // The last instance of the shared network's time may just have gone.
-        self.remove_shared_network_if_empty().await;
+        // An instance from before app networks went: it may have been the
+        // shared network's last.
+        if off_the_shared_network {
+            self.remove_shared_network_if_empty().await;
+        }
         retired
     }
 

@@ -52,3 +52,26 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Store;
+
+    #[tokio::test]
+    async fn a_subnet_is_one_apps_until_it_lets_go() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open_embedded(&dir.path().join("state.db")).expect("store");
+        assert_eq!(store.app_subnet("shop").await.unwrap(), None);
+        assert!(store.claim_subnet("shop", "10.112.0.0/24").await.unwrap());
+        assert!(store.claim_subnet("shop", "10.112.0.0/24").await.unwrap(), "its own claim again");
+        assert!(!store.claim_subnet("blog", "10.112.0.0/24").await.unwrap(), "another app's");
+        assert!(store.claim_subnet("blog", "10.112.1.0/24").await.unwrap());
+        assert_eq!(store.app_subnet("shop").await.unwrap().as_deref(), Some("10.112.0.0/24"));
+        store.release_subnet("blog", "10.112.0.0/24").await.unwrap();
+        assert_eq!(store.app_subnet("shop").await.unwrap().as_deref(), Some("10.112.0.0/24"), "not blog's to let go");
+        store.release_subnets("shop").await.unwrap();
+        assert_eq!(store.app_subnet("shop").await.unwrap(), None);
+        let claims = store.subnet_claims().await.unwrap();
+        assert_eq!(claims, [("10.112.1.0/24".to_owned(), "blog".to_owned())]);
+    }
+}
