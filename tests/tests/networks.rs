@@ -238,3 +238,51 @@ fn an_app_from_before_app_networks_moves_to_its_own_at_its_next_release_with_no_
     assert!(!docker(&["inspect", &container]).ok(), "the old instance is retired");
     assert_eq!(subnet_of(&shared), None, "the shared network goes once nothing is on it");
 }
+
+/// What the services nap will link to apps (a database, a cache) rely on: a
+/// container joins each app's network it serves, and each app reaches it
+/// there, while the apps still reach nothing of each other.
+#[test]
+fn a_container_that_serves_two_apps_joins_each_ones_network() {
+    let (gateway, _addr) = routed_gateway("");
+    let admin = gateway.user(&unique("admin"));
+    let (a, b) = (unique("svca"), unique("svcb"));
+    for app in [&a, &b] {
+        AppRepo::new(AppKind::Web).push(&gateway, &admin, app, "master").assert_ok();
+    }
+    let service = unique("service");
+    gateway.cleanup().container(&service);
+    let serve = ["sh", "-c", "echo shared service > /index.html; exec httpd -f -p 6000 -h /"];
+    let mut run = vec!["run", "-d", "--name", &service, "nap/busybox"];
+    run.extend(serve);
+    docker(&run).assert_ok();
+
+    // Joined through the runner, as nap will join a linked service.
+    let data = tempfile::tempdir().expect("data dir");
+    let settings = nap::settings::Settings {
+        store: nap_state::StoreSettings { data_dir: Some(data.path().into()), ..Default::default() },
+        ..Default::default()
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let ctx = nap::context::Context::open(settings).await.expect("context");
+        let runner = ctx.docker_runner().await.expect("docker");
+        for app in [&a, &b] {
+            let network = nap_runner::AppNetwork::of_app(app, subnet_of(&format!("nap-{app}")));
+            runner.attach(&service, &network).await.expect("attach");
+            runner.attach(&service, &network).await.expect("attaching twice is no error");
+        }
+    });
+
+    let address_on = |app: &str| {
+        let format = format!("{{{{(index .NetworkSettings.Networks \"nap-{app}\").IPAddress}}}}:6000");
+        docker(&["inspect", "-f", &format, &service]).assert_ok().stdout.trim().to_owned()
+    };
+    for app in [&a, &b] {
+        let reached = one_off_to(&gateway, &admin, app, &address_on(app));
+        assert!(reached.assert_ok().stdout.contains("shared service"), "{app}: {reached:?}");
+    }
+    let of_b = addresses(&gateway, &admin, &b).pop().expect("b's instance");
+    let refused = one_off_to(&gateway, &admin, &a, &of_b);
+    assert!(!refused.ok(), "the service joins a and b; a still does not reach b: {refused:?}");
+}
