@@ -103,8 +103,9 @@ pub enum Operate {
     ///
     /// Pulls IMAGE and starts it at the IP recorded under ROOT/ips/IMAGE,
     /// else under /assigner/ips/IMAGE (the original IP assigner's key), on
-    /// the network of the app whose subnet holds it (else the shared
-    /// `network`). Refuses an IP that a container already has.
+    /// the network `commit` recorded for it (its app's) when that holds the
+    /// IP, else on the shared `network`. Refuses an IP that a container
+    /// already has.
     Restore {
         /// The snapshot, as `commit` named it: REGISTRY/APP-COMPONENT-IP:TAG
         image: String,
