@@ -43,7 +43,9 @@ pub async fn of_app(ctx: &Context, runner: &Runner, app: &str) -> Result<AppNetw
         return Ok(network);
     }
     let mut refused: Vec<Ipv4Net> = Vec::new();
+    let mut attempt = 0;
     loop {
+        attempt += 1;
         let subnet = match ctx.store.app_subnet(app).await? {
             Some(subnet) => subnet,
             None => claim(ctx, runner, app, &refused).await?,
@@ -51,7 +53,7 @@ pub async fn of_app(ctx: &Context, runner: &Runner, app: &str) -> Result<AppNetw
         let network = AppNetwork::of_app(app, Some(subnet.clone()));
         match runner.ensure_network(&network).await {
             Ok(()) => return Ok(network),
-            Err(RunError::SubnetTaken { .. }) if refused.len() + 1 < ATTEMPTS => {
+            Err(RunError::SubnetTaken { .. }) if attempt < ATTEMPTS => {
                 warn!(%app, %subnet, "a network on this host holds the app's subnet; claiming another");
                 ctx.store.release_subnet(app, &subnet).await?;
                 refused.extend(subnet.parse::<Ipv4Net>().ok());
