@@ -101,9 +101,11 @@ pub enum Operate {
     Takeover { app: String },
     /// Start a snapshot image here with the container IP recorded for it (admin keys only)
     ///
-    /// Pulls IMAGE and starts it on nap's Docker network at the IP recorded
-    /// under ROOT/ips/IMAGE, else under /assigner/ips/IMAGE (the original IP
-    /// assigner's key). Refuses an IP that a container already has.
+    /// Pulls IMAGE and starts it at the IP recorded under ROOT/ips/IMAGE,
+    /// else under /assigner/ips/IMAGE (the original IP assigner's key), on
+    /// the network `commit` recorded for it (its app's) when that holds the
+    /// IP, else on the shared `network`. Refuses an IP that a container
+    /// already has.
     Restore {
         /// The snapshot, as `commit` named it: REGISTRY/APP-COMPONENT-IP:TAG
         image: String,

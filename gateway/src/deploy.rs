@@ -78,6 +78,8 @@ pub enum DeployError {
     ReleasePhaseTimeout { seconds: u64 },
     #[error(transparent)]
     Scale(#[from] scale::ScaleRefused),
+    #[error(transparent)]
+    Network(#[from] crate::networks::NetworkError),
     /// A release that failed, with what keeps serving instead.
     #[error("{cause}")]
     Refused { app: AppName, cause: Box<DeployError>, serving: Option<Box<Release>> },
@@ -239,8 +241,13 @@ pub async fn deploy(ctx: &Context, plan: Deploy, report: &Reporter) -> Result<Re
             }
         }
         // A refused first push leaves nothing behind: the gateway removes
-        // the repo, and the app's state goes here.
-        Err(_) if new_app => store.destroy_app(app.as_str()).await?,
+        // the repo, and the app's network and state go here.
+        Err(_) if new_app => {
+            if let Ok(runner) = ctx.runner().await {
+                crate::networks::remove(&runner, app.as_str()).await;
+            }
+            store.destroy_app(app.as_str()).await?;
+        }
         Err(_) => {}
     }
     result
@@ -390,13 +397,11 @@ async fn start_release(
     hold: &Hold<'_>,
     report: &Reporter,
 ) -> Result<Release, DeployError> {
-    let processes = match Processes::of_app(&ctx.store, app.as_str(), &release, runner).await {
+    let processes = match Processes::of_app(ctx, app.as_str(), &release, runner).await {
         Ok(processes) => processes,
         Err(err) => return fail_release(&ctx.store, app, release, err).await,
     };
-    if let Some(command) = processes.procfile.release()
-        && let Err(err) = release_phase::run(ctx, runner, app, &release, &command, limits, report).await
-    {
+    if let Err(err) = release_phase::run(ctx, runner, app, &release, &processes, limits, report).await {
         return fail_release(&ctx.store, app, release, err).await;
     }
     let formation: Formation = ctx.store.formation(app.as_str()).await?;
@@ -597,7 +602,7 @@ async fn restart_locked(ctx: &Context, app: &AppName, lock: &Lock, report: &Repo
     let fresh = Release { restarts: release.restarts + 1, ..release };
     report.step(&format!("Starting v{} afresh", fresh.version));
     let limits = ctx.store.limits(app.as_str()).await?;
-    let processes = Processes::of_app(&ctx.store, app.as_str(), &fresh, &runner).await?;
+    let processes = Processes::of_app(ctx, app.as_str(), &fresh, &runner).await?;
     let formation: Formation = ctx.store.formation(app.as_str()).await?;
     let started =
         start(&runner, app, &fresh, &processes, &formation, limits, report).await.map_err(DeployError::Restart)?;
@@ -628,6 +633,7 @@ pub async fn destroy(ctx: &Context, app: &AppName, who: &str) -> Result<Destroye
     let lock = app_lock(ctx, app, "destroy", who, None).await?;
     let runner = ctx.runner().await?;
     let containers = runner.retire_all_but(app.as_str(), &[]).await?;
+    crate::networks::remove(&runner, app.as_str()).await;
     let images = match ctx.docker().await {
         Ok(docker) => {
             Builder::new(docker, ctx.settings.registry()).remove_images(app.as_str()).await.map_err(ImagesKept::from)

@@ -19,6 +19,7 @@ pub mod lifeline;
 pub mod liveness;
 pub mod log_format;
 pub mod log_writer;
+pub mod networks;
 pub mod remote;
 pub mod report;
 pub mod repos;

@@ -115,7 +115,7 @@ async fn wanted(ctx: &Context, app: &str, id: &nap_runner::InstanceId) -> Result
     if !id.same_start(&nap_runner::InstanceId::web(current.version, current.restarts)) {
         return Ok(false);
     }
-    let Ok(processes) = Processes::of(&current) else { return Ok(false) };
+    let Ok(processes) = Processes::of(&current, nap_runner::AppNetwork::of_app(app, None)) else { return Ok(false) };
     let formation: nap_runner::Formation = ctx.store.formation(app).await?;
     Ok(processes.counts(&formation).iter().any(|(kind, count)| *kind == id.process && id.index <= *count))
 }

@@ -34,6 +34,13 @@ const DEFAULT_BUILD_TIMEOUT: u64 = 30 * 60;
 const DEFAULT_HISTORY_RETENTION: u64 = 5 * 60;
 const DEFAULT_UNIT_DIR: &str = "/etc/systemd/system";
 const DEFAULT_DOCKER_CLI: &str = "/usr/bin/docker";
+/// Off the shared network's 172.31.0.0/16 and Docker's own pools
+/// (172.17-31.0.0/16, 192.168.0.0/16): 4,096 apps of /24.
+const DEFAULT_APP_SUBNETS: ipnet::Ipv4Net = match ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 112, 0, 0), 12) {
+    Ok(net) => net,
+    Err(_) => panic!("a valid prefix"),
+};
+const DEFAULT_APP_SUBNET_PREFIX: u8 = 24;
 
 /// Every setting. `None` is "not given": the accessors answer the default.
 /// Settings shown in `--help` are the everyday ones; the rest (`hide`) work
@@ -153,12 +160,18 @@ pub struct Settings {
     /// This host's name among nap's hosts, as locks name their holder [default: the machine's host name]
     #[arg(long, global = true, env = "NAP_HOST_NAME", value_name = "NAME", hide = true)]
     pub host_name: Option<String>,
-    /// The Docker network releases run on, alike on every host [default: nap]
+    /// The Docker network every app shared before each had its own; snapshots restored outside every app's subnet go there [default: nap]
     #[arg(long, global = true, env = "NAP_NETWORK", value_name = "NAME", hide = true)]
     pub network: Option<String>,
     /// That network's subnet [default: 172.31.0.0/16]
     #[arg(long, global = true, env = "NAP_NETWORK_SUBNET", value_name = "CIDR", hide = true)]
     pub network_subnet: Option<String>,
+    /// Where each app's own Docker network gets its subnet, alike on every host [default: 10.112.0.0/12]
+    #[arg(long, global = true, env = "NAP_APP_SUBNETS", value_name = "CIDR", hide = true)]
+    pub app_subnets: Option<ipnet::Ipv4Net>,
+    /// The prefix length of each app's subnet within app_subnets [default: 24]
+    #[arg(long, global = true, env = "NAP_APP_SUBNET_PREFIX", value_name = "BITS", hide = true)]
+    pub app_subnet_prefix: Option<u8>,
     /// Kubernetes runner: the kubectl program [default: kubectl]
     #[arg(long, global = true, env = "NAP_KUBECTL", value_name = "PATH", hide = true)]
     pub kubectl: Option<String>,
@@ -223,6 +236,8 @@ pub enum SettingsError {
     Unknown { path: PathBuf, key: String },
     #[error("settings: {0}")]
     Merge(#[source] serde_json::Error),
+    #[error("app_subnet_prefix {prefix} does not fit app_subnets {pool}: use {} to 30", pool.prefix_len())]
+    AppSubnetPrefix { pool: ipnet::Ipv4Net, prefix: u8 },
     #[error(transparent)]
     Store(#[from] nap_state::StoreError),
 }
@@ -241,6 +256,7 @@ impl Settings {
         settings.config = path;
         // A bad store address fails now, not at the first command that needs it.
         settings.store.etcd()?;
+        settings.app_subnets()?;
         Ok(settings)
     }
 
@@ -473,12 +489,25 @@ impl Settings {
         )
     }
 
+    /// The network every app shared before each had its own.
     pub fn network(&self) -> AppNetwork {
         let defaults = AppNetwork::default();
         AppNetwork {
             name: self.network.clone().unwrap_or(defaults.name),
-            subnet: self.network_subnet.clone().unwrap_or(defaults.subnet),
+            subnet: self.network_subnet.clone().or(defaults.subnet),
+            app: None,
         }
+    }
+
+    /// The pool each app's own network gets its subnet from, and the
+    /// prefix length of each subnet in it.
+    pub fn app_subnets(&self) -> Result<(ipnet::Ipv4Net, u8), SettingsError> {
+        let pool = self.app_subnets.unwrap_or(DEFAULT_APP_SUBNETS).trunc();
+        let prefix = self.app_subnet_prefix.unwrap_or(DEFAULT_APP_SUBNET_PREFIX);
+        if prefix < pool.prefix_len() || prefix > 30 {
+            return Err(SettingsError::AppSubnetPrefix { pool, prefix });
+        }
+        Ok((pool, prefix))
     }
 
     pub fn host_name(&self) -> String {
@@ -674,6 +703,21 @@ mod tests {
             ..Default::default()
         };
         assert!(Settings::load(&Settings { config: Some(file("").path().into()), ..store }).is_err());
+    }
+
+    #[test]
+    fn app_subnets_default_off_the_shared_network_and_a_prefix_must_fit() {
+        let (pool, prefix) = Settings::default().app_subnets().expect("the defaults fit");
+        assert_eq!((pool.to_string().as_str(), prefix), ("10.112.0.0/12", 24));
+        let shared = Settings::default().network().net().expect("the shared subnet");
+        assert!(!pool.contains(&shared.network()) && !shared.contains(&pool.network()));
+        let set = Settings::read(file("app_subnets = \"10.9.0.0/16\"\napp_subnet_prefix = 26\n").path()).expect("read");
+        assert_eq!(set.app_subnets().expect("fits").1, 26);
+        let bad = Settings::read(file("app_subnets = \"10.9.0\"\n").path()).expect_err("not a subnet").to_string();
+        assert!(bad.contains("line 1: ") && !bad.contains('\n'), "{bad}");
+        let wide = Settings { app_subnet_prefix: Some(8), ..Settings::default() };
+        let err = Settings::load(&Settings { config: Some(file("").path().into()), ..wide }).expect_err("too wide");
+        assert_eq!(err.to_string(), "app_subnet_prefix 8 does not fit app_subnets 10.112.0.0/12: use 12 to 30");
     }
 
     #[test]

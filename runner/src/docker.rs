@@ -38,28 +38,32 @@ pub(crate) const START_WINDOW: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct DockerRunner {
     pub(crate) docker: Docker,
-    network: AppNetwork,
+    /// The network every app shared before each had its own.
+    shared: AppNetwork,
     check_timeout: Duration,
 }
 
 impl DockerRunner {
-    pub fn new(docker: Docker, network: AppNetwork, check_timeout: Duration) -> Self {
-        DockerRunner { docker, network, check_timeout }
+    /// A runner on `docker`; `shared` is the network every app shared
+    /// before each had its own, where instances of such an installation
+    /// run until their app's next release.
+    pub fn new(docker: Docker, shared: AppNetwork, check_timeout: Duration) -> Self {
+        DockerRunner { docker, shared, check_timeout }
     }
 
-    /// The network releases run on.
-    pub fn network(&self) -> &AppNetwork {
-        &self.network
+    /// The network every app shared before each had its own.
+    pub fn shared_network(&self) -> &AppNetwork {
+        &self.shared
     }
 
     /// Starts the instance and waits until it is ready: a `web` instance
-    /// until it answers on nap's network, another until it has run for the
-    /// start window. It publishes no host port: routers reach it at its
+    /// until it answers on its app's network, another until it has run for
+    /// the start window. It publishes no host port: routers reach it at its
     /// address there. On failure the new container is removed and whatever
     /// ran before is untouched.
     pub async fn start(&self, req: &RunRequest<'_>, progress: Progress<'_>) -> Result<Running, RunError> {
         let name = req.id.container(req.app);
-        self.ensure_network().await?;
+        self.ensure_network(req.network).await?;
         // A push killed between create and record can leave a container of the
         // same name; it never served, so it goes.
         self.remove(&name).await?;
@@ -70,14 +74,14 @@ impl DockerRunner {
         let mut attempt = 0;
         let started = loop {
             attempt += 1;
-            self.create(req, &name, self.free_address().await?, env.clone()).await?;
+            self.create(req, &name, self.free_address(req.network).await?, env.clone()).await?;
             match self.docker.start_container(&name, None::<bollard::query_parameters::StartContainerOptions>).await {
                 Err(err) if attempt < ADDRESS_ATTEMPTS && is_address_taken(&err) => {
                     warn!(container = %name, "its address was taken meanwhile; picking another");
                     self.remove(&name).await?;
                 }
                 Err(err) => break Err(err.into()),
-                Ok(()) if !web => break self.wait_until_settled(&name, progress).await,
+                Ok(()) if !web => break self.wait_until_settled(&name, &req.network.name, progress).await,
                 Ok(()) => {
                     break self
                         .wait_until_ready(req, &name, progress)
@@ -113,9 +117,9 @@ impl DockerRunner {
                     name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                     maximum_retry_count: None,
                 }),
-                ..self.host_config(req.limits)
+                ..Self::host_config(req.limits, &req.network.name)
             }),
-            networking_config: Some(self.network.at(ip)),
+            networking_config: Some(req.network.at(ip)),
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::new().name(name).build();
@@ -123,11 +127,11 @@ impl DockerRunner {
         Ok(())
     }
 
-    /// What every container nap runs gets: nap's network, an init, and
-    /// the app's limits.
-    pub(crate) fn host_config(&self, limits: crate::Limits) -> HostConfig {
+    /// What every container nap runs gets: its app's network, an init,
+    /// and the app's limits.
+    pub(crate) fn host_config(limits: crate::Limits, network: &str) -> HostConfig {
         HostConfig {
-            network_mode: Some(self.network.name.clone()),
+            network_mode: Some(network.to_owned()),
             init: Some(true),
             memory: limits.memory.and_then(|m| i64::try_from(m.0).ok()),
             memory_swap: limits.memory.and_then(|m| i64::try_from(m.0).ok()),
@@ -160,17 +164,22 @@ impl DockerRunner {
 
     /// Waits out the start window of an instance that takes no traffic: it
     /// is started if it still runs then.
-    pub(crate) async fn wait_until_settled(&self, name: &str, progress: Progress<'_>) -> Result<Running, RunError> {
+    pub(crate) async fn wait_until_settled(
+        &self,
+        name: &str,
+        network: &str,
+        progress: Progress<'_>,
+    ) -> Result<Running, RunError> {
         progress(&format!("Waiting {} s for {name} to keep running", START_WINDOW.as_secs()));
         tokio::time::sleep(START_WINDOW).await;
         match self.address(name, 0).await? {
             Some(address) => Ok(Running::unrouted(name.to_owned(), address.ip())),
-            None => Err(RunError::NoAddress { container: name.to_owned(), network: self.network.name.clone() }),
+            None => Err(RunError::NoAddress { container: name.to_owned(), network: network.to_owned() }),
         }
     }
 
     /// Polls until the container answers HTTP on `port` at its address on
-    /// nap's network, and answers that address. Fails as soon as the
+    /// its network, and answers that address. Fails as soon as the
     /// container stops.
     pub(crate) async fn wait_until_answering(
         &self,
@@ -203,8 +212,9 @@ impl DockerRunner {
         sockets::listening_ports_of(pid)
     }
 
-    /// The container's `IP:port` on nap's network; `None` while it does not
-    /// exist or has not started yet. An error once it stopped.
+    /// The container's `IP:port` on its network (its app's, or for an
+    /// instance from before app networks the shared one); `None` while it
+    /// does not exist or has not started yet. An error once it stopped.
     pub(crate) async fn address(&self, name: &str, port: u16) -> Result<Option<SocketAddr>, RunError> {
         let inspect =
             match self.docker.inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>).await
@@ -225,13 +235,15 @@ impl DockerRunner {
                 log_tail: self.log_tail(name).await,
             });
         }
+        let labels = inspect.config.and_then(|config| config.labels).unwrap_or_default();
+        let network = self.network_of(&labels);
         let ip = inspect
             .network_settings
-            .and_then(|settings| settings.networks?.remove(&self.network.name)?.ip_address)
+            .and_then(|settings| settings.networks?.remove(network)?.ip_address)
             .and_then(|ip| ip.parse::<IpAddr>().ok());
         match ip {
             Some(ip) => Ok(Some(SocketAddr::new(ip, port))),
-            None => Err(RunError::NoAddress { container: name.to_owned(), network: self.network.name.clone() }),
+            None => Err(RunError::NoAddress { container: name.to_owned(), network: network.to_owned() }),
         }
     }
 
@@ -256,12 +268,14 @@ impl DockerRunner {
         let filters = HashMap::from([("label", vec![format!("{}={app}", labels::APP)])]);
         let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
         let mut names = Vec::new();
+        let mut off_the_shared_network = false;
         for container in self.docker.list_containers(Some(options)).await? {
             let Some(name) = container.names.and_then(|n| n.into_iter().next()) else { continue };
             let id = container.labels.as_ref().and_then(labels::instance);
             if id.is_some_and(|id| keep.contains(&id)) {
                 continue;
             }
+            off_the_shared_network |= container.labels.as_ref().is_some_and(|l| !l.contains_key(labels::NETWORK));
             names.push(name.trim_start_matches('/').to_owned());
         }
         let retire = |name: String| async move {
@@ -271,7 +285,13 @@ impl DockerRunner {
             }
             self.remove(&name).await.map(|()| name)
         };
-        futures_util::future::join_all(names.into_iter().map(retire)).await.into_iter().collect()
+        let retired = futures_util::future::join_all(names.into_iter().map(retire)).await.into_iter().collect();
+        // An instance from before app networks went: it may have been the
+        // shared network's last.
+        if off_the_shared_network {
+            self.remove_shared_network_if_empty().await;
+        }
+        retired
     }
 
     /// Removes a container if it exists.
@@ -320,7 +340,7 @@ impl DockerRunner {
     }
 
     /// Which `web` instance container `name` runs, and where it answers
-    /// now: its address on nap's network and the port its label names;
+    /// now: its address on its network and the port its label names;
     /// `None` unless it runs.
     pub async fn running_address(&self, name: &str) -> Result<Option<(InstanceId, SocketAddr)>, RunError> {
         let inspect =
@@ -387,9 +407,10 @@ impl DockerRunner {
                 _ => None,
             };
             let id = labels::instance(&labels).unwrap_or_else(|| InstanceId::web(0, 0));
+            let network = self.network_of(&labels);
             let ip = container
                 .network_settings
-                .and_then(|settings| settings.networks?.remove(&self.network.name)?.ip_address)
+                .and_then(|settings| settings.networks?.remove(network)?.ip_address)
                 .filter(|ip| !ip.is_empty());
             let port = labels.get(labels::PORT);
             by_app.entry(app.clone()).or_default().push(Instance {

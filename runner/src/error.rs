@@ -30,6 +30,12 @@ pub enum RunError {
     NoAddress { container: String, network: String },
     #[error("no free address left on network {network}")]
     NetworkFull { network: String },
+    #[error("a network named {network} exists but is not nap's for its app; rename or remove it")]
+    NetworkNotOurs { network: String },
+    #[error("network {network} needs a subnet to be made on this host")]
+    NoSubnet { network: String },
+    #[error("subnet {subnet} of network {network} overlaps a network this host's Docker has")]
+    SubnetTaken { network: String, subnet: String },
     #[error("{unit} is {state}")]
     UnitFailed { unit: String, state: String, log_tail: Vec<String> },
     #[error(transparent)]
@@ -38,7 +44,7 @@ pub enum RunError {
     Kubernetes(#[from] KubernetesError),
     #[error(transparent)]
     Swarm(Box<SwarmError>),
-    #[error("{ip} is taken by {holder} on nap's network; remove it first, or restore on another host")]
+    #[error("{ip} is taken by {holder}; remove it first, or restore on another host")]
     AddressTaken { ip: std::net::Ipv4Addr, holder: String },
     #[error("{ip} is outside network {network} ({subnet})")]
     AddressOutside { ip: std::net::Ipv4Addr, network: String, subnet: String },

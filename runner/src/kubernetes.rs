@@ -3,6 +3,10 @@
 //! release for older clusters, and a Service), checked against the
 //! Kubernetes schema, applied with `kubectl apply` and waited for. A release
 //! that does not become ready is undone, so the previous one keeps serving.
+//! Each app's pods are on a network of the app's own: a NetworkPolicy
+//! `nap-APP` that lets only the app's pods (and, on the web port its Service
+//! publishes, anyone) reach them, applied with each release's manifests and
+//! each one-off pod, checked with them.
 
 pub(crate) mod kubectl;
 pub mod manifest;
@@ -17,6 +21,7 @@ use tracing::{info, warn};
 pub use kubectl::{Kubectl, KubectlError};
 pub use manifest::{Manifest, ManifestError};
 
+use crate::docker::network::AppNetwork;
 use crate::error::{KubernetesError, RunError, UnknownName};
 use crate::labels;
 use crate::release::{Instance, Progress, RunRequest, Running, Serving};
@@ -144,7 +149,8 @@ impl KubernetesRunner {
         replicas: u32,
         others: &[(&RunRequest<'_>, u32)],
     ) -> Result<String, KubernetesError> {
-        let mut yaml = self.render_web(req, replicas)?;
+        let network = self.network_yaml(req.network)?;
+        let mut yaml = format!("{}\n---\n{}", network.trim_end(), self.render_web(req, replicas)?);
         for (other, count) in others {
             let mut context = Self::context(other);
             context.insert("process", other.id.process.as_str());
@@ -164,8 +170,26 @@ impl KubernetesRunner {
         context.insert("image", req.image);
         context.insert("port", &req.port);
         context.insert("command", &req.command.clone().unwrap_or_default());
+        context.insert("network", &req.network.name);
         insert_env_and_limits(&mut context, req.env, req.limits);
         context
+    }
+
+    /// The app's NetworkPolicy (the same every release), unchecked: it
+    /// goes first in each release's and one-off's manifests, so the app's
+    /// pods are on its network before any of them starts.
+    fn network_yaml(&self, network: &AppNetwork) -> Result<String, KubernetesError> {
+        let mut context = tera::Context::new();
+        context.insert("app", network.app.as_deref().unwrap_or_default());
+        context.insert("network", &network.name);
+        Ok(self.units.render(units::K8S_NETWORK_POLICY, &context)?)
+    }
+
+    /// Deletes the app's NetworkPolicy `name`.
+    pub async fn remove_network(&self, name: &str) -> Result<(), RunError> {
+        let policy = format!("networkpolicy/{name}");
+        self.kubectl.run(&["delete", &policy, "--ignore-not-found"], None).await.map_err(KubernetesError::from)?;
+        Ok(())
     }
 
     /// The web workload and the Service, unchecked.
@@ -303,9 +327,11 @@ impl KubernetesRunner {
         context.insert("image", job.image);
         context.insert("command", job.command);
         context.insert("stdin", &job.stdin);
+        context.insert("network", &job.network.name);
         insert_env_and_limits(&mut context, job.env, job.limits);
         context.insert("timeout", &timeout.as_secs());
-        let yaml = self.units.render(units::K8S_ONE_OFF, &context).map_err(KubernetesError::from)?;
+        let pod = self.units.render(units::K8S_ONE_OFF, &context).map_err(KubernetesError::from)?;
+        let yaml = format!("{}\n---\n{pod}", self.network_yaml(job.network)?.trim_end());
         manifest::parse(&yaml, &format!("one-off pod {name}")).map_err(KubernetesError::from)?;
         // A pod of the same name can only be a leftover of this one.
         self.discard_one_off(&name).await;
@@ -677,6 +703,7 @@ mod tests {
             env,
             limits,
             placement: &[],
+            network: &AppNetwork::of_app("shop", None),
         };
         let yaml = runner(kind).render(&req).expect("renders");
         manifest::parse(&yaml, "test").expect("valid manifests")
@@ -689,8 +716,10 @@ mod tests {
         let mut limits = crate::Limits::default();
         limits.set("memory=512m").and_then(|()| limits.set("cpus=1.5")).expect("limits");
         let manifests = render(WorkloadKind::Deployment, &env, limits);
-        let [Manifest::Deployment(deployment), Manifest::Service(service)] = manifests.as_slice() else {
-            panic!("expected a Deployment and a Service: {manifests:?}");
+        let [Manifest::NetworkPolicy(_), Manifest::Deployment(deployment), Manifest::Service(service)] =
+            manifests.as_slice()
+        else {
+            panic!("expected the app's NetworkPolicy, a Deployment and a Service: {manifests:?}");
         };
         assert_eq!(deployment.metadata.name.as_deref(), Some("shop"));
         let spec = deployment.spec.as_ref().expect("spec");
@@ -711,10 +740,46 @@ mod tests {
     }
 
     #[test]
+    fn an_apps_network_policy_admits_its_own_pods_and_only_the_web_port_from_elsewhere() {
+        // It comes first in every release's manifests, checked with them.
+        let manifests = render(WorkloadKind::Deployment, &[], crate::Limits::default());
+        let [Manifest::NetworkPolicy(policy), Manifest::Deployment(deployment), _] = manifests.as_slice() else {
+            panic!("expected the NetworkPolicy first: {manifests:?}");
+        };
+        assert_eq!(policy.metadata.name.as_deref(), Some("nap-shop"));
+        let spec = policy.spec.as_ref().expect("spec");
+        let own = BTreeMap::from([(labels::NETWORK.to_owned(), "nap-shop".to_owned())]);
+        assert_eq!(spec.pod_selector.as_ref().and_then(|s| s.match_labels.clone()), Some(own.clone()));
+        assert_eq!(spec.policy_types.as_deref(), Some(&["Ingress".to_owned()][..]));
+        let rules = spec.ingress.as_deref().expect("ingress rules");
+        let [same_app, web] = rules else { panic!("two rules: {rules:?}") };
+        let peers = same_app.from.as_deref().expect("peers");
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers[0].pod_selector.as_ref().and_then(|s| s.match_labels.clone()), Some(own));
+        assert!(peers[0].namespace_selector.is_none() && peers[0].ip_block.is_none(), "{peers:?}");
+        assert!(same_app.ports.is_none(), "the app's own pods reach every port");
+        assert!(web.from.is_none(), "the web port from anywhere, as its Service publishes it");
+        let port = web.ports.as_deref().and_then(|p| p.first()).and_then(|p| p.port.clone());
+        assert_eq!(port, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("http".into())));
+
+        // Every pod of the app carries the label the policy selects.
+        let template = deployment.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).expect("template");
+        let pod_labels = template.labels.as_ref().expect("labels");
+        assert_eq!(pod_labels.get(labels::NETWORK).map(String::as_str), Some("nap-shop"));
+        let ports = deployment.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod").containers[0]
+            .ports
+            .clone()
+            .expect("ports");
+        assert_eq!(ports[0].name.as_deref(), Some("http"), "the port the policy names");
+    }
+
+    #[test]
     fn an_rc_release_selects_only_its_own_pods() {
         let manifests = render(WorkloadKind::ReplicationController, &[], crate::Limits::default());
-        let [Manifest::ReplicationController(rc), Manifest::Service(_)] = manifests.as_slice() else {
-            panic!("expected a ReplicationController and a Service: {manifests:?}");
+        let [Manifest::NetworkPolicy(_), Manifest::ReplicationController(rc), Manifest::Service(_)] =
+            manifests.as_slice()
+        else {
+            panic!("expected the NetworkPolicy, a ReplicationController and a Service: {manifests:?}");
         };
         assert_eq!(rc.metadata.name.as_deref(), Some("shop-v7"));
         let selector = rc.spec.as_ref().and_then(|s| s.selector.clone()).expect("selector");

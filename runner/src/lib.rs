@@ -55,6 +55,12 @@ pub mod labels {
     pub const INDEX: &str = "nap.index";
     /// The port a `web` instance listens on inside the container.
     pub const PORT: &str = "nap.port";
+    /// On a container: the network it runs on, where its address is
+    /// (absent: the shared one, from before app networks). On a network:
+    /// whose it is, [`crate::docker::network::OF_APP`] (with [`APP`]) or
+    /// [`crate::docker::network::SHARED`]. On a Kubernetes pod: its app's
+    /// network, which the app's NetworkPolicy selects.
+    pub const NETWORK: &str = "nap.network";
 
     /// The labels of the container that runs `req`.
     pub fn of(req: &RunRequest<'_>) -> HashMap<String, String> {
@@ -64,6 +70,7 @@ pub mod labels {
             (RESTARTS.to_owned(), req.id.restarts.to_string()),
             (PROCESS.to_owned(), req.id.process.to_string()),
             (INDEX.to_owned(), req.id.index.to_string()),
+            (NETWORK.to_owned(), req.network.name.clone()),
         ]);
         if req.id.process.is_web() {
             labels.insert(PORT.to_owned(), req.port.to_string());
@@ -185,6 +192,49 @@ impl Runner {
             Runner::Docker(docker) => Some(docker),
             Runner::Systemd(systemd) => Some(systemd.docker()),
             Runner::Kubernetes(_) | Runner::Swarm(_) => None,
+        }
+    }
+
+    /// Whether nap gives each app's network its subnet: on the runners
+    /// whose containers run on this host's Docker, where an app's subnet
+    /// must be the same on every host. A swarm and a cluster address their
+    /// own networks.
+    pub fn assigns_subnets(&self) -> bool {
+        self.host_docker().is_some()
+    }
+
+    /// The subnets this host's networks hold, which an app's may not
+    /// overlap; none where the runner addresses its own networks.
+    pub async fn subnets_in_use(&self) -> Result<Vec<ipnet::Ipv4Net>, RunError> {
+        match self.host_docker() {
+            Some(docker) => docker.subnets_in_use().await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Makes the app's own network exist, before anything of the app runs:
+    /// a bridge network on this host's Docker, an overlay on a swarm. On
+    /// Kubernetes the app's NetworkPolicy goes with each release's and
+    /// one-off's manifests instead, checked with them, so a manifest the
+    /// cluster would refuse sends nothing. [`RunError::SubnetTaken`] says
+    /// that another network here holds part of its subnet.
+    pub async fn ensure_network(&self, network: &AppNetwork) -> Result<(), RunError> {
+        match self {
+            Runner::Docker(docker) => docker.ensure_network(network).await,
+            Runner::Systemd(systemd) => systemd.docker().ensure_network(network).await,
+            Runner::Kubernetes(_) => Ok(()),
+            Runner::Swarm(swarm) => swarm.ensure_network(network).await,
+        }
+    }
+
+    /// Removes the app's own network (`apps destroy`), once nothing of the
+    /// app runs on it.
+    pub async fn remove_network(&self, network: &AppNetwork) -> Result<(), RunError> {
+        match self {
+            Runner::Docker(docker) => docker.remove_network(&network.name).await,
+            Runner::Systemd(systemd) => systemd.docker().remove_network(&network.name).await,
+            Runner::Kubernetes(cluster) => cluster.remove_network(&network.name).await,
+            Runner::Swarm(swarm) => Ok(swarm.remove_network(&network.name).await?),
         }
     }
 

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use crate::check::HealthCheck;
+use crate::docker::network::AppNetwork;
 use crate::limits::Limits;
 use crate::process::ProcessType;
 
@@ -98,6 +99,8 @@ pub struct RunRequest<'a> {
     /// Where it may run: swarm placement constraints (other runners run
     /// on their one host or cluster, and ignore them).
     pub placement: &'a [String],
+    /// The app's own network, which it joins.
+    pub network: &'a AppNetwork,
 }
 
 /// What a one-off container (or, on Kubernetes, pod) runs: the release
@@ -116,6 +119,8 @@ pub struct OneOff<'a> {
     pub tty: Option<(u16, u16)>,
     /// Whether input goes to it.
     pub stdin: bool,
+    /// The app's own network, which it joins.
+    pub network: &'a AppNetwork,
 }
 
 /// A release that answers.
@@ -124,15 +129,15 @@ pub struct Running {
     /// What runs it: the container (docker and systemd runners; a unit
     /// runs its release's container) or the workload (Kubernetes).
     pub name: String,
-    /// Where a router reaches it: the container's address on nap's network,
-    /// or the cluster Service's host.
+    /// Where a router reaches it: the container's address on its app's
+    /// network, or the cluster Service's host.
     pub host: String,
     pub port: u16,
     pub url: String,
 }
 
 impl Running {
-    /// A container answering at `address` on nap's network.
+    /// A container answering at `address` on its app's network.
     pub(crate) fn container(name: String, address: SocketAddr) -> Running {
         Running { name, host: address.ip().to_string(), port: address.port(), url: format!("http://{address}/") }
     }
@@ -161,7 +166,7 @@ pub struct Instance {
     pub state: String,
     /// When the container last started (RFC 3339), if it runs.
     pub started_at: Option<String>,
-    /// `IP:PORT` on nap's network, while it runs (docker and systemd runners).
+    /// `IP:PORT` on its app's network, while it runs (docker and systemd runners).
     pub address: Option<String>,
 }
 

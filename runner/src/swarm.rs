@@ -10,6 +10,10 @@
 //! task publishes `PORT` in host mode on a port its node picks, and nap's
 //! router reaches it at the node's address and that port, as the task list
 //! says ([`SwarmRunner::routed`]).
+//!
+//! Each app's tasks join an overlay network of the app's own, `nap-APP`
+//! (attachable, its subnet the swarm's pick), where they reach each other
+//! and no other app's tasks.
 
 pub mod placement;
 pub mod spec;
@@ -32,6 +36,7 @@ pub use placement::{Constraint, ConstraintError};
 pub use spec::{Rollout, service_name};
 
 use crate::check::{self, HealthCheck};
+use crate::docker::network::AppNetwork;
 use crate::error::{RunError, SwarmError};
 use crate::labels;
 use crate::process::ProcessType;
@@ -52,7 +57,8 @@ pub struct SwarmSettings {
     /// A directory with `ca.pem`, `cert.pem` and `key.pem`, as
     /// `DOCKER_CERT_PATH` holds them, for `tcp://`.
     pub cert_path: Option<PathBuf>,
-    /// The overlay network every app's tasks join.
+    /// The overlay network every app's tasks joined before each app had
+    /// its own; removed once no service uses it.
     pub network: String,
     pub rollout: Rollout,
     /// How long a rollout may take before nap gives up and rolls it back.
@@ -158,26 +164,63 @@ impl SwarmRunner {
         self.settings.registry_auth.as_ref().map(|auth| auth.0.clone())
     }
 
-    /// The overlay network, made the first time (attachable, so that a
-    /// one-off container could join it).
-    async fn ensure_network(&self) -> Result<(), SwarmError> {
-        let name = &self.settings.network;
+    /// The app's overlay network, made the first time (attachable, so that
+    /// a one-off container, or a service's, can join it). Refuses a network
+    /// of that name that is not the app's.
+    pub async fn ensure_network(&self, network: &AppNetwork) -> Result<(), RunError> {
+        let name = &network.name;
         match self.docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
-            Ok(_) => return Ok(()),
+            Ok(found) if network.owns(found.labels.as_ref()) => return Ok(()),
+            Ok(_) => return Err(RunError::NetworkNotOurs { network: name.clone() }),
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
-            Err(err) => return Err(err.into()),
+            Err(err) => return Err(SwarmError::from(err).into()),
         }
         let request = NetworkCreateRequest {
             name: name.clone(),
             driver: Some("overlay".into()),
             attachable: Some(true),
-            labels: Some(HashMap::from([("nap.network".to_owned(), "swarm".to_owned())])),
+            labels: Some(network.labels()),
             ..NetworkCreateRequest::default()
         };
         match self.docker.create_network(request).await {
             // 409: another deploy made it in between.
             Ok(_) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
-            Err(err) => Err(err.into()),
+            Err(err) => Err(SwarmError::from(err).into()),
+        }
+    }
+
+    /// Removes overlay network `name` if it exists. The swarm refuses while
+    /// a service uses it, and for a while after its tasks stop: tried again
+    /// for up to ten seconds.
+    pub async fn remove_network(&self, name: &str) -> Result<(), SwarmError> {
+        let mut tries = 20;
+        loop {
+            match self.docker.remove_network(name).await {
+                Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                    return Ok(());
+                }
+                Err(_) if tries > 1 => tries -= 1,
+                Err(err) => return Err(err.into()),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Removes the overlay every app's tasks shared before each app had its
+    /// own, once no service uses it (the swarm refuses before: left alone).
+    async fn remove_shared_network_if_unused(&self) {
+        let name = &self.settings.network;
+        let Ok(found) =
+            self.docker.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await
+        else {
+            return;
+        };
+        if found.labels.unwrap_or_default().get(labels::NETWORK).map(String::as_str) != Some("swarm") {
+            return;
+        }
+        match self.docker.remove_network(name).await {
+            Ok(()) => info!(network = %name, "removed the shared overlay: every app runs on its own"),
+            Err(err) => tracing::debug!(network = %name, error = %err, "the shared overlay stays"),
         }
     }
 
@@ -195,7 +238,7 @@ impl SwarmRunner {
         progress: Progress<'_>,
     ) -> Result<Vec<(InstanceId, Running)>, RunError> {
         let Some(first) = reqs.first() else { return Ok(Vec::new()) };
-        self.ensure_network().await?;
+        self.ensure_network(first.network).await?;
         let mut types: Vec<(&RunRequest<'_>, u32)> = Vec::new();
         for req in reqs {
             match types.iter_mut().find(|(seen, _)| seen.id.process == req.id.process) {
@@ -204,7 +247,7 @@ impl SwarmRunner {
             }
         }
         let rollouts = types.iter().map(|(req, replicas)| {
-            let spec = spec::service(req, *replicas, &self.settings.network, constraints, self.settings.rollout);
+            let spec = spec::service(req, *replicas, &req.network.name, constraints, self.settings.rollout);
             self.roll_out(spec, req, *replicas, progress)
         });
         let rolled = futures_util::future::join_all(rollouts).await;
@@ -229,6 +272,8 @@ impl SwarmRunner {
         for gone in self.remove_services(first.app, &kept).await? {
             progress(&format!("Removed service {gone}"));
         }
+        // The last service of the shared overlay's time may just have moved.
+        self.remove_shared_network_if_unused().await;
         Ok(started
             .into_iter()
             .map(|task| {

@@ -93,7 +93,7 @@ impl SystemdRunner {
         self.settings.env_dir.join(format!("{}.env", id.container(app).trim_start_matches("nap-")))
     }
 
-    /// Renders the instance's unit; its container holds `ip` on nap's
+    /// Renders the instance's unit; its container holds `ip` on its app's
     /// network for life.
     pub fn render_unit(&self, req: &RunRequest<'_>, ip: std::net::Ipv4Addr) -> Result<String, SystemdError> {
         let mut context = tera::Context::new();
@@ -112,19 +112,19 @@ impl SystemdRunner {
         context.insert("labels", &labels);
         context.insert("env_file", &self.env_path(req.app, &req.id).display().to_string());
         context.insert("docker", &self.settings.docker_cli);
-        context.insert("network", &self.docker.network().name);
+        context.insert("network", &req.network.name);
         context.insert("ip", &ip.to_string());
         context.insert("limits", &req.limits.docker_flags());
         Ok(self.units.render(units::SYSTEMD_SERVICE, &context)?)
     }
 
     /// Writes, enables and starts the instance's unit, then waits until the
-    /// app answers on nap's network. On failure the unit is stopped and
+    /// app answers on its network. On failure the unit is stopped and
     /// removed again.
     pub async fn start(&self, req: &RunRequest<'_>, progress: Progress<'_>) -> Result<Running, RunError> {
         let unit = req.id.unit(req.app);
         let container = req.id.container(req.app);
-        self.docker.ensure_network().await?;
+        self.docker.ensure_network(req.network).await?;
         self.docker.remove(&container).await?;
         let mut env = BTreeMap::new();
         if req.id.process.is_web() {
@@ -137,7 +137,7 @@ impl SystemdRunner {
         });
         // The environment may hold secrets; the unit does not.
         write_file(&self.env_path(req.app, &req.id), &env_text, 0o600)?;
-        let ip = self.docker.free_address().await?;
+        let ip = self.docker.free_address(req.network).await?;
         write_file(&self.unit_path(req.app, &req.id), &self.render_unit(req, ip)?, 0o644)?;
         progress(&format!("Starting {unit}"));
         let started = async {
@@ -145,7 +145,7 @@ impl SystemdRunner {
             self.manager.enable_unit_files(vec![unit.clone()], false, true).await.map_err(SystemdError::from)?;
             self.run_job(&unit, |m, u| Box::pin(m.start_unit(u, "replace".into()))).await?;
             if !req.id.process.is_web() {
-                return self.docker.wait_until_settled(&container, progress).await;
+                return self.docker.wait_until_settled(&container, &req.network.name, progress).await;
             }
             let address = match req.check {
                 Some(_) => self.docker.wait_until_ready(req, &container, progress).await?,

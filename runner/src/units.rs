@@ -19,6 +19,8 @@ pub const K8S_PROCESS: &str = "k8s-process.yaml.tera";
 pub const K8S_ONE_OFF: &str = "k8s-one-off.yaml.tera";
 /// The Kubernetes runner's Service in front of the app.
 pub const K8S_SERVICE: &str = "k8s-service.yaml.tera";
+/// The Kubernetes runner's NetworkPolicy of an app: its own network.
+pub const K8S_NETWORK_POLICY: &str = "k8s-network-policy.yaml.tera";
 /// The commiter flow's take-over ReplicationController.
 pub const TAKEOVER_RC: &str = "takeover-rc.yaml.tera";
 
@@ -30,6 +32,7 @@ const BUILTIN: &[(&str, &str)] = &[
     (K8S_SERVICE, include_str!("../../units/k8s-service.yaml.tera")),
     (K8S_PROCESS, include_str!("../../units/k8s-process.yaml.tera")),
     (K8S_ONE_OFF, include_str!("../../units/k8s-one-off.yaml.tera")),
+    (K8S_NETWORK_POLICY, include_str!("../../units/k8s-network-policy.yaml.tera")),
     (TAKEOVER_RC, include_str!("../../units/takeover-rc.yaml.tera")),
 ];
 

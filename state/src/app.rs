@@ -69,7 +69,7 @@ impl Store {
     }
 
     /// Forgets everything about the app.
-    /// Removes everything about `app`, the hosts it claimed included.
+    /// Removes everything about `app`, the hosts and the subnet it claimed included.
     pub async fn destroy_app(&self, app: &str) -> Result<(), StoreError> {
         for host in self.domains(app).await? {
             let claim = layout::domain_claim(&host);
@@ -77,6 +77,7 @@ impl Store {
                 self.delete(&claim).await?;
             }
         }
+        self.release_subnets(app).await?;
         self.delete_prefix(&layout::app(app)).await.map(|_| ())
     }
 

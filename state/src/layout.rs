@@ -193,6 +193,24 @@ pub fn domain_claim(host: &str) -> String {
     format!("{ROOT}/domains/{host}")
 }
 
+/// `/nap/subnets/ADDRESS-BITS`: the app whose own network holds that
+/// subnet (its name); one app per subnet, claimed with a compare-and-swap.
+pub fn subnet_claim(subnet: &str) -> String {
+    format!("{ROOT}/subnets/{}", subnet.replace('/', "-"))
+}
+
+/// Prefix of every subnet claim.
+pub fn subnet_claims() -> String {
+    format!("{ROOT}/subnets/")
+}
+
+/// The subnet (`ADDRESS/BITS`) a key [`subnet_claim`] made is of.
+pub fn parse_subnet_claim(key: &str) -> Option<String> {
+    let name = key.strip_prefix(ROOT)?.strip_prefix("/subnets/")?;
+    let (address, bits) = name.rsplit_once('-')?;
+    (!address.is_empty() && !bits.is_empty() && !name.contains('/')).then(|| format!("{address}/{bits}"))
+}
+
 /// `/nap/routers/ID`: a live router (bound to its lease) and the upstreams
 /// (`IP:PORT`) it still sends requests to: those it routes, and those with
 /// requests in flight. The release flow retires a release once no router
@@ -265,6 +283,12 @@ pub mod commiter {
         format!("{root}/ips/")
     }
 
+    /// `ROOT/networks/IMAGE`: the network a snapshot image's IP is on (its
+    /// app's: name, subnet and app, as JSON), which `restore` joins.
+    pub fn image_network(root: &str, image: &str) -> String {
+        format!("{root}/networks/{image}")
+    }
+
     /// `/assigner/ips/IMAGE`: where the original tool's IP assigner kept an
     /// image's IP; `restore` reads it when nap recorded none. Not nap's key,
     /// so it is outside the root.
@@ -296,6 +320,14 @@ pub mod k8s_deploy {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_subnet_claim_key_reads_back_as_its_subnet() {
+        let key = super::subnet_claim("10.112.3.0/24");
+        assert_eq!(key, "/nap/subnets/10.112.3.0-24");
+        assert_eq!(super::parse_subnet_claim(&key).as_deref(), Some("10.112.3.0/24"));
+        assert_eq!(super::parse_subnet_claim("/nap/domains/x"), None);
+    }
+
     #[test]
     fn an_instance_field_key_reads_back_as_what_made_it() {
         let key = super::instance_field("hello", "nap-hello-v3", "port");

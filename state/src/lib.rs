@@ -5,6 +5,7 @@
 //! - [`release`] is the release model (vN, commit, image, status, cause), and
 //!   [`AppRecord`] the app model.
 //! - [`lock`] holds the per-app deploy lock.
+//! - `subnets` records which app's network holds which subnet.
 //! - [`Rollout`] is the CI/CD flow's rollout request.
 //! - [`StoreSettings`] is where the store is: settings `nap` and `nap-watch` share.
 
@@ -16,6 +17,7 @@ pub mod release;
 mod rollout;
 mod settings;
 mod store;
+mod subnets;
 
 pub use app::{AppRecord, AppSummary};
 pub use certs::{AcmeState, CertSource, Certificate};

@@ -24,6 +24,9 @@ struct Owned {
     etcd_prefixes: BTreeSet<String>,
     /// Single keys in the shared etcd.
     etcd_keys: BTreeSet<String>,
+    /// Apps whose subnet claims (`/nap/subnets/*` naming them) go from the
+    /// shared etcd.
+    subnet_claims: BTreeSet<String>,
     /// Apps whose containers (label `nap.app`) and images go.
     apps: BTreeSet<String>,
     containers: BTreeSet<String>,
@@ -76,8 +79,15 @@ impl Cleanup {
         self
     }
 
-    /// Removes the containers nap ran for `app` (label `nap.app`) and the
-    /// images it built for it.
+    /// Deletes the subnet claims of `app`'s network from the shared etcd:
+    /// the keys under `/nap/subnets/` whose value names it.
+    pub fn subnet_claims(&self, app: &str) -> &Self {
+        self.owned().subnet_claims.insert(app.to_owned());
+        self
+    }
+
+    /// Removes the containers nap ran for `app` (label `nap.app`), its
+    /// network (`nap-APP`) and the images it built for it.
     pub fn app(&self, app: &str) -> &Self {
         self.owned().apps.insert(app.to_owned());
         self
@@ -116,6 +126,11 @@ impl Drop for Cleanup {
         if !containers.is_empty() {
             quietly(Command::new("docker").args(["rm", "-f"]).args(containers));
         }
+        // Then each app's own network, which they were on.
+        let networks: Vec<String> = owned.apps.iter().map(|app| format!("nap-{app}")).collect();
+        if !networks.is_empty() {
+            quietly(Command::new("docker").args(["network", "rm"]).args(networks));
+        }
         // Never delete an image while a build may read its siblings: a
         // classic build looks for its cache among the children of its last
         // step, and fails ("unable to find image") if one goes meanwhile.
@@ -144,6 +159,23 @@ impl Drop for Cleanup {
         }
         for key in &owned.etcd_keys {
             etcdctl(&["del", key]);
+        }
+        if !owned.subnet_claims.is_empty() {
+            let listed = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &endpoint, "get", "--prefix", nap_state::layout::subnet_claims().as_str()])
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output();
+            let listed = listed.map(|out| String::from_utf8_lossy(&out.stdout).into_owned()).unwrap_or_default();
+            let lines: Vec<&str> = listed.lines().collect();
+            for pair in lines.chunks(2) {
+                if let [key, app] = pair
+                    && owned.subnet_claims.contains(*app)
+                {
+                    etcdctl(&["del", key]);
+                }
+            }
         }
         for command in owned.commands {
             if let Some((program, args)) = command.split_first() {

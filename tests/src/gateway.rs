@@ -204,7 +204,7 @@ impl Gateway {
     pub fn track_app(&self, app: &str) {
         self.cleanup.app(app);
         if self.shared_etcd {
-            self.cleanup.etcd_prefix(layout::app(app)).etcd_key(layout::lock(app));
+            self.cleanup.etcd_prefix(layout::app(app)).etcd_key(layout::lock(app)).subnet_claims(app);
         }
     }
 

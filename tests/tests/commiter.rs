@@ -242,8 +242,8 @@ fn commit_snapshots_nap_and_original_containers_records_their_ip_and_makes_takeo
 #[test]
 fn restore_starts_a_snapshot_with_its_recorded_ip_and_refuses_a_taken_one() {
     use nap_tests::{AppKind, AppRepo, REGISTRY, docker, remove_app_containers, wait_for_body};
-    // A network of its own: a release of another test running meanwhile
-    // cannot take the address this test frees and then restores.
+    // A shared network of its own, where a snapshot whose address is in no
+    // app's subnet goes (the original assigner's addresses).
     let octet = 100 + rand::random::<u8>() % 100;
     let network = unique("nap-restore");
     let (gateway, root) = gateway_on_host(
@@ -262,7 +262,10 @@ fn restore_starts_a_snapshot_with_its_recorded_ip_and_refuses_a_taken_one() {
         serde_json::from_str(&gateway.ssh(&admin, "nap", &["commit", "--json"]).assert_ok().stdout).expect("json");
     let image = rows[0]["image"].as_str().expect("image").to_owned();
     let ip = rows[0]["ip"].as_str().expect("ip").to_owned();
-    assert!(ip.starts_with(&format!("172.30.{octet}.")), "releases run on nap's network: {ip}");
+    let subnet =
+        docker(&["network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}}{{end}}", &format!("nap-{app}")]);
+    let prefix = subnet.assert_ok().stdout.trim().trim_end_matches(".0/24").to_owned();
+    assert!(ip.starts_with(&format!("{prefix}.")), "releases run on their app's network ({prefix}.0/24): {ip}");
 
     // While the original runs, its IP is taken.
     let taken = gateway.ssh(&admin, "nap", &["restore", &image]);
@@ -276,8 +279,13 @@ fn restore_starts_a_snapshot_with_its_recorded_ip_and_refuses_a_taken_one() {
     let restored: serde_json::Value = serde_json::from_str(&restored.assert_ok().stdout).expect("json");
     let container = restored["container"].as_str().expect("container").to_owned();
     gateway.cleanup().container(&container).container(format!("{container}-2"));
-    let address = docker(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &container]);
-    assert_eq!(address.stdout.trim(), ip);
+    let address = docker(&[
+        "inspect",
+        "-f",
+        "{{range $name, $n := .NetworkSettings.Networks}}{{$name}} {{$n.IPAddress}}{{end}}",
+        &container,
+    ]);
+    assert_eq!(address.stdout.trim(), format!("nap-{app} {ip}"), "back on its app's network, at its address");
     assert!(wait_for_body(&format!("http://{ip}:5000/"), "hello from web", std::time::Duration::from_secs(10)));
 
     // Without nap's record, the original assigner's is used.

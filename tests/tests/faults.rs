@@ -404,7 +404,9 @@ fn dockerd_restarting_mid_build_refuses_the_push_and_the_next_push_works() {
     let mut dockerd = Dockerd::start();
     let docker_host = dockerd.docker_host();
     let gateway = Gateway::start_with(
-        &format!("registry = \"{REGISTRY}\"\nnetwork = \"nap-faults\"\nnetwork_subnet = \"10.198.0.0/16\"\n"),
+        // Its bridges are in this host's namespace, where the shared
+        // daemon's are: app networks from a pool of its own.
+        &format!("registry = \"{REGISTRY}\"\napp_subnets = \"10.198.0.0/16\"\n"),
         &[("DOCKER_HOST", &docker_host)],
     );
     let admin = gateway.user("admin");

@@ -93,8 +93,8 @@ fn the_json_of_the_operate_commands_is_as_reviewed() {
 
     let mut settings = settings();
     settings.add_filter(&regex_text(&app), "[app]");
-    // Each instance's own address on nap's network.
-    settings.add_filter(r"\b172\.31\.\d+\.\d+\b", "[ip]");
+    // Each instance's own address on its app's network (app_subnets).
+    settings.add_filter(r"\b10\.(11[2-9]|12[0-7])\.\d+\.\d+\b", "[ip]");
     for (selector, replacement) in [
         (".**.created_at", "[time]"),
         (".**.added_at", "[time]"),

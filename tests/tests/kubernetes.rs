@@ -25,8 +25,17 @@ fn gateway(cluster: &StandInCluster, extra: &str) -> (Gateway, Key) {
     (gateway, admin)
 }
 
-/// Every manifest the stand-in was given, checked against the schema.
+/// Every manifest the stand-in was given, checked against the schema, but
+/// the app's NetworkPolicy that comes first in each.
 fn applied(cluster: &StandInCluster) -> Vec<Vec<Manifest>> {
+    every_apply(cluster)
+        .into_iter()
+        .map(|manifests| manifests.into_iter().filter(|m| !matches!(m, Manifest::NetworkPolicy(_))).collect())
+        .collect()
+}
+
+/// Every manifest the stand-in was given, checked against the schema.
+fn every_apply(cluster: &StandInCluster) -> Vec<Vec<Manifest>> {
     cluster
         .calls_of(&["apply"])
         .iter()
@@ -78,6 +87,18 @@ fn a_push_applies_a_checked_deployment_and_service_with_the_users_kubeconfig_and
     assert_eq!(image_of(deployment), format!("{REGISTRY}/{app}:v1"));
     let labels = service.spec.as_ref().and_then(|s| s.selector.clone()).expect("selector");
     assert_eq!(labels.get("nap.app"), Some(&app));
+    // The app's own network: its NetworkPolicy, first in each release's
+    // manifests, selects its pods by the label every one of them carries.
+    let network = format!("nap-{app}");
+    let every = every_apply(&cluster);
+    let [Manifest::NetworkPolicy(policy), Manifest::Deployment(_), Manifest::Service(_)] = every[0].as_slice() else {
+        panic!("the NetworkPolicy comes first: {every:?}");
+    };
+    assert_eq!(policy.metadata.name.as_deref(), Some(network.as_str()));
+    let selected = policy.spec.as_ref().and_then(|s| s.pod_selector.as_ref()).and_then(|s| s.match_labels.clone());
+    assert_eq!(selected.and_then(|l| l.get("nap.network").cloned()).as_ref(), Some(&network));
+    let pod_labels = deployment.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.labels.clone());
+    assert_eq!(pod_labels.and_then(|l| l.get("nap.network").cloned()).as_ref(), Some(&network));
 
     // The CI/CD flow's rollout key, in the write-up's own field names.
     let key = format!("/k8s-deploy/{root}/rollout/dev");
@@ -124,8 +145,10 @@ fn a_push_applies_a_checked_deployment_and_service_with_the_users_kubeconfig_and
     gateway.ssh(&admin, "nap", &["restart", &app]).assert_ok();
     assert_eq!(cluster.calls_of(&["rollout", "restart"]).len(), 1);
 
+    assert!(cluster.object("NetworkPolicy", &network).is_some());
     gateway.ssh(&admin, "nap", &["apps", "destroy", &app, "--force"]).assert_ok();
     assert!(cluster.object("Deployment", &app).is_none() && cluster.object("Service", &app).is_none());
+    assert!(cluster.object("NetworkPolicy", &network).is_none(), "the app's network goes with it");
 }
 
 #[test]
@@ -229,7 +252,7 @@ fn a_push_deploys_to_the_real_cluster_in_kubeconfig() {
         &format!("--kubeconfig={kubeconfig}"),
         &format!("--namespace={namespace}"),
         "delete",
-        "deployment,replicationcontroller,service",
+        "deployment,replicationcontroller,service,networkpolicy",
         &format!("--selector=nap.app={app}"),
         "--ignore-not-found",
     ]);

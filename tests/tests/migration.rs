@@ -45,9 +45,17 @@ fn a_container_committed_on_one_host_is_restored_on_another_with_its_files_and_i
 
     let file = host_b_docker.docker(&["exec", on_b, "cat", "/www/state.txt"]);
     assert_eq!(file.assert_ok().stdout, "written on host A\n", "the file written on A is in B's container");
-    let ip_on_b =
-        host_b_docker.docker(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", on_b]);
-    assert_eq!(ip_on_b.stdout.trim(), ip, "B's container has the IP recorded on A");
+    let ip_on_b = host_b_docker.docker(&[
+        "inspect",
+        "-f",
+        "{{range $name, $n := .NetworkSettings.Networks}}{{$name}} {{$n.IPAddress}}{{end}}",
+        on_b,
+    ]);
+    assert_eq!(
+        ip_on_b.stdout.trim(),
+        format!("nap-{app} {ip}"),
+        "B's container has the IP recorded on A, on its app's network"
+    );
     let recorded = etcdctl(&["get", "--print-value-only", &format!("{root}/ips/{image}")]);
     assert_eq!(recorded.stdout.trim(), ip);
     let served = host_b_docker.exec(&["curl", "-fsS", "--max-time", "10", &format!("http://{ip}:5000/state.txt")]);
@@ -61,6 +69,7 @@ fn a_container_committed_on_one_host_is_restored_on_another_with_its_files_and_i
         format!("{root}/images/10.200.1.1/{app}/web/state"),
         format!("{root}/images/10.200.1.1/{app}/web/repository"),
         format!("{root}/ips/{image}"),
+        format!("{root}/networks/{image}"),
         format!("{root}/takeover/{app}/web-{ip}"),
     ]
     .into();

@@ -24,11 +24,11 @@ fn first_push_builds_tags_pushes_runs_and_prints_the_url() {
     }
     let url = push.url().expect("the push prints the app's URL");
     // No host port is published: with the router off, the URL is the
-    // container's own address on nap's network.
+    // container's own address on its app's network.
     let ip = nap_tests::docker(&[
         "inspect",
         "-f",
-        "{{.NetworkSettings.Networks.nap.IPAddress}}",
+        &format!("{{{{(index .NetworkSettings.Networks \"nap-{app}\").IPAddress}}}}"),
         &format!("nap-{app}-v1-web.1"),
     ]);
     assert_eq!(url, format!("http://{}:5000/", ip.stdout.trim()));

@@ -73,6 +73,9 @@ impl Drop for Flow {
         remove_app_containers(self.app.as_str());
         etcdctl(&["del", "--prefix", &format!("/nap/apps/{}/", self.app)]);
         etcdctl(&["del", &format!("/nap/locks/{}", self.app)]);
+        // The app's network and its subnet claim go as this drops.
+        let network = format!("nap-{}", self.app);
+        nap_tests::Cleanup::new().subnet_claims(self.app.as_str()).command(&["docker", "network", "rm", &network]);
     }
 }
 

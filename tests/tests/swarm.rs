@@ -159,6 +159,18 @@ fn a_push_runs_web_on_several_nodes_behind_the_router_scales_and_is_destroyed() 
         assert!(rig.swarm.node(node).is_some(), "{node} is one of the swarm's nodes");
     }
     assert_eq!(rig.bodies(20), BTreeSet::from(["200 swarm v1".to_owned()]));
+    // Its tasks join an overlay network of the app's own.
+    let network = format!("nap-{}", rig.app);
+    let overlay = rig.swarm.docker(&["network", "inspect", "-f", "{{.Id}} {{.Driver}} {{.Attachable}}", &network]);
+    let overlay = overlay.assert_ok().stdout.trim().to_owned();
+    let joined = rig.swarm.docker(&[
+        "service",
+        "inspect",
+        "-f",
+        "{{range .Spec.TaskTemplate.Networks}}{{.Target}}{{end}}",
+        &format!("nap-{}-web", rig.app),
+    ]);
+    assert_eq!(format!("{} overlay true", joined.assert_ok().stdout.trim()), overlay);
 
     let ps = rig.ssh(&["ps", &rig.app]);
     ps.assert_ok();
@@ -199,6 +211,7 @@ fn a_push_runs_web_on_several_nodes_behind_the_router_scales_and_is_destroyed() 
     let services = rig.swarm.docker(&["service", "ls", "--filter", &format!("label=nap.app={}", rig.app), "-q"]);
     services.assert_ok();
     assert_eq!(services.stdout.trim(), "", "no service is left");
+    assert!(!rig.swarm.docker(&["network", "inspect", &network]).ok(), "the app's overlay is gone");
     let deadline = Instant::now() + Duration::from_secs(5);
     while rig.get("/").map(|(status, _)| status) != Some(404) {
         assert!(Instant::now() < deadline, "the router still routes a destroyed app");

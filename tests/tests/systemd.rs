@@ -41,6 +41,16 @@ fn a_push_becomes_an_enabled_unit_that_systemctl_controls_and_a_reboot_brings_ba
     let units = host.systemctl(&["list-units", "--all", "--plain", "--no-legend", &format!("nap-{app}@*")]);
     assert_eq!(units.stdout.lines().count(), 1, "{units:?}");
     assert!(units.stdout.contains(&format!("nap-{app}@2.web.1.service")), "{units:?}");
+    // The unit's container is on its app's own network, as `docker run` put it.
+    let unit = std::fs::read_to_string(host.unit_dir().join(format!("nap-{app}@2.web.1.service"))).expect("unit");
+    assert!(unit.contains(&format!(" --network nap-{app} --ip ")), "{unit}");
+    let networks = nap_tests::docker(&[
+        "inspect",
+        "-f",
+        "{{range $name, $n := .NetworkSettings.Networks}}{{$name}}{{end}}",
+        &format!("nap-{app}-v2-web.1"),
+    ]);
+    assert_eq!(networks.stdout.trim(), format!("nap-{app}"));
 
     // systemctl restart, as an admin would.
     let container = format!("nap-{app}-v2-web.1");

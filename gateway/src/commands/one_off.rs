@@ -1,5 +1,6 @@
 //! `run APP [--type T] -- CMD ARGS...`: a one-off container of the app's
-//! current release, with the app's config as it is now, attached to the SSH channel: input,
+//! current release, with the app's config as it is now, on the app's own
+//! network, attached to the SSH channel: input,
 //! output and (with `ssh -t`) a terminal that follows the client's size.
 //! Its exit code is the command's exit status. It is removed when it ends,
 //! and when the client goes.
@@ -58,6 +59,8 @@ pub async fn run(ctx: &Context, caller: &Caller, args: RunArgs, io: &mut Io) -> 
         }
     };
     let runner = ctx.runner().await?;
+    let network =
+        crate::networks::of_app(ctx, &runner, app.as_str()).await.map_err(crate::deploy::DeployError::from)?;
     // The app's config as it is now (`config set --no-restart` included).
     let config = ctx.store.config(app.as_str()).await?;
     let env: Vec<(String, String)> = config.into_iter().collect();
@@ -75,6 +78,7 @@ pub async fn run(ctx: &Context, caller: &Caller, args: RunArgs, io: &mut Io) -> 
         },
         tty: terminal,
         stdin: true,
+        network: &network,
     };
     let ended = match &runner {
         Runner::Docker(docker) => in_container(docker, &job, io).await?,

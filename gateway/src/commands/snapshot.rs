@@ -9,6 +9,7 @@ use futures_util::future::join_all;
 use nap_builder::Builder;
 use nap_runner::kubernetes::manifest;
 use nap_runner::units::{self, Units};
+use nap_runner::{AppNetwork, DockerRunner};
 use nap_state::LockSubject;
 use nap_state::layout::commiter;
 use serde_json::json;
@@ -34,6 +35,9 @@ struct Found {
     wanted: Wanted,
     container: String,
     ip: String,
+    /// The network its IP is on, for one of nap's own containers (its
+    /// app's); `None` for the original tool's.
+    network: Option<AppNetwork>,
 }
 
 impl Found {
@@ -91,9 +95,10 @@ pub async fn commit(ctx: &Context, caller: &Caller, only: Option<&str>, io: &mut
     }
     let _lock = ctx.lock(LockSubject::Snapshot { host_ip: &host_ip }, "commit", caller.name()).await?;
     let docker = ctx.docker().await?;
+    let runner = ctx.docker_runner().await?;
     // State 0: found, but not to be snapshotted.
     let (skipped, to_snapshot): (Vec<Found>, Vec<Found>) =
-        find_containers(&docker, &wanted).await?.into_iter().partition(|f| f.wanted.state == 0);
+        find_containers(&runner, &docker, &wanted).await?.into_iter().partition(|f| f.wanted.state == 0);
     let tag = unused_tag(ctx, &docker, &to_snapshot).await?;
     let builder = Builder::new(docker, ctx.settings.registry());
     let (builder, tag, host_ip_ref, to_snapshot_ref) = (&builder, &tag, &host_ip, &to_snapshot);
@@ -139,7 +144,8 @@ pub async fn commit(ctx: &Context, caller: &Caller, only: Option<&str>, io: &mut
 }
 
 /// Snapshots one container: commit, push when asked, then record the image's
-/// IP and its take-over RC together, so the keys never half-change.
+/// IP, its network and its take-over RC together, so the keys never
+/// half-change.
 async fn snapshot(
     ctx: &Context,
     builder: &Builder,
@@ -167,12 +173,15 @@ async fn snapshot(
     let manifest = tokio::task::spawn_blocking(move || takeover.render(units_dir.as_deref()))
         .await
         .map_err(|source| SnapshotError::Rendering { app: app.clone(), source })??;
-    ctx.store
-        .put_many(&[
-            (commiter::image_ip(root, &image), found.ip.clone().into_bytes()),
-            (commiter::takeover(root, app, component, &found.ip), manifest.into_bytes()),
-        ])
-        .await?;
+    let mut records = vec![
+        (commiter::image_ip(root, &image), found.ip.clone().into_bytes()),
+        (commiter::takeover(root, app, component, &found.ip), manifest.into_bytes()),
+    ];
+    if let Some(network) = &found.network {
+        let json = serde_json::to_vec(network).map_err(nap_state::StoreError::Encode)?;
+        records.push((commiter::image_network(root, &image), json));
+    }
+    ctx.store.put_many(&records).await?;
     Ok(image)
 }
 
@@ -237,6 +246,7 @@ pub async fn restore(
         return Err(SnapshotError::NoRecordedIp { image: image.to_owned(), ours: commiter::image_ips(root) }.into());
     };
     let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| SnapshotError::NotAnIp { key, value: ip.clone() })?;
+    let network = network_of_snapshot(ctx, root, image, ip).await?;
     let repo = image.rsplit_once(':').map_or(image, |(repo, _)| repo);
     let default_name = format!("nap-restored-{}", repo.rsplit('/').next().unwrap_or(repo));
     let name = name.unwrap_or(&default_name).to_owned();
@@ -244,13 +254,13 @@ pub async fn restore(
     let builder = Builder::new(docker, ctx.settings.registry());
     // Snapshots are containers on this host, whatever runs the releases.
     let runner = ctx.docker_runner().await?;
-    let container = name.as_str();
+    let (container, network) = (name.as_str(), &network);
     with_reporter(io, |report| async move {
         report.step(&format!("Pulling {image}"));
         builder.pull(image, &|line| report.detail(line)).await.map_err(CommandError::Build)?;
         report.step(&format!("Starting {container} at {ip}"));
         let labels = HashMap::from([("nap.restored-from".to_owned(), image.to_owned())]);
-        runner.run_at(container, image, ip, labels).await?;
+        runner.run_at(container, image, ip, labels, network).await?;
         Ok::<_, CommandError>(())
     })
     .await?;
@@ -258,6 +268,26 @@ pub async fn restore(
         format!("restored {image} as {name} at {ip}"),
         json!({ "image": image, "container": name, "ip": ip.to_string() }),
     ))
+}
+
+/// The network a snapshot goes back to: its app's, as `commit` recorded it
+/// (the app's subnet claimed again, should the app be gone), when that
+/// holds `ip`; else the shared network, where every app ran before each
+/// had its own (and where the original tool's addresses go).
+async fn network_of_snapshot(
+    ctx: &Context,
+    root: &str,
+    image: &str,
+    ip: std::net::Ipv4Addr,
+) -> Result<AppNetwork, CommandError> {
+    let recorded: Option<AppNetwork> = ctx.store.get_json(&commiter::image_network(root, image)).await?;
+    let Some(network) = recorded.filter(|network| network.contains(ip)) else { return Ok(ctx.settings.network()) };
+    if let (Some(app), Some(subnet)) = (&network.app, &network.subnet)
+        && ctx.store.app_subnet(app).await?.is_none()
+    {
+        ctx.store.claim_subnet(app, subnet).await?;
+    }
+    Ok(network)
 }
 
 async fn wanted_here(ctx: &Context, root: &str, host_ip: &str) -> Result<Vec<Wanted>, CommandError> {
@@ -285,8 +315,13 @@ async fn wanted_here(ctx: &Context, root: &str, host_ip: &str) -> Result<Vec<Wan
 }
 
 /// Running containers for each wanted (app, component): nap's own release
-/// containers by label, and the original tool's names containing `APPrc-COMPONENT`.
-async fn find_containers(docker: &bollard::Docker, wanted: &[Wanted]) -> Result<Vec<Found>, CommandError> {
+/// containers by label (with their network), and the original tool's names
+/// containing `APPrc-COMPONENT`.
+async fn find_containers(
+    runner: &DockerRunner,
+    docker: &bollard::Docker,
+    wanted: &[Wanted],
+) -> Result<Vec<Found>, CommandError> {
     let options = ListContainersOptionsBuilder::new().all(false).build();
     let containers = docker.list_containers(Some(options)).await.map_err(nap_runner::RunError::from)?;
     let mut found = Vec::new();
@@ -300,12 +335,15 @@ async fn find_containers(docker: &bollard::Docker, wanted: &[Wanted]) -> Result<
             if !(ours || name.contains(&convention)) {
                 continue;
             }
-            let ip =
-                container.network_settings.as_ref().and_then(|n| n.networks.as_ref()).and_then(|networks| {
-                    networks.values().find_map(|n| n.ip_address.clone().filter(|ip| !ip.is_empty()))
-                });
+            let network = if ours { runner.network_of_container(&name).await? } else { None };
+            let networks = container.network_settings.as_ref().and_then(|n| n.networks.as_ref());
+            // Its address on its app's network, else on its only one.
+            let ip = networks.and_then(|networks| match &network {
+                Some(network) => networks.get(&network.name)?.ip_address.clone().filter(|ip| !ip.is_empty()),
+                None => networks.values().find_map(|n| n.ip_address.clone().filter(|ip| !ip.is_empty())),
+            });
             if let Some(ip) = ip {
-                found.push(Found { wanted: want.clone(), container: name, ip });
+                found.push(Found { wanted: want.clone(), container: name, ip, network });
             }
         }
     }

@@ -2,12 +2,13 @@
 //! Procfile), how many instances of each (the app's formation over its
 //! app.json's) and when a `web` instance is ready (its app.json's check).
 
-use nap_runner::{AppJson, Formation, InstanceId, Limits, Procfile, RunRequest};
+use nap_runner::{AppJson, AppNetwork, Formation, InstanceId, Limits, Procfile, RunRequest};
 use nap_state::Release;
 
 use super::DeployError;
+use crate::context::Context;
 
-/// A release's Procfile and app.json, read.
+/// A release's Procfile and app.json, read, and where its app runs.
 pub struct Processes {
     pub procfile: Procfile,
     pub app_json: AppJson,
@@ -15,32 +16,37 @@ pub struct Processes {
     pub defaults: Formation,
     /// Where the swarm may place the app's tasks (`placement APP`).
     pub placement: Vec<String>,
+    /// The app's own network, which its instances and one-offs join.
+    pub network: AppNetwork,
 }
 
 impl Processes {
-    /// Reads the files the release keeps; a push refuses them first, so an
-    /// error here means a record from elsewhere.
-    pub fn of(release: &Release) -> Result<Processes, DeployError> {
+    /// Reads the files the release keeps (a push refuses them first, so an
+    /// error here means a record from elsewhere), for an app on `network`.
+    pub fn of(release: &Release, network: AppNetwork) -> Result<Processes, DeployError> {
         Ok(Processes {
             procfile: Procfile::of(release.procfile.as_deref())?,
             app_json: AppJson::of(release.app_json.as_deref())?,
             defaults: Formation::default(),
             placement: Vec::new(),
+            network,
         })
     }
 
     /// What `release` of `app` runs on `runner`: its files, the runner's
-    /// default counts and the app's placement.
+    /// default counts, the app's placement, and its network, made on the
+    /// runner if need be.
     pub async fn of_app(
-        store: &nap_state::Store,
+        ctx: &Context,
         app: &str,
         release: &Release,
         runner: &nap_runner::Runner,
     ) -> Result<Processes, DeployError> {
-        let placement: Vec<nap_runner::swarm::Constraint> = store.placement(app).await?;
+        let placement: Vec<nap_runner::swarm::Constraint> = ctx.store.placement(app).await?;
+        let network = crate::networks::of_app(ctx, runner, app).await?;
         Ok(Processes {
             placement: placement.into_iter().map(String::from).collect(),
-            ..Processes::of(release)?.on(runner)
+            ..Processes::of(release, network)?.on(runner)
         })
     }
 
@@ -86,6 +92,7 @@ impl Processes {
             env,
             limits,
             placement: &self.placement,
+            network: &self.network,
         }
     }
 }

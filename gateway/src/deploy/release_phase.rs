@@ -12,7 +12,7 @@ use nap_runner::{Limits, OneOff, Runner};
 use nap_state::Release;
 
 use super::DeployError;
-use super::processes::env_of;
+use super::processes::{Processes, env_of};
 use crate::app_name::AppName;
 use crate::context::Context;
 use crate::report::Reporter;
@@ -20,16 +20,18 @@ use crate::report::Reporter;
 /// How many of its last lines a failed release phase shows again.
 const TAIL: usize = 15;
 
-/// Runs `command`, the release phase of `release`.
+/// Runs the release phase of `release`, if its Procfile has one, on the
+/// app's network.
 pub async fn run(
     ctx: &Context,
     runner: &Runner,
     app: &AppName,
     release: &Release,
-    command: &[String],
+    processes: &Processes,
     limits: Limits,
     report: &Reporter,
 ) -> Result<(), DeployError> {
+    let Some(command) = processes.procfile.release() else { return Ok(()) };
     let shown = shlex::try_join(command.iter().map(String::as_str)).unwrap_or_else(|_| command.join(" "));
     report.step(&format!("Release phase: {shown}"));
     let env = env_of(release);
@@ -37,12 +39,13 @@ pub async fn run(
         app: app.as_str(),
         release: release.version,
         image: &release.image,
-        command,
+        command: &command,
         env: &env,
         limits,
         what: "release".into(),
         tty: None,
         stdin: false,
+        network: &processes.network,
     };
     let timeout = ctx.settings.release_timeout();
     let tail = std::sync::Mutex::new(VecDeque::with_capacity(TAIL));

@@ -39,12 +39,14 @@ pub async fn scale(
     let current = store.current_release(app.as_str()).await?;
     let runner = ctx.runner().await?;
     let processes = match &current {
-        Some(release) => Processes::of_app(store, app.as_str(), release, &runner).await?,
+        Some(release) => Processes::of_app(ctx, app.as_str(), release, &runner).await?,
         None => Processes {
             procfile: Procfile::default(),
             app_json: nap_runner::AppJson::default(),
             defaults: runner.default_formation(),
             placement: Vec::new(),
+            // Nothing runs yet: its network is made by the first release.
+            network: nap_runner::AppNetwork::of_app(app.as_str(), None),
         },
     };
     for change in changes {

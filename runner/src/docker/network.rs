@@ -1,46 +1,98 @@
-//! nap's Docker network: every release runs on it, so a container's IP comes
-//! from one subnet that every host defines alike, and a snapshot can be
-//! restored on another host with the IP it had.
+//! Networks on this host's Docker. Each app runs on a bridge network of its
+//! own, `nap-APP` ([`AppNetwork::of_app`]): its instances and one-offs reach
+//! each other there, and nothing of another app's, because Docker isolates
+//! bridge networks from each other (its `DOCKER-ISOLATION` rules); the host,
+//! where nap's router runs, reaches every one of them. A container of
+//! several apps (a service linked to them) joins each one's network
+//! ([`DockerRunner::attach`]).
 //!
-//! Each instance gets its address when it is created and keeps it for life:
-//! through Docker's restarts, `systemctl restart` and reboots, the routes
-//! that name it stay true.
+//! An app's subnet is the same on every host (the gateway claims it from
+//! `app_subnets` in the store), so a snapshot can be restored on another
+//! host with the IP it had. Each instance gets its address when it is
+//! created and keeps it for life: through Docker's restarts,
+//! `systemctl restart` and reboots, the routes that name it stay true.
+//!
+//! Installations from before app networks ran every app on one shared
+//! network (`network`, default `nap`); their instances stay there until
+//! their app's next release, found by the missing [`labels::NETWORK`], and
+//! the shared network goes once nothing is left on it.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use bollard::models::{ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig};
-use bollard::models::{NetworkCreateRequest, NetworkingConfig, RestartPolicy, RestartPolicyNameEnum};
-use bollard::query_parameters::CreateContainerOptionsBuilder;
+use bollard::models::{NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig};
+use bollard::models::{RestartPolicy, RestartPolicyNameEnum};
+use bollard::query_parameters::{CreateContainerOptionsBuilder, InspectNetworkOptions, ListNetworksOptions};
+use ipnet::Ipv4Net;
 
 use super::DockerRunner;
 use crate::error::RunError;
+use crate::labels;
 
-/// The network's name and subnet (`ADDRESS/BITS`).
-#[derive(Debug, Clone)]
+/// What a network's [`labels::NETWORK`] says it is: one app's.
+pub const OF_APP: &str = "app";
+/// ... or the one network every app shared before app networks.
+pub const SHARED: &str = "apps";
+
+/// A network releases run on: its name, its subnet (`ADDRESS/BITS`), and
+/// the app it is of.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AppNetwork {
     pub name: String,
-    pub subnet: String,
+    /// `None`: whoever makes the network picks it (a swarm, a cluster).
+    pub subnet: Option<String>,
+    /// `None`: the network every app shared before app networks.
+    pub app: Option<String>,
 }
 
 impl Default for AppNetwork {
+    /// The shared network of installations from before app networks.
     fn default() -> Self {
-        AppNetwork { name: "nap".into(), subnet: "172.31.0.0/16".into() }
+        AppNetwork { name: "nap".into(), subnet: Some("172.31.0.0/16".into()), app: None }
     }
 }
 
 impl AppNetwork {
-    /// The subnet's base address and mask.
-    fn parts(&self) -> Option<(u32, u32)> {
-        let (base, bits) = self.subnet.split_once('/')?;
-        let (base, bits) = (base.parse::<Ipv4Addr>().ok()?, bits.parse::<u32>().ok()?);
-        let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits.min(32)) };
-        Some((u32::from(base) & mask, mask))
+    /// `nap-APP`: the name of `app`'s own network on every runner.
+    pub fn name_of(app: &str) -> String {
+        format!("nap-{app}")
+    }
+
+    /// `app`'s own network, with `subnet` (or one its runner picks).
+    pub fn of_app(app: &str, subnet: Option<String>) -> AppNetwork {
+        AppNetwork { name: Self::name_of(app), subnet, app: Some(app.to_owned()) }
+    }
+
+    /// The subnet, parsed; `None` without one, or with one that is not IPv4.
+    pub fn net(&self) -> Option<Ipv4Net> {
+        self.subnet.as_deref()?.parse::<Ipv4Net>().ok().map(|net| net.trunc())
     }
 
     /// Whether `ip` lies in the subnet.
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        self.parts().is_some_and(|(base, mask)| u32::from(ip) & mask == base)
+        self.net().is_some_and(|net| net.contains(&ip))
+    }
+
+    /// The labels Docker keeps on the network, which say whose it is.
+    pub(crate) fn labels(&self) -> HashMap<String, String> {
+        match &self.app {
+            Some(app) => {
+                HashMap::from([(labels::NETWORK.to_owned(), OF_APP.to_owned()), (labels::APP.to_owned(), app.clone())])
+            }
+            None => HashMap::from([(labels::NETWORK.to_owned(), SHARED.to_owned())]),
+        }
+    }
+
+    /// Whether a network of this name with `found` labels is this one, and
+    /// not something else of the same name (an app called `swarm` and the
+    /// swarm's shared overlay `nap-swarm`, or a network nap did not make).
+    pub(crate) fn owns(&self, found: Option<&HashMap<String, String>>) -> bool {
+        match &self.app {
+            Some(app) => found.and_then(|labels| labels.get(labels::APP)) == Some(app),
+            // The shared network may be one an operator made by hand.
+            None => true,
+        }
     }
 
     /// The networking of a container that holds `ip` on this network.
@@ -55,94 +107,174 @@ impl AppNetwork {
             )])),
         }
     }
+}
 
-    /// A random host address of the subnet: neither the network's own
-    /// address, nor its first (Docker's gateway), nor the broadcast address.
-    fn random_host(&self) -> Option<Ipv4Addr> {
-        let (base, mask) = self.parts()?;
-        let hosts = (!mask).checked_sub(2).filter(|n| *n > 0)?;
-        Some(Ipv4Addr::from(base + 2 + rand::random_range(0..hosts)))
-    }
+/// A random host address of `net`: neither the network's own address, nor
+/// its first (Docker's gateway), nor the broadcast address.
+fn random_host(net: Ipv4Net) -> Option<Ipv4Addr> {
+    let base = u32::from(net.network());
+    let hosts = (!u32::from(net.netmask())).checked_sub(2).filter(|n| *n > 0)?;
+    Some(Ipv4Addr::from(base + 2 + rand::random_range(0..hosts)))
+}
+
+/// Whether Docker refused a network because its subnet overlaps one it has.
+fn is_overlap(err: &bollard::errors::Error) -> bool {
+    matches!(err, bollard::errors::Error::DockerResponseServerError { message, .. } if message.contains("overlaps"))
+}
+
+fn is_not_found(err: &bollard::errors::Error) -> bool {
+    matches!(err, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
 }
 
 impl DockerRunner {
-    /// Creates the network unless it exists.
-    pub async fn ensure_network(&self) -> Result<(), RunError> {
-        let network = self.network();
-        match self.docker.inspect_network(&network.name, None::<bollard::query_parameters::InspectNetworkOptions>).await
-        {
-            Ok(_) => return Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+    /// Creates `network` unless it exists. Refuses a network of that name
+    /// that is not it, and says when Docker refuses the subnet because
+    /// another network here holds part of it ([`RunError::SubnetTaken`]).
+    pub async fn ensure_network(&self, network: &AppNetwork) -> Result<(), RunError> {
+        match self.docker.inspect_network(&network.name, None::<InspectNetworkOptions>).await {
+            Ok(found) if network.owns(found.labels.as_ref()) => return Ok(()),
+            Ok(_) => return Err(RunError::NetworkNotOurs { network: network.name.clone() }),
+            Err(err) if is_not_found(&err) => {}
             Err(err) => return Err(err.into()),
         }
+        let Some(subnet) = network.subnet.clone() else {
+            return Err(RunError::NoSubnet { network: network.name.clone() });
+        };
         let request = NetworkCreateRequest {
             name: network.name.clone(),
             driver: Some("bridge".into()),
             ipam: Some(Ipam {
-                config: Some(vec![IpamConfig { subnet: Some(network.subnet.clone()), ..Default::default() }]),
+                config: Some(vec![IpamConfig { subnet: Some(subnet.clone()), ..Default::default() }]),
                 ..Default::default()
             }),
-            labels: Some(HashMap::from([("nap.network".to_owned(), "apps".to_owned())])),
+            labels: Some(network.labels()),
             ..Default::default()
         };
         match self.docker.create_network(request).await {
             // 409: another nap process made it meanwhile.
             Ok(_) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+            Err(err) if is_overlap(&err) => Err(RunError::SubnetTaken { network: network.name.clone(), subnet }),
             Err(err) => Err(err.into()),
         }
     }
 
-    /// An address on nap's network that no container holds now, for a new
-    /// instance. Two hosts' or processes' picks may still meet; Docker then
-    /// refuses the second, and its start picks again.
-    pub async fn free_address(&self) -> Result<Ipv4Addr, RunError> {
+    /// The IPv4 subnets of every network on this host's Docker: an app's
+    /// may not overlap any of them.
+    pub async fn subnets_in_use(&self) -> Result<Vec<Ipv4Net>, RunError> {
+        let networks = self.docker.list_networks(None::<ListNetworksOptions>).await?;
+        Ok(networks
+            .into_iter()
+            .filter_map(|network| network.ipam?.config)
+            .flatten()
+            .filter_map(|config| config.subnet?.parse::<Ipv4Net>().ok())
+            .collect())
+    }
+
+    /// Removes network `name` if it exists. Docker refuses while a
+    /// container is still on it.
+    pub async fn remove_network(&self, name: &str) -> Result<(), RunError> {
+        match self.docker.remove_network(name).await {
+            Ok(()) => Ok(()),
+            Err(err) if is_not_found(&err) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Removes the shared network of installations from before app
+    /// networks once no container is left on it (the last app moved to its
+    /// own at its release). Left alone while anything is on it, or when nap
+    /// did not make it.
+    pub async fn remove_shared_network_if_empty(&self) {
+        let name = &self.shared.name;
+        let Ok(found) = self.docker.inspect_network(name, None::<InspectNetworkOptions>).await else { return };
+        let ours = found.labels.unwrap_or_default().get(labels::NETWORK).map(String::as_str) == Some(SHARED);
+        if !ours || !found.containers.unwrap_or_default().is_empty() {
+            return;
+        }
+        match self.remove_network(name).await {
+            Ok(()) => tracing::info!(network = %name, "removed the shared network: every app runs on its own"),
+            // A restore may have joined it meanwhile.
+            Err(err) => tracing::debug!(network = %name, error = %err, "the shared network stays"),
+        }
+    }
+
+    /// Joins running container `container` to `network` (made if need be),
+    /// at an address Docker picks: a container that serves several apps
+    /// (a service linked to each) is on each one's network.
+    pub async fn attach(&self, container: &str, network: &AppNetwork) -> Result<(), RunError> {
+        self.ensure_network(network).await?;
+        let request = NetworkConnectRequest { container: container.to_owned(), endpoint_config: None };
+        match self.docker.connect_network(&network.name, request).await {
+            Ok(()) => Ok(()),
+            // Already on it.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 403, message, .. })
+                if message.contains("already exists") =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// An address on `network` that no container holds now, for a new
+    /// instance: from the subnet Docker has for it on this host. Two hosts'
+    /// or processes' picks may still meet; Docker then refuses the second,
+    /// and its start picks again.
+    pub async fn free_address(&self, network: &AppNetwork) -> Result<Ipv4Addr, RunError> {
         const TRIES: usize = 64;
-        let network = self
-            .docker
-            .inspect_network(&self.network().name, None::<bollard::query_parameters::InspectNetworkOptions>)
-            .await?;
-        let held: Vec<Ipv4Addr> = network
+        let found = self.docker.inspect_network(&network.name, None::<InspectNetworkOptions>).await?;
+        let net = found
+            .ipam
+            .and_then(|ipam| ipam.config)
+            .into_iter()
+            .flatten()
+            .find_map(|config| config.subnet?.parse::<Ipv4Net>().ok())
+            .map(|net| net.trunc())
+            .or_else(|| network.net());
+        let held: Vec<Ipv4Addr> = found
             .containers
             .unwrap_or_default()
             .into_values()
             .filter_map(|endpoint| endpoint.ipv4_address?.split('/').next()?.parse().ok())
             .collect();
         (0..TRIES)
-            .filter_map(|_| self.network().random_host())
+            .filter_map(|_| random_host(net?))
             .find(|ip| !held.contains(ip))
-            .ok_or_else(|| RunError::NetworkFull { network: self.network().name.clone() })
+            .ok_or_else(|| RunError::NetworkFull { network: network.name.clone() })
     }
 
-    /// The container on nap's network that has `ip`, if any.
-    pub async fn holder_of(&self, ip: Ipv4Addr) -> Result<Option<String>, RunError> {
-        let network = self
-            .docker
-            .inspect_network(&self.network().name, None::<bollard::query_parameters::InspectNetworkOptions>)
-            .await?;
-        Ok(network.containers.unwrap_or_default().into_values().find_map(|endpoint| {
+    /// The container on `network` that has `ip`, if any.
+    pub async fn holder_of(&self, ip: Ipv4Addr, network: &AppNetwork) -> Result<Option<String>, RunError> {
+        let found = self.docker.inspect_network(&network.name, None::<InspectNetworkOptions>).await?;
+        Ok(found.containers.unwrap_or_default().into_values().find_map(|endpoint| {
             let address = endpoint.ipv4_address?;
             let address = address.split('/').next()?.parse::<Ipv4Addr>().ok()?;
             (address == ip).then(|| endpoint.name.unwrap_or_else(|| "a container".into()))
         }))
     }
 
-    /// Starts `image` as container `name` on nap's network with address `ip`.
+    /// Starts `image` as container `name` on `network` with address `ip`.
     /// Refuses an address outside the subnet or already in use.
     pub async fn run_at(
         &self,
         name: &str,
         image: &str,
         ip: Ipv4Addr,
-        labels: HashMap<String, String>,
+        mut labels: HashMap<String, String>,
+        network: &AppNetwork,
     ) -> Result<(), RunError> {
-        self.ensure_network().await?;
-        let network = self.network().clone();
+        self.ensure_network(network).await?;
         if !network.contains(ip) {
-            return Err(RunError::AddressOutside { ip, network: network.name, subnet: network.subnet });
+            return Err(RunError::AddressOutside {
+                ip,
+                network: network.name.clone(),
+                subnet: network.subnet.clone().unwrap_or_default(),
+            });
         }
-        if let Some(holder) = self.holder_of(ip).await? {
+        if let Some(holder) = self.holder_of(ip, network).await? {
             return Err(RunError::AddressTaken { ip, holder });
         }
+        labels.insert(labels::NETWORK.to_owned(), network.name.clone());
         let body = ContainerCreateBody {
             image: Some(image.to_owned()),
             labels: Some(labels),
@@ -167,23 +299,77 @@ impl DockerRunner {
         }
         Ok(())
     }
+
+    /// The network container `name` runs on, as this host's Docker has it
+    /// (its subnet, and the app whose it is); `None` when the container or
+    /// its network is gone.
+    pub async fn network_of_container(&self, name: &str) -> Result<Option<AppNetwork>, RunError> {
+        let inspect =
+            match self.docker.inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>).await
+            {
+                Ok(inspect) => inspect,
+                Err(err) if is_not_found(&err) => return Ok(None),
+                Err(err) => return Err(err.into()),
+            };
+        let container_labels = inspect.config.and_then(|config| config.labels).unwrap_or_default();
+        let name = self.network_of(&container_labels).to_owned();
+        let found = match self.docker.inspect_network(&name, None::<InspectNetworkOptions>).await {
+            Ok(found) => found,
+            Err(err) if is_not_found(&err) => return Ok(None),
+            Err(err) => return Err(err.into()),
+        };
+        let subnet = found
+            .ipam
+            .and_then(|ipam| ipam.config)
+            .into_iter()
+            .flatten()
+            .find_map(|config| config.subnet.filter(|subnet| subnet.parse::<Ipv4Net>().is_ok()));
+        let app = found.labels.unwrap_or_default().remove(labels::APP);
+        Ok(Some(AppNetwork { name, subnet, app }))
+    }
+
+    /// The network a container of nap's runs on, by its labels: the one
+    /// [`labels::NETWORK`] names, else (an instance from before app
+    /// networks) the shared one.
+    pub(crate) fn network_of<'a, S: std::hash::BuildHasher>(
+        &'a self,
+        container_labels: &'a HashMap<String, String, S>,
+    ) -> &'a str {
+        container_labels.get(labels::NETWORK).map_or(self.shared.name.as_str(), String::as_str)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::AppNetwork;
+    use super::{AppNetwork, random_host};
 
     #[test]
     fn subnet_membership() {
-        let network = AppNetwork { name: "nap".into(), subnet: "172.31.0.0/16".into() };
+        let network = AppNetwork::default();
+        let net = network.net().expect("a subnet");
         assert!(network.contains("172.31.4.5".parse().unwrap()));
         assert!(!network.contains("172.17.0.2".parse().unwrap()));
         for _ in 0..1000 {
-            let ip = network.random_host().expect("a host address");
+            let ip = random_host(net).expect("a host address");
             assert!(network.contains(ip));
             assert!(![[172, 31, 0, 0], [172, 31, 0, 1], [172, 31, 255, 255]].contains(&ip.octets()), "{ip}");
         }
-        let tiny = AppNetwork { name: "nap".into(), subnet: "10.0.0.0/30".into() };
-        assert_eq!(tiny.random_host(), Some("10.0.0.2".parse().unwrap()));
+        let tiny = AppNetwork::of_app("a", Some("10.0.0.0/30".into()));
+        assert_eq!(random_host(tiny.net().unwrap()), Some("10.0.0.2".parse().unwrap()));
+        assert!(!AppNetwork::of_app("a", None).contains("10.0.0.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn an_app_network_is_named_for_its_app_and_owned_by_it_alone() {
+        let network = AppNetwork::of_app("shop", Some("10.112.3.0/24".into()));
+        assert_eq!(network.name, "nap-shop");
+        assert!(network.owns(Some(&network.labels())));
+        let shared_overlay = [("nap.network".to_owned(), "swarm".to_owned())].into();
+        assert!(
+            !AppNetwork::of_app("swarm", None).owns(Some(&shared_overlay)),
+            "the swarm's shared overlay is no app's"
+        );
+        assert!(!network.owns(Some(&AppNetwork::of_app("other", None).labels())));
+        assert!(!network.owns(None));
     }
 }

@@ -1,8 +1,9 @@
 //! One-off containers: the release phase, and `run`. Each runs a command
-//! of a release's image with the app's config, attached: its output comes
-//! back as it is written, and (for `run`) input and a terminal go in. It is
-//! never an instance: no route, no restart, and no deploy retires it. It is
-//! removed once it ends, or when whoever waits for it goes.
+//! of a release's image with the app's config, on the app's network,
+//! attached: its output comes back as it is written, and (for `run`) input
+//! and a terminal go in. It is never an instance: no route, no restart, and
+//! no deploy retires it. It is removed once it ends, or when whoever waits
+//! for it goes.
 
 use std::pin::Pin;
 
@@ -38,7 +39,7 @@ impl DockerRunner {
     /// Creates `job`'s container, attaches to it and starts it.
     pub async fn start_one_off(&self, job: &OneOff<'_>) -> Result<Attached, RunError> {
         let name = format!("nap-{}-v{}-{}", job.app, job.release, job.what);
-        self.ensure_network().await?;
+        self.ensure_network(job.network).await?;
         self.remove(&name).await?;
         let env = job.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let body = ContainerCreateBody {
@@ -55,9 +56,9 @@ impl DockerRunner {
             // The terminal starts at the client's size, before the command runs.
             host_config: Some(bollard::models::HostConfig {
                 console_size: job.tty.map(|(columns, rows)| vec![usize::from(rows), usize::from(columns)]),
-                ..self.host_config(job.limits)
+                ..Self::host_config(job.limits, &job.network.name)
             }),
-            networking_config: Some(self.network.at(self.free_address().await?)),
+            networking_config: Some(job.network.at(self.free_address(job.network).await?)),
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::new().name(&name).build();

@@ -5,7 +5,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, ReplicationController, Service};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -17,7 +17,7 @@ pub enum ManifestError {
     #[error("{source_name}: document {index} has no kind")]
     NoKind { source_name: String, index: usize },
     #[error(
-        "{source_name}: kind {kind} is not one nap applies (Deployment, ReplicationController, Service, Ingress, ConfigMap)"
+        "{source_name}: kind {kind} is not one nap applies (Deployment, ReplicationController, Service, Ingress, ConfigMap, NetworkPolicy)"
     )]
     UnknownKind { source_name: String, kind: String },
     #[error("{source_name}: {kind} does not match the Kubernetes schema: {source}")]
@@ -41,6 +41,8 @@ pub enum Manifest {
     ConfigMap(Box<ConfigMap>),
     /// The release phase's one-off pod.
     Pod(Box<Pod>),
+    /// An app's own network.
+    NetworkPolicy(Box<NetworkPolicy>),
 }
 
 /// Parses every YAML document in `yaml` (named `source_name` in errors) and
@@ -64,6 +66,7 @@ pub fn parse(yaml: &str, source_name: &str) -> Result<Vec<Manifest>, ManifestErr
             "Ingress" => Manifest::Ingress(checked(&value, source_name, &kind)?),
             "ConfigMap" => Manifest::ConfigMap(checked(&value, source_name, &kind)?),
             "Pod" => Manifest::Pod(checked(&value, source_name, &kind)?),
+            "NetworkPolicy" => Manifest::NetworkPolicy(checked(&value, source_name, &kind)?),
             _ => return Err(ManifestError::UnknownKind { source_name: source_name.into(), kind }),
         };
         manifests.push(manifest);
@@ -123,6 +126,7 @@ impl Manifest {
             Manifest::Ingress(_) => "Ingress",
             Manifest::ConfigMap(_) => "ConfigMap",
             Manifest::Pod(_) => "Pod",
+            Manifest::NetworkPolicy(_) => "NetworkPolicy",
         }
     }
 
@@ -134,6 +138,7 @@ impl Manifest {
             Manifest::Ingress(m) => &m.metadata,
             Manifest::ConfigMap(m) => &m.metadata,
             Manifest::Pod(m) => &m.metadata,
+            Manifest::NetworkPolicy(m) => &m.metadata,
         };
         metadata.name.as_deref()
     }
