@@ -24,6 +24,13 @@ use reference::{UrlRefusal, is_reference_text, url_refusal};
 const BOM: &str = "\u{feff}";
 /// The longest piece of a Dockerfile a refusal quotes.
 const MAX_SHOWN: usize = 200;
+/// The most instructions nap reads for one build, `ONBUILD` triggers run
+/// again for each stage they start included: the check runs on the
+/// gateway's threads, and stages `FROM` a stage of many triggers multiply.
+const MAX_STEPS: usize = 100_000;
+
+/// Earlier stages by name, lowercase.
+type Names = HashMap<String, usize>;
 
 /// Who builds, and where nap keeps the apps' images.
 #[derive(Debug, Clone, Copy)]
@@ -131,6 +138,8 @@ pub enum Refusal {
     Trigger(#[source] parse_dockerfile::Error),
     #[error("cannot be checked: {0}")]
     Unsure(#[from] Unsure),
+    #[error("cannot be checked: the build would run over {MAX_STEPS} instructions")]
+    TooLarge,
 }
 
 /// A parsed Dockerfile.
@@ -152,7 +161,6 @@ enum Origin {
 
 /// What a finished stage leaves to a stage built `FROM` it.
 struct Finished<'d, 't> {
-    name: Option<String>,
     env: HashMap<String, Value>,
     triggers: Vec<&'d Instruction<'t>>,
 }
@@ -166,6 +174,8 @@ struct Scope<'m> {
     /// BuildKit, not there; Docker's classic builder lets it through: so
     /// its value is not known.
     meta: &'m HashMap<String, Value>,
+    /// Instructions read so far in the whole build.
+    steps: usize,
 }
 
 impl Scope<'_> {
@@ -223,12 +233,14 @@ impl<'t> Dockerfile<'t> {
     pub fn bases(&self, rules: Rules<'_>) -> Result<Vec<Use>, DockerfileError> {
         let meta = self.meta();
         let mut bases = Vec::new();
-        let mut names = Vec::new();
+        let mut names = Names::new();
         for (index, stage) in self.parsed.stages().enumerate() {
             if let Origin::Image(base) = self.origin(index, &stage, &names, &meta, rules)? {
                 bases.push(base);
             }
-            names.push(stage_name(&stage));
+            if let Some(name) = stage_name(&stage) {
+                names.insert(name, index);
+            }
         }
         Ok(bases)
     }
@@ -243,11 +255,12 @@ impl<'t> Dockerfile<'t> {
         let meta = self.meta();
         let mut uses = Vec::new();
         let mut finished: Vec<Finished<'_, 't>> = Vec::new();
+        let (mut names, mut steps) = (Names::new(), 0);
         for (index, stage) in self.parsed.stages().enumerate() {
-            let names: Vec<Option<String>> = finished.iter().map(|f| f.name.clone()).collect();
             let name = stage_name(&stage);
             let place = Place { stage: index + 1, stage_name: name.as_deref(), trigger_of: None, onbuild: false };
-            let mut scope = Scope { env: HashMap::new(), args: HashMap::new(), meta: &meta };
+            let mut scope = Scope { env: HashMap::new(), args: HashMap::new(), meta: &meta, steps };
+            let too_large = || DockerfileError::refused(self.site_of_from(index, &stage), Refusal::TooLarge);
             let mut triggers = Vec::new();
             match self.origin(index, &stage, &names, &meta, rules)? {
                 Origin::Scratch => {}
@@ -258,6 +271,7 @@ impl<'t> Dockerfile<'t> {
                     for trigger in &earlier.triggers {
                         self.instruction(trigger, &mut scope, self.escape, place, rules, &mut uses, &names)?;
                     }
+                    scope.steps += earlier.triggers.len();
                 }
                 Origin::Image(image) => {
                     let base = base(&image.image).unwrap_or_default();
@@ -275,7 +289,11 @@ impl<'t> Dockerfile<'t> {
                             self.instruction(instruction, &mut scope, '\\', place, rules, &mut uses, &names)?;
                         }
                     }
+                    scope.steps += base.triggers.len();
                 }
+            }
+            if scope.steps > MAX_STEPS {
+                return Err(too_large());
             }
             for instruction in stage.instructions {
                 if let Instruction::Onbuild(onbuild) = instruction {
@@ -284,7 +302,14 @@ impl<'t> Dockerfile<'t> {
                     self.instruction(instruction, &mut scope, self.escape, place, rules, &mut uses, &names)?;
                 }
             }
-            finished.push(Finished { name, env: scope.env, triggers });
+            steps = scope.steps + stage.instructions.len();
+            if steps > MAX_STEPS {
+                return Err(too_large());
+            }
+            if let Some(name) = &name {
+                names.insert(name.clone(), index);
+            }
+            finished.push(Finished { env: scope.env, triggers });
         }
         Ok(uses)
     }
@@ -313,18 +338,12 @@ impl<'t> Dockerfile<'t> {
         &self,
         index: usize,
         stage: &parse_dockerfile::Stage<'t, '_>,
-        names: &[Option<String>],
+        names: &Names,
         meta: &HashMap<String, Value>,
         rules: Rules<'_>,
     ) -> Result<Origin, DockerfileError> {
         let raw = stage.from.image.value.as_ref();
-        let mut site = Site {
-            line: self.line(stage.from.from.span.start),
-            stage: index + 1,
-            stage_name: stage_name(stage),
-            instruction: format!("FROM {raw}"),
-            expanded: None,
-        };
+        let mut site = self.site_of_from(index, stage);
         let lookup = |name: &str| meta.get(name).cloned().unwrap_or(Value::Unset);
         let image = match expand(raw, self.escape, &lookup) {
             Ok(image) => image,
@@ -335,11 +354,22 @@ impl<'t> Dockerfile<'t> {
         }
         // A stage's name, not an index, in FROM; as Docker, in any case.
         let lower = image.to_ascii_lowercase();
-        if let Some(earlier) = names.iter().rposition(|name| name.as_deref() == Some(lower.as_str())) {
+        if let Some(&earlier) = names.get(&lower) {
             return Ok(Origin::Stage(earlier));
         }
         site.expanded = (image != raw).then(|| image.clone());
         judge_name(Use { site, image }, rules).map(Origin::Image)
+    }
+
+    /// The site of stage `index`'s `FROM`.
+    fn site_of_from(&self, index: usize, stage: &parse_dockerfile::Stage<'t, '_>) -> Site {
+        Site {
+            line: self.line(stage.from.from.span.start),
+            stage: index + 1,
+            stage_name: stage_name(stage),
+            instruction: format!("FROM {}", stage.from.image.value),
+            expanded: None,
+        }
     }
 
     /// Collects the images one instruction uses (`COPY --from`, `RUN
@@ -353,7 +383,7 @@ impl<'t> Dockerfile<'t> {
         place: Place<'_>,
         rules: Rules<'_>,
         uses: &mut Vec<Use>,
-        names: &[Option<String>],
+        names: &Names,
     ) -> Result<(), DockerfileError> {
         let site = |offset: usize, instruction: String| {
             let (line, instruction) = match place.trigger_of {
@@ -467,7 +497,7 @@ fn from_flags(
     flags: &[Flag<'_>],
     scope: &Scope<'_>,
     escape: char,
-    names: &[Option<String>],
+    names: &Names,
     stage: usize,
     site: &dyn Fn(&str) -> Site,
     rules: Rules<'_>,
@@ -489,7 +519,7 @@ fn image_or_stage(
     mut site: Site,
     scope: &Scope<'_>,
     escape: char,
-    names: &[Option<String>],
+    names: &Names,
     stage: usize,
     rules: Rules<'_>,
     uses: &mut Vec<Use>,
@@ -499,7 +529,7 @@ fn image_or_stage(
         Err(unsure) => return Err(DockerfileError::refused(site, unsure.into())),
     };
     let lower = image.to_ascii_lowercase();
-    let earlier_name = names.iter().any(|name| name.as_deref() == Some(lower.as_str()));
+    let earlier_name = names.contains_key(&lower);
     let earlier_index = image.parse::<usize>().is_ok_and(|index| index + 1 < stage);
     if earlier_name || earlier_index {
         return Ok(());

@@ -10,6 +10,11 @@
 use std::iter::Peekable;
 use std::str::Chars;
 
+/// The deepest `${NAME:-${…}}` nap follows (it recurses).
+const MAX_DEPTH: usize = 16;
+/// The longest value nap expands (`ENV A=$A$A` doubles at each line).
+const MAX_LENGTH: usize = 64 * 1024;
+
 /// What a variable holds where a word is expanded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Value {
@@ -29,14 +34,15 @@ pub enum Unsure {
     Form(String),
     #[error("the value of ${0} is not known before the build")]
     Variable(String),
+    #[error("its expansion is nested deeper than {MAX_DEPTH} or longer than {} KiB", MAX_LENGTH / 1024)]
+    TooLarge,
 }
 
 /// `word` with its variables replaced as Docker would, `lookup` telling
 /// what each holds. `escape` is the Dockerfile's escape character.
 pub(crate) fn expand(word: &str, escape: char, lookup: &dyn Fn(&str) -> Value) -> Result<String, Unsure> {
     let mut chars = word.chars().peekable();
-    let expanded = expand_until(&mut chars, None, escape, lookup)?;
-    Ok(expanded)
+    expand_until(&mut chars, None, escape, lookup, 0)
 }
 
 /// Expands up to `stop` (consumed) or the end.
@@ -45,30 +51,43 @@ fn expand_until(
     stop: Option<char>,
     escape: char,
     lookup: &dyn Fn(&str) -> Value,
+    depth: usize,
 ) -> Result<String, Unsure> {
+    if depth > MAX_DEPTH {
+        return Err(Unsure::TooLarge);
+    }
     let mut out = String::new();
     while let Some(c) = chars.next() {
+        if out.len() > MAX_LENGTH {
+            return Err(Unsure::TooLarge);
+        }
         match c {
             _ if Some(c) == stop => return Ok(out),
             '\'' | '"' => return Err(Unsure::Quoting),
             _ if c == escape => return Err(Unsure::Quoting),
-            '$' => out.push_str(&dollar(chars, escape, lookup)?),
+            '$' => out.push_str(&dollar(chars, escape, lookup, depth)?),
             _ => out.push(c),
         }
     }
     match stop {
         // `${NAME:-WORD` never closed: Docker refuses it; so does nap.
         Some(_) => Err(Unsure::Form("${ without }".to_owned())),
+        None if out.len() > MAX_LENGTH => Err(Unsure::TooLarge),
         None => Ok(out),
     }
 }
 
 /// The value of what follows a `$`.
-fn dollar(chars: &mut Peekable<Chars<'_>>, escape: char, lookup: &dyn Fn(&str) -> Value) -> Result<String, Unsure> {
+fn dollar(
+    chars: &mut Peekable<Chars<'_>>,
+    escape: char,
+    lookup: &dyn Fn(&str) -> Value,
+    depth: usize,
+) -> Result<String, Unsure> {
     match chars.peek().copied() {
         Some('{') => {
             chars.next();
-            braced(chars, escape, lookup)
+            braced(chars, escape, lookup, depth)
         }
         Some(c) if c.is_ascii_alphabetic() || c == '_' => {
             let name = name(chars);
@@ -85,7 +104,12 @@ fn dollar(chars: &mut Peekable<Chars<'_>>, escape: char, lookup: &dyn Fn(&str) -
 }
 
 /// What follows `${`.
-fn braced(chars: &mut Peekable<Chars<'_>>, escape: char, lookup: &dyn Fn(&str) -> Value) -> Result<String, Unsure> {
+fn braced(
+    chars: &mut Peekable<Chars<'_>>,
+    escape: char,
+    lookup: &dyn Fn(&str) -> Value,
+    depth: usize,
+) -> Result<String, Unsure> {
     let name = name(chars);
     if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
         return Err(Unsure::Form(format!("${{{name}")));
@@ -99,7 +123,7 @@ fn braced(chars: &mut Peekable<Chars<'_>>, escape: char, lookup: &dyn Fn(&str) -
         Some(m @ ('-' | '+')) => (false, m),
         other => return Err(Unsure::Form(format!("${{{name}{}", other.map(String::from).unwrap_or_default()))),
     };
-    let word = expand_until(chars, Some('}'), escape, lookup)?;
+    let word = expand_until(chars, Some('}'), escape, lookup, depth + 1)?;
     let current = match lookup(&name) {
         Value::Unknown => return Err(Unsure::Variable(name)),
         Value::Set(value) => Some(value),
@@ -216,6 +240,11 @@ mod tests {
         assert!(matches!(ex("$TAGé"), Err(Unsure::Form(_))));
         assert!(matches!(ex("${}"), Err(Unsure::Form(_))));
         assert_eq!(expand("a`b", '`', &vars), Err(Unsure::Quoting));
+        let deep = format!("{}x{}", "${NONE:-".repeat(100_000), "}".repeat(100_000));
+        assert_eq!(ex(&deep), Err(Unsure::TooLarge));
+        assert_eq!(ex(&format!("{}x{}", "${NONE:-".repeat(16), "}".repeat(16))).unwrap(), "x");
+        let long = |name: &str| if name == "L" { Value::Set("x".repeat(40_000)) } else { Value::Unset };
+        assert_eq!(expand("$L$L", '\\', &long), Err(Unsure::TooLarge));
     }
 
     #[test]

@@ -120,3 +120,14 @@ fn exposed_ports_are_the_tcp_ones_across_continuations() {
     assert_eq!(file.exposed_ports(), vec![8080, 9090]);
     assert_eq!(Dockerfile::parse("FROM x\nCMD y\n").unwrap().exposed_ports(), Vec::<u16>::new());
 }
+
+#[test]
+fn what_would_take_too_long_to_read_is_refused() {
+    // Stages from a stage of many triggers run them each again.
+    let text =
+        format!("FROM nap/busybox AS zero\n{}FROM zero\nFROM zero\nFROM zero\n", "ONBUILD RUN x\n".repeat(40_000));
+    insta::assert_snapshot!(refusal(&text), @"Dockerfile line 40003, stage 3: FROM zero cannot be checked: the build would run over 100000 instructions");
+    // A value that doubles at each line.
+    let text = format!("FROM nap/busybox\nENV A=x\n{}COPY --from=$A /a /a\n", "ENV A=$A$A\n".repeat(40));
+    insta::assert_snapshot!(refusal(&text), @"Dockerfile line 43, stage 1: COPY --from=$A cannot be checked: the value of $A is not known before the build");
+}
