@@ -1,5 +1,7 @@
 //! Building, tagging and pushing an app's image.
 
+mod ownership;
+
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::time::Duration;
@@ -14,9 +16,11 @@ use nap_runner::ByteSize;
 use tracing::info;
 
 use crate::context::{open_repo, tar_stream, tree_size};
-use crate::dockerfile::exposed_ports;
+use crate::dockerfile::{Dockerfile, DockerfileError};
 use crate::freezer::{FreezeError, Frozen};
 
+/// The app an image belongs to. The builder puts it (and the tree) on a
+/// build's last image only: the steps before it carry no label.
 const LABEL_APP: &str = "nap.app";
 const LABEL_TREE: &str = "nap.tree";
 /// How many trailing build lines a failure report carries.
@@ -52,6 +56,9 @@ pub enum BuildError {
     Push { image: String, message: String },
     #[error("pulling {image} failed: {message}")]
     Pull { image: String, message: String },
+    /// The Dockerfile uses an image the app may not, or cannot be read.
+    #[error(transparent)]
+    Dockerfile(#[from] DockerfileError),
     #[error("Docker did not say the ID of the image {image} it built")]
     NoId { image: String },
     #[error("Docker daemon: {0}")]
@@ -170,16 +177,25 @@ impl Builder {
             if size > req.max_context {
                 return Err(BuildError::ContextTooLarge { size: ByteSize(size), limit: ByteSize(req.max_context) });
             }
+            let parsed = Dockerfile::parse(&dockerfile)?;
+            // Before the build: its output reaches the pusher as it comes.
             // Dropping the build hangs up on Docker, which stops it.
-            tokio::time::timeout(req.timeout, self.run_build(req, tree, &reference, progress))
+            let checked_build = async {
+                self.check_images(&parsed, req.app, progress).await?;
+                self.run_build(req, tree, &reference, progress).await
+            };
+            tokio::time::timeout(req.timeout, checked_build)
                 .await
                 .map_err(|_| BuildError::Timeout { timeout: req.timeout })??;
             (self.id_of(&reference).await?, false)
         };
+        // An image reused from before nap read Dockerfiles this way may
+        // have one it does not parse: then it exposes nothing nap knows of.
+        let exposed_ports = Dockerfile::parse(&dockerfile).map(|parsed| parsed.exposed_ports()).unwrap_or_default();
         let image = Image {
             reference,
             commit_reference: format!("{repository}:git-{}", short_commit(req.commit)),
-            exposed_ports: exposed_ports(&dockerfile),
+            exposed_ports,
             id,
             reused,
         };
@@ -305,9 +321,21 @@ impl Builder {
     /// Pulls `reference` (`REGISTRY/REPO:TAG`) from its registry.
     pub async fn pull(&self, reference: &str, progress: &(dyn Fn(&str) + Send + Sync)) -> Result<(), BuildError> {
         let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
+        self.pull_image(repo, tag, progress).await
+    }
+
+    /// Pulls `repo` at `tag` (a tag or a digest), without credentials, as
+    /// a build pulls a base image.
+    async fn pull_image(
+        &self,
+        repo: &str,
+        tag: &str,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<(), BuildError> {
         let options = bollard::query_parameters::CreateImageOptionsBuilder::new().from_image(repo).tag(tag).build();
         let mut stream = self.docker.create_image(Some(options), None, None);
-        let pull_err = |message: String| BuildError::Pull { image: reference.to_owned(), message: one_line(&message) };
+        let reference = if tag.contains(':') { format!("{repo}@{tag}") } else { format!("{repo}:{tag}") };
+        let pull_err = |message: String| BuildError::Pull { image: reference.clone(), message: one_line(&message) };
         while let Some(item) = stream.next().await {
             match item {
                 Ok(info) => {

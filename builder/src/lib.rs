@@ -12,5 +12,6 @@ mod freezer;
 mod image;
 
 pub use app_files::{AppFiles, app_files};
+pub use dockerfile::{Base, Dockerfile, DockerfileError, Refusal, Rules, Site, Unsure, Use};
 pub use freezer::FreezeError;
 pub use image::{BuildError, BuildRequest, Builder, Image, Registry, short_commit, tree_of};
