@@ -108,6 +108,11 @@ pub struct BuildRequest<'a> {
     /// [`tree_of`]), if any: reused when Docker still has it, instead of a
     /// build. Never an image found by its labels, which any pusher can set.
     pub reuse: Option<&'a str>,
+    /// The app's own image whose build steps this build may reuse from
+    /// Docker's cache (its serving release's); with none, nothing is
+    /// reused. Never the daemon's whole cache: a step of another app's
+    /// build with the same text would hand this build that app's layer.
+    pub cache_from: Option<&'a str>,
     /// The most bytes of files a build's context may hold.
     pub max_context: u64,
     /// How long the build may take.
@@ -270,12 +275,17 @@ impl Builder {
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<(), BuildError> {
         let labels = HashMap::from([(LABEL_APP, req.app.to_owned()), (LABEL_TREE, tree.to_string())]);
+        // The classic builder takes a cached step only from the chain of a
+        // `cachefrom` image; without one, from any image on the daemon.
+        let own: Vec<&str> = req.cache_from.into_iter().collect();
         let options = BuildImageOptionsBuilder::new()
             .dockerfile("Dockerfile")
             .t(reference)
             .rm(true)
             .forcerm(true)
             .labels(&labels)
+            .cachefrom(&own)
+            .nocache(own.is_empty())
             .version(BuilderVersion::BuilderV1)
             .build();
         let body = bollard::body_try_stream(tar_stream(req.repo.to_owned(), tree));

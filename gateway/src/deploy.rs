@@ -368,12 +368,15 @@ async fn build(
     let detail = |line: &str| report.detail(line);
     let tree = nap_builder::tree_of(repo, commit)?;
     let recorded = ctx.store.tree_image(app.as_str(), &tree).await?;
+    // Cached steps come from the app's own serving image only.
+    let serving = ctx.store.current_release(app.as_str()).await?.map(|release| release.image);
     let request = BuildRequest {
         app: app.as_str(),
         repo,
         commit,
         release: version,
         reuse: recorded.as_deref(),
+        cache_from: serving.as_deref().filter(|image| !image.is_empty()),
         max_context: ctx.settings.max_push_size(),
         timeout: ctx.settings.build_timeout(),
     };

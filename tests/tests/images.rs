@@ -167,3 +167,38 @@ fn base_images_and_the_apps_own_images_still_build() {
     );
     assert!(wait_for_body(&format!("{url}tools"), "built on busybox", ANSWER), "v2 stopped answering");
 }
+
+#[test]
+fn a_build_reuses_its_own_apps_cached_steps_and_never_another_apps() {
+    let gateway = Gateway::start();
+    let admin = gateway.user("admin");
+    let (a, b) = (unique("cache-a"), unique("cache-b"));
+    // A step whose output only running it can know: B's secret.
+    let dockerfile = "FROM nap/busybox\nRUN head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \\n' > /secret\n\
+                      COPY index.html /www/index.html\nRUN cp /secret /www/secret\n\
+                      CMD [\"sh\",\"-c\",\"exec httpd -f -p $PORT -h /www\"]\n";
+    let secret_of = |push: &Run| {
+        let url = push.url().expect("url");
+        let body = nap_tests::get(&format!("{url}secret")).expect("an answer").1;
+        assert_eq!(body.len(), 24, "{body}");
+        body
+    };
+    let b_repo = AppRepo::new(AppKind::Web);
+    b_repo.commit("Dockerfile", dockerfile);
+    let b_push = b_repo.push(&gateway, &admin, &b, "master");
+    let b_secret = secret_of(b_push.assert_ok());
+
+    // The same steps on the same base: built anew for A.
+    let a_repo = AppRepo::new(AppKind::Web);
+    a_repo.commit("Dockerfile", dockerfile);
+    let a_push = a_repo.push(&gateway, &admin, &a, "master");
+    assert!(!a_push.assert_ok().stderr.contains("Using cache"), "A used a cached step:\n{}", a_push.stderr);
+    let a_secret = secret_of(&a_push);
+    assert_ne!(a_secret, b_secret, "A's build got B's layer");
+
+    // A's next push reuses A's own steps up to the changed file.
+    a_repo.commit("index.html", "changed\n");
+    let again = a_repo.push(&gateway, &admin, &a, "master");
+    assert!(again.assert_ok().stderr.contains("Using cache"), "{}", again.stderr);
+    assert_eq!(secret_of(&again), a_secret, "the cached step is A's own");
+}
