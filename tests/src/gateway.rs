@@ -43,6 +43,17 @@ impl Gateway {
         Self::start_with(extra, &[])
     }
 
+    /// Starts `nap serve` with its router on HTTP and HTTPS ports of its own
+    /// (and `extra` lines for its `nap.toml`); answers it with both
+    /// addresses (`127.0.0.1:PORT`).
+    pub fn start_routing(extra: &str) -> (Gateway, String, String) {
+        let (http, https) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+        let gateway = Self::start_with_settings(&format!(
+            "registry = \"{REGISTRY}\"\nhttp_listen = \"{http}\"\nhttps_listen = \"{https}\"\n{extra}"
+        ));
+        (gateway, http, https)
+    }
+
     /// Starts `nap serve` with extra `nap.toml` lines and environment.
     pub fn start_with(extra: &str, env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");

@@ -53,6 +53,19 @@ pub fn curl_https(addr: &str, host: &str, path: &str, ca: &Path, extra: &[&str])
         .into()
 }
 
+/// Waits (up to 10 s) until [`curl_https`] to `host`'s `/` gets a body
+/// that starts with `body`; answers curl's last run.
+pub fn https_answers(addr: &str, host: &str, ca: &Path, body: &str, extra: &[&str]) -> Run {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let run = curl_https(addr, host, "/", ca, extra);
+        if (run.ok() && run.stdout.starts_with(body)) || Instant::now() > deadline {
+            return run;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// pebble and its DNS, until dropped. Validation is immediate
 /// (`PEBBLE_VA_NOSLEEP`) and every nonce good (`PEBBLE_WFE_NONCEREJECT=0`).
 pub struct Pebble {

@@ -9,19 +9,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nap_tests::tls::{curl_https, pem_bundle, self_signed};
-use nap_tests::{AppKind, AppRepo, Gateway, Key, Run, free_port, get_host, raw, unique};
-
-/// A gateway whose router answers under `localhost` on HTTP and HTTPS
-/// ports of its own; answers it with both addresses.
-fn routing_gateway(extra: &str) -> (Gateway, String, String) {
-    let (http, https) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
-    let gateway = Gateway::start_with_settings(&format!(
-        "registry = \"{}\"\nhttp_listen = \"{http}\"\nhttps_listen = \"{https}\"\n{extra}",
-        nap_tests::REGISTRY
-    ));
-    (gateway, http, https)
-}
+use nap_tests::tls::{curl_https, https_answers, pem_bundle, self_signed};
+use nap_tests::{AppKind, AppRepo, Gateway, Key, Run, get_host, raw, unique};
 
 /// Pushes a web app answering `body` as `app`.
 fn web_app(gateway: &Gateway, admin: &Key, app: &str, body: &str) {
@@ -51,7 +40,7 @@ fn refused(run: &Run, text: &str) {
 
 #[test]
 fn an_app_key_cannot_take_another_apps_host_or_its_certificate() {
-    let (gateway, http, https) = routing_gateway("");
+    let (gateway, http, https) = Gateway::start_routing("");
     let admin = gateway.user("admin");
     let (victim, own, later) = (unique("sec-b"), unique("sec-z"), unique("later"));
     web_app(&gateway, &admin, &victim, "victim b");
@@ -95,7 +84,7 @@ fn an_app_key_cannot_take_another_apps_host_or_its_certificate() {
     refused(&offered, &format!("the certificate is for {victim_host}, which is app {victim}'s, not {own}'s"));
     let victim_pem = pem_bundle(&victim_cert, &victim_key);
     gateway.ssh_with_input(&admin, "nap", &["certs", "add", &victim], &victim_pem).assert_ok();
-    let run = https_body(&https, &victim_host, &victim_cert, "victim b");
+    let run = https_answers(&https, &victim_host, &victim_cert, "victim b", &[]);
     assert!(run.ok() && run.stdout.starts_with("victim b"), "{run:?}");
 
     // The app made later answers at the name kept for it: 503 with no
@@ -111,7 +100,7 @@ fn an_app_key_cannot_take_another_apps_host_or_its_certificate() {
 
 #[test]
 fn wildcards_and_claims_give_each_host_to_one_app() {
-    let (gateway, http, _https) = routing_gateway("domain = \"nap.test\"\n");
+    let (gateway, http, _https) = Gateway::start_routing("domain = \"nap.test\"\n");
     let admin = gateway.user("admin");
     let (shop, other, catch_all) = (unique("shop"), unique("other"), unique("catch"));
     web_app(&gateway, &admin, &shop, "shop");
@@ -146,7 +135,7 @@ fn wildcards_and_claims_give_each_host_to_one_app() {
 
 #[test]
 fn tls_requests_go_only_where_the_certificate_reaches_and_clients_are_told_what_the_router_saw() {
-    let (gateway, http, https) = routing_gateway("");
+    let (gateway, http, https) = Gateway::start_routing("");
     let admin = gateway.user("admin");
     let (first, second) = (unique("tls-a"), unique("tls-b"));
     let upstream = AppRepo::new(AppKind::Upstream);
@@ -156,7 +145,7 @@ fn tls_requests_go_only_where_the_certificate_reaches_and_clients_are_told_what_
     let dir = tempfile::tempdir().expect("temp dir");
     let (cert, key) = self_signed(dir.path(), "first", &[&first_host]);
     gateway.ssh_with_input(&admin, "nap", &["certs", "add", &first], &pem_bundle(&cert, &key)).assert_ok();
-    let run = https_body(&https, &first_host, &cert, "hello from upstream");
+    let run = https_answers(&https, &first_host, &cert, "hello from upstream", &[]);
     assert!(run.ok(), "{run:?}");
 
     // SNI of the first app, Host of the second: 421, over HTTP/1.1 and 2.
@@ -186,7 +175,7 @@ fn tls_requests_go_only_where_the_certificate_reaches_and_clients_are_told_what_
 
 #[test]
 fn a_trusted_proxys_word_on_its_client_reaches_the_app() {
-    let (gateway, http, _https) = routing_gateway("trusted_proxies = \"10.0.0.0/8, 127.0.0.1\"\n");
+    let (gateway, http, _https) = Gateway::start_routing("trusted_proxies = \"10.0.0.0/8, 127.0.0.1\"\n");
     let admin = gateway.user("admin");
     let app = unique("behind");
     AppRepo::new(AppKind::Upstream).push(&gateway, &admin, &app, "master").assert_ok();
@@ -200,18 +189,6 @@ fn a_trusted_proxys_word_on_its_client_reaches_the_app() {
     assert!(body.lines().any(|line| line == "x-real-ip: 192.0.2.7"), "{body}");
     let bad = gateway.nap(&["--trusted-proxies", "10.0.0.0/33", "version"], "");
     refused(&bad, "trusted_proxies: \"10.0.0.0/33\" is not an IP address or a CIDR network");
-}
-
-/// Waits until curl gets `body` over HTTPS at `host`; answers its last run.
-fn https_body(addr: &str, host: &str, ca: &std::path::Path, body: &str) -> Run {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let run = curl_https(addr, host, "/", ca, &[]);
-        if (run.ok() && run.stdout.starts_with(body)) || Instant::now() > deadline {
-            return run;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The status of an HTTP/2 GET over TLS to `addr`, with SNI and

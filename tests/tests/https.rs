@@ -5,32 +5,15 @@
 
 use std::time::{Duration, Instant};
 
-use nap_tests::tls::{Pebble, curl_https, pem_bundle, self_signed};
+use nap_tests::tls::{Pebble, curl_https, https_answers, pem_bundle, self_signed};
 use nap_tests::{AppKind, AppRepo, Gateway, free_port, raw, unique};
 
 const DOMAIN: &str = "nap.test";
 
-/// A gateway whose router listens on HTTP and HTTPS ports of its own;
-/// answers it with both addresses.
+/// A gateway whose router answers under `nap.test` on HTTP and HTTPS
+/// ports of its own; answers it with both addresses.
 fn https_gateway(extra: &str) -> (Gateway, String, String) {
-    let (http, https) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
-    let gateway = Gateway::start_with_settings(&format!(
-        "registry = \"{}\"\nhttp_listen = \"{http}\"\nhttps_listen = \"{https}\"\ndomain = \"{DOMAIN}\"\n{extra}",
-        nap_tests::REGISTRY
-    ));
-    (gateway, http, https)
-}
-
-/// Waits until curl gets `body` over HTTPS; answers curl's last run.
-fn https_answers(addr: &str, host: &str, ca: &std::path::Path, body: &str, extra: &[&str]) -> nap_tests::Run {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let run = curl_https(addr, host, "/", ca, extra);
-        if (run.ok() && run.stdout.starts_with(body)) || Instant::now() > deadline {
-            return run;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    Gateway::start_routing(&format!("domain = \"{DOMAIN}\"\n{extra}"))
 }
 
 #[test]
