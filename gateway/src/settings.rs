@@ -28,6 +28,7 @@ const DEFAULT_RETIRE_TIMEOUT: u64 = 30;
 const DEFAULT_LOGIN_GRACE_TIME: u64 = 30;
 const DEFAULT_MAX_STARTUPS: u32 = 100;
 const DEFAULT_PER_SOURCE_MAX_STARTUPS: u32 = 30;
+const DEFAULT_BODY_TIMEOUT: u64 = 60;
 const DEFAULT_MAX_PUSH_SIZE: u64 = 1024 * 1024 * 1024;
 const DEFAULT_RELEASE_TIMEOUT: u64 = 3600;
 const DEFAULT_BUILD_TIMEOUT: u64 = 30 * 60;
@@ -78,6 +79,12 @@ pub struct Settings {
     /// Seconds an app gets to answer a request's headers through the router before the client gets 504 [default: 60]
     #[arg(long, global = true, env = "NAP_UPSTREAM_TIMEOUT", value_name = "SECS")]
     pub upstream_timeout: Option<u64>,
+    /// Seconds the router waits for more of a request's body, or for a client to take more of an answer, before it cuts the connection (408) [default: 60]
+    #[arg(long, global = true, env = "NAP_BODY_TIMEOUT", value_name = "SECS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout: Option<u64>,
+    /// Client connections the router keeps open; one more closes one waiting on its client first [default: from the open-file limit, leaving room for SSH]
+    #[arg(long, global = true, env = "NAP_MAX_CONNECTIONS", value_name = "N", hide = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
     /// Threads that serve the router's connections, each on its own, as nginx's workers [default: half the cores, at least 1]
     #[arg(long, global = true, env = "NAP_ROUTER_THREADS", value_name = "N", hide = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub router_threads: Option<u16>,
@@ -390,6 +397,23 @@ impl Settings {
         Duration::from_secs(self.upstream_timeout.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT))
     }
 
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout.unwrap_or(DEFAULT_BODY_TIMEOUT))
+    }
+
+    /// How many client connections the router keeps open: `max_connections`,
+    /// else as many as fit in `file_limit` (the process's open files) at two
+    /// files each (the client's, and the one to the app it forwards to), once
+    /// a quarter of the limit (256 to 4096) is left for the SSH gateway, the
+    /// store, the log, git and the upstream pools.
+    pub fn max_connections(&self, file_limit: u64) -> usize {
+        if let Some(max) = self.max_connections {
+            return usize::try_from(max).unwrap_or(usize::MAX);
+        }
+        let reserve = (file_limit / 4).clamp(256, 4096);
+        usize::try_from(file_limit.saturating_sub(reserve) / 2).unwrap_or(usize::MAX).max(64)
+    }
+
     /// The ACME directory `letsencrypt` orders from.
     pub fn acme_directory(&self) -> String {
         self.acme_directory.clone().unwrap_or_else(|| DEFAULT_ACME_DIRECTORY.to_owned())
@@ -638,6 +662,16 @@ mod tests {
         let custom = Settings { domain: Some("Apps.Example.com.".into()), ..on("127.0.0.1:8080") };
         assert_eq!(custom.app_url("hello").as_deref(), Some("http://hello.apps.example.com:8080/"));
         assert_eq!(on("off").app_url("hello"), None);
+    }
+
+    #[test]
+    fn max_connections_fit_the_open_file_limit_with_room_for_ssh() {
+        let settings = Settings::default();
+        assert_eq!(settings.max_connections(1024), 384);
+        assert_eq!(settings.max_connections(65_536), 30_720);
+        assert_eq!(settings.max_connections(256), 64, "never below 64");
+        let set = Settings { max_connections: Some(10), ..Settings::default() };
+        assert_eq!(set.max_connections(1024), 10);
     }
 
     #[test]
