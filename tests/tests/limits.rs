@@ -3,16 +3,18 @@
 //! connections as it closes idle HTTP/1.1 ones, and past `max_connections`
 //! closes the connections that wait longest on their clients first, so
 //! that the repros M1 and M2, run against a `nap serve` held to 1024 open
-//! files (`prlimit --nofile`), leave SSH and real requests served. Every
-//! flood is bounded.
+//! files (`prlimit --nofile`), leave SSH and real requests served. An SSH
+//! flood from one address neither cuts logins from another address (M3)
+//! nor gets past its address's rate and penalty. Every flood is bounded.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nap_tests::tls::{curl_https, pem_bundle, self_signed_leaf};
-use nap_tests::{AppKind, AppRepo, Gateway, free_port, get_host, unique};
+use nap_tests::{AppKind, AppRepo, Gateway, Key, free_port, get_host, unique};
 
 const DOMAIN: &str = "nap.test";
 /// The open-file limit the issue's repros ran `nap serve` under.
@@ -329,4 +331,153 @@ fn past_max_connections_the_idle_close_first_and_the_file_limit_is_raised() {
     for stream in &mut newer {
         assert!(!closed(stream, Duration::from_millis(100)));
     }
+}
+
+/// A flood of connections from 127.0.0.1 that are not logged in: `threads`
+/// threads connect and send a banner, each keeping its last 200, until
+/// `stop` (or 20,000 connections); answers how many it made.
+fn flood(port: u16, threads: usize, stop: &Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
+    let (made, stop) = (Arc::new(AtomicUsize::new(0)), Arc::clone(stop));
+    std::thread::spawn(move || {
+        let floods: Vec<_> = (0..threads)
+            .map(|_| {
+                let (made, stop) = (Arc::clone(&made), Arc::clone(&stop));
+                std::thread::spawn(move || {
+                    let mut held = std::collections::VecDeque::new();
+                    while !stop.load(Ordering::Relaxed) && made.load(Ordering::Relaxed) < 20_000 {
+                        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+                            let _ = stream.write_all(b"SSH-2.0-flood\r\n");
+                            held.push_back(stream);
+                            if held.len() > 200 {
+                                held.pop_front();
+                            }
+                            made.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for flood in floods {
+            let _ = flood.join();
+        }
+        made.load(Ordering::Relaxed)
+    })
+}
+
+/// `ssh -b 127.0.0.2 ... version`: a login from another loopback address.
+fn version_from_elsewhere(gateway: &Gateway, key: &Key) -> (bool, Duration, String) {
+    let asked = Instant::now();
+    let run = gateway.ssh_command_with(key, "nap", &["-b", "127.0.0.2"], &["version"]).output().expect("ssh");
+    (run.status.success(), asked.elapsed(), String::from_utf8_lossy(&run.stderr).into_owned())
+}
+
+/// Whether a new connection from 127.0.0.1 is closed at once, before the
+/// gateway says a word of SSH.
+fn refused_at_accept(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return true };
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
+    let mut banner = [0u8; 64];
+    match stream.read(&mut banner) {
+        Ok(0) => true,
+        Err(err) => err.kind() == ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    }
+}
+
+/// M3: the newest connection cut the oldest not logged in, so a flood cut
+/// real logins mid-handshake. Here one address may fill every place
+/// (`max_startups` = `per_source_max_startups` = 10, so that a test's flood
+/// is fast enough), yet every login from another address gets in: the
+/// address holding the most gives up its oldest.
+#[test]
+fn a_flood_from_one_address_never_cuts_logins_from_another() {
+    let gateway = Gateway::start_with_settings(&format!(
+        "registry = \"{}\"\nmax_startups = 10\nper_source_max_startups = 10\n",
+        nap_tests::REGISTRY
+    ));
+    let admin = gateway.user("admin");
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooding = flood(gateway.port, 4, &stop);
+    std::thread::sleep(Duration::from_millis(500));
+    let logins: Vec<_> = (0..10).map(|_| version_from_elsewhere(&gateway, &admin)).collect();
+    stop.store(true, Ordering::Relaxed);
+    let made = flooding.join().expect("flooded");
+    let slowest = logins.iter().map(|(_, took, _)| *took).max().unwrap_or_default();
+    eprintln!("M3: {made} connections from 127.0.0.1; 10 logins from 127.0.0.2, the slowest in {slowest:?}");
+    for (ok, took, stderr) in &logins {
+        assert!(ok, "a login from 127.0.0.2 failed after {took:?} behind {made} connections: {stderr}");
+    }
+    assert!(made > 100, "the flood made {made} connections only");
+}
+
+/// An address whose connections keep ending without logging in is closed
+/// at accept, before any SSH, until its penalty runs out; another address
+/// logs in all the while.
+#[test]
+fn a_flooding_address_is_refused_at_accept_until_its_penalty_runs_out() {
+    let gateway = Gateway::start_with_settings(&format!(
+        "registry = \"{}\"\nper_source_penalty_exempt_list = \"none\"\nper_source_max_startups = 5\n\
+         per_source_penalties = \"noauth:1 grace-exceeded:5 evicted:1 max:5 min:3\"\n",
+        nap_tests::REGISTRY
+    ));
+    let admin = gateway.user("admin");
+    gateway.ssh(&admin, "nap", &["version"]).assert_ok();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooding = flood(gateway.port, 2, &stop);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !refused_at_accept(gateway.port) {
+        assert!(Instant::now() < deadline, "127.0.0.1 is never refused:\n{}", gateway.log());
+    }
+    let logins: Vec<_> = (0..5).map(|_| version_from_elsewhere(&gateway, &admin)).collect();
+    stop.store(true, Ordering::Relaxed);
+    let made = flooding.join().expect("flooded");
+    for (ok, took, stderr) in &logins {
+        assert!(ok, "a login from 127.0.0.2 failed after {took:?}: {stderr}");
+    }
+    let log = gateway.log_until(|log| log.contains("penalty: SSH connections from this address are refused"));
+    assert!(log.contains("penalty: SSH connections from this address are refused"), "{log}");
+    // The penalty (at most 5 s) runs out: 127.0.0.1 logs in again.
+    let flood_ended = Instant::now();
+    let back = loop {
+        if gateway.ssh(&admin, "nap", &["version"]).ok() {
+            break flood_ended.elapsed();
+        }
+        assert!(flood_ended.elapsed() < Duration::from_secs(20), "127.0.0.1 stays refused");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    eprintln!(
+        "penalties: a flood of {made} connections from 127.0.0.1 refused at accept; 127.0.0.1 back after {back:?}"
+    );
+}
+
+/// More than `per_source_connection_rate` new connections a second from
+/// one address are closed at accept; another address is not held back.
+#[test]
+fn an_address_over_its_connection_rate_is_refused_at_accept() {
+    let gateway = Gateway::start_with_settings(&format!(
+        "registry = \"{}\"\nper_source_penalty_exempt_list = \"none\"\nper_source_penalties = \"no\"\n\
+         per_source_connection_rate = 2\n",
+        nap_tests::REGISTRY
+    ));
+    let admin = gateway.user("admin");
+    // A burst of five seconds' worth (10, one of them the harness's own
+    // check that nap listens) is let in; the rest are refused.
+    let burst: Vec<Option<TcpStream>> = (0..30).map(|_| TcpStream::connect(("127.0.0.1", gateway.port)).ok()).collect();
+    let refused = burst
+        .into_iter()
+        .flatten()
+        .filter_map(|mut stream| {
+            stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            let mut banner = [0u8; 64];
+            Some(matches!(stream.read(&mut banner), Ok(0) | Err(_)))
+        })
+        .filter(|refused| *refused)
+        .count();
+    let let_in = 30 - refused;
+    assert!((5..=10).contains(&let_in), "{let_in} of 30 let in at 2 a second (bursts of 10)");
+    let (ok, took, stderr) = version_from_elsewhere(&gateway, &admin);
+    assert!(ok, "127.0.0.2 was held back ({took:?}): {stderr}");
+    std::thread::sleep(Duration::from_secs(1));
+    gateway.ssh(&admin, "nap", &["version"]).assert_ok();
+    assert!(gateway.log().contains("per_source_connection_rate"), "the refusal is logged once");
 }
