@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nap_tests::tls::{curl_https, pem_bundle, self_signed_leaf};
-use nap_tests::{AppKind, AppRepo, Gateway, Key, free_port, get_host, unique};
+use nap_tests::{AppKind, AppRepo, Gateway, Key, closed_by_peer, free_port, get_host, open_fds, unique};
 
 const DOMAIN: &str = "nap.test";
 /// The open-file limit the repros ran `nap serve` under.
@@ -26,10 +26,6 @@ fn raise_own_file_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("the open-file limit");
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("raise the open-file limit");
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
 
 fn settings(http: &str, extra: &str) -> String {
@@ -53,20 +49,6 @@ fn answer_or_close(stream: &mut TcpStream, within: Duration) -> Option<u16> {
     }
     let text = String::from_utf8_lossy(&got);
     text.strip_prefix("HTTP/1.1 ").and_then(|rest| rest.get(..3)).and_then(|code| code.parse().ok())
-}
-
-/// Whether the router closed `stream` (within `within`), rather than kept it.
-fn closed(stream: &mut TcpStream, within: Duration) -> bool {
-    stream.set_read_timeout(Some(within)).expect("read timeout");
-    let mut buffer = [0u8; 1024];
-    loop {
-        match stream.read(&mut buffer) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(err) if matches!(err.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => return true,
-            Err(_) => return false,
-        }
-    }
 }
 
 /// M1: requests that announce a body of 1 MB and send none. Each held two
@@ -319,17 +301,17 @@ fn past_max_connections_the_idle_close_first_and_the_file_limit_is_raised() {
     // Five more: the five oldest idle ones make room, not the older stalled ones.
     let mut newer: Vec<TcpStream> = (0..5).map(|_| connect()).collect();
     for (n, stream) in idle.iter_mut().enumerate() {
-        assert_eq!(closed(stream, Duration::from_millis(500)), n < 5, "idle connection {n}");
+        assert_eq!(closed_by_peer(stream, Duration::from_millis(500)), n < 5, "idle connection {n}");
     }
     for stream in &mut stalled {
-        assert!(!closed(stream, Duration::from_millis(100)), "a stalled one closed while idle ones were open");
+        assert!(!closed_by_peer(stream, Duration::from_millis(100)), "a stalled one closed while idle ones were open");
     }
     // A real request is answered (404: no app there), in the place of another.
     let (status, _, _) = nap_tests::raw(&http, "GET / HTTP/1.0\r\nHost: nobody.nap.test\r\n\r\n").expect("an answer");
     assert_eq!(status, 404);
-    assert!(closed(&mut idle[5], Duration::from_secs(2)), "the oldest idle one left made room");
+    assert!(closed_by_peer(&mut idle[5], Duration::from_secs(2)), "the oldest idle one left made room");
     for stream in &mut newer {
-        assert!(!closed(stream, Duration::from_millis(100)));
+        assert!(!closed_by_peer(stream, Duration::from_millis(100)));
     }
 }
 

@@ -3,30 +3,12 @@
 //! key removed while a connection it opened lives runs nothing more: its
 //! running commands end (issue 27), and new ones are refused.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nap_tests::{Gateway, Run, ssh_options};
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
-}
-
-/// Reads `stream` until the gateway closes it (the banner comes first).
-fn closed_by_the_gateway(stream: &mut TcpStream, within: Duration) -> bool {
-    stream.set_read_timeout(Some(within)).expect("read timeout");
-    let mut buffer = [0u8; 1024];
-    loop {
-        match stream.read(&mut buffer) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(err) if err.kind() == ErrorKind::ConnectionReset => return true,
-            Err(_) => return false,
-        }
-    }
-}
+use nap_tests::{Gateway, Run, closed_by_peer, open_fds, ssh_options};
 
 #[test]
 fn idle_and_half_done_connections_neither_lock_a_user_out_nor_stay() {
@@ -56,7 +38,7 @@ fn idle_and_half_done_connections_neither_lock_a_user_out_nor_stay() {
 
     // Each is cut: the oldest to make room, the rest after the grace time.
     for stream in idle.iter_mut().chain(half.iter_mut()) {
-        assert!(closed_by_the_gateway(stream, Duration::from_secs(15)), "a connection not logged in stayed open");
+        assert!(closed_by_peer(stream, Duration::from_secs(15)), "a connection not logged in stayed open");
     }
     drop((idle, half));
     let deadline = Instant::now() + Duration::from_secs(10);
