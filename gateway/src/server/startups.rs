@@ -32,7 +32,7 @@ use crate::settings::{AddressList, Penalties, Settings};
 /// new address is let in as if it had no past.
 const MAX_SOURCES: usize = 65_536;
 /// How many seconds of `per_source_connection_rate` a burst may take.
-const BURST_SECONDS: u32 = 5;
+const BURST_SECONDS: f64 = 5.0;
 
 /// What the limits are (from the settings).
 pub struct Limits {
@@ -44,6 +44,11 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// How many new connections an address may open at once.
+    fn burst(&self) -> f64 {
+        f64::from(self.rate) * BURST_SECONDS
+    }
+
     pub fn of(settings: &Settings) -> Limits {
         let (total, per_source) = settings.max_startups();
         Limits {
@@ -164,8 +169,8 @@ impl Startups {
     /// Refuses `source` if it is penalised or over its rate; else takes
     /// one of its new connections.
     fn check(&self, state: &mut State, source: IpAddr, now: Instant) -> Result<(), Refused> {
-        let burst = f64::from(self.limits.rate * BURST_SECONDS);
-        let Some(entry) = state.source(source, burst, now) else { return Ok(()) };
+        let burst = self.limits.burst();
+        let Some(entry) = state.source(source, &self.limits, now) else { return Ok(()) };
         if let Some(left) = entry.refused_for(now) {
             return Err(Refused::Penalised(left));
         }
@@ -214,8 +219,7 @@ impl Startups {
         if seconds == 0 || self.limits.exempt.contains(source) {
             return;
         }
-        let burst = f64::from(self.limits.rate * BURST_SECONDS);
-        let Some(entry) = state.source(source, burst, now) else { return };
+        let Some(entry) = state.source(source, &self.limits, now) else { return };
         let (before, enforced) = entry.penalty.map_or((now, false), |(until, enforced)| (until.max(now), enforced));
         let until = (before + Duration::from_secs(seconds.into())).min(now + Duration::from_secs(max.into()));
         let left = until.duration_since(now);
@@ -257,13 +261,14 @@ impl State {
 
     /// `source`'s past, made if new; `None` when too many are remembered
     /// (pruned at most once a second of those that have nothing to keep).
-    fn source(&mut self, source: IpAddr, burst: f64, now: Instant) -> Option<&mut Source> {
+    fn source(&mut self, source: IpAddr, limits: &Limits, now: Instant) -> Option<&mut Source> {
+        let (rate, burst) = (f64::from(limits.rate), limits.burst());
         if !self.sources.contains_key(&source) && self.sources.len() >= MAX_SOURCES {
             if self.pruned.is_some_and(|at| now.duration_since(at) < Duration::from_secs(1)) {
                 return None;
             }
             self.pruned = Some(now);
-            self.sources.retain(|_, entry| entry.remembers(burst, now));
+            self.sources.retain(|_, entry| entry.remembers(rate, burst, now));
             if self.sources.len() >= MAX_SOURCES {
                 return None;
             }
@@ -291,10 +296,10 @@ impl Source {
     }
 
     /// Whether forgetting it would change anything: a penalty not run out,
-    /// or a rate not back to a whole burst (at `burst` tokens a second at most).
-    fn remembers(&self, burst: f64, now: Instant) -> bool {
+    /// or a rate not back to a whole burst.
+    fn remembers(&self, rate: f64, burst: f64, now: Instant) -> bool {
         let penalised = self.penalty.is_some_and(|(until, _)| until > now);
-        let refilling = self.tokens + now.duration_since(self.refilled).as_secs_f64() * burst < burst;
+        let refilling = self.tokens + now.duration_since(self.refilled).as_secs_f64() * rate < burst;
         penalised || refilling
     }
 }
@@ -390,6 +395,25 @@ mod tests {
             startups.unfinished(v6, Unfinished::NoAuth);
         }
         assert!(matches!(startups.admit(neighbour), Err(Refused::Penalised(_))));
+    }
+
+    #[test]
+    fn addresses_with_nothing_to_remember_are_forgotten_when_too_many() {
+        let penalties = Penalties { noauth: 100, ..Penalties::default() };
+        let startups = Startups::new(Limits { penalties, ..limits(10, 10) });
+        let now = Instant::now();
+        let penalised = IpAddr::from([192, 0, 2, 1]);
+        startups.unfinished_at(penalised, Unfinished::NoAuth, now);
+        for n in 0..u32::try_from(MAX_SOURCES).expect("small") {
+            drop(startups.admit_at(IpAddr::from((10 << 24 | n).to_be_bytes()), now));
+        }
+        let sources = |startups: &Startups| startups.state.lock().expect("not poisoned").sources.len();
+        assert_eq!(sources(&startups), MAX_SOURCES);
+        // Every rate is whole again a second later: all but the penalised one go.
+        let later = now + Duration::from_secs(2);
+        assert!(startups.admit_at(IpAddr::from([10, 255, 0, 1]), later).is_ok());
+        assert_eq!(sources(&startups), 2);
+        assert!(matches!(startups.admit_at(penalised, later), Err(Refused::Penalised(_))));
     }
 
     #[test]
