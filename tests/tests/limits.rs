@@ -139,8 +139,12 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 fn h2_preface_only(addr: &str, host: &str, config: &Arc<rustls::ClientConfig>) -> Tls {
     let name = rustls_pki_types::ServerName::try_from(host.to_owned()).expect("a server name");
     let connection = rustls::ClientConnection::new(Arc::clone(config), name).expect("a TLS client");
-    let mut tls = rustls::StreamOwned::new(connection, TcpStream::connect(addr).expect("connect"));
-    tls.write_all(PREFACE).expect("the preface");
+    let tcp = TcpStream::connect(addr).expect("connect");
+    // A router that no longer accepts (out of files) fails the test, not hangs it.
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).expect("read timeout");
+    tcp.set_write_timeout(Some(Duration::from_secs(20))).expect("write timeout");
+    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    tls.write_all(PREFACE).expect("the TLS handshake and the preface");
     tls.flush().expect("flush");
     assert_eq!(tls.conn.alpn_protocol(), Some(&b"h2"[..]), "the router speaks HTTP/2");
     tls
