@@ -140,6 +140,9 @@ async fn run(cli: Cli, log: &mut Option<LogGuard>) -> Result<u32, CliError> {
         _ => (Settings::load(&cli.settings)?, None),
     };
     *log = init_tracing(&cli.command, &settings);
+    if matches!(cli.command, Command::Serve | Command::Router) {
+        raise_file_limit();
+    }
     if let Command::Watch(args) = &cli.command {
         return Ok(nap_hooks::command::watch(args, &settings.store).await?.into());
     }
@@ -206,6 +209,20 @@ async fn route_until_signalled(ctx: std::sync::Arc<Context>) -> Result<(), CliEr
     stop.cancel();
     let _ = routing.await;
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit, as nginx's
+/// `worker_rlimit_nofile` would: each of the router's client connections
+/// takes a file, and each it forwards another; SSH connections and the
+/// git processes of pushes take more.
+fn raise_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let raised = getrlimit(Resource::RLIMIT_NOFILE)
+        .and_then(|(soft, hard)| if soft < hard { setrlimit(Resource::RLIMIT_NOFILE, hard, hard) } else { Ok(()) });
+    match (raised, getrlimit(Resource::RLIMIT_NOFILE)) {
+        (Ok(()), Ok((limit, _))) => tracing::info!(limit, "open files"),
+        (Err(err), _) | (_, Err(err)) => tracing::warn!(error = %err, "cannot raise the limit on open files"),
+    }
 }
 
 /// Makes every file and directory nap creates from here on its owner's

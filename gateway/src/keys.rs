@@ -209,9 +209,14 @@ pub fn authorized_keys_line(nap_command: &str, key: &AuthorizedKey) -> String {
 /// known to be live (before it starts, after it fails, and in processes
 /// that do not follow: `ssh-command`, the host's CLI), every lookup reads
 /// the store, and every command's check fails closed when it cannot.
+///
+/// The connections logged in with a key are told when the copy loses it
+/// ([`KnownKeys::session`]): a removed key's running commands end.
 #[derive(Default)]
 pub struct KnownKeys {
     known: std::sync::RwLock<Known>,
+    /// The logged-in connections, each with the key it logged in with.
+    sessions: std::sync::Mutex<Vec<std::sync::Weak<Session>>>,
     /// Held by the one read of the store under way.
     reading: tokio::sync::Mutex<()>,
     /// How many such reads have ended.
@@ -223,6 +228,21 @@ struct Known {
     keys: Vec<AuthorizedKey>,
     /// Whether `keys` follows the store's watch now.
     followed: bool,
+}
+
+/// A connection logged in with a key, for as long as it lives: `revoked`
+/// is cancelled when the key is removed.
+pub struct Session {
+    name: String,
+    public_key: String,
+    pub revoked: tokio_util::sync::CancellationToken,
+}
+
+impl Session {
+    /// Why the session's commands end, once `revoked`.
+    pub fn removed(&self) -> KeyCheckError {
+        KeyCheckError::Removed(self.name.clone())
+    }
 }
 
 /// Why a key cannot go on being used.
@@ -287,8 +307,38 @@ impl KnownKeys {
         let read = list(store).await;
         self.reads.fetch_add(1, Ordering::AcqRel);
         let keys = read?;
+        self.revoke_removed(&keys);
         self.known.write().unwrap_or_else(std::sync::PoisonError::into_inner).keys = keys;
         Ok(())
+    }
+
+    /// Follows a connection that logged in with `key`: its `revoked` is
+    /// cancelled once the copy of the keys no longer has `key` (the watch
+    /// brought its removal, or a read of the store did).
+    pub fn session(&self, key: &AuthorizedKey) -> std::sync::Arc<Session> {
+        let session = std::sync::Arc::new(Session {
+            name: key.name.clone(),
+            public_key: key.public_key.clone(),
+            revoked: tokio_util::sync::CancellationToken::new(),
+        });
+        let mut sessions = self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        sessions.retain(|session| session.strong_count() > 0);
+        sessions.push(std::sync::Arc::downgrade(&session));
+        session
+    }
+
+    /// Tells the sessions whose key `keys` lacks that it was removed.
+    fn revoke_removed(&self, keys: &[AuthorizedKey]) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        sessions.retain(|session| {
+            let Some(session) = session.upgrade() else { return false };
+            let kept = keys.iter().any(|k| k.name == session.name && k.public_key == session.public_key);
+            if !kept {
+                tracing::info!(key = %session.name, "the key was removed: ending its running commands");
+                session.revoked.cancel();
+            }
+            kept
+        });
     }
 
     fn look<T>(&self, look: impl FnOnce(&[AuthorizedKey]) -> T) -> T {
@@ -305,7 +355,10 @@ impl KnownKeys {
     fn set(&self, keys: Option<Vec<AuthorizedKey>>) {
         let mut known = self.known.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         match keys {
-            Some(keys) => *known = Known { keys, followed: true },
+            Some(keys) => {
+                self.revoke_removed(&keys);
+                *known = Known { keys, followed: true };
+            }
             None => known.followed = false,
         }
     }

@@ -10,28 +10,23 @@
 //! sends to.
 
 pub mod access;
+mod connections;
 mod h1;
+mod h2;
 mod health;
 mod metrics;
 pub mod presence;
 mod proxy;
-mod shutdown;
 mod table;
 pub mod tls;
 mod upstream;
 mod workers;
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use hyper::server::conn::http2;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -39,13 +34,12 @@ use tracing::{debug, info};
 
 use crate::context::Context;
 use crate::settings::{Settings, TrustedProxies};
+pub use h1::codec;
 pub use proxy::{Listeners, Peer, Proxy};
 pub use table::RouteTable;
 
 /// How long a client gets to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The most an HTTP/2 request's headers may take.
-const MAX_HEAD: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
@@ -67,6 +61,8 @@ pub struct Router {
     metrics: Option<TcpListener>,
     workers: workers::Workers,
     table: Arc<RouteTable>,
+    /// `max_connections`, from the settings or the file limit.
+    max_connections: usize,
 }
 
 /// What every connection is served with, whichever thread accepted it.
@@ -74,7 +70,7 @@ struct Serving {
     proxy: Arc<Proxy>,
     tls: TlsAcceptor,
     metrics: Arc<metrics::Metrics>,
-    shutdown: Arc<shutdown::Shutdown>,
+    connections: Arc<connections::Connections>,
     stop: CancellationToken,
     /// The proxies whose word on their clients is kept (`trusted_proxies`).
     trusted_proxies: TrustedProxies,
@@ -103,6 +99,7 @@ impl Router {
             metrics,
             workers,
             table: RouteTable::new(&settings.domain()),
+            max_connections: settings.max_connections(file_limit()),
         }))
     }
 
@@ -113,7 +110,7 @@ impl Router {
     /// Routes until `stop`, following the store of `ctx`; then lets the
     /// requests in flight finish.
     pub async fn run(self, ctx: Arc<Context>, stop: CancellationToken) {
-        let Router { http, https, metrics: metrics_listener, workers, table } = self;
+        let Router { http, https, metrics: metrics_listener, workers, table, max_connections } = self;
         ctx.access_log.start();
         let metrics = metrics::Metrics::new();
         let serving_metrics =
@@ -122,8 +119,10 @@ impl Router {
             http: http.map_or(0, |a| a.port()),
             https: https.map(|a| a.port()),
             upstream_timeout: ctx.settings.upstream_timeout(),
+            body_timeout: ctx.settings.body_timeout(),
         };
-        info!(?http, ?https, threads = ctx.settings.router_threads(), "nap router listening");
+        let threads = ctx.settings.router_threads();
+        info!(?http, ?https, threads, max_connections, "nap router listening");
         let health = Arc::new(health::Health::default());
         let inflight = Arc::new(presence::Inflight::new(Arc::clone(&health)));
         let checking = tokio::spawn({
@@ -144,9 +143,9 @@ impl Router {
         let tls = TlsAcceptor::from(tls::server_config(Arc::clone(&table)));
         let observers = proxy::Observers { access: Arc::clone(&ctx.access_log), metrics: Arc::clone(&metrics) };
         let proxy = Arc::new(Proxy::new(table, inflight, ctx.store.clone(), listeners, observers));
-        let shutdown = Arc::new(shutdown::Shutdown::default());
+        let connections = connections::Connections::new(max_connections);
         let trusted_proxies = ctx.settings.trusted_proxies.clone().unwrap_or_default();
-        let serving = Arc::new(Serving { proxy, tls, metrics, shutdown, stop, trusted_proxies });
+        let serving = Arc::new(Serving { proxy, tls, metrics, connections, stop, trusted_proxies });
         workers.run(&serving).await;
         following.abort();
         checking.abort();
@@ -184,13 +183,21 @@ fn listen(addr: &str) -> Result<std::net::TcpListener, RouterError> {
     listener.map_err(|source| RouterError::Listen { addr: addr.to_owned(), source })
 }
 
+/// The soft limit on this process's open files, which `max_connections`
+/// is made from by default (`nap serve` and `nap router` raise it to the
+/// hard limit first).
+fn file_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft)
+}
+
 /// Serves one accepted connection to its end: HTTP/1.1, or TLS and then
-/// HTTP/1.1 or HTTP/2 as the client's ALPN asks.
+/// HTTP/1.1 or HTTP/2 as the client's ALPN asks. Until its first request,
+/// it waits on its client, and may be closed to make room.
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     secure: bool,
-    signal: shutdown::Registration,
+    signal: connections::Registration,
     serving: &Serving,
 ) {
     let _ = stream.set_nodelay(true);
@@ -200,59 +207,22 @@ async fn connection(
         h1::serve(stream, proxy, &Peer::new(peer, false, trusted), signal).await;
         return;
     }
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, serving.tls.accept(stream)).await {
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, serving.tls.accept(stream));
+    let handshake = tokio::select! {
+        handshake = handshake => handshake,
+        () = signal.closing(true) => return,
+    };
+    match handshake {
         Ok(Ok(stream)) => {
             let session = stream.get_ref().1;
             let client = Peer::new(peer, true, trusted).with_server_name(session.server_name());
             if session.alpn_protocol() == Some(b"h2") {
-                serve_h2(TokioIo::new(stream), Arc::clone(proxy), client, serving.stop.clone()).await;
+                h2::serve(TokioIo::new(stream), Arc::clone(proxy), client, signal).await;
             } else {
                 h1::serve(stream, proxy, &client, signal).await;
             }
         }
         Ok(Err(err)) => debug!(%peer, error = %err, "router: TLS handshake failed"),
         Err(_) => debug!(%peer, "router: TLS handshake timed out"),
-    }
-}
-
-/// Serves one HTTP/2 client connection (over TLS, by ALPN) through
-/// hyper, until it ends; on `stop`, the requests in flight finish first.
-/// HTTP/1.1 clients are served by [`h1`].
-async fn serve_h2<IO>(io: TokioIo<IO>, proxy: Arc<Proxy>, peer: Peer, stop: CancellationToken)
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let peer = Arc::new(peer);
-    let addr = peer.addr;
-    let service = service_fn(move |req| {
-        let (proxy, peer) = (Arc::clone(&proxy), Arc::clone(&peer));
-        async move { Ok::<_, Infallible>(proxy.handle(req, &peer).await) }
-    });
-    let mut builder = http2::Builder::new(TokioExecutor::new());
-    builder.timer(TokioTimer::new()).max_header_list_size(u32::try_from(MAX_HEAD).unwrap_or(u32::MAX));
-    let served =
-        until_stopped(builder.serve_connection(io, service), http2::Connection::graceful_shutdown, &stop).await;
-    if let Err(err) = served {
-        debug!(peer = %addr, error = %err, "router connection ended");
-    }
-}
-
-/// Serves `connection` to its end; on `stop`, asks it to `finish` (what
-/// it is doing, and end) first.
-async fn until_stopped<C>(
-    connection: C,
-    finish: impl FnOnce(Pin<&mut C>),
-    stop: &CancellationToken,
-) -> hyper::Result<()>
-where
-    C: Future<Output = hyper::Result<()>>,
-{
-    tokio::pin!(connection);
-    tokio::select! {
-        served = connection.as_mut() => served,
-        () = stop.cancelled() => {
-            finish(connection.as_mut());
-            connection.await
-        }
     }
 }

@@ -19,11 +19,11 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::context::Context;
 use crate::router::Router;
-use startups::{Startup, Startups};
+use startups::{Limits, Startup, Startups, Unfinished};
 
 /// What keeps the gateway from starting.
 #[derive(Debug, thiserror::Error)]
@@ -104,8 +104,7 @@ pub async fn serve(ctx: Arc<Context>) -> Result<(), ServeError> {
     // Only command tasks are tracked: shutdown waits for running pushes, not
     // for idle connections.
     let commands = TaskTracker::new();
-    let (total, per_source) = settings.max_startups();
-    let startups = Startups::new(total, per_source);
+    let startups = Startups::new(Limits::of(settings));
     let grace = settings.login_grace_time();
     let mut terminate = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
@@ -119,7 +118,15 @@ pub async fn serve(ctx: Arc<Context>) -> Result<(), ServeError> {
                         continue;
                     }
                 };
-                let login = Login { startup: startups.admit(peer.ip()), grace };
+                // Refused at once, before any SSH: closed as the stream drops.
+                let startup = match startups.admit(peer.ip()) {
+                    Ok(startup) => startup,
+                    Err(refused) => {
+                        debug!(%peer, %refused, "connection refused");
+                        continue;
+                    }
+                };
+                let login = Login { startup, startups: Arc::clone(&startups), grace };
                 spawn_connection(Arc::clone(&ctx), Arc::clone(&config), commands.clone(), stream, peer, login);
             }
             _ = terminate.recv() => break,
@@ -153,9 +160,11 @@ pub async fn serve(ctx: Arc<Context>) -> Result<(), ServeError> {
 }
 
 /// What a connection must do before it may stay: log in within `grace`,
-/// and not be cut to make room meanwhile.
+/// and not be cut to make room meanwhile; if it ends without, its address
+/// pays (`startups`).
 struct Login {
     startup: Startup,
+    startups: Arc<Startups>,
     grace: Duration,
 }
 
@@ -175,22 +184,33 @@ fn spawn_connection(
             let cut = async {
                 tokio::select! {
                     () = logged_in.cancelled() => std::future::pending().await,
-                    () = tokio::time::sleep(login.grace) => "did not log in within the login grace time",
-                    () = evicted.cancelled() => "cut to make room for newer connections that are not logged in",
+                    () = tokio::time::sleep(login.grace) => Some(Unfinished::GraceExceeded),
+                    () = evicted.cancelled() => None,
                 }
             };
             // The session runs as a task of its own once the client's banner
             // is in; shutting the socket down (through a second handle on
             // it) ends it, whatever it waits for.
             let socket = stream.as_fd().try_clone_to_owned().map(std::net::TcpStream::from);
-            tokio::select! {
-                () = serve_session(config, stream, handler) => {}
+            let unfinished = tokio::select! {
+                () = serve_session(config, stream, handler) => {
+                    (!logged_in.is_cancelled() && !evicted.is_cancelled()).then_some(Unfinished::NoAuth)
+                }
                 why = cut => {
-                    info!("connection closed: {why}");
+                    // An evicted one was counted against its address then.
+                    if why.is_some() {
+                        info!("connection closed: did not log in within the login grace time");
+                    } else {
+                        info!("connection closed: cut to make room for newer connections that are not logged in");
+                    }
                     if let Ok(socket) = socket {
                         let _ = socket.shutdown(std::net::Shutdown::Both);
                     }
+                    why
                 }
+            };
+            if let Some(how) = unfinished {
+                login.startups.unfinished(peer.ip(), how);
             }
         }
         .instrument(span),

@@ -28,6 +28,8 @@ const DEFAULT_RETIRE_TIMEOUT: u64 = 30;
 const DEFAULT_LOGIN_GRACE_TIME: u64 = 30;
 const DEFAULT_MAX_STARTUPS: u32 = 100;
 const DEFAULT_PER_SOURCE_MAX_STARTUPS: u32 = 30;
+const DEFAULT_PER_SOURCE_CONNECTION_RATE: u32 = 20;
+const DEFAULT_BODY_TIMEOUT: u64 = 60;
 const DEFAULT_MAX_PUSH_SIZE: u64 = 1024 * 1024 * 1024;
 const DEFAULT_RELEASE_TIMEOUT: u64 = 3600;
 const DEFAULT_BUILD_TIMEOUT: u64 = 30 * 60;
@@ -85,6 +87,12 @@ pub struct Settings {
     /// Seconds an app gets to answer a request's headers through the router before the client gets 504 [default: 60]
     #[arg(long, global = true, env = "NAP_UPSTREAM_TIMEOUT", value_name = "SECS")]
     pub upstream_timeout: Option<u64>,
+    /// Seconds the router waits for more of a request's body, or for a client to take more of an answer, before it cuts the connection (408) [default: 60]
+    #[arg(long, global = true, env = "NAP_BODY_TIMEOUT", value_name = "SECS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout: Option<u64>,
+    /// Client connections the router keeps open; one more closes one waiting on its client first [default: from the open-file limit, leaving room for SSH]
+    #[arg(long, global = true, env = "NAP_MAX_CONNECTIONS", value_name = "N", hide = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
     /// Threads that serve the router's connections, each on its own, as nginx's workers [default: half the cores, at least 1]
     #[arg(long, global = true, env = "NAP_ROUTER_THREADS", value_name = "N", hide = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub router_threads: Option<u16>,
@@ -118,6 +126,15 @@ pub struct Settings {
     /// SSH connections not yet logged in, per client address; one more cuts that address's oldest [default: 30]
     #[arg(long, global = true, env = "NAP_PER_SOURCE_MAX_STARTUPS", value_name = "N", hide = true, value_parser = clap::value_parser!(u32).range(1..))]
     pub per_source_max_startups: Option<u32>,
+    /// New SSH connections a second from one client address (bursts of 5 s worth); more are closed at once, before any SSH [default: 20]
+    #[arg(long, global = true, env = "NAP_PER_SOURCE_CONNECTION_RATE", value_name = "N", hide = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub per_source_connection_rate: Option<u32>,
+    /// What SSH connections that end without logging in cost their address, as OpenSSH's PerSourcePenalties: `noauth:1 grace-exceeded:20 evicted:1 max:600 min:15` (seconds), or `no` [default: that]
+    #[arg(long, global = true, env = "NAP_PER_SOURCE_PENALTIES", value_name = "PENALTIES", hide = true)]
+    pub per_source_penalties: Option<Penalties>,
+    /// Addresses and CIDR ranges that per_source_penalties and per_source_connection_rate never refuse, comma-separated, or `none` [default: 127.0.0.0/8, ::1]
+    #[arg(long, global = true, env = "NAP_PER_SOURCE_PENALTY_EXEMPT_LIST", value_name = "ADDRESSES", hide = true)]
+    pub per_source_penalty_exempt_list: Option<AddressList>,
     /// The most a push may send, and the most its files may take unpacked (512m, 1g) [default: 1g]
     #[arg(long, global = true, env = "NAP_MAX_PUSH_SIZE", value_name = "SIZE", hide = true)]
     pub max_push_size: Option<ByteSize>,
@@ -409,6 +426,23 @@ impl Settings {
         Duration::from_secs(self.upstream_timeout.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT))
     }
 
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout.unwrap_or(DEFAULT_BODY_TIMEOUT))
+    }
+
+    /// How many client connections the router keeps open: `max_connections`,
+    /// else as many as fit in `file_limit` (the process's open files) at two
+    /// files each (the client's, and the one to the app it forwards to), once
+    /// a quarter of the limit (256 to 4096) is left for the SSH gateway, the
+    /// store, the log, git and the upstream pools.
+    pub fn max_connections(&self, file_limit: u64) -> usize {
+        if let Some(max) = self.max_connections {
+            return usize::try_from(max).unwrap_or(usize::MAX);
+        }
+        let reserve = (file_limit / 4).clamp(256, 4096);
+        usize::try_from(file_limit.saturating_sub(reserve) / 2).unwrap_or(usize::MAX).max(64)
+    }
+
     /// The ACME directory `letsencrypt` orders from.
     pub fn acme_directory(&self) -> String {
         self.acme_directory.clone().unwrap_or_else(|| DEFAULT_ACME_DIRECTORY.to_owned())
@@ -449,6 +483,20 @@ impl Settings {
             limit(self.max_startups, DEFAULT_MAX_STARTUPS),
             limit(self.per_source_max_startups, DEFAULT_PER_SOURCE_MAX_STARTUPS),
         )
+    }
+
+    /// New SSH connections a second one client address may open.
+    pub fn per_source_connection_rate(&self) -> u32 {
+        self.per_source_connection_rate.unwrap_or(DEFAULT_PER_SOURCE_CONNECTION_RATE)
+    }
+
+    pub fn per_source_penalties(&self) -> Penalties {
+        self.per_source_penalties.unwrap_or_default()
+    }
+
+    /// The addresses the per-source penalties and rate never refuse.
+    pub fn per_source_penalty_exempt_list(&self) -> AddressList {
+        self.per_source_penalty_exempt_list.clone().unwrap_or_default()
     }
 
     pub fn max_push_size(&self) -> u64 {
@@ -647,6 +695,158 @@ impl From<RolloutTarget> for String {
     }
 }
 
+/// What SSH connections that end without logging in cost their client's
+/// address, in seconds, as OpenSSH's `PerSourcePenalties`: `noauth` for one
+/// the client closed, `grace-exceeded` for one cut at `login_grace_time`,
+/// `evicted` for one cut to make room for newer ones (`max_startups`).
+/// Penalties add up, to `max` at most, and run out as time passes; an
+/// address whose penalty passes `min` is refused at once until it runs
+/// out. Written `noauth:1 grace-exceeded:20 evicted:1 max:600 min:15` (any
+/// subset; the rest keep their defaults), `yes` for the defaults, or `no`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Penalties {
+    pub noauth: u32,
+    pub grace_exceeded: u32,
+    pub evicted: u32,
+    pub max: u32,
+    pub min: u32,
+}
+
+impl Penalties {
+    /// `no`: no penalty ever.
+    pub const OFF: Penalties = Penalties { noauth: 0, grace_exceeded: 0, evicted: 0, max: 0, min: 0 };
+
+    pub fn is_off(&self) -> bool {
+        self.noauth == 0 && self.grace_exceeded == 0 && self.evicted == 0
+    }
+}
+
+impl Default for Penalties {
+    fn default() -> Self {
+        Penalties { noauth: 1, grace_exceeded: 20, evicted: 1, max: 600, min: 15 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "per_source_penalties {0:?} is not `no`, `yes` or KIND:SECONDS words (noauth, grace-exceeded, evicted, max, min)"
+)]
+pub struct InvalidPenalties(String);
+
+impl std::str::FromStr for Penalties {
+    type Err = InvalidPenalties;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = || InvalidPenalties(text.to_owned());
+        match text.trim() {
+            "no" => return Ok(Penalties::OFF),
+            "yes" => return Ok(Penalties::default()),
+            _ => {}
+        }
+        let mut penalties = Penalties::default();
+        let words: Vec<&str> = text.split([' ', ',', '\t']).filter(|word| !word.is_empty()).collect();
+        if words.is_empty() {
+            return Err(invalid());
+        }
+        for word in words {
+            let (kind, seconds) = word.split_once(':').ok_or_else(invalid)?;
+            let seconds: u32 = seconds.strip_suffix('s').unwrap_or(seconds).parse().map_err(|_| invalid())?;
+            let field = match kind {
+                "noauth" => &mut penalties.noauth,
+                "grace-exceeded" => &mut penalties.grace_exceeded,
+                "evicted" => &mut penalties.evicted,
+                "max" => &mut penalties.max,
+                "min" => &mut penalties.min,
+                _ => return Err(invalid()),
+            };
+            *field = seconds;
+        }
+        Ok(penalties)
+    }
+}
+
+impl TryFrom<String> for Penalties {
+    type Error = InvalidPenalties;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl From<Penalties> for String {
+    fn from(penalties: Penalties) -> String {
+        let Penalties { noauth, grace_exceeded, evicted, max, min } = penalties;
+        if penalties.is_off() {
+            return "no".to_owned();
+        }
+        format!("noauth:{noauth} grace-exceeded:{grace_exceeded} evicted:{evicted} max:{max} min:{min}")
+    }
+}
+
+/// Addresses and CIDR ranges (`127.0.0.0/8, ::1`), or `none`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AddressList(pub Vec<ipnet::IpNet>);
+
+impl AddressList {
+    pub fn contains(&self, address: std::net::IpAddr) -> bool {
+        let address = match address {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, std::net::IpAddr::V4),
+            v4 @ std::net::IpAddr::V4(_) => v4,
+        };
+        self.0.iter().any(|net| net.contains(&address))
+    }
+}
+
+/// Loopback: connections from this host itself, which behind a local proxy
+/// are every client's.
+impl Default for AddressList {
+    fn default() -> Self {
+        use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+        use std::net::{Ipv4Addr, Ipv6Addr};
+        AddressList(vec![
+            IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8)),
+            IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::LOCALHOST, 128)),
+        ])
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("per_source_penalty_exempt_list: {0:?} is not an address or a CIDR range")]
+pub struct InvalidAddress(String);
+
+impl std::str::FromStr for AddressList {
+    type Err = InvalidAddress;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.trim() == "none" {
+            return Ok(AddressList(Vec::new()));
+        }
+        let words = text.split([' ', ',', '\t']).filter(|word| !word.is_empty());
+        let parse = |word: &str| {
+            word.parse::<ipnet::IpNet>()
+                .or_else(|_| word.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| InvalidAddress(word.to_owned()))
+        };
+        Ok(AddressList(words.map(parse).collect::<Result<_, _>>()?))
+    }
+}
+
+impl TryFrom<String> for AddressList {
+    type Error = InvalidAddress;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl From<AddressList> for String {
+    fn from(list: AddressList) -> String {
+        if list.0.is_empty() {
+            return "none".to_owned();
+        }
+        list.0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    }
+}
+
 fn machine_name() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
 }
@@ -727,6 +927,43 @@ mod tests {
         let custom = Settings { domain: Some("Apps.Example.com.".into()), ..on("127.0.0.1:8080") };
         assert_eq!(custom.app_url("hello").as_deref(), Some("http://hello.apps.example.com:8080/"));
         assert_eq!(on("off").app_url("hello"), None);
+    }
+
+    #[test]
+    fn per_source_penalties_and_exempt_lists_read_as_openssh_writes_them() {
+        let penalties: Penalties = "noauth:2 max:60s".parse().expect("penalties");
+        assert_eq!(penalties, Penalties { noauth: 2, max: 60, ..Penalties::default() });
+        assert_eq!("no".parse::<Penalties>().expect("off"), Penalties::OFF);
+        assert_eq!("yes".parse::<Penalties>().expect("defaults"), Penalties::default());
+        for bad in ["", "crash:90", "noauth", "noauth:-1", "max:x"] {
+            let err = bad.parse::<Penalties>().expect_err(bad).to_string();
+            assert!(err.contains("per_source_penalties") && !err.contains('\n'), "{err}");
+        }
+        let back: Penalties = String::from(penalties).parse().expect("written back");
+        assert_eq!(back, penalties);
+
+        let list: AddressList = "10.0.0.0/8, 192.0.2.7 2001:db8::/32".parse().expect("a list");
+        assert!(list.contains([10, 1, 2, 3].into()) && list.contains([192, 0, 2, 7].into()));
+        assert!(!list.contains([192, 0, 2, 8].into()) && list.contains("2001:db8::1".parse().expect("ip")));
+        assert!(list.contains("::ffff:10.0.0.1".parse().expect("a v4-mapped address")));
+        assert!("none".parse::<AddressList>().expect("none").0.is_empty());
+        assert!("10.0.0.0/33".parse::<AddressList>().is_err());
+        let loopback = AddressList::default();
+        assert!(loopback.contains([127, 0, 0, 2].into()) && loopback.contains("::1".parse().expect("ip")));
+        assert!(!loopback.contains([10, 0, 0, 1].into()));
+        let toml = file("per_source_penalties = \"no\"\nper_source_penalty_exempt_list = \"none\"\n");
+        let settings = Settings::read(toml.path()).expect("settings");
+        assert!(settings.per_source_penalties().is_off() && settings.per_source_penalty_exempt_list().0.is_empty());
+    }
+
+    #[test]
+    fn max_connections_fit_the_open_file_limit_with_room_for_ssh() {
+        let settings = Settings::default();
+        assert_eq!(settings.max_connections(1024), 384);
+        assert_eq!(settings.max_connections(65_536), 30_720);
+        assert_eq!(settings.max_connections(256), 64, "never below 64");
+        let set = Settings { max_connections: Some(10), ..Settings::default() };
+        assert_eq!(set.max_connections(1024), 10);
     }
 
     #[test]

@@ -27,8 +27,9 @@ pub struct Gateway {
     /// Whether the store is the etcd every test shares: then the keys of
     /// this test's apps and SSH keys are deleted by name when it drops.
     shared_etcd: bool,
-    /// `RLIMIT_DATA` of `nap serve` and all it runs (its hooks), if capped.
-    data_cap: Option<u64>,
+    /// `prlimit` options that cap `nap serve` and all it runs (its hooks):
+    /// `--data=BYTES`, `--nofile=N:N`.
+    caps: Vec<String>,
     cleanup: Cleanup,
 }
 
@@ -76,8 +77,15 @@ impl Gateway {
         let shared = format!("etcd://{}", etcd_endpoint());
         let shared_etcd = extra.contains(&shared) || env.iter().any(|(_, value)| value.contains(&shared));
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut gateway =
-            Gateway { dir, port: free_port(), child: None, env, shared_etcd, data_cap: None, cleanup: Cleanup::new() };
+        let mut gateway = Gateway {
+            dir,
+            port: free_port(),
+            child: None,
+            env,
+            shared_etcd,
+            caps: Vec::new(),
+            cleanup: Cleanup::new(),
+        };
         gateway.spawn();
         gateway
     }
@@ -86,22 +94,32 @@ impl Gateway {
     /// it and everything it runs, pushes' hooks included, may map at most
     /// `bytes` of data (`prlimit --data`).
     pub fn start_capped(extra: &str, bytes: u64) -> Gateway {
+        Self::start_under(extra, format!("--data={bytes}"))
+    }
+
+    /// Starts `nap serve` (with extra `nap.toml` lines) under an open-file
+    /// limit: `soft` and `hard` (`prlimit --nofile`); nap may raise its soft
+    /// limit up to the hard one.
+    pub fn start_with_open_files(extra: &str, soft: u64, hard: u64) -> Gateway {
+        Self::start_under(extra, format!("--nofile={soft}:{hard}"))
+    }
+
+    fn start_under(extra: &str, cap: String) -> Gateway {
         let mut gateway = Self::start_with_settings(extra);
         gateway.terminate();
-        gateway.data_cap = Some(bytes);
+        gateway.caps = vec![cap];
         gateway.spawn();
         gateway
     }
 
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("serve.log")).expect("serve log");
-        let mut command = match self.data_cap {
-            Some(bytes) => {
-                let mut prlimit = Command::new("prlimit");
-                prlimit.arg(format!("--data={bytes}")).arg("--").arg(nap_bin());
-                self.settings_of(prlimit)
-            }
-            None => self.command(),
+        let mut command = if self.caps.is_empty() {
+            self.command()
+        } else {
+            let mut prlimit = Command::new("prlimit");
+            prlimit.args(&self.caps).arg("--").arg(nap_bin());
+            self.settings_of(prlimit)
         };
         let child = command
             .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])

@@ -145,6 +145,27 @@ pub fn registry_tags(app: &str) -> Vec<String> {
 }
 
 /// Picks a loopback port that is free right now.
+/// Whether the other end closed `stream` within `within` (what it sent
+/// first is read away), rather than kept it open.
+pub fn closed_by_peer(stream: &mut std::net::TcpStream, within: std::time::Duration) -> bool {
+    use std::io::{ErrorKind, Read};
+    stream.set_read_timeout(Some(within)).expect("read timeout");
+    let mut buffer = [0u8; 1024];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(err) if matches!(err.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// How many files the process `pid` has open.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
 }

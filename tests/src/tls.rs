@@ -14,6 +14,16 @@ use crate::{Run, free_port};
 /// A self-signed certificate for `names` (the first is its subject), with
 /// its key, as PEM files in `dir`; answers (certificate, key).
 pub fn self_signed(dir: &Path, label: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+    make_self_signed(dir, label, names, &[])
+}
+
+/// [`self_signed`], marked as no CA: clients that verify as browsers do
+/// (rustls, webpki) take it as a server's own certificate.
+pub fn self_signed_leaf(dir: &Path, label: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+    make_self_signed(dir, label, names, &["-addext", "basicConstraints=critical,CA:FALSE"])
+}
+
+fn make_self_signed(dir: &Path, label: &str, names: &[&str], extra: &[&str]) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join(format!("{label}.crt")), dir.join(format!("{label}.key")));
     let san: Vec<String> = names.iter().map(|name| format!("DNS:{name}")).collect();
     let run: Run = Command::new("openssl")
@@ -23,6 +33,7 @@ pub fn self_signed(dir: &Path, label: &str, names: &[&str]) -> (PathBuf, PathBuf
         .arg("-out")
         .arg(&cert)
         .args(["-subj", &format!("/CN={}", names[0]), "-addext", &format!("subjectAltName={}", san.join(","))])
+        .args(extra)
         .output()
         .expect("run openssl")
         .into();

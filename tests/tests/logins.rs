@@ -1,31 +1,14 @@
 //! The SSH gateway before and after login (issue 14, items 3 and 4):
 //! connections that never log in neither lock a user out nor stay, and a
-//! key removed while a connection it opened lives runs nothing more.
+//! key removed while a connection it opened lives runs nothing more: its
+//! running commands end (issue 27), and new ones are refused.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nap_tests::{Gateway, Run, ssh_options};
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
-}
-
-/// Reads `stream` until the gateway closes it (the banner comes first).
-fn closed_by_the_gateway(stream: &mut TcpStream, within: Duration) -> bool {
-    stream.set_read_timeout(Some(within)).expect("read timeout");
-    let mut buffer = [0u8; 1024];
-    loop {
-        match stream.read(&mut buffer) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(err) if err.kind() == ErrorKind::ConnectionReset => return true,
-            Err(_) => return false,
-        }
-    }
-}
+use nap_tests::{Gateway, Run, closed_by_peer, open_fds, ssh_options};
 
 #[test]
 fn idle_and_half_done_connections_neither_lock_a_user_out_nor_stay() {
@@ -55,7 +38,7 @@ fn idle_and_half_done_connections_neither_lock_a_user_out_nor_stay() {
 
     // Each is cut: the oldest to make room, the rest after the grace time.
     for stream in idle.iter_mut().chain(half.iter_mut()) {
-        assert!(closed_by_the_gateway(stream, Duration::from_secs(15)), "a connection not logged in stayed open");
+        assert!(closed_by_peer(stream, Duration::from_secs(15)), "a connection not logged in stayed open");
     }
     drop((idle, half));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -70,7 +53,9 @@ fn idle_and_half_done_connections_neither_lock_a_user_out_nor_stay() {
 fn a_removed_key_runs_nothing_more_on_a_connection_opened_before() {
     let gateway = Gateway::start();
     let admin = gateway.user("admin");
-    let dev = gateway.user_for("dev", &[]);
+    let app = nap_tests::unique("removed");
+    nap_tests::AppRepo::new(nap_tests::AppKind::Web).push(&gateway, &admin, &app, "master").assert_ok();
+    let dev = gateway.user_for("dev", &[&app]);
     let control = tempfile::tempdir().expect("temp dir");
     let control_path = format!("ControlPath={}", control.path().join("master").display());
     let port = gateway.port.to_string();
@@ -106,8 +91,29 @@ fn a_removed_key_runs_nothing_more_on_a_connection_opened_before() {
         stop_master();
     }
     before.assert_ok();
+    // A command that runs until its client goes, over the same connection.
+    let mut following = Command::new("ssh")
+        .args(ssh_options(&dev.private))
+        .args(["-o", &control_path, "-o", "ControlMaster=no", "-p", &port, "nap@127.0.0.1"])
+        .args(["logs", &app, "--follow"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssh logs --follow");
+    std::thread::sleep(Duration::from_secs(2));
+    let still_following = following.try_wait().expect("ssh's status").is_none();
 
     gateway.ssh(&admin, "nap", &["keys", "remove", "dev"]).assert_ok();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while following.try_wait().expect("ssh's status").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ended = following.try_wait().expect("ssh's status").is_some();
+    if !ended {
+        let _ = following.kill();
+    }
+    let followed: Run = following.wait_with_output().expect("ssh's output").into();
     let deadline = Instant::now() + Duration::from_secs(10);
     let refused = loop {
         let run = over_master(&["-o", "ControlMaster=no"], &["version"]);
@@ -118,6 +124,10 @@ fn a_removed_key_runs_nothing_more_on_a_connection_opened_before() {
     };
     let master_lives = over_master(&["-O", "check"], &[]).ok();
     stop_master();
+    assert!(still_following, "logs --follow ended before the key was removed: {followed:?}");
+    assert!(ended, "the removed key's logs --follow still runs");
+    assert_eq!(followed.code, Some(1), "{followed:?}");
+    assert!(followed.stderr.contains("error: the key \"dev\" is no longer allowed in"), "{}", followed.stderr);
     assert!(master_lives, "the master connection ended: the check proves nothing");
     assert_eq!(refused.code, Some(1), "the removed key still runs commands: {refused:?}");
     assert!(refused.stderr.contains("error: the key \"dev\" is no longer allowed in"), "{}", refused.stderr);

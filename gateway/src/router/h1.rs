@@ -11,7 +11,7 @@
 //! hyper ([`super::proxy::Proxy::handle`]); both ask [`Proxy::decide`]
 //! where a request goes.
 
-mod codec;
+pub mod codec;
 mod pool;
 
 use std::future::Future;
@@ -29,12 +29,12 @@ use tracing::{debug, info, warn};
 
 use self::codec::{Framing, HeadWriter, RequestHead, ResponseHead};
 pub use self::pool::Pool;
+use super::connections::Registration;
 use super::presence::InflightGuard;
 use super::proxy::{
     CLIENT_SAID_FORWARDED, Decision, Exchange, PAGE_TYPE, Peer, Proxy, Refusal, acme_token, host_of, page_text,
     request_id,
 };
-use super::shutdown::Registration;
 
 /// How long a client gets to send a request's head (against slow-loris),
 /// and how long an idle keep-alive connection is kept.
@@ -71,9 +71,11 @@ impl Next {
     }
 }
 
-/// Serves one HTTP/1.1 client connection until it ends; on `stop`, the
-/// request in flight finishes first.
-pub async fn serve<C>(client: C, proxy: &Proxy, peer: &Peer, stop: Registration)
+/// Serves one HTTP/1.1 client connection until it ends; when the router
+/// stops (`signal`), the request in flight finishes first. While it waits
+/// on its client, it says so (`signal`), and may be told to close at once
+/// to make room.
+pub async fn serve<C>(client: C, proxy: &Proxy, peer: &Peer, signal: Registration)
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
@@ -84,7 +86,7 @@ where
         buf: BytesMut::with_capacity(4096),
         ubuf: BytesMut::new(),
         timer: Timer::new(),
-        stop,
+        signal,
         held: None,
     };
     let mut out = Vec::with_capacity(1024);
@@ -116,8 +118,8 @@ struct Conn<'p, C> {
     /// What the app sent that is not relayed yet.
     ubuf: BytesMut,
     timer: Timer,
-    /// Set when the router stops.
-    stop: Registration,
+    /// Set when the router stops, or when this connection must make room.
+    signal: Registration,
     /// The connection to an instance the last request used, for the next.
     held: Option<(SocketAddr, TcpStream)>,
 }
@@ -224,10 +226,11 @@ where
                 self.buf.reserve(4096);
             }
             let idle = self.buf.is_empty();
+            self.signal.waiting(idle);
             let read = self.timer.within(deadline, async {
                 tokio::select! {
                     read = self.client.read_buf(&mut self.buf) => Some(read),
-                    () = self.stop.stopped(), if idle => None,
+                    () = self.signal.closing(idle) => None,
                 }
             });
             let read = match read.await {
@@ -245,6 +248,10 @@ where
                 }
             }
         };
+        if !self.signal.busy() {
+            // Told to make room just as the request came.
+            return Next::Close;
+        }
         self.buf.advance(len);
         let next = match plan {
             Plan::Answer(next) => {
@@ -256,7 +263,7 @@ where
             Plan::Forward(forward) => self.forward(forward, out, &mut exchange).await,
         };
         drop(exchange);
-        if self.stop.is_stopped() { Next::Close } else { next }
+        if self.signal.is_stopped() { Next::Close } else { next }
     }
 
     /// Decides what becomes of a request from its head, and writes what
@@ -416,9 +423,14 @@ where
         Next::Linger
     }
 
+    /// Writes to the client, which must take it within `body_timeout`.
     async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.client.write_all(bytes).await?;
-        self.client.flush().await
+        let deadline = Instant::now() + self.proxy.listeners().body_timeout;
+        let written = self.timer.within(deadline, async {
+            self.client.write_all(bytes).await?;
+            self.client.flush().await
+        });
+        written.await.unwrap_or_else(|Elapsed| Err(std::io::ErrorKind::TimedOut.into()))
     }
 
     /// Forwards a request whose head is in `out` to its instance, and
@@ -435,6 +447,11 @@ where
             match self.send(&mut forward, out).await {
                 Ok(stream) => break stream,
                 Err(Failure::Client) => return Next::Close,
+                Err(Failure::BodyTimeout) => {
+                    let timeout = self.proxy.listeners().body_timeout.as_secs();
+                    let why = format!("the request's body did not arrive within {timeout}s");
+                    return self.fail(out, StatusCode::REQUEST_TIMEOUT, &why, exchange, &forward).await;
+                }
                 Err(Failure::Refused(why)) if forward.again => {
                     // Sent once more, to another instance where there is one:
                     // a switch may have just retired the one picked, it may
@@ -485,13 +502,28 @@ where
             self.buf.advance(early);
             stream.write_all(&first).await.map_err(refused)?;
         }
-        // The rest of the body, as it comes.
+        // The rest of the body, as it comes: each read within
+        // `body_timeout`, and while it waits, the connection may be told to
+        // make room.
+        let body_timeout = self.proxy.listeners().body_timeout;
         while !forward.framing.is_done() {
             if self.buf.is_empty() {
                 self.buf.reserve(CHUNK);
-                match self.client.read_buf(&mut self.buf).await {
-                    Ok(0) | Err(_) => return Err(Failure::Client),
-                    Ok(_) => {}
+                self.signal.waiting(false);
+                let read = self.timer.within(Instant::now() + body_timeout, async {
+                    tokio::select! {
+                        read = self.client.read_buf(&mut self.buf) => Some(read),
+                        () = self.signal.closing(false) => None,
+                    }
+                });
+                let read = read.await;
+                if !self.signal.busy() {
+                    return Err(Failure::Client);
+                }
+                match read {
+                    Ok(Some(Ok(0) | Err(_)) | None) => return Err(Failure::Client),
+                    Ok(Some(Ok(_))) => {}
+                    Err(Elapsed) => return Err(Failure::BodyTimeout),
                 }
             }
             let taken = forward.framing.advance(&self.buf).map_err(|_| Failure::Client)?;
@@ -704,6 +736,8 @@ enum Failure {
     Timeout,
     /// The client went away, or sent a body that is not valid.
     Client,
+    /// The client did not send more of the body within `body_timeout`.
+    BodyTimeout,
 }
 
 /// Why an answer's head could not be read.

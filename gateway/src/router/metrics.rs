@@ -1,6 +1,7 @@
 //! The router's Prometheus metrics, served as text on `metrics_listen`
 //! (off by default): requests by app and status class, a latency histogram
-//! by app, open client connections and upstream errors by app.
+//! by app, open client connections, those closed or refused at
+//! `max_connections`, and upstream errors by app.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -39,6 +40,8 @@ pub struct Metrics {
     latency: Family<App, Histogram>,
     upstream_errors: Family<App, Counter>,
     connections: Gauge,
+    made_room: Counter,
+    refused: Counter,
     /// Each app's series, looked up once: a request then only counts.
     apps: RwLock<HashMap<Arc<str>, AppSeries>>,
 }
@@ -70,7 +73,27 @@ impl Metrics {
         );
         let connections = Gauge::default();
         registry.register("open_connections", "Client connections open now", connections.clone());
-        Arc::new(Metrics { registry, requests, latency, upstream_errors, connections, apps: RwLock::default() })
+        let (made_room, refused) = (Counter::default(), Counter::default());
+        registry.register(
+            "connections_closed_for_room",
+            "Client connections waiting on their client, closed to make room at max_connections",
+            made_room.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Client connections refused at max_connections, every open one busy",
+            refused.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            requests,
+            latency,
+            upstream_errors,
+            connections,
+            made_room,
+            refused,
+            apps: RwLock::default(),
+        })
     }
 
     /// Does `count` with `app`'s series: under the read lock, with no
@@ -108,6 +131,16 @@ impl Metrics {
                 .get_or_init(|| self.upstream_errors.get_or_create(&App { app: app.to_owned() }).clone())
                 .inc();
         });
+    }
+
+    /// Counts a connection closed to make room for a new one.
+    pub fn made_room(&self) {
+        self.made_room.inc();
+    }
+
+    /// Counts a connection refused: at the cap, and none could be closed.
+    pub fn refused(&self) {
+        self.refused.inc();
     }
 
     /// Counts an open client connection until the guard goes.

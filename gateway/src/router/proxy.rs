@@ -26,7 +26,7 @@ use super::h1::Pool;
 use super::metrics::Metrics;
 use super::presence::{Inflight, InflightGuard};
 use super::table::RouteTable;
-use super::upstream::{Checkin, Outgoing, UpstreamError, Upstreams};
+use super::upstream::{Checkin, ClientBody, Outgoing, UpstreamError, Upstreams};
 
 /// The most a request's headers may take; larger ones get 431.
 const MAX_HEADERS: usize = 32 * 1024;
@@ -51,14 +51,17 @@ fn hyper_hop_by_hop() -> impl Iterator<Item = &'static str> {
     HOP_BY_HOP.into_iter().chain(["transfer-encoding"])
 }
 
-/// The router's own ports, for redirects and `X-Forwarded-Port`, and how
+/// The router's own ports, for redirects and `X-Forwarded-Port`, how
 /// long an upstream gets to answer with its headers before the client gets
-/// 504 (`upstream_timeout`).
+/// 504 (`upstream_timeout`), and how long a client may keep the router
+/// waiting for more of a request's body, or for it to take more of an
+/// answer (`body_timeout`).
 #[derive(Debug, Clone, Copy)]
 pub struct Listeners {
     pub http: u16,
     pub https: Option<u16>,
     pub upstream_timeout: Duration,
+    pub body_timeout: Duration,
 }
 
 /// Who learns of each request once it is answered: the access log that
@@ -288,7 +291,8 @@ impl Proxy {
             && req.body().is_end_stream()
             && upgrade.is_none())
         .then(|| (req.method().clone(), req.uri().clone(), req.headers().clone()));
-        let mut sent = self.send(upstream, req.map(Either::Left)).await;
+        let body_timeout = self.listeners.body_timeout;
+        let mut sent = self.send(upstream, req.map(|body| Either::Left(ClientBody::new(body, body_timeout)))).await;
         if let (Err(Failure::Refused(err)), Some((method, uri, headers))) = (&sent, again) {
             debug!(%app, %upstream, error = %err, "upstream refused; trying once more");
             drop(guard);
@@ -302,6 +306,10 @@ impl Proxy {
         }
         let (mut answer, checkin) = match sent {
             Ok(answer) => answer,
+            Err(Failure::Refused(err)) if err.body_timed_out() => {
+                let why = format!("the request's body did not arrive within {}s", body_timeout.as_secs());
+                return Err(Refusal(StatusCode::REQUEST_TIMEOUT, why));
+            }
             Err(Failure::Refused(err)) => {
                 info!(%app, %upstream, error = %err, "upstream refused");
                 self.observers.metrics.upstream_error(&app);

@@ -12,16 +12,19 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 use tracing::debug;
 
 /// How long a connection to an upstream may take to open.
@@ -33,7 +36,66 @@ const MAX_IDLE: usize = 1024;
 
 /// What the router sends an app: the client's request body, or none (a
 /// request sent again has no body).
-pub type Outgoing = Either<Incoming, Empty<Bytes>>;
+pub type Outgoing = Either<ClientBody, Empty<Bytes>>;
+
+/// A client's request body on its way to the app. Each part must come
+/// within `body_timeout` of the last (or of the request's head, once the
+/// app is asked), else the body ends with [`ClientBodyError::Timeout`] and
+/// the client gets 408: a client cannot hold the router by never sending
+/// the body it announced.
+pub struct ClientBody {
+    body: Incoming,
+    timeout: Duration,
+    /// Armed while the body waits for its client (made on its first wait).
+    sleep: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
+}
+
+/// Why a client's request body ended short.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBodyError {
+    #[error(transparent)]
+    Read(#[from] hyper::Error),
+    #[error("the request's body did not arrive within {}s", .0.as_secs())]
+    Timeout(Duration),
+}
+
+impl ClientBody {
+    pub fn new(body: Incoming, timeout: Duration) -> ClientBody {
+        ClientBody { body, timeout, sleep: None, waiting: false }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            this.waiting = false;
+            return Poll::Ready(frame.map(|frame| frame.map_err(ClientBodyError::Read)));
+        }
+        let deadline = tokio::time::Instant::now() + this.timeout;
+        let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !this.waiting {
+            this.waiting = true;
+            sleep.as_mut().reset(deadline);
+        }
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(ClientBodyError::Timeout(this.timeout)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
 
 /// Why an upstream took no request.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +114,21 @@ pub enum UpstreamError {
         #[source]
         source: hyper::Error,
     },
+}
+
+impl UpstreamError {
+    /// Whether the request failed because its client's body did not come
+    /// in time ([`ClientBody`]).
+    pub fn body_timed_out(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(err) = cause {
+            if matches!(err.downcast_ref::<ClientBodyError>(), Some(ClientBodyError::Timeout(_))) {
+                return true;
+            }
+            cause = err.source();
+        }
+        false
+    }
 }
 
 /// The pool of idle connections, per instance address.

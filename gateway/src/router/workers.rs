@@ -9,13 +9,19 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
+use tracing::warn;
 
 use super::Serving;
+use super::connections::Admission;
+
+/// How often a thread says that the router is at `max_connections`, at most.
+const AT_CAP_WARNING: Duration = Duration::from_secs(60);
 
 /// Threads started, each waiting for what to serve with.
 pub(super) struct Workers {
@@ -75,8 +81,22 @@ impl Workers {
 }
 
 /// Accepts until `serving.stop`, then lets this thread's connections finish.
+/// At `max_connections`, a new connection takes the place of one waiting
+/// on its client, or is closed at once when every open one is busy.
 async fn accept(http: TcpListener, https: Option<TcpListener>, serving: &Arc<Serving>) {
     let connections = TaskTracker::new();
+    let mut warned: Option<Instant> = None;
+    let mut at_cap = |refused: bool| {
+        if warned.is_none_or(|at| at.elapsed() >= AT_CAP_WARNING) {
+            warned = Some(Instant::now());
+            let max = serving.connections.max();
+            if refused {
+                warn!(max, "router: at max_connections, every connection busy: new connections are refused");
+            } else {
+                warn!(max, "router: at max_connections: the connections waiting longest on their clients are closed");
+            }
+        }
+    };
     loop {
         let (stream, peer, secure) = tokio::select! {
             accepted = http.accept() => match accepted {
@@ -89,7 +109,20 @@ async fn accept(http: TcpListener, https: Option<TcpListener>, serving: &Arc<Ser
             },
             () = serving.stop.cancelled() => break,
         };
-        let (signal, open) = (serving.shutdown.register(), serving.metrics.connection());
+        let signal = match serving.connections.register() {
+            Admission::Room(signal) => signal,
+            Admission::MadeRoom(signal) => {
+                serving.metrics.made_room();
+                at_cap(false);
+                signal
+            }
+            Admission::Full => {
+                serving.metrics.refused();
+                at_cap(true);
+                continue;
+            }
+        };
+        let open = serving.metrics.connection();
         let serving = Arc::clone(serving);
         connections.spawn(async move {
             let _open = open;
@@ -99,7 +132,7 @@ async fn accept(http: TcpListener, https: Option<TcpListener>, serving: &Arc<Ser
     // Closed now: new clients are refused rather than left waiting, and
     // another process may take the port while these connections drain.
     drop((http, https));
-    serving.shutdown.stop();
+    serving.connections.stop();
     connections.close();
     connections.wait().await;
 }

@@ -7,10 +7,10 @@ use russh::Channel;
 use russh::ChannelMsg;
 use russh::server::Msg;
 use tokio::io::AsyncWriteExt;
-use tokio_util::sync::CancellationToken;
 
 use crate::caller::Caller;
 use crate::context::{Context, Io};
+use crate::keys::Session;
 use crate::remote;
 
 /// Bytes of client input buffered on their way to the command.
@@ -29,15 +29,20 @@ pub async fn refuse(channel: Channel<Msg>, why: impl std::fmt::Display) {
     let _ = outgoing.close().await;
 }
 
+/// Runs `command` on `channel` to its end. When the key of `session` is
+/// removed meanwhile, the command ends as if its client had gone (a push's
+/// git and hooks stop, `run`'s container goes, `logs --follow` stops), and
+/// the client is told why.
 pub async fn serve_exec(
     ctx: Arc<Context>,
     caller: Caller,
     command: String,
     channel: Channel<Msg>,
     terminal: Option<(u16, u16)>,
+    session: Arc<Session>,
 ) {
     let (mut incoming, outgoing) = channel.split();
-    let client_gone = CancellationToken::new();
+    let client_gone = session.revoked.child_token();
     let (resized, terminal) = match terminal {
         Some(size) => {
             let (resized, watched) = tokio::sync::watch::channel(size);
@@ -94,7 +99,12 @@ pub async fn serve_exec(
         terminal,
         own_terminal: false,
     };
-    let status = remote::run(&ctx, &caller, parsed, &command, io).await;
+    let mut status = remote::run(&ctx, &caller, parsed, &command, io).await;
+    if session.revoked.is_cancelled() {
+        let why = format!("error: {}\n", session.removed());
+        let _ = outgoing.make_writer_ext(Some(1)).write_all(why.as_bytes()).await;
+        status = 1;
+    }
     tracing::info!(status, "command ended");
     // In this order, and only after all output was written: the client stops
     // reading once it has the exit status and EOF.

@@ -13,7 +13,7 @@ use tracing::{Instrument, debug, info, info_span};
 use super::startups::Startup;
 use crate::caller::Caller;
 use crate::context::Context;
-use crate::keys::AuthorizedKey;
+use crate::keys::{self, AuthorizedKey};
 use crate::remote::ParseError;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,8 @@ pub struct Connection {
     startup: Option<Startup>,
     logged_in: CancellationToken,
     key: Option<AuthorizedKey>,
+    /// Followed once logged in: told when the key is removed.
+    session: Option<Arc<keys::Session>>,
     /// Opened session channels waiting for their exec request.
     channels: HashMap<ChannelId, Channel<Msg>>,
     /// The terminal size (columns, rows) each channel's pty request asked for.
@@ -43,6 +45,7 @@ impl Connection {
             startup: Some(startup),
             logged_in,
             key: None,
+            session: None,
             channels: HashMap::new(),
             terminals: HashMap::new(),
         }
@@ -61,7 +64,9 @@ impl Connection {
         command: Result<String, ParseError>,
         session: &mut Session,
     ) -> Result<(), HandlerError> {
-        let (Some(key), Some(channel)) = (self.key.clone(), self.channels.remove(&id)) else {
+        let (Some(key), Some(followed), Some(channel)) =
+            (self.key.clone(), self.session.clone(), self.channels.remove(&id))
+        else {
             session.channel_failure(id)?;
             return Ok(());
         };
@@ -87,7 +92,7 @@ impl Connection {
         self.key = Some(key.clone());
         let ctx = Arc::clone(&self.ctx);
         let terminal = self.terminals.remove(&id);
-        let exec = super::channel::serve_exec(ctx, Caller::Key(key), command, channel, terminal);
+        let exec = super::channel::serve_exec(ctx, Caller::Key(key), command, channel, terminal, followed);
         self.commands.spawn(exec.instrument(span));
         Ok(())
     }
@@ -109,6 +114,7 @@ impl russh::server::Handler for Connection {
         Ok(match self.lookup(key.public_key).await {
             Some(found) => {
                 info!(key = %found.name, "authenticated");
+                self.session = Some(self.ctx.known_keys.session(&found));
                 self.key = Some(found);
                 self.startup = None;
                 self.logged_in.cancel();

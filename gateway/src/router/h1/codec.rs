@@ -246,10 +246,14 @@ pub fn parse_request<'b>(buf: &'b [u8], storage: &'b mut Storage<'b>) -> Result<
         expects_continue: false,
     };
     let (mut length, mut chunked, mut connection_upgrade, mut upgrade) = (None, false, false, None);
+    let mut host_seen = false;
     for header in headers {
         let name = header.name;
         if name.eq_ignore_ascii_case("host") {
-            head.hosts |= head.host.is_some();
+            // Counted whatever its bytes: a first `Host` that is not UTF-8
+            // must not hide a second one.
+            head.hosts |= host_seen;
+            host_seen = true;
             head.host = std::str::from_utf8(header.value).ok();
         } else if name.eq_ignore_ascii_case("content-length") {
             let value = parse_length(header.value).ok_or(HeadError::BadLength)?;
@@ -452,6 +456,10 @@ mod tests {
         assert_eq!(request(gzip), Err(HeadError::UnsupportedCoding));
         assert_eq!(request("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), Err(HeadError::UnsupportedCoding));
         assert_eq!(request("GET / HTTP/1.1\r\nBad Header: x\r\n\r\n"), Err(HeadError::Malformed));
+        let mut storage = super::storage();
+        let hosts = b"GET / HTTP/1.1\r\nHost: a\xff\r\nHost: b\r\n\r\n";
+        let head = parse_request(hosts, &mut storage).expect("parsed").expect("whole");
+        assert!(head.hosts, "a Host that is not UTF-8 still counts as one (found by fuzz/http1_codec)");
         let many = "X-A: y\r\n".repeat(101);
         assert_eq!(request(&format!("GET / HTTP/1.1\r\n{many}\r\n")), Err(HeadError::TooManyHeaders));
     }

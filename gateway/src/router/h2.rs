@@ -1,0 +1,172 @@
+//! HTTP/2 clients (over TLS, by ALPN), served by hyper: each request goes
+//! through [`Proxy::handle`]. A connection with no request open is idle:
+//! it closes after [`IDLE_TIMEOUT`], as an idle HTTP/1.1 connection does,
+//! however many PINGs its client sends meanwhile (each is answered), and
+//! it may be closed sooner to make room (`max_connections`). The router
+//! PINGs its clients too, and closes a connection whose client stops
+//! answering. A request's body that stops coming is cut by
+//! `body_timeout` ([`super::upstream::ClientBody`]).
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::server::conn::http2;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
+use tracing::debug;
+
+use super::connections::Registration;
+use super::proxy::{Peer, Proxy};
+
+/// How long a connection with no request open is kept: as long as an
+/// idle HTTP/1.1 connection.
+const IDLE_TIMEOUT: Duration = super::h1::HEADER_READ_TIMEOUT;
+/// How long an idle connection gets to say that it closes (GOAWAY; hyper
+/// would wait for its client to answer a PING first). One told to make room
+/// gets one go at it: the room is needed now.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often the router PINGs a client, and how long it waits for the answer.
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+const PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// The most a request's headers may take.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Serves one HTTP/2 client connection until it ends: idle too long, told
+/// to make room, or, when the router stops, once its requests are answered.
+pub async fn serve<IO>(io: TokioIo<IO>, proxy: Arc<Proxy>, peer: Peer, signal: Registration)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = Arc::new(peer);
+    let addr = peer.addr;
+    let streams = Arc::new(Streams::default());
+    let service = service_fn({
+        let streams = Arc::clone(&streams);
+        move |req| {
+            let (proxy, peer, open) = (Arc::clone(&proxy), Arc::clone(&peer), streams.open());
+            async move {
+                let answer = proxy.handle(req, &peer).await;
+                Ok::<_, Infallible>(answer.map(|body| Counted { body, _open: open }))
+            }
+        }
+    });
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(MAX_HEAD).unwrap_or(u32::MAX))
+        .keep_alive_interval(PING_INTERVAL)
+        .keep_alive_timeout(PING_TIMEOUT);
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        close = streams.closing(&signal) => {
+            debug!(peer = %addr, ?close, "router: closing an HTTP/2 connection");
+            // GOAWAY: the requests open finish, no new one starts.
+            connection.as_mut().graceful_shutdown();
+            match close {
+                Close::Stop => connection.await,
+                Close::Idle => tokio::time::timeout(CLOSE_TIMEOUT, connection).await.unwrap_or(Ok(())),
+                Close::Evicted => tokio::time::timeout(Duration::ZERO, connection).await.unwrap_or(Ok(())),
+            }
+        }
+    };
+    if let Err(err) = served {
+        debug!(peer = %addr, error = %err, "router connection ended");
+    }
+}
+
+/// Why a connection closes.
+#[derive(Debug, Clone, Copy)]
+enum Close {
+    /// The router stops.
+    Stop,
+    /// No request for [`IDLE_TIMEOUT`].
+    Idle,
+    /// Told to make room.
+    Evicted,
+}
+
+/// A connection's open requests, counted from the request's head to the
+/// end of its answer's body.
+#[derive(Default)]
+struct Streams {
+    open: AtomicUsize,
+    /// Told when the count leaves or reaches zero.
+    changed: Notify,
+}
+
+/// One open request, until its answer's body is done.
+struct Open(Arc<Streams>);
+
+impl Streams {
+    fn open(self: &Arc<Self>) -> Open {
+        if self.open.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.changed.notify_one();
+        }
+        Open(Arc::clone(self))
+    }
+
+    /// Until the connection must close: idle for [`IDLE_TIMEOUT`], told to
+    /// make room while idle, or the router stops.
+    async fn closing(&self, signal: &Registration) -> Close {
+        let closed = |signal: &Registration| if signal.is_evicted() { Close::Evicted } else { Close::Stop };
+        loop {
+            let changed = self.changed.notified();
+            if self.open.load(Ordering::Acquire) == 0 {
+                signal.waiting(true);
+                tokio::select! {
+                    () = changed => {}
+                    () = tokio::time::sleep(IDLE_TIMEOUT) => return Close::Idle,
+                    () = signal.closing(true) => return closed(signal),
+                }
+            } else {
+                if !signal.busy() {
+                    return Close::Evicted;
+                }
+                tokio::select! {
+                    () = changed => {}
+                    () = signal.closing(true) => return closed(signal),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.changed.notify_one();
+        }
+    }
+}
+
+/// An answer's body, its request counted open until it is done.
+struct Counted<B> {
+    body: B,
+    _open: Open,
+}
+
+impl<B: Body + Unpin> Body for Counted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
