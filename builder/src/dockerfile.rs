@@ -19,7 +19,7 @@ use parse_dockerfile::{Flag, Instruction, Source};
 pub use expand::Unsure;
 use expand::{Value, expand, words};
 pub(crate) use reference::ImageName;
-use reference::{UrlRefusal, is_reference_text, url_refusal};
+use reference::{is_reference_text, is_url};
 
 const BOM: &str = "\u{feff}";
 /// The longest piece of a Dockerfile a refusal quotes.
@@ -123,12 +123,11 @@ pub enum Refusal {
     Missing,
     #[error("cannot be checked: pulling it failed: {}", shown(.message))]
     Pull { message: String },
-    #[error("fetches from nap's registry, where every app's images are; name a base image in FROM instead")]
-    RegistryUrl,
-    #[error("fetches from {}, an address of this host, which a build may not reach", shown(.host))]
-    LocalUrl { host: String },
-    #[error("is not a URL nap can read ({0})")]
-    BadUrl(#[source] url::ParseError),
+    #[error(
+        "fetches a URL from the Docker daemon's own network, where this host's services and nap's registry \
+         answer; fetch it in a RUN step instead (wget, curl)"
+    )]
+    Url,
     #[error(
         "uses a here-document, which nap's builder (Docker's classic builder) does not know: it would run its \
          lines as instructions"
@@ -451,7 +450,7 @@ impl<'t> Dockerfile<'t> {
                         }
                         _ => continue,
                     };
-                    judge_source(raw, site(add.add.span.start, format!("ADD {raw}")), scope, escape, rules)?;
+                    judge_source(raw, site(add.add.span.start, format!("ADD {raw}")), scope, escape)?;
                 }
             }
             Instruction::Run(run) => {
@@ -539,26 +538,14 @@ fn image_or_stage(
     Ok(())
 }
 
-/// Refuses an `ADD` source that is a URL the daemon must not fetch.
-fn judge_source(
-    raw: &str,
-    mut site: Site,
-    scope: &Scope<'_>,
-    escape: char,
-    rules: Rules<'_>,
-) -> Result<(), DockerfileError> {
+/// Refuses an `ADD` source that is a URL: the daemon would fetch it.
+fn judge_source(raw: &str, mut site: Site, scope: &Scope<'_>, escape: char) -> Result<(), DockerfileError> {
     let source = match expand(raw, escape, &|name| scope.lookup(name)) {
         Ok(source) => source,
         Err(unsure) => return Err(DockerfileError::refused(site, unsure.into())),
     };
     site.expanded = (source != raw).then(|| source.clone());
-    let refusal = match url_refusal(&source, rules.registry) {
-        None => return Ok(()),
-        Some(UrlRefusal::Registry) => Refusal::RegistryUrl,
-        Some(UrlRefusal::Local(host)) => Refusal::LocalUrl { host },
-        Some(UrlRefusal::Unreadable(err)) => Refusal::BadUrl(err),
-    };
-    Err(DockerfileError::refused(site, refusal))
+    if is_url(&source) { Err(DockerfileError::refused(site, Refusal::Url)) } else { Ok(()) }
 }
 
 /// A stage's name (`FROM … AS NAME`), as Docker compares it.

@@ -38,6 +38,8 @@ pub enum BuildError {
         #[source]
         source: git2::Error,
     },
+    #[error("the Dockerfile of {commit} is not a plain file (a link or a directory); nap builds from a Dockerfile")]
+    DockerfileNotFile { commit: String },
     #[error("the Dockerfile of {commit} is over 1 MiB")]
     HugeDockerfile { commit: String },
     #[error("the {file} of {commit} is over {} KiB", limit / 1024)]
@@ -164,13 +166,20 @@ impl Builder {
             let tree = commit_tree(&repo, req.commit).map_err(git_err)?;
             let commit = || short_commit(req.commit).to_owned();
             let entry = tree.get_name("Dockerfile").ok_or_else(|| BuildError::NoDockerfile { commit: commit() })?;
+            // Docker follows a link to read the Dockerfile it names: the text
+            // checked must be the text built.
+            if !matches!(entry.filemode(), 0o100_644 | 0o100_755) {
+                return Err(BuildError::DockerfileNotFile { commit: commit() });
+            }
             let (length, _) = repo.odb().and_then(|odb| odb.read_header(entry.id())).map_err(git_err)?;
             if length > MAX_DOCKERFILE {
                 return Err(BuildError::HugeDockerfile { commit: commit() });
             }
             let blob = repo.find_blob(entry.id()).map_err(|_| BuildError::NoDockerfile { commit: commit() })?;
             let size = tree_size(&repo, &tree).map_err(git_err)?;
-            (tree.id(), String::from_utf8_lossy(blob.content()).into_owned(), size)
+            let text = String::from_utf8(blob.content().to_vec())
+                .map_err(|_| BuildError::NotText { file: "Dockerfile", commit: commit() })?;
+            (tree.id(), text, size)
         };
         let repository = self.repository(req.app);
         let reference = format!("{repository}:v{}", req.release);

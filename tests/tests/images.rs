@@ -100,7 +100,8 @@ fn another_apps_image_is_refused_by_every_path() {
         (
             format!("FROM nap/busybox\nADD http://{REGISTRY}/v2/{b}/manifests/v1 /m\nRUN cat /m\n"),
             format!(
-                "Dockerfile line 2, stage 1: ADD http://{REGISTRY}/v2/{b}/manifests/v1 fetches from nap's registry"
+                "Dockerfile line 2, stage 1: ADD http://{REGISTRY}/v2/{b}/manifests/v1 fetches a URL from the Docker \
+                 daemon's own network"
             ),
         ),
     ];
@@ -110,6 +111,15 @@ fn another_apps_image_is_refused_by_every_path() {
         refused(&push, reason, &secret);
         push.assert_failed_with(&format!("{a} keeps serving v1 at {url}"));
     }
+
+    // A Dockerfile that is a link: Docker would build the file it names.
+    std::fs::write(a_repo.path.join("real"), format!("FROM {b_image}\n{cat}\n")).expect("write");
+    std::fs::remove_file(a_repo.path.join("Dockerfile")).expect("remove");
+    std::os::unix::fs::symlink("real", a_repo.path.join("Dockerfile")).expect("link");
+    a_repo.git_with_input(&["add", "-A"], b"").assert_ok();
+    a_repo.git_with_input(&["commit", "-qm", "a linked Dockerfile"], b"").assert_ok();
+    let push = a_repo.push_to(&dev, &gateway.remote(&a), "master");
+    refused(&push, "is not a plain file (a link or a directory)", &secret);
 
     // A's v1 never stopped, and the ref never moved.
     assert_eq!(gateway.branch_sha(&a, "master"), Some(good));

@@ -1,10 +1,6 @@
 //! Image references as Docker reads them (`[DOMAIN/]PATH[:TAG][@DIGEST]`),
 //! whose repository they name, and the URLs an `ADD` may not fetch.
 
-use std::net::IpAddr;
-
-use url::{Host, Url};
-
 /// A parsed image reference, its domain and path normalized as Docker does
 /// (`busybox` is `docker.io/library/busybox`).
 #[derive(Debug, PartialEq, Eq)]
@@ -95,67 +91,18 @@ pub(crate) fn is_reference_text(text: &str) -> bool {
         && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:/@-[]".contains(&b))
 }
 
-/// Why an `ADD` may not fetch a URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum UrlRefusal {
-    /// nap's registry, where every app's images are.
-    Registry,
-    /// An address of the host itself, where the daemon reaches nap's
-    /// registry (and more) by other names.
-    Local(String),
-    /// Not a URL Docker or nap can read.
-    Unreadable(url::ParseError),
-}
-
-/// Whether `source` (an `ADD` source, expanded) is a URL the daemon must
-/// not fetch for a build.
-pub(crate) fn url_refusal(source: &str, registry: Option<&str>) -> Option<UrlRefusal> {
+/// Whether an `ADD` source (expanded) is a URL, which the daemon would
+/// fetch itself, from the host's network: where nap's registry and the
+/// host's services answer, under any of the host's names and behind any
+/// redirect. (Docker asks for `http://` or `https://`; any case is taken.)
+pub(crate) fn is_url(source: &str) -> bool {
     let lower = source.get(..8).unwrap_or(source).to_ascii_lowercase();
-    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
-        return None;
-    }
-    let url = match Url::parse(source) {
-        Ok(url) => url,
-        Err(err) => return Some(UrlRefusal::Unreadable(err)),
-    };
-    let Some(host) = url.host() else { return Some(UrlRefusal::Unreadable(url::ParseError::EmptyHost)) };
-    let local = match &host {
-        Host::Domain(name) => {
-            let name = name.trim_end_matches('.').to_ascii_lowercase();
-            name == "localhost" || name.ends_with(".localhost")
-        }
-        Host::Ipv4(ip) => is_local(IpAddr::V4(*ip)),
-        Host::Ipv6(ip) => is_local(IpAddr::V6(*ip)),
-    };
-    if let Some(registry) = registry {
-        let (registry_host, registry_port) = match registry.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || registry.starts_with('[') => (host, port.parse::<u16>().ok()),
-            _ => (registry, None),
-        };
-        let same_host = host.to_string().eq_ignore_ascii_case(registry_host.trim_end_matches('.'));
-        let same_port = registry_port.is_none_or(|port| url.port_or_known_default() == Some(port));
-        if same_host && same_port {
-            return Some(UrlRefusal::Registry);
-        }
-    }
-    local.then(|| UrlRefusal::Local(host.to_string()))
-}
-
-fn is_local(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(ip) => ip.is_loopback() || ip.is_unspecified() || ip.is_link_local(),
-        IpAddr::V6(ip) => {
-            ip.is_loopback()
-                || ip.is_unspecified()
-                // `::ffff:127.0.0.1`, and the old `::127.0.0.1`.
-                || ip.to_ipv4().is_some_and(|v4| is_local(IpAddr::V4(v4)))
-        }
-    }
+    lower.starts_with("http://") || lower.starts_with("https://")
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{ImageName, UrlRefusal, is_reference_text, url_refusal};
+    use super::{ImageName, is_reference_text, is_url};
 
     fn name(text: &str) -> Option<(String, String, Option<String>)> {
         ImageName::parse(text).map(|n| (n.domain, n.path, n.tag_or_digest))
@@ -201,22 +148,12 @@ mod tests {
     }
 
     #[test]
-    fn refuses_urls_of_the_registry_and_the_host() {
-        let registry = Some("127.0.0.1:5000");
-        let refused = |url: &str| url_refusal(url, registry);
-        assert_eq!(refused("http://127.0.0.1:5000/v2/b/manifests/v1"), Some(UrlRefusal::Registry));
-        assert_eq!(refused("http://127.0.0.1:2379/version"), Some(UrlRefusal::Local("127.0.0.1".into())));
-        assert_eq!(refused("HTTP://127.1:5000/v2/"), Some(UrlRefusal::Registry));
-        assert_eq!(refused("http://2130706433/"), Some(UrlRefusal::Local("127.0.0.1".into())));
-        assert_eq!(refused("http://[::1]:5000/"), Some(UrlRefusal::Local("[::1]".into())));
-        assert_eq!(refused("http://[::ffff:127.0.0.1]:5000/"), Some(UrlRefusal::Local("[::ffff:7f00:1]".into())));
-        assert_eq!(refused("http://Localhost./x"), Some(UrlRefusal::Local("localhost.".into())));
-        assert_eq!(refused("http://0.0.0.0:5000/"), Some(UrlRefusal::Local("0.0.0.0".into())));
-        assert_eq!(url_refusal("https://reg.example:5000/v2/", Some("reg.example:5000")), Some(UrlRefusal::Registry));
-        assert_eq!(url_refusal("https://REG.example/v2/", Some("reg.example")), Some(UrlRefusal::Registry));
-        assert_eq!(url_refusal("https://reg.example/v2/", Some("reg.example:5000")), None);
-        assert_eq!(refused("https://example.com/file.tar"), None);
-        assert_eq!(refused("file.tar"), None);
-        assert!(matches!(refused("http://"), Some(UrlRefusal::Unreadable(_))));
+    fn every_remote_url_is_one() {
+        for url in ["http://127.0.0.1:5000/v2/b/manifests/v1", "HTTP://127.1:5000/v2/", "https://example.com/f.tar"] {
+            assert!(is_url(url), "{url}");
+        }
+        for path in ["file.tar", "http", "./http://x", "ftp://example.com/f"] {
+            assert!(!is_url(path), "{path}");
+        }
     }
 }

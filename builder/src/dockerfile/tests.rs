@@ -47,6 +47,7 @@ fn every_path_to_another_apps_repository_is_refused_in_one_line() {
         format!("FROM nap/busybox AS one\nONBUILD COPY --from={b}:v1 /www /www\nFROM nap/busybox AS two\nFROM one\n"),
         "FROM nap/busybox\nADD http://127.0.0.1:5000/v2/sec-b/manifests/v1 /m\n".to_owned(),
         "FROM nap/busybox\nARG R=localhost:5000\nADD https://$R/v2/sec-b/blobs/x /b\n".to_owned(),
+        "FROM nap/busybox\nADD https://example.com/redirects-to-the-registry /b\n".to_owned(),
         "FROM nap/busybox\nRUN <<CMD\nFROM 127.0.0.1:5000/sec-b:v1\nCMD\n".to_owned(),
         "FROM nap/busybox\nCOPY <<EOF /x\nhi\nEOF\n".to_owned(),
         "FROM \"nap/busybox\"\n".to_owned(),
@@ -73,7 +74,7 @@ fn base_images_stages_and_the_apps_own_images_are_allowed() {
                 COPY --from=BUILD /hi /hi1\n\
                 RUN --mount=type=bind,from=build,target=/b true\n\
                 COPY --from=127.0.0.1:5000/base/tools:1 /bin/x /bin/x\n\
-                ADD https://example.com/file.tar /f\n\
+                ADD file.tar /f\n\
                 FROM scratch\n\
                 COPY --from=nap/busybox /bin/busybox /bin/busybox\n";
     assert_eq!(
