@@ -13,6 +13,7 @@ mod dockerhost;
 mod etcd;
 mod gateway;
 mod http;
+pub mod http2;
 mod key;
 mod kubectl;
 mod registry;

@@ -115,22 +115,6 @@ fn requests_whose_body_never_comes_are_cut_and_leave_ssh_and_http_served() {
     assert_eq!(get_host(&http, &host, "/").map(|(status, _)| status), Some(200));
 }
 
-/// A TLS client that trusts `cert` and asks for HTTP/2.
-fn h2_client(cert: &std::path::Path) -> Arc<rustls::ClientConfig> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_file(cert).expect("the certificate")).expect("a root");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Arc::new(config)
-}
-
 type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -227,7 +211,7 @@ fn idle_http2_connections_close_and_leave_ssh_and_http_served() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let config = h2_client(&cert);
+    let config = nap_tests::http2::tls_config(&cert);
     let started = Instant::now();
     let openers: Vec<_> = (0..4)
         .map(|_| {
@@ -277,6 +261,51 @@ fn idle_http2_connections_close_and_leave_ssh_and_http_served() {
     assert!(goaway, "an idle connection is told it closes (GOAWAY)");
     assert!(closed_after >= Duration::from_secs(9), "closed as idle before its time: {closed_after:?}");
     gateway.ssh(&admin, "nap", &["version"]).assert_ok();
+}
+
+/// An HTTP/2 client that never opens its flow-control window takes no more
+/// of an answer: its connection is cut within `body_timeout`, however it
+/// answers PINGs; a quiet WebSocket is closed after as long.
+#[test]
+fn a_client_that_takes_no_more_of_an_answer_and_a_quiet_websocket_are_cut() {
+    let (http, https) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let extra = format!("https_listen = \"{https}\"\nbody_timeout = 2\n");
+    let gateway = Gateway::start_with_settings(&settings(&http, &extra));
+    let admin = gateway.user("admin");
+    let app = unique("stall");
+    AppRepo::new(AppKind::Upstream).push(&gateway, &admin, &app, "master").assert_ok();
+    let host = format!("{app}.{DOMAIN}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = self_signed_leaf(dir.path(), "stall", &[&host]);
+    gateway.ssh_with_input(&admin, "nap", &["certs", "add", &app], &pem_bundle(&cert, &key)).assert_ok();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !curl_https(&https, &host, "/", &cert, &["--http2"]).ok() {
+        assert!(Instant::now() < deadline, "HTTPS never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let (status, cut_after) = runtime.block_on(async {
+        let (mut client, connection) = nap_tests::http2::connect(&https, &host, &cert, Some(0)).await;
+        // The answer is held, its body never read: the request stays open.
+        let answer = nap_tests::http2::get(&mut client, &host, &[]).await;
+        let asked = Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(8), connection).await;
+        (answer.status().as_u16(), ended.is_ok().then(|| asked.elapsed()))
+    });
+    assert_eq!(status, 200, "the answer's head comes; its body waits on the client");
+    let cut_after = cut_after.expect("a client that takes no more of an answer is cut");
+    assert!(cut_after >= Duration::from_secs(1), "cut before its time: {cut_after:?}");
+
+    let mut quiet = nap_tests::WsClient::connect(&http, &host, "/ws").expect("a WebSocket");
+    assert_eq!(quiet.send_text("a").as_deref(), Some("hello from upstream: a"));
+    let mut chatty = nap_tests::WsClient::connect(&http, &host, "/ws").expect("a WebSocket");
+    for i in 0..4 {
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(chatty.send_text(&format!("{i}")).is_some(), "a WebSocket in use stays open");
+    }
+    assert_eq!(quiet.send_text("b"), None, "a quiet WebSocket is closed after body_timeout");
+    eprintln!("an HTTP/2 client with its window shut was cut after {cut_after:?}");
 }
 
 /// Past `max_connections`, a new connection takes the place of one idle

@@ -1,7 +1,7 @@
 //! The router's open client connections: how each is told to finish what
 //! it is doing and close when the router stops, and the cap on how many
-//! may be open (`max_connections`), past which the connection that has
-//! waited longest on its client is closed to make room.
+//! may be open (`max_connections`), past which a connection that waits on
+//! its client is closed to make room.
 //!
 //! Each connection has a signal of its own, which it checks whenever it
 //! waits; the router sets them all when it stops. (A `CancellationToken`
@@ -10,8 +10,9 @@
 //! lock.) A connection also says, with one atomic store, when it waits on
 //! its client ([`Registration::waiting`]) and when it works
 //! ([`Registration::busy`]): only a waiting one is ever closed to make
-//! room, first one idle between requests (closing it costs its client
-//! nothing), else the one stalled mid-request the longest (a request body
+//! room, first one idle between requests (the oldest connection; closing it
+//! costs its client nothing), else the one stalled mid-request whose client
+//! has sent nothing for longest (a request body
 //! that does not come, a head sent a byte at a time).
 
 use std::collections::BTreeMap;

@@ -35,6 +35,7 @@ use super::proxy::{
     CLIENT_SAID_FORWARDED, Decision, Exchange, PAGE_TYPE, Peer, Proxy, Refusal, acme_token, host_of, page_text,
     request_id,
 };
+use super::tunnel;
 
 /// How long a client gets to send a request's head (against slow-loris),
 /// and how long an idle keep-alive connection is kept.
@@ -657,8 +658,10 @@ where
             return Next::Close;
         }
         self.buf.clear();
-        if let Err(err) = tokio::io::copy_bidirectional(&mut self.client, stream).await {
-            debug!(error = %err, "router: a tunnel ended");
+        match tunnel::copy(&mut self.client, stream, self.proxy.listeners().body_timeout).await {
+            tunnel::Ended::Closed(Ok(())) => {}
+            tunnel::Ended::Closed(Err(err)) => debug!(error = %err, "router: a tunnel ended"),
+            tunnel::Ended::Idle => debug!("router: closed a tunnel that was quiet for body_timeout"),
         }
         Next::Close
     }

@@ -5,14 +5,19 @@
 //! it may be closed sooner to make room (`max_connections`). The router
 //! PINGs its clients too, and closes a connection whose client stops
 //! answering. A request's body that stops coming is cut by
-//! `body_timeout` ([`super::upstream::ClientBody`]).
+//! `body_timeout` ([`super::upstream::ClientBody`]), and so is a client
+//! that stops taking an answer (its flow-control window left shut): hyper
+//! asks an answer's body for more only once the client has room, so an
+//! answer not asked for more within `body_timeout` closes the connection.
+//! A connection holds at most [`MAX_STREAMS`] requests at once, each with
+//! a connection to the app.
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::server::conn::http2;
@@ -37,6 +42,12 @@ const PING_INTERVAL: Duration = Duration::from_secs(30);
 const PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// The most a request's headers may take.
 const MAX_HEAD: usize = 64 * 1024;
+/// The most requests one connection may have open at once (hyper's default
+/// is 200): each holds a connection to the app, a file of the router's.
+const MAX_STREAMS: u32 = 32;
+/// How often a connection with requests open looks for one whose client
+/// stopped taking its answer.
+const STALL_CHECK: Duration = Duration::from_secs(1);
 
 /// Serves one HTTP/2 client connection until it ends: idle too long, told
 /// to make room, or, when the router stops, once its requests are answered.
@@ -46,14 +57,15 @@ where
 {
     let peer = Arc::new(peer);
     let addr = peer.addr;
-    let streams = Arc::new(Streams::default());
+    let streams = Arc::new(Streams::new(proxy.listeners().body_timeout));
     let service = service_fn({
         let streams = Arc::clone(&streams);
         move |req| {
             let (proxy, peer, open) = (Arc::clone(&proxy), Arc::clone(&peer), streams.open());
             async move {
                 let answer = proxy.handle(req, &peer).await;
-                Ok::<_, Infallible>(answer.map(|body| Counted { body, _open: open }))
+                open.handed();
+                Ok::<_, Infallible>(answer.map(|body| Counted { body, open }))
             }
         }
     });
@@ -61,6 +73,7 @@ where
     builder
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(MAX_HEAD).unwrap_or(u32::MAX))
+        .max_concurrent_streams(MAX_STREAMS)
         .keep_alive_interval(PING_INTERVAL)
         .keep_alive_timeout(PING_TIMEOUT);
     let connection = builder.serve_connection(io, service);
@@ -74,7 +87,9 @@ where
             match close {
                 Close::Stop => connection.await,
                 Close::Idle => tokio::time::timeout(CLOSE_TIMEOUT, connection).await.unwrap_or(Ok(())),
-                Close::Evicted => tokio::time::timeout(Duration::ZERO, connection).await.unwrap_or(Ok(())),
+                Close::Evicted | Close::Stalled => {
+                    tokio::time::timeout(Duration::ZERO, connection).await.unwrap_or(Ok(()))
+                }
             }
         }
     };
@@ -92,26 +107,67 @@ enum Close {
     Idle,
     /// Told to make room.
     Evicted,
+    /// Its client took no more of an answer within `body_timeout`.
+    Stalled,
 }
 
 /// A connection's open requests, counted from the request's head to the
 /// end of its answer's body.
-#[derive(Default)]
 struct Streams {
     open: AtomicUsize,
     /// Told when the count leaves or reaches zero.
     changed: Notify,
+    /// Since when each open answer has waited for hyper to ask it for more
+    /// (milliseconds after `epoch`, 0 while it is asked).
+    handed: Mutex<Vec<Weak<AtomicU64>>>,
+    epoch: Instant,
+    /// `body_timeout`.
+    stall: Duration,
 }
 
 /// One open request, until its answer's body is done.
-struct Open(Arc<Streams>);
+struct Open {
+    streams: Arc<Streams>,
+    /// Since when its answer waits to be asked for more; 0 while asked.
+    handed: Arc<AtomicU64>,
+}
 
 impl Streams {
+    fn new(stall: Duration) -> Streams {
+        Streams {
+            open: AtomicUsize::new(0),
+            changed: Notify::new(),
+            handed: Mutex::default(),
+            epoch: Instant::now(),
+            stall,
+        }
+    }
+
     fn open(self: &Arc<Self>) -> Open {
         if self.open.fetch_add(1, Ordering::AcqRel) == 0 {
             self.changed.notify_one();
         }
-        Open(Arc::clone(self))
+        let handed = Arc::new(AtomicU64::new(0));
+        let mut all = self.handed.lock().unwrap_or_else(PoisonError::into_inner);
+        all.retain(|clock| clock.strong_count() > 0);
+        all.push(Arc::downgrade(&handed));
+        Open { streams: Arc::clone(self), handed }
+    }
+
+    /// Now, in milliseconds after the epoch, never 0.
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// Whether an open answer has waited `stall` to be asked for more.
+    fn stalled(&self) -> bool {
+        let now = self.now();
+        let stall = u64::try_from(self.stall.as_millis()).unwrap_or(u64::MAX);
+        let all = self.handed.lock().unwrap_or_else(PoisonError::into_inner);
+        all.iter().filter_map(Weak::upgrade).any(|clock| {
+            let since = clock.load(Ordering::Acquire);
+            since != 0 && now.saturating_sub(since) >= stall
+        })
     }
 
     /// Until the connection must close: idle for [`IDLE_TIMEOUT`], told to
@@ -131,8 +187,12 @@ impl Streams {
                 if !signal.busy() {
                     return Close::Evicted;
                 }
+                if self.stalled() {
+                    return Close::Stalled;
+                }
                 tokio::select! {
                     () = changed => {}
+                    () = tokio::time::sleep(STALL_CHECK) => {}
                     () = signal.closing(true) => return closed(signal),
                 }
             }
@@ -140,10 +200,18 @@ impl Streams {
     }
 }
 
+impl Open {
+    /// Its answer is handed to hyper, which asks it for more once the
+    /// client has room: from now on, until it is asked.
+    fn handed(&self) {
+        self.handed.store(self.streams.now(), Ordering::Release);
+    }
+}
+
 impl Drop for Open {
     fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.changed.notify_one();
+        if self.streams.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.streams.changed.notify_one();
         }
     }
 }
@@ -151,7 +219,7 @@ impl Drop for Open {
 /// An answer's body, its request counted open until it is done.
 struct Counted<B> {
     body: B,
-    _open: Open,
+    open: Open,
 }
 
 impl<B: Body + Unpin> Body for Counted<B> {
@@ -159,7 +227,14 @@ impl<B: Body + Unpin> Body for Counted<B> {
     type Error = B::Error;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        // Asked: the client had room. A frame handed over waits for more.
+        this.open.handed.store(0, Ordering::Release);
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            this.open.handed();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -222,6 +222,10 @@ impl Proxy {
         // URL) names the host before any `Host` header (RFC 9112 3.2.2);
         // both, naming two hosts, would route by one and tell the app the
         // other: refused (RFC 9113 8.3.1).
+        // Two `Host`s would let the app read another than the router routed by.
+        if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
+            return exchange.into_page(StatusCode::BAD_REQUEST, "the request has two Host headers");
+        }
         let sent_host = req.headers().get(header::HOST).map(|h| h.to_str().ok());
         let authority = req.uri().authority().map(hyper::http::uri::Authority::as_str);
         if let (Some(authority), Some(sent)) = (authority, sent_host)
@@ -324,7 +328,7 @@ impl Proxy {
             && let Some(client_upgrade) = client_upgrade
         {
             let upstream_upgrade = hyper::upgrade::on(&mut answer);
-            tokio::spawn(tunnel(client_upgrade, upstream_upgrade, guard));
+            tokio::spawn(tunnel(client_upgrade, upstream_upgrade, guard, self.listeners.body_timeout));
             return Ok(Forwarded::Whole(answer.map(|_| empty())));
         }
         Ok(Forwarded::Streamed(answer, guard, checkin))
@@ -387,8 +391,13 @@ enum Failure {
 }
 
 /// Copies both ways between the client and the upstream once both have
-/// switched protocols, until either closes.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, guard: InflightGuard) {
+/// switched protocols, until either closes or both stay quiet for `idle`.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    guard: InflightGuard,
+    idle: Duration,
+) {
     let _held = guard;
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(both) => both,
@@ -398,7 +407,7 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
         }
     };
     let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-    if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+    if let super::tunnel::Ended::Closed(Err(err)) = super::tunnel::copy(&mut client, &mut upstream, idle).await {
         debug!(error = %err, "router: a tunnel ended");
     }
 }

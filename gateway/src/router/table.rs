@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use nap_runner::HealthCheck;
 use nap_state::Certificate;
-use nap_state::{Store, StoreError, WatchEvent, instance_addresses, layout};
+use nap_state::{DomainGrant, Store, StoreError, WatchEvent, instance_addresses, layout};
 use rustls::sign::CertifiedKey;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -84,9 +84,11 @@ impl Routes {
     /// The routes that the store's `keys` describe: app `APP` answers at
     /// `APP.DOMAIN` and at the hosts added to it (`domains add`).
     fn from_keys(keys: &BTreeMap<String, Vec<u8>>, domain: &str) -> Routes {
-        let mut hosts: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for (app, host) in keys.keys().filter_map(|key| layout::parse_app_domain(key)) {
-            hosts.entry(app).or_default().push(host.to_owned());
+        let mut hosts: BTreeMap<&str, Vec<(String, DomainGrant)>> = BTreeMap::new();
+        for (key, value) in keys {
+            if let Some((app, host)) = layout::parse_app_domain(key) {
+                hosts.entry(app).or_default().push((host.to_owned(), DomainGrant::of(value)));
+            }
         }
         // Every app has a route, served or not: one with no instance answers 503.
         let apps = keys.keys().filter_map(|key| layout::parse_app_record(key));
@@ -115,8 +117,9 @@ impl Routes {
             let force_https = forced.contains(&app);
             let check = checks.get(app).cloned();
             let route = Arc::new(Route { app: app.into(), upstreams, force_https, check, next: AtomicUsize::new(0) });
-            for host in hosts.remove(app).unwrap_or_default() {
-                match hosts::check_reserved(&host, domain, app, true) {
+            for (host, grant) in hosts.remove(app).unwrap_or_default() {
+                // An admin's name only where an admin gave it.
+                match hosts::check_reserved(&host, domain, app, grant == DomainGrant::Admin) {
                     Ok(()) => listed.entry(host).or_default().push(Arc::clone(&route)),
                     Err(why) => debug!(%app, %host, %why, "route table: a host this app may not have is left out"),
                 }
