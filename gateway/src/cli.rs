@@ -2,6 +2,7 @@
 //! that OpenSSH and git call (`ssh-command`, `hook`). [`main`] runs one.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
@@ -166,8 +167,7 @@ async fn run(cli: Cli, log: &mut Option<LogGuard>) -> Result<u32, CliError> {
             // Not UTF-8: refused, as `nap serve` refuses it.
             let sent = std::env::var_os("SSH_ORIGINAL_COMMAND").unwrap_or_default();
             let command = crate::remote::command_text(sent.as_encoded_bytes())?;
-            until_signalled(Box::pin(crate::remote::route(&ctx, &Caller::Key(key), command, Io::stdio_with_terminal())))
-                .await
+            ssh_command(&ctx, key, command).await
         }
         Command::Hook(HookCommand::PreReceive) => match hook {
             Some(HookInput { app, key, gateway, .. }) => {
@@ -192,7 +192,7 @@ async fn run(cli: Cli, log: &mut Option<LogGuard>) -> Result<u32, CliError> {
 
 /// `nap router`: the router alone until SIGTERM or Ctrl-C, then the
 /// requests in flight finish.
-async fn route_until_signalled(ctx: std::sync::Arc<Context>) -> Result<(), CliError> {
+async fn route_until_signalled(ctx: Arc<Context>) -> Result<(), CliError> {
     use tokio::signal::unix::{SignalKind, signal};
     let router = crate::router::Router::bind(&ctx.settings)?.ok_or(CliError::RouterOff)?;
     let stop = tokio_util::sync::CancellationToken::new();
@@ -211,6 +211,36 @@ async fn route_until_signalled(ctx: std::sync::Arc<Context>) -> Result<(), CliEr
     Ok(())
 }
 
+/// Runs `command` for `key` under OpenSSH's forced command, as `nap serve`
+/// runs one: should the key be removed, or come to do less, meanwhile, the
+/// command ends as if its client had gone, and says why.
+async fn ssh_command(ctx: &Arc<Context>, key: crate::keys::AuthorizedKey, command: &str) -> u32 {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let following = tokio::spawn({
+        let (ctx, stop) = (Arc::clone(ctx), stop.clone());
+        async move { ctx.known_keys.follow(&ctx.store, &stop).await }
+    });
+    let session = ctx.known_keys.session(&key);
+    let revoked = session.revoked();
+    let io = Io::stdio_with_terminal();
+    let ending = tokio::spawn({
+        let (revoked, gone) = (revoked.clone(), io.client_gone.clone());
+        async move {
+            revoked.cancelled().await;
+            gone.cancel();
+        }
+    });
+    let mut status = until_signalled(Box::pin(crate::remote::route(ctx, &Caller::Key(key), command, io))).await;
+    stop.cancel();
+    ending.abort();
+    let _ = following.await;
+    if revoked.is_cancelled() {
+        eprintln!("error: {}", session.why());
+        status = 1;
+    }
+    status
+}
+
 /// Raises the soft limit on open files to the hard limit, as nginx's
 /// `worker_rlimit_nofile` would: each of the router's client connections
 /// takes a file, and each it forwards another; SSH connections and the
@@ -220,7 +250,7 @@ fn raise_file_limit() {
     let raised = getrlimit(Resource::RLIMIT_NOFILE)
         .and_then(|(soft, hard)| if soft < hard { setrlimit(Resource::RLIMIT_NOFILE, hard, hard) } else { Ok(()) });
     match (raised, getrlimit(Resource::RLIMIT_NOFILE)) {
-        (Ok(()), Ok((limit, _))) => tracing::info!(limit, "open files"),
+        (Ok(()), Ok((limit, _))) => tracing::debug!(limit, "open files"),
         (Err(err), _) | (_, Err(err)) => tracing::warn!(error = %err, "cannot raise the limit on open files"),
     }
 }

@@ -230,18 +230,69 @@ struct Known {
     followed: bool,
 }
 
-/// A connection logged in with a key, for as long as it lives: `revoked`
-/// is cancelled when the key is removed.
+/// A connection logged in with a key, for as long as it lives: the
+/// commands it runs end when the key is removed, or loses an app or being
+/// an admin (`keys update`, `keys revoke`).
 pub struct Session {
     name: String,
     public_key: String,
-    pub revoked: tokio_util::sync::CancellationToken,
+    access: std::sync::Mutex<Access>,
+}
+
+/// What a session's key may do as its running commands began, and what
+/// ends them.
+struct Access {
+    admin: bool,
+    apps: Vec<String>,
+    /// Cancelled when the key is removed or may do less; a narrowed key's
+    /// next commands get a fresh one.
+    revoked: tokio_util::sync::CancellationToken,
+    /// Why the last one was cancelled.
+    why: Option<Revoked>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Revoked {
+    Removed,
+    Narrowed,
 }
 
 impl Session {
-    /// Why the session's commands end, once `revoked`.
-    pub fn removed(&self) -> KeyCheckError {
-        KeyCheckError::Removed(self.name.clone())
+    /// What a command begun now ends with.
+    pub fn revoked(&self) -> tokio_util::sync::CancellationToken {
+        self.access.lock().unwrap_or_else(std::sync::PoisonError::into_inner).revoked.clone()
+    }
+
+    /// Why the session's commands ended, once their token is cancelled.
+    pub fn why(&self) -> KeyCheckError {
+        let access = self.access.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match access.why {
+            Some(Revoked::Narrowed) => KeyCheckError::Narrowed(self.name.clone()),
+            Some(Revoked::Removed) | None => KeyCheckError::Removed(self.name.clone()),
+        }
+    }
+
+    /// Ends the running commands if `now` (the key as the store has it
+    /// now, `None`: removed) may do less than they began with; answers
+    /// whether the session goes on being followed.
+    fn follow(&self, now: Option<&AuthorizedKey>) -> bool {
+        let mut access = self.access.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(now) = now else {
+            tracing::info!(key = %self.name, "the key was removed: ending its running commands");
+            access.why = Some(Revoked::Removed);
+            access.revoked.cancel();
+            return false;
+        };
+        let narrowed = !now.admin && (access.admin || access.apps.iter().any(|app| !now.apps.contains(app)));
+        if narrowed {
+            tracing::info!(key = %self.name, "the key may do less: ending its running commands");
+            access.why = Some(Revoked::Narrowed);
+            access.revoked.cancel();
+            access.revoked = tokio_util::sync::CancellationToken::new();
+        }
+        access.admin = now.admin;
+        access.apps.clone_from(&now.apps);
+        true
     }
 }
 
@@ -250,6 +301,8 @@ impl Session {
 pub enum KeyCheckError {
     #[error("the key {0:?} is no longer allowed in")]
     Removed(String),
+    #[error("the key {0:?} may do less now (keys update, keys revoke); its running commands were ended")]
+    Narrowed(String),
     #[error("cannot check the key {name:?}: {source}")]
     Store {
         name: String,
@@ -316,10 +369,16 @@ impl KnownKeys {
     /// cancelled once the copy of the keys no longer has `key` (the watch
     /// brought its removal, or a read of the store did).
     pub fn session(&self, key: &AuthorizedKey) -> std::sync::Arc<Session> {
+        let access = Access {
+            admin: key.admin,
+            apps: key.apps.clone(),
+            revoked: tokio_util::sync::CancellationToken::new(),
+            why: None,
+        };
         let session = std::sync::Arc::new(Session {
             name: key.name.clone(),
             public_key: key.public_key.clone(),
-            revoked: tokio_util::sync::CancellationToken::new(),
+            access: std::sync::Mutex::new(access),
         });
         let mut sessions = self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         sessions.retain(|session| session.strong_count() > 0);
@@ -327,17 +386,13 @@ impl KnownKeys {
         session
     }
 
-    /// Tells the sessions whose key `keys` lacks that it was removed.
+    /// Tells each session what its key is in `keys`: removed, or able to
+    /// do less, its running commands end.
     fn revoke_removed(&self, keys: &[AuthorizedKey]) {
         let mut sessions = self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         sessions.retain(|session| {
             let Some(session) = session.upgrade() else { return false };
-            let kept = keys.iter().any(|k| k.name == session.name && k.public_key == session.public_key);
-            if !kept {
-                tracing::info!(key = %session.name, "the key was removed: ending its running commands");
-                session.revoked.cancel();
-            }
-            kept
+            session.follow(keys.iter().find(|k| k.name == session.name && k.public_key == session.public_key))
         });
     }
 

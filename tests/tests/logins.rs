@@ -212,3 +212,28 @@ fn input_to_a_command_that_reads_none_does_not_hide_the_clients_close() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_key_that_comes_to_do_less_ends_its_running_commands_and_keeps_the_rest() {
+    let gateway = Gateway::start();
+    let admin = gateway.user("admin");
+    let (kept, lost) = (nap_tests::unique("kept"), nap_tests::unique("lost"));
+    for app in [&kept, &lost] {
+        nap_tests::AppRepo::new(nap_tests::AppKind::Web).push(&gateway, &admin, app, "master").assert_ok();
+    }
+    let dev = gateway.user_for("dev", &[&kept, &lost]);
+    let follow = gateway.ssh_command(&dev, "nap", &["logs", &lost, "--follow"]).spawn().expect("ssh logs --follow");
+    std::thread::sleep(Duration::from_secs(2));
+    gateway.ssh(&admin, "nap", &["keys", "revoke", "dev", &lost]).assert_ok();
+    let (done, ended) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(follow.wait_with_output());
+    });
+    let output = ended.recv_timeout(Duration::from_secs(15)).expect("logs --follow ran on after revoke");
+    let run: Run = output.expect("ssh's output").into();
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("error: the key \"dev\" may do less now"), "{run:?}");
+    // What it may still do, it does.
+    gateway.ssh(&dev, "nap", &["releases", &kept]).assert_ok();
+    gateway.ssh(&dev, "nap", &["releases", &lost]).assert_failed_with(&format!("may not use app {lost}"));
+}

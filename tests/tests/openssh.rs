@@ -135,6 +135,34 @@ fn a_forced_command_ends_when_its_client_goes() {
     }
 }
 
+#[test]
+fn a_forced_commands_key_removed_meanwhile_ends_it() {
+    let gateway = Gateway::start();
+    let admin = gateway.user("admin");
+    let app = unique("fcremoved");
+    AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master").assert_ok();
+    let dev = gateway.user_for("dev", &[&app]);
+    let sshd = Sshd::start(&gateway.nap(&["keys", "authorized-keys"], "").assert_ok().stdout);
+    let follow = std::process::Command::new("ssh")
+        .args(ssh_options(&dev.private))
+        .args(["-p", &sshd.port.to_string(), "root@127.0.0.1", "logs", &app, "--follow"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ssh");
+    std::thread::sleep(Duration::from_secs(2));
+    gateway.ssh(&admin, "nap", &["keys", "remove", "dev"]).assert_ok();
+    let (done, ended) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(follow.wait_with_output());
+    });
+    let output = ended.recv_timeout(Duration::from_secs(15)).expect("logs --follow ran on for a removed key");
+    let run: nap_tests::Run = output.expect("ssh's output").into();
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("error: the key \"dev\" is no longer allowed in"), "{run:?}");
+}
+
 /// `run` behind OpenSSH: sshd's pty (`ssh -tt`, allowed by the `pty` after
 /// `restrict`) gives the container a terminal.
 #[test]

@@ -30,7 +30,7 @@ pub async fn refuse(channel: Channel<Msg>, why: impl std::fmt::Display) {
 }
 
 /// Runs `command` on `channel` to its end. When the key of `session` is
-/// removed meanwhile, the command ends as if its client had gone (a push's
+/// removed meanwhile, or may do less, the command ends as if its client had gone (a push's
 /// git and hooks stop, `run`'s container goes, `logs --follow` stops), and
 /// the client is told why.
 pub async fn serve_exec(
@@ -42,7 +42,8 @@ pub async fn serve_exec(
     session: Arc<Session>,
 ) {
     let (mut incoming, outgoing) = channel.split();
-    let client_gone = session.revoked.child_token();
+    let revoked = session.revoked();
+    let client_gone = revoked.child_token();
     let (resized, terminal) = match terminal {
         Some(size) => {
             let (resized, watched) = tokio::sync::watch::channel(size);
@@ -100,8 +101,8 @@ pub async fn serve_exec(
         own_terminal: false,
     };
     let mut status = remote::run(&ctx, &caller, parsed, &command, io).await;
-    if session.revoked.is_cancelled() {
-        let why = format!("error: {}\n", session.removed());
+    if revoked.is_cancelled() {
+        let why = format!("error: {}\n", session.why());
         let _ = outgoing.make_writer_ext(Some(1)).write_all(why.as_bytes()).await;
         status = 1;
     }
