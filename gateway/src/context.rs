@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use nap_runner::{DockerRunner, RunError, Runner, RunnerKind};
-use nap_state::{Lock, LockError, LockSubject, Store, StoreError};
+use nap_state::{DomainGrant, Lock, LockError, LockSubject, Store, StoreError};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -76,8 +76,11 @@ impl Context {
     pub async fn app_hosts(&self, app: &str) -> Result<Vec<String>, StoreError> {
         let domain = self.settings.domain();
         let mut hosts = vec![self.settings.app_host(app)];
-        let domains = self.store.domains(app).await?;
-        hosts.extend(domains.into_iter().filter(|host| crate::hosts::check_reserved(host, &domain, app, true).is_ok()));
+        let domains = self.store.domain_grants(app).await?;
+        let routed = |(host, grant): &(String, DomainGrant)| {
+            crate::hosts::check_reserved(host, &domain, app, *grant == DomainGrant::Admin).is_ok()
+        };
+        hosts.extend(domains.into_iter().filter(routed).map(|(host, _)| host));
         Ok(hosts)
     }
 
@@ -91,7 +94,7 @@ impl Context {
             .map_err(ContextError::DockerUnreachable)
     }
 
-    /// This host's Docker runner: containers on nap's network.
+    /// This host's Docker runner: containers on their apps' networks.
     pub async fn docker_runner(&self) -> Result<DockerRunner, ContextError> {
         let settings = &self.settings;
         Ok(DockerRunner::new(self.docker().await?, settings.network(), settings.check_timeout()))

@@ -4,8 +4,9 @@
 //! Under nap's domain (`DOMAIN`), names are nap's to give: `APP.DOMAIN` is
 //! app `APP`'s whether or not the app exists yet, and so is every name nap
 //! makes for it (`BRANCH--APP.DOMAIN` for previews) and every name below
-//! those (`www.APP.DOMAIN`, `*.APP.DOMAIN`). `DOMAIN` itself, `*.DOMAIN`
-//! and names no app can have are the admins'. Outside the domain, a host
+//! those (`www.APP.DOMAIN`, `*.APP.DOMAIN`). `DOMAIN` itself, `*.DOMAIN`,
+//! the wildcard that covers `DOMAIN` and names no app can have are the
+//! admins'. Outside the domain, a host
 //! belongs to the first app that claims it (`domains add`), and a claimed
 //! wildcard (`*.example.com`) covers the names one label below it.
 
@@ -84,7 +85,8 @@ pub enum Reserved<'h> {
 /// Whom nap reserves `host` for, under `domain` (both lower case, as
 /// [`HostName`] and `Settings::domain` give them).
 pub fn reserved<'h>(host: &'h str, domain: &str) -> Reserved<'h> {
-    if host == domain {
+    // The domain itself, and the wildcard one label above it, which covers it.
+    if host == domain || wildcard_of(domain).is_some_and(|above| above == host) {
         return Reserved::ForAdmins;
     }
     let Some(below) = host.strip_suffix(domain).and_then(|rest| rest.strip_suffix('.')) else {
@@ -154,10 +156,16 @@ mod tests {
         ] {
             assert_eq!(reserved(host, domain), Reserved::ForApp(app), "{host}");
         }
-        for host in ["apps.example.com", "*.apps.example.com", "1shop.apps.example.com", "x.--.apps.example.com"] {
+        for host in [
+            "apps.example.com",
+            "*.apps.example.com",
+            "*.example.com",
+            "1shop.apps.example.com",
+            "x.--.apps.example.com",
+        ] {
             assert_eq!(reserved(host, domain), Reserved::ForAdmins, "{host}");
         }
-        for host in ["www.example.com", "*.example.com", "apps.example.com.evil.test", "xapps.example.com"] {
+        for host in ["www.example.com", "*.other.example.com", "apps.example.com.evil.test", "xapps.example.com"] {
             assert_eq!(reserved(host, domain), Reserved::No, "{host}");
         }
         assert!(check_reserved("shop.apps.example.com", domain, "shop", false).is_ok());

@@ -25,6 +25,32 @@ pub struct AppSummary {
     pub current: Option<Release>,
 }
 
+/// How an app came to have a host: claimed, or given by an admin (a name
+/// only admins may give, such as `*.DOMAIN`). The value of its key under
+/// `/nap/apps/APP/domains/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainGrant {
+    Claim,
+    Admin,
+}
+
+/// The value that marks an admin's grant.
+pub const ADMIN_GRANT: &[u8] = b"admin";
+
+impl DomainGrant {
+    fn value(self) -> &'static [u8] {
+        match self {
+            DomainGrant::Claim => b"",
+            DomainGrant::Admin => ADMIN_GRANT,
+        }
+    }
+
+    /// Reads a domain key's value.
+    pub fn of(value: &[u8]) -> DomainGrant {
+        if value == ADMIN_GRANT { DomainGrant::Admin } else { DomainGrant::Claim }
+    }
+}
+
 impl Store {
     pub async fn app(&self, app: &str) -> Result<Option<AppRecord>, StoreError> {
         self.get_json(&layout::app_record(app)).await
@@ -83,8 +109,19 @@ impl Store {
 
     /// The hosts `app` answers at besides `APP.DOMAIN`.
     pub async fn domains(&self, app: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.domain_grants(app).await?.into_iter().map(|(host, _)| host).collect())
+    }
+
+    /// The hosts `app` answers at besides `APP.DOMAIN`, each with how it
+    /// came to have it.
+    pub async fn domain_grants(&self, app: &str) -> Result<Vec<(String, DomainGrant)>, StoreError> {
         let prefix = layout::app_domains(app);
-        Ok(self.list(&prefix).await?.into_iter().map(|(key, _)| key[prefix.len()..].to_owned()).collect())
+        Ok(self
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .map(|(key, value)| (key[prefix.len()..].to_owned(), DomainGrant::of(&value)))
+            .collect())
     }
 
     /// The app that claimed `host` (`domains add`), if any.
@@ -92,8 +129,9 @@ impl Store {
         Ok(self.get(&layout::domain_claim(host)).await?.map(|owner| String::from_utf8_lossy(&owner).into_owned()))
     }
 
-    /// Claims `host` for `app`; answers the app that holds it if another does.
-    pub async fn add_domain(&self, app: &str, host: &str) -> Result<Option<String>, StoreError> {
+    /// Claims `host` for `app`; answers the app that holds it if another
+    /// does. `grant` marks a name only an admin may give ([`ADMIN_GRANT`]).
+    pub async fn add_domain(&self, app: &str, host: &str, grant: DomainGrant) -> Result<Option<String>, StoreError> {
         let claim = layout::domain_claim(host);
         if !self.compare_and_swap(&claim, None, app.as_bytes()).await? {
             let owner = self.domain_owner(host).await?;
@@ -101,8 +139,21 @@ impl Store {
                 return Ok(Some(owner.unwrap_or_default()));
             }
         }
-        self.put(&layout::app_domain(app, host), b"").await?;
+        self.put(&layout::app_domain(app, host), grant.value()).await?;
         Ok(None)
+    }
+
+    /// Takes `host` from `from`, which claimed it before it was `app`'s to
+    /// have (a name nap now keeps for `app`), and gives it to `app`; answers
+    /// false if `from` no longer held it.
+    pub async fn take_domain(&self, app: &str, host: &str, from: &str) -> Result<bool, StoreError> {
+        let claim = layout::domain_claim(host);
+        if !self.compare_and_swap(&claim, Some(from.as_bytes()), app.as_bytes()).await? {
+            return Ok(false);
+        }
+        self.delete(&layout::app_domain(from, host)).await?;
+        self.put(&layout::app_domain(app, host), DomainGrant::Claim.value()).await?;
+        Ok(true)
     }
 
     /// Lets `host` go; answers whether `app` had it.

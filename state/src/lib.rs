@@ -19,7 +19,7 @@ mod settings;
 mod store;
 mod subnets;
 
-pub use app::{AppRecord, AppSummary};
+pub use app::{ADMIN_GRANT, AppRecord, AppSummary, DomainGrant};
 pub use certs::{AcmeState, CertSource, Certificate};
 pub use lock::{Lock, LockError, LockSubject};
 pub use release::{Release, ReleaseCause, ReleaseStatus, instance_addresses};

@@ -3,14 +3,13 @@
 //! sends a request only to the app its host belongs to, over TLS only where
 //! the connection's certificate covers it, and tells the app only what it
 //! saw itself of the client. Real `nap serve`, curl, openssl, and an HTTP/2
-//! client of its own (the `h2` crate over rustls), since curl never sends a
+//! client of the harness's (`nap_tests::http2`), since curl never sends a
 //! `Host` beside `:authority`.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nap_tests::tls::{curl_https, https_answers, pem_bundle, self_signed};
-use nap_tests::{AppKind, AppRepo, Gateway, Key, Run, get_host, raw, unique};
+use nap_tests::tls::{curl_https, https_answers, pem_bundle, self_signed, self_signed_leaf};
+use nap_tests::{AppKind, AppRepo, Gateway, Key, PrivateEtcd, Run, get_host, http2, raw, unique};
 
 /// Pushes a web app answering `body` as `app`.
 fn web_app(gateway: &Gateway, admin: &Key, app: &str, body: &str) {
@@ -134,6 +133,47 @@ fn wildcards_and_claims_give_each_host_to_one_app() {
 }
 
 #[test]
+fn a_name_claimed_before_nap_kept_it_is_not_routed_and_its_app_takes_it_back() {
+    let etcd = PrivateEtcd::start();
+    let (gateway, http, _https) =
+        Gateway::start_routing(&format!("store = \"{}\"\ndomain = \"nap.test\"\n", etcd.url()));
+    let admin = gateway.user("admin");
+    let (victim, other) = (unique("victim"), unique("other"));
+    web_app(&gateway, &admin, &victim, "victim");
+    web_app(&gateway, &admin, &other, "other");
+    let victim_key = gateway.user_for("victim-dev", &[&victim]);
+    // What an older nap let an app key claim: a name below another app's
+    // own host, and nap's wildcard.
+    let (stolen, wildcard) = (format!("www.{victim}.nap.test"), "*.nap.test".to_owned());
+    for host in [&stolen, &wildcard] {
+        etcd.etcdctl(&["put", &format!("/nap/domains/{host}"), &other]).assert_ok();
+        etcd.etcdctl(&["put", &format!("/nap/apps/{other}/domains/{host}"), ""]).assert_ok();
+    }
+    let nobody = format!("{}.nap.test", unique("nobody"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let routed_to_other = |host: &str| get_host(&http, host, "/").is_some_and(|(_, body)| body == "other\n");
+    // Give the route table the change, then: neither name reaches `other`.
+    gateway.ssh(&admin, "nap", &["domains", "add", &other, &format!("{other}.test")]).assert_ok();
+    while get_host(&http, &format!("{other}.test"), "/").map(|(status, _)| status) != Some(200) {
+        assert!(Instant::now() < deadline, "the route table did not follow");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!routed_to_other(&stolen) && !routed_to_other(&nobody), "an old claim is routed");
+    let listed = gateway.ssh(&admin, "nap", &["domains", &other]).assert_ok().stdout.clone();
+    assert!(listed.contains(&format!("{stolen} (not routed: ")), "{listed}");
+    assert!(listed.contains("*.nap.test (not routed: "), "{listed}");
+
+    // The app the name is kept for takes it back, and is routed there.
+    gateway.ssh(&victim_key, "nap", &["domains", "add", &victim, &stolen]).assert_ok();
+    assert_eq!(at(&http, &stolen), (200, "victim\n".to_owned()));
+    let left = etcd.etcdctl(&["get", "--keys-only", &format!("/nap/apps/{other}/domains/{stolen}")]);
+    assert_eq!(left.assert_ok().stdout.trim(), "", "the old claim's key stays");
+    // An admin gives the wildcard again: it is routed from then on.
+    gateway.ssh(&admin, "nap", &["domains", "add", &other, &wildcard]).assert_ok();
+    assert_eq!(at(&http, &nobody), (200, "other\n".to_owned()));
+}
+
+#[test]
 fn tls_requests_go_only_where_the_certificate_reaches_and_clients_are_told_what_the_router_saw() {
     let (gateway, http, https) = Gateway::start_routing("");
     let admin = gateway.user("admin");
@@ -143,7 +183,7 @@ fn tls_requests_go_only_where_the_certificate_reaches_and_clients_are_told_what_
     web_app(&gateway, &admin, &second, "second");
     let (first_host, second_host) = (format!("{first}.localhost"), format!("{second}.localhost"));
     let dir = tempfile::tempdir().expect("temp dir");
-    let (cert, key) = self_signed(dir.path(), "first", &[&first_host]);
+    let (cert, key) = self_signed_leaf(dir.path(), "first", &[&first_host]);
     gateway.ssh_with_input(&admin, "nap", &["certs", "add", &first], &pem_bundle(&cert, &key)).assert_ok();
     let run = https_answers(&https, &first_host, &cert, "hello from upstream", &[]);
     assert!(run.ok(), "{run:?}");
@@ -154,9 +194,17 @@ fn tls_requests_go_only_where_the_certificate_reaches_and_clients_are_told_what_
         let misdirected = curl_https(&https, &first_host, "/", &cert, &[version, "-H", &host_header]);
         assert!(misdirected.stdout.ends_with(" 421"), "{version}: {misdirected:?}");
     }
-    // HTTP/2 with `:authority` and `Host` that disagree: 421 too.
-    assert_eq!(h2_status(&https, &first_host, &second_host), 421);
-    assert_eq!(h2_status(&https, &first_host, &first_host), 200, "both alike");
+    // HTTP/2 with `:authority` and `Host` that disagree: 421 too; two
+    // `Host`s: 400.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let (mut client, _connection) = http2::connect(&https, &first_host, &cert, None).await;
+        let (own, other) = (first_host.as_str(), second_host.as_str());
+        assert_eq!(http2::get_status(&mut client, own, &[("host", other)]).await, 421);
+        assert_eq!(http2::get_status(&mut client, own, &[("host", own)]).await, 200, "both alike");
+        assert_eq!(http2::get_status(&mut client, own, &[("host", own), ("host", other)]).await, 400, "two");
+        assert_eq!(http2::get_status(&mut client, own, &[]).await, 200);
+    });
 
     // The app is told the client's address, not what the client said of
     // itself: no client's X-Forwarded-For, Forwarded or X-Real-IP.
@@ -188,72 +236,6 @@ fn a_trusted_proxys_word_on_its_client_reaches_the_app() {
     assert!(body.lines().any(|line| line == "x-forwarded-for: 192.0.2.7, 127.0.0.1"), "{body}");
     assert!(body.lines().any(|line| line == "x-real-ip: 192.0.2.7"), "{body}");
     let bad = gateway.nap(&["--trusted-proxies", "10.0.0.0/33", "version"], "");
-    refused(&bad, "trusted_proxies: \"10.0.0.0/33\" is not an IP address or a CIDR network");
-}
-
-/// The status of an HTTP/2 GET over TLS to `addr`, with SNI and
-/// `:authority` `host` and a `Host` header `host_header`. (The test's
-/// certificates are self-signed CAs, which rustls will not take for a
-/// server's: this client checks nothing of the certificate but its name.)
-fn h2_status(addr: &str, host: &str, host_header: &str) -> u16 {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    runtime.block_on(async {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let name = rustls_pki_types::ServerName::try_from(host.to_owned()).expect("a server name");
-        let tls = connector.connect(name, tcp).await.expect("TLS handshake");
-        let (mut client, connection) = h2::client::handshake(tls).await.expect("HTTP/2 handshake");
-        tokio::spawn(connection);
-        let request =
-            http::Request::get(format!("https://{host}/")).header("host", host_header).body(()).expect("a request");
-        let (answer, _) = client.send_request(request, true).expect("send");
-        answer.await.expect("an answer").status().as_u16()
-    })
-}
-
-/// Takes any certificate whose signatures check out.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls_pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
-        _server_name: &rustls_pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    refused(&bad, "\"10.0.0.0/33\" is not an IP address or a CIDR network");
+    assert!(bad.stderr.contains("--trusted-proxies"), "{bad:?}");
 }

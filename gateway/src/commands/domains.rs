@@ -10,7 +10,9 @@ use super::{CommandError, Reply, existing_app};
 use crate::app_name::AppName;
 use crate::caller::Caller;
 use crate::context::Context;
-use crate::hosts::{self, HostName, HostTaken, InvalidHost};
+use crate::hosts::{self, HostName, HostTaken, InvalidHost, Reserved};
+use nap_state::DomainGrant;
+use tracing::info;
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -69,14 +71,17 @@ pub async fn run(ctx: &Context, caller: &Caller, args: DomainsArgs) -> Result<Re
         None => {
             let app = existing_app(ctx, caller, args.app.as_deref().unwrap_or_default()).await?;
             let own = ctx.settings.app_url(app.as_str()).map(|_| ctx.settings.app_host(app.as_str()));
-            let domains = ctx.store.domains(app.as_str()).await?;
+            let grants = ctx.store.domain_grants(app.as_str()).await?;
             let domain = ctx.settings.domain();
             let mut lines: Vec<String> = own.iter().map(|host| format!("{host} (nap's)")).collect();
             // A host claimed before nap kept names for their apps is not routed.
-            lines.extend(domains.iter().map(|host| match hosts::check_reserved(host, &domain, app.as_str(), true) {
-                Ok(()) => host.clone(),
-                Err(why) => format!("{host} (not routed: {why})"),
+            lines.extend(grants.iter().map(|(host, grant)| {
+                match hosts::check_reserved(host, &domain, app.as_str(), *grant == DomainGrant::Admin) {
+                    Ok(()) => host.clone(),
+                    Err(why) => format!("{host} (not routed: {why})"),
+                }
             }));
+            let domains: Vec<&String> = grants.iter().map(|(host, _)| host).collect();
             let text = if lines.is_empty() {
                 format!("{app} has no hosts; add one with: domains add {app} HOST")
             } else {
@@ -96,15 +101,22 @@ async fn claim(ctx: &Context, caller: &Caller, app: &AppName, host: &HostName) -
         return Err(DomainError::Own { app: app.to_string(), host: host.to_string() }.into());
     }
     hosts::check_reserved(host.as_str(), &domain, app.as_str(), caller.is_admin()).map_err(DomainError::from)?;
+    let reserved = hosts::reserved(host.as_str(), &domain);
     if !host.is_wildcard()
+        && reserved == Reserved::No
         && let Some(wildcard) = hosts::wildcard_of(host.as_str())
         && let Some(owner) = ctx.store.domain_owner(&wildcard).await?
         && owner != app.as_str()
     {
         return Err(DomainError::from(HostTaken::UnderWildcard { host: host.to_string(), wildcard, owner }).into());
     }
-    if let Some(owner) = ctx.store.add_domain(app.as_str(), host.as_str()).await? {
-        return Err(DomainError::from(HostTaken::Claimed { host: host.to_string(), owner }).into());
+    let grant = if reserved == Reserved::ForAdmins { DomainGrant::Admin } else { DomainGrant::Claim };
+    let Some(owner) = ctx.store.add_domain(app.as_str(), host.as_str(), grant).await? else { return Ok(()) };
+    // A name nap keeps for this app, claimed by another before it kept it:
+    // the app's to take back.
+    if reserved == Reserved::ForApp(app.as_str()) && ctx.store.take_domain(app.as_str(), host.as_str(), &owner).await? {
+        info!(%app, %host, from = %owner, "took back a host claimed before nap kept it for this app");
+        return Ok(());
     }
-    Ok(())
+    Err(DomainError::from(HostTaken::Claimed { host: host.to_string(), owner }).into())
 }
