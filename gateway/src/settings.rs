@@ -101,7 +101,7 @@ pub struct Settings {
     pub metrics_listen: Option<String>,
     /// Proxies in front of the router whose X-Forwarded-For, Forwarded and X-Real-IP are kept, as addresses or CIDRs, comma-separated [default: none: the router sets X-Forwarded-For to the client's address and drops the others]
     #[arg(long, global = true, env = "NAP_TRUSTED_PROXIES", value_name = "CIDR,...", hide = true)]
-    pub trusted_proxies: Option<TrustedProxies>,
+    pub trusted_proxies: Option<AddressList>,
     /// The contact e-mail of nap's ACME account (`letsencrypt`)
     #[arg(long, global = true, env = "NAP_ACME_EMAIL", value_name = "EMAIL")]
     pub acme_email: Option<String>,
@@ -210,6 +210,9 @@ pub struct Settings {
     /// Kubernetes runner: pods per release [default: 1]
     #[arg(long, global = true, env = "NAP_K8S_REPLICAS", value_name = "N", hide = true)]
     pub k8s_replicas: Option<u32>,
+    /// Kubernetes runner: the cluster's pod network (e.g. 10.244.0.0/16); set, an app's web port takes no connection from another app's pods [default: none]
+    #[arg(long, global = true, env = "NAP_K8S_POD_CIDR", value_name = "CIDR", hide = true)]
+    pub k8s_pod_cidr: Option<ipnet::Ipv4Net>,
     /// Kubernetes runner: seconds a rollout may take before it is undone [default: 300]
     #[arg(long, global = true, env = "NAP_K8S_TIMEOUT", value_name = "SECS", hide = true)]
     pub k8s_timeout: Option<u64>,
@@ -496,7 +499,7 @@ impl Settings {
 
     /// The addresses the per-source penalties and rate never refuse.
     pub fn per_source_penalty_exempt_list(&self) -> AddressList {
-        self.per_source_penalty_exempt_list.clone().unwrap_or_default()
+        self.per_source_penalty_exempt_list.clone().unwrap_or_else(AddressList::loopback)
     }
 
     pub fn max_push_size(&self) -> u64 {
@@ -579,6 +582,7 @@ impl Settings {
             replicas: self.k8s_replicas.unwrap_or(defaults.replicas),
             rollout_timeout: self.k8s_timeout.map_or(defaults.rollout_timeout, Duration::from_secs),
             units_dir: self.units_dir.clone(),
+            pod_cidr: self.k8s_pod_cidr.map(|cidr| cidr.to_string()),
         }
     }
 }
@@ -612,48 +616,6 @@ fn to_map(settings: &Settings) -> Result<serde_json::Map<String, serde_json::Val
     match serde_json::to_value(settings).map_err(SettingsError::Merge)? {
         serde_json::Value::Object(map) => Ok(map),
         _ => Ok(serde_json::Map::new()),
-    }
-}
-
-/// The proxies in front of the router that it believes about the client
-/// (`trusted_proxies`): addresses or networks, written `10.0.0.0/8,192.0.2.7`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct TrustedProxies(Vec<ipnet::IpNet>);
-
-#[derive(Debug, thiserror::Error)]
-#[error("trusted_proxies: {0:?} is not an IP address or a CIDR network like 10.0.0.0/8")]
-pub struct InvalidTrustedProxy(String);
-
-impl TrustedProxies {
-    /// Whether `ip` is one of them.
-    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
-        self.0.iter().any(|net| net.contains(&ip))
-    }
-}
-
-impl std::str::FromStr for TrustedProxies {
-    type Err = InvalidTrustedProxy;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let one = |word: &str| {
-            word.parse::<ipnet::IpNet>()
-                .or_else(|_| word.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| InvalidTrustedProxy(word.to_owned()))
-        };
-        text.split(',').map(str::trim).filter(|word| !word.is_empty()).map(one).collect::<Result<_, _>>().map(Self)
-    }
-}
-
-impl TryFrom<String> for TrustedProxies {
-    type Error = InvalidTrustedProxy;
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        text.parse()
-    }
-}
-
-impl From<TrustedProxies> for String {
-    fn from(proxies: TrustedProxies) -> String {
-        proxies.0.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
     }
 }
 
@@ -785,9 +747,31 @@ impl From<Penalties> for String {
 /// Addresses and CIDR ranges (`127.0.0.0/8, ::1`), or `none`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct AddressList(pub Vec<ipnet::IpNet>);
+pub struct AddressList(Vec<ipnet::IpNet>);
 
 impl AddressList {
+    /// Loopback: connections from this host itself, which behind a local
+    /// proxy are every client's.
+    pub fn loopback() -> AddressList {
+        use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+        use std::net::{Ipv4Addr, Ipv6Addr};
+        AddressList(vec![
+            IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8)),
+            IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::LOCALHOST, 128)),
+        ])
+    }
+
+    /// None at all.
+    pub fn none() -> AddressList {
+        AddressList(Vec::new())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `address` is in the list (an IPv4-mapped IPv6 address as its
+    /// IPv4 address).
     pub fn contains(&self, address: std::net::IpAddr) -> bool {
         let address = match address {
             std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, std::net::IpAddr::V4),
@@ -797,21 +781,8 @@ impl AddressList {
     }
 }
 
-/// Loopback: connections from this host itself, which behind a local proxy
-/// are every client's.
-impl Default for AddressList {
-    fn default() -> Self {
-        use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-        use std::net::{Ipv4Addr, Ipv6Addr};
-        AddressList(vec![
-            IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8)),
-            IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::LOCALHOST, 128)),
-        ])
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
-#[error("per_source_penalty_exempt_list: {0:?} is not an address or a CIDR range")]
+#[error("{0:?} is not an IP address or a CIDR network like 10.0.0.0/8")]
 pub struct InvalidAddress(String);
 
 impl std::str::FromStr for AddressList {
@@ -946,14 +917,14 @@ mod tests {
         assert!(list.contains([10, 1, 2, 3].into()) && list.contains([192, 0, 2, 7].into()));
         assert!(!list.contains([192, 0, 2, 8].into()) && list.contains("2001:db8::1".parse().expect("ip")));
         assert!(list.contains("::ffff:10.0.0.1".parse().expect("a v4-mapped address")));
-        assert!("none".parse::<AddressList>().expect("none").0.is_empty());
+        assert!("none".parse::<AddressList>().expect("none").is_empty());
         assert!("10.0.0.0/33".parse::<AddressList>().is_err());
-        let loopback = AddressList::default();
+        let loopback = AddressList::loopback();
         assert!(loopback.contains([127, 0, 0, 2].into()) && loopback.contains("::1".parse().expect("ip")));
         assert!(!loopback.contains([10, 0, 0, 1].into()));
         let toml = file("per_source_penalties = \"no\"\nper_source_penalty_exempt_list = \"none\"\n");
         let settings = Settings::read(toml.path()).expect("settings");
-        assert!(settings.per_source_penalties().is_off() && settings.per_source_penalty_exempt_list().0.is_empty());
+        assert!(settings.per_source_penalties().is_off() && settings.per_source_penalty_exempt_list().is_empty());
     }
 
     #[test]

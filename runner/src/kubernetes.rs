@@ -85,6 +85,11 @@ pub struct KubernetesSettings {
     pub rollout_timeout: Duration,
     /// A directory whose templates replace the built-in ones.
     pub units_dir: Option<PathBuf>,
+    /// The cluster's pod network (`k8s_pod_cidr`): the web port of an app's
+    /// pods is open to every address but these, so that another app's
+    /// pods reach it only through the Service's node port, as outside
+    /// clients do. `None`: open to every address, pods included.
+    pub pod_cidr: Option<String>,
 }
 
 impl Default for KubernetesSettings {
@@ -99,6 +104,7 @@ impl Default for KubernetesSettings {
             replicas: 1,
             rollout_timeout: Duration::from_secs(300),
             units_dir: None,
+            pod_cidr: None,
         }
     }
 }
@@ -182,6 +188,7 @@ impl KubernetesRunner {
         let mut context = tera::Context::new();
         context.insert("app", network.app.as_deref().unwrap_or_default());
         context.insert("network", &network.name);
+        context.insert("pod_cidr", &self.settings.pod_cidr);
         Ok(self.units.render(units::K8S_NETWORK_POLICY, &context)?)
     }
 
@@ -771,6 +778,20 @@ mod tests {
             .clone()
             .expect("ports");
         assert_eq!(ports[0].name.as_deref(), Some("http"), "the port the policy names");
+    }
+
+    #[test]
+    fn with_the_pod_network_known_the_web_port_is_closed_to_other_pods() {
+        let settings = KubernetesSettings { pod_cidr: Some("10.244.0.0/16".into()), ..KubernetesSettings::default() };
+        let runner = KubernetesRunner::new(settings, "example.test".into()).expect("built-in units load");
+        let network = AppNetwork::of_app("shop", None);
+        let yaml = runner.network_yaml(&network).expect("rendered");
+        let manifests = manifest::parse(&yaml, "the policy").expect("checked against the schema");
+        let [Manifest::NetworkPolicy(policy)] = manifests.as_slice() else { panic!("a NetworkPolicy: {yaml}") };
+        let rules = policy.spec.clone().and_then(|spec| spec.ingress).expect("ingress rules");
+        let block = rules[1].from.as_deref().and_then(|peers| peers[0].ip_block.clone()).expect("an ipBlock");
+        assert_eq!(block.cidr, "0.0.0.0/0");
+        assert_eq!(block.except.as_deref(), Some(&["10.244.0.0/16".to_owned()][..]));
     }
 
     #[test]
