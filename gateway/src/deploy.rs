@@ -805,7 +805,7 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    /// A container's address on nap's network (docker and systemd
+    /// A container's address on its app's network (docker and systemd
     /// runners), or a cluster's Service.
     pub fn of(running: &Running) -> Endpoint {
         Endpoint { id: running.name.replace('/', "-"), ip: running.host.clone(), port: running.port }

@@ -22,11 +22,15 @@ impl Lifeline {
         Some(Lifeline { pid: me.pid, started: me.stat().ok()?.starttime })
     }
 
-    /// Whether the process still runs (a zombie does not).
+    /// Whether the process still runs (a zombie does not). Only `/proc`
+    /// saying it is gone counts: a read that fails otherwise (this process
+    /// out of files) is no proof, and the deploy's lock still holds.
     pub fn is_alive(&self) -> bool {
-        procfs::process::Process::new(self.pid)
-            .and_then(|process| process.stat())
-            .is_ok_and(|stat| stat.starttime == self.started && stat.state != 'Z' && stat.state != 'X')
+        match procfs::process::Process::new(self.pid).and_then(|process| process.stat()) {
+            Ok(stat) => stat.starttime == self.started && stat.state != 'Z' && stat.state != 'X',
+            Err(procfs::ProcError::NotFound(_)) => false,
+            Err(_) => true,
+        }
     }
 }
 

@@ -19,6 +19,7 @@ pub mod presence;
 mod proxy;
 mod table;
 pub mod tls;
+mod tunnel;
 mod upstream;
 mod workers;
 
@@ -33,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::context::Context;
-use crate::settings::{Settings, TrustedProxies};
+use crate::settings::{AddressList, Settings};
 pub use h1::codec;
 pub use proxy::{Listeners, Peer, Proxy};
 pub use table::RouteTable;
@@ -73,7 +74,7 @@ struct Serving {
     connections: Arc<connections::Connections>,
     stop: CancellationToken,
     /// The proxies whose word on their clients is kept (`trusted_proxies`).
-    trusted_proxies: TrustedProxies,
+    trusted_proxies: AddressList,
 }
 
 impl Router {
@@ -144,7 +145,7 @@ impl Router {
         let observers = proxy::Observers { access: Arc::clone(&ctx.access_log), metrics: Arc::clone(&metrics) };
         let proxy = Arc::new(Proxy::new(table, inflight, ctx.store.clone(), listeners, observers));
         let connections = connections::Connections::new(max_connections);
-        let trusted_proxies = ctx.settings.trusted_proxies.clone().unwrap_or_default();
+        let trusted_proxies = ctx.settings.trusted_proxies.clone().unwrap_or_else(AddressList::none);
         let serving = Arc::new(Serving { proxy, tls, metrics, connections, stop, trusted_proxies });
         workers.run(&serving).await;
         following.abort();

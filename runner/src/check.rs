@@ -171,7 +171,7 @@ pub(crate) async fn answers_http(addr: SocketAddr) -> bool {
 const CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The start check every runner on a host uses: polls until the app answers
-/// HTTP at the address `probe` finds (the container's on nap's network;
+/// HTTP at the address `probe` finds (the container's on its app's network;
 /// `None` while it has none yet), failing at once with `probe`'s error (the
 /// container exited, the unit failed). `None`: no answer within `limit`.
 pub(crate) async fn until_answering<P, F>(limit: Duration, mut probe: P) -> Result<Option<SocketAddr>, RunError>

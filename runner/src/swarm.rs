@@ -193,7 +193,9 @@ impl SwarmRunner {
     /// a service uses it, and for a while after its tasks stop: tried again
     /// for up to ten seconds.
     pub async fn remove_network(&self, name: &str) -> Result<(), SwarmError> {
-        let mut tries = 20;
+        // The swarm refuses while the removed services' tasks still stop:
+        // up to 30 s.
+        let mut tries = 60;
         loop {
             match self.docker.remove_network(name).await {
                 Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {

@@ -211,7 +211,12 @@ fn a_push_runs_web_on_several_nodes_behind_the_router_scales_and_is_destroyed() 
     let services = rig.swarm.docker(&["service", "ls", "--filter", &format!("label=nap.app={}", rig.app), "-q"]);
     services.assert_ok();
     assert_eq!(services.stdout.trim(), "", "no service is left");
-    assert!(!rig.swarm.docker(&["network", "inspect", &network]).ok(), "the app's overlay is gone");
+    let overlay_gone = || !rig.swarm.docker(&["network", "inspect", &network]).ok();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !overlay_gone() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(overlay_gone(), "the app's overlay is gone");
     let deadline = Instant::now() + Duration::from_secs(5);
     while rig.get("/").map(|(status, _)| status) != Some(404) {
         assert!(Instant::now() < deadline, "the router still routes a destroyed app");
