@@ -32,6 +32,11 @@ pub enum RunError {
     NetworkFull { network: String },
     #[error("a network named {network} exists but is not nap's for its app; rename or remove it")]
     NetworkNotOurs { network: String },
+    #[error(
+        "network {network} on this host has another subnet than the app's, and containers on it; remove them, or the \
+         network, and try again"
+    )]
+    NetworkOtherSubnet { network: String },
     #[error("network {network} needs a subnet to be made on this host")]
     NoSubnet { network: String },
     #[error("subnet {subnet} of network {network} overlaps a network this host's Docker has")]

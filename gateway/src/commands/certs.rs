@@ -153,7 +153,13 @@ async fn owner_of_any(
         let owner = match hosts::reserved(name, &domain) {
             Reserved::ForApp(owner) => Some(owner.to_owned()),
             Reserved::ForAdmins => None,
-            Reserved::No => ctx.store.domain_owner(name).await?,
+            Reserved::No => match ctx.store.domain_owner(name).await? {
+                Some(owner) => Some(owner),
+                None => match wildcard_of(name) {
+                    Some(wildcard) => ctx.store.domain_owner(&wildcard).await?,
+                    None => None,
+                },
+            },
         };
         if let Some(owner) = owner.filter(|owner| owner != app.as_str()) {
             return Ok(Some((name.clone(), owner)));

@@ -79,6 +79,8 @@ pub enum SnapshotError {
     NotAnIp { key: String, value: String },
     #[error("could not find an unused snapshot tag in {0} draws")]
     NoFreeTag(usize),
+    #[error("{image} kept {subnet}, the subnet of app {app}'s network, but app {holder} holds it now")]
+    SubnetTaken { image: String, subnet: String, app: String, holder: String },
 }
 
 /// How many tags `commit` draws before it gives up finding an unused one.
@@ -284,8 +286,16 @@ async fn network_of_snapshot(
     let Some(network) = recorded.filter(|network| network.contains(ip)) else { return Ok(ctx.settings.network()) };
     if let (Some(app), Some(subnet)) = (&network.app, &network.subnet)
         && ctx.store.app_subnet(app).await?.is_none()
+        && !ctx.store.claim_subnet(app, subnet).await?
     {
-        ctx.store.claim_subnet(app, subnet).await?;
+        let holder = ctx.store.subnet_claims().await?.into_iter().find(|(claimed, _)| claimed == subnet);
+        return Err(SnapshotError::SubnetTaken {
+            image: image.to_owned(),
+            subnet: subnet.clone(),
+            app: app.clone(),
+            holder: holder.map(|(_, holder)| holder).unwrap_or_default(),
+        }
+        .into());
     }
     Ok(network)
 }

@@ -87,6 +87,14 @@ impl AppNetwork {
     /// Whether a network of this name with `found` labels is this one, and
     /// not something else of the same name (an app called `swarm` and the
     /// swarm's shared overlay `nap-swarm`, or a network nap did not make).
+    /// Whether a network Docker has (`found`) has this one's subnet (any,
+    /// where this one leaves it to Docker).
+    fn has_subnet(&self, found: &bollard::models::NetworkInspect) -> bool {
+        let Some(subnet) = &self.subnet else { return true };
+        let configs = found.ipam.as_ref().and_then(|ipam| ipam.config.as_ref());
+        configs.is_some_and(|configs| configs.iter().any(|config| config.subnet.as_ref() == Some(subnet)))
+    }
+
     pub(crate) fn owns(&self, found: Option<&HashMap<String, String>>) -> bool {
         match &self.app {
             Some(app) => found.and_then(|labels| labels.get(labels::APP)) == Some(app),
@@ -132,8 +140,18 @@ impl DockerRunner {
     /// another network here holds part of it ([`RunError::SubnetTaken`]).
     pub async fn ensure_network(&self, network: &AppNetwork) -> Result<(), RunError> {
         match self.docker.inspect_network(&network.name, None::<InspectNetworkOptions>).await {
-            Ok(found) if network.owns(found.labels.as_ref()) => return Ok(()),
-            Ok(_) => return Err(RunError::NetworkNotOurs { network: network.name.clone() }),
+            Ok(found) if !network.owns(found.labels.as_ref()) => {
+                return Err(RunError::NetworkNotOurs { network: network.name.clone() });
+            }
+            // Left from an earlier life of the app (destroyed elsewhere,
+            // its subnet claimed anew): made again, once nothing is on it.
+            Ok(found) if network.app.is_some() && !network.has_subnet(&found) => {
+                if found.containers.as_ref().is_some_and(|held| !held.is_empty()) {
+                    return Err(RunError::NetworkOtherSubnet { network: network.name.clone() });
+                }
+                self.remove_network(&network.name).await?;
+            }
+            Ok(_) => return Ok(()),
             Err(err) if is_not_found(&err) => {}
             Err(err) => return Err(err.into()),
         }
