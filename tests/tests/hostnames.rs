@@ -207,16 +207,18 @@ fn tls_requests_go_only_where_the_certificate_reaches_and_clients_are_told_what_
     });
 
     // The app is told the client's address, not what the client said of
-    // itself: no client's X-Forwarded-For, Forwarded or X-Real-IP.
+    // itself: no client's X-Forwarded-For, Forwarded or X-Real-IP, nor
+    // their spellings with `_`, which CGI and the like read as the same.
     let request = format!(
         "GET /headers HTTP/1.1\r\nHost: {first_host}\r\nX-Forwarded-For: 192.0.2.7\r\nForwarded: for=192.0.2.7\r\n\
-         X-Real-IP: 192.0.2.7\r\nConnection: close\r\n\r\n"
+         X-Real-IP: 192.0.2.7\r\nX_Real_IP: 192.0.2.7\r\nX_Forwarded_For: 192.0.2.7\r\nConnection: close\r\n\r\n"
     );
     let (status, _, body) = raw(&http, &request).expect("an answer");
     assert_eq!(status, 200, "{body}");
     assert!(body.lines().any(|line| line == "x-forwarded-for: 127.0.0.1"), "{body}");
     assert!(!body.contains("192.0.2.7"), "the client's word reached the app:\n{body}");
-    let run = curl_https(&https, &first_host, "/headers", &cert, &["--http2", "-H", "X-Forwarded-For: 192.0.2.7"]);
+    let said = ["--http2", "-H", "X-Forwarded-For: 192.0.2.7", "-H", "X_Real_IP: 192.0.2.7"];
+    let run = curl_https(&https, &first_host, "/headers", &cert, &said);
     assert!(run.stdout.lines().any(|line| line == "x-forwarded-for: 127.0.0.1"), "{run:?}");
     assert!(!run.stdout.contains("192.0.2.7"), "{run:?}");
 }

@@ -33,7 +33,7 @@ use super::connections::Registration;
 use super::presence::InflightGuard;
 use super::proxy::{
     CLIENT_SAID_FORWARDED, Decision, Exchange, PAGE_TYPE, Peer, Proxy, Refusal, acme_token, host_of, page_text,
-    request_id,
+    request_id, spells_a_forwarding_header,
 };
 use super::tunnel;
 
@@ -367,10 +367,12 @@ where
         out.extend_from_slice(b" HTTP/1.1\r\n");
         let mut forwarded_for: Option<Vec<u8>> = None;
         let mut writer = HeadWriter(out);
+        let trusted = self.peer.trusted;
         for header in head.headers {
             let name = header.name;
-            let trusted = self.peer.trusted;
-            if !trusted && CLIENT_SAID_FORWARDED.iter().any(|said| name.eq_ignore_ascii_case(said)) {
+            if !trusted && CLIENT_SAID_FORWARDED.iter().any(|said| name.eq_ignore_ascii_case(said))
+                || spells_a_forwarding_header(name)
+            {
                 continue;
             }
             if name.eq_ignore_ascii_case("x-forwarded-for") {

@@ -123,6 +123,33 @@ impl Peer {
 /// instead.
 pub(super) const CLIENT_SAID_FORWARDED: [&str; 2] = ["forwarded", "x-real-ip"];
 
+/// The headers the router tells the app where a request came from with, or
+/// drops ([`CLIENT_SAID_FORWARDED`]).
+const FORWARDING: [&str; 7] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-request-id",
+    "forwarded",
+    "x-real-ip",
+];
+
+/// Whether `name` spells one of the forwarding headers with `_` for `-`
+/// (`X_Real_IP`): CGI, PHP, WSGI and Rack read both as one variable
+/// (`HTTP_X_REAL_IP`), so a client's would pass for the router's. Dropped
+/// from every request, as nginx drops names with `_`.
+pub(super) fn spells_a_forwarding_header(name: &str) -> bool {
+    name.contains('_')
+        && FORWARDING.iter().any(|forwarding| {
+            forwarding.len() == name.len()
+                && forwarding
+                    .bytes()
+                    .zip(name.bytes())
+                    .all(|(f, n)| f == n.to_ascii_lowercase() || (f == b'-' && n == b'_'))
+        })
+}
+
 impl Proxy {
     /// Made on the runtime that runs the store's clients.
     pub fn new(
@@ -668,6 +695,11 @@ impl Forwarding<'_> {
                 headers.remove(name);
             }
         }
+        let aliases: Vec<HeaderName> =
+            headers.keys().filter(|name| spells_a_forwarding_header(name.as_str())).cloned().collect();
+        for alias in aliases {
+            headers.remove(alias);
+        }
         let chain = match headers.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes).filter(|_| self.peer.trusted) {
             Some(before) => {
                 let mut chain = Vec::with_capacity(before.len() + 2 + self.peer.ip.len());
@@ -692,6 +724,17 @@ impl Forwarding<'_> {
 #[cfg(test)]
 mod tests {
     use super::host_of;
+
+    #[test]
+    fn the_forwarding_headers_spelt_with_underscores_are_known() {
+        use super::spells_a_forwarding_header as alias;
+        for name in ["X_Real_IP", "x_forwarded_for", "X-Forwarded_For", "x_request_id"] {
+            assert!(alias(name), "{name}");
+        }
+        for name in ["X-Real-IP", "x_real_ipx", "my_header", "forwarded"] {
+            assert!(!alias(name), "{name}");
+        }
+    }
 
     #[test]
     fn a_host_is_lower_case_without_its_port_or_last_dot() {
