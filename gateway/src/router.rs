@@ -4,10 +4,11 @@
 //! gateway, or alone as `nap router` on hosts that only route.
 //!
 //! [`table`] keeps the routes and certificates (from the store, swapped
-//! whole on every change); [`tls`] reads certificates and picks one per
-//! handshake; [`proxy`] forwards each request to one of the app's
-//! instances; [`presence`] tells the release flow what this router still
-//! sends to.
+//! whole on every change); [`tls`] reads certificates and [`sni`] picks one
+//! per handshake; [`route`] decides where each request goes, whichever
+//! protocol brought it; [`h1`] (the router's own HTTP/1.1) and [`h2`]
+//! (hyper's HTTP/2) forward it to one of the app's instances; [`presence`]
+//! tells the release flow what this router still sends to.
 
 pub mod access;
 mod connections;
@@ -15,8 +16,10 @@ mod h1;
 mod h2;
 mod health;
 mod metrics;
+mod pool;
 pub mod presence;
-mod proxy;
+mod route;
+mod sni;
 mod table;
 pub mod tls;
 mod tunnel;
@@ -36,7 +39,6 @@ use tracing::{debug, info};
 use crate::context::Context;
 use crate::settings::{AddressList, Settings};
 pub use h1::codec;
-pub use proxy::{Listeners, Peer, Proxy};
 pub use table::RouteTable;
 
 /// How long a client gets to finish the TLS handshake.
@@ -68,7 +70,11 @@ pub struct Router {
 
 /// What every connection is served with, whichever thread accepted it.
 struct Serving {
-    proxy: Arc<Proxy>,
+    routing: Arc<route::Routing>,
+    /// Connections to the instances for HTTP/1.1 clients, kept between requests.
+    pool: Arc<pool::Pool>,
+    /// HTTP/2 clients' requests, through hyper.
+    forwarder: Arc<h2::Forwarder>,
     tls: TlsAcceptor,
     metrics: Arc<metrics::Metrics>,
     connections: Arc<connections::Connections>,
@@ -116,7 +122,7 @@ impl Router {
         let metrics = metrics::Metrics::new();
         let serving_metrics =
             metrics_listener.map(|listener| tokio::spawn(metrics::serve(listener, Arc::clone(&metrics), stop.clone())));
-        let listeners = Listeners {
+        let listeners = route::Listeners {
             http: http.map_or(0, |a| a.port()),
             https: https.map(|a| a.port()),
             upstream_timeout: ctx.settings.upstream_timeout(),
@@ -141,12 +147,15 @@ impl Router {
                 (Arc::clone(&table), Arc::clone(&inflight), announce_stop.clone(), Arc::clone(&ctx));
             async move { presence::announce(&ctx.store, &id, &host, &table, &inflight, stop).await }
         });
-        let tls = TlsAcceptor::from(tls::server_config(Arc::clone(&table)));
-        let observers = proxy::Observers { access: Arc::clone(&ctx.access_log), metrics: Arc::clone(&metrics) };
-        let proxy = Arc::new(Proxy::new(table, inflight, ctx.store.clone(), listeners, observers));
+        let tls = TlsAcceptor::from(sni::server_config(Arc::clone(&table)));
+        let observers = route::Observers { access: Arc::clone(&ctx.access_log), metrics: Arc::clone(&metrics) };
+        let routing = Arc::new(route::Routing::new(table, inflight, ctx.store.clone(), listeners, observers));
+        let pool = Arc::new(pool::Pool::default());
+        pool.keep_swept();
+        let forwarder = Arc::new(h2::Forwarder::new(Arc::clone(&routing)));
         let connections = connections::Connections::new(max_connections);
         let trusted_proxies = ctx.settings.trusted_proxies.clone().unwrap_or_else(AddressList::none);
-        let serving = Arc::new(Serving { proxy, tls, metrics, connections, stop, trusted_proxies });
+        let serving = Arc::new(Serving { routing, pool, forwarder, tls, metrics, connections, stop, trusted_proxies });
         workers.run(&serving).await;
         following.abort();
         checking.abort();
@@ -202,10 +211,10 @@ async fn connection(
     serving: &Serving,
 ) {
     let _ = stream.set_nodelay(true);
-    let proxy = &serving.proxy;
+    let (routing, pool) = (&*serving.routing, &*serving.pool);
     let trusted = serving.trusted_proxies.contains(peer.ip());
     if !secure {
-        h1::serve(stream, proxy, &Peer::new(peer, false, trusted), signal).await;
+        h1::serve(stream, routing, pool, &route::Peer::new(peer, false, trusted), signal).await;
         return;
     }
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, serving.tls.accept(stream));
@@ -216,11 +225,11 @@ async fn connection(
     match handshake {
         Ok(Ok(stream)) => {
             let session = stream.get_ref().1;
-            let client = Peer::new(peer, true, trusted).with_server_name(session.server_name());
+            let client = route::Peer::new(peer, true, trusted).with_server_name(session.server_name());
             if session.alpn_protocol() == Some(b"h2") {
-                h2::serve(TokioIo::new(stream), Arc::clone(proxy), client, signal).await;
+                h2::serve(TokioIo::new(stream), Arc::clone(&serving.forwarder), client, signal).await;
             } else {
-                h1::serve(stream, proxy, &client, signal).await;
+                h1::serve(stream, routing, pool, &client, signal).await;
             }
         }
         Ok(Err(err)) => debug!(%peer, error = %err, "router: TLS handshake failed"),

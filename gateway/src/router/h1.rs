@@ -8,11 +8,9 @@
 //! up with it: hyper's server and client, with a task and a channel per
 //! upstream connection and header maps both ways, cost about twice the
 //! CPU per request (`docs/benchmarks.md`). HTTP/2 clients still go through
-//! hyper ([`super::proxy::Proxy::handle`]); both ask [`Proxy::decide`]
-//! where a request goes.
+//! hyper ([`super::h2`]); both ask [`Routing::route`] where a request goes.
 
 pub mod codec;
-mod pool;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,11 +26,11 @@ use tokio::time::{Instant, Sleep};
 use tracing::{debug, info, warn};
 
 use self::codec::{Framing, HeadWriter, RequestHead, ResponseHead};
-pub use self::pool::Pool;
 use super::connections::Registration;
+use super::pool::Pool;
 use super::presence::InflightGuard;
-use super::proxy::{
-    CLIENT_SAID_FORWARDED, Decision, Exchange, PAGE_TYPE, Peer, Proxy, Refusal, acme_token, host_of, page_text,
+use super::route::{
+    CLIENT_SAID_FORWARDED, Decision, Exchange, PAGE_TYPE, Peer, Refusal, Routing, acme_token, host_of, page_text,
     request_id, spells_a_forwarding_header,
 };
 use super::tunnel;
@@ -76,13 +74,14 @@ impl Next {
 /// stops (`signal`), the request in flight finishes first. While it waits
 /// on its client, it says so (`signal`), and may be told to close at once
 /// to make room.
-pub async fn serve<C>(client: C, proxy: &Proxy, peer: &Peer, signal: Registration)
+pub async fn serve<C>(client: C, routing: &Routing, pool: &Pool, peer: &Peer, signal: Registration)
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
     let mut conn = Conn {
         client,
-        proxy,
+        routing,
+        pool,
         peer,
         buf: BytesMut::with_capacity(4096),
         ubuf: BytesMut::new(),
@@ -97,7 +96,7 @@ where
         next = conn.next(&mut out).await;
     }
     if let Some((upstream, stream)) = conn.held.take() {
-        proxy.pool.put_back(upstream, stream);
+        pool.put_back(upstream, stream);
     }
     let _ = conn.client.shutdown().await;
     if next == Next::Linger {
@@ -112,7 +111,9 @@ where
 
 struct Conn<'p, C> {
     client: C,
-    proxy: &'p Proxy,
+    routing: &'p Routing,
+    /// Connections to the instances, kept between requests.
+    pool: &'p Pool,
     peer: &'p Peer,
     /// What the client sent that is not handled yet.
     buf: BytesMut,
@@ -216,7 +217,7 @@ where
                     Some((len, Ok(Step::Planned(plan, exchange)))) => break (len, plan, exchange),
                     Some((_, Ok(Step::Challenge(path)))) => {
                         // Looked up, then the head is read again, with the answer.
-                        challenge = Challenge::Asked(self.proxy.acme_challenge(&path).await);
+                        challenge = Challenge::Asked(self.routing.acme_challenge(&path).await);
                         continue;
                     }
                     Some((_, Err(Refused(status, why)))) => return self.refuse(out, status, &why).await,
@@ -280,7 +281,7 @@ where
         }
         let method = Method::from_bytes(head.method.as_bytes()).unwrap_or_default();
         let id = request_id(find("x-request-id"));
-        let mut exchange = Exchange::new(method, origin.unwrap_or(head.target), id, self.proxy.observers.clone());
+        let mut exchange = Exchange::new(method, origin.unwrap_or(head.target), id, self.routing.observers.clone());
         let old_client = head.minor == 0;
         let answered = Next::after_answer(&head.framing, head.close);
         let refused = |status: StatusCode, why: &str, mut exchange: Exchange, out: &mut Vec<u8>| {
@@ -315,7 +316,7 @@ where
             out.extend_from_slice(&answer);
             return Step::Planned(Plan::Answer(answered), exchange);
         }
-        let (upstream, guard) = match self.proxy.route(&host, origin, self.peer, &mut exchange) {
+        let (upstream, guard) = match self.routing.route(&host, origin, self.peer, &mut exchange) {
             Ok(Decision::Forward(upstream, guard)) => (upstream, guard),
             Ok(Decision::Redirect(location)) => {
                 exchange.status = StatusCode::PERMANENT_REDIRECT;
@@ -413,14 +414,14 @@ where
         }
         writer.header("x-forwarded-proto", if self.peer.secure { b"https" } else { b"http" });
         writer.header("x-forwarded-host", host.as_bytes());
-        writer.header("x-forwarded-port", self.proxy.forwarded_port(self.peer.secure).as_bytes());
+        writer.header("x-forwarded-port", self.routing.forwarded_port(self.peer.secure).as_bytes());
         writer.header("x-request-id", id.as_bytes());
         writer.end();
     }
 
     /// Answers a request whose head cannot be read with a page, and closes.
     async fn refuse(&mut self, out: &mut Vec<u8>, status: StatusCode, why: &str) -> Next {
-        let mut exchange = Exchange::new(Method::GET, "-", request_id(None), self.proxy.observers.clone());
+        let mut exchange = Exchange::new(Method::GET, "-", request_id(None), self.routing.observers.clone());
         page(out, status, why, &mut exchange, false, Next::Close);
         let _ = self.write(out).await;
         Next::Linger
@@ -428,7 +429,7 @@ where
 
     /// Writes to the client, which must take it within `body_timeout`.
     async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        let deadline = Instant::now() + self.proxy.listeners().body_timeout;
+        let deadline = Instant::now() + self.routing.listeners().body_timeout;
         let written = self.timer.within(deadline, async {
             self.client.write_all(bytes).await?;
             self.client.flush().await
@@ -451,7 +452,7 @@ where
                 Ok(stream) => break stream,
                 Err(Failure::Client) => return Next::Close,
                 Err(Failure::BodyTimeout) => {
-                    let timeout = self.proxy.listeners().body_timeout.as_secs();
+                    let timeout = self.routing.listeners().body_timeout.as_secs();
                     let why = format!("the request's body did not arrive within {timeout}s");
                     return self.fail(out, StatusCode::REQUEST_TIMEOUT, &why, exchange, &forward).await;
                 }
@@ -462,7 +463,7 @@ where
                     // was lent.
                     debug!(%app, upstream = %forward.upstream, error = %why, "upstream refused; trying once more");
                     forward.again = false;
-                    match self.proxy.pick(&forward.host, &app, Some(forward.upstream)) {
+                    match self.routing.pick(&forward.host, &app, Some(forward.upstream)) {
                         Ok((upstream, guard)) => {
                             (forward.upstream, forward.guard) = (upstream, guard);
                             exchange.upstream = Some(upstream);
@@ -472,12 +473,12 @@ where
                 }
                 Err(Failure::Refused(why)) => {
                     info!(%app, upstream = %forward.upstream, error = %why, "upstream refused");
-                    self.proxy.observers.metrics.upstream_error(&app);
+                    self.routing.observers.metrics.upstream_error(&app);
                     let why = format!("{app} did not answer");
                     return self.fail(out, StatusCode::BAD_GATEWAY, &why, exchange, &forward).await;
                 }
                 Err(Failure::Timeout) => {
-                    self.proxy.observers.metrics.upstream_error(&app);
+                    self.routing.observers.metrics.upstream_error(&app);
                     let why = format!("{app} took too long to answer");
                     return self.fail(out, StatusCode::GATEWAY_TIMEOUT, &why, exchange, &forward).await;
                 }
@@ -490,8 +491,7 @@ where
     /// its instance, and waits for the answer's head, which is left in `ubuf`.
     async fn send(&mut self, forward: &mut Forward, out: &[u8]) -> Result<TcpStream, Failure> {
         let held = self.held.take();
-        let lent =
-            self.proxy.pool.get(forward.upstream, held).await.map_err(|err| Failure::Refused(err.to_string()))?;
+        let lent = self.pool.get(forward.upstream, held).await.map_err(|err| Failure::Refused(err.to_string()))?;
         let mut stream = lent.stream;
         let refused = |err: std::io::Error| Failure::Refused(err.to_string());
         // The head, with what of the body has come already.
@@ -508,7 +508,7 @@ where
         // The rest of the body, as it comes: each read within
         // `body_timeout`, and while it waits, the connection may be told to
         // make room.
-        let body_timeout = self.proxy.listeners().body_timeout;
+        let body_timeout = self.routing.listeners().body_timeout;
         while !forward.framing.is_done() {
             if self.buf.is_empty() {
                 self.buf.reserve(CHUNK);
@@ -534,7 +534,7 @@ where
             self.buf.advance(taken);
         }
         self.ubuf.clear();
-        let timeout = self.proxy.listeners().upstream_timeout;
+        let timeout = self.routing.listeners().upstream_timeout;
         match self.timer.within(Instant::now() + timeout, read_head(&mut stream, &mut self.ubuf)).await {
             Ok(Ok(())) => Ok(stream),
             Ok(Err(HeadRead::Closed)) if lent.pooled && self.ubuf.is_empty() => {
@@ -584,7 +584,7 @@ where
                 }
                 Some(Err(len)) => {
                     self.ubuf.advance(len);
-                    let timeout = self.proxy.listeners().upstream_timeout;
+                    let timeout = self.routing.listeners().upstream_timeout;
                     let read =
                         self.timer.within(Instant::now() + timeout, read_head(&mut stream, &mut self.ubuf)).await;
                     if self.write(out).await.is_err() || !matches!(read, Ok(Ok(()))) {
@@ -594,7 +594,7 @@ where
                 None => {
                     let app = exchange.app.clone().unwrap_or_else(|| "-".into());
                     info!(%app, upstream = %forward.upstream, "upstream answered with no valid HTTP/1.1 head");
-                    self.proxy.observers.metrics.upstream_error(&app);
+                    self.routing.observers.metrics.upstream_error(&app);
                     let why = format!("{app} did not answer with HTTP");
                     return self.fail(out, StatusCode::BAD_GATEWAY, &why, exchange, &forward).await;
                 }
@@ -660,7 +660,7 @@ where
             return Next::Close;
         }
         self.buf.clear();
-        match tunnel::copy(&mut self.client, stream, self.proxy.listeners().body_timeout).await {
+        match tunnel::copy(&mut self.client, stream, self.routing.listeners().body_timeout).await {
             tunnel::Ended::Closed(Ok(())) => {}
             tunnel::Ended::Closed(Err(err)) => debug!(error = %err, "router: a tunnel ended"),
             tunnel::Ended::Idle => debug!("router: closed a tunnel that was quiet for body_timeout"),

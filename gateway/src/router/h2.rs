@@ -1,5 +1,5 @@
 //! HTTP/2 clients (over TLS, by ALPN), served by hyper: each request goes
-//! through [`Proxy::handle`]. A connection with no request open is idle:
+//! through [`Forwarder::handle`]. A connection with no request open is idle:
 //! it closes after [`IDLE_TIMEOUT`], as an idle HTTP/1.1 connection does,
 //! however many PINGs its client sends meanwhile (each is answered), and
 //! it may be closed sooner to make room (`max_connections`). The router
@@ -28,7 +28,11 @@ use tokio::sync::Notify;
 use tracing::debug;
 
 use super::connections::Registration;
-use super::proxy::{Peer, Proxy};
+use super::route::Peer;
+
+mod forward;
+
+pub use self::forward::Forwarder;
 
 /// How long a connection with no request open is kept: as long as an
 /// idle HTTP/1.1 connection.
@@ -51,19 +55,19 @@ const STALL_CHECK: Duration = Duration::from_secs(1);
 
 /// Serves one HTTP/2 client connection until it ends: idle too long, told
 /// to make room, or, when the router stops, once its requests are answered.
-pub async fn serve<IO>(io: TokioIo<IO>, proxy: Arc<Proxy>, peer: Peer, signal: Registration)
+pub async fn serve<IO>(io: TokioIo<IO>, forwarder: Arc<Forwarder>, peer: Peer, signal: Registration)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = Arc::new(peer);
     let addr = peer.addr;
-    let streams = Arc::new(Streams::new(proxy.listeners().body_timeout));
+    let streams = Arc::new(Streams::new(forwarder.routing().listeners().body_timeout));
     let service = service_fn({
         let streams = Arc::clone(&streams);
         move |req| {
-            let (proxy, peer, open) = (Arc::clone(&proxy), Arc::clone(&peer), streams.open());
+            let (forwarder, peer, open) = (Arc::clone(&forwarder), Arc::clone(&peer), streams.open());
             async move {
-                let answer = proxy.handle(req, &peer).await;
+                let answer = forwarder.handle(req, &peer).await;
                 open.handed();
                 Ok::<_, Infallible>(answer.map(|body| Counted { body, open }))
             }

@@ -1,18 +1,15 @@
-//! HTTPS on the router: a PEM bundle read into a certificate (what `certs
-//! add` checks and stores, what ACME orders), and the SNI resolver that
-//! picks an app's certificate from the route table for each handshake.
+//! Certificates: a PEM bundle read into one (what `certs add` checks and
+//! stores, what ACME orders), and a stored one read back into what the
+//! router serves ([`super::sni`] picks one per handshake).
 
 use std::sync::Arc;
 
 use nap_state::{CertSource, Certificate};
-use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
-
-use super::table::RouteTable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
@@ -23,7 +20,7 @@ pub enum CertError {
     #[error("the PEM input is not valid: {0}")]
     Pem(#[source] rustls_pki_types::pem::Error),
     #[error("the certificate cannot be read: {0}")]
-    Parse(String),
+    Parse(#[source] x509_parser::nom::Err<x509_parser::error::X509Error>),
     #[error("the private key is not usable: {0}")]
     Key(#[source] rustls::Error),
     #[error("the private key does not belong to the certificate")]
@@ -53,7 +50,7 @@ impl Bundle {
             Err(rustls_pki_types::pem::Error::NoItemsFound) => return Err(CertError::NoKey),
             Err(err) => return Err(CertError::Pem(err)),
         };
-        let (_, x509) = X509Certificate::from_der(leaf).map_err(|err| CertError::Parse(err.to_string()))?;
+        let (_, x509) = X509Certificate::from_der(leaf).map_err(CertError::Parse)?;
         let mut names: Vec<String> = x509
             .subject_alternative_name()
             .ok()
@@ -139,35 +136,4 @@ pub fn split_pem(text: &str) -> (String, String) {
 /// Reads a stored certificate back into what the router serves.
 pub fn certified_key(cert: &Certificate) -> Result<Arc<CertifiedKey>, CertError> {
     Bundle::parse(&cert.chain, cert.key.expose())?.certified_key()
-}
-
-/// Picks the certificate for a handshake by its server name (SNI), from the
-/// route table as it is now: the host's own, else its wildcard's.
-pub struct SniResolver {
-    pub table: Arc<RouteTable>,
-}
-
-impl std::fmt::Debug for SniResolver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SniResolver")
-    }
-}
-
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let name = hello.server_name()?.to_ascii_lowercase();
-        self.table.routes().cert(&name).cloned()
-    }
-}
-
-/// The router's TLS settings: certificates by SNI; HTTP/2 or HTTP/1.1 by ALPN.
-pub fn server_config(table: Arc<RouteTable>) -> Arc<rustls::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports TLS 1.2 and 1.3")
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver { table }));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Arc::new(config)
 }

@@ -11,7 +11,7 @@
 use std::fmt;
 use std::mem::MaybeUninit;
 
-use crate::router::proxy::HOP_BY_HOP;
+use crate::router::route::HOP_BY_HOP;
 
 /// The most headers a request or a response may have.
 pub const MAX_HEADER_COUNT: usize = 100;
