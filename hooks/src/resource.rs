@@ -11,10 +11,34 @@ use crate::source::{KeyValues, join_key};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
-    #[error("{path}: {message}")]
-    Config { path: String, message: String },
-    #[error("resource {resource}: template {template}: {message}")]
-    Template { resource: String, template: String, message: String },
+    #[error("{path}: {source}")]
+    Config {
+        path: String,
+        #[source]
+        source: ConfError,
+    },
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("resource {resource}: template {template}: {}", flatten(.source))]
+    Template {
+        resource: String,
+        template: String,
+        #[source]
+        source: tera::Error,
+    },
+}
+
+/// Why a conf.d file's text is not a resource.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfError {
+    #[error("{}", .0.to_string().trim().replace('\n', " "))]
+    Toml(#[source] toml::de::Error),
+    #[error("src {src:?} or dest {dest:?} holds a control character")]
+    ControlCharacter { src: String, dest: String },
 }
 
 /// What a conf.d file says, in confd's names. Keys confd ignores (such as
@@ -81,13 +105,15 @@ pub struct Resource {
 impl Resource {
     /// Reads `conf_path` and its template from `template_dir`.
     pub fn load(conf_path: &Path, template_dir: &Path) -> Result<Resource, ResourceError> {
-        let config_err = |message: String| ResourceError::Config { path: conf_path.display().to_string(), message };
-        let text = std::fs::read_to_string(conf_path).map_err(|e| config_err(e.to_string()))?;
-        let settings = parse_conf(&text).map_err(config_err)?;
+        let path = || conf_path.display().to_string();
+        let text = std::fs::read_to_string(conf_path).map_err(|source| ResourceError::Read { path: path(), source })?;
+        let settings = parse_conf(&text).map_err(|source| ResourceError::Config { path: path(), source })?;
         let name = conf_path.file_stem().map_or_else(|| "resource".into(), |s| s.to_string_lossy().into_owned());
         let template_path = template_dir.join(&settings.src);
-        let template = std::fs::read_to_string(&template_path)
-            .map_err(|e| config_err(format!("template {}: {e}", template_path.display())))?;
+        let template = std::fs::read_to_string(&template_path).map_err(|source| ResourceError::Read {
+            path: format!("{}: template {}", path(), template_path.display()),
+            source,
+        })?;
         Resource::new(name, settings, &template)
     }
 
@@ -95,7 +121,7 @@ impl Resource {
     /// file `src` names), as [`Resource::load`] reads them.
     pub fn from_texts(name: &str, conf: &str, template: &str) -> Result<Resource, ResourceError> {
         let settings =
-            parse_conf(conf).map_err(|message| ResourceError::Config { path: format!("{name}.toml"), message })?;
+            parse_conf(conf).map_err(|source| ResourceError::Config { path: format!("{name}.toml"), source })?;
         Resource::new(name.to_owned(), settings, template)
     }
 
@@ -105,10 +131,10 @@ impl Resource {
         // Config files are not HTML: nothing is escaped.
         tera.autoescape_on(Vec::<&str>::new());
         functions::register(&mut tera, &scope);
-        tera.add_raw_template(&settings.src, template).map_err(|e| ResourceError::Template {
+        tera.add_raw_template(&settings.src, template).map_err(|source| ResourceError::Template {
             resource: name.clone(),
             template: settings.src.clone(),
-            message: flatten(&e),
+            source,
         })?;
         let watched = if settings.keys.is_empty() {
             vec![join_key(&settings.prefix, "")]
@@ -120,8 +146,7 @@ impl Resource {
 
     /// Every `*.toml` in `conf_dir`, in name order.
     pub fn load_dir(conf_dir: &Path, template_dir: &Path) -> Result<Vec<Resource>, ResourceError> {
-        let dir_err =
-            |e: std::io::Error| ResourceError::Config { path: conf_dir.display().to_string(), message: e.to_string() };
+        let dir_err = |source| ResourceError::Read { path: conf_dir.display().to_string(), source };
         let mut paths: Vec<PathBuf> = std::fs::read_dir(conf_dir)
             .map_err(dir_err)?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -140,25 +165,24 @@ impl Resource {
     pub fn render(&self, keys: Arc<KeyValues>) -> Result<String, ResourceError> {
         self.scope.set(keys);
         let context = tera::Context::new();
-        self.tera.render(&self.settings.src, &context).map_err(|e| ResourceError::Template {
+        self.tera.render(&self.settings.src, &context).map_err(|source| ResourceError::Template {
             resource: self.name.clone(),
             template: self.settings.src.clone(),
-            message: flatten(&e),
+            source,
         })
     }
 }
 
 /// A conf.d file's settings; the error on one line.
-fn parse_conf(text: &str) -> Result<Settings, String> {
-    let file: ConfFile = toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))?;
+fn parse_conf(text: &str) -> Result<Settings, ConfError> {
+    let file: ConfFile = toml::from_str(text).map_err(ConfError::Toml)?;
     let settings = file.template;
     // They name files, and errors and logs quote them.
     if settings.src.contains(char::is_control) || settings.dest.to_string_lossy().contains(char::is_control) {
-        return Err(format!(
-            "src {:?} or dest {:?} holds a control character",
-            settings.src,
-            settings.dest.to_string_lossy()
-        ));
+        return Err(ConfError::ControlCharacter {
+            src: settings.src.clone(),
+            dest: settings.dest.to_string_lossy().into_owned(),
+        });
     }
     Ok(settings)
 }

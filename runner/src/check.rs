@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::error::RunError;
+use crate::error::{CheckFailed, RunError};
 
 /// The most bytes of an answer a check reads.
 const MAX_ANSWER: u64 = 1024 * 1024;
@@ -99,32 +99,6 @@ impl HealthCheck {
             _ => Ok(()),
         }
     }
-}
-
-/// Why a health check failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CheckFailed {
-    #[error("connecting to port {port}: {source}")]
-    Connect {
-        port: u16,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("GET {path} on port {port}: {source}")]
-    Io {
-        path: String,
-        port: u16,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("GET {path} on port {port}: no answer within {seconds} s")]
-    Timeout { path: String, port: u16, seconds: u64 },
-    #[error("GET {path} answered {status}")]
-    Status { path: String, status: u16 },
-    #[error("GET {path} answered {status} without {content:?}")]
-    Content { path: String, status: u16, content: String },
-    #[error("it has no address yet")]
-    NoAddress,
 }
 
 /// GETs `path` over HTTP/1.0 and answers the status and (with `body`) the

@@ -24,7 +24,7 @@ use crate::release::{Instance, InstanceId, Progress, RunRequest, Running};
 pub mod network;
 pub mod one_off;
 pub mod sockets;
-use network::AppNetwork;
+use crate::network::AppNetwork;
 
 const LOG_TAIL: usize = 15;
 /// Addresses tried before a start gives up on finding a free one.
@@ -111,7 +111,7 @@ impl DockerRunner {
             env: Some(env),
             exposed_ports: req.id.process.is_web().then(|| vec![format!("{}/tcp", req.port)]),
             hostname: Some(req.id.name().replace('.', "-")),
-            labels: Some(labels::of(req)),
+            labels: Some(req.labels()),
             host_config: Some(HostConfig {
                 restart_policy: Some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
@@ -271,7 +271,7 @@ impl DockerRunner {
         let mut off_the_shared_network = false;
         for container in self.docker.list_containers(Some(options)).await? {
             let Some(name) = container.names.and_then(|n| n.into_iter().next()) else { continue };
-            let id = container.labels.as_ref().and_then(labels::instance);
+            let id = container.labels.as_ref().and_then(InstanceId::of_labels);
             if id.is_some_and(|id| keep.contains(&id)) {
                 continue;
             }
@@ -333,7 +333,7 @@ impl DockerRunner {
                 _ => return None,
             };
             let mut attributes = event.actor?.attributes?;
-            let instance = labels::instance(&attributes);
+            let instance = InstanceId::of_labels(&attributes);
             let (app, container) = (attributes.remove(labels::APP)?, attributes.remove("name")?);
             Some(Ok(Lifecycle { app, container, instance, started }))
         })
@@ -352,7 +352,7 @@ impl DockerRunner {
             };
         let labels = inspect.config.and_then(|c| c.labels).unwrap_or_default();
         let port = labels.get(labels::PORT).and_then(|port| port.parse::<u16>().ok());
-        let (Some(id), Some(port)) = (labels::instance(&labels), port) else { return Ok(None) };
+        let (Some(id), Some(port)) = (InstanceId::of_labels(&labels), port) else { return Ok(None) };
         match self.address(name, port).await {
             Ok(address) => Ok(address.map(|address| (id, address))),
             Err(RunError::Exited { .. } | RunError::NoAddress { .. }) => Ok(None),
@@ -406,7 +406,7 @@ impl DockerRunner {
                 Some("running") => inspect.and_then(|i| i.state?.started_at),
                 _ => None,
             };
-            let id = labels::instance(&labels).unwrap_or_else(|| InstanceId::web(0, 0));
+            let id = InstanceId::of_labels(&labels).unwrap_or_else(|| InstanceId::web(0, 0));
             let network = self.network_of(&labels);
             let ip = container
                 .network_settings

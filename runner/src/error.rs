@@ -23,7 +23,7 @@ pub enum RunError {
         container: String,
         attempts: u32,
         #[source]
-        failed: crate::check::CheckFailed,
+        failed: CheckFailed,
         log_tail: Vec<String>,
     },
     #[error("{container} has no address on network {network}")]
@@ -155,7 +155,13 @@ pub enum SwarmError {
     #[error("{service}: task {task} has no published port")]
     NoPort { service: String, task: String },
     #[error("{task} does not answer at {address}: {why}")]
-    NotAnswering { task: String, address: std::net::SocketAddr, why: String, log_tail: Vec<String> },
+    NotAnswering {
+        task: String,
+        address: std::net::SocketAddr,
+        #[source]
+        why: CheckFailed,
+        log_tail: Vec<String>,
+    },
     #[error("{0} is not available on the swarm runner yet")]
     Unsupported(&'static str),
     #[error("Docker swarm: {0}")]
@@ -182,4 +188,32 @@ impl UnknownName {
         let words = serde::de::value::StrDeserializer::<serde::de::value::Error>::new(text);
         T::deserialize(words).map_err(|_| UnknownName { what, name: text.to_owned(), known })
     }
+}
+
+/// Why a health check failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckFailed {
+    #[error("connecting to port {port}: {source}")]
+    Connect {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("GET {path} on port {port}: {source}")]
+    Io {
+        path: String,
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("GET {path} on port {port}: no answer within {seconds} s")]
+    Timeout { path: String, port: u16, seconds: u64 },
+    #[error("GET {path} answered {status}")]
+    Status { path: String, status: u16 },
+    #[error("GET {path} answered {status} without {content:?}")]
+    Content { path: String, status: u16, content: String },
+    #[error("it has no address yet")]
+    NoAddress,
+    #[error("no HTTP answer within {seconds} s")]
+    NoAnswer { seconds: u64 },
 }

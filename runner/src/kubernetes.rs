@@ -21,9 +21,9 @@ use tracing::{info, warn};
 pub use kubectl::{Kubectl, KubectlError};
 pub use manifest::{Manifest, ManifestError};
 
-use crate::docker::network::AppNetwork;
 use crate::error::{KubernetesError, RunError, UnknownName};
 use crate::labels;
+use crate::network::AppNetwork;
 use crate::release::{Instance, Progress, RunRequest, Running, Serving};
 use crate::units::{self, Units};
 

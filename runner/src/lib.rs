@@ -1,6 +1,6 @@
 //! The runner: turns a built image into a serving release.
 //!
-//! Three runners share one interface, [`Runner`]:
+//! Four runners share one interface, [`Runner`]:
 //! - [`docker`] runs each release as a container through the Docker API;
 //! - [`systemd`] runs each release as a systemd unit (`nap-APP@N.service`)
 //!   started over D-Bus, whose `ExecStart` runs the container;
@@ -17,7 +17,9 @@ mod check;
 pub mod docker;
 mod error;
 pub mod kubernetes;
+pub mod labels;
 mod limits;
+mod network;
 pub mod process;
 mod release;
 pub mod swarm;
@@ -28,68 +30,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 pub use app_json::{AppJson, AppJsonError};
-pub use check::{CheckFailed, HealthCheck};
-pub use docker::network::AppNetwork;
+pub use check::HealthCheck;
 pub use docker::{DockerRunner, Lifecycle};
-pub use error::{KubernetesError, RunError, SwarmError, SystemdError, UnknownName};
+pub use error::{CheckFailed, KubernetesError, RunError, SwarmError, SystemdError, UnknownName};
 pub use kubernetes::{KubernetesRunner, KubernetesSettings, WorkloadKind};
 pub use limits::{ByteSize, Cpus, LimitName, Limits, LimitsError};
+pub use network::AppNetwork;
 pub use process::{Formation, ProcessType, Procfile, ProcfileError, Scale, ScaleError};
 pub use release::{Instance, InstanceId, OneOff, Progress, RunRequest, Running, Serving};
 pub use swarm::{SwarmRunner, SwarmSettings};
 pub use systemd::{SystemdRunner, SystemdSettings};
-
-/// Docker labels nap puts on what it runs, so it can find its own containers.
-pub mod labels {
-    use std::collections::HashMap;
-
-    use crate::release::{InstanceId, RunRequest};
-
-    pub const APP: &str = "nap.app";
-    pub const RELEASE: &str = "nap.release";
-    /// Which start of the release (absent: the first).
-    pub const RESTARTS: &str = "nap.restarts";
-    /// Its process type (absent: `web`).
-    pub const PROCESS: &str = "nap.process";
-    /// Its number within its type (absent: 1).
-    pub const INDEX: &str = "nap.index";
-    /// The port a `web` instance listens on inside the container.
-    pub const PORT: &str = "nap.port";
-    /// On a container: the network it runs on, where its address is
-    /// (absent: the shared one, from before app networks). On a network:
-    /// whose it is, [`crate::docker::network::OF_APP`] (with [`APP`]) or
-    /// [`crate::docker::network::SHARED`]. On a Kubernetes pod: its app's
-    /// network, which the app's NetworkPolicy selects.
-    pub const NETWORK: &str = "nap.network";
-
-    /// The labels of the container that runs `req`.
-    pub fn of(req: &RunRequest<'_>) -> HashMap<String, String> {
-        let mut labels = HashMap::from([
-            (APP.to_owned(), req.app.to_owned()),
-            (RELEASE.to_owned(), req.id.release.to_string()),
-            (RESTARTS.to_owned(), req.id.restarts.to_string()),
-            (PROCESS.to_owned(), req.id.process.to_string()),
-            (INDEX.to_owned(), req.id.index.to_string()),
-            (NETWORK.to_owned(), req.network.name.clone()),
-        ]);
-        if req.id.process.is_web() {
-            labels.insert(PORT.to_owned(), req.port.to_string());
-        }
-        labels
-    }
-
-    /// Which instance a container's labels say it runs.
-    pub fn instance<S: std::hash::BuildHasher>(labels: &HashMap<String, String, S>) -> Option<InstanceId> {
-        let release = labels.get(RELEASE)?.parse().ok()?;
-        let restarts = labels.get(RESTARTS).map_or(Some(0), |r| r.parse().ok())?;
-        let process = match labels.get(PROCESS) {
-            Some(kind) => crate::ProcessType::parse(kind).ok()?,
-            None => crate::ProcessType::web(),
-        };
-        let index = labels.get(INDEX).map_or(Some(1), |i| i.parse().ok())?;
-        Some(InstanceId { release, restarts, process, index })
-    }
-}
 
 /// Which runner to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]

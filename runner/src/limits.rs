@@ -71,7 +71,7 @@ impl fmt::Display for ByteSize {
 
 impl ByteSize {
     /// For people: `1.5 GiB`, `300.0 MiB`.
-    #[allow(clippy::cast_precision_loss, reason = "one decimal is all that shows")]
+    #[expect(clippy::cast_precision_loss, reason = "one decimal is all that shows")]
     pub fn human(self) -> String {
         let bytes = self.0 as f64;
         match self.0 {

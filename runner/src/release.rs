@@ -1,11 +1,13 @@
 //! What a runner is asked to run and answers: the types every runner shares,
 //! and the names of what it runs.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use crate::check::HealthCheck;
-use crate::docker::network::AppNetwork;
+use crate::labels;
 use crate::limits::Limits;
+use crate::network::AppNetwork;
 use crate::process::ProcessType;
 
 /// Where a runner reports progress: one line at a time, to the client.
@@ -26,6 +28,18 @@ pub struct InstanceId {
 }
 
 impl InstanceId {
+    /// Which instance a container's labels say it runs ([`labels`]).
+    pub fn of_labels<S: std::hash::BuildHasher>(labels: &HashMap<String, String, S>) -> Option<InstanceId> {
+        let release = labels.get(labels::RELEASE)?.parse().ok()?;
+        let restarts = labels.get(labels::RESTARTS).map_or(Some(0), |r| r.parse().ok())?;
+        let process = match labels.get(labels::PROCESS) {
+            Some(kind) => ProcessType::parse(kind).ok()?,
+            None => ProcessType::web(),
+        };
+        let index = labels.get(labels::INDEX).map_or(Some(1), |i| i.parse().ok())?;
+        Some(InstanceId { release, restarts, process, index })
+    }
+
     /// The first `web` instance of start `restarts` of `release`.
     pub fn web(release: u32, restarts: u32) -> InstanceId {
         InstanceId { release, restarts, process: ProcessType::web(), index: 1 }
@@ -101,6 +115,24 @@ pub struct RunRequest<'a> {
     pub placement: &'a [String],
     /// The app's own network, which it joins.
     pub network: &'a AppNetwork,
+}
+
+impl RunRequest<'_> {
+    /// The labels of the container that runs it ([`labels`]).
+    pub fn labels(&self) -> HashMap<String, String> {
+        let mut labels = HashMap::from([
+            (labels::APP.to_owned(), self.app.to_owned()),
+            (labels::RELEASE.to_owned(), self.id.release.to_string()),
+            (labels::RESTARTS.to_owned(), self.id.restarts.to_string()),
+            (labels::PROCESS.to_owned(), self.id.process.to_string()),
+            (labels::INDEX.to_owned(), self.id.index.to_string()),
+            (labels::NETWORK.to_owned(), self.network.name.clone()),
+        ]);
+        if self.id.process.is_web() {
+            labels.insert(labels::PORT.to_owned(), self.port.to_string());
+        }
+        labels
+    }
 }
 
 /// What a one-off container (or, on Kubernetes, pod) runs: the release

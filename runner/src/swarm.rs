@@ -35,10 +35,10 @@ use tracing::{info, warn};
 pub use placement::{Constraint, ConstraintError};
 pub use spec::{Rollout, service_name};
 
-use crate::check::{self, HealthCheck};
-use crate::docker::network::AppNetwork;
-use crate::error::{RunError, SwarmError};
+use crate::check;
+use crate::error::{CheckFailed, RunError, SwarmError};
 use crate::labels;
+use crate::network::AppNetwork;
 use crate::process::ProcessType;
 use crate::release::{Instance, InstanceId, Progress, RunRequest, Running};
 
@@ -446,11 +446,14 @@ impl SwarmRunner {
                 return Err(SwarmError::NoPort { service: name.to_owned(), task: task.name.clone() }.into());
             };
             let answered = match req.check.filter(|check| check.decides_start()) {
-                Some(check) => self.until_healthy(check, address).await,
+                Some(check) => {
+                    let host = address.ip().to_string();
+                    check::until_healthy(check, &host, || async { Ok(Some(address)) }).await?.map(|_| ())
+                }
                 None => check::until_answering(self.settings.check_timeout, || async { Ok(Some(address)) })
                     .await?
                     .map(|_| ())
-                    .ok_or_else(|| format!("no HTTP answer within {} s", self.settings.check_timeout.as_secs())),
+                    .ok_or(CheckFailed::NoAnswer { seconds: self.settings.check_timeout.as_secs() }),
             };
             if let Err(why) = answered {
                 let log_tail = self.task_log_tail(&task.task).await;
@@ -459,15 +462,6 @@ impl SwarmRunner {
         }
         progress(&format!("{name}: every task answers"));
         Ok(tasks)
-    }
-
-    async fn until_healthy(&self, check: &HealthCheck, address: SocketAddr) -> Result<(), String> {
-        let host = address.ip().to_string();
-        match check::until_healthy(check, &host, || async { Ok(Some(address)) }).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(failed)) => Err(failed.to_string()),
-            Err(err) => Err(err.to_string()),
-        }
     }
 
     /// What went wrong with `task`, in one line naming its node.
@@ -665,7 +659,7 @@ fn read_task(task: &Task, nodes: &HashMap<String, IpAddr>) -> Option<SwarmTask> 
     let slot = u32::try_from(task.slot.unwrap_or(1)).unwrap_or(1);
     let mut labels = labels;
     labels.insert(labels::INDEX.to_owned(), slot.to_string());
-    let id = labels::instance(&labels)?;
+    let id = InstanceId::of_labels(&labels)?;
     let task_id = task.id.clone()?;
     let status = task.status.clone().unwrap_or_default();
     let node = task.node_id.clone().unwrap_or_default();

@@ -17,7 +17,6 @@ use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
 use crate::check::until_answering;
 use crate::docker::DockerRunner;
 use crate::error::{RunError, SystemdError};
-use crate::labels;
 use crate::release::{InstanceId, Progress, RunRequest, Running};
 use crate::units::{self, Units};
 
@@ -107,7 +106,7 @@ impl SystemdRunner {
         context.insert("hostname", &req.id.name().replace('.', "-"));
         let command: Vec<String> = req.command.iter().flatten().map(|word| exec_word(word)).collect();
         context.insert("command", &command);
-        let mut labels: Vec<String> = labels::of(req).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut labels: Vec<String> = req.labels().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
         labels.sort();
         context.insert("labels", &labels);
         context.insert("env_file", &self.env_path(req.app, &req.id).display().to_string());

@@ -29,78 +29,16 @@ use ipnet::Ipv4Net;
 use super::DockerRunner;
 use crate::error::RunError;
 use crate::labels;
+use crate::network::{AppNetwork, SHARED};
 
-/// What a network's [`labels::NETWORK`] says it is: one app's.
-pub const OF_APP: &str = "app";
-/// ... or the one network every app shared before app networks.
-pub const SHARED: &str = "apps";
-
-/// A network releases run on: its name, its subnet (`ADDRESS/BITS`), and
-/// the app it is of.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct AppNetwork {
-    pub name: String,
-    /// `None`: whoever makes the network picks it (a swarm, a cluster).
-    pub subnet: Option<String>,
-    /// `None`: the network every app shared before app networks.
-    pub app: Option<String>,
-}
-
-impl Default for AppNetwork {
-    /// The shared network of installations from before app networks.
-    fn default() -> Self {
-        AppNetwork { name: "nap".into(), subnet: Some("172.31.0.0/16".into()), app: None }
-    }
-}
-
+/// What only Docker's networks need of an app's network.
 impl AppNetwork {
-    /// `nap-APP`: the name of `app`'s own network on every runner.
-    pub fn name_of(app: &str) -> String {
-        format!("nap-{app}")
-    }
-
-    /// `app`'s own network, with `subnet` (or one its runner picks).
-    pub fn of_app(app: &str, subnet: Option<String>) -> AppNetwork {
-        AppNetwork { name: Self::name_of(app), subnet, app: Some(app.to_owned()) }
-    }
-
-    /// The subnet, parsed; `None` without one, or with one that is not IPv4.
-    pub fn net(&self) -> Option<Ipv4Net> {
-        self.subnet.as_deref()?.parse::<Ipv4Net>().ok().map(|net| net.trunc())
-    }
-
-    /// Whether `ip` lies in the subnet.
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        self.net().is_some_and(|net| net.contains(&ip))
-    }
-
-    /// The labels Docker keeps on the network, which say whose it is.
-    pub(crate) fn labels(&self) -> HashMap<String, String> {
-        match &self.app {
-            Some(app) => {
-                HashMap::from([(labels::NETWORK.to_owned(), OF_APP.to_owned()), (labels::APP.to_owned(), app.clone())])
-            }
-            None => HashMap::from([(labels::NETWORK.to_owned(), SHARED.to_owned())]),
-        }
-    }
-
-    /// Whether a network of this name with `found` labels is this one, and
-    /// not something else of the same name (an app called `swarm` and the
-    /// swarm's shared overlay `nap-swarm`, or a network nap did not make).
     /// Whether a network Docker has (`found`) has this one's subnet (any,
     /// where this one leaves it to Docker).
     fn has_subnet(&self, found: &bollard::models::NetworkInspect) -> bool {
         let Some(subnet) = &self.subnet else { return true };
         let configs = found.ipam.as_ref().and_then(|ipam| ipam.config.as_ref());
         configs.is_some_and(|configs| configs.iter().any(|config| config.subnet.as_ref() == Some(subnet)))
-    }
-
-    pub(crate) fn owns(&self, found: Option<&HashMap<String, String>>) -> bool {
-        match &self.app {
-            Some(app) => found.and_then(|labels| labels.get(labels::APP)) == Some(app),
-            // The shared network may be one an operator made by hand.
-            None => true,
-        }
     }
 
     /// The networking of a container that holds `ip` on this network.

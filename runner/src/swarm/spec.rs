@@ -48,7 +48,7 @@ pub fn service(
     rollout: Rollout,
 ) -> ServiceSpec {
     let web = req.id.process.is_web();
-    let mut labels = labels::of(req);
+    let mut labels = req.labels();
     // Tasks of every index: the slot says which.
     labels.remove(labels::INDEX);
     let mut env: Vec<String> = Vec::with_capacity(req.env.len() + 1);
