@@ -113,7 +113,7 @@ pub struct Lock {
 /// Each variant is held for what its drop does: closing the file drops the
 /// flock, dropping the guard revokes the lease.
 #[derive(Debug)]
-#[allow(dead_code)]
+#[expect(dead_code, reason = "held for what dropping them does, never read")]
 enum Held {
     File { file: File, path: PathBuf },
     Lease(LeaseGuard),

@@ -1,0 +1,5 @@
+//! The store's tests against real backends: one test binary, a module per
+//! area.
+
+mod conformance;
+mod locks;
