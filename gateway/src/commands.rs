@@ -268,11 +268,8 @@ pub async fn execute(ctx: &Arc<Context>, caller: &Caller, command: Operate, outp
         Operate::GitReceivePack { repo } => return git::receive_pack(ctx, caller, &repo, io).await,
         Operate::GitUploadPack { repo } => return git::upload_pack(ctx, caller, &repo, io).await,
         Operate::Logs { .. } if output.json => Err(CommandError::LogsAreLines),
-        Operate::Logs { app, tail, follow, router: false } => {
-            instances::logs(ctx, caller, &app, tail, follow, &mut io).await
-        }
-        Operate::Logs { app, tail, follow, router: true } => {
-            instances::router_logs(ctx, caller, &app, tail, follow, &mut io).await
+        Operate::Logs { app, tail, follow, router } => {
+            instances::logs(ctx, caller, instances::LogsAsked { app, tail, follow, router }, &mut io).await
         }
         Operate::Version => Ok(Reply::new(
             format!("nap {}", env!("CARGO_PKG_VERSION")),

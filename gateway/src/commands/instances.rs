@@ -13,6 +13,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::table::Table;
 use super::{CommandError, Reply, existing_app, with_flow_reporter};
+use crate::app_name::AppName;
 use crate::caller::Caller;
 use crate::context::{Context, Io};
 use crate::deploy;
@@ -135,22 +136,31 @@ async fn scale(
     Ok(Reply::new(format!("scaled {name}: {}", said.join(" ")), json!({ "name": name, "formation": json })))
 }
 
+/// What `logs` asks for: whose, how many lines back, whether to follow, and
+/// whether the router's access lines or the app's own output.
+pub struct LogsAsked {
+    pub app: String,
+    pub tail: Option<u64>,
+    pub follow: bool,
+    pub router: bool,
+}
+
+/// `logs APP`: the app's own output ([`app_logs`]), or with `--router`
+/// the router's access lines of it ([`router_logs`]).
+pub async fn logs(ctx: &Context, caller: &Caller, asked: LogsAsked, io: &mut Io) -> Result<Reply, CommandError> {
+    let app = existing_app(ctx, caller, &asked.app).await?;
+    if asked.router { router_logs(ctx, &app, &asked, io).await } else { app_logs(ctx, &app, &asked, io).await }
+}
+
 /// Streams the output of the app's instances, each line prefixed with its
 /// instance as Heroku does (`app[web.1]: ...`): the last `tail` lines of
 /// each, merged in time order, then with `follow` whatever comes, as it
 /// comes, until the client goes away; dropping the Docker log streams then
 /// closes their requests.
-pub async fn logs(
-    ctx: &Context,
-    caller: &Caller,
-    name: &str,
-    tail: Option<u64>,
-    follow: bool,
-    io: &mut Io,
-) -> Result<Reply, CommandError> {
-    let app = existing_app(ctx, caller, name).await?;
+async fn app_logs(ctx: &Context, app: &AppName, asked: &LogsAsked, io: &mut Io) -> Result<Reply, CommandError> {
+    let LogsAsked { tail, follow, .. } = *asked;
     let Some(current) = ctx.store.current_release(app.as_str()).await? else {
-        return Err(CommandError::NothingRunning(app));
+        return Err(CommandError::NothingRunning(app.clone()));
     };
     let runner = ctx.runner().await?;
     let output = match &runner {
@@ -307,15 +317,8 @@ fn prefixed(
 /// Streams the router's access-log lines of the app: the last `tail` (all
 /// kept, 1000 at most), then with `follow` each new one until the client
 /// goes away.
-pub async fn router_logs(
-    ctx: &Context,
-    caller: &Caller,
-    name: &str,
-    tail: Option<u64>,
-    follow: bool,
-    io: &mut Io,
-) -> Result<Reply, CommandError> {
-    let app = existing_app(ctx, caller, name).await?;
+async fn router_logs(ctx: &Context, app: &AppName, asked: &LogsAsked, io: &mut Io) -> Result<Reply, CommandError> {
+    let LogsAsked { tail, follow, .. } = *asked;
     let log = &ctx.access_log;
     if !log.routing() {
         return Err(CommandError::NoRouterHere);
