@@ -9,6 +9,7 @@
 #      OpenSSH round trip of `ssh host true` as the floor.
 #
 #   scripts/bench-commiter.sh [--runs N] [--write docs/benchmarks.md]
+#   scripts/bench-commiter.sh --smoke    # every step once, briefly, on the debug build; nothing judged
 #
 # --write replaces the section between the bench-commiter:begin/end markers.
 # Runs on 127.0.0.1 with a private etcd in a temporary directory removed on

@@ -3,27 +3,52 @@
 # results section between a script's markers in docs/benchmarks.md. The
 # services expect $T (the script's temporary directory) and the PIDS array.
 
-parse_args() { # DEFAULT-RUNS "$@": sets RUNS, WRITE and STARTED; --help prints the script's header
+parse_args() { # DEFAULT-RUNS "$@": sets RUNS, WRITE, SMOKE and STARTED; --help prints the script's header
   RUNS=$1
   shift
   WRITE=""
+  SMOKE=""
   while [ $# -gt 0 ]; do
     case $1 in
       --write) WRITE=${2:?--write needs a file}; shift 2 ;;
       --runs) RUNS=${2:?--runs needs a number}; shift 2 ;;
+      --smoke) SMOKE=1; shift ;;
       -h|--help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
       *) echo "$(basename "$0"): unknown argument $1" >&2; exit 2 ;;
     esac
   done
+  case $RUNS in ''|*[!0-9]*|0) echo "$(basename "$0"): --runs needs a positive number" >&2; exit 2 ;; esac
+  # --smoke: one short round of every step on the debug build, to show the
+  # script still runs to its end (CI runs it); its figures mean nothing, so
+  # nothing is judged or written.
+  if [ -n "$SMOKE" ]; then
+    [ -z "$WRITE" ] || { echo "$(basename "$0"): --smoke writes no results" >&2; exit 2; }
+    RUNS=2   # two: hyperfine gives no spread of one run, and the reports print it
+  fi
   STARTED=$(date +%s)
+}
+
+smoke() { # SMOKE-VALUE FULL-VALUE: the first under --smoke, else the second
+  if [ -n "$SMOKE" ]; then echo "$1"; else echo "$2"; fi
+}
+
+build_nap() { # [-p CRATE...]: builds nap (and those crates' binaries), release, or debug under --smoke; sets BIN (their directory)
+  local profile=(--release) dir=release
+  if [ -n "$SMOKE" ]; then profile=(); dir=debug; fi
+  (cd "$ROOT" && cargo build "${profile[@]}" -q -p nap "$@") >&2
+  BIN=$(cd "$ROOT" && cd "${CARGO_TARGET_DIR:-target}" && pwd)/$dir
 }
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
+remove_app_networks() { # NAME-PART: removes the app networks nap made whose names hold it (this run's tag)
+  docker network ls -q --filter "label=nap.network=app" --filter "name=$1" | xargs -r docker network rm >/dev/null 2>&1 || true
+}
+
 setup_bench() { # NAME: the services, a release build of nap; sets NAP, REV, TAG, T (a temporary directory) and PIDS
   "$ROOT/scripts/services.sh" --for-tests >&2
-  (cd "$ROOT" && cargo build --release -q -p nap) >&2
-  NAP=$(cd "${CARGO_TARGET_DIR:-$ROOT/target}" && pwd)/release/nap
+  build_nap
+  NAP=$BIN/nap
   REV=$(git -C "$ROOT" rev-parse --short HEAD)
   TAG=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
   T=$(mktemp -d "/tmp/nap-bench-$1.XXXXXX")

@@ -7,6 +7,7 @@
 # reports the wall time and the gateway's RSS (before, peak, after).
 #
 #   scripts/bench-load.sh [--runs N] [--write docs/benchmarks.md]
+#   scripts/bench-load.sh --smoke    # every step once, briefly, on the debug build; nothing judged
 #
 # --write replaces the section between the bench-load:begin/end markers.
 # Runs on 127.0.0.1 in a temporary directory removed on exit; needs root.
@@ -18,14 +19,15 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 parse_args 1 "$@"
 
 setup_bench load
-APPS=20
-COMMANDS=200
+APPS=$(smoke 3 20)
+COMMANDS=$(smoke 20 200)
 cleanup() {
   local status=$?
   set +e
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
   docker ps -aq --filter "label=nap.app" --filter "name=bench-load-$TAG" | xargs -r docker rm -f >/dev/null 2>&1
   docker images --format '{{.Repository}}:{{.Tag}}' | grep -E "/bench-load-$TAG-" | xargs -r docker rmi -f >/dev/null 2>&1
+  remove_app_networks "$TAG"
   [ $status -ne 0 ] && [ -f "$T/serve.log" ] && tail -n 20 "$T/serve.log" >&2
   rm -rf "$T"
   exit $status

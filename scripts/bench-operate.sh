@@ -6,6 +6,7 @@
 #      of `ssh host true` as the floor.
 #
 #   scripts/bench-operate.sh [--runs N] [--write docs/benchmarks.md]
+#   scripts/bench-operate.sh --smoke    # every step once, briefly, on the debug build; nothing judged
 #
 # --write replaces the section between the bench-operate:begin/end markers.
 # Runs everything on 127.0.0.1 in a temporary directory removed on exit; needs
@@ -18,11 +19,16 @@ parse_args 10 "$@"
 
 setup_bench operate
 SYSTEMD=nap-bench-systemd-$TAG
+# One app per gateway: each gateway has a store of its own, and so gives
+# its app's network a subnet of its own on the one dockerd.
+APP=bench-op-$TAG
+APP_SD=bench-op-sd-$TAG
 cleanup() {
   for pid in "${PIDS[@]}" $(cat "$T/pids" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
   docker rm -f "$SYSTEMD" >/dev/null 2>&1 || true
-  docker ps -aq --filter "label=nap.app" --filter "name=bench-op-$TAG" | xargs -r docker rm -f >/dev/null 2>&1 || true
+  for app in "$APP" "$APP_SD"; do docker ps -aq --filter "label=nap.app=$app" | xargs -r docker rm -f >/dev/null 2>&1 || true; done
   docker ps -aq --filter "label=nap-bench-operate=$TAG" | xargs -r docker rm -f >/dev/null 2>&1 || true
+  remove_app_networks "$TAG"
   rm -rf "$T"
 }
 trap cleanup EXIT
@@ -45,12 +51,14 @@ gateway() {
 }
 
 "$ROOT/tests/fixtures/app.sh" "$T/app" web
-APP=bench-op-$TAG
-deploy() { (cd "$T/app" && GIT_SSH_COMMAND="$SSH" git push -q "ssh://nap@127.0.0.1:$1/$APP" master 2>"$T/push.log") || { cat "$T/push.log" >&2; exit 1; }; }
+deploy() { # PORT APP
+  (cd "$T/app" && GIT_SSH_COMMAND="$SSH" git push -q "ssh://nap@127.0.0.1:$1/$2" master 2>"$T/push.log") ||
+    { cat "$T/push.log" >&2; exit 1; }
+}
 
 log "docker runner gateway"
 DOCKER_PORT=$(gateway docker 'runner = "docker"')
-deploy "$DOCKER_PORT"
+deploy "$DOCKER_PORT" "$APP"
 
 log "systemd runner gateway (systemd in a container)"
 mkdir -p "$T/sd/units" "$T/sd/bus" "$T/sd/env"
@@ -67,7 +75,7 @@ for _ in $(seq 100); do
 done
 SYSTEMD_PORT=$(gateway systemd "$(printf 'runner = "systemd"\nsystem_bus = "unix:path=%s"\nunit_dir = "%s"\nenv_dir = "%s"\ndocker_cli = "/usr/local/bin/docker"\n' \
   "$T/sd/bus/system_bus_socket" "$T/sd/units" "$T/sd/env")")
-deploy "$SYSTEMD_PORT"
+deploy "$SYSTEMD_PORT" "$APP_SD"
 
 log "A: config set -> new release answering"
 # The baseline does by hand what a config change is: run the same image with
@@ -85,14 +93,14 @@ SH
 chmod +x "$T/baseline.sh"
 hyperfine -N --warmup 1 --runs "$RUNS" --export-json "$T/a.json" \
   -n "config set (docker runner)" "$SSH -p $DOCKER_PORT nap@127.0.0.1 config set $APP GREETING=\$RANDOM" \
-  -n "config set (systemd runner)" "$SSH -p $SYSTEMD_PORT nap@127.0.0.1 config set $APP GREETING=\$RANDOM" \
+  -n "config set (systemd runner)" "$SSH -p $SYSTEMD_PORT nap@127.0.0.1 config set $APP_SD GREETING=\$RANDOM" \
   -n "docker run + wait + rm (baseline)" "$T/baseline.sh" >&2 2>&1 || true
 # hyperfine -N does not expand $RANDOM; nap refuses nothing for an unchanged
 # value: each run is still a new release. Re-run through a shell if it failed.
 if [ ! -s "$T/a.json" ]; then
   hyperfine --warmup 1 --runs "$RUNS" --export-json "$T/a.json" \
     -n "config set (docker runner)" "$SSH -p $DOCKER_PORT nap@127.0.0.1 config set $APP GREETING=\$RANDOM" \
-    -n "config set (systemd runner)" "$SSH -p $SYSTEMD_PORT nap@127.0.0.1 config set $APP GREETING=\$RANDOM" \
+    -n "config set (systemd runner)" "$SSH -p $SYSTEMD_PORT nap@127.0.0.1 config set $APP_SD GREETING=\$RANDOM" \
     -n "docker run + wait + rm (baseline)" "$T/baseline.sh" >&2
 fi
 

@@ -20,6 +20,7 @@
 # by examples/nginx (nap watch renders nginx.conf, nginx -s reload).
 #
 #   scripts/bench-router.sh [--runs N] [--write docs/benchmarks.md]
+#   scripts/bench-router.sh --smoke    # every step once, briefly, on the debug build; nothing judged
 #
 # --write replaces the section between the bench-router:begin/end markers.
 # Runs on 127.0.0.1 with a private etcd, nap serve and nginx in a temporary
@@ -32,7 +33,11 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$ROOT/scripts/bench-lib.sh"
 parse_args 5 "$@"
-case $RUNS in ''|*[!0-9]*|0) echo "bench-router: --runs needs a positive number" >&2; exit 2 ;; esac
+WARM=2                      # seconds of warm-up before each throughput run (none under --smoke)
+DURATION=$(smoke 1 10)      # seconds of each throughput run
+DEPLOYS=$(smoke 2 20)       # deploys under load, per proxy
+PAUSE=$(smoke 0 1)          # seconds between runs
+[ -z "$SMOKE" ] || RUNS=1   # no spread is reported: one round shows every step
 [ "$(id -u)" = 0 ] || { echo "bench-router: run as root (docker, nginx)" >&2; exit 1; }
 for tool in wrk nginx etcd etcdctl docker git ssh ssh-keygen curl python3; do
   command -v "$tool" >/dev/null || { echo "bench-router: $tool is missing (apt-get install -y wrk nginx)" >&2; exit 1; }
@@ -41,9 +46,8 @@ docker info >/dev/null 2>&1 && curl -fsS http://127.0.0.1:5000/v2/ >/dev/null 2>
   docker image inspect nap/busybox:latest >/dev/null 2>&1 ||
   { echo "bench-router: dockerd, the registry on 127.0.0.1:5000 or nap/busybox is missing (scripts/services.sh --for-tests)" >&2; exit 1; }
 
-log "building nap and nap-test-upstream (release)"
-(cd "$ROOT" && cargo build --release -q -p nap) >&2
-TARGET_DIR=$(cd "$ROOT" && cd "${CARGO_TARGET_DIR:-target}" && pwd)
+log "building nap and nap-test-upstream"
+build_nap
 UPSTREAM=$("$ROOT/scripts/build-test-upstream.sh")
 REV=$(git -C "$ROOT" rev-parse --short HEAD)$( (cd "$ROOT" && git diff --quiet HEAD -- Cargo.toml Cargo.lock gateway state) || echo ' with uncommitted changes')
 TAG=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
@@ -53,7 +57,7 @@ T=$(mktemp -d /tmp/nap-bench-router.XXXXXX)
 PIDS=()
 NAP_PID=""
 # A private copy: a rebuild during the run cannot swap the binary under nap serve.
-cp "$TARGET_DIR/release/nap" "$T/nap"
+cp "$BIN/nap" "$T/nap"
 NAP=$T/nap
 ssh-keygen -q -t ed25519 -N '' -f "$T/id"
 SSH="ssh -i $T/id -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
@@ -74,6 +78,7 @@ cleanup() {
   docker ps -aq --filter "label=nap.app=$APP" | xargs -r docker rm -f >/dev/null 2>&1
   docker images -q --filter "label=nap.app=$APP" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1
   docker images --format '{{.Repository}}:{{.Tag}}' | grep -E "(^|/)$APP:" | xargs -r docker rmi -f >/dev/null 2>&1
+  remove_app_networks "$TAG"
   if [ $status -ne 0 ] && [ -f "$T/nap.log" ]; then
     echo "bench-router: failed; the last lines of nap serve's log:" >&2
     tail -n 20 "$T/nap.log" >&2
@@ -217,13 +222,13 @@ measure() { # NAME URL [PID...]: a 2 s warm-up, then wrk into runs/NAME-$r.txt; 
   # peak summed RSS into .rss, VmHWM of the first into .hwm, CPU time into .cpu (ticks)
   local name=$1 url=$2 sampler="" before
   shift 2
-  wrk -t2 -c256 -d2s -H "Host: $HOST" "$url" >/dev/null
+  [ -n "$SMOKE" ] || wrk -t2 -c256 -d"$WARM"s -H "Host: $HOST" "$url" >/dev/null
   if [ $# -gt 0 ]; then
     python3 "$T/sampler.py" "$T/runs/$name-$r.rss" "$@" &
     sampler=$!
     before=$(ticks "$@")
   fi
-  wrk -t2 -c256 -d10s --latency -H "Host: $HOST" "$url" >"$T/runs/$name-$r.txt"
+  wrk -t2 -c256 -d"$DURATION"s --latency -H "Host: $HOST" "$url" >"$T/runs/$name-$r.txt"
   if [ -n "$sampler" ]; then
     echo $(($(ticks "$@") - before)) "$(getconf CLK_TCK)" >"$T/runs/$name-$r.cpu"
     kill -TERM "$sampler"
@@ -233,12 +238,12 @@ measure() { # NAME URL [PID...]: a 2 s warm-up, then wrk into runs/NAME-$r.txt; 
   echo "$name run $r: $(grep -E 'Requests/sec' "$T/runs/$name-$r.txt")" >&2
   : >"$T/nap.log"   # the access lines of this run: not worth keeping
   : >"$T/router.log"
-  sleep 1
+  sleep "$PAUSE"
 }
 
 ROUTER_URL=http://127.0.0.1:$HTTP_PORT/
 for _ in 1 2 3; do curl -s -o /dev/null -H "Host: $HOST" "http://127.0.0.1:$ALONE_PORT/"; done
-sleep 1
+sleep "$PAUSE"
 IDLE_SERVE_KB=$(rss_kb "$NAP_PID")
 IDLE_ALONE_KB=$(rss_kb "$ALONE_PID")
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -284,7 +289,7 @@ for r in $(seq "$RUNS"); do
   echo "side by side run $r: router $(grep -E 'Requests/sec' "$T/runs/both-router-$r.txt"), nginx $(grep -E 'Requests/sec' "$T/runs/both-nginx-$r.txt")" >&2
   : >"$T/nap.log"
   : >"$T/nginx-1-256-log-fwd/access.log"
-  sleep 1
+  sleep "$PAUSE"
 done
 
 log "throughput: $RUNS runs of (c) with the access log off (NAP_LOG=info,nap::access=warn)"
@@ -302,7 +307,7 @@ for r in $(seq "$RUNS"); do
 done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 # The deploys below open connections to the app too: TIME_WAIT lasts 60 s.
-for _ in $(seq 70); do [ "$(ss -Htan state time-wait | wc -l)" -lt 1000 ] && break; sleep 1; done
+for _ in $(seq "$(smoke 10 70)"); do [ "$(ss -Htan state time-wait | wc -l)" -lt 1000 ] && break; sleep 1; done
 for variant in "${!NGINX_PID[@]}"; do stop_pid "${NGINX_PID[$variant]}"; done
 
 # Counts every answer that is not 2xx, by status, beside wrk's own error counts.
@@ -325,13 +330,13 @@ function done(summary, latency, requests)
 end
 LUA
 
-deploys() { # NAME URL: 20 deploys under wrk -c50 through URL: runs/NAME.txt (wrk), runs/NAME.ms (each deploy's time)
+deploys() { # NAME URL: $DEPLOYS deploys under wrk -c50 through URL: runs/NAME.txt (wrk), runs/NAME.ms (each deploy's time)
   local name=$1 url=$2 i started
   wrk -t2 -c50 -d900s -s "$T/count.lua" -H "Host: $HOST" "$url" >"$T/runs/$name.txt" &
   local load=$!
   PIDS+=("$load")
   sleep 2
-  for i in $(seq 20); do
+  for i in $(seq "$DEPLOYS"); do
     started=$(date +%s%N)
     if [ $((i % 2)) = 1 ]; then
       git -C "$T/app" commit -q --allow-empty -m "$name deploy $i"
@@ -345,21 +350,22 @@ deploys() { # NAME URL: 20 deploys under wrk -c50 through URL: runs/NAME.txt (wr
   done
   sleep 2
   kill -INT "$load"
-  wait "$load"
-  grep COUNT "$T/runs/$name.txt" >&2
+  wait "$load" || true
+  grep COUNT "$T/runs/$name.txt" >&2 ||
+    { echo "bench-router: wrk counted nothing through $url:" >&2; cat "$T/runs/$name.txt" >&2; exit 1; }
 }
 
-log "20 deploys under wrk -c50 through nap's router (default log level)"
+log "$DEPLOYS deploys under wrk -c50 through nap's router (default log level)"
 stop_nap
 start_nap
 RELEASE_BEFORE=$(instance release)
 deploys deploy-router "$ROUTER_URL"
 : >"$T/nap.log"
 RELEASE_ROUTER=$(instance release)
-[ "$RELEASE_ROUTER" = $((RELEASE_BEFORE + 20)) ] ||
-  { echo "bench-router: release $RELEASE_ROUTER serves after 20 deploys from $RELEASE_BEFORE" >&2; exit 1; }
+[ "$RELEASE_ROUTER" = $((RELEASE_BEFORE + DEPLOYS)) ] ||
+  { echo "bench-router: release $RELEASE_ROUTER serves after $DEPLOYS deploys from $RELEASE_BEFORE" >&2; exit 1; }
 
-log "20 deploys under wrk -c50 through examples/nginx (nap watch + nginx -s reload)"
+log "$DEPLOYS deploys under wrk -c50 through examples/nginx (nap watch + nginx -s reload)"
 mkdir -p "$T/ngx"
 for sub in conf.d templates; do
   mkdir -p "$T/ngx/$sub"
@@ -369,8 +375,10 @@ for sub in conf.d templates; do
 done
 NGX_PORT=$(free_port)
 export NAP_NGINX_DIR=$T/ngx NAP_NGINX_PORT=$NGX_PORT NAP_NGINX_DOMAIN=bench.test
-"$NAP" --store "etcd://$ETCD" watch --confdir "$T/ngx/conf.d" --onetime 2>"$T/ngx/watch.log"
-nginx -c "$T/ngx/nginx.conf" >/dev/null 2>"$T/ngx/nginx.log"
+"$NAP" --store "etcd://$ETCD" watch --confdir "$T/ngx/conf.d" --onetime 2>"$T/ngx/watch.log" ||
+  { echo "bench-router: nap watch --onetime failed:" >&2; cat "$T/ngx/watch.log" >&2; exit 1; }
+nginx -c "$T/ngx/nginx.conf" >/dev/null 2>"$T/ngx/nginx.log" ||
+  { echo "bench-router: examples/nginx's nginx did not start:" >&2; cat "$T/ngx/nginx.log" >&2; exit 1; }
 "$NAP" --store "etcd://$ETCD" watch --confdir "$T/ngx/conf.d" 2>"$T/ngx/watching.log" &
 PIDS+=($!)
 for _ in $(seq 100); do
@@ -378,8 +386,8 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 deploys deploy-nginx "http://127.0.0.1:$NGX_PORT/"
-[ "$(instance release)" = $((RELEASE_ROUTER + 20)) ] ||
-  { echo "bench-router: release $(instance release) serves after 20 deploys from $RELEASE_ROUTER" >&2; exit 1; }
+[ "$(instance release)" = $((RELEASE_ROUTER + DEPLOYS)) ] ||
+  { echo "bench-router: release $(instance release) serves after $DEPLOYS deploys from $RELEASE_ROUTER" >&2; exit 1; }
 RELOADS=$(grep -c 'updated' "$T/ngx/watching.log" || true)   # each replaced nginx.conf, then nginx -s reload
 
 export RUNS LOAD_START LOAD_END REV RELOADS IDLE_SERVE_KB IDLE_ALONE_KB ELAPSED=$(( $(date +%s) - STARTED ))
@@ -519,5 +527,6 @@ for name, label, judged in (("deploy-router", "through nap's router", True),
           f"| {verdict(failed == 0) if judged else 'reported'} |")
 PY
 log "results"
+[ -z "$SMOKE" ] || echo "Smoke run: ${DURATION}-second runs of a debug build; the figures and verdicts mean nothing."
 cat "$T/results.md"
 [ -z "$WRITE" ] || write_results "$WRITE" bench-router "The HTTP router" "$T/results.md"

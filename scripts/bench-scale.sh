@@ -10,6 +10,7 @@
 #      limited to half a CPU with `limits set cpus=0.5`): reported.
 #
 #   scripts/bench-scale.sh [--runs N] [--write docs/benchmarks.md]
+#   scripts/bench-scale.sh --smoke    # every step once, briefly, on the debug build; nothing judged
 #
 # --write replaces the section between the bench-scale:begin/end markers.
 # Runs on 127.0.0.1 in a temporary directory removed on exit, with the apps'
@@ -30,6 +31,7 @@ cleanup() {
     docker ps -aq --filter "label=nap.app=$app" | xargs -r docker rm -f >/dev/null 2>&1 || true
   done
   docker ps -aq --filter "label=nap-bench-scale=$TAG" | xargs -r docker rm -f >/dev/null 2>&1 || true
+  remove_app_networks "$TAG"
   rm -rf "$T"
 }
 APPS=()

@@ -12,6 +12,7 @@
 # (release), checks the services, runs it and prints (or --write's) its table.
 #
 #   scripts/bench-swarm.sh [--runs N] [--write docs/benchmarks.md]
+#   scripts/bench-swarm.sh --smoke    # one round on the debug build; nothing judged
 #
 # Needs root, the test services (scripts/services.sh --for-tests: dockerd,
 # the registry on 127.0.0.1:5000, nap/busybox, VXLAN). About 3 minutes.
@@ -20,17 +21,16 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$ROOT/scripts/bench-lib.sh"
 parse_args 5 "$@"
-case $RUNS in ''|*[!0-9]*|0) echo "bench-swarm: --runs needs a positive number" >&2; exit 2 ;; esac
+[ -z "$SMOKE" ] || RUNS=1   # one round shows every step
 [ "$(id -u)" = 0 ] || { echo "bench-swarm: run as root (network namespaces, dockerd)" >&2; exit 1; }
 "$ROOT/scripts/services.sh" --for-tests >&2
 
-log "building nap and the driver (release)"
-(cd "$ROOT" && cargo build --release -q -p nap -p nap-tests --bins) >&2
-TARGET_DIR=$(cd "$ROOT" && cd "${CARGO_TARGET_DIR:-target}" && pwd)
+log "building nap and the driver"
+build_nap -p nap-tests --bins
 T=$(mktemp -d /tmp/nap-bench-swarm.XXXXXX)
 trap 'rm -rf "$T"' EXIT
-NAP_BIN=$TARGET_DIR/release/nap NAP_TEST_UPSTREAM=$("$ROOT/scripts/build-test-upstream.sh") \
-  "$TARGET_DIR/release/bench-swarm" "$RUNS" >"$T/results.md"
+NAP_BIN=$BIN/nap NAP_TEST_UPSTREAM=$("$ROOT/scripts/build-test-upstream.sh") \
+  "$BIN/bench-swarm" "$RUNS" >"$T/results.md"
 REV=$(git -C "$ROOT" rev-parse --short HEAD)
 printf '%s\n' "Revision $REV, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, Linux $(uname -r)." "" | cat - "$T/results.md" >"$T/section.md"
 log "results"

@@ -7,6 +7,7 @@
 #      reading a single key.
 #
 #   scripts/bench-watch.sh [--runs N] [--write docs/benchmarks.md]
+#   scripts/bench-watch.sh --smoke    # every step once, briefly, on the debug build; nothing judged
 #
 # --write replaces the section between the bench-watch:begin/end markers.
 # Runs on 127.0.0.1 with a private etcd in a temporary directory removed on
@@ -18,9 +19,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 parse_args 10 "$@"
 
 "$ROOT/scripts/services.sh" --for-tests >&2
-(cd "$ROOT" && cargo build --release -q -p nap -p nap-tests --bins) >&2
-NAP=$ROOT/target/release/nap
-DRIVER=$ROOT/target/release/bench-watch
+build_nap -p nap-tests --bins
+NAP=$BIN/nap
+DRIVER=$BIN/bench-watch
 REV=$(git -C "$ROOT" rev-parse --short HEAD)
 T=$(mktemp -d /tmp/nap-bench-watch.XXXXXX)
 PIDS=()

@@ -6,6 +6,8 @@
 #   scripts/bench.sh --write docs/benchmarks.md  # also put the results into that file
 #                                                # (between its bench:begin/bench:end markers)
 #   scripts/bench.sh --runs 10                   # timed runs per command (default 10)
+#   scripts/bench.sh --smoke                     # every step once, with small repos, on the debug
+#                                                # build: shows the script runs; nothing judged
 #   NAP_BIN=/path/to/nap [NAP_BIN_DESC=...] scripts/bench.sh  # benchmark that binary instead of building
 #                                                # this checkout with `cargo build --release -p nap`
 #
@@ -16,21 +18,12 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-RUNS=10
-WRITE=""
-while [ $# -gt 0 ]; do
-  case $1 in
-    --write) WRITE=${2:?--write needs a file}; shift 2 ;;
-    --runs) RUNS=${2:?--runs needs a number}; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
-    *) echo "bench: unknown argument $1" >&2; exit 2 ;;
-  esac
-done
-case $RUNS in ''|*[!0-9]*) echo "bench: --runs needs a number" >&2; exit 2 ;; esac
+. "$ROOT/scripts/bench-lib.sh"
+parse_args 10 "$@"
 [ "$(id -u)" = 0 ] || { echo "bench: run as root (own sshd, docker)" >&2; exit 1; }
-
-STARTED=$(date +%s)
-log() { printf '\n== %s\n' "$*" >&2; }
+# The repos pushed: 50 MiB (first pushes) and 200 MiB (memory), or 10 and 20 MiB under --smoke.
+SMALL_MIB=$(smoke 10 50)
+LARGE_MIB=$(smoke 20 200)
 
 # ---------------------------------------------------------------- setup ----
 log "services"
@@ -43,11 +36,10 @@ if [ -n "${NAP_BIN:-}" ]; then
   NAP=$(realpath "$NAP_BIN")
   NAP_BUILT=${NAP_BIN_DESC:-binary $NAP}   # e.g. NAP_BIN_DESC="release build of fd7bb0c"
 else
-  log "building nap (release)"
-  (cd "$ROOT" && cargo build --release -q -p nap) >&2 ||
-    { echo "bench: the release build failed; fix it or point NAP_BIN at a nap binary" >&2; exit 1; }
-  NAP=$ROOT/target/release/nap
-  NAP_BUILT="release build of $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$((cd "$ROOT" && git diff --quiet HEAD -- Cargo.toml Cargo.lock gateway builder runner state hooks 2>/dev/null) || echo ' with uncommitted changes')"
+  log "building nap"
+  build_nap || { echo "bench: the build failed; fix it or point NAP_BIN at a nap binary" >&2; exit 1; }
+  NAP=$BIN/nap
+  NAP_BUILT="$(smoke debug release) build of $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$((cd "$ROOT" && git diff --quiet HEAD -- Cargo.toml Cargo.lock gateway builder runner state hooks 2>/dev/null) || echo ' with uncommitted changes')"
 fi
 
 [ -x "$NAP" ] || { echo "bench: $NAP is not executable" >&2; exit 1; }
@@ -83,6 +75,7 @@ cleanup() {
     docker ps -aq --filter "name=nap-bench-.*-$TAG"
   } 2>/dev/null | sort -u)
   [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
+  remove_app_networks "$TAG"
   ids=$( {
     docker images -q --filter "label=nap.app=$APP_WEB"
     docker images -q "nap/$APP_WEB"
@@ -131,9 +124,9 @@ make_repo() { # dir MiB
   git -C "$dir" commit -q -m "random $mib MiB"
   git -C "$dir" repack -adq
 }
-log "making 50 MiB and 200 MiB repos of random content"
-make_repo "$TMP/repo50" 50
-make_repo "$TMP/repo200" 200
+log "making $SMALL_MIB MiB and $LARGE_MIB MiB repos of random content"
+make_repo "$TMP/repo50" "$SMALL_MIB"
+make_repo "$TMP/repo200" "$LARGE_MIB"
 
 # The deploy example app.
 mkdir -p "$TMP/web" "$TMP/webctx"
@@ -330,7 +323,7 @@ EOF
 # -------------------------------------------------------- 4. deploys ----
 log "deploy: first deploy of $APP_WEB (builds the image)"
 git -C "$TMP/web" push "$NAP_URL/$APP_WEB" master 2>"$TMP/deploy1.err" || { cat "$TMP/deploy1.err" >&2; exit 1; }
-grep -q '=====> http://127.0.0.1:' "$TMP/deploy1.err" || { cat "$TMP/deploy1.err" >&2; exit 1; }
+grep -qE '=====> http://[0-9.]+:[0-9]+/' "$TMP/deploy1.err" || { cat "$TMP/deploy1.err" >&2; exit 1; }
 log "deploy: cached redeploy through nap vs docker build + run + HTTP check + rm"
 bench deploy \
   --command-name nap "git -C '$TMP/web' commit -q --allow-empty -m redeploy && git -C '$TMP/web' push -q '$NAP_URL/$APP_WEB' master" \
@@ -345,7 +338,7 @@ EOF
 # The last redeploy must have gone live with the image reused, and retired the old release.
 git -C "$TMP/web" commit -q --allow-empty -m check
 git -C "$TMP/web" push "$NAP_URL/$APP_WEB" master 2>"$TMP/deploy-last.err" || { cat "$TMP/deploy-last.err" >&2; exit 1; }
-grep -q 'no rebuild' "$TMP/deploy-last.err" && grep -q '=====> http://127.0.0.1:' "$TMP/deploy-last.err" ||
+grep -q 'no rebuild' "$TMP/deploy-last.err" && grep -qE '=====> http://[0-9.]+:[0-9]+/' "$TMP/deploy-last.err" ||
   { echo "bench: the redeploy did not reuse the image or did not go live:" >&2; cat "$TMP/deploy-last.err" >&2; exit 1; }
 LIVE=$(docker ps -q --filter "label=nap.app=$APP_WEB" | wc -l)
 [ "$LIVE" = 1 ] || { echo "bench: $LIVE containers of $APP_WEB running, expected 1" >&2; exit 1; }
@@ -435,4 +428,5 @@ EOF
   log "wrote the results into $WRITE"
 fi
 log "results"
+[ -z "$SMOKE" ] || echo "Smoke run: one round of a debug build with $SMALL_MIB and $LARGE_MIB MiB repos; the figures and verdicts mean nothing."
 cat "$TMP/results.md"

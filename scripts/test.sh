@@ -6,6 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/services.sh --for-tests
+status=0
+# The lints, all as errors: formatting, clippy (pedantic, as the workspace
+# configures it) and the docs, private items included (so that their links
+# resolve, and every link is checked). A failure fails the run, after the tests.
+cargo fmt --all --check || status=$?
+cargo clippy --workspace --all-targets --locked -- -D warnings || status=$?
+RUSTDOCFLAGS="-D warnings -A rustdoc::private_intra_doc_links" \
+  cargo doc --workspace --no-deps --document-private-items --locked --quiet || status=$?
 cargo build --workspace --bins --locked
 # The static nap-watch that the entrypoint test copies into an image.
 scripts/build-nap-watch.sh >/dev/null
@@ -13,7 +21,6 @@ scripts/build-nap-watch.sh >/dev/null
 # too, once each, but then cargo has nothing left to do.
 scripts/build-test-upstream.sh >/dev/null
 # Tests that need a real Kubernetes cluster are #[ignore]d; KUBECONFIG runs them too.
-status=0
 if cargo nextest --version >/dev/null 2>&1; then
   ignored=()
   if [ -n "${KUBECONFIG:-}" ]; then ignored=(--run-ignored all); fi

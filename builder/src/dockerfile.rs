@@ -2,7 +2,7 @@
 //! `parse-dockerfile` crate: the ports it exposes, and every image its build
 //! would use (each stage's `FROM`, `COPY --from`, `RUN --mount=from=`, and
 //! the `ONBUILD` triggers a base brings), with `ARG` and `ENV` expanded as
-//! Docker does ([`expand`]). What the text alone decides is judged here: a
+//! Docker does ([`mod@expand`]). What the text alone decides is judged here: a
 //! reference to another app's repository on nap's registry, an `ADD` of a
 //! URL on nap's registry or on the host itself, a here-document, an
 //! expansion nap cannot follow. Which app an image on the daemon belongs to

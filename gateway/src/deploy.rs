@@ -5,7 +5,7 @@
 //! step fails, the release is recorded as failed and the previous one goes
 //! on serving untouched. A release runs its Procfile's `release:` command
 //! first ([`release_phase`]), then every instance its formation asks for
-//! ([`processes`]), side by side. [`restart`], [`scale`] and [`destroy`] act
+//! ([`processes`]), side by side. [`restart`], [`scale()`] and [`destroy`] act
 //! on what serves, under the same lock. An app's deploy lock is taken here
 //! and nowhere else.
 

@@ -1,5 +1,5 @@
 //! nap's gateway: the `nap` binary's library. `main.rs` only parses the
-//! command line and hands it to [`cli::run`].
+//! command line and hands it to [`cli::main`].
 //!
 //! See `ARCHITECTURE.md` for the path of a push through these modules.
 

@@ -168,7 +168,6 @@ impl russh::server::Handler for Connection {
 
     /// Accepted so that `ssh -t` works; `run` gives its container a
     /// terminal of this size, and other commands do not use one.
-    #[allow(clippy::too_many_arguments)]
     async fn pty_request(
         &mut self,
         id: ChannelId,
