@@ -11,7 +11,7 @@ use crate::image::{BuildError, commit_tree, short_commit};
 /// The most bytes of a Procfile nap reads.
 const MAX_PROCFILE: usize = 64 * 1024;
 /// The most bytes of an app.json nap reads.
-const MAX_APP_JSON: usize = nap_runner::app_json::MAX_APP_JSON;
+const MAX_APP_JSON: usize = nap_runner::MAX_APP_JSON;
 
 /// The texts of a commit's `Procfile` and `app.json`, where it has them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

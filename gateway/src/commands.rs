@@ -229,7 +229,7 @@ pub enum CommandError {
     #[error(transparent)]
     Limits(#[from] limits::LimitsCommandError),
     #[error(transparent)]
-    Placement(#[from] nap_runner::swarm::ConstraintError),
+    Placement(#[from] nap_runner::ConstraintError),
     #[error(transparent)]
     Rollback(#[from] releases::RollbackError),
     #[error(transparent)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-use nap_runner::{DockerRunner, RunError, Runner, RunnerKind};
+use nap_runner::{DockerRunner, RunError, Runner, RunnerChoice};
 use nap_state::{DomainGrant, Lock, LockError, LockSubject, Store, StoreError};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -34,10 +34,6 @@ pub struct Context {
 pub enum ContextError {
     #[error("cannot reach the Docker daemon: {0}")]
     DockerUnreachable(#[source] bollard::errors::Error),
-    #[error("the kubernetes runner needs a registry the cluster can pull from: set `registry` in nap.toml")]
-    NoRegistry,
-    #[error("the swarm runner needs a registry every node can pull from: set `registry` in nap.toml")]
-    NoSwarmRegistry,
     #[error(transparent)]
     Runner(#[from] RunError),
     #[error(transparent)]
@@ -100,32 +96,21 @@ impl Context {
         Ok(DockerRunner::new(self.docker().await?, settings.network(), settings.check_timeout()))
     }
 
-    /// The runner releases go to (see [`Runner::select`]).
+    /// The runner releases go to, as the settings choose it (see
+    /// [`Runner::select`]).
     pub async fn runner(&self) -> Result<Runner, ContextError> {
         let settings = &self.settings;
-        if settings.runner == Some(RunnerKind::Kubernetes) {
-            // The cluster pulls the release's image, so it must be in a registry.
-            if settings.registry().is_none() {
-                return Err(ContextError::NoRegistry);
-            }
-            return Ok(Runner::kubernetes(settings.kubernetes(), settings.public_host())?);
-        }
-        if settings.runner == Some(RunnerKind::Swarm) {
-            // Every node pulls the release's image from the registry.
-            if settings.registry().is_none() {
-                return Err(ContextError::NoSwarmRegistry);
-            }
-            return Ok(Box::pin(Runner::swarm(settings.swarm())).await?);
-        }
-        Ok(Runner::select(
-            settings.runner,
-            self.docker_runner().await?,
-            settings.systemd(),
-            &settings.kubernetes(),
-            settings.public_host(),
-            settings.check_timeout(),
-        )
-        .await?)
+        let choice = RunnerChoice {
+            kind: settings.runner,
+            registry: settings.registry().is_some(),
+            shared_network: settings.network(),
+            check_timeout: settings.check_timeout(),
+            systemd: settings.systemd(),
+            kubernetes: settings.kubernetes(),
+            swarm: settings.swarm(),
+            public_host: settings.public_host(),
+        };
+        Ok(Box::pin(Runner::select(choice)).await?)
     }
 
     /// Takes the lock on `subject` for `what` (a push, a config change, a

@@ -485,7 +485,7 @@ async fn switch(
     // Behind the router an app keeps one address, whatever release serves
     // it; a cluster's address is its Service's.
     release.url = match ctx.settings.app_url(app.as_str()) {
-        Some(url) if runner.kind() != nap_runner::RunnerKind::Kubernetes => Some(url),
+        Some(url) if runner.behind_router() => Some(url),
         _ => web.first().map(|running| running.url.clone()),
     };
     let also = published_with(ctx, app, &release, &web, check, report)?;
@@ -516,10 +516,10 @@ async fn switch(
     // Routed now, alone: each live router routes to them, and has drained
     // the previous instances, before they are retired and the URL is said.
     // (A cluster's Service is not behind nap's routers.)
-    let routed: Vec<String> = if runner.kind() == nap_runner::RunnerKind::Kubernetes {
-        Vec::new()
-    } else {
+    let routed: Vec<String> = if runner.behind_router() {
         web.iter().map(|running| format!("{}:{}", running.host, running.port)).collect()
+    } else {
+        Vec::new()
     };
     switch_routers(ctx, &routed, &previous, report).await;
     let keep: Vec<InstanceId> = started.iter().map(|(id, _)| id.clone()).collect();
@@ -582,7 +582,7 @@ where
     T: serde::Serialize + serde::de::DeserializeOwned + Default,
 {
     let lock = app_lock(ctx, app, "placement", who, Some(report)).await?;
-    let rolls = ctx.settings.runner == Some(nap_runner::RunnerKind::Swarm)
+    let rolls = nap_runner::RunnerKind::places_instances(ctx.settings.runner)
         && ctx.store.current_release(app.as_str()).await?.is_some();
     let before: T = ctx.store.placement(app.as_str()).await?;
     ctx.store.save_placement(app.as_str(), placement).await?;
@@ -597,9 +597,8 @@ async fn restart_locked(ctx: &Context, app: &AppName, lock: &Lock, report: &Repo
     let release =
         ctx.store.current_release(app.as_str()).await?.ok_or_else(|| DeployError::NothingRunning(app.clone()))?;
     let runner = ctx.runner().await?;
-    if let Runner::Kubernetes(cluster) = &runner {
-        let serving = Serving { app: app.as_str(), release: release.version };
-        cluster.restart(serving, &|line: &str| report.detail(line)).await.map_err(DeployError::Restart)?;
+    let serving = Serving { app: app.as_str(), release: release.version };
+    if runner.restart_itself(serving, &|line: &str| report.detail(line)).await.map_err(DeployError::Restart)? {
         return Ok(release);
     }
     let fresh = Release { restarts: release.restarts + 1, ..release };

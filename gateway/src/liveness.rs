@@ -133,7 +133,7 @@ async fn crashed(
     let (in_a_row, started) = seen.crashes.get(container).copied().unwrap_or((0, Instant::now()));
     let in_a_row = if started.elapsed() > STEADY { 1 } else { in_a_row + 1 };
     seen.crashes.insert(container.to_owned(), (in_a_row, started));
-    let restarts = ctx.runner().await.map(|runner| runner.kind()).ok() == Some(nap_runner::RunnerKind::Docker);
+    let restarts = ctx.runner().await.is_ok_and(|runner| runner.restarts_killed_instances());
     let pause = Duration::from_secs(1 << in_a_row.saturating_sub(1).min(6)).min(MAX_BACKOFF);
     let (ctx, docker, app, container) = (Arc::clone(ctx), docker.clone(), app.to_owned(), container.to_owned());
     tokio::spawn(async move {

@@ -63,12 +63,14 @@ pub async fn serve(ctx: Arc<Context>) -> Result<(), ServeError> {
     let routing = router.map(|router| tokio::spawn(router.run(Arc::clone(&ctx), stop_routing.clone())));
     // Instances that die on this host leave the routes at once; on a swarm
     // the routes follow the task list (not on Kubernetes: its Service does).
-    let following = match settings.runner {
-        Some(nap_runner::RunnerKind::Kubernetes) => None,
-        Some(nap_runner::RunnerKind::Swarm) => {
+    let following = match nap_runner::RunnerKind::watcher(settings.runner) {
+        nap_runner::Watcher::None => None,
+        nap_runner::Watcher::SwarmTasks => {
             Some(tokio::spawn(crate::swarm_tasks::follow(Arc::clone(&ctx), stop_routing.clone())))
         }
-        _ => Some(tokio::spawn(crate::liveness::follow(Arc::clone(&ctx), stop_routing.clone()))),
+        nap_runner::Watcher::DockerEvents => {
+            Some(tokio::spawn(crate::liveness::follow(Arc::clone(&ctx), stop_routing.clone())))
+        }
     };
     // The keys allowed in, followed in the store, so a login reads nothing.
     let following_keys = tokio::spawn({

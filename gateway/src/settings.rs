@@ -593,7 +593,7 @@ impl Settings {
             host: self.swarm_host.clone().unwrap_or_else(|| "unix:///var/run/docker.sock".into()),
             cert_path: self.swarm_cert_path.clone(),
             network: self.swarm_network.clone().unwrap_or_else(|| "nap-swarm".into()),
-            rollout: nap_runner::swarm::Rollout {
+            rollout: nap_runner::Rollout {
                 monitor: Duration::from_secs(self.swarm_monitor.unwrap_or(5)),
                 stop_grace: self.retire_timeout().min(Duration::from_secs(30)),
             },
@@ -601,7 +601,7 @@ impl Settings {
             check_timeout: self.check_timeout(),
             registry_auth: self.registry().and_then(|registry| {
                 let username = registry.username?;
-                Some(nap_runner::swarm::RegistryAuth(bollard::auth::DockerCredentials {
+                Some(nap_runner::RegistryAuth(bollard::auth::DockerCredentials {
                     username: Some(username),
                     password: registry.password,
                     serveraddress: Some(registry.address),

@@ -13,8 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nap_runner::Runner;
-use nap_runner::swarm::RoutedTask;
+use nap_runner::RoutedTask;
 use nap_state::{StoreError, layout};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -51,7 +50,8 @@ pub async fn follow(ctx: Arc<Context>, stop: CancellationToken) {
 }
 
 async fn follow_once(ctx: &Context) -> Result<(), FollowError> {
-    let Runner::Swarm(swarm) = ctx.runner().await? else { return Ok(()) };
+    let runner = ctx.runner().await?;
+    let Some(swarm) = runner.swarm() else { return Ok(()) };
     let mut published: BTreeMap<String, Published> = BTreeMap::new();
     let mut read_at: Option<Instant> = None;
     loop {

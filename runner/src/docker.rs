@@ -51,6 +51,16 @@ impl DockerRunner {
         DockerRunner { docker, shared, check_timeout }
     }
 
+    /// This host's Docker daemon, connected now.
+    pub async fn connect(shared: AppNetwork, check_timeout: Duration) -> Result<Self, RunError> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(RunError::DockerUnreachable)?
+            .negotiate_version()
+            .await
+            .map_err(RunError::DockerUnreachable)?;
+        Ok(DockerRunner::new(docker, shared, check_timeout))
+    }
+
     /// The network every app shared before each had its own.
     pub fn shared_network(&self) -> &AppNetwork {
         &self.shared

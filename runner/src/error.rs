@@ -7,6 +7,12 @@ use crate::units::UnitError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    #[error("cannot reach the Docker daemon: {0}")]
+    DockerUnreachable(#[source] bollard::errors::Error),
+    #[error("the kubernetes runner needs a registry the cluster can pull from: set `registry` in nap.toml")]
+    NoClusterRegistry,
+    #[error("the swarm runner needs a registry every node can pull from: set `registry` in nap.toml")]
+    NoSwarmRegistry,
     #[error("{container} exited at once (exit code {exit_code})")]
     Exited { container: String, exit_code: i64, log_tail: Vec<String> },
     #[error("{container} did not answer HTTP on port {port} within {seconds} s{}", crate::docker::sockets::hint(*.port, .listening.as_deref()))]

@@ -19,7 +19,6 @@ use k8s_openapi::api::core::v1::{ContainerStateWaiting, Pod, ReplicationControll
 use tracing::{info, warn};
 
 pub use kubectl::{Kubectl, KubectlError};
-pub use manifest::{Manifest, ManifestError};
 
 use crate::error::{KubernetesError, RunError, UnknownName};
 use crate::labels;
@@ -691,6 +690,7 @@ fn url_host(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::manifest::Manifest;
     use super::*;
 
     fn runner(kind: WorkloadKind) -> KubernetesRunner {

@@ -9,7 +9,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ReplicationController, Service};
-use nap_runner::kubernetes::manifest::{self, Manifest};
+use nap_runner::manifest::{self, Manifest};
 use nap_tests::{AppKind, AppRepo, Gateway, Key, REGISTRY, StandInCluster, etcd_endpoint, etcdctl, unique};
 
 /// A gateway whose releases go to the stand-in cluster.

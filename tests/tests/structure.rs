@@ -1,6 +1,6 @@
 //! The code's shape, read from its files: no two sibling modules import
 //! each other, however far round (only a parent and its children may), and
-//! no code outside `runner/` matches on a runner's kind.
+//! no code outside `runner/` asks which runner runs (it asks the runner).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -172,6 +172,25 @@ fn no_two_sibling_modules_import_each_other() {
         }
     }
     assert!(found.is_empty(), "modules that import each other:\n{}", found.join("\n"));
+}
+
+#[test]
+fn no_code_outside_the_runner_asks_which_runner_runs() {
+    let root = workspace();
+    let mut found = Vec::new();
+    for krate in CRATES.into_iter().filter(|krate| !krate.starts_with("runner/")) {
+        for file in sources(&root.join(krate)) {
+            let code = code(&std::fs::read_to_string(&file).expect("a source file"));
+            for kind in ["Docker", "Systemd", "Kubernetes", "Swarm"] {
+                for named in [format!("RunnerKind::{kind}"), format!("Runner::{kind}")] {
+                    if code.contains(&named) {
+                        found.push(format!("{}: {named}", file.strip_prefix(&root).unwrap_or(&file).display()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "code outside runner/ that names a runner's kind:\n{}", found.join("\n"));
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use clap::{Args, Subcommand};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use nap_runner::{RunnerKind, Scale};
+use nap_runner::Scale;
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -60,16 +60,10 @@ async fn ps(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, Command
         instance.crashes = instance.crashes.max(counted.get(&instance.name).copied().unwrap_or(0));
     }
     let now = OffsetDateTime::now_utc();
-    let systemd = runner.kind() == RunnerKind::Systemd;
-    let what = match runner.kind() {
-        RunnerKind::Systemd => "UNIT",
-        RunnerKind::Kubernetes => "POD",
-        RunnerKind::Swarm => "TASK",
-        RunnerKind::Docker => "CONTAINER",
-    };
     // Behind the router every web instance serves the app's one address.
-    let app_url = ctx.settings.app_url(app.as_str()).filter(|_| runner.kind() != RunnerKind::Kubernetes);
-    let mut table = Table::new(&["INSTANCE", "RELEASE", "STATE", "RESTARTS", "UPTIME", "URL", what]);
+    let app_url = ctx.settings.app_url(app.as_str()).filter(|_| runner.behind_router());
+    let mut table =
+        Table::new(&["INSTANCE", "RELEASE", "STATE", "RESTARTS", "UPTIME", "URL", runner.instance_column()]);
     let mut rows = Vec::new();
     for instance in &instances {
         let uptime = instance
@@ -80,9 +74,8 @@ async fn ps(ctx: &Context, caller: &Caller, name: &str) -> Result<Reply, Command
         let web = instance.process.is_web();
         let direct = instance.address.as_ref().filter(|_| web).map(|address| format!("http://{address}/"));
         let url = app_url.clone().filter(|_| web && instance.address.is_some()).or(direct);
-        let unit = systemd.then(|| instance.id().unit(app.as_str()));
-        let name =
-            if runner.kind() == RunnerKind::Kubernetes { instance.process.to_string() } else { instance.id().name() };
+        let unit = runner.instance_unit(app.as_str(), instance);
+        let name = runner.instance_label(instance);
         table.row(&[
             &name,
             &format!("v{}", instance.release),
@@ -163,15 +156,10 @@ async fn app_logs(ctx: &Context, app: &AppName, asked: &LogsAsked, io: &mut Io) 
         return Err(CommandError::NothingRunning(app.clone()));
     };
     let runner = ctx.runner().await?;
-    let output = match &runner {
-        nap_runner::Runner::Kubernetes(cluster) => {
-            write_all(cluster.logs(app.as_str(), tail, follow).boxed(), io).await?;
-            return Ok(Reply::Streamed);
-        }
-        nap_runner::Runner::Docker(docker) => Output::Docker(docker),
-        nap_runner::Runner::Systemd(systemd) => Output::Docker(systemd.docker()),
-        nap_runner::Runner::Swarm(swarm) => Output::Swarm(swarm),
-    };
+    if let Some(merged) = runner.app_output(app.as_str(), tail, follow) {
+        write_all(merged, io).await?;
+        return Ok(Reply::Streamed);
+    }
     let serving = nap_runner::InstanceId::web(current.version, current.restarts);
     let mut instances = runner.instances(Some(app.as_str())).await?.remove(app.as_str()).unwrap_or_default();
     instances.retain(|instance| instance.id().same_start(&serving));
@@ -180,8 +168,8 @@ async fn app_logs(ctx: &Context, app: &AppName, asked: &LogsAsked, io: &mut Io) 
     let mut backlog = Vec::new();
     let mut seen = Vec::with_capacity(instances.len());
     for instance in &instances {
-        let mut stream = output.of(instance, tail, false, None);
-        let mut lines = crate::report::Lines::default();
+        let mut stream = runner.instance_output(instance, tail, false, None);
+        let mut lines = nap_runner::Lines::default();
         let mut last = None;
         while let Some(chunk) = stream.next().await {
             for line in lines.push(&chunk?) {
@@ -203,38 +191,11 @@ async fn app_logs(ctx: &Context, app: &AppName, asked: &LogsAsked, io: &mut Io) 
     // Then as it comes, from where each left off.
     let live = instances.iter().zip(seen).map(|(instance, last)| {
         let since = last.map(OffsetDateTime::unix_timestamp);
-        let stream = output.of(instance, None, true, since);
+        let stream = runner.instance_output(instance, None, true, since);
         prefixed(stream, format!("app[{}]: ", instance.id().name()), last)
     });
     write_all(futures_util::stream::select_all(live).boxed(), io).await?;
     Ok(Reply::Streamed)
-}
-
-/// Where an instance's output is read: its container on this host, or its
-/// task through the swarm's manager.
-enum Output<'a> {
-    Docker(&'a nap_runner::DockerRunner),
-    Swarm(&'a nap_runner::SwarmRunner),
-}
-
-impl Output<'_> {
-    /// `instance`'s output with Docker's timestamps.
-    fn of(
-        &self,
-        instance: &nap_runner::Instance,
-        tail: Option<u64>,
-        follow: bool,
-        since: Option<i64>,
-    ) -> BoxStream<'static, Result<bytes::Bytes, nap_runner::RunError>> {
-        match self {
-            Output::Docker(docker) => docker.timed_logs(&instance.name, tail, follow, since).boxed(),
-            Output::Swarm(swarm) => {
-                // `nap-APP-TYPE.SLOT.TASK`: the task is the last part.
-                let task = instance.name.rsplit('.').next().unwrap_or_default();
-                swarm.timed_logs(task, tail, follow, since).boxed()
-            }
-        }
-    }
 }
 
 /// Writes `stream` to the client until it ends or the client goes.
@@ -281,7 +242,7 @@ fn prefixed(
     prefix: String,
     after: Option<OffsetDateTime>,
 ) -> BoxStream<'static, Result<bytes::Bytes, nap_runner::RunError>> {
-    let lines = crate::report::Lines::default();
+    let lines = nap_runner::Lines::default();
     let output = output.boxed();
     futures_util::stream::unfold((output, lines, false), move |(mut output, mut lines, done)| {
         let prefix = prefix.clone();
@@ -306,7 +267,7 @@ fn prefixed(
                 Some(Err(err)) => Some((Err(err), (output, lines, true))),
                 None => {
                     let block = text(lines.rest().into_iter().collect());
-                    Some((Ok(bytes::Bytes::from(block)), (output, crate::report::Lines::default(), true)))
+                    Some((Ok(bytes::Bytes::from(block)), (output, nap_runner::Lines::default(), true)))
                 }
             }
         }

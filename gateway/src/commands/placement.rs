@@ -7,7 +7,7 @@
 //! Constraints no node meets are refused, and the previous ones stay.
 
 use clap::Args;
-use nap_runner::swarm::Constraint;
+use nap_runner::Constraint;
 use serde_json::json;
 
 use super::{CommandError, Reply, existing_app, with_flow_reporter};
@@ -52,7 +52,7 @@ pub async fn run(ctx: &Context, caller: &Caller, args: PlacementArgs, io: &mut I
     .await?;
     let note = if rolled {
         ""
-    } else if ctx.settings.runner == Some(nap_runner::RunnerKind::Swarm) {
+    } else if nap_runner::RunnerKind::places_instances(ctx.settings.runner) {
         " (from its first release)"
     } else {
         " (only the swarm runner places tasks; this one ignores it)"

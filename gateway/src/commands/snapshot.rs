@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use futures_util::future::join_all;
 use nap_builder::Builder;
-use nap_runner::kubernetes::manifest;
+use nap_runner::manifest;
 use nap_runner::units::{self, Units};
 use nap_runner::{AppNetwork, DockerRunner};
 use nap_state::LockSubject;
@@ -64,7 +64,7 @@ pub enum SnapshotError {
         source: units::UnitError,
     },
     #[error(transparent)]
-    Manifest(nap_runner::kubernetes::ManifestError),
+    Manifest(manifest::ManifestError),
     #[error("rendering the take-over RC of {app} stopped: {source}")]
     Rendering {
         app: String,

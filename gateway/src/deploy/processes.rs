@@ -42,7 +42,7 @@ impl Processes {
         release: &Release,
         runner: &nap_runner::Runner,
     ) -> Result<Processes, DeployError> {
-        let placement: Vec<nap_runner::swarm::Constraint> = ctx.store.placement(app).await?;
+        let placement: Vec<nap_runner::Constraint> = ctx.store.placement(app).await?;
         let network = crate::networks::of_app(ctx, runner, app).await?;
         Ok(Processes {
             placement: placement.into_iter().map(String::from).collect(),

@@ -6,8 +6,6 @@
 
 use std::collections::VecDeque;
 
-use futures_util::StreamExt;
-use nap_runner::SwarmError;
 use nap_runner::{Limits, OneOff, Runner};
 use nap_state::Release;
 
@@ -49,51 +47,15 @@ pub async fn run(
     };
     let timeout = ctx.settings.release_timeout();
     let tail = std::sync::Mutex::new(VecDeque::with_capacity(TAIL));
-    let ran = match runner {
-        Runner::Kubernetes(cluster) => {
-            let output = |line: &str| say(report, &tail, line.to_owned());
-            cluster.release_phase(&job, timeout, &output).await?
-        }
-        Runner::Docker(docker) => in_container(docker, &job, timeout, report, &tail).await?,
-        Runner::Systemd(systemd) => in_container(systemd.docker(), &job, timeout, report, &tail).await?,
-        Runner::Swarm(_) => return Err(nap_runner::RunError::from(SwarmError::Unsupported("the release phase")).into()),
+    let ran = {
+        let output = |line: &str| say(report, &tail, line.to_owned());
+        runner.release_phase(&job, timeout, &output).await?
     };
     let log_tail = tail.into_inner().map(Vec::from).unwrap_or_default();
     match ran {
         None => Err(DeployError::ReleasePhaseTimeout { seconds: timeout.as_secs() }),
         Some(0) => Ok(()),
         Some(code) => Err(DeployError::ReleasePhase { code, log_tail }),
-    }
-}
-
-/// The release phase in a one-off container on this host's Docker; its
-/// exit code, or `None` when it took over `timeout`.
-async fn in_container(
-    docker: &nap_runner::DockerRunner,
-    job: &OneOff<'_>,
-    timeout: std::time::Duration,
-    report: &Reporter,
-    tail: &Tail,
-) -> Result<Option<i64>, DeployError> {
-    let attached = docker.start_one_off(job).await?;
-    let ran = tokio::time::timeout(timeout, async {
-        let mut output = attached.output;
-        let mut lines = crate::report::Lines::default();
-        while let Some(chunk) = output.next().await {
-            for line in lines.push(&chunk?.into_bytes()) {
-                say(report, tail, line);
-            }
-        }
-        if let Some(line) = lines.rest() {
-            say(report, tail, line);
-        }
-        docker.exit_code(&attached.name).await
-    })
-    .await;
-    docker.discard_one_off(&attached.name).await;
-    match ran {
-        Err(_) => Ok(None),
-        Ok(code) => Ok(Some(code?)),
     }
 }
 

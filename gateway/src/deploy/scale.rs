@@ -74,7 +74,7 @@ pub async fn scale(
     let wanted = processes.instances(&release, &formation);
     let env = env_of(&release);
     let limits = store.limits(app.as_str()).await?;
-    if matches!(runner.kind(), nap_runner::RunnerKind::Kubernetes | nap_runner::RunnerKind::Swarm) {
+    if runner.scales_in_place() {
         // The cluster scales: the release's workloads applied again with the
         // new replicas (the same pods stay), those of types gone deleted.
         let requests: Vec<_> =

@@ -3,7 +3,6 @@
 //! values differ from the docker CLI's defaults (an update config left out
 //! means parallelism 0, all at once, stop-first, no monitor).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::models::{
@@ -151,13 +150,4 @@ fn health(check: Option<&HealthCheck>, port: u16) -> HealthConfig {
         start_period: Some(nanos(check.initial_delay())),
         start_interval: None,
     }
-}
-
-/// The labels a task's container carries: its app, release, start and type.
-pub fn task_labels(spec: &ServiceSpec) -> HashMap<String, String> {
-    spec.task_template
-        .as_ref()
-        .and_then(|task| task.container_spec.as_ref())
-        .and_then(|container| container.labels.clone())
-        .unwrap_or_default()
 }
