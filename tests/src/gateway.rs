@@ -30,86 +30,134 @@ pub struct Gateway {
     /// `prlimit` options that cap `nap serve` and all it runs (its hooks):
     /// `--data=BYTES`, `--nofile=N:N`.
     caps: Vec<String>,
+    /// Where its router listens, HTTP and HTTPS, when it routes.
+    router: Option<(String, String)>,
     cleanup: Cleanup,
 }
 
-impl Gateway {
-    /// Starts `nap serve`, pushing images to the test registry.
-    pub fn start() -> Gateway {
-        Self::start_with_settings(&format!("registry = \"{REGISTRY}\"\n"))
+/// How a test's `nap serve` starts: `Gateway::builder()`, then what the
+/// test needs of it, then [`GatewayBuilder::start`].
+#[derive(Default)]
+#[must_use]
+pub struct GatewayBuilder {
+    settings: String,
+    env: Vec<(String, String)>,
+    /// The router on HTTP and HTTPS ports of its own.
+    routed: bool,
+    /// `prlimit` options (`--data=BYTES`, `--nofile=SOFT:HARD`).
+    caps: Vec<String>,
+}
+
+impl GatewayBuilder {
+    /// Pushes images to the test registry.
+    pub fn registry(self) -> Self {
+        self.settings(&format!("registry = \"{REGISTRY}\"\n"))
     }
 
-    /// Starts `nap serve` with extra lines for its `nap.toml`.
-    pub fn start_with_settings(extra: &str) -> Gateway {
-        Self::start_with(extra, &[])
+    /// Extra lines for its `nap.toml`.
+    pub fn settings(mut self, lines: &str) -> Self {
+        self.settings.push_str(lines);
+        if !self.settings.is_empty() && !self.settings.ends_with('\n') {
+            self.settings.push('\n');
+        }
+        self
     }
 
-    /// Starts `nap serve` with its router on HTTP and HTTPS ports of its own
-    /// (and `extra` lines for its `nap.toml`); answers it with both
-    /// addresses (`127.0.0.1:PORT`).
-    pub fn start_routing(extra: &str) -> (Gateway, String, String) {
-        let (http, https) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
-        let gateway = Self::start_with_settings(&format!(
-            "registry = \"{REGISTRY}\"\nhttp_listen = \"{http}\"\nhttps_listen = \"{https}\"\n{extra}"
-        ));
-        (gateway, http, https)
+    /// Extra environment for it.
+    pub fn env(mut self, vars: &[(&str, &str)]) -> Self {
+        self.env.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        self
     }
 
-    /// Starts `nap serve` with extra `nap.toml` lines and environment.
-    pub fn start_with(extra: &str, env: &[(&str, &str)]) -> Gateway {
+    /// Its router on HTTP and HTTPS ports of its own (and the test
+    /// registry): [`Gateway::http`] and [`Gateway::https`] say where.
+    pub fn routed(mut self) -> Self {
+        self.routed = true;
+        self
+    }
+
+    /// It and everything it runs, pushes' hooks included, may map at most
+    /// `bytes` of data (`prlimit --data`).
+    pub fn data_limit(mut self, bytes: u64) -> Self {
+        self.caps.push(format!("--data={bytes}"));
+        self
+    }
+
+    /// Its open-file limit: `soft` and `hard` (`prlimit --nofile`); nap may
+    /// raise its soft limit up to the hard one.
+    pub fn open_files(mut self, soft: u64, hard: u64) -> Self {
+        self.caps.push(format!("--nofile={soft}:{hard}"));
+        self
+    }
+
+    /// Starts it, and waits until it listens.
+    pub fn start(self) -> Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
+        let mut extra = self.settings;
+        let router = self.routed.then(|| (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port())));
+        if let Some((http, https)) = &router {
+            extra = format!("registry = \"{REGISTRY}\"\nhttp_listen = \"{http}\"\nhttps_listen = \"{https}\"\n{extra}");
+        }
         // Many gateways run at once: the router (and its HTTPS) is off
         // unless a test asks for it.
-        let mut router = String::new();
+        let mut off = String::new();
         for setting in ["http_listen", "https_listen"] {
             if !extra.contains(&format!("{setting} =")) {
-                let _ = writeln!(router, "{setting} = \"off\"");
+                let _ = writeln!(off, "{setting} = \"off\"");
             }
         }
         // A test may put the data elsewhere (a small filesystem of its own).
         let data_line =
             if extra.contains("data_dir =") { String::new() } else { format!("data_dir = \"{}\"\n", data.display()) };
-        let settings = format!(
-            "{data_line}public_host = \"127.0.0.1\"\ncheck_timeout = 8\nshutdown_timeout = 30\n{router}{extra}"
-        );
+        let settings =
+            format!("{data_line}public_host = \"127.0.0.1\"\ncheck_timeout = 8\nshutdown_timeout = 30\n{off}{extra}");
         std::fs::write(dir.path().join("nap.toml"), settings).expect("write nap.toml");
         let shared = format!("etcd://{}", etcd_endpoint());
-        let shared_etcd = extra.contains(&shared) || env.iter().any(|(_, value)| value.contains(&shared));
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let shared_etcd = extra.contains(&shared) || self.env.iter().any(|(_, value)| value.contains(&shared));
         let mut gateway = Gateway {
             dir,
             port: free_port(),
             child: None,
-            env,
+            env: self.env,
             shared_etcd,
             caps: Vec::new(),
+            router,
             cleanup: Cleanup::new(),
         };
         gateway.spawn();
+        // Under caps, once it has made its data (its host key, the store)
+        // without them.
+        if !self.caps.is_empty() {
+            gateway.terminate();
+            gateway.caps = self.caps;
+            gateway.spawn();
+        }
         gateway
     }
+}
 
-    /// Starts `nap serve` (with extra `nap.toml` lines) under a memory cap:
-    /// it and everything it runs, pushes' hooks included, may map at most
-    /// `bytes` of data (`prlimit --data`).
-    pub fn start_capped(extra: &str, bytes: u64) -> Gateway {
-        Self::start_under(extra, format!("--data={bytes}"))
+impl Gateway {
+    /// How a test's `nap serve` starts.
+    pub fn builder() -> GatewayBuilder {
+        GatewayBuilder::default()
     }
 
-    /// Starts `nap serve` (with extra `nap.toml` lines) under an open-file
-    /// limit: `soft` and `hard` (`prlimit --nofile`); nap may raise its soft
-    /// limit up to the hard one.
-    pub fn start_with_open_files(extra: &str, soft: u64, hard: u64) -> Gateway {
-        Self::start_under(extra, format!("--nofile={soft}:{hard}"))
+    /// `nap serve` as most tests want it: pushing images to the test
+    /// registry, its router off (`Gateway::builder().registry().start()`).
+    pub fn start() -> Gateway {
+        Self::builder().registry().start()
     }
 
-    fn start_under(extra: &str, cap: String) -> Gateway {
-        let mut gateway = Self::start_with_settings(extra);
-        gateway.terminate();
-        gateway.caps = vec![cap];
-        gateway.spawn();
-        gateway
+    /// Where its router listens for HTTP (`127.0.0.1:PORT`), once
+    /// [`GatewayBuilder::routed`].
+    pub fn http(&self) -> String {
+        self.router.as_ref().expect("a routed gateway").0.clone()
+    }
+
+    /// Where its router listens for HTTPS, once [`GatewayBuilder::routed`].
+    pub fn https(&self) -> String {
+        self.router.as_ref().expect("a routed gateway").1.clone()
     }
 
     fn spawn(&mut self) {

@@ -8,6 +8,7 @@
 
 mod app;
 mod cleanup;
+mod deployed;
 mod dockerd;
 mod dockerhost;
 mod etcd;
@@ -28,10 +29,11 @@ use std::process::Output;
 
 pub use app::{AppKind, AppRepo, test_upstream};
 pub use cleanup::Cleanup;
+pub use deployed::Deployed;
 pub use dockerd::Dockerd;
 pub use dockerhost::DockerHost;
 pub use etcd::{EtcdTls, PrivateEtcd};
-pub use gateway::{Gateway, rev_parse};
+pub use gateway::{Gateway, GatewayBuilder, rev_parse};
 pub use http::{KeepAlive, WsClient, connect, download, get, get_host, raw, wait_for_body};
 pub use key::{Key, ssh_options};
 pub use kubectl::{KubectlCall, StandInCluster, kubectl_words};

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use nap_tests::{AppKind, AppRepo, Gateway, Key, Run, containers_of, docker, unique, wait_for_body};
+use nap_tests::{AppKind, AppRepo, Deployed, Gateway, Key, Run, containers_of, docker, unique, wait_for_body};
 
 const ANSWER: Duration = Duration::from_secs(10);
 const MIB: u64 = 1024 * 1024;
@@ -19,12 +19,14 @@ const BIG_FILE: u64 = 300 * MIB;
 
 /// A gateway with `extra` settings under [`DATA_CAP`], and v1 of a web app.
 fn serving(extra: &str) -> (Gateway, Key, String, AppRepo, String) {
-    let gateway = Gateway::start_capped(&format!("registry = \"{}\"\n{extra}", nap_tests::REGISTRY), DATA_CAP);
-    let admin = gateway.user("admin");
-    let app = unique("bounds");
-    let repo = AppRepo::new(AppKind::Web);
-    let push = repo.push(&gateway, &admin, &app, "master");
-    push.assert_ok();
+    let Deployed { gateway, key: admin, app, repo, push } = Deployed::push(
+        Gateway::builder()
+            .settings(&format!("registry = \"{}\"\n{extra}", nap_tests::REGISTRY))
+            .data_limit(DATA_CAP)
+            .start(),
+        AppKind::Web,
+        "bounds",
+    );
     let url = push.url().expect("url");
     (gateway, admin, app, repo, url)
 }

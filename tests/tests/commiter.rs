@@ -8,8 +8,9 @@ use nap_tests::{Gateway, Key, etcd_endpoint, etcdctl, unique};
 /// gateway drops), and an admin key.
 fn gateway() -> (Gateway, Key, String) {
     let root = format!("/{}", unique("commiter"));
-    let gateway =
-        Gateway::start_with_settings(&format!("store = \"etcd://{}\"\ncommiter_root = \"{root}\"\n", etcd_endpoint()));
+    let gateway = Gateway::builder()
+        .settings(&format!("store = \"etcd://{}\"\ncommiter_root = \"{root}\"\n", etcd_endpoint()))
+        .start();
     gateway.cleanup().etcd_prefix(format!("{root}/"));
     let admin = Key::generate();
     gateway.nap(&["keys", "add", &unique("admin"), "--admin"], &admin.public_text()).assert_ok();
@@ -21,10 +22,12 @@ fn gateway() -> (Gateway, Key, String) {
 /// Answers the root too.
 fn gateway_on_host(host_ip: &str, extra: &str) -> (Gateway, String) {
     let root = format!("/{}", unique("commiter"));
-    let gateway = Gateway::start_with_settings(&format!(
-        "store = \"etcd://{}\"\ncommiter_root = \"{root}\"\nhost_ip = \"{host_ip}\"\n{extra}",
-        etcd_endpoint()
-    ));
+    let gateway = Gateway::builder()
+        .settings(&format!(
+            "store = \"etcd://{}\"\ncommiter_root = \"{root}\"\nhost_ip = \"{host_ip}\"\n{extra}",
+            etcd_endpoint()
+        ))
+        .start();
     gateway.cleanup().etcd_prefix(format!("{root}/"));
     (gateway, root)
 }

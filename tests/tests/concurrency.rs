@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
-use nap_tests::{AppKind, AppRepo, Gateway, Run, unique, wait_for_body};
+use nap_tests::{AppKind, AppRepo, Deployed, Gateway, Run, unique, wait_for_body};
 
 const ANSWER: Duration = Duration::from_secs(10);
 
@@ -105,11 +105,8 @@ fn killing_the_ssh_client_mid_deploy_does_not_block_the_next_push() {
 
 #[test]
 fn killing_the_hook_mid_deploy_does_not_block_the_next_push() {
-    let gateway = Gateway::start();
-    let alice = gateway.user("alice");
-    let app = unique("killhook");
-    let repo = AppRepo::new(AppKind::Web);
-    repo.push(&gateway, &alice, &app, "master").assert_ok();
+    let Deployed { gateway, key: alice, app, repo, push: _ } =
+        Deployed::push_as(Gateway::start(), "alice", AppKind::Web, "killhook");
 
     repo.become_kind(AppKind::Slow);
     let push = repo.spawn_push(&gateway, &alice, &app, "master");
@@ -170,11 +167,8 @@ fn two_first_pushes_at_once_leave_the_winners_ref() {
 /// one before it), with a release or without (`--no-restart`).
 #[test]
 fn twenty_config_changes_at_once_all_land() {
-    let gateway = Gateway::start();
-    let alice = gateway.user("alice");
-    let app = unique("cfgrace");
-    let repo = AppRepo::new(AppKind::Web);
-    repo.push(&gateway, &alice, &app, "master").assert_ok();
+    let Deployed { gateway, key: alice, app, repo: _, push: _ } =
+        Deployed::push_as(Gateway::start(), "alice", AppKind::Web, "cfgrace");
 
     let runs: Vec<(String, Run)> = std::thread::scope(|scope| {
         let changes: Vec<_> = (0..20)

@@ -202,10 +202,9 @@ impl Drop for Nginx {
 #[test]
 fn nginx_routes_to_the_instances_nap_publishes_and_follows_a_new_release() {
     let etcd = PrivateEtcd::start();
-    let gateway = Gateway::start_with_settings(&format!(
-        "store = \"{}\"\nregistry = \"{REGISTRY}\"\nhost_ip = \"127.0.0.1\"\n",
-        etcd.url()
-    ));
+    let gateway = Gateway::builder()
+        .settings(&format!("store = \"{}\"\nregistry = \"{REGISTRY}\"\nhost_ip = \"127.0.0.1\"\n", etcd.url()))
+        .start();
     let admin = gateway.user("admin");
     let app = unique("routed");
     let repo = AppRepo::new(AppKind::Web);

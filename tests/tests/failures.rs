@@ -96,10 +96,10 @@ fn a_refused_first_push_leaves_no_repo_behind() {
 fn a_dead_docker_daemon_is_one_clear_line() {
     // The hook inherits the gateway's environment, so this gateway's deploys
     // talk to a daemon that is not there.
-    let gateway = Gateway::start_with(
-        &format!("registry = \"{}\"\n", nap_tests::REGISTRY),
-        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
-    );
+    let gateway = Gateway::builder()
+        .settings(&format!("registry = \"{}\"\n", nap_tests::REGISTRY))
+        .env(&[("DOCKER_HOST", "unix:///nonexistent/docker.sock")])
+        .start();
     let alice = gateway.user("alice");
     let app = unique("nodaemon");
     let repo = AppRepo::new(AppKind::Web);

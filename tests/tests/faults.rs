@@ -65,10 +65,9 @@ impl Running {
 
 /// A gateway on `etcd`, as host `host`, and an admin key on it.
 fn gateway_on(etcd: &PrivateEtcd, host: &str, extra: &str) -> Gateway {
-    Gateway::start_with_settings(&format!(
-        "store = \"{}\"\nregistry = \"{REGISTRY}\"\nhost_name = \"{host}\"\n{extra}",
-        etcd.url()
-    ))
+    Gateway::builder()
+        .settings(&format!("store = \"{}\"\nregistry = \"{REGISTRY}\"\nhost_name = \"{host}\"\n{extra}", etcd.url()))
+        .start()
 }
 
 fn admin_of(gateway: &Gateway, name: &str) -> Key {
@@ -244,10 +243,12 @@ fn v1_serves_and_no_lock_is_left(gateway: &Gateway, admin: &Key, app: &str, url:
 #[test]
 fn the_registry_going_down_mid_push_refuses_it_and_the_next_push_works() {
     let mut registry = AuthRegistry::start("pusher", "registry-secret");
-    let gateway = Gateway::start_with_settings(&format!(
-        "registry = \"{}\"\nregistry_username = \"pusher\"\nregistry_password = \"registry-secret\"\n",
-        registry.address
-    ));
+    let gateway = Gateway::builder()
+        .settings(&format!(
+            "registry = \"{}\"\nregistry_username = \"pusher\"\nregistry_password = \"registry-secret\"\n",
+            registry.address
+        ))
+        .start();
     let admin = gateway.user("admin");
     let app = unique("regdown");
     let repo = AppRepo::new(AppKind::Web);
@@ -312,8 +313,9 @@ impl Drop for SmallDisk {
 #[test]
 fn a_full_data_disk_refuses_the_push_and_loses_nothing() {
     let disk = SmallDisk::mount(64);
-    let gateway =
-        Gateway::start_with_settings(&format!("registry = \"{REGISTRY}\"\ndata_dir = \"{}\"\n", disk.path.display()));
+    let gateway = Gateway::builder()
+        .settings(&format!("registry = \"{REGISTRY}\"\ndata_dir = \"{}\"\n", disk.path.display()))
+        .start();
     let admin = gateway.user("admin");
     let app = unique("diskfull");
     let repo = AppRepo::new(AppKind::Web);
@@ -403,12 +405,12 @@ fn nap_serve_killed_alone_mid_deploy_leaves_its_orphaned_hook_nothing_to_make_cu
 fn dockerd_restarting_mid_build_refuses_the_push_and_the_next_push_works() {
     let mut dockerd = Dockerd::start();
     let docker_host = dockerd.docker_host();
-    let gateway = Gateway::start_with(
-        // Its bridges are in this host's namespace, where the shared
-        // daemon's are: app networks from a pool of its own.
-        &format!("registry = \"{REGISTRY}\"\napp_subnets = \"10.198.0.0/16\"\n"),
-        &[("DOCKER_HOST", &docker_host)],
-    );
+    // Its bridges are in this host's namespace, where the shared daemon's
+    // are: app networks from a pool of its own.
+    let gateway = Gateway::builder()
+        .settings(&format!("registry = \"{REGISTRY}\"\napp_subnets = \"10.198.0.0/16\"\n"))
+        .env(&[("DOCKER_HOST", &docker_host)])
+        .start();
     let admin = gateway.user("admin");
     let app = unique("dockerd");
     let repo = AppRepo::new(AppKind::Web);

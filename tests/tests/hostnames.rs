@@ -39,7 +39,8 @@ fn refused(run: &Run, text: &str) {
 
 #[test]
 fn an_app_key_cannot_take_another_apps_host_or_its_certificate() {
-    let (gateway, http, https) = Gateway::start_routing("");
+    let gateway = Gateway::builder().routed().start();
+    let (http, https) = (gateway.http(), gateway.https());
     let admin = gateway.user("admin");
     let (victim, own, later) = (unique("sec-b"), unique("sec-z"), unique("later"));
     web_app(&gateway, &admin, &victim, "victim b");
@@ -99,7 +100,8 @@ fn an_app_key_cannot_take_another_apps_host_or_its_certificate() {
 
 #[test]
 fn wildcards_and_claims_give_each_host_to_one_app() {
-    let (gateway, http, _https) = Gateway::start_routing("domain = \"nap.test\"\n");
+    let gateway = Gateway::builder().routed().settings("domain = \"nap.test\"\n").start();
+    let (http, _https) = (gateway.http(), gateway.https());
     let admin = gateway.user("admin");
     let (shop, other, catch_all) = (unique("shop"), unique("other"), unique("catch"));
     web_app(&gateway, &admin, &shop, "shop");
@@ -135,8 +137,9 @@ fn wildcards_and_claims_give_each_host_to_one_app() {
 #[test]
 fn a_name_claimed_before_nap_kept_it_is_not_routed_and_its_app_takes_it_back() {
     let etcd = PrivateEtcd::start();
-    let (gateway, http, _https) =
-        Gateway::start_routing(&format!("store = \"{}\"\ndomain = \"nap.test\"\n", etcd.url()));
+    let gateway =
+        Gateway::builder().routed().settings(&format!("store = \"{}\"\ndomain = \"nap.test\"\n", etcd.url())).start();
+    let (http, _https) = (gateway.http(), gateway.https());
     let admin = gateway.user("admin");
     let (victim, other) = (unique("victim"), unique("other"));
     web_app(&gateway, &admin, &victim, "victim");
@@ -175,7 +178,8 @@ fn a_name_claimed_before_nap_kept_it_is_not_routed_and_its_app_takes_it_back() {
 
 #[test]
 fn tls_requests_go_only_where_the_certificate_reaches_and_clients_are_told_what_the_router_saw() {
-    let (gateway, http, https) = Gateway::start_routing("");
+    let gateway = Gateway::builder().routed().start();
+    let (http, https) = (gateway.http(), gateway.https());
     let admin = gateway.user("admin");
     let (first, second) = (unique("tls-a"), unique("tls-b"));
     let upstream = AppRepo::new(AppKind::Upstream);
@@ -225,7 +229,8 @@ fn tls_requests_go_only_where_the_certificate_reaches_and_clients_are_told_what_
 
 #[test]
 fn a_trusted_proxys_word_on_its_client_reaches_the_app() {
-    let (gateway, http, _https) = Gateway::start_routing("trusted_proxies = \"10.0.0.0/8, 127.0.0.1\"\n");
+    let gateway = Gateway::builder().routed().settings("trusted_proxies = \"10.0.0.0/8, 127.0.0.1\"\n").start();
+    let (http, _https) = (gateway.http(), gateway.https());
     let admin = gateway.user("admin");
     let app = unique("behind");
     AppRepo::new(AppKind::Upstream).push(&gateway, &admin, &app, "master").assert_ok();

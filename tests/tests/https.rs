@@ -13,7 +13,9 @@ const DOMAIN: &str = "nap.test";
 /// A gateway whose router answers under `nap.test` on HTTP and HTTPS
 /// ports of its own; answers it with both addresses.
 fn https_gateway(extra: &str) -> (Gateway, String, String) {
-    Gateway::start_routing(&format!("domain = \"{DOMAIN}\"\n{extra}"))
+    let gateway = Gateway::builder().routed().settings(&format!("domain = \"{DOMAIN}\"\n{extra}")).start();
+    let (http, https) = (gateway.http(), gateway.https());
+    (gateway, http, https)
 }
 
 #[test]
@@ -104,13 +106,13 @@ fn letsencrypt_orders_from_pebble_a_certificate_curl_verifies_and_a_failed_order
     let pebble = Pebble::start(http_port);
     let https = format!("127.0.0.1:{}", free_port());
     let dir = tempfile::tempdir().expect("temp dir");
-    let gateway = Gateway::start_with_settings(&format!(
+    let gateway = Gateway::builder().settings(&format!(
         "registry = \"{}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\nhttps_listen = \"{https}\"\ndomain = \"{DOMAIN}\"\n\
          acme_directory = \"{}\"\nacme_directory_ca = \"{}\"\nacme_email = \"ops@nap.test\"\n",
         nap_tests::REGISTRY,
         pebble.directory,
         pebble.directory_ca.display()
-    ));
+    )).start();
     let admin = gateway.user("admin");
     let app = unique("acme");
     AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master").assert_ok();

@@ -20,7 +20,7 @@ fn gateway(cluster: &StandInCluster, extra: &str) -> (Gateway, Key) {
     );
     let env = cluster.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let gateway = Gateway::start_with(&settings, &env);
+    let gateway = Gateway::builder().settings(&settings).env(&env).start();
     let admin = gateway.user(&unique("admin"));
     (gateway, admin)
 }
@@ -224,7 +224,7 @@ fn a_template_kubernetes_would_refuse_or_a_missing_registry_refuses_the_push_bef
 
     let env = cluster.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let unregistered = Gateway::start_with("runner = \"kubernetes\"\n", &env);
+    let unregistered = Gateway::builder().settings("runner = \"kubernetes\"\n").env(&env).start();
     let admin = unregistered.user("admin");
     let push = AppRepo::new(AppKind::Web).push(&unregistered, &admin, &app, "master");
     push.assert_failed_with("the kubernetes runner needs a registry the cluster can pull from");
@@ -241,9 +241,9 @@ fn a_push_deploys_to_the_real_cluster_in_kubeconfig() {
     });
     let registry = std::env::var("NAP_TEST_K8S_REGISTRY").unwrap_or_else(|_| REGISTRY.into());
     let namespace = std::env::var("NAP_TEST_K8S_NAMESPACE").unwrap_or_else(|_| "default".into());
-    let gateway = Gateway::start_with_settings(&format!(
+    let gateway = Gateway::builder().settings(&format!(
         "runner = \"kubernetes\"\nregistry = \"{registry}\"\nkubeconfig = \"{kubeconfig}\"\nk8s_namespace = \"{namespace}\"\nk8s_timeout = 180\n"
-    ));
+    )).start();
     let admin = gateway.user("admin");
     let app = unique("kube");
     // The cluster keeps what a failed run applied unless it is deleted.

@@ -58,7 +58,7 @@ fn answer_or_close(stream: &mut TcpStream, within: Duration) -> Option<u16> {
 fn requests_whose_body_never_comes_are_cut_and_leave_ssh_and_http_served() {
     raise_own_file_limit();
     let http = format!("127.0.0.1:{}", free_port());
-    let gateway = Gateway::start_with_open_files(&settings(&http, "body_timeout = 5\n"), FILES, FILES);
+    let gateway = Gateway::builder().settings(&settings(&http, "body_timeout = 5\n")).open_files(FILES, FILES).start();
     let admin = gateway.user("admin");
     let app = unique("held");
     AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master").assert_ok();
@@ -197,7 +197,7 @@ fn idle_http2_connections_close_and_leave_ssh_and_http_served() {
     raise_own_file_limit();
     let (http, https) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
     let extra = format!("https_listen = \"{https}\"\n");
-    let gateway = Gateway::start_with_open_files(&settings(&http, &extra), FILES, FILES);
+    let gateway = Gateway::builder().settings(&settings(&http, &extra)).open_files(FILES, FILES).start();
     let admin = gateway.user("admin");
     let app = unique("idle");
     AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master").assert_ok();
@@ -270,7 +270,7 @@ fn idle_http2_connections_close_and_leave_ssh_and_http_served() {
 fn a_client_that_takes_no_more_of_an_answer_and_a_quiet_websocket_are_cut() {
     let (http, https) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
     let extra = format!("https_listen = \"{https}\"\nbody_timeout = 2\n");
-    let gateway = Gateway::start_with_settings(&settings(&http, &extra));
+    let gateway = Gateway::builder().settings(&settings(&http, &extra)).start();
     let admin = gateway.user("admin");
     let app = unique("stall");
     AppRepo::new(AppKind::Upstream).push(&gateway, &admin, &app, "master").assert_ok();
@@ -314,7 +314,7 @@ fn a_client_that_takes_no_more_of_an_answer_and_a_quiet_websocket_are_cut() {
 #[test]
 fn past_max_connections_the_idle_close_first_and_the_file_limit_is_raised() {
     let http = format!("127.0.0.1:{}", free_port());
-    let gateway = Gateway::start_with_open_files(&settings(&http, "max_connections = 20\n"), 512, 4096);
+    let gateway = Gateway::builder().settings(&settings(&http, "max_connections = 20\n")).open_files(512, 4096).start();
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", gateway.pid())).expect("limits");
     let files = limits.lines().find(|line| line.starts_with("Max open files")).expect("the open-file limit");
     assert_eq!(files.split_whitespace().skip(3).take(2).collect::<Vec<_>>(), ["4096", "4096"], "{files}");
@@ -406,10 +406,9 @@ fn refused_at_accept(port: u16) -> bool {
 /// address holding the most gives up its oldest.
 #[test]
 fn a_flood_from_one_address_never_cuts_logins_from_another() {
-    let gateway = Gateway::start_with_settings(&format!(
-        "registry = \"{}\"\nmax_startups = 10\nper_source_max_startups = 10\n",
-        nap_tests::REGISTRY
-    ));
+    let gateway = Gateway::builder()
+        .settings(&format!("registry = \"{}\"\nmax_startups = 10\nper_source_max_startups = 10\n", nap_tests::REGISTRY))
+        .start();
     let admin = gateway.user("admin");
     let stop = Arc::new(AtomicBool::new(false));
     let flooding = flood(gateway.port, 4, &stop);
@@ -430,11 +429,13 @@ fn a_flood_from_one_address_never_cuts_logins_from_another() {
 /// logs in all the while.
 #[test]
 fn a_flooding_address_is_refused_at_accept_until_its_penalty_runs_out() {
-    let gateway = Gateway::start_with_settings(&format!(
-        "registry = \"{}\"\nper_source_penalty_exempt_list = \"none\"\nper_source_max_startups = 5\n\
+    let gateway = Gateway::builder()
+        .settings(&format!(
+            "registry = \"{}\"\nper_source_penalty_exempt_list = \"none\"\nper_source_max_startups = 5\n\
          per_source_penalties = \"noauth:1 grace-exceeded:5 evicted:1 max:5 min:3\"\n",
-        nap_tests::REGISTRY
-    ));
+            nap_tests::REGISTRY
+        ))
+        .start();
     let admin = gateway.user("admin");
     gateway.ssh(&admin, "nap", &["version"]).assert_ok();
     let stop = Arc::new(AtomicBool::new(false));
@@ -469,11 +470,13 @@ fn a_flooding_address_is_refused_at_accept_until_its_penalty_runs_out() {
 /// one address are closed at accept; another address is not held back.
 #[test]
 fn an_address_over_its_connection_rate_is_refused_at_accept() {
-    let gateway = Gateway::start_with_settings(&format!(
-        "registry = \"{}\"\nper_source_penalty_exempt_list = \"none\"\nper_source_penalties = \"no\"\n\
+    let gateway = Gateway::builder()
+        .settings(&format!(
+            "registry = \"{}\"\nper_source_penalty_exempt_list = \"none\"\nper_source_penalties = \"no\"\n\
          per_source_connection_rate = 2\n",
-        nap_tests::REGISTRY
-    ));
+            nap_tests::REGISTRY
+        ))
+        .start();
     let admin = gateway.user("admin");
     // A burst of five seconds' worth (10, one of them the harness's own
     // check that nap listens) is let in; the rest are refused.

@@ -12,7 +12,7 @@ use nap_tests::{Gateway, Run, closed_by_peer, open_fds, ssh_options};
 
 #[test]
 fn idle_and_half_done_connections_neither_lock_a_user_out_nor_stay() {
-    let gateway = Gateway::start_with_settings("login_grace_time = 3\n");
+    let gateway = Gateway::builder().settings("login_grace_time = 3\n").start();
     let admin = gateway.user("admin");
     let address = format!("127.0.0.1:{}", gateway.port);
     gateway.ssh(&admin, "nap", &["version"]).assert_ok();

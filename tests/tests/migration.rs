@@ -11,14 +11,15 @@ fn a_container_committed_on_one_host_is_restored_on_another_with_its_files_and_i
     let root = format!("/{}", unique("commiter"));
     let shared =
         format!("store = \"etcd://{}\"\ncommiter_root = \"{root}\"\nregistry = \"{REGISTRY}\"\n", etcd_endpoint());
-    let host_a = Gateway::start_with_settings(&format!("{shared}host_ip = \"10.200.1.1\"\nhost_name = \"host-a\"\n"));
+    let host_a =
+        Gateway::builder().settings(&format!("{shared}host_ip = \"10.200.1.1\"\nhost_name = \"host-a\"\n")).start();
     host_a.cleanup().etcd_prefix(format!("{root}/"));
     let host_b_docker = DockerHost::start();
     let docker_host = host_b_docker.docker_host();
-    let host_b = Gateway::start_with(
-        &format!("{shared}host_ip = \"10.200.1.2\"\nhost_name = \"host-b\"\n"),
-        &[("DOCKER_HOST", docker_host.as_str())],
-    );
+    let host_b = Gateway::builder()
+        .settings(&format!("{shared}host_ip = \"10.200.1.2\"\nhost_name = \"host-b\"\n"))
+        .env(&[("DOCKER_HOST", docker_host.as_str())])
+        .start();
     // Keys live in the shared store: one added on A is known on B.
     let admin = Key::generate();
     host_a.nap(&["keys", "add", &unique("admin"), "--admin"], &admin.public_text()).assert_ok();

@@ -19,9 +19,9 @@ const REQUEST: &str = "GET / HTTP/1.0\r\n\r\n";
 /// nap.toml lines); its router's address.
 fn routed_gateway(extra: &str) -> (Gateway, String) {
     let addr = format!("127.0.0.1:{}", free_port());
-    let gateway = Gateway::start_with_settings(&format!(
-        "registry = \"{REGISTRY}\"\nhttp_listen = \"{addr}\"\ndomain = \"{DOMAIN}\"\n{extra}"
-    ));
+    let gateway = Gateway::builder()
+        .settings(&format!("registry = \"{REGISTRY}\"\nhttp_listen = \"{addr}\"\ndomain = \"{DOMAIN}\"\n{extra}"))
+        .start();
     (gateway, addr)
 }
 

@@ -59,7 +59,10 @@ fn a_forced_command_takes_the_same_push() {
 
 #[test]
 fn serve_says_which_flags_its_settings_file_lacks() {
-    let gateway = Gateway::start_with(&format!("registry = \"{REGISTRY}\"\n"), &[("NAP_RETIRE_TIMEOUT", "7")]);
+    let gateway = Gateway::builder()
+        .settings(&format!("registry = \"{REGISTRY}\"\n"))
+        .env(&[("NAP_RETIRE_TIMEOUT", "7")])
+        .start();
     let file = gateway.config_path().display().to_string();
     let said = format!("settings retire_timeout come from flags or NAP_* variables, not from {file}");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);

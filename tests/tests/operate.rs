@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use nap_tests::{AppKind, AppRepo, Gateway, Key, Run, containers_of, docker, unique, wait_for_body};
+use nap_tests::{AppKind, AppRepo, Deployed, Gateway, Key, Run, containers_of, docker, unique, wait_for_body};
 
 const ANSWER: Duration = Duration::from_secs(10);
 
@@ -14,20 +14,15 @@ fn json(run: &Run) -> serde_json::Value {
 }
 
 /// A gateway with an admin key and one deployed web app.
-fn deployed() -> (Gateway, Key, String, AppRepo, String) {
-    let gateway = Gateway::start();
-    let admin = gateway.user("admin");
-    let app = unique("op");
-    let repo = AppRepo::new(AppKind::Web);
-    let push = repo.push(&gateway, &admin, &app, "master");
-    push.assert_ok();
-    let url = push.url().expect("url");
-    (gateway, admin, app, repo, url)
+fn deployed() -> Deployed {
+    Deployed::push(Gateway::start(), AppKind::Web, "op")
 }
 
 #[test]
 fn apps_lists_creates_and_destroys_leaving_nothing_behind() {
-    let (gateway, admin, app, _repo, url) = deployed();
+    let deployed = deployed();
+    let url = deployed.url();
+    let Deployed { gateway, key: admin, app, repo: _repo, .. } = deployed;
     let other = unique("created");
     gateway.ssh(&admin, "nap", &["apps", "create", &other]).assert_ok();
     gateway
@@ -67,7 +62,9 @@ fn apps_lists_creates_and_destroys_leaving_nothing_behind() {
 
 #[test]
 fn config_set_reaches_the_app_as_a_new_release_and_unset_removes_it() {
-    let (gateway, admin, app, _repo, _url) = deployed();
+    let deployed = deployed();
+    let _url = deployed.url();
+    let Deployed { gateway, key: admin, app, repo: _repo, .. } = deployed;
     let set = gateway.ssh(&admin, "nap", &["config", "set", &app, "'GREETING=hello there'", "COLOR=blue"]);
     set.assert_ok();
     assert!(set.stdout.contains(&format!("{app} v2: config set GREETING, COLOR")), "{}", set.stdout);
@@ -158,7 +155,9 @@ fn rollback_runs_an_older_release_again_as_a_new_one() {
 
 #[test]
 fn ps_logs_and_restart() {
-    let (gateway, admin, app, _repo, url) = deployed();
+    let deployed = deployed();
+    let url = deployed.url();
+    let Deployed { gateway, key: admin, app, repo: _repo, .. } = deployed;
     let ps = json(&gateway.ssh(&admin, "nap", &["ps", &app, "--json"]));
     let instance = &ps[0];
     assert_eq!(instance["release"], 1);
@@ -197,7 +196,9 @@ fn open_fds(pid: u32) -> usize {
 
 #[test]
 fn logs_follow_streams_and_ends_cleanly_when_the_client_goes_away() {
-    let (gateway, admin, app, _repo, url) = deployed();
+    let deployed = deployed();
+    let url = deployed.url();
+    let Deployed { gateway, key: admin, app, repo: _repo, .. } = deployed;
     let baseline = open_fds(gateway.pid());
     let mut follow = gateway.ssh_command(&admin, "nap", &["logs", &app, "--follow"]).spawn().expect("ssh");
     let mut stdout = follow.stdout.take().expect("stdout");
@@ -300,7 +301,9 @@ fn admins_manage_keys_over_ssh() {
 
 #[test]
 fn every_command_answers_json_and_unknown_apps_get_one_line() {
-    let (gateway, admin, app, _repo, _url) = deployed();
+    let deployed = deployed();
+    let _url = deployed.url();
+    let Deployed { gateway, key: admin, app, repo: _repo, .. } = deployed;
     for args in [
         vec!["apps", "--json"],
         vec!["ps", &app, "--json"],
@@ -328,7 +331,9 @@ fn every_command_answers_json_and_unknown_apps_get_one_line() {
 
 #[test]
 fn what_the_host_does_is_recorded_as_the_host_not_as_a_key() {
-    let (gateway, _admin, app, _repo, _url) = deployed();
+    let deployed = deployed();
+    let _url = deployed.url();
+    let Deployed { gateway, key: _admin, app, repo: _repo, .. } = deployed;
     let set = json(&gateway.nap(&["config", "set", &app, "FROM_HOST=1", "--json"], ""));
     let who = set["cause"]["key"].as_str().expect("a cause with a key").to_owned();
     assert!(who.starts_with("host:") && who.len() > 5, "the host recorded as {who:?}");

@@ -20,10 +20,9 @@ worker: sh -c \"while true; do echo working on ${QUEUE:-default}; sleep 1; done\
 /// A gateway whose router listens on its own port, with an admin key.
 fn routed() -> (Gateway, Key, String) {
     let addr = format!("127.0.0.1:{}", free_port());
-    let gateway = Gateway::start_with_settings(&format!(
-        "registry = \"{}\"\nhttp_listen = \"{addr}\"\ndomain = \"{DOMAIN}\"\n",
-        nap_tests::REGISTRY
-    ));
+    let gateway = Gateway::builder()
+        .settings(&format!("registry = \"{}\"\nhttp_listen = \"{addr}\"\ndomain = \"{DOMAIN}\"\n", nap_tests::REGISTRY))
+        .start();
     let admin = gateway.user("admin");
     (gateway, admin, addr)
 }
@@ -394,10 +393,12 @@ fn run_streams_input_output_and_the_exit_code_and_leaves_nothing_behind() {
 #[test]
 fn a_release_phase_over_release_timeout_is_stopped_and_the_release_refused() {
     let addr = format!("127.0.0.1:{}", free_port());
-    let gateway = Gateway::start_with_settings(&format!(
-        "registry = \"{}\"\nhttp_listen = \"{addr}\"\ndomain = \"{DOMAIN}\"\nrelease_timeout = 2\n",
-        nap_tests::REGISTRY
-    ));
+    let gateway = Gateway::builder()
+        .settings(&format!(
+            "registry = \"{}\"\nhttp_listen = \"{addr}\"\ndomain = \"{DOMAIN}\"\nrelease_timeout = 2\n",
+            nap_tests::REGISTRY
+        ))
+        .start();
     let admin = gateway.user("admin");
     let app = unique("slowrel");
     let repo = AppRepo::new(AppKind::Procfile);

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use nap_tests::{AppKind, AppRepo, Gateway, containers_of, get, registry_tags, unique, wait_for_body};
+use nap_tests::{AppKind, AppRepo, Deployed, Gateway, containers_of, get, registry_tags, unique, wait_for_body};
 
 const ANSWER: Duration = Duration::from_secs(10);
 
@@ -71,11 +71,8 @@ fn next_push_replaces_the_release_and_retires_the_old_container() {
 
 #[test]
 fn a_tree_that_was_already_built_is_not_rebuilt() {
-    let gateway = Gateway::start();
-    let alice = gateway.user("alice");
-    let app = unique("reuse");
-    let repo = AppRepo::new(AppKind::Web);
-    repo.push(&gateway, &alice, &app, "master").assert_ok();
+    let Deployed { gateway, key: alice, app, repo, push: _ } =
+        Deployed::push_as(Gateway::start(), "alice", AppKind::Web, "reuse");
 
     repo.commit_empty();
     let again = repo.push(&gateway, &alice, &app, "master");
@@ -136,12 +133,8 @@ fn an_image_labelled_as_another_apps_tree_is_never_reused() {
 
 #[test]
 fn a_single_exposed_port_becomes_port() {
-    let gateway = Gateway::start();
-    let alice = gateway.user("alice");
-    let app = unique("exposed");
-    let repo = AppRepo::new(AppKind::Exposed);
-    let push = repo.push(&gateway, &alice, &app, "master");
-    push.assert_ok();
+    let Deployed { gateway: _gateway, key: _, app: _, repo: _, push } =
+        Deployed::push_as(Gateway::start(), "alice", AppKind::Exposed, "exposed");
     assert!(push.stderr.contains("PORT=8080"), "{}", push.stderr);
     assert!(wait_for_body(&push.url().expect("url"), "hello from exposed", ANSWER));
 }

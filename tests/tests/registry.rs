@@ -2,26 +2,24 @@
 
 use std::time::Duration;
 
-use nap_tests::{AppKind, AppRepo, AuthRegistry, Gateway, unique, wait_for_body};
+use nap_tests::{AppKind, AppRepo, AuthRegistry, Deployed, Gateway, unique, wait_for_body};
 
 const PASSWORD: &str = "s3cret-Pa55-do-not-print";
 
 fn gateway_for(registry: &AuthRegistry, password: &str) -> Gateway {
-    Gateway::start_with_settings(&format!(
-        "registry = \"{}\"\nregistry_username = \"deployer\"\nregistry_password = \"{password}\"\n",
-        registry.address
-    ))
+    Gateway::builder()
+        .settings(&format!(
+            "registry = \"{}\"\nregistry_username = \"deployer\"\nregistry_password = \"{password}\"\n",
+            registry.address
+        ))
+        .start()
 }
 
 #[test]
 fn pushes_to_a_private_registry_without_showing_the_password() {
     let registry = AuthRegistry::start("deployer", PASSWORD);
-    let gateway = gateway_for(&registry, PASSWORD);
-    let alice = gateway.user("alice");
-    let app = unique("private");
-    let repo = AppRepo::new(AppKind::Web);
-    let push = repo.push(&gateway, &alice, &app, "master");
-    push.assert_ok();
+    let Deployed { gateway, key: _, app, repo: _, push } =
+        Deployed::push_as(gateway_for(&registry, PASSWORD), "alice", AppKind::Web, "private");
     assert!(push.stderr.contains(&format!("Pushing {}/{app}:v1", registry.address)), "{}", push.stderr);
     assert!(push.stderr.contains("v1: digest: sha256:"), "{}", push.stderr);
     assert!(wait_for_body(&push.url().expect("url"), "hello from web", Duration::from_secs(10)));

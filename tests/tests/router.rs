@@ -15,10 +15,12 @@ const DOMAIN: &str = "nap.test";
 /// nap.toml lines); its router's address.
 fn routed_gateway_with(extra: &str) -> (Gateway, String) {
     let addr = format!("127.0.0.1:{}", free_port());
-    let gateway = Gateway::start_with_settings(&format!(
-        "registry = \"{}\"\nhttp_listen = \"{addr}\"\ndomain = \"{DOMAIN}\"\n{extra}",
-        nap_tests::REGISTRY
-    ));
+    let gateway = Gateway::builder()
+        .settings(&format!(
+            "registry = \"{}\"\nhttp_listen = \"{addr}\"\ndomain = \"{DOMAIN}\"\n{extra}",
+            nap_tests::REGISTRY
+        ))
+        .start();
     (gateway, addr)
 }
 

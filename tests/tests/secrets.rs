@@ -124,7 +124,7 @@ fn eventually(done: impl Fn() -> bool) -> bool {
 
 #[test]
 fn a_replaced_secret_leaves_the_stores_history_and_files() {
-    let gateway = Gateway::start_with_settings("history_retention = 1\n");
+    let gateway = Gateway::builder().settings("history_retention = 1\n").start();
     let admin = gateway.user("admin");
     let app = unique("history");
     gateway.ssh(&admin, "nap", &["apps", "create", &app]).assert_ok();
@@ -138,7 +138,7 @@ fn a_replaced_secret_leaves_the_stores_history_and_files() {
 #[test]
 fn a_replaced_secret_leaves_etcds_history() {
     let etcd = nap_tests::PrivateEtcd::start();
-    let gateway = Gateway::start_with_settings(&format!("store = \"{}\"\nhistory_retention = 1\n", etcd.url()));
+    let gateway = Gateway::builder().settings(&format!("store = \"{}\"\nhistory_retention = 1\n", etcd.url())).start();
     let admin = gateway.user("admin");
     let app = unique("history");
     gateway.ssh(&admin, "nap", &["apps", "create", &app]).assert_ok();

@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use nap_tests::{AppKind, AppRepo, Gateway, Key, Run, etcd_endpoint, etcdctl, unique, wait_for_body};
+use nap_tests::{AppKind, AppRepo, Deployed, Gateway, Key, Run, etcd_endpoint, etcdctl, unique, wait_for_body};
 
 #[test]
 fn a_push_keeps_its_state_in_etcd() {
-    let gateway = Gateway::start_with_settings(&format!("store = \"etcd://{}\"\n", etcd_endpoint()));
+    let gateway = Gateway::builder().settings(&format!("store = \"etcd://{}\"\n", etcd_endpoint())).start();
     // etcd is shared by every test: names are unique, and the gateway
     // deletes its app's and key's keys when it drops.
     let admin_name = unique("admin");
@@ -44,7 +44,7 @@ fn an_unreachable_etcd_is_one_line_within_a_bounded_time() {
 #[test]
 fn when_etcd_dies_pushes_and_commands_fail_in_bounded_time_and_nothing_is_lost() {
     let mut etcd = nap_tests::PrivateEtcd::start();
-    let gateway = Gateway::start_with_settings(&format!("store = \"{}\"\n", etcd.url()));
+    let gateway = Gateway::builder().settings(&format!("store = \"{}\"\n", etcd.url())).start();
     let admin = gateway.user("admin");
     let app = unique("etcddown");
     let repo = AppRepo::new(AppKind::Web);
@@ -95,12 +95,12 @@ fn an_etcd_with_authentication_takes_the_configured_user_and_refuses_a_wrong_pas
     let settings = |password: &str| {
         format!("store = \"{}\"\nstore_user = \"root\"\nstore_password = \"{password}\"\n", etcd.url())
     };
-    let gateway = Gateway::start_with_settings(&settings("etcd-s3cret"));
+    let gateway = Gateway::builder().settings(&settings("etcd-s3cret")).start();
     let admin = gateway.user("admin");
     let listed = gateway.ssh(&admin, "nap", &["keys", "--json"]);
     assert!(listed.assert_ok().stdout.contains("\"name\": \"admin\""), "{listed:?}");
 
-    let wrong = Gateway::start_with_settings(&settings("etcd-s3cret"));
+    let wrong = Gateway::builder().settings(&settings("etcd-s3cret")).start();
     std::fs::write(
         wrong.config_path(),
         format!("data_dir = \"{}\"\n{}", wrong.data_dir().display(), settings("wrong")),
@@ -129,11 +129,8 @@ fn an_etcd_over_tls_takes_the_configured_ca_and_client_certificate_and_refuses_a
             tls.key.display()
         )
     };
-    let gateway = Gateway::start_with_settings(&settings(&tls.ca));
-    let admin = gateway.user("admin");
-    let app = unique("tls");
-    let repo = AppRepo::new(AppKind::Web);
-    repo.push(&gateway, &admin, &app, "master").assert_ok();
+    let Deployed { gateway, key: admin, app, repo: _, push: _ } =
+        Deployed::push(Gateway::builder().settings(&settings(&tls.ca)).start(), AppKind::Web, "tls");
     let apps = gateway.ssh(&admin, "nap", &["apps"]);
     assert!(apps.assert_ok().stdout.contains(&app), "{apps:?}");
     let current = etcd.etcdctl(&["get", "--print-value-only", &format!("/nap/apps/{app}/current")]);
@@ -141,7 +138,7 @@ fn an_etcd_over_tls_takes_the_configured_ca_and_client_certificate_and_refuses_a
 
     // A CA that did not sign etcd's certificate: one line, naming the endpoint.
     let other = nap_tests::PrivateEtcd::start_tls();
-    let wrong = Gateway::start_with_settings(&settings(&tls.ca));
+    let wrong = Gateway::builder().settings(&settings(&tls.ca)).start();
     std::fs::write(
         wrong.config_path(),
         format!("data_dir = \"{}\"\n{}", wrong.data_dir().display(), settings(&other.tls().expect("tls").ca)),

@@ -27,12 +27,14 @@ struct Rig {
 fn rig(web: u32) -> Rig {
     let swarm = Swarm::start();
     let addr = format!("127.0.0.1:{}", free_port());
-    let gateway = Gateway::start_with_settings(&format!(
-        "registry = \"{}\"\nrunner = \"swarm\"\nswarm_host = \"{}\"\nswarm_monitor = 1\nswarm_timeout = 60\n\
+    let gateway = Gateway::builder()
+        .settings(&format!(
+            "registry = \"{}\"\nrunner = \"swarm\"\nswarm_host = \"{}\"\nswarm_monitor = 1\nswarm_timeout = 60\n\
          http_listen = \"{addr}\"\ndomain = \"{DOMAIN}\"\n",
-        nap_tests::REGISTRY,
-        swarm.manager_host()
-    ));
+            nap_tests::REGISTRY,
+            swarm.manager_host()
+        ))
+        .start();
     let admin = gateway.user("admin");
     let app = unique("swarm");
     let repo = AppRepo::new(AppKind::Upstream);
@@ -346,10 +348,9 @@ fn a_swarm_host_that_is_no_manager_or_not_there_refuses_the_push_in_one_line() {
         ("unix:///nonexistent/docker.sock", "swarm manager unix:///nonexistent/docker.sock"),
         ("ssh://manager", "swarm_host \"ssh://manager\": use unix:///PATH or tcp://HOST:PORT"),
     ] {
-        let gateway = Gateway::start_with_settings(&format!(
-            "registry = \"{}\"\nrunner = \"swarm\"\nswarm_host = \"{host}\"\n",
-            nap_tests::REGISTRY
-        ));
+        let gateway = Gateway::builder()
+            .settings(&format!("registry = \"{}\"\nrunner = \"swarm\"\nswarm_host = \"{host}\"\n", nap_tests::REGISTRY))
+            .start();
         let admin = gateway.user("admin");
         let app = unique("noswarm");
         let push = AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master");
@@ -367,12 +368,14 @@ fn nodes_pull_from_a_registry_that_wants_a_password_with_the_credentials_nap_sen
     let swarm = Swarm::start();
     let port: u16 = registry.address.rsplit(':').next().and_then(|port| port.parse().ok()).expect("a port");
     swarm.forward(port);
-    let gateway = Gateway::start_with_settings(&format!(
-        "registry = \"{}\"\nregistry_username = \"deployer\"\nregistry_password = \"s3cret-pull\"\n\
+    let gateway = Gateway::builder()
+        .settings(&format!(
+            "registry = \"{}\"\nregistry_username = \"deployer\"\nregistry_password = \"s3cret-pull\"\n\
          runner = \"swarm\"\nswarm_host = \"{}\"\nswarm_monitor = 1\n",
-        registry.address,
-        swarm.manager_host()
-    ));
+            registry.address,
+            swarm.manager_host()
+        ))
+        .start();
     let admin = gateway.user("admin");
     let app = unique("swarm-auth");
     let repo = AppRepo::new(AppKind::Upstream);
@@ -391,11 +394,11 @@ fn nodes_pull_from_a_registry_that_wants_a_password_with_the_credentials_nap_sen
 fn a_manager_over_tcp_with_tls_runs_the_release() {
     let swarm = Swarm::start_tls();
     let (host, certs) = swarm.client_certs().expect("TLS");
-    let gateway = Gateway::start_with_settings(&format!(
+    let gateway = Gateway::builder().settings(&format!(
         "registry = \"{}\"\nrunner = \"swarm\"\nswarm_host = \"{host}\"\nswarm_cert_path = \"{}\"\nswarm_monitor = 1\n",
         nap_tests::REGISTRY,
         certs.display()
-    ));
+    )).start();
     let admin = gateway.user("admin");
     let app = unique("swarm-tls");
     let repo = AppRepo::new(AppKind::Upstream);
@@ -405,10 +408,9 @@ fn a_manager_over_tcp_with_tls_runs_the_release() {
     assert_eq!(services.stdout.trim(), format!("nap-{app}-web"));
 
     // Without the client certificate the manager refuses, in one line.
-    let plain = Gateway::start_with_settings(&format!(
-        "registry = \"{}\"\nrunner = \"swarm\"\nswarm_host = \"{host}\"\n",
-        nap_tests::REGISTRY
-    ));
+    let plain = Gateway::builder()
+        .settings(&format!("registry = \"{}\"\nrunner = \"swarm\"\nswarm_host = \"{host}\"\n", nap_tests::REGISTRY))
+        .start();
     let admin = plain.user("admin");
     let push = AppRepo::new(AppKind::Upstream).push(&plain, &admin, &unique("swarm-notls"), "master");
     assert!(!push.ok());
@@ -420,11 +422,13 @@ fn a_manager_over_tcp_with_tls_runs_the_release() {
 #[test]
 fn a_release_phase_is_refused_on_the_swarm_in_one_line_and_leaves_nothing() {
     let swarm = Swarm::start_with(1);
-    let gateway = Gateway::start_with_settings(&format!(
-        "registry = \"{}\"\nrunner = \"swarm\"\nswarm_host = \"{}\"\n",
-        nap_tests::REGISTRY,
-        swarm.manager_host()
-    ));
+    let gateway = Gateway::builder()
+        .settings(&format!(
+            "registry = \"{}\"\nrunner = \"swarm\"\nswarm_host = \"{}\"\n",
+            nap_tests::REGISTRY,
+            swarm.manager_host()
+        ))
+        .start();
     let admin = gateway.user("admin");
     let app = unique("swarm-release");
     let push = AppRepo::new(AppKind::Procfile).push(&gateway, &admin, &app, "master");

@@ -9,7 +9,7 @@ use nap_tests::{AppKind, AppRepo, Gateway, SystemdHost, containers_of, unique, w
 const ANSWER: Duration = Duration::from_secs(15);
 
 fn gateway_on(host: &SystemdHost) -> Gateway {
-    Gateway::start_with_settings(&host.settings())
+    Gateway::builder().settings(&host.settings()).start()
 }
 
 fn started_at(container: &str) -> String {
@@ -150,7 +150,7 @@ fn the_runner_defaults_to_systemd_when_it_is_on_the_bus_and_to_docker_otherwise(
     let host = SystemdHost::start();
     // Each gateway removes its app's containers as it drops, at the closure's end.
     let admin_push = |settings: &str, app: &str| {
-        let gateway = Gateway::start_with_settings(settings);
+        let gateway = Gateway::builder().settings(settings).start();
         let admin = gateway.user("admin");
         AppRepo::new(AppKind::Web).push(&gateway, &admin, app, "master")
     };
@@ -187,8 +187,9 @@ fn the_unit_template_can_be_overridden_from_a_directory() {
     let custom = builtin.replace("Description=nap app", "Description=our custom nap app");
     assert_ne!(custom, builtin);
     std::fs::write(templates.path().join("app.service.tera"), custom).expect("write template");
-    let gateway =
-        Gateway::start_with_settings(&format!("{}units_dir = \"{}\"\n", host.settings(), templates.path().display()));
+    let gateway = Gateway::builder()
+        .settings(&format!("{}units_dir = \"{}\"\n", host.settings(), templates.path().display()))
+        .start();
     let admin = gateway.user("admin");
     let app = unique("custom");
     AppRepo::new(AppKind::Web).push(&gateway, &admin, &app, "master").assert_ok();

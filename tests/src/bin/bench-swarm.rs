@@ -29,11 +29,11 @@ fn main() {
     let started = Instant::now();
     let mut swarm = Swarm::start();
     let addr = format!("127.0.0.1:{}", free_port());
-    let gateway = nap_tests::Gateway::start_with_settings(&format!(
+    let gateway = nap_tests::Gateway::builder().settings(&format!(
         "registry = \"{}\"\nrunner = \"swarm\"\nswarm_host = \"{}\"\nhttp_listen = \"{addr}\"\ndomain = \"{DOMAIN}\"\n",
         nap_tests::REGISTRY,
         swarm.manager_host()
-    ));
+    )).start();
     let admin = gateway.user("admin");
     let app = unique("bench-swarm");
     let repo = AppRepo::new(AppKind::Upstream);
