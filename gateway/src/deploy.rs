@@ -747,7 +747,7 @@ fn published_with(
         .push((layout::healthcheck(app.as_str()), serde_json::to_vec(&check).map_err(nap_state::StoreError::Encode)?));
     if let Some(target) = &ctx.settings.publish_rollout {
         let rollout = Rollout {
-            k8s_namespace: ctx.settings.k8s_namespace.clone().unwrap_or_else(|| "default".into()),
+            k8s_namespace: ctx.settings.k8s.k8s_namespace.clone().unwrap_or_else(|| "default".into()),
             app_parent: target.project.clone(),
             app_name: app.to_string(),
             image_latest: release.image.clone(),

@@ -154,7 +154,7 @@ impl Router {
         pool.keep_swept();
         let forwarder = Arc::new(h2::Forwarder::new(Arc::clone(&routing)));
         let connections = connections::Connections::new(max_connections);
-        let trusted_proxies = ctx.settings.trusted_proxies.clone().unwrap_or_else(AddressList::none);
+        let trusted_proxies = ctx.settings.router.trusted_proxies.clone().unwrap_or_else(AddressList::none);
         let serving = Arc::new(Serving { routing, pool, forwarder, tls, metrics, connections, stop, trusted_proxies });
         workers.run(&serving).await;
         following.abort();

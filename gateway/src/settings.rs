@@ -78,30 +78,10 @@ pub struct Settings {
     /// Address the SSH gateway (`nap serve`) listens on [default: 0.0.0.0:2222]
     #[arg(long, global = true, env = "NAP_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Where the HTTP router listens (`nap serve`, `nap router`), or `off` [default: 0.0.0.0:80]
-    #[arg(long, global = true, env = "NAP_HTTP_LISTEN", value_name = "ADDR")]
-    pub http_listen: Option<String>,
-    /// Where the router serves HTTPS to hosts with a certificate, or `off` [default: 0.0.0.0:443]
-    #[arg(long, global = true, env = "NAP_HTTPS_LISTEN", value_name = "ADDR")]
-    pub https_listen: Option<String>,
-    /// Seconds an app gets to answer a request's headers through the router before the client gets 504 [default: 60]
-    #[arg(long, global = true, env = "NAP_UPSTREAM_TIMEOUT", value_name = "SECS")]
-    pub upstream_timeout: Option<u64>,
-    /// Seconds the router waits for more of a request's body, or for a client to take more of an answer, before it cuts the connection (408) [default: 60]
-    #[arg(long, global = true, env = "NAP_BODY_TIMEOUT", value_name = "SECS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
-    pub body_timeout: Option<u64>,
-    /// Client connections the router keeps open; one more closes one waiting on its client first [default: from the open-file limit, leaving room for SSH]
-    #[arg(long, global = true, env = "NAP_MAX_CONNECTIONS", value_name = "N", hide = true, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_connections: Option<u32>,
-    /// Threads that serve the router's connections, each on its own, as nginx's workers [default: half the cores, at least 1]
-    #[arg(long, global = true, env = "NAP_ROUTER_THREADS", value_name = "N", hide = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub router_threads: Option<u16>,
-    /// Where the router serves Prometheus metrics at /metrics, e.g. 127.0.0.1:9100, or `off` [default: off]
-    #[arg(long, global = true, env = "NAP_METRICS_LISTEN", value_name = "ADDR")]
-    pub metrics_listen: Option<String>,
-    /// Proxies in front of the router whose X-Forwarded-For, Forwarded and X-Real-IP are kept, as addresses or CIDRs, comma-separated [default: none: the router sets X-Forwarded-For to the client's address and drops the others]
-    #[arg(long, global = true, env = "NAP_TRUSTED_PROXIES", value_name = "CIDR,...", hide = true)]
-    pub trusted_proxies: Option<AddressList>,
+    /// The HTTP router's settings (`http_listen`, `https_listen`, the timeouts, `max_connections`, `router_threads`, `metrics_listen`, `trusted_proxies`).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub router: RouterSettings,
     /// The contact e-mail of nap's ACME account (`letsencrypt`)
     #[arg(long, global = true, env = "NAP_ACME_EMAIL", value_name = "EMAIL")]
     pub acme_email: Option<String>,
@@ -189,6 +169,59 @@ pub struct Settings {
     /// The prefix length of each app's subnet within app_subnets [default: 24]
     #[arg(long, global = true, env = "NAP_APP_SUBNET_PREFIX", value_name = "BITS", hide = true)]
     pub app_subnet_prefix: Option<u8>,
+    /// The Kubernetes runner's settings (`kubectl`, `kubeconfig`, `k8s_*`).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub k8s: K8sSettings,
+    /// The swarm runner's settings (`swarm_*`).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub swarm: SwarmFlags,
+    /// Announce each new release as the CI/CD rollout key /k8s-deploy/PROJECT/rollout/ENV
+    #[arg(long, global = true, env = "NAP_PUBLISH_ROLLOUT", value_name = "PROJECT/ENV", hide = true)]
+    pub publish_rollout: Option<RolloutTarget>,
+}
+
+/// The HTTP router's settings (`http_listen`, `https_listen`, the timeouts, `max_connections`, `router_threads`, `metrics_listen`, `trusted_proxies`), flattened into
+/// [`Settings`]: the file, the environment and the flags spell them as
+/// before.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, Serialize, Deserialize)]
+#[command(next_help_heading = "Settings (also NAP_* variables or nap.toml)")]
+#[serde(default)]
+pub struct RouterSettings {
+    /// Where the HTTP router listens (`nap serve`, `nap router`), or `off` [default: 0.0.0.0:80]
+    #[arg(long, global = true, env = "NAP_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<String>,
+    /// Where the router serves HTTPS to hosts with a certificate, or `off` [default: 0.0.0.0:443]
+    #[arg(long, global = true, env = "NAP_HTTPS_LISTEN", value_name = "ADDR")]
+    pub https_listen: Option<String>,
+    /// Seconds an app gets to answer a request's headers through the router before the client gets 504 [default: 60]
+    #[arg(long, global = true, env = "NAP_UPSTREAM_TIMEOUT", value_name = "SECS")]
+    pub upstream_timeout: Option<u64>,
+    /// Seconds the router waits for more of a request's body, or for a client to take more of an answer, before it cuts the connection (408) [default: 60]
+    #[arg(long, global = true, env = "NAP_BODY_TIMEOUT", value_name = "SECS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout: Option<u64>,
+    /// Client connections the router keeps open; one more closes one waiting on its client first [default: from the open-file limit, leaving room for SSH]
+    #[arg(long, global = true, env = "NAP_MAX_CONNECTIONS", value_name = "N", hide = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+    /// Threads that serve the router's connections, each on its own, as nginx's workers [default: half the cores, at least 1]
+    #[arg(long, global = true, env = "NAP_ROUTER_THREADS", value_name = "N", hide = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub router_threads: Option<u16>,
+    /// Where the router serves Prometheus metrics at /metrics, e.g. 127.0.0.1:9100, or `off` [default: off]
+    #[arg(long, global = true, env = "NAP_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// Proxies in front of the router whose X-Forwarded-For, Forwarded and X-Real-IP are kept, as addresses or CIDRs, comma-separated [default: none: the router sets X-Forwarded-For to the client's address and drops the others]
+    #[arg(long, global = true, env = "NAP_TRUSTED_PROXIES", value_name = "CIDR,...", hide = true)]
+    pub trusted_proxies: Option<AddressList>,
+}
+
+/// The Kubernetes runner's settings (`kubectl`, `kubeconfig`, `k8s_*`), flattened into
+/// [`Settings`]: the file, the environment and the flags spell them as
+/// before.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, Serialize, Deserialize)]
+#[command(next_help_heading = "Settings (also NAP_* variables or nap.toml)")]
+#[serde(default)]
+pub struct K8sSettings {
     /// Kubernetes runner: the kubectl program [default: kubectl]
     #[arg(long, global = true, env = "NAP_KUBECTL", value_name = "PATH", hide = true)]
     pub kubectl: Option<String>,
@@ -216,6 +249,15 @@ pub struct Settings {
     /// Kubernetes runner: seconds a rollout may take before it is undone [default: 300]
     #[arg(long, global = true, env = "NAP_K8S_TIMEOUT", value_name = "SECS", hide = true)]
     pub k8s_timeout: Option<u64>,
+}
+
+/// The swarm runner's settings (`swarm_*`), flattened into
+/// [`Settings`]: the file, the environment and the flags spell them as
+/// before.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, Serialize, Deserialize)]
+#[command(next_help_heading = "Settings (also NAP_* variables or nap.toml)")]
+#[serde(default)]
+pub struct SwarmFlags {
     /// Swarm runner: a manager's Engine API, unix:///PATH or tcp://HOST:PORT [default: unix:///var/run/docker.sock]
     #[arg(long, global = true, env = "NAP_SWARM_HOST", value_name = "URL")]
     pub swarm_host: Option<String>,
@@ -231,9 +273,6 @@ pub struct Settings {
     /// Swarm runner: seconds a rollout may take before nap rolls it back [default: 300]
     #[arg(long, global = true, env = "NAP_SWARM_TIMEOUT", value_name = "SECS", hide = true)]
     pub swarm_timeout: Option<u64>,
-    /// Announce each new release as the CI/CD rollout key /k8s-deploy/PROJECT/rollout/ENV
-    #[arg(long, global = true, env = "NAP_PUBLISH_ROLLOUT", value_name = "PROJECT/ENV", hide = true)]
-    pub publish_rollout: Option<RolloutTarget>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -399,38 +438,38 @@ impl Settings {
 
     /// Where the router listens; `None` with `off`.
     pub fn http_listen(&self) -> Option<String> {
-        let listen = self.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN);
+        let listen = self.router.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN);
         (listen != "off").then(|| listen.to_owned())
     }
 
     /// Where the router serves HTTPS; `None` with `off`, or with the router off.
     pub fn https_listen(&self) -> Option<String> {
         self.http_listen()?;
-        let listen = self.https_listen.as_deref().unwrap_or(DEFAULT_HTTPS_LISTEN);
+        let listen = self.router.https_listen.as_deref().unwrap_or(DEFAULT_HTTPS_LISTEN);
         (listen != "off").then(|| listen.to_owned())
     }
 
     /// Where the router serves its metrics; `None` unless set (and the router on).
     pub fn metrics_listen(&self) -> Option<String> {
         self.http_listen()?;
-        self.metrics_listen.clone().filter(|listen| listen != "off")
+        self.router.metrics_listen.clone().filter(|listen| listen != "off")
     }
 
     /// How many threads serve the router's connections: `router_threads`,
     /// else half the cores (the apps it routes to mostly share the host).
     pub fn router_threads(&self) -> usize {
-        self.router_threads.map_or_else(
+        self.router.router_threads.map_or_else(
             || std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1)),
             usize::from,
         )
     }
 
     pub fn upstream_timeout(&self) -> Duration {
-        Duration::from_secs(self.upstream_timeout.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT))
+        Duration::from_secs(self.router.upstream_timeout.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT))
     }
 
     pub fn body_timeout(&self) -> Duration {
-        Duration::from_secs(self.body_timeout.unwrap_or(DEFAULT_BODY_TIMEOUT))
+        Duration::from_secs(self.router.body_timeout.unwrap_or(DEFAULT_BODY_TIMEOUT))
     }
 
     /// How many client connections the router keeps open: `max_connections`,
@@ -439,7 +478,7 @@ impl Settings {
     /// a quarter of the limit (256 to 4096) is left for the SSH gateway, the
     /// store, the log, git and the upstream pools.
     pub fn max_connections(&self, file_limit: u64) -> usize {
-        if let Some(max) = self.max_connections {
+        if let Some(max) = self.router.max_connections {
             return usize::try_from(max).unwrap_or(usize::MAX);
         }
         let reserve = (file_limit / 4).clamp(256, 4096);
@@ -573,16 +612,16 @@ impl Settings {
     pub fn kubernetes(&self) -> KubernetesSettings {
         let defaults = KubernetesSettings::default();
         KubernetesSettings {
-            kubectl: self.kubectl.clone().unwrap_or(defaults.kubectl),
-            kubeconfig: self.kubeconfig.clone(),
-            context: self.k8s_context.clone(),
-            namespace: self.k8s_namespace.clone(),
-            kind: self.k8s_kind.unwrap_or(defaults.kind),
-            service_type: self.k8s_service_type.clone().unwrap_or(defaults.service_type),
-            replicas: self.k8s_replicas.unwrap_or(defaults.replicas),
-            rollout_timeout: self.k8s_timeout.map_or(defaults.rollout_timeout, Duration::from_secs),
+            kubectl: self.k8s.kubectl.clone().unwrap_or(defaults.kubectl),
+            kubeconfig: self.k8s.kubeconfig.clone(),
+            context: self.k8s.k8s_context.clone(),
+            namespace: self.k8s.k8s_namespace.clone(),
+            kind: self.k8s.k8s_kind.unwrap_or(defaults.kind),
+            service_type: self.k8s.k8s_service_type.clone().unwrap_or(defaults.service_type),
+            replicas: self.k8s.k8s_replicas.unwrap_or(defaults.replicas),
+            rollout_timeout: self.k8s.k8s_timeout.map_or(defaults.rollout_timeout, Duration::from_secs),
             units_dir: self.units_dir.clone(),
-            pod_cidr: self.k8s_pod_cidr.map(|cidr| cidr.to_string()),
+            pod_cidr: self.k8s.k8s_pod_cidr.map(|cidr| cidr.to_string()),
         }
     }
 }
@@ -590,14 +629,14 @@ impl Settings {
 impl Settings {
     pub fn swarm(&self) -> nap_runner::SwarmSettings {
         nap_runner::SwarmSettings {
-            host: self.swarm_host.clone().unwrap_or_else(|| "unix:///var/run/docker.sock".into()),
-            cert_path: self.swarm_cert_path.clone(),
-            network: self.swarm_network.clone().unwrap_or_else(|| "nap-swarm".into()),
+            host: self.swarm.swarm_host.clone().unwrap_or_else(|| "unix:///var/run/docker.sock".into()),
+            cert_path: self.swarm.swarm_cert_path.clone(),
+            network: self.swarm.swarm_network.clone().unwrap_or_else(|| "nap-swarm".into()),
             rollout: nap_runner::Rollout {
-                monitor: Duration::from_secs(self.swarm_monitor.unwrap_or(5)),
+                monitor: Duration::from_secs(self.swarm.swarm_monitor.unwrap_or(5)),
                 stop_grace: self.retire_timeout().min(Duration::from_secs(30)),
             },
-            timeout: Duration::from_secs(self.swarm_timeout.unwrap_or(300)),
+            timeout: Duration::from_secs(self.swarm.swarm_timeout.unwrap_or(300)),
             check_timeout: self.check_timeout(),
             registry_auth: self.registry().and_then(|registry| {
                 let username = registry.username?;
@@ -846,6 +885,28 @@ mod tests {
     }
 
     #[test]
+    fn a_file_from_before_the_groups_reads_into_them_and_back_the_same() {
+        let text = "http_listen = \"127.0.0.1:8080\"\nrouter_threads = 3\ntrusted_proxies = \"10.0.0.0/8\"\n\
+                    kubeconfig = \"/etc/nap/kubeconfig\"\nk8s_namespace = \"shop\"\nk8s_replicas = 2\n\
+                    swarm_host = \"tcp://manager:2376\"\nswarm_timeout = 60\nregistry = \"r:5000\"\n";
+        let settings = Settings::read(file(text).path()).expect("an older file reads");
+        assert_eq!(settings.router.http_listen.as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(settings.router_threads(), 3);
+        assert!(settings.router.trusted_proxies.is_some());
+        assert_eq!(settings.kubernetes().namespace.as_deref(), Some("shop"));
+        assert_eq!(settings.kubernetes().replicas, 2);
+        assert_eq!(settings.k8s.kubeconfig.as_deref(), Some(Path::new("/etc/nap/kubeconfig")));
+        assert_eq!(settings.swarm().host, "tcp://manager:2376");
+        assert_eq!(settings.swarm().timeout, Duration::from_secs(60));
+        // Written out (the hook's input), the names are the file's.
+        let json = serde_json::to_value(&settings).expect("encode");
+        for key in ["http_listen", "router_threads", "kubeconfig", "k8s_namespace", "swarm_host", "registry"] {
+            assert!(json.get(key).is_some_and(|value| !value.is_null()), "{key} in {json}");
+        }
+        assert_eq!(serde_json::from_value::<Settings>(json).expect("decode"), settings);
+    }
+
+    #[test]
     fn flags_beat_the_file_and_the_file_beats_defaults() {
         let toml = file("registry = \"file:5000\"\ncheck_timeout = 7\nstore = \"etcd://127.0.0.1:2379\"\n");
         let given =
@@ -893,7 +954,10 @@ mod tests {
 
     #[test]
     fn an_app_url_is_its_host_on_the_router_with_the_port_unless_80() {
-        let on = |listen: &str| Settings { http_listen: Some(listen.into()), ..Settings::default() };
+        let on = |listen: &str| Settings {
+            router: RouterSettings { http_listen: Some(listen.into()), ..RouterSettings::default() },
+            ..Settings::default()
+        };
         assert_eq!(on("0.0.0.0:80").app_url("hello").as_deref(), Some("http://hello.localhost/"));
         let custom = Settings { domain: Some("Apps.Example.com.".into()), ..on("127.0.0.1:8080") };
         assert_eq!(custom.app_url("hello").as_deref(), Some("http://hello.apps.example.com:8080/"));
@@ -933,7 +997,10 @@ mod tests {
         assert_eq!(settings.max_connections(1024), 384);
         assert_eq!(settings.max_connections(65_536), 30_720);
         assert_eq!(settings.max_connections(256), 64, "never below 64");
-        let set = Settings { max_connections: Some(10), ..Settings::default() };
+        let set = Settings {
+            router: RouterSettings { max_connections: Some(10), ..RouterSettings::default() },
+            ..Settings::default()
+        };
         assert_eq!(set.max_connections(1024), 10);
     }
 

@@ -8,7 +8,7 @@ use nap::app_name::AppName;
 use nap::context::Context;
 use nap::deploy::{self, ConfigChange, Deploy, DeployError, LimitsChange, Source};
 use nap::report::Reporter;
-use nap::settings::Settings;
+use nap::settings::{RouterSettings, Settings};
 use nap_state::{ReleaseCause, ReleaseStatus, StoreSettings};
 use nap_tests::{AppKind, AppRepo};
 use nap_tests::{REGISTRY, etcd_endpoint, etcdctl, remove_app_containers, unique};
@@ -35,7 +35,7 @@ impl Flow {
             public_host: Some("127.0.0.1".into()),
             check_timeout: Some(20),
             // No router here: the release's own URL is what the tests read.
-            http_listen: Some("off".into()),
+            router: RouterSettings { http_listen: Some("off".into()), ..RouterSettings::default() },
             ..Settings::default()
         };
         let ctx = Context::open(settings).await.expect("context");
