@@ -14,10 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::docker::DockerRunner;
 use crate::docker::one_off::Attached;
-use crate::error::RunError;
 use crate::kubernetes::KubernetesRunner;
 use crate::lines::Lines;
-use crate::release::{OneOff, Progress};
+use crate::release::{Ended, OneOff, Progress};
 
 /// The client a one-off is attached to.
 pub struct Client<'a> {
@@ -34,12 +33,7 @@ pub struct Client<'a> {
 impl DockerRunner {
     /// The release phase in a one-off container: its output line by line to
     /// `output`; its exit code, or `None` when it took over `timeout`.
-    pub async fn release_phase(
-        &self,
-        job: &OneOff<'_>,
-        timeout: Duration,
-        output: Progress<'_>,
-    ) -> Result<Option<i64>, RunError> {
+    pub async fn release_phase(&self, job: &OneOff<'_>, timeout: Duration, output: Progress<'_>) -> Ended {
         let attached = self.start_one_off(job).await?;
         let ran = tokio::time::timeout(timeout, async {
             let mut stream = attached.output;
@@ -64,7 +58,7 @@ impl DockerRunner {
 
     /// Runs `job` in a container, attached to `client`; its exit code, or
     /// `None` when the client went first.
-    pub async fn run_attached(&self, job: &OneOff<'_>, client: Client<'_>) -> Result<Option<i64>, RunError> {
+    pub async fn run_attached(&self, job: &OneOff<'_>, client: Client<'_>) -> Ended {
         let attached = self.start_one_off(job).await?;
         let name = attached.name.clone();
         tracing::info!(container = %name, "one-off started");
@@ -126,12 +120,7 @@ impl KubernetesRunner {
     /// Runs `job` as a pod, with `kubectl attach -i` relaying input and
     /// output (no terminal there); its exit code, or `None` when the client
     /// went first. The pod may run for `timeout` at most.
-    pub async fn run_attached(
-        &self,
-        job: &OneOff<'_>,
-        timeout: Duration,
-        client: Client<'_>,
-    ) -> Result<Option<i64>, RunError> {
+    pub async fn run_attached(&self, job: &OneOff<'_>, timeout: Duration, client: Client<'_>) -> Ended {
         let (name, mut attach) = self.start_one_off(job, timeout).await?;
         tracing::info!(pod = %name, "one-off started");
         let (Some(mut input), Some(mut output), Some(mut errors)) =

@@ -23,7 +23,7 @@ pub use kubectl::{Kubectl, KubectlError};
 use crate::error::{KubernetesError, RunError, UnknownName};
 use crate::labels;
 use crate::network::AppNetwork;
-use crate::release::{Instance, Progress, RunRequest, Running, Serving};
+use crate::release::{Ended, Instance, Progress, RunRequest, Running, Serving};
 use crate::units::{self, Units};
 
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -296,12 +296,7 @@ impl KubernetesRunner {
     /// pod's own deadline): applied, its output followed (each line to
     /// `output`) once it runs, waited for until it ends, then deleted,
     /// whatever happened.
-    pub async fn release_phase(
-        &self,
-        job: &crate::OneOff<'_>,
-        timeout: Duration,
-        output: Progress<'_>,
-    ) -> Result<Option<i64>, RunError> {
+    pub async fn release_phase(&self, job: &crate::OneOff<'_>, timeout: Duration, output: Progress<'_>) -> Ended {
         let (name, yaml) = self.one_off_pod(job, timeout).await?;
         let pod = format!("pod/{name}");
         let deadline = Instant::now() + timeout;

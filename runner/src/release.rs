@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use crate::check::HealthCheck;
+use crate::error::RunError;
 use crate::labels;
 use crate::limits::Limits;
 use crate::network::AppNetwork;
@@ -134,6 +135,10 @@ impl RunRequest<'_> {
         labels
     }
 }
+
+/// How a one-off ended: its exit code, or `None` when it did not end by
+/// itself (it took over its time, or its client went first).
+pub type Ended = Result<Option<i64>, RunError>;
 
 /// What a one-off container (or, on Kubernetes, pod) runs: the release
 /// phase, or `run`.

@@ -16,7 +16,7 @@ use crate::error::{KubernetesError, RunError, SwarmError, SystemdError};
 use crate::kubernetes::{KubernetesRunner, KubernetesSettings};
 use crate::network::AppNetwork;
 use crate::process::{Formation, ProcessType};
-use crate::release::{Instance, InstanceId, OneOff, Progress, RunRequest, Running, Serving};
+use crate::release::{Ended, Instance, InstanceId, OneOff, Progress, RunRequest, Running, Serving};
 use crate::swarm::{self, SwarmRunner, SwarmSettings};
 use crate::systemd::{self, SystemdRunner, SystemdSettings};
 
@@ -230,12 +230,7 @@ impl Runner {
 
     /// Runs the release phase `job`, its output line by line to `output`;
     /// its exit code, or `None` when it took over `timeout`.
-    pub async fn release_phase(
-        &self,
-        job: &OneOff<'_>,
-        timeout: Duration,
-        output: Progress<'_>,
-    ) -> Result<Option<i64>, RunError> {
+    pub async fn release_phase(&self, job: &OneOff<'_>, timeout: Duration, output: Progress<'_>) -> Ended {
         match &self.on {
             On::Docker(docker) => docker.release_phase(job, timeout, output).await,
             On::Systemd(systemd) => systemd.docker().release_phase(job, timeout, output).await,
@@ -252,12 +247,7 @@ impl Runner {
 
     /// Runs `job` attached to `client` (`run`); its exit code, or `None`
     /// when the client went first. A pod may run for `timeout` at most.
-    pub async fn run_attached(
-        &self,
-        job: &OneOff<'_>,
-        timeout: Duration,
-        client: Client<'_>,
-    ) -> Result<Option<i64>, RunError> {
+    pub async fn run_attached(&self, job: &OneOff<'_>, timeout: Duration, client: Client<'_>) -> Ended {
         match &self.on {
             On::Docker(docker) => docker.run_attached(job, client).await,
             On::Systemd(systemd) => systemd.docker().run_attached(job, client).await,
