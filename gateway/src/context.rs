@@ -32,8 +32,6 @@ pub struct Context {
 /// What can keep a command from reaching the parts it runs on.
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
-    #[error("cannot reach the Docker daemon: {0}")]
-    DockerUnreachable(#[source] bollard::errors::Error),
     #[error(transparent)]
     Runner(#[from] RunError),
     #[error(transparent)]
@@ -83,17 +81,12 @@ impl Context {
     /// A Docker client, connected now: commands that never touch Docker
     /// (keys, releases) do not need a daemon.
     pub async fn docker(&self) -> Result<bollard::Docker, ContextError> {
-        bollard::Docker::connect_with_local_defaults()
-            .map_err(ContextError::DockerUnreachable)?
-            .negotiate_version()
-            .await
-            .map_err(ContextError::DockerUnreachable)
+        Ok(nap_runner::connect_docker().await?)
     }
 
     /// This host's Docker runner: containers on their apps' networks.
     pub async fn docker_runner(&self) -> Result<DockerRunner, ContextError> {
-        let settings = &self.settings;
-        Ok(DockerRunner::new(self.docker().await?, settings.network(), settings.check_timeout()))
+        Ok(DockerRunner::connect(self.settings.network(), self.settings.check_timeout()).await?)
     }
 
     /// The runner releases go to, as the settings choose it (see

@@ -51,14 +51,9 @@ impl DockerRunner {
         DockerRunner { docker, shared, check_timeout }
     }
 
-    /// This host's Docker daemon, connected now.
+    /// The runner on this host's Docker daemon, connected now.
     pub async fn connect(shared: AppNetwork, check_timeout: Duration) -> Result<Self, RunError> {
-        let docker = Docker::connect_with_local_defaults()
-            .map_err(RunError::DockerUnreachable)?
-            .negotiate_version()
-            .await
-            .map_err(RunError::DockerUnreachable)?;
-        Ok(DockerRunner::new(docker, shared, check_timeout))
+        Ok(DockerRunner::new(connect().await?, shared, check_timeout))
     }
 
     /// The network every app shared before each had its own.
@@ -437,6 +432,16 @@ impl DockerRunner {
         }
         Ok(by_app)
     }
+}
+
+/// This host's Docker daemon (`DOCKER_HOST`, else the local socket),
+/// connected now, at the API version both speak.
+pub async fn connect() -> Result<Docker, RunError> {
+    Docker::connect_with_local_defaults()
+        .map_err(RunError::DockerUnreachable)?
+        .negotiate_version()
+        .await
+        .map_err(RunError::DockerUnreachable)
 }
 
 impl DockerRunner {

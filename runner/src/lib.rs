@@ -32,7 +32,7 @@ pub mod units;
 pub use app_json::{AppJson, AppJsonError, MAX_APP_JSON};
 pub use attach::Client;
 pub use check::HealthCheck;
-pub use docker::{DockerRunner, Lifecycle};
+pub use docker::{DockerRunner, Lifecycle, connect as connect_docker};
 pub use error::{CheckFailed, KubernetesError, RunError, SwarmError, SystemdError, UnknownName};
 pub use kubernetes::{KubernetesRunner, KubernetesSettings, WorkloadKind, manifest};
 pub use limits::{ByteSize, Cpus, LimitName, Limits, LimitsError};
